@@ -1,0 +1,169 @@
+//! Human-friendly units shared by the CLI and every config file: durations such as `3s`,
+//! `250ms`, `1m30s`, `1.5s`, and byte sizes such as `16KiB`, `4MB`, `65536`.
+//!
+//! Config keys carry their unit in the name where the value is a plain number
+//! (`idle_timeout_ms = 3000`); where a key takes a string, these parsers read it. Both are strict:
+//! a value they cannot read is an error naming what was expected, never a silent default.
+
+use std::time::Duration;
+
+/// Parses `1h2m3s`, `3s`, `250ms`, `10us`/`10µs`, `1.5s`, `2m`, or a bare `0`.
+/// A bare non-zero number is refused: the unit must be explicit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    if text.is_empty() {
+        return Err("empty duration (expected e.g. 3s, 250ms, 1m30s)".into());
+    }
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total_ns: f64 = 0.0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("bad duration {text:?} (expected e.g. 3s, 250ms, 1m30s)"));
+        }
+        let value: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("bad number in duration {text:?}"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_ns = match &rest[..unit_len] {
+            "h" => 3_600e9,
+            "m" => 60e9,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            "" => return Err(format!("duration {text:?} needs a unit (h, m, s, ms, us, ns)")),
+            other => return Err(format!("unknown unit {other:?} in duration {text:?} (use h, m, s, ms, us, ns)")),
+        };
+        rest = &rest[unit_len..];
+        total_ns += value * unit_ns;
+    }
+    if !total_ns.is_finite() || total_ns > 1e18 {
+        return Err(format!("duration {text:?} is too large"));
+    }
+    Ok(Duration::from_nanos(total_ns.round() as u64))
+}
+
+/// Parses a byte size: `65536`, `64KiB`, `64k`, `4MiB`, `4MB`, `1GiB` (K/M/G are powers of 1024;
+/// `KB`/`MB`/`GB` are powers of 1000, as on a disk label).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let num_len = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    if num_len == 0 {
+        return Err(format!("bad size {text:?} (expected e.g. 65536, 64KiB, 4MiB)"));
+    }
+    let value: u64 = text[..num_len].parse().map_err(|_| format!("size {text:?} is too large"))?;
+    let mult: u64 = match text[num_len..].trim() {
+        "" | "B" | "b" => 1,
+        "k" | "K" | "KiB" | "kiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown unit {other:?} in size {text:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    value.checked_mul(mult).ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+/// Formats a duration the way Go's `time.Duration.String()` does (`49.892ms`, `319µs`, `1.5s`,
+/// `2m3.5s`), so goon's report reads exactly like tcpgoon's.
+pub fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", trim_frac(ns, 1_000));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", trim_frac(ns, 1_000_000));
+    }
+    let mut out = String::new();
+    let secs_total = ns / 1_000_000_000;
+    let h = secs_total / 3600;
+    let m = (secs_total / 60) % 60;
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    let sub_minute_ns = ns - (h * 3600 + m * 60) as u128 * 1_000_000_000;
+    out.push_str(&format!("{}s", trim_frac(sub_minute_ns, 1_000_000_000)));
+    out
+}
+
+/// `value / unit` printed with up to 9 fraction digits and trailing zeros removed (Go's rule).
+fn trim_frac(value: u128, unit: u128) -> String {
+    let whole = value / unit;
+    let frac = value % unit;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = unit.ilog10() as usize;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        let cases = [
+            ("3s", Duration::from_secs(3)),
+            ("250ms", Duration::from_millis(250)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("10us", Duration::from_micros(10)),
+            ("10µs", Duration::from_micros(10)),
+            ("1h", Duration::from_secs(3600)),
+            ("0", Duration::ZERO),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
+        }
+        for bad in ["", "3", "s", "3x", "1.2.3s", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn bytes_parse() {
+        assert_eq!(parse_bytes("65536").unwrap(), 65536);
+        assert_eq!(parse_bytes("64KiB").unwrap(), 65536);
+        assert_eq!(parse_bytes("64k").unwrap(), 65536);
+        assert_eq!(parse_bytes("4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_bytes("4MB").unwrap(), 4_000_000);
+        assert!(parse_bytes("4XB").is_err());
+        assert!(parse_bytes("KiB").is_err());
+        assert!(parse_bytes("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn go_format_matches_go() {
+        let cases = [
+            (Duration::from_nanos(0), "0s"),
+            (Duration::from_nanos(999), "999ns"),
+            (Duration::from_micros(319), "319µs"),
+            (Duration::from_nanos(24_300), "24.3µs"),
+            (Duration::from_nanos(49_892_000), "49.892ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(123_500), "2m3.5s"),
+            (Duration::from_secs(3600 + 2), "1h0m2s"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(go_duration(d), want);
+        }
+    }
+}
