@@ -1,5 +1,9 @@
-//! netforge: one engine (mio reactors + a coordinator) and three roles on it: the connection
+//! netforge: one engine (mio reactors + a coordinator) and the roles on it: the connection
 //! stressor (`goon`), its target (`serve`), the L4 proxy (`proxy`) and the backpressure lab (`bp`).
 
 pub mod conffile;
+pub mod net;
+pub mod reactor;
+pub mod stats;
+pub mod sys;
 pub mod units;

@@ -1,0 +1,189 @@
+//! Non-blocking dials. Buffers are sized before `connect` (the window scale is negotiated in
+//! the SYN), the source address is bound with IP_BIND_ADDRESS_NO_PORT when one is given, and the
+//! result is a mio stream whose completion is read on the first WRITABLE edge with
+//! `take_error()` then `peer_addr()`.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use super::tune::SockBufs;
+
+/// Options applied to every dialed socket.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DialOpts {
+    pub bufs: SockBufs,
+    pub nodelay: bool,
+    /// Close with RST instead of FIN (SO_LINGER 0): no TIME_WAIT left behind.
+    pub linger_rst: bool,
+}
+
+/// Starts a non-blocking connect to `target`, from `source` if given.
+/// `Ok` means the handshake is under way (or done); errors are immediate failures
+/// (no ports, no fds, unreachable).
+pub fn dial(target: SocketAddr, source: Option<IpAddr>, opts: &DialOpts) -> io::Result<mio::net::TcpStream> {
+    let sock = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    opts.bufs.apply(SockRef::from(&sock))?;
+    if opts.nodelay {
+        sock.set_nodelay(true)?;
+    }
+    if opts.linger_rst {
+        sock.set_linger(Some(std::time::Duration::ZERO))?;
+    }
+    if let Some(ip) = source {
+        crate::sys::set_bind_address_no_port(sock.as_raw_fd())?;
+        sock.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match sock.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(sock.into()))
+}
+
+/// Outcome of checking a dialing socket on a WRITABLE/ERROR edge.
+#[derive(Debug)]
+pub enum DialState {
+    Connected,
+    /// Spurious wake-up: still in progress.
+    Pending,
+    Failed(io::Error),
+}
+
+/// The mio-documented completion check: a pending error fails the dial; otherwise a peer
+/// address means connected, and `NotConnected` means the handshake is still under way.
+pub fn check(stream: &mio::net::TcpStream) -> DialState {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => DialState::Failed(e),
+        Ok(None) => match stream.peer_addr() {
+            Ok(_) => DialState::Connected,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected || e.raw_os_error() == Some(libc::ENOTCONN) => {
+                DialState::Pending
+            }
+            Err(e) => DialState::Failed(e),
+        },
+    }
+}
+
+/// Parses `--source-ip` values: an address, a CIDR (`127.0.0.0/30`, network and broadcast
+/// excluded for prefixes < 31), or an inclusive range (`127.0.0.2-127.0.0.9`). At most
+/// `MAX_SOURCE_IPS` addresses in all.
+pub fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            expand_source(part, &mut out)?;
+            if out.len() > MAX_SOURCE_IPS {
+                return Err(format!("--source-ip: more than {MAX_SOURCE_IPS} addresses"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub const MAX_SOURCE_IPS: usize = 4096;
+
+fn expand_source(spec: &str, out: &mut Vec<IpAddr>) -> Result<(), String> {
+    let bad = |why: &str| format!("--source-ip {spec:?}: {why}");
+    if let Some((lo, hi)) = spec.split_once('-') {
+        let lo: IpAddr = lo.trim().parse().map_err(|_| bad("bad start address"))?;
+        let hi: IpAddr = hi.trim().parse().map_err(|_| bad("bad end address"))?;
+        match (lo, hi) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let (a, b) = (u32::from(a), u32::from(b));
+                if b < a {
+                    return Err(bad("range end is below its start"));
+                }
+                if (b - a) as usize >= MAX_SOURCE_IPS {
+                    return Err(bad("range too large"));
+                }
+                out.extend((a..=b).map(|n| IpAddr::V4(n.into())));
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let (a, b) = (u128::from(a), u128::from(b));
+                if b < a {
+                    return Err(bad("range end is below its start"));
+                }
+                if b - a >= MAX_SOURCE_IPS as u128 {
+                    return Err(bad("range too large"));
+                }
+                out.extend((a..=b).map(|n| IpAddr::V6(n.into())));
+            }
+            _ => return Err(bad("start and end are of different families")),
+        }
+        return Ok(());
+    }
+    if let Some((ip, len)) = spec.split_once('/') {
+        let ip: IpAddr = ip.parse().map_err(|_| bad("bad network address"))?;
+        let len: u32 = len.parse().map_err(|_| bad("bad prefix length"))?;
+        match ip {
+            IpAddr::V4(v4) => {
+                if len > 32 || len < 20 {
+                    return Err(bad("IPv4 prefix must be /20 to /32"));
+                }
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                let net = u32::from(v4) & mask;
+                let size = 1u64 << (32 - len);
+                let (first, last) = if len >= 31 { (net, net + (size - 1) as u32) } else { (net + 1, net + (size - 2) as u32) };
+                out.extend((first..=last).map(|n| IpAddr::V4(n.into())));
+            }
+            IpAddr::V6(v6) => {
+                if !(116..=128).contains(&len) {
+                    return Err(bad("IPv6 prefix must be /116 to /128"));
+                }
+                let mask = u128::MAX << (128 - len);
+                let net = u128::from(v6) & mask;
+                let size = 1u128 << (128 - len);
+                out.extend((net..net + size).map(|n| IpAddr::V6(n.into())));
+            }
+        }
+        return Ok(());
+    }
+    out.push(spec.parse().map_err(|_| bad("not an IP address, CIDR or range"))?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_expand() {
+        let ips = parse_sources(&["127.0.0.2-127.0.0.4".into(), "127.0.1.0/30".into(), "::1".into()]).unwrap();
+        let want: Vec<IpAddr> =
+            ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.1.1", "127.0.1.2", "::1"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(ips, want);
+        assert_eq!(parse_sources(&["127.0.0.5/32".into()]).unwrap().len(), 1);
+        for bad in ["nope", "127.0.0.9-127.0.0.1", "127.0.0.1-::1", "10.0.0.0/8", "127.0.0.1/40"] {
+            assert!(parse_sources(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dial_refused_is_reported_on_the_socket() {
+        // Bind, learn the port, close: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let target: SocketAddr = ([127, 0, 0, 1], port).into();
+        let s = dial(target, Some("127.0.0.1".parse().unwrap()), &DialOpts::default()).unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut s = s;
+        poll.registry().register(&mut s, mio::Token(0), mio::Interest::WRITABLE).unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(100))).unwrap();
+            match check(&s) {
+                DialState::Failed(e) => {
+                    assert_eq!(crate::net::Cause::from_io(&e), crate::net::Cause::Refused);
+                    break;
+                }
+                DialState::Pending => assert!(std::time::Instant::now() < deadline, "no result"),
+                DialState::Connected => panic!("connected to a closed port"),
+            }
+        }
+    }
+}

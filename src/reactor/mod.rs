@@ -1,0 +1,333 @@
+//! The engine: a fixed pool of mio reactor threads, one per core, that owns every socket.
+//!
+//! ```text
+//!                 signals (sigwait thread)
+//!                         │ crossbeam (bounded)
+//!                         ▼
+//!   ┌──────────────── coordinator ────────────────┐   merges per-interval stats, prints,
+//!   │  Pool::send(i, Cmd) = try_send + Waker::wake │   owns the final report and the
+//!   └──────┬──────────────────┬───────────────────┘   socket-buffer policy
+//!          │ cmd + wake       │ cmd + wake        ▲ stats (bounded, try_send)
+//!          ▼                  ▼                   │
+//!   ┌─ reactor 0 ──────┐ ┌─ reactor 1 ──────┐     │
+//!   │ mio::Poll        │ │ mio::Poll        │ ────┘
+//!   │ Slab<Conn>       │ │ Slab<Conn>       │   each reactor: its own listener
+//!   │ Timers (1 heap)  │ │ Timers (1 heap)  │   (SO_REUSEPORT), its own sockets,
+//!   │ pending tokens   │ │ pending tokens   │   nothing shared but channels
+//!   └──────────────────┘ └──────────────────┘
+//! ```
+//!
+//! One loop turn: poll (timeout = 0 if tokens are pending, else the next timer deadline capped
+//! at the tick) → dispatch events → serve the pending list (work left over when a per-wake-up
+//! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → exit when the
+//! role says it is finished. Roles plug in through [`Handler`].
+
+pub mod readiness;
+pub mod slab;
+pub mod timer;
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::{Events, Poll, Registry, Token, Waker};
+
+pub use readiness::{Ready, Readiness};
+pub use slab::Slab;
+pub use timer::Timers;
+
+/// Token of each reactor's waker.
+pub const WAKER: Token = Token(usize::MAX);
+/// Listener `i` of a reactor uses `listener_token(i)`.
+pub const MAX_LISTENERS: usize = 64;
+/// Reactor-level role timers (pacing, health checks) use `role_token(i)`, below the listeners.
+pub const MAX_ROLE_TOKENS: usize = 64;
+/// epoll events taken per wake-up.
+pub const EVENTS_CAPACITY: usize = 1024;
+/// Commands drained per wake-up.
+pub const COMMAND_BATCH: usize = 256;
+/// Expired timers fired per loop turn; the rest wait for the next turn (poll timeout 0).
+pub const TIMER_BATCH: usize = 4096;
+/// Capacity of each reactor's command channel.
+pub const COMMAND_QUEUE: usize = 1024;
+
+pub fn listener_token(i: usize) -> Token {
+    debug_assert!(i < MAX_LISTENERS);
+    Token(usize::MAX - 1 - i)
+}
+
+pub fn listener_index(t: Token) -> Option<usize> {
+    let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1);
+    (i < MAX_LISTENERS).then_some(i)
+}
+
+pub fn role_token(i: usize) -> Token {
+    debug_assert!(i < MAX_ROLE_TOKENS);
+    Token(usize::MAX - 1 - MAX_LISTENERS - i)
+}
+
+pub fn role_index(t: Token) -> Option<usize> {
+    let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1 + MAX_LISTENERS);
+    (i < MAX_ROLE_TOKENS).then_some(i)
+}
+
+/// What a role sees of its reactor during a callback.
+pub struct Cx<'a> {
+    /// Index of this reactor in the pool.
+    pub id: usize,
+    pub registry: &'a Registry,
+    pub timers: &'a mut Timers,
+    /// Loop time, read once per turn.
+    pub now: Instant,
+    pending: &'a mut Vec<Token>,
+}
+
+impl Cx<'_> {
+    /// Asks for `on_ready(token, EMPTY)` again next turn: a budget ran out with work left.
+    pub fn defer(&mut self, token: Token) {
+        self.pending.push(token);
+    }
+
+    /// Arms a timer; a full heap is a role bug, logged once per call site and reported.
+    pub fn arm(&mut self, at: Instant, token: Token, kind: u8) -> bool {
+        match self.timers.arm(at, token, kind) {
+            Ok(()) => true,
+            Err(_) => {
+                log::error!("r{} timer heap full ({} entries): timer for {:?} dropped", self.id, self.timers.len(), token);
+                false
+            }
+        }
+    }
+}
+
+/// A role's per-reactor state. One value per reactor thread, moved there at spawn.
+pub trait Handler: Send + 'static {
+    /// Commands the coordinator sends this reactor.
+    type Cmd: Send + 'static;
+
+    /// Runs on the reactor thread before the first poll: register listeners, arm timers.
+    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()>;
+    /// Readiness for `token`, or `Ready::EMPTY` when the token was deferred.
+    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready);
+    /// A timer armed with `Cx::arm` expired.
+    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8);
+    fn on_command(&mut self, cx: &mut Cx, cmd: Self::Cmd);
+    /// Called every tick (stats flush, sweeps).
+    fn on_tick(&mut self, cx: &mut Cx);
+    /// When true after a loop turn, the reactor calls `on_exit` and the thread ends.
+    fn finished(&self) -> bool;
+    /// Last call on the reactor thread: flush final stats.
+    fn on_exit(&mut self, cx: &mut Cx);
+}
+
+/// Sending side of one reactor: a bounded channel plus its waker.
+pub struct ReactorHandle<C> {
+    tx: Sender<C>,
+    waker: Arc<Waker>,
+}
+
+impl<C> Clone for ReactorHandle<C> {
+    fn clone(&self) -> Self {
+        ReactorHandle { tx: self.tx.clone(), waker: self.waker.clone() }
+    }
+}
+
+impl<C> ReactorHandle<C> {
+    /// Never blocks: a full queue hands the command back.
+    pub fn send(&self, cmd: C) -> Result<(), C> {
+        match self.tx.try_send(cmd) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(c)) | Err(TrySendError::Disconnected(c)) => Err(c),
+        }
+    }
+}
+
+/// The running reactors of one role.
+pub struct Pool<C> {
+    pub handles: Vec<ReactorHandle<C>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<C: Send + 'static> Pool<C> {
+    /// Starts one reactor per handler. `tick` is the period of `on_tick`.
+    pub fn spawn<H: Handler<Cmd = C>>(name: &str, handlers: Vec<H>, tick: Duration) -> io::Result<Pool<C>> {
+        let mut handles = Vec::with_capacity(handlers.len());
+        let mut threads = Vec::with_capacity(handlers.len());
+        for (id, handler) in handlers.into_iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+            let thread = std::thread::Builder::new()
+                .name(format!("{name}-r{id}"))
+                .spawn(move || run(id, poll, rx, handler, tick))?;
+            handles.push(ReactorHandle { tx, waker });
+            threads.push(thread);
+        }
+        Ok(Pool { handles, threads })
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Sends `make(i)` to every reactor; returns how many queues were full.
+    pub fn broadcast(&self, mut make: impl FnMut(usize) -> C) -> usize {
+        self.handles.iter().enumerate().filter(|(i, h)| h.send(make(*i)).is_err()).count()
+    }
+
+    /// Waits for every reactor thread to end.
+    pub fn join(self) {
+        for t in self.threads {
+            // A panicking reactor already ended the process through the panic hook.
+            let _ = t.join();
+        }
+    }
+}
+
+fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler: H, tick: Duration) {
+    let mut events = Events::with_capacity(EVENTS_CAPACITY);
+    let mut timers = Timers::new(1 << 16);
+    let mut pending: Vec<Token> = Vec::new();
+    let mut batch: Vec<Token> = Vec::new();
+    let mut now = Instant::now();
+    let mut next_tick = now + tick;
+    {
+        let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+        if let Err(e) = handler.on_start(&mut cx) {
+            log::error!("reactor {id} failed to start: {e}");
+            handler.on_exit(&mut cx);
+            return;
+        }
+    }
+    loop {
+        let timeout = if pending.is_empty() {
+            timers.timeout(now, next_tick.saturating_duration_since(now))
+        } else {
+            Duration::ZERO
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                log::error!("reactor {id}: poll failed: {e}");
+                break;
+            }
+        }
+        now = Instant::now();
+        let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+        for ev in events.iter() {
+            let token = ev.token();
+            if token == WAKER {
+                for cmd in rx.try_iter().take(COMMAND_BATCH) {
+                    handler.on_command(&mut cx, cmd);
+                }
+                if !rx.is_empty() {
+                    cx.defer(WAKER);
+                }
+            } else {
+                handler.on_ready(&mut cx, token, Ready::from_event(ev));
+            }
+        }
+        // Serve work left over from earlier budgets. Deduplicate: a token may have been
+        // deferred twice (once from an event, once from the previous pending pass).
+        std::mem::swap(cx.pending, &mut batch);
+        batch.sort_unstable();
+        batch.dedup();
+        for token in batch.drain(..) {
+            if token == WAKER {
+                for cmd in rx.try_iter().take(COMMAND_BATCH) {
+                    handler.on_command(&mut cx, cmd);
+                }
+                if !rx.is_empty() {
+                    cx.defer(WAKER);
+                }
+            } else {
+                handler.on_ready(&mut cx, token, Ready::EMPTY);
+            }
+        }
+        for _ in 0..TIMER_BATCH {
+            match cx.timers.pop_expired(now) {
+                Some((token, kind)) => handler.on_timer(&mut cx, token, kind),
+                None => break,
+            }
+        }
+        if now >= next_tick {
+            handler.on_tick(&mut cx);
+            next_tick = now + tick;
+        }
+        if handler.finished() {
+            handler.on_exit(&mut cx);
+            return;
+        }
+    }
+    let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+    handler.on_exit(&mut cx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_tokens_do_not_overlap() {
+        assert_eq!(listener_index(listener_token(0)), Some(0));
+        assert_eq!(listener_index(listener_token(MAX_LISTENERS - 1)), Some(MAX_LISTENERS - 1));
+        assert_eq!(role_index(role_token(3)), Some(3));
+        assert_eq!(listener_index(role_token(0)), None);
+        assert_eq!(role_index(listener_token(0)), None);
+        assert_eq!(listener_index(WAKER), None);
+        assert_eq!(role_index(WAKER), None);
+        assert_eq!(slab::tag_of(role_token(MAX_ROLE_TOKENS - 1)), None);
+    }
+
+    /// A handler that counts ticks and timer firings and finishes on command.
+    struct Probe {
+        done: bool,
+        fired: u32,
+        out: Sender<&'static str>,
+    }
+
+    impl Handler for Probe {
+        type Cmd = &'static str;
+        fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
+            cx.arm(cx.now + Duration::from_millis(5), role_token(0), 1);
+            Ok(())
+        }
+        fn on_ready(&mut self, _: &mut Cx, _: Token, _: Ready) {}
+        fn on_timer(&mut self, _: &mut Cx, token: Token, kind: u8) {
+            assert_eq!((token, kind), (role_token(0), 1));
+            self.fired += 1;
+            let _ = self.out.send("timer");
+        }
+        fn on_command(&mut self, _: &mut Cx, cmd: &'static str) {
+            if cmd == "stop" {
+                self.done = true;
+            }
+        }
+        fn on_tick(&mut self, _: &mut Cx) {}
+        fn finished(&self) -> bool {
+            self.done
+        }
+        fn on_exit(&mut self, _: &mut Cx) {
+            let _ = self.out.send("exit");
+        }
+    }
+
+    #[test]
+    fn timers_fire_and_commands_wake_the_reactor() {
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let pool = Pool::spawn("t", vec![Probe { done: false, fired: 0, out: tx }], Duration::from_secs(3600)).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("timer"));
+        // The tick is an hour away: only the waker can end this poll.
+        assert_eq!(pool.broadcast(|_| "stop"), 0);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("exit"));
+        pool.join();
+    }
+}

@@ -1,0 +1,129 @@
+//! Userspace readiness, as mio's edge-triggered epoll requires.
+//!
+//! Sockets are registered once for `READABLE | WRITABLE`. Each edge is OR-ed into `event`; a
+//! role acts on `event & interest`. `event` bits are cleared only when a syscall says
+//! `WouldBlock`; `interest` bits are cleared when a buffer is full (stop reading) or empty (stop
+//! writing). Nothing is reregistered and no edge is lost: work left when a per-wake-up budget
+//! ran out stays in `event`, and the token is queued on the reactor's pending list.
+
+use std::ops::{BitAnd, BitOr, BitOrAssign};
+
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ready(u8);
+
+impl Ready {
+    pub const EMPTY: Ready = Ready(0);
+    pub const READABLE: Ready = Ready(1);
+    pub const WRITABLE: Ready = Ready(2);
+    /// The peer closed its write side or the connection ended (EPOLLRDHUP/EPOLLHUP).
+    pub const HUP: Ready = Ready(4);
+    /// EPOLLERR: a pending socket error (read it with `take_error`).
+    pub const ERROR: Ready = Ready(8);
+    pub const ALL: Ready = Ready(15);
+
+    pub fn from_event(ev: &mio::event::Event) -> Ready {
+        let mut r = Ready::EMPTY;
+        if ev.is_readable() {
+            r |= Ready::READABLE;
+        }
+        if ev.is_writable() {
+            r |= Ready::WRITABLE;
+        }
+        if ev.is_read_closed() || ev.is_write_closed() {
+            // A hang-up is also a reason to read: the read returns 0 or the error.
+            r |= Ready::HUP | Ready::READABLE;
+        }
+        if ev.is_error() {
+            r |= Ready::ERROR | Ready::READABLE | Ready::WRITABLE;
+        }
+        r
+    }
+
+    pub fn contains(self, other: Ready) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn intersects(self, other: Ready) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn insert(&mut self, other: Ready) {
+        self.0 |= other.0;
+    }
+
+    pub fn remove(&mut self, other: Ready) {
+        self.0 &= !other.0;
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl BitOr for Ready {
+    type Output = Ready;
+    fn bitor(self, rhs: Ready) -> Ready {
+        Ready(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for Ready {
+    fn bitor_assign(&mut self, rhs: Ready) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl BitAnd for Ready {
+    type Output = Ready;
+    fn bitand(self, rhs: Ready) -> Ready {
+        Ready(self.0 & rhs.0)
+    }
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [(1, "R"), (2, "W"), (4, "HUP"), (8, "ERR")];
+        let parts: Vec<&str> = names.iter().filter(|(b, _)| self.0 & b != 0).map(|(_, n)| *n).collect();
+        write!(f, "Ready({})", parts.join("|"))
+    }
+}
+
+/// Edge state of one socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// What the kernel has signalled and no syscall has yet refuted.
+    pub event: Ready,
+    /// What the connection wants now.
+    pub interest: Ready,
+}
+
+impl Readiness {
+    pub fn new(interest: Ready) -> Readiness {
+        Readiness { event: Ready::EMPTY, interest }
+    }
+
+    /// The bits to act on.
+    pub fn actionable(&self) -> Ready {
+        self.event & self.interest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actionable_is_event_and_interest() {
+        let mut r = Readiness::new(Ready::READABLE);
+        r.event |= Ready::WRITABLE;
+        assert!(r.actionable().is_empty());
+        r.event |= Ready::READABLE;
+        assert_eq!(r.actionable(), Ready::READABLE);
+        r.interest.insert(Ready::WRITABLE);
+        assert_eq!(r.actionable(), Ready::READABLE | Ready::WRITABLE);
+        r.event.remove(Ready::READABLE);
+        assert_eq!(r.actionable(), Ready::WRITABLE);
+        assert!(Ready::ALL.contains(Ready::HUP | Ready::ERROR));
+        assert_eq!(format!("{:?}", Ready::READABLE | Ready::HUP), "Ready(R|HUP)");
+    }
+}

@@ -1,0 +1,121 @@
+//! One timer structure per reactor: a min-heap of `(deadline, token, kind)` with lazy cancel.
+//!
+//! There is no per-connection timer object and no cancel operation. A connection keeps its own
+//! deadline; when an entry fires, the role checks the token (stale generation: ignore) and the
+//! connection's current deadline (moved later: re-arm once at the new deadline). Roles keep at
+//! most one outstanding entry per connection and kind, so the heap is bounded by
+//! `connections × kinds`; `arm` refuses past the capacity given at construction.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    at: Instant,
+    seq: u64,
+    token: usize,
+    kind: u8,
+}
+
+pub struct Timers {
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    capacity: usize,
+}
+
+/// The heap is full: the role asked for more outstanding timers than it declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimersFull;
+
+impl Timers {
+    pub fn new(capacity: usize) -> Timers {
+        Timers { heap: BinaryHeap::new(), seq: 0, capacity }
+    }
+
+    /// Raises the bound (roles call this once they know their connection budget).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    pub fn arm(&mut self, at: Instant, token: Token, kind: u8) -> Result<(), TimersFull> {
+        if self.heap.len() >= self.capacity {
+            return Err(TimersFull);
+        }
+        self.seq += 1;
+        self.heap.push(Reverse(Entry { at, seq: self.seq, token: token.0, kind }));
+        Ok(())
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(e)| e.at)
+    }
+
+    /// Time until the next deadline, capped at `cap`.
+    pub fn timeout(&self, now: Instant, cap: Duration) -> Duration {
+        match self.next_deadline() {
+            Some(at) => at.saturating_duration_since(now).min(cap),
+            None => cap,
+        }
+    }
+
+    /// Pops one entry whose deadline is at or before `now`.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<(Token, u8)> {
+        match self.heap.peek() {
+            Some(Reverse(e)) if e.at <= now => {
+                let Reverse(e) = self.heap.pop()?;
+                Some((Token(e.token), e.kind))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_in_deadline_order_then_fifo() {
+        let t0 = Instant::now();
+        let mut t = Timers::new(8);
+        t.arm(t0 + Duration::from_millis(30), Token(3), 0).unwrap();
+        t.arm(t0 + Duration::from_millis(10), Token(1), 0).unwrap();
+        t.arm(t0 + Duration::from_millis(10), Token(2), 1).unwrap();
+        assert_eq!(t.pop_expired(t0), None);
+        let later = t0 + Duration::from_millis(20);
+        assert_eq!(t.pop_expired(later), Some((Token(1), 0)));
+        assert_eq!(t.pop_expired(later), Some((Token(2), 1)));
+        assert_eq!(t.pop_expired(later), None);
+        assert_eq!(t.timeout(later, Duration::from_secs(1)), Duration::from_millis(10));
+        assert_eq!(t.pop_expired(t0 + Duration::from_millis(30)), Some((Token(3), 0)));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn timeout_is_capped_and_never_negative() {
+        let t0 = Instant::now();
+        let mut t = Timers::new(2);
+        assert_eq!(t.timeout(t0, Duration::from_millis(100)), Duration::from_millis(100));
+        t.arm(t0, Token(1), 0).unwrap();
+        assert_eq!(t.timeout(t0 + Duration::from_secs(1), Duration::from_millis(100)), Duration::ZERO);
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let now = Instant::now();
+        let mut t = Timers::new(1);
+        t.arm(now, Token(1), 0).unwrap();
+        assert_eq!(t.arm(now, Token(2), 0), Err(TimersFull));
+    }
+}

@@ -1,0 +1,223 @@
+//! `Latency`: an HdrHistogram in microseconds (1 µs .. 60 s, 3 significant digits) plus exact
+//! min/max/sum/sum-of-squares in nanoseconds, so `min/avg/max/dev` match what tcpgoon prints
+//! (computed from every sample) while percentiles come from the histogram.
+
+use std::time::Duration;
+
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+
+use crate::units::go_duration;
+
+/// Highest value the histogram tracks, in µs; larger samples saturate to it.
+pub const HIST_MAX_US: u64 = 60_000_000;
+pub const HIST_SIGFIG: u8 = 3;
+
+#[derive(Clone, Debug)]
+pub struct Latency {
+    pub hist: Histogram<u64>,
+    pub count: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+    pub sum_ns: u128,
+    pub sum_sq_ns: f64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::new()
+    }
+}
+
+impl Latency {
+    pub fn new() -> Latency {
+        let hist = Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("constant histogram bounds are valid");
+        Latency { hist, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0.0 }
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+        self.hist.saturating_record((ns / 1000).clamp(1, HIST_MAX_US));
+        self.count += 1;
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+        self.sum_ns += ns as u128;
+        self.sum_sq_ns += (ns as f64) * (ns as f64);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Moves the contents out, leaving an empty recorder (the per-interval swap).
+    pub fn take(&mut self) -> Latency {
+        let mut out = Latency::new();
+        std::mem::swap(self, &mut out);
+        out
+    }
+
+    pub fn merge(&mut self, other: &Latency) {
+        if other.count == 0 {
+            return;
+        }
+        // Same bounds on both sides: `add` cannot fail.
+        let _ = self.hist.add(&other.hist);
+        self.count += other.count;
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+        self.sum_ns += other.sum_ns;
+        self.sum_sq_ns += other.sum_sq_ns;
+    }
+
+    pub fn min(&self) -> Duration {
+        Duration::from_nanos(if self.count == 0 { 0 } else { self.min_ns })
+    }
+
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns)
+    }
+
+    pub fn mean(&self) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos((self.sum_ns / self.count as u128) as u64)
+    }
+
+    /// Population standard deviation (what tcpgoon's `dev` is).
+    pub fn stddev(&self) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        let n = self.count as f64;
+        let mean = self.sum_ns as f64 / n;
+        let var = (self.sum_sq_ns / n - mean * mean).max(0.0);
+        Duration::from_nanos(var.sqrt().round() as u64)
+    }
+
+    /// Percentile from the histogram (µs resolution).
+    pub fn percentile(&self, q: f64) -> Duration {
+        Duration::from_micros(self.hist.value_at_quantile(q / 100.0))
+    }
+
+    /// `min/avg/max/dev` in Go's duration format.
+    pub fn min_avg_max_dev(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            go_duration(self.min()),
+            go_duration(self.mean()),
+            go_duration(self.max()),
+            go_duration(self.stddev())
+        )
+    }
+
+    /// `p50/p90/p99/p99.9/max`.
+    pub fn percentiles_line(&self) -> String {
+        let ps: Vec<String> = [50.0, 90.0, 99.0, 99.9].iter().map(|q| go_duration(self.percentile(*q))).collect();
+        format!("{}/{}", ps.join("/"), go_duration(self.max()))
+    }
+
+    /// HdrHistogram V2 (deflate) encoding in base64: the form HdrHistogram's log tools read,
+    /// so results from several machines can be merged later.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        match V2DeflateSerializer::new().serialize(&self.hist, &mut buf) {
+            Ok(_) => base64_encode(&buf),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub fn decode_hist(text: &str) -> Result<Histogram<u64>, String> {
+        let bytes = base64_decode(text).ok_or("histogram is not valid base64")?;
+        Deserializer::new().deserialize(&mut bytes.as_slice()).map_err(|e| format!("histogram does not decode: {e:?}"))
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = B64.iter().position(|&b| b == c)? as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_moments_and_merge() {
+        let mut a = Latency::new();
+        let mut b = Latency::new();
+        for ms in [1u64, 2, 3] {
+            a.record(Duration::from_millis(ms));
+        }
+        b.record(Duration::from_millis(6));
+        a.merge(&b);
+        assert_eq!(a.count, 4);
+        assert_eq!(a.min(), Duration::from_millis(1));
+        assert_eq!(a.max(), Duration::from_millis(6));
+        assert_eq!(a.mean(), Duration::from_millis(3));
+        // values 1,2,3,6 ms: variance = (4+1+0+9)/4 = 3.5 ms^2
+        assert_eq!(a.stddev().as_micros(), 1870);
+        assert_eq!(a.min_avg_max_dev(), "1ms/3ms/6ms/1.870829ms");
+        let p50 = a.percentile(50.0).as_micros();
+        assert!((1990..=2010).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn take_swaps_out() {
+        let mut a = Latency::new();
+        a.record(Duration::from_micros(5));
+        let t = a.take();
+        assert_eq!((t.count, a.count), (1, 0));
+        assert!(a.hist.is_empty());
+    }
+
+    #[test]
+    fn histogram_round_trips_through_base64() {
+        let mut a = Latency::new();
+        for us in 1..=1000u64 {
+            a.record(Duration::from_micros(us));
+        }
+        let h = Latency::decode_hist(&a.encode()).unwrap();
+        assert_eq!(h.len(), 1000);
+        assert_eq!(h.value_at_quantile(0.5), a.hist.value_at_quantile(0.5));
+    }
+
+    #[test]
+    fn base64_known_vectors() {
+        for (raw, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64_encode(raw.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).unwrap(), raw.as_bytes());
+        }
+        assert!(base64_decode("!!").is_none());
+    }
+}
