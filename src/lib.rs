@@ -1,9 +1,15 @@
 //! netforge: one engine (mio reactors + a coordinator) and the roles on it: the connection
 //! stressor (`goon`), its target (`serve`), the L4 proxy (`proxy`) and the backpressure lab (`bp`).
 
+pub mod app;
+pub mod buf;
+pub mod cli;
 pub mod conffile;
+pub mod error;
+pub mod goon;
 pub mod net;
 pub mod reactor;
+pub mod serve;
 pub mod stats;
 pub mod sys;
 pub mod units;

@@ -1,0 +1,62 @@
+//! Runs a parsed command line: the order of start-up steps matters and lives here. Values are
+//! checked and names resolved first (blocking is fine: no reactor runs yet), then the preflight
+//! and the confirmation prompt, then signals are routed to one thread (before any other thread
+//! starts, so all inherit the mask), then the role runs.
+
+use std::io::Write;
+
+use crate::cli::{Cli, Cmd};
+use crate::error::Error;
+
+/// Returns the process exit status.
+pub fn run(cli: Cli) -> Result<u8, Error> {
+    match cli.cmd {
+        Cmd::Goon(args) => {
+            let cfg = crate::cli::goon_config(&args)?;
+            let fd = crate::sys::raise_nofile()?;
+            let sockets = if cfg.builtin { cfg.connections * 2 } else { cfg.connections };
+            let pre = crate::goon::preflight::check(
+                &fd,
+                sockets,
+                cfg.threads,
+                &if cfg.builtin { "the built-in sink".to_string() } else { cfg.target.to_string() },
+                cfg.sources.len(),
+                crate::sys::local_port_range(),
+                crate::sys::conntrack_max(),
+                cfg.connections,
+            );
+            let mut err = std::io::stderr();
+            let _ = writeln!(err, "netforge goon preflight:");
+            for line in &pre.lines {
+                let _ = writeln!(err, "  {line}");
+            }
+            if let Some(why) = pre.refusal {
+                return Err(Error::Preflight(format!("preflight: {why}")));
+            }
+            if !cfg.builtin && !args.assume_yes && !crate::cli::confirm(&cfg)? {
+                let _ = writeln!(err, "Execution aborted by the user.");
+                return Ok(1);
+            }
+            let signals = crate::sys::route_signals()?;
+            let stdout = std::io::stdout();
+            let report = crate::goon::run(&cfg, &signals, &mut stdout.lock())?;
+            Ok(report.exit_code())
+        }
+        Cmd::Serve(args) => {
+            let cfg = crate::cli::serve_config(&args)?;
+            let fd = crate::sys::raise_nofile()?;
+            if (cfg.max_conns as u64) + 64 > fd.soft {
+                log::warn!(
+                    "serve: --max-conns {} exceeds the open-file limit {} (hard {}); accepts will pause at the limit",
+                    cfg.max_conns,
+                    fd.soft,
+                    fd.hard
+                );
+            }
+            let signals = crate::sys::route_signals()?;
+            let stdout = std::io::stdout();
+            crate::serve::run(&cfg, &signals, &mut stdout.lock())?;
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Command line: clap definitions and their translation into each role's config. Values are
+//! checked here and refused with one line naming the flag; nothing below this layer sees an
+//! unchecked argument.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::goon::GoonConfig;
+use crate::net::tune::SockBufs;
+use crate::serve::{Mode, ServeConfig};
+use crate::units::{parse_bytes, parse_duration};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netforge",
+    version,
+    about = "TCP connection stressor, L4 load balancer and backpressure lab on one event-loop engine",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Open many concurrent TCP connections to HOST PORT and report how they fare (tcpgoon's
+    /// interface). Without HOST and PORT it stresses a built-in sink in the same process.
+    Goon(GoonArgs),
+    /// A TCP target on the same engine: hold, echo or discard connections.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct GoonArgs {
+    /// Target host name or IP address (IPv6 as ::1 or [::1]); resolved once, then dialed by IP.
+    pub host: Option<String>,
+    /// Target TCP port (1-65535).
+    pub port: Option<String>,
+    /// Number of connections you want to open.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: i64,
+    /// Time you want to sleep between connections, in ms [default: 10].
+    #[arg(short = 's', long, conflicts_with = "rate")]
+    pub sleep: Option<i64>,
+    /// Connection dialing timeout, in ms.
+    #[arg(short = 't', long = "dial-timeout", default_value_t = 5000)]
+    pub dial_timeout: i64,
+    /// Interval, in seconds, between stats updates.
+    #[arg(short = 'i', long, default_value_t = 1)]
+    pub interval: i64,
+    /// Print debugging information to the standard error.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Force execution without asking for confirmation.
+    #[arg(short = 'y', long = "assume-yes")]
+    pub assume_yes: bool,
+    /// Keep established connections open this long after the last dial (e.g. 30s, 2m).
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    pub hold: Duration,
+    /// Dial at this many connections per second instead of --sleep.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Source address(es) to dial from, repeatable: an IP, a CIDR (127.0.1.0/24) or a range
+    /// (127.0.0.2-127.0.0.9). Each adds a full ephemeral port range per target.
+    #[arg(long = "source-ip", value_name = "IP|CIDR|RANGE")]
+    pub source_ip: Vec<String>,
+    /// Write the whole result (config, counts, errors, percentiles, HdrHistograms) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Close connections with RST (SO_LINGER 0) so no TIME_WAIT is left behind.
+    #[arg(long)]
+    pub linger_rst: bool,
+    /// Reactor threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// SO_SNDBUF for every socket (e.g. 4KiB).
+    #[arg(long, value_parser = parse_bytes)]
+    pub sndbuf: Option<u64>,
+    /// SO_RCVBUF for every socket (e.g. 4KiB); set before connect.
+    #[arg(long, value_parser = parse_bytes)]
+    pub rcvbuf: Option<u64>,
+    /// Kernel socket-buffer budget for the whole run (e.g. 512MiB), split over the sockets
+    /// where --sndbuf/--rcvbuf are not given.
+    #[arg(long = "socket-mem", value_parser = parse_bytes)]
+    pub socket_mem: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port, printed on the first line).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    #[arg(long, value_enum, default_value_t = Mode::Hold)]
+    pub mode: Mode,
+    /// Most connections held at once (split evenly over the reactors).
+    #[arg(long = "max-conns", default_value_t = crate::serve::DEFAULT_MAX_CONNS)]
+    pub max_conns: usize,
+    /// Reactor threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seconds between stats lines (0: only the final report).
+    #[arg(short = 'i', long, default_value_t = 1)]
+    pub interval: u64,
+    /// SO_SNDBUF for accepted sockets.
+    #[arg(long, value_parser = parse_bytes)]
+    pub sndbuf: Option<u64>,
+    /// SO_RCVBUF for accepted sockets.
+    #[arg(long, value_parser = parse_bytes)]
+    pub rcvbuf: Option<u64>,
+}
+
+/// Reactor threads: the flag, else one per core.
+pub fn threads(flag: Option<usize>) -> usize {
+    flag.filter(|n| *n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).min(1024)
+}
+
+fn usage(msg: String) -> Error {
+    Error::Usage(msg)
+}
+
+/// Parses a port argument: 1..=65535.
+pub fn parse_port(text: &str) -> Result<u16, Error> {
+    match text.trim().parse::<i64>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        Ok(p) => Err(usage(format!("invalid port {p}: must be 1-65535"))),
+        Err(_) => Err(usage(format!("invalid port {text:?}: must be a number 1-65535"))),
+    }
+}
+
+/// Resolves `host` once (blocking; only ever called before the reactors start).
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() {
+        return Err(usage("empty host".into()));
+    }
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addrs = (bare, port).to_socket_addrs().map_err(|source| Error::Resolve { host: bare.into(), source })?;
+    addrs.next().ok_or_else(|| Error::Resolve {
+        host: bare.into(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+    })
+}
+
+/// Checks goon's flags and builds its config (resolving the target).
+pub fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
+    if a.connections < 1 {
+        return Err(usage(format!("--connections must be at least 1 (got {})", a.connections)));
+    }
+    let sleep = a.sleep.unwrap_or(10);
+    if sleep < 0 {
+        return Err(usage(format!("--sleep must be 0 or more ms (got {sleep})")));
+    }
+    if a.dial_timeout < 1 {
+        return Err(usage(format!("--dial-timeout must be at least 1 ms (got {})", a.dial_timeout)));
+    }
+    if a.interval < 1 {
+        return Err(usage(format!("--interval must be at least 1 s (got {})", a.interval)));
+    }
+    if let Some(r) = a.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(usage(format!("--rate must be a positive number of connections per second (got {r})")));
+        }
+    }
+    let (host, target, builtin) = match (&a.host, &a.port) {
+        (None, None) => ("127.0.0.1".to_string(), SocketAddr::from(([127, 0, 0, 1], 0)), true),
+        (Some(h), None) => return Err(usage(format!("missing <port> after host {h:?}"))),
+        (Some(h), Some(p)) => {
+            let port = parse_port(p)?;
+            (h.clone(), resolve(h, port)?, false)
+        }
+        (None, Some(_)) => unreachable!("clap fills host before port"),
+    };
+    let sources = crate::net::connect::parse_sources(&a.source_ip).map_err(usage)?;
+    if let Some(bad) = sources.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
+        return Err(usage(format!("--source-ip {bad} is not of the target's address family ({})", target.ip())));
+    }
+    let connections = a.connections as u64;
+    let threads = threads(a.threads);
+    let sockets = if builtin { connections * 2 } else { connections };
+    let bufs = SockBufs::policy(a.sndbuf.map(|v| v as usize), a.rcvbuf.map(|v| v as usize), a.socket_mem, sockets);
+    Ok(GoonConfig {
+        host,
+        target,
+        connections,
+        sleep: Duration::from_millis(sleep as u64),
+        rate: a.rate,
+        dial_timeout: Duration::from_millis(a.dial_timeout as u64),
+        interval: Duration::from_secs(a.interval as u64),
+        hold: a.hold,
+        sources,
+        linger_rst: a.linger_rst,
+        threads,
+        bufs,
+        json: a.json.clone(),
+        builtin,
+    })
+}
+
+pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
+    let listen: SocketAddr = a
+        .listen
+        .parse()
+        .map_err(|_| usage(format!("--listen {:?}: expected IP:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)", a.listen)))?;
+    if a.max_conns == 0 {
+        return Err(usage("--max-conns must be at least 1".into()));
+    }
+    Ok(ServeConfig {
+        listen,
+        mode: a.mode,
+        max_conns: a.max_conns,
+        threads: threads(a.threads),
+        interval: Duration::from_secs(a.interval),
+        bufs: SockBufs { sndbuf: a.sndbuf.map(|v| v as usize), rcvbuf: a.rcvbuf.map(|v| v as usize) },
+    })
+}
+
+/// tcpgoon's confirmation: `y`/`yes` continue, anything else (empty included) aborts.
+pub fn confirm_answer(line: &str) -> bool {
+    matches!(line.trim_end_matches(['\r', '\n']).trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Asks on stderr; refuses when stdin is not a terminal (a script must pass -y).
+pub fn confirm(cfg: &GoonConfig) -> Result<bool, Error> {
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(
+            "refusing to start without confirmation: stdin is not a terminal; pass -y/--assume-yes to run unattended".into(),
+        ));
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "****************************** WARNING ******************************\n\
+         * You are going to run a TCP stress check with these arguments:\n\
+         \t- Target: {} ({})\n\t- TCP Port: {}\n\t- # of concurrent connections: {}\n\
+         \t- Connections interval: {}\n\t- Dial timeout: {} ms\n\t- Stats interval: {} s\n\
+         *********************************************************************\n\
+         Do you want to continue? (y/N): ",
+        cfg.host,
+        cfg.target.ip(),
+        cfg.target.port(),
+        cfg.connections,
+        match cfg.rate {
+            Some(r) => format!("{r} connections/s"),
+            None => format!("{} ms", cfg.sleep.as_millis()),
+        },
+        cfg.dial_timeout.as_millis(),
+        cfg.interval.as_secs()
+    );
+    let _ = err.flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(confirm_answer(&line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers() {
+        for yes in ["y\n", "Y\r\n", "yes\n", "YES", " y "] {
+            assert!(confirm_answer(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n\n", "no\r\n", "yep", "q"] {
+            assert!(!confirm_answer(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("80").unwrap(), 80);
+        for bad in ["0", "70000", "-1", "http", ""] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn v6_literals_resolve_without_dns() {
+        assert_eq!(resolve("::1", 80).unwrap(), "[::1]:80".parse().unwrap());
+        assert_eq!(resolve("[::1]", 80).unwrap(), "[::1]:80".parse().unwrap());
+    }
+}

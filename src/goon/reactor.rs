@@ -1,0 +1,417 @@
+//! goon's per-reactor half: dial this reactor's share of the connections on schedule, watch each
+//! one through Dialing → Established → Closed (or → Error), never write, read and discard what
+//! the peer sends, and report whole counts plus swapped-out latency recorders each tick.
+//!
+//! Shares are fixed at start (reactor i dials `N/T` plus one of the remainder), so the total
+//! number of dials is exactly N however the reactors race. Pacing: `--sleep S` spaces dials
+//! `S` apart globally (reactor i dials at `t0 + (i + k·T)·S`); `--rate R` spaces them
+//! `1/R_i` apart per reactor; `--sleep 0` dials as fast as the loop allows, `CONNECT_BATCH` per
+//! turn so established sockets are still served in between.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use crate::net::connect::{check, dial, DialOpts, DialState};
+use crate::net::Cause;
+use crate::reactor::{role_index, role_token, Cx, Handler, Ready, Slab};
+use crate::serve::Sink;
+use crate::stats::Latency;
+
+/// Dials started per loop turn at most.
+pub const CONNECT_BATCH: usize = 256;
+/// Bytes read (and dropped) from one connection per wake-up.
+pub const READ_BUDGET: usize = 64 * 1024;
+/// Pause after a dial failed for want of ports or descriptors.
+pub const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
+const DIAL_TAG: u8 = 0;
+const TIMER_DIAL: u8 = 1;
+const TIMER_PACE: u8 = 2;
+const PACE: usize = 0;
+
+/// Whole per-reactor counts (not deltas): the latest message from a reactor replaces the last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Dials started (NotInitiated = share − dialed).
+    pub dialed: u64,
+    pub dialing: u64,
+    pub established: u64,
+    pub closed: u64,
+    pub error: u64,
+    /// Connections that ever reached Established.
+    pub established_total: u64,
+    pub errors: [u64; 7],
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.dialed += o.dialed;
+        self.dialing += o.dialing;
+        self.established += o.established;
+        self.closed += o.closed;
+        self.error += o.error;
+        self.established_total += o.established_total;
+        for (a, b) in self.errors.iter_mut().zip(o.errors.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// Reactor → coordinator.
+pub struct Update {
+    pub reactor: usize,
+    pub counts: Counts,
+    /// Connect times and times-to-error recorded since the last update.
+    pub connect: Option<Latency>,
+    pub fail: Option<Latency>,
+    /// Every dial of this reactor's share has been started and resolved.
+    pub dial_done: bool,
+    /// Last message: the reactor is exiting.
+    pub exited: bool,
+}
+
+pub enum GoonCmd {
+    /// End the run: stop dialing, report, exit (connections close with the process).
+    Stop,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// As fast as the loop allows.
+    Burst,
+    /// Dial k is due at `t0 + offset + k·period`.
+    Every { offset: Duration, period: Duration },
+}
+
+struct Dial {
+    sock: TcpStream,
+    since: Instant,
+    established: bool,
+}
+
+pub struct GoonReactor {
+    target: SocketAddr,
+    share: u64,
+    pace: Pace,
+    start: Option<Instant>,
+    dial_timeout: Duration,
+    opts: DialOpts,
+    sources: Vec<IpAddr>,
+    next_source: usize,
+    conns: Slab<Dial>,
+    counts: Counts,
+    connect: Latency,
+    fail: Latency,
+    backoff_until: Option<Instant>,
+    pace_armed: Option<Instant>,
+    tx: Sender<Update>,
+    dial_done_sent: bool,
+    stopping: bool,
+    scratch: Box<[u8]>,
+    sink: Option<Sink>,
+}
+
+pub struct ReactorPlan {
+    pub target: SocketAddr,
+    pub share: u64,
+    pub pace: Pace,
+    pub dial_timeout: Duration,
+    pub opts: DialOpts,
+    pub sources: Vec<IpAddr>,
+    /// Index of the first source this reactor uses (spreads reactors over sources).
+    pub source_offset: usize,
+}
+
+impl GoonReactor {
+    pub fn new(plan: ReactorPlan, tx: Sender<Update>, sink: Option<Sink>) -> GoonReactor {
+        let share = plan.share as usize;
+        GoonReactor {
+            target: plan.target,
+            share: plan.share,
+            pace: plan.pace,
+            start: None,
+            dial_timeout: plan.dial_timeout,
+            opts: plan.opts,
+            next_source: plan.source_offset,
+            sources: plan.sources,
+            // Each of the share's connections holds one slot until the run ends.
+            conns: Slab::new(DIAL_TAG, share.max(1), share),
+            counts: Counts::default(),
+            connect: Latency::new(),
+            fail: Latency::new(),
+            backoff_until: None,
+            pace_armed: None,
+            tx,
+            dial_done_sent: false,
+            stopping: false,
+            scratch: vec![0u8; READ_BUDGET].into_boxed_slice(),
+            sink,
+        }
+    }
+
+    fn due(&self, k: u64) -> Option<Instant> {
+        match self.pace {
+            Pace::Burst => None,
+            Pace::Every { offset, period } => Some(self.start? + offset + period.mul_f64(k as f64)),
+        }
+    }
+
+    /// Starts the dials that are due, at most `CONNECT_BATCH`.
+    fn dial_some(&mut self, cx: &mut Cx) {
+        if self.stopping {
+            return;
+        }
+        let start = *self.start.get_or_insert(cx.now);
+        let _ = start;
+        if let Some(until) = self.backoff_until {
+            if cx.now < until {
+                self.arm_pace(cx, until);
+                return;
+            }
+            self.backoff_until = None;
+        }
+        for _ in 0..CONNECT_BATCH {
+            if self.counts.dialed >= self.share {
+                return;
+            }
+            if let Some(due) = self.due(self.counts.dialed) {
+                if due > cx.now {
+                    self.arm_pace(cx, due);
+                    return;
+                }
+            }
+            if !self.dial_one(cx) {
+                let until = cx.now + EXHAUSTION_BACKOFF;
+                self.backoff_until = Some(until);
+                self.arm_pace(cx, until);
+                return;
+            }
+        }
+        if self.counts.dialed < self.share {
+            cx.defer(role_token(PACE));
+        }
+    }
+
+    fn arm_pace(&mut self, cx: &mut Cx, at: Instant) {
+        // One outstanding pace timer at a time (keeps the heap bounded).
+        if self.pace_armed.is_some_and(|a| a <= at) {
+            return;
+        }
+        if cx.arm(at, role_token(PACE), TIMER_PACE) {
+            self.pace_armed = Some(at);
+        }
+    }
+
+    /// Starts one dial; false when the failure means "back off" (no ports, no fds).
+    fn dial_one(&mut self, cx: &mut Cx) -> bool {
+        let source = if self.sources.is_empty() {
+            None
+        } else {
+            let s = self.sources[self.next_source % self.sources.len()];
+            self.next_source = self.next_source.wrapping_add(1);
+            Some(s)
+        };
+        self.counts.dialed += 1;
+        let since = cx.now;
+        match dial(self.target, source, &self.opts) {
+            Ok(sock) => {
+                let Ok(token) = self.conns.insert(Dial { sock, since, established: false }) else {
+                    self.record_error(cx, Cause::NoFds, since);
+                    return true;
+                };
+                let reg = match self.conns.get_mut(token) {
+                    Some(d) => cx.registry.register(&mut d.sock, token, Interest::READABLE | Interest::WRITABLE),
+                    None => return true,
+                };
+                if let Err(e) = reg {
+                    self.conns.remove(token);
+                    self.record_error(cx, Cause::from_io(&e), since);
+                    return !matches!(Cause::from_io(&e), Cause::NoFds);
+                }
+                self.counts.dialing += 1;
+                cx.arm(since + self.dial_timeout, token, TIMER_DIAL);
+                true
+            }
+            Err(e) => {
+                let cause = Cause::from_io(&e);
+                log::debug!("r{} dial {}: {e}", cx.id, self.target);
+                self.record_error(cx, cause, since);
+                !matches!(cause, Cause::NoPorts | Cause::NoFds)
+            }
+        }
+    }
+
+    fn record_error(&mut self, cx: &Cx, cause: Cause, since: Instant) {
+        self.counts.error += 1;
+        self.counts.errors[cause.index()] += 1;
+        self.fail.record(cx.now.saturating_duration_since(since));
+    }
+
+    /// A dialing socket failed or timed out.
+    fn fail_dial(&mut self, cx: &mut Cx, token: Token, cause: Cause) {
+        if let Some(d) = self.conns.remove(token) {
+            self.counts.dialing -= 1;
+            self.record_error(cx, cause, d.since);
+            log::debug!("r{} t{:x} dial failed: {}", cx.id, token.0, cause.name());
+        }
+    }
+
+    fn on_conn(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        let Some(d) = self.conns.get_mut(token) else { return };
+        if !d.established {
+            match check(&d.sock) {
+                DialState::Pending => return,
+                DialState::Failed(e) => {
+                    let cause = Cause::from_io(&e);
+                    self.fail_dial(cx, token, cause);
+                    return;
+                }
+                DialState::Connected => {
+                    d.established = true;
+                    let rtt = cx.now.saturating_duration_since(d.since);
+                    self.counts.dialing -= 1;
+                    self.counts.established += 1;
+                    self.counts.established_total += 1;
+                    self.connect.record(rtt);
+                }
+            }
+            if !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+                return;
+            }
+        }
+        // Established: goon never writes; read and drop, and notice the peer closing.
+        let mut budget = READ_BUDGET;
+        let Some(d) = self.conns.get_mut(token) else { return };
+        loop {
+            match d.sock.read(&mut self.scratch) {
+                Ok(0) => break,
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        cx.defer(token);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Reset after establishment counts as Closed, as in tcpgoon.
+                Err(_) => break,
+            }
+        }
+        self.conns.remove(token);
+        self.counts.established -= 1;
+        self.counts.closed += 1;
+    }
+
+    fn report(&mut self, dial_done: bool, exited: bool) -> Update {
+        Update {
+            reactor: 0,
+            counts: self.counts,
+            connect: (!self.connect.is_empty()).then(|| self.connect.take()),
+            fail: (!self.fail.is_empty()).then(|| self.fail.take()),
+            dial_done,
+            exited,
+        }
+    }
+
+    fn flush(&mut self, cx: &Cx) {
+        let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
+        let mut u = self.report(dial_done, false);
+        u.reactor = cx.id;
+        if let Err(e) = self.tx.try_send(u) {
+            // Channel full: put the recorders back so no sample is lost.
+            let u = e.into_inner();
+            if let Some(l) = u.connect {
+                self.connect.merge(&l);
+            }
+            if let Some(l) = u.fail {
+                self.fail.merge(&l);
+            }
+        } else if dial_done {
+            self.dial_done_sent = true;
+        }
+    }
+}
+
+impl Handler for GoonReactor {
+    type Cmd = GoonCmd;
+
+    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
+        cx.timers.set_capacity(self.share as usize + 1024);
+        if let Some(sink) = self.sink.as_mut() {
+            sink.register(cx)?;
+        }
+        self.start = Some(cx.now);
+        self.dial_some(cx);
+        Ok(())
+    }
+
+    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        if role_index(token) == Some(PACE) {
+            self.dial_some(cx);
+            return;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            if sink.owns(token) {
+                sink.on_ready(cx, token, ready);
+                return;
+            }
+        }
+        self.on_conn(cx, token, ready);
+        if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
+            // Tell the coordinator at once rather than at the next tick.
+            self.flush(cx);
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+        match kind {
+            TIMER_PACE if role_index(token) == Some(PACE) => {
+                self.pace_armed = None;
+                self.dial_some(cx);
+            }
+            TIMER_DIAL => {
+                if self.conns.get(token).is_some_and(|d| !d.established) {
+                    self.fail_dial(cx, token, Cause::Timeout);
+                    if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
+                        self.flush(cx);
+                    }
+                }
+            }
+            _ => {
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.on_timer(cx, token, kind);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, _cx: &mut Cx, cmd: GoonCmd) {
+        match cmd {
+            GoonCmd::Stop => self.stopping = true,
+        }
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx) {
+        self.flush(cx);
+    }
+
+    fn finished(&self) -> bool {
+        self.stopping
+    }
+
+    fn on_exit(&mut self, cx: &mut Cx) {
+        let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
+        let mut u = self.report(dial_done, true);
+        u.reactor = cx.id;
+        // The coordinator waits for this message; at exit a bounded wait is fine.
+        let _ = self.tx.send_timeout(u, Duration::from_secs(2));
+        if let Some(sink) = self.sink.as_mut() {
+            sink.close_all(cx);
+        }
+    }
+}

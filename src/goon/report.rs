@@ -1,0 +1,177 @@
+//! goon's final report: tcpgoon's block, word for word where tcpgoon has words, then the
+//! additions (percentiles, errors by cause, dial-phase speed and memory), and the JSON form.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use serde_json::json;
+
+use super::{status_line, GoonConfig, GoonReport};
+use crate::net::Cause;
+use crate::stats::Latency;
+use crate::units::go_duration;
+
+/// `host(ip):port`, or `ip:port` when the host is the IP (IPv6 in brackets).
+pub fn target_label(host: &str, target: SocketAddr) -> String {
+    let ip = target.ip();
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip_text = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+    if bare_host.parse::<std::net::IpAddr>().ok() == Some(ip) || bare_host.is_empty() {
+        format!("{ip_text}:{}", target.port())
+    } else {
+        format!("{bare_host}({ip}):{}", target.port())
+    }
+}
+
+pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn Write) {
+    let mut text = String::new();
+    text.push_str(&format!("--- {} tcp test statistics ---\n", target_label(&cfg.host, target)));
+    text.push_str(&status_line(cfg.connections, &r.counts, r.not_initiated));
+    text.push('\n');
+    text.push_str("--- netforge goon execution statistics ---\n");
+    text.push_str(&format!("Total established connections: {}\n", r.counts.established_total));
+    text.push_str(&format!("Max concurrent established connections: {}\n", r.max_established));
+    text.push_str(&format!("Number of established connections on closure: {}\n", r.counts.established));
+    if !r.connect.is_empty() {
+        text.push_str(&format!(
+            "Response time stats for {} successful connections min/avg/max/dev = {}\n",
+            r.connect.count,
+            r.connect.min_avg_max_dev()
+        ));
+        text.push_str(&format!(
+            "Response time percentiles for {} successful connections p50/p90/p99/p99.9/max = {}\n",
+            r.connect.count,
+            r.connect.percentiles_line()
+        ));
+    }
+    if !r.fail.is_empty() {
+        text.push_str(&format!(
+            "Time to error stats for {} failed connections min/avg/max/dev = {}\n",
+            r.fail.count,
+            r.fail.min_avg_max_dev()
+        ));
+        let causes: Vec<String> = Cause::ALL
+            .iter()
+            .filter(|c| r.counts.errors[c.index()] > 0)
+            .map(|c| format!("{} {}", c.name(), r.counts.errors[c.index()]))
+            .collect();
+        text.push_str(&format!("Errors by cause: {}\n", causes.join(", ")));
+    }
+    match r.dial_phase {
+        Some(d) => {
+            let rate = r.counts.established_total as f64 / d.as_secs_f64().max(1e-9);
+            text.push_str(&format!(
+                "Dial phase: {} connections resolved in {} ({:.0} established/s)\n",
+                cfg.connections,
+                go_duration(d),
+                rate
+            ));
+        }
+        None => text.push_str(&format!("Dial phase: interrupted after {}\n", go_duration(r.elapsed))),
+    }
+    text.push_str(&format!(
+        "Memory: RSS {} KiB at start, {} KiB when all were dialed, {} KiB peak",
+        r.rss_start_kib,
+        r.rss_dial_done_kib.map_or("-".to_string(), |v| v.to_string()),
+        r.rss_peak_kib
+    ));
+    if let (Some(at), n) = (r.rss_dial_done_kib, r.counts.established) {
+        if n > 0 {
+            let per = (at.saturating_sub(r.rss_start_kib) * 1024) as f64 / n as f64;
+            text.push_str(&format!(" ({per:.0} B per established connection)"));
+        }
+    }
+    text.push('\n');
+    if r.interrupted {
+        text.push_str("Run interrupted by signal.\n");
+    }
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn latency_json(l: &Latency) -> serde_json::Value {
+    if l.is_empty() {
+        return json!({ "count": 0 });
+    }
+    json!({
+        "count": l.count,
+        "min_us": l.min().as_secs_f64() * 1e6,
+        "avg_us": l.mean().as_secs_f64() * 1e6,
+        "max_us": l.max().as_secs_f64() * 1e6,
+        "dev_us": l.stddev().as_secs_f64() * 1e6,
+        "p50_us": l.percentile(50.0).as_micros() as u64,
+        "p90_us": l.percentile(90.0).as_micros() as u64,
+        "p99_us": l.percentile(99.0).as_micros() as u64,
+        "p999_us": l.percentile(99.9).as_micros() as u64,
+        "histogram_unit": "us",
+        "histogram_v2_deflate_base64": l.encode(),
+    })
+}
+
+/// The whole result as JSON (config, counts, errors by cause, latency stats with the
+/// serialized HdrHistograms, memory, exit code).
+pub fn json(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize) -> String {
+    let errors: serde_json::Map<String, serde_json::Value> =
+        Cause::ALL.iter().map(|c| (c.name().to_string(), json!(r.counts.errors[c.index()]))).collect();
+    let value = json!({
+        "netforge": env!("CARGO_PKG_VERSION"),
+        "role": "goon",
+        "config": {
+            "host": cfg.host,
+            "target": target.to_string(),
+            "builtin_target": cfg.builtin,
+            "connections": cfg.connections,
+            "sleep_ms": cfg.sleep.as_secs_f64() * 1e3,
+            "rate_per_s": cfg.rate,
+            "dial_timeout_ms": cfg.dial_timeout.as_secs_f64() * 1e3,
+            "interval_s": cfg.interval.as_secs_f64(),
+            "hold_s": cfg.hold.as_secs_f64(),
+            "source_ips": cfg.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "linger_rst": cfg.linger_rst,
+            "threads": threads,
+            "sndbuf": cfg.bufs.sndbuf,
+            "rcvbuf": cfg.bufs.rcvbuf,
+        },
+        "counts": {
+            "total": cfg.connections,
+            "dialing": r.counts.dialing,
+            "established": r.counts.established,
+            "closed": r.counts.closed,
+            "error": r.counts.error,
+            "not_initiated": r.not_initiated,
+            "total_established": r.counts.established_total,
+            "max_concurrent_established": r.max_established,
+            "established_on_closure": r.counts.established,
+        },
+        "errors": errors,
+        "connect_time": latency_json(&r.connect),
+        "time_to_error": latency_json(&r.fail),
+        "dial_phase_s": r.dial_phase.map(|d| d.as_secs_f64()),
+        "elapsed_s": r.elapsed.as_secs_f64(),
+        "interrupted": r.interrupted,
+        "memory": {
+            "rss_start_kib": r.rss_start_kib,
+            "rss_dial_done_kib": r.rss_dial_done_kib,
+            "rss_peak_kib": r.rss_peak_kib,
+        },
+        "exit_code": r.exit_code(),
+    });
+    let mut s = serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".into());
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        let t: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(target_label("127.0.0.1", t), "127.0.0.1:80");
+        assert_eq!(target_label("localhost", t), "localhost(127.0.0.1):80");
+        let t6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(target_label("::1", t6), "[::1]:80");
+        assert_eq!(target_label("[::1]", t6), "[::1]:80");
+    }
+}
