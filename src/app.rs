@@ -15,16 +15,17 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             let cfg = crate::cli::goon_config(&args)?;
             let fd = crate::sys::raise_nofile()?;
             let sockets = if cfg.builtin { cfg.connections * 2 } else { cfg.connections };
-            let pre = crate::goon::preflight::check(
-                &fd,
+            let target = if cfg.builtin { "the built-in sink".to_string() } else { cfg.target.to_string() };
+            let pre = crate::goon::preflight::check(&crate::goon::preflight::Plan {
+                fd: &fd,
                 sockets,
-                cfg.threads,
-                &if cfg.builtin { "the built-in sink".to_string() } else { cfg.target.to_string() },
-                cfg.sources.len(),
-                crate::sys::local_port_range(),
-                crate::sys::conntrack_max(),
-                cfg.connections,
-            );
+                threads: cfg.threads,
+                target: &target,
+                sources: cfg.sources.len(),
+                port_range: crate::sys::local_port_range(),
+                conntrack_max: crate::sys::conntrack_max(),
+                connections: cfg.connections,
+            });
             let mut err = std::io::stderr();
             let _ = writeln!(err, "netforge goon preflight:");
             for line in &pre.lines {

@@ -61,7 +61,8 @@ pub struct GoonArgs {
     /// Force execution without asking for confirmation.
     #[arg(short = 'y', long = "assume-yes")]
     pub assume_yes: bool,
-    /// Keep established connections open this long after the last dial (e.g. 30s, 2m).
+    /// Keep established connections open this long after the last dial (e.g. 30s, 2m); ends
+    /// early if the peer has closed them all.
     #[arg(long, value_parser = parse_duration, default_value = "0")]
     pub hold: Duration,
     /// Dial at this many connections per second instead of --sleep.
@@ -232,7 +233,8 @@ pub fn confirm_answer(line: &str) -> bool {
 pub fn confirm(cfg: &GoonConfig) -> Result<bool, Error> {
     if !std::io::stdin().is_terminal() {
         return Err(usage(
-            "refusing to start without confirmation: stdin is not a terminal; pass -y/--assume-yes to run unattended".into(),
+            "refusing to start without confirmation: stdin is not a terminal; pass -y/--assume-yes to run unattended"
+                .into(),
         ));
     }
     let mut err = std::io::stderr();

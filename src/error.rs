@@ -15,8 +15,14 @@ pub enum Error {
     Usage(String),
     /// The run cannot start on this machine as configured (fd limit, ports).
     Preflight(String),
-    Resolve { host: String, source: io::Error },
-    Bind { addr: SocketAddr, source: io::Error },
+    Resolve {
+        host: String,
+        source: io::Error,
+    },
+    Bind {
+        addr: SocketAddr,
+        source: io::Error,
+    },
     Io(io::Error),
 }
 

@@ -16,6 +16,7 @@ pub struct FdLimit {
 }
 
 /// Raises the soft open-file limit to the hard limit.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
 pub fn raise_nofile() -> io::Result<FdLimit> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid, writable rlimit struct for the duration of the call.
@@ -34,6 +35,7 @@ pub fn raise_nofile() -> io::Result<FdLimit> {
 }
 
 /// Sets the soft open-file limit (tests use it to provoke EMFILE in a child process).
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
 pub fn set_nofile_soft(soft: u64) -> io::Result<()> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: as in `raise_nofile`.

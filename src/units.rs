@@ -24,9 +24,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if num_len == 0 {
             return Err(format!("bad duration {text:?} (expected e.g. 3s, 250ms, 1m30s)"));
         }
-        let value: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("bad number in duration {text:?}"))?;
+        let value: f64 = rest[..num_len].parse().map_err(|_| format!("bad number in duration {text:?}"))?;
         rest = &rest[num_len..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let unit_ns = match &rest[..unit_len] {
@@ -96,7 +94,7 @@ pub fn go_duration(d: Duration) -> String {
     if h > 0 || m > 0 {
         out.push_str(&format!("{m}m"));
     }
-    let sub_minute_ns = ns - (h * 3600 + m * 60) as u128 * 1_000_000_000;
+    let sub_minute_ns = ns - (h * 3600 + m * 60) * 1_000_000_000;
     out.push_str(&format!("{}s", trim_frac(sub_minute_ns, 1_000_000_000)));
     out
 }

@@ -125,8 +125,9 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let mut sinks: Vec<Option<Sink>> = (0..threads).map(|_| None).collect();
     let mut target = cfg.target;
     if cfg.builtin {
-        let (addr, listeners) = crate::net::listen::reuseport_group(cfg.target, threads, crate::net::listen::LISTEN_BACKLOG)
-            .map_err(|source| Error::Bind { addr: cfg.target, source })?;
+        let (addr, listeners) =
+            crate::net::listen::reuseport_group(cfg.target, threads, crate::net::listen::LISTEN_BACKLOG)
+                .map_err(|source| Error::Bind { addr: cfg.target, source })?;
         target = addr;
         let per = (cfg.connections as usize).div_ceil(threads) + 64;
         for (slot, l) in sinks.iter_mut().zip(listeners) {
@@ -198,7 +199,9 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         }
         if stop_sent_at.is_none() {
             if let Some(until) = hold_until {
-                if now >= until {
+                // Nothing left to hold (the peer closed everything): the hold ends early.
+                let c = sum(&per);
+                if now >= until || (c.established == 0 && c.dialing == 0) {
                     pool.broadcast(|_| GoonCmd::Stop);
                     stop_sent_at = Some(now);
                 }
@@ -268,9 +271,11 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     report::print(cfg, &report, target, out);
     if let Some(path) = &cfg.json {
         let json = report::json(cfg, &report, target, threads);
-        std::fs::write(path, json).map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
+        std::fs::write(path, json)
+            .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
     }
-    // Reactors exit on their own after Stop; joining waits for their sockets to close.
+    // Every reactor has reported (or the grace ran out): now they may close and end.
+    pool.broadcast(|_| GoonCmd::Exit);
     pool.join();
     Ok(report)
 }
@@ -291,10 +296,7 @@ mod tests {
     #[test]
     fn interval_line_is_tcpgoons() {
         let c = Counts { dialed: 3, dialing: 1, established: 1, closed: 0, error: 1, ..Default::default() };
-        assert_eq!(
-            status_line(4, &c, 1),
-            "Total: 4, Dialing: 1, Established: 1, Closed: 0, Error: 1, NotInitiated: 1"
-        );
+        assert_eq!(status_line(4, &c, 1), "Total: 4, Dialing: 1, Established: 1, Closed: 0, Error: 1, NotInitiated: 1");
     }
 
     #[test]

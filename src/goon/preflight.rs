@@ -14,20 +14,28 @@ pub struct Preflight {
     pub refusal: Option<String>,
 }
 
-/// `sockets`: descriptors the connections need (2 per connection when the target is in-process).
-pub fn check(
-    fd: &FdLimit,
-    sockets: u64,
-    threads: usize,
-    target: &str,
-    sources: usize,
-    port_range: Option<(u32, u32)>,
-    conntrack_max: Option<u64>,
-    connections: u64,
-) -> Preflight {
+/// What the preflight looks at: the run's plan and the machine's facts.
+pub struct Plan<'a> {
+    pub fd: &'a FdLimit,
+    /// Descriptors the connections need (2 per connection when the target is in-process).
+    pub sockets: u64,
+    pub threads: usize,
+    pub target: &'a str,
+    pub sources: usize,
+    pub port_range: Option<(u32, u32)>,
+    pub conntrack_max: Option<u64>,
+    pub connections: u64,
+}
+
+pub fn check(plan: &Plan) -> Preflight {
+    let Plan { fd, sockets, threads, target, sources, port_range, conntrack_max, connections } = *plan;
     let mut lines = Vec::new();
     let need = sockets + reserved_fds(threads);
-    let raised = if fd.before < fd.soft { format!("soft limit raised {} -> {}", fd.before, fd.soft) } else { format!("soft limit {}", fd.soft) };
+    let raised = if fd.before < fd.soft {
+        format!("soft limit raised {} -> {}", fd.before, fd.soft)
+    } else {
+        format!("soft limit {}", fd.soft)
+    };
     lines.push(format!("open files: {raised} (hard {}); this run needs about {need}", fd.hard));
     let mut refusal = None;
     if need > fd.soft {
@@ -80,7 +88,17 @@ mod tests {
     #[test]
     fn refuses_above_the_limit_and_names_the_fix() {
         let t = "127.0.0.1:80";
-        let p = check(&fd(20_000, 20_000), 30_000, 2, t, 1, Some((32768, 60999)), None, 30_000);
+        let fd = fd(20_000, 20_000);
+        let p = check(&Plan {
+            fd: &fd,
+            sockets: 30_000,
+            threads: 2,
+            target: t,
+            sources: 1,
+            port_range: Some((32768, 60999)),
+            conntrack_max: None,
+            connections: 30_000,
+        });
         let r = p.refusal.unwrap();
         assert!(r.contains("30048") && r.contains("ulimit") && r.contains("LimitNOFILE"), "{r}");
         assert!(p.lines.iter().any(|l| l.contains("WARNING") && l.contains("--source-ip")));
@@ -89,7 +107,17 @@ mod tests {
     #[test]
     fn passes_within_limits() {
         let t = "127.0.0.1:80";
-        let p = check(&fd(20_000, 20_000), 1000, 2, t, 2, Some((32768, 60999)), Some(262_144), 1000);
+        let fd = fd(20_000, 20_000);
+        let p = check(&Plan {
+            fd: &fd,
+            sockets: 1000,
+            threads: 2,
+            target: t,
+            sources: 2,
+            port_range: Some((32768, 60999)),
+            conntrack_max: Some(262_144),
+            connections: 1000,
+        });
         assert!(p.refusal.is_none());
         assert!(p.lines.iter().all(|l| !l.contains("WARNING")), "{:?}", p.lines);
         assert!(p.lines[1].contains("56464"), "{:?}", p.lines);

@@ -74,9 +74,15 @@ pub struct Update {
     pub exited: bool,
 }
 
+/// Stopping is two-phase so that no reactor's closing sockets can change another's counts
+/// (with the built-in sink, one reactor's sink holds the peers of another's dials): `Stop`
+/// freezes and reports the counts, and only once every reactor has reported does `Exit` let them
+/// close their sockets and end.
 pub enum GoonCmd {
-    /// End the run: stop dialing, report, exit (connections close with the process).
+    /// Stop dialing, send the final counts (`exited` set), keep every socket open.
     Stop,
+    /// Close everything and end the thread.
+    Exit,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -110,7 +116,9 @@ pub struct GoonReactor {
     pace_armed: Option<Instant>,
     tx: Sender<Update>,
     dial_done_sent: bool,
+    /// Counts frozen at `Stop`; events after it are no longer counted.
     stopping: bool,
+    exit: bool,
     scratch: Box<[u8]>,
     sink: Option<Sink>,
 }
@@ -148,6 +156,7 @@ impl GoonReactor {
             tx,
             dial_done_sent: false,
             stopping: false,
+            exit: false,
             scratch: vec![0u8; READ_BUDGET].into_boxed_slice(),
             sink,
         }
@@ -351,6 +360,9 @@ impl Handler for GoonReactor {
     }
 
     fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        if self.stopping {
+            return;
+        }
         if role_index(token) == Some(PACE) {
             self.dial_some(cx);
             return;
@@ -369,6 +381,9 @@ impl Handler for GoonReactor {
     }
 
     fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+        if self.stopping {
+            return;
+        }
         match kind {
             TIMER_PACE if role_index(token) == Some(PACE) => {
                 self.pace_armed = None;
@@ -390,26 +405,32 @@ impl Handler for GoonReactor {
         }
     }
 
-    fn on_command(&mut self, _cx: &mut Cx, cmd: GoonCmd) {
+    fn on_command(&mut self, cx: &mut Cx, cmd: GoonCmd) {
         match cmd {
-            GoonCmd::Stop => self.stopping = true,
+            GoonCmd::Stop if !self.stopping => {
+                self.stopping = true;
+                let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
+                let mut u = self.report(dial_done, true);
+                u.reactor = cx.id;
+                // The coordinator waits for this message: a bounded blocking send is fine here.
+                let _ = self.tx.send_timeout(u, Duration::from_secs(2));
+            }
+            GoonCmd::Stop => {}
+            GoonCmd::Exit => self.exit = true,
         }
     }
 
     fn on_tick(&mut self, cx: &mut Cx) {
-        self.flush(cx);
+        if !self.stopping {
+            self.flush(cx);
+        }
     }
 
     fn finished(&self) -> bool {
-        self.stopping
+        self.exit
     }
 
     fn on_exit(&mut self, cx: &mut Cx) {
-        let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
-        let mut u = self.report(dial_done, true);
-        u.reactor = cx.id;
-        // The coordinator waits for this message; at exit a bounded wait is fine.
-        let _ = self.tx.send_timeout(u, Duration::from_secs(2));
         if let Some(sink) = self.sink.as_mut() {
             sink.close_all(cx);
         }

@@ -122,13 +122,14 @@ fn expand_source(spec: &str, out: &mut Vec<IpAddr>) -> Result<(), String> {
         let len: u32 = len.parse().map_err(|_| bad("bad prefix length"))?;
         match ip {
             IpAddr::V4(v4) => {
-                if len > 32 || len < 20 {
+                if !(20..=32).contains(&len) {
                     return Err(bad("IPv4 prefix must be /20 to /32"));
                 }
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
                 let net = u32::from(v4) & mask;
                 let size = 1u64 << (32 - len);
-                let (first, last) = if len >= 31 { (net, net + (size - 1) as u32) } else { (net + 1, net + (size - 2) as u32) };
+                let (first, last) =
+                    if len >= 31 { (net, net + (size - 1) as u32) } else { (net + 1, net + (size - 2) as u32) };
                 out.extend((first..=last).map(|n| IpAddr::V4(n.into())));
             }
             IpAddr::V6(v6) => {
@@ -154,8 +155,10 @@ mod tests {
     #[test]
     fn sources_expand() {
         let ips = parse_sources(&["127.0.0.2-127.0.0.4".into(), "127.0.1.0/30".into(), "::1".into()]).unwrap();
-        let want: Vec<IpAddr> =
-            ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.1.1", "127.0.1.2", "::1"].iter().map(|s| s.parse().unwrap()).collect();
+        let want: Vec<IpAddr> = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.1.1", "127.0.1.2", "::1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         assert_eq!(ips, want);
         assert_eq!(parse_sources(&["127.0.0.5/32".into()]).unwrap().len(), 1);
         for bad in ["nope", "127.0.0.9-127.0.0.1", "127.0.0.1-::1", "10.0.0.0/8", "127.0.0.1/40"] {

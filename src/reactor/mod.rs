@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Registry, Token, Waker};
 
-pub use readiness::{Ready, Readiness};
+pub use readiness::{Readiness, Ready};
 pub use slab::Slab;
 pub use timer::Timers;
 
@@ -95,7 +95,12 @@ impl Cx<'_> {
         match self.timers.arm(at, token, kind) {
             Ok(()) => true,
             Err(_) => {
-                log::error!("r{} timer heap full ({} entries): timer for {:?} dropped", self.id, self.timers.len(), token);
+                log::error!(
+                    "r{} timer heap full ({} entries): timer for {:?} dropped",
+                    self.id,
+                    self.timers.len(),
+                    token
+                );
                 false
             }
         }

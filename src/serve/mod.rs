@@ -17,7 +17,7 @@ use mio::{Interest, Token};
 
 use crate::buf::Ring;
 use crate::net::tune::SockBufs;
-use crate::reactor::{listener_index, listener_token, Cx, Handler, Pool, Ready, Readiness, Slab};
+use crate::reactor::{listener_index, listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::sys::Signal;
 
 pub const ACCEPT_BATCH: usize = 256;
@@ -160,7 +160,10 @@ impl Sink {
                     self.paused = true;
                     self.stats.accept_pauses += 1;
                     if self.last_exhaustion_log.is_none_or(|t| cx.now.duration_since(t) >= EXHAUSTION_LOG_EVERY) {
-                        log::warn!("r{} accept: {e}; pausing the listener for {ACCEPT_PAUSE:?} (counted as accept_pauses)", cx.id);
+                        log::warn!(
+                            "r{} accept: {e}; pausing the listener for {ACCEPT_PAUSE:?} (counted as accept_pauses)",
+                            cx.id
+                        );
                         self.last_exhaustion_log = Some(cx.now);
                     }
                     cx.arm(cx.now + ACCEPT_PAUSE, listener_token(0), TIMER_RESUME_ACCEPT);
@@ -381,15 +384,24 @@ pub struct ServeReport {
 /// Runs the server until SIGINT/SIGTERM (or `stop` receives), printing a line per interval
 /// when something changed and the totals at the end. The first stdout line names the bound
 /// address (`port 0` resolves to an ephemeral port there).
-pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<ServeReport, crate::error::Error> {
+pub fn run(
+    cfg: &ServeConfig,
+    signals: &Receiver<Signal>,
+    out: &mut dyn Write,
+) -> Result<ServeReport, crate::error::Error> {
     let threads = cfg.threads.max(1);
-    let (addr, listeners) = crate::net::listen::reuseport_group(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG)
-        .map_err(|source| crate::error::Error::Bind { addr: cfg.listen, source })?;
+    let (addr, listeners) =
+        crate::net::listen::reuseport_group(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG)
+            .map_err(|source| crate::error::Error::Bind { addr: cfg.listen, source })?;
     let per_reactor = cfg.max_conns.div_ceil(threads).max(1);
     let (stats_tx, stats_rx) = crossbeam_channel::bounded(threads * 8);
     let handlers: Vec<ServeReactor> = listeners
         .into_iter()
-        .map(|l| ServeReactor { sink: Sink::new(l, cfg.mode, per_reactor, cfg.bufs), stats_tx: stats_tx.clone(), stopping: false })
+        .map(|l| ServeReactor {
+            sink: Sink::new(l, cfg.mode, per_reactor, cfg.bufs),
+            stats_tx: stats_tx.clone(),
+            stopping: false,
+        })
         .collect();
     let pool = Pool::spawn("serve", handlers, Duration::from_millis(100)).map_err(crate::error::Error::Io)?;
     let _ = writeln!(

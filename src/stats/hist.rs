@@ -31,7 +31,8 @@ impl Default for Latency {
 
 impl Latency {
     pub fn new() -> Latency {
-        let hist = Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("constant histogram bounds are valid");
+        let hist =
+            Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("constant histogram bounds are valid");
         Latency { hist, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0.0 }
     }
 

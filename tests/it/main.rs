@@ -1,1 +1,5 @@
+//! Integration tests: the real binary over real sockets on loopback, every wait bounded.
 
+mod goon;
+mod serve;
+mod util;

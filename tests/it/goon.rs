@@ -1,0 +1,305 @@
+//! `netforge goon` end to end.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use crate::util::{netforge, parse_status, run, serve, with_timeout, Proc};
+
+const T: Duration = Duration::from_secs(60);
+
+fn last_status(out: &str) -> [u64; 6] {
+    out.lines().rev().find_map(parse_status).unwrap_or_else(|| panic!("no status line in:\n{out}"))
+}
+
+/// A port with nothing listening: bind, read the port, close.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn thousand_connections_to_serve_all_establish() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0"]);
+        let port = addr.port().to_string();
+        let (code, out, err) = run(&["goon", "127.0.0.1", &port, "-c", "1000", "-s", "0", "-y"], T);
+        assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        // First line: the t=0 status, everything NotInitiated.
+        assert_eq!(lines[0], "Total: 1000, Dialing: 0, Established: 0, Closed: 0, Error: 0, NotInitiated: 1000");
+        for l in &lines {
+            if l.starts_with("Total:") {
+                assert!(parse_status(l).is_some(), "malformed status line {l:?}");
+            }
+        }
+        let hdr =
+            lines.iter().position(|l| *l == format!("--- 127.0.0.1:{port} tcp test statistics ---")).expect("header");
+        assert_eq!(lines[hdr + 1], "Total: 1000, Dialing: 0, Established: 1000, Closed: 0, Error: 0, NotInitiated: 0");
+        assert_eq!(lines[hdr + 2], "--- netforge goon execution statistics ---");
+        assert_eq!(lines[hdr + 3], "Total established connections: 1000");
+        assert_eq!(lines[hdr + 4], "Max concurrent established connections: 1000");
+        assert_eq!(lines[hdr + 5], "Number of established connections on closure: 1000");
+        assert!(lines[hdr + 6].starts_with("Response time stats for 1000 successful connections min/avg/max/dev = "));
+        assert!(lines[hdr + 7]
+            .starts_with("Response time percentiles for 1000 successful connections p50/p90/p99/p99.9/max = "));
+        assert!(!out.contains("Time to error"));
+        assert!(err.contains("preflight"), "{err}");
+    });
+}
+
+#[test]
+fn closed_port_is_all_refused_exit_2() {
+    with_timeout(T, || {
+        let port = closed_port().to_string();
+        let (code, out, _) = run(&["goon", "127.0.0.1", &port, "-c", "20", "-s", "0", "-y"], T);
+        assert_eq!(code, 2, "{out}");
+        assert_eq!(last_status(&out), [20, 0, 0, 0, 20, 0]);
+        assert!(out.contains("Time to error stats for 20 failed connections min/avg/max/dev = "), "{out}");
+        assert!(out.contains("Errors by cause: refused 20"), "{out}");
+        assert!(!out.contains("Response time stats"));
+    });
+}
+
+#[test]
+fn peer_close_counts_as_closed_and_exit_0() {
+    with_timeout(T, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        // Accept and close each connection at once.
+        std::thread::spawn(move || {
+            for s in l.incoming().take(10) {
+                drop(s);
+            }
+        });
+        // The hold ends early once the peer has closed everything.
+        let (code, out, _) = run(&["goon", "127.0.0.1", &port, "-c", "10", "-s", "0", "--hold", "30s", "-y"], T);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(last_status(&out), [10, 0, 0, 10, 0, 0]);
+        assert!(out.contains("Total established connections: 10"), "{out}");
+        assert!(out.contains("Number of established connections on closure: 0"), "{out}");
+    });
+}
+
+#[test]
+fn unaccepted_backlog_times_out() {
+    with_timeout(T, || {
+        // Backlog 1 and nobody accepting: the queue fills, later SYNs are dropped.
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        sock.listen(1).unwrap();
+        let port = sock.local_addr().unwrap().as_socket().unwrap().port().to_string();
+        let (code, out, _) = run(&["goon", "127.0.0.1", &port, "-c", "12", "-s", "0", "-t", "200", "-y"], T);
+        assert_eq!(code, 2, "{out}");
+        let s = last_status(&out);
+        assert!(s[4] >= 8, "most dials should time out: {out}");
+        assert!(out.contains("timeout "), "{out}");
+        assert!(out.contains("Time to error stats"), "{out}");
+        // Time to error of a timeout is at least the dial timeout.
+        drop(sock);
+    });
+}
+
+#[test]
+fn rate_never_overshoots() {
+    with_timeout(T, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        // Accept (and keep) everything until told to stop and the queue is empty.
+        let acceptor = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            loop {
+                match l.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) if stop2.load(std::sync::atomic::Ordering::SeqCst) => return held.len(),
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        let (code, out, _) = run(&["goon", "127.0.0.1", &port, "-c", "150", "--rate", "600", "-y"], T);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let accepted = acceptor.join().unwrap();
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(last_status(&out), [150, 0, 150, 0, 0, 0]);
+        assert_eq!(accepted, 150, "server-side accepted count must be exactly N\n{out}");
+    });
+}
+
+#[test]
+fn sigint_mid_run_reports_and_exits_1() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0"]);
+        let mut cmd = netforge();
+        cmd.args(["goon", "127.0.0.1", &addr.port().to_string(), "-c", "1000", "-s", "100", "-y"]);
+        let p = Proc::spawn(cmd);
+        // Wait until the run is under way (the second status line), then interrupt.
+        p.wait_line(Duration::from_secs(10), |l| l.starts_with("Total:"));
+        p.wait_line(Duration::from_secs(10), |l| l.starts_with("Total:") && !l.ends_with("NotInitiated: 1000"));
+        p.signal(2);
+        let (status, out, _) = p.finish(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(1), "{out}");
+        assert!(out.contains("tcp test statistics"), "{out}");
+        assert!(out.contains("Run interrupted by signal."), "{out}");
+        let s = last_status(&out);
+        assert!(s[5] > 0 && s[2] > 0, "{out}");
+    });
+}
+
+#[test]
+fn bad_arguments_are_clear_and_exit_1() {
+    with_timeout(T, || {
+        let cases: &[(&[&str], &str)] = &[
+            (&["goon", "127.0.0.1", "80", "-c", "0", "-y"], "--connections must be at least 1 (got 0)"),
+            (&["goon", "127.0.0.1", "80", "-c", "-1", "-y"], "--connections must be at least 1 (got -1)"),
+            (&["goon", "127.0.0.1", "0", "-y"], "invalid port 0: must be 1-65535"),
+            (&["goon", "127.0.0.1", "70000", "-y"], "invalid port 70000: must be 1-65535"),
+            (&["goon", "no-such-host.invalid", "80", "-y"], "cannot resolve host \"no-such-host.invalid\""),
+            (&["goon", "127.0.0.1", "80", "--bogus"], "--bogus"),
+            (&["goon", "127.0.0.1", "80", "--rate", "0", "-y"], "--rate must be a positive number"),
+            (&["goon", "127.0.0.1", "80", "--source-ip", "nope", "-y"], "--source-ip \"nope\""),
+            (&["goon", "127.0.0.1"], "missing <port>"),
+        ];
+        for (args, want) in cases {
+            let (code, out, err) = run(args, Duration::from_secs(20));
+            assert_eq!(code, 1, "{args:?}: stdout {out} stderr {err}");
+            assert!(err.contains(want), "{args:?}: want {want:?} in stderr:\n{err}");
+            assert!(!out.contains("Total:"), "{args:?} must not dial");
+        }
+    });
+}
+
+#[test]
+fn no_terminal_and_no_yes_refuses() {
+    with_timeout(T, || {
+        let port = closed_port().to_string();
+        let (code, out, err) = run(&["goon", "127.0.0.1", &port, "-c", "1"], T);
+        assert_eq!(code, 1);
+        assert!(err.contains("stdin is not a terminal") && err.contains("-y"), "{err}");
+        assert!(!out.contains("Total:"));
+    });
+}
+
+#[test]
+fn above_the_fd_limit_is_refused_before_dialing() {
+    with_timeout(T, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Cap this child's hard limit at 500 so the check is the same on any machine.
+        let script = format!(
+            "ulimit -Sn 500 && ulimit -Hn 500 && exec {} goon 127.0.0.1 {port} -c 600 -s 0 -y",
+            crate::util::BIN
+        );
+        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("open files") && err.contains("ulimit") && err.contains("LimitNOFILE"), "{err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("Total:"));
+        assert!(l.accept().is_err(), "nothing may have been dialed");
+    });
+}
+
+#[test]
+fn ipv6_loopback() {
+    with_timeout(T, || {
+        if TcpListener::bind("[::1]:0").is_err() {
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        }
+        let (_srv, addr) = serve(&["--listen", "[::1]:0", "--interval", "0"]);
+        let port = addr.port().to_string();
+        let (code, out, _) = run(&["goon", "::1", &port, "-c", "50", "-s", "0", "-y"], T);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("--- [::1]:{port} tcp test statistics ---")), "{out}");
+        assert_eq!(last_status(&out), [50, 0, 50, 0, 0, 0]);
+    });
+}
+
+#[test]
+fn json_result_parses_and_histogram_round_trips() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0"]);
+        let dir = std::env::temp_dir().join(format!("netforge-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("goon.json");
+        let (code, out, _) = run(
+            &[
+                "goon",
+                "127.0.0.1",
+                &addr.port().to_string(),
+                "-c",
+                "200",
+                "-s",
+                "0",
+                "-y",
+                "--json",
+                path.to_str().unwrap(),
+            ],
+            T,
+        );
+        assert_eq!(code, 0, "{out}");
+        let mut text = String::new();
+        std::fs::File::open(&path).unwrap().read_to_string(&mut text).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["counts"]["established"], 200);
+        assert_eq!(v["counts"]["total"], 200);
+        assert_eq!(v["exit_code"], 0);
+        assert_eq!(v["errors"]["refused"], 0);
+        let enc = v["connect_time"]["histogram_v2_deflate_base64"].as_str().unwrap();
+        let h = netforge::stats::Latency::decode_hist(enc).unwrap();
+        assert_eq!(h.len(), 200);
+        assert_eq!(h.value_at_quantile(0.5), v["connect_time"]["p50_us"].as_u64().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn builtin_target_needs_no_server() {
+    with_timeout(T, || {
+        let (code, out, _) = run(&["goon", "-c", "500", "-s", "0", "-y"], T);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.lines().next().unwrap().contains("built-in sink"), "{out}");
+        assert_eq!(last_status(&out), [500, 0, 500, 0, 0, 0]);
+    });
+}
+
+#[test]
+fn source_ips_spread_dials() {
+    with_timeout(T, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        let (code, out, _) = run(
+            &[
+                "goon",
+                "127.0.0.1",
+                &port,
+                "-c",
+                "6",
+                "-s",
+                "0",
+                "--source-ip",
+                "127.0.0.2-127.0.0.4",
+                "-y",
+                "--linger-rst",
+            ],
+            T,
+        );
+        assert_eq!(code, 0, "{out}");
+        l.set_nonblocking(true).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.len() < 3 && Instant::now() < deadline {
+            match l.accept() {
+                Ok((_, peer)) => {
+                    seen.insert(peer.ip());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        let want: std::collections::BTreeSet<std::net::IpAddr> =
+            ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(seen, want);
+    });
+}

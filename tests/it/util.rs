@@ -1,0 +1,149 @@
+//! Test plumbing: deadlines on every wait, child processes that cannot outlive a test.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_netforge");
+
+/// Runs `f` on a thread and fails the test if it does not finish within `d`.
+pub fn with_timeout<T: Send + 'static>(d: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(d).unwrap_or_else(|e| panic!("test did not finish within {d:?} ({e}; a body panic shows above)"))
+}
+
+pub fn netforge() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub lines: Receiver<String>,
+    pub stderr: Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pump(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = bounded(100_000);
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn netforge");
+        let lines = pump(child.stdout.take().unwrap());
+        let stderr = pump(child.stderr.take().unwrap());
+        Proc { child, lines, stderr }
+    }
+
+    /// Next stdout line, or panic after `d`.
+    pub fn line(&self, d: Duration) -> String {
+        self.lines.recv_timeout(d).unwrap_or_else(|_| panic!("no output line within {d:?}"))
+    }
+
+    /// Reads stdout lines until one satisfies `pred`.
+    pub fn wait_line(&self, d: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no matching line within {d:?}"));
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit within `d`; returns status, the remaining stdout and all stderr.
+    pub fn finish(mut self, d: Duration) -> (ExitStatus, String, String) {
+        let deadline = Instant::now() + d;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "process did not exit within {d:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let collect = |rx: &Receiver<String>| {
+            let mut out = String::new();
+            while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+                out.push_str(&l);
+                out.push('\n');
+            }
+            out
+        };
+        let out = collect(&self.lines);
+        let err = collect(&self.stderr);
+        (status, out, err)
+    }
+}
+
+/// Runs netforge to completion with a deadline.
+pub fn run(args: &[&str], d: Duration) -> (i32, String, String) {
+    let mut cmd = netforge();
+    cmd.args(args);
+    let p = Proc::spawn(cmd);
+    let (status, out, err) = p.finish(d);
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// Starts `netforge serve` on an ephemeral port and returns it with the bound address.
+pub fn serve(args: &[&str]) -> (Proc, SocketAddr) {
+    let mut cmd = netforge();
+    cmd.arg("serve").args(args);
+    let p = Proc::spawn(cmd);
+    let first = p.line(Duration::from_secs(10));
+    let addr = first
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from serve: {first}"));
+    (p, addr)
+}
+
+/// Parses `Total: N, Dialing: x, Established: y, Closed: z, Error: e, NotInitiated: n`.
+pub fn parse_status(line: &str) -> Option<[u64; 6]> {
+    let names = ["Total", "Dialing", "Established", "Closed", "Error", "NotInitiated"];
+    let parts: Vec<&str> = line.split(", ").collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut out = [0u64; 6];
+    for (i, (part, name)) in parts.iter().zip(names).enumerate() {
+        let (k, v) = part.split_once(": ")?;
+        if k != name {
+            return None;
+        }
+        out[i] = v.parse().ok()?;
+    }
+    Some(out)
+}
