@@ -2,4 +2,5 @@
 //! stressor (`goon`), its target (`serve`), the L4 proxy (`proxy`) and the backpressure lab (`bp`).
 
 pub mod conffile;
+pub mod proxy;
 pub mod units;

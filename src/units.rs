@@ -96,7 +96,7 @@ pub fn go_duration(d: Duration) -> String {
     if h > 0 || m > 0 {
         out.push_str(&format!("{m}m"));
     }
-    let sub_minute_ns = ns - (h * 3600 + m * 60) as u128 * 1_000_000_000;
+    let sub_minute_ns = ns - (h * 3600 + m * 60) * 1_000_000_000;
     out.push_str(&format!("{}s", trim_frac(sub_minute_ns, 1_000_000_000)));
     out
 }
