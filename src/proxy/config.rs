@@ -154,7 +154,7 @@ impl Default for Timeouts {
 /// Health checking.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthConfig {
-    /// Active (TCP connect) checks on.
+    /// Active checks of every backend not in [`AdminState::Maint`].
     pub enabled: bool,
     /// Between two checks of one backend (> 0).
     pub interval: Duration,
@@ -228,7 +228,7 @@ pub struct BackendConfig {
 pub enum SpliceMode {
     /// Use splice where the kernel supports it.
     Auto,
-    /// Require splice; fail at start-up without it.
+    /// Always splice, no fallback to copying.
     On,
     /// Always copy through the rings.
     Off,
@@ -474,6 +474,11 @@ fn from_flags_with(
     resolve: Resolver<'_>,
 ) -> Result<ProxyConfig, String> {
     let address = parse_address(laddr, resolve).map_err(|e| format!("--laddr: {e}"))?;
+    if address == DEFAULT_ADMIN_ADDRESS {
+        return Err(format!(
+            "--laddr: {address} is the admin (/metrics) address; pick another port"
+        ));
+    }
     let balance: Balance = lb.parse().map_err(|e| format!("--lb: {e}"))?;
     if timeout.is_zero() {
         return Err("--timeout: must be > 0 (e.g. 3s)".into());
@@ -752,7 +757,12 @@ fn validate(
         Some(Text(s)) => {
             let n = units::parse_bytes(&s).map_err(|e| cx.err("buffer_size", span.clone(), e))?;
             if n < MIN_BUFFER_BYTES as u64 || n > MAX_BUFFER_BYTES as u64 {
-                let msg = format!("{s:?} is outside 1KiB..=16MiB (the default is \"16KiB\")");
+                let msg = format!(
+                    "{s:?} is outside {}..={} (the default is {:?})",
+                    format_bytes(MIN_BUFFER_BYTES),
+                    format_bytes(MAX_BUFFER_BYTES),
+                    format_bytes(DEFAULT_BUFFER_BYTES)
+                );
                 return Err(cx.err("buffer_size", span, msg));
             }
             n as usize
@@ -789,8 +799,37 @@ fn validate(
         }
     };
 
-    // Backends, gathered into groups in order of first appearance.
-    if file.backend.is_empty() {
+    let groups = validate_backends(cx, file.backend, file.groups, balance, resolve)?;
+    let listeners =
+        validate_listeners(cx, file.listener, &groups, max_connections, admin, resolve)?;
+
+    Ok(ProxyConfig {
+        source: Some(cx.path.to_path_buf()),
+        threads,
+        max_connections,
+        balance,
+        retries,
+        buffer_bytes,
+        splice,
+        drain_timeout,
+        timeouts,
+        health,
+        admin,
+        listeners,
+        groups,
+    })
+}
+
+/// `[[backend]]` entries gathered into groups (in order of first appearance), with the
+/// `[groups.NAME]` overrides applied; `balance` is the global default.
+fn validate_backends(
+    cx: &Cx<'_>,
+    backends: Vec<BackendFile>,
+    overrides: BTreeMap<String, Spanned<GroupFile>>,
+    balance: Balance,
+    resolve: Resolver<'_>,
+) -> Result<Vec<GroupConfig>, ConfigError> {
+    if backends.is_empty() {
         return Err(cx.err(
             "backend",
             None,
@@ -798,9 +837,11 @@ fn validate(
         ));
     }
     let mut groups: Vec<GroupConfig> = Vec::new();
-    // Per group, the `backend[i]` index of each of its backends, for messages.
+    // Per group, the `backend[i]` index of each of its backends, for messages, and where the
+    // first one's weight (else address) was written.
     let mut origin: Vec<Vec<usize>> = Vec::new();
-    for (i, b) in file.backend.into_iter().enumerate() {
+    let mut first_weight_at: Vec<Range<usize>> = Vec::new();
+    for (i, b) in backends.into_iter().enumerate() {
         let key = |k: &str| format!("backend[{i}].{k}");
         let (group, span) = split(b.group);
         let group = group.unwrap_or_else(|| DEFAULT_GROUP.to_string());
@@ -820,6 +861,11 @@ fn validate(
                     backends: Vec::new(),
                 });
                 origin.push(Vec::new());
+                let at = b
+                    .weight
+                    .as_ref()
+                    .map_or_else(|| b.address.span(), |w| w.span());
+                first_weight_at.push(at);
                 groups.len() - 1
             }
         };
@@ -891,12 +937,16 @@ fn validate(
                 "every backend in group {:?} has weight 0, so none can be picked (give at least one a weight >= 1)",
                 group.name
             );
-            return Err(cx.err(format!("backend[{first}].weight"), None, msg));
+            return Err(cx.err(
+                format!("backend[{first}].weight"),
+                Some(first_weight_at[g].clone()),
+                msg,
+            ));
         }
     }
 
     // Per-group overrides.
-    for (name, g) in file.groups {
+    for (name, g) in overrides {
         let span = g.span();
         let gkey = format!("groups.{}", bare_or_quoted(&name));
         let Some(group) = groups.iter_mut().find(|x| x.name == name) else {
@@ -910,17 +960,28 @@ fn validate(
                 .map_err(|e| cx.err(format!("{gkey}.balance"), span, e.to_string()))?;
         }
     }
+    Ok(groups)
+}
 
+/// `[[listener]]` entries; `groups` are the validated backend groups.
+fn validate_listeners(
+    cx: &Cx<'_>,
+    listeners_file: Vec<ListenerFile>,
+    groups: &[GroupConfig],
+    max_connections: usize,
+    admin: Option<SocketAddr>,
+    resolve: Resolver<'_>,
+) -> Result<Vec<ListenerConfig>, ConfigError> {
     // Listeners.
-    if file.listener.is_empty() {
+    if listeners_file.is_empty() {
         return Err(cx.err(
             "listener",
             None,
             "no [[listener]] table (add one with address = \"127.0.0.1:4000\")",
         ));
     }
-    let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(file.listener.len());
-    for (i, l) in file.listener.into_iter().enumerate() {
+    let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(listeners_file.len());
+    for (i, l) in listeners_file.into_iter().enumerate() {
         let key = |k: &str| format!("listener[{i}].{k}");
 
         let (name, span) = split(l.name);
@@ -992,22 +1053,7 @@ fn validate(
             max_connections: max,
         });
     }
-
-    Ok(ProxyConfig {
-        source: Some(cx.path.to_path_buf()),
-        threads,
-        max_connections,
-        balance,
-        retries,
-        buffer_bytes,
-        splice,
-        drain_timeout,
-        timeouts,
-        health,
-        admin,
-        listeners,
-        groups,
-    })
+    Ok(listeners)
 }
 
 fn validate_timeouts(cx: &Cx<'_>, t: Option<TimeoutsFile>) -> Result<Timeouts, ConfigError> {
@@ -1220,5 +1266,617 @@ fn bare_or_quoted(key: &str) -> String {
         key.to_string()
     } else {
         quote(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const FILE: &str = "bad.toml";
+
+    /// One listener and one backend, 5 lines: appended keys land on line 6.
+    const MIN: &str =
+        "[[listener]]\naddress = \"127.0.0.1:4000\"\n\n[[backend]]\naddress = \"127.0.0.1:8001\"\n";
+
+    /// Deterministic stand-in for DNS.
+    fn fake_resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+        match host {
+            "localhost" => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+            "api.example" => Ok(SocketAddr::from(([10, 0, 0, 7], port))),
+            _ => Err("Name or service not known".into()),
+        }
+    }
+
+    fn parse(text: &str) -> Result<ProxyConfig, ConfigError> {
+        from_str_with(Path::new(FILE), text, &mut fake_resolve)
+    }
+
+    fn v4(a: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((a, port))
+    }
+
+    #[test]
+    fn malformed_configs_name_file_key_and_line() {
+        let listener = "[[listener]]\naddress = \"127.0.0.1:4000\"\n";
+        let backend = "[[backend]]\naddress = \"127.0.0.1:8001\"\n";
+        let two = |a: &str, b: &str| {
+            format!("{listener}[[backend]]\naddress = {a:?}\n[[backend]]\naddress = {b:?}\n")
+        };
+        let pre = |head: &str| format!("{head}\n{MIN}");
+        let post = |tail: &str| format!("{MIN}{tail}\n");
+        let one_backend =
+            |kv: &str| format!("{listener}[[backend]]\naddress = \"127.0.0.1:8001\"\n{kv}\n");
+        // (config text, fragments the message must contain, line it must point at)
+        let cases: Vec<(String, &[&str], Option<usize>)> = vec![
+            // Unknown keys at every level (toml's parse error, with line).
+            (pre("bogus = 1"), &["bogus"], Some(1)),
+            (pre("[timeouts]\nconect = \"3s\""), &["conect"], Some(2)),
+            (pre("[health]\nintervall = \"2s\""), &["intervall"], Some(2)),
+            (pre("[admin]\naddr = \"127.0.0.1:9100\""), &["addr"], Some(2)),
+            (post("wieght = 2"), &["wieght"], Some(6)),
+            (post("[groups.default]\nalgo = \"rr\""), &["algo"], Some(7)),
+            (format!("{listener}port = 4000\n{backend}"), &["port"], Some(3)),
+            // TOML syntax and types.
+            (pre("threads = "), &[], Some(1)),
+            (pre("threads = \"four\""), &[], Some(1)),
+            (pre("retries = -1"), &[], Some(1)),
+            (pre("[timeouts]\nclient_idle = true"), &[], Some(2)),
+            (format!("{listener}[[backend]]\nweight = 2\n"), &["address"], None),
+            // Addresses.
+            (two("127.0.0.1", "127.0.0.1:8002"), &["backend[0].address", "no port"], Some(4)),
+            (two("127.0.0.1:8001", "::1:8002"), &["backend[1].address", "brackets"], Some(6)),
+            (two("127.0.0.1:99999", "127.0.0.1:8002"), &["backend[0].address", "bad port"], Some(4)),
+            (two("[::1]", "127.0.0.1:8002"), &["backend[0].address", "no port"], Some(4)),
+            (two("300.1.1.1:80", "127.0.0.1:8002"), &["backend[0].address", "not an IPv4"], Some(4)),
+            (two("127.0.0.1:8001", "nosuch.invalid:80"), &["backend[1].address", "cannot resolve"], Some(6)),
+            (two("127.0.0.1:0", "127.0.0.1:8002"), &["backend[0].address", "port 0"], Some(4)),
+            (
+                two("127.0.0.1:8001", "127.0.0.1:8001"),
+                &["backend[1].address: duplicates backend[0] in group \"default\""],
+                Some(6),
+            ),
+            (two("localhost:8001", "127.0.0.1:8001"), &["backend[1].address", "duplicates backend[0]"], Some(6)),
+            (
+                format!("{listener}{listener}{backend}"),
+                &["listener[1].address", "duplicates listener[0]"],
+                Some(4),
+            ),
+            (
+                format!("{listener}name = \"a\"\n[[listener]]\naddress = \"127.0.0.1:4001\"\nname = \"a\"\n{backend}"),
+                &["listener[1].name", "duplicates listener[0]"],
+                Some(6),
+            ),
+            (pre("[admin]\naddress = \"127.0.0.1\""), &["admin.address", "no port"], Some(2)),
+            (pre("[admin]\naddress = \"127.0.0.1:4000\""), &["listener[0].address", "admin"], Some(4)),
+            // Missing pieces and groups.
+            (backend.to_string(), &["listener: no [[listener]]"], None),
+            (listener.to_string(), &["backend: no [[backend]]"], None),
+            (
+                format!("[[listener]]\naddress = \"127.0.0.1:4000\"\ngroup = \"api\"\n{backend}"),
+                &["listener[0].group", "\"api\""],
+                Some(3),
+            ),
+            (post("[groups.unused]\nbalance = \"rr\""), &["groups.unused", "no backend uses"], Some(6)),
+            (
+                format!("{listener}[[backend]]\naddress = \"127.0.0.1:8001\"\nweight = 0\n"),
+                &["backend[0].weight", "weight 0"],
+                Some(5),
+            ),
+            (one_backend("weight = 300"), &["backend[0].weight", "256"], Some(5)),
+            (one_backend("name = \"\""), &["backend[0].name", "empty"], Some(5)),
+            (
+                format!("{MIN}name = \"x\"\n[[backend]]\naddress = \"127.0.0.1:8002\"\nname = \"x\"\n"),
+                &["backend[1].name", "duplicates backend[0]"],
+                Some(9),
+            ),
+            // Keywords.
+            (pre("balance = \"fastest\""), &["balance", "fastest", "least_conn"], Some(1)),
+            (post("[groups.default]\nbalance = \"p3c\""), &["groups.default.balance", "p3c"], Some(7)),
+            (pre("splice = \"maybe\""), &["splice", "maybe", "auto, on or off"], Some(1)),
+            (one_backend("state = \"paused\""), &["backend[0].state", "paused"], Some(5)),
+            // Durations.
+            (pre("[timeouts]\nconnect = \"3x\""), &["timeouts.connect", "3x"], Some(2)),
+            (pre("[timeouts]\nconnect = 3"), &["timeouts.connect", "needs a unit"], Some(2)),
+            (pre("[timeouts]\nconnect = \"0\""), &["timeouts.connect", "> 0"], Some(2)),
+            (pre("[timeouts]\nserver_fin = \"0\""), &["timeouts.server_fin", "> 0"], Some(2)),
+            (pre("drain_timeout = \"soon\""), &["drain_timeout"], Some(1)),
+            (pre("[health]\ninterval = \"0\""), &["health.interval", "> 0"], Some(2)),
+            (pre("[health]\ntimeout = \"0\""), &["health.timeout", "> 0"], Some(2)),
+            (pre("[health]\ninterval = \"1s\"\ntimeout = \"5s\""), &["health.timeout", "interval"], Some(3)),
+            // Numbers out of range.
+            (pre("[health]\nrise = 0"), &["health.rise", ">= 1"], Some(2)),
+            (pre("[health]\nfall = 0"), &["health.fall", ">= 1"], Some(2)),
+            (pre("[health]\njitter_pct = 51"), &["health.jitter_pct", "50"], Some(2)),
+            (pre("buffer_size = \"512\""), &["buffer_size", "1KiB..=16MiB"], Some(1)),
+            (pre("buffer_size = \"32MiB\""), &["buffer_size", "1KiB..=16MiB"], Some(1)),
+            (pre("buffer_size = \"16XB\""), &["buffer_size", "XB"], Some(1)),
+            (pre("threads = 2000"), &["threads", "1024"], Some(1)),
+            (pre("max_connections = 0"), &["max_connections", ">= 1"], Some(1)),
+            (
+                format!("max_connections = 100\n{listener}max_connections = 200\n{backend}"),
+                &["listener[0].max_connections", "global"],
+                Some(4),
+            ),
+            (format!("{listener}max_connections = 0\n{backend}"), &["listener[0].max_connections"], Some(3)),
+        ];
+        assert!(cases.len() >= 18);
+        for (text, want, line) in &cases {
+            let err = match parse(text) {
+                Ok(cfg) => panic!("accepted:\n{text}\n=> {cfg:?}"),
+                Err(e) => e,
+            };
+            let msg = err.to_string();
+            assert!(msg.starts_with(FILE), "{msg}");
+            assert!(!msg.contains('\n'), "{msg:?}");
+            for w in want.iter() {
+                assert!(msg.contains(w), "{msg:?} lacks {w:?}\n{text}");
+            }
+            if let Some(line) = line {
+                assert_eq!(err.at.map(|a| a.0), Some(*line), "{msg}\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn minimal_config_takes_every_default() {
+        let cfg = parse(MIN).unwrap();
+        let want = ProxyConfig {
+            source: Some(PathBuf::from(FILE)),
+            threads: DEFAULT_THREADS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            balance: DEFAULT_BALANCE,
+            retries: DEFAULT_RETRIES,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            splice: DEFAULT_SPLICE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            timeouts: Timeouts::default(),
+            health: HealthConfig::default(),
+            admin: Some(DEFAULT_ADMIN_ADDRESS),
+            listeners: vec![ListenerConfig {
+                name: "listener0".into(),
+                address: v4([127, 0, 0, 1], 4000),
+                group: 0,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+            }],
+            groups: vec![GroupConfig {
+                name: DEFAULT_GROUP.into(),
+                balance: DEFAULT_BALANCE,
+                backends: vec![BackendConfig {
+                    name: "127.0.0.1:8001".into(),
+                    address: v4([127, 0, 0, 1], 8001),
+                    weight: DEFAULT_WEIGHT,
+                    backup: false,
+                    state: DEFAULT_STATE,
+                }],
+            }],
+        };
+        assert_eq!(cfg, want);
+        assert_eq!(cfg.memory_bound_bytes(), 10_000 * 2 * 16 * 1024);
+    }
+
+    /// Every key set to something other than its default.
+    const FULL: &str = r#"
+threads = 4
+max_connections = 500
+balance = "LeastConn"
+retries = 0
+buffer_size = 65536
+splice = "OFF"
+drain_timeout = "0"
+
+[timeouts]
+connect = "250ms"
+client_idle = "1m30s"
+server_idle = "1h"
+client_fin = "1.5s"
+server_fin = "45s"
+max_lifetime = "2h"
+
+[health]
+enabled = false
+interval = "5s"
+timeout = "5s"
+rise = 1
+fall = 10
+jitter_pct = 0
+passive_fall = 0
+
+[admin]
+address = ""
+
+[[listener]]
+name = "web"
+address = "0.0.0.0:8080"
+group = "api"
+max_connections = 100
+
+[[listener]]
+address = "[::1]:0"
+
+[[listener]]
+address = "127.0.0.1:0"
+
+[[backend]]
+address = "api.example:9000"
+group = "api"
+weight = 256
+
+[[backend]]
+name = "spare"
+address = "[::1]:9000"
+group = "api"
+backup = true
+state = "DRAIN"
+
+[[backend]]
+address = "localhost:7000"
+weight = 0
+
+[[backend]]
+address = "127.0.0.1:7001"
+state = "maint"
+
+[[backend]]
+address = "127.0.0.1:9000"
+group = "api"
+
+[groups.api]
+balance = "rr"
+
+[groups.default]
+"#;
+
+    #[test]
+    fn full_config() {
+        let cfg = parse(FULL).unwrap();
+        assert_eq!((cfg.threads, cfg.max_connections, cfg.retries), (4, 500, 0));
+        assert_eq!(
+            (cfg.balance, cfg.buffer_bytes, cfg.splice),
+            (Balance::LeastConn, 65536, SpliceMode::Off)
+        );
+        assert_eq!(cfg.drain_timeout, Duration::ZERO);
+        let t = &cfg.timeouts;
+        assert_eq!(t.connect, Duration::from_millis(250));
+        assert_eq!(t.client_idle, Duration::from_secs(90));
+        assert_eq!(t.server_idle, Duration::from_secs(3600));
+        assert_eq!(t.client_fin, Duration::from_millis(1500));
+        assert_eq!(t.server_fin, Duration::from_secs(45));
+        assert_eq!(t.max_lifetime, Some(Duration::from_secs(7200)));
+        let want_health = HealthConfig {
+            enabled: false,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            rise: 1,
+            fall: 10,
+            jitter_pct: 0,
+            passive_fall: 0,
+        };
+        assert_eq!(cfg.health, want_health);
+        assert_eq!(cfg.admin, None);
+
+        let names: Vec<(&str, usize, usize)> = cfg
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.group, l.max_connections))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("web", 0, 100),
+                ("listener1", 1, 500),
+                ("listener2", 1, 500)
+            ]
+        );
+        assert_eq!(cfg.listeners[1].address, "[::1]:0".parse().unwrap());
+
+        // Groups in order of first appearance; overrides applied; the empty table changes nothing.
+        let groups: Vec<(&str, Balance, usize)> = cfg
+            .groups
+            .iter()
+            .map(|g| (g.name.as_str(), g.balance, g.backends.len()))
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                ("api", Balance::RoundRobin, 3),
+                ("default", Balance::LeastConn, 2)
+            ]
+        );
+        let api = &cfg.groups[0].backends;
+        assert_eq!(
+            (api[0].name.as_str(), api[0].address, api[0].weight),
+            ("api.example:9000", v4([10, 0, 0, 7], 9000), 256)
+        );
+        assert_eq!(
+            (api[1].name.as_str(), api[1].backup, api[1].state),
+            ("spare", true, AdminState::Drain)
+        );
+        assert_eq!(api[2].address, v4([127, 0, 0, 1], 9000));
+        let def = &cfg.groups[1].backends;
+        assert_eq!(
+            (def[0].name.as_str(), def[0].address, def[0].weight),
+            ("localhost:7000", v4([127, 0, 0, 1], 7000), 0)
+        );
+        assert_eq!(def[1].state, AdminState::Maint);
+        assert_eq!(cfg.memory_bound_bytes(), 500 * 2 * 65536);
+    }
+
+    #[test]
+    fn same_address_in_two_groups_is_fine() {
+        let text = format!("{MIN}[[backend]]\naddress = \"127.0.0.1:8001\"\ngroup = \"other\"\n");
+        let cfg = parse(&text).unwrap();
+        assert_eq!(cfg.groups.len(), 2);
+    }
+
+    #[test]
+    fn admin_address() {
+        let cases: &[(&str, Option<SocketAddr>)] = &[
+            ("", Some(DEFAULT_ADMIN_ADDRESS)),
+            ("[admin]\n", Some(DEFAULT_ADMIN_ADDRESS)),
+            ("[admin]\naddress = \"\"\n", None),
+            (
+                "[admin]\naddress = \"0.0.0.0:9200\"\n",
+                Some(v4([0, 0, 0, 0], 9200)),
+            ),
+            (
+                "[admin]\naddress = \"localhost:9300\"\n",
+                Some(v4([127, 0, 0, 1], 9300)),
+            ),
+        ];
+        for (head, want) in cases {
+            assert_eq!(
+                parse(&format!("{head}{MIN}")).unwrap().admin,
+                *want,
+                "{head:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn system_resolver_reads_localhost() {
+        let text = MIN.replace("127.0.0.1:8001", "localhost:8001");
+        let cfg = from_str(Path::new("lb.toml"), &text).unwrap();
+        let b = &cfg.groups[0].backends[0];
+        assert!(
+            b.address.ip().is_loopback() && b.address.port() == 8001,
+            "{b:?}"
+        );
+        assert_eq!(b.name, "localhost:8001");
+    }
+
+    #[test]
+    fn example_file_loads_with_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/lb.toml");
+        let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.source.as_deref(), Some(path.as_path()));
+        // The example shows every default; only listeners and backends are examples.
+        assert_eq!(cfg.threads, DEFAULT_THREADS);
+        assert_eq!(cfg.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(cfg.balance, DEFAULT_BALANCE);
+        assert_eq!(cfg.retries, DEFAULT_RETRIES);
+        assert_eq!(cfg.buffer_bytes, DEFAULT_BUFFER_BYTES);
+        assert_eq!(cfg.splice, DEFAULT_SPLICE);
+        assert_eq!(cfg.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        assert_eq!(cfg.timeouts, Timeouts::default());
+        assert_eq!(cfg.health, HealthConfig::default());
+        assert_eq!(cfg.admin, Some(DEFAULT_ADMIN_ADDRESS));
+        assert!(!cfg.listeners.is_empty() && !cfg.groups.is_empty());
+        for l in &cfg.listeners {
+            assert_eq!(l.max_connections, DEFAULT_MAX_CONNECTIONS);
+        }
+        let b = &cfg.groups[0].backends[0];
+        assert_eq!(
+            (b.weight, b.backup, b.state),
+            (DEFAULT_WEIGHT, false, DEFAULT_STATE)
+        );
+        assert_round_trip(&cfg);
+    }
+
+    fn assert_round_trip(cfg: &ProxyConfig) {
+        let text = cfg.to_toml();
+        let back = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            back,
+            ProxyConfig {
+                source: Some(PathBuf::from(FILE)),
+                ..cfg.clone()
+            },
+            "{text}"
+        );
+        assert_eq!(back.to_toml(), text);
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        assert_round_trip(&parse(MIN).unwrap());
+        assert_round_trip(&parse(FULL).unwrap());
+        let odd = format!(
+            "{}[[backend]]\naddress = \"127.0.0.1:1\"\nname = \"q\\\"uote\\\\ tab\\t\"\ngroup = \"my group.v2\"\n\
+             [groups.\"my group.v2\"]\nbalance = \"random\"\n",
+            MIN.replace("listener]]\n", "listener]]\ngroup = \"my group.v2\"\n")
+        );
+        let cfg = parse(&odd).unwrap();
+        assert_eq!(cfg.groups[1].name, "my group.v2");
+        assert_eq!(cfg.groups[1].backends[0].name, "q\"uote\\ tab\t");
+        assert_round_trip(&cfg);
+        let flags = from_flags_with(
+            "127.0.0.1:4000",
+            "rr",
+            Duration::from_millis(1500),
+            &["127.0.0.1:8001".into()],
+            &mut fake_resolve,
+        );
+        assert_round_trip(&flags.unwrap());
+    }
+
+    #[test]
+    fn durations_and_sizes_format_exactly() {
+        let durations = [
+            (Duration::ZERO, "0"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(3600 + 2), "1h2s"),
+            (Duration::from_millis(1500), "1s500ms"),
+            (Duration::from_nanos(1_001_001), "1ms1us1ns"),
+            (Duration::from_secs(100 * 3600), "100h"),
+        ];
+        for (d, want) in durations {
+            assert_eq!(format_duration(d), want);
+            assert_eq!(units::parse_duration(want), Ok(d), "{want}");
+        }
+        let sizes = [
+            (16 << 10, "16KiB"),
+            (4 << 20, "4MiB"),
+            (1536, "1536"),
+            (1025, "1025"),
+            (3 << 10, "3KiB"),
+        ];
+        for (n, want) in sizes {
+            assert_eq!(format_bytes(n), want);
+            assert_eq!(units::parse_bytes(want), Ok(n as u64), "{want}");
+        }
+    }
+
+    #[test]
+    fn flags() {
+        let b = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let secs = Duration::from_secs;
+        let ok = from_flags_with(
+            "127.0.0.1:4000",
+            "P2C",
+            secs(3),
+            &b(&["127.0.0.1:8001", "localhost:8002"]),
+            &mut fake_resolve,
+        )
+        .unwrap();
+        assert_eq!(ok.source, None);
+        assert_eq!(ok.balance, Balance::P2c);
+        assert_eq!(ok.timeouts.connect, secs(3));
+        assert_eq!(ok.listeners[0].address, v4([127, 0, 0, 1], 4000));
+        let g = &ok.groups[0];
+        assert_eq!((g.name.as_str(), g.balance), (DEFAULT_GROUP, Balance::P2c));
+        let got: Vec<(&str, SocketAddr)> = g
+            .backends
+            .iter()
+            .map(|x| (x.name.as_str(), x.address))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("127.0.0.1:8001", v4([127, 0, 0, 1], 8001)),
+                ("localhost:8002", v4([127, 0, 0, 1], 8002))
+            ]
+        );
+
+        // (laddr, lb, timeout, backends, fragment of the error)
+        let bad: &[(&str, &str, Duration, &[&str], &str)] = &[
+            ("127.0.0.1", "p2c", secs(3), &["127.0.0.1:8001"], "--laddr"),
+            (
+                "127.0.0.1:9100",
+                "p2c",
+                secs(3),
+                &["127.0.0.1:8001"],
+                "admin",
+            ),
+            (
+                "127.0.0.1:4000",
+                "fastest",
+                secs(3),
+                &["127.0.0.1:8001"],
+                "--lb",
+            ),
+            (
+                "127.0.0.1:4000",
+                "p2c",
+                Duration::ZERO,
+                &["127.0.0.1:8001"],
+                "--timeout",
+            ),
+            ("127.0.0.1:4000", "p2c", secs(3), &[], "no backend"),
+            (
+                "127.0.0.1:4000",
+                "p2c",
+                secs(3),
+                &["127.0.0.1:8001", "nosuch.invalid:1"],
+                "backend 2",
+            ),
+            ("127.0.0.1:4000", "p2c", secs(3), &["127.0.0.1:0"], "port 0"),
+            (
+                "127.0.0.1:4000",
+                "p2c",
+                secs(3),
+                &["127.0.0.1:8001", "localhost:8001"],
+                "duplicates backend 1",
+            ),
+        ];
+        for (laddr, lb, timeout, backends, want) in bad {
+            let err =
+                from_flags_with(laddr, lb, *timeout, &b(backends), &mut fake_resolve).unwrap_err();
+            assert!(
+                err.contains(want) && !err.contains('\n'),
+                "{err:?} lacks {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        let good: &[(&str, SocketAddr)] = &[
+            ("127.0.0.1:80", v4([127, 0, 0, 1], 80)),
+            (" 10.1.2.3:65535 ", v4([10, 1, 2, 3], 65535)),
+            (
+                "[::1]:8001",
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 8001),
+            ),
+            ("localhost:1", v4([127, 0, 0, 1], 1)),
+            (
+                "0.0.0.0:0",
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            ),
+        ];
+        for (text, want) in good {
+            assert_eq!(parse_address(text, &mut fake_resolve), Ok(*want), "{text}");
+        }
+        for bad in [
+            "",
+            "localhost",
+            ":80",
+            "[::1]",
+            "[zz]:80",
+            "::1:80",
+            "1.2.3:80",
+            "host name:80",
+            "h:-1",
+            "h:http",
+        ] {
+            assert!(
+                parse_address(bad, &mut fake_resolve).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn keywords() {
+        for (text, want) in [
+            ("auto", SpliceMode::Auto),
+            ("ON", SpliceMode::On),
+            ("Off", SpliceMode::Off),
+        ] {
+            assert_eq!(text.parse::<SpliceMode>(), Ok(want));
+            assert_eq!(want.to_string().parse::<SpliceMode>(), Ok(want));
+        }
+        for (text, want) in [
+            ("ready", AdminState::Ready),
+            ("Drain", AdminState::Drain),
+            ("MAINT", AdminState::Maint),
+        ] {
+            assert_eq!(text.parse::<AdminState>(), Ok(want));
+            assert_eq!(want.to_string().parse::<AdminState>(), Ok(want));
+        }
+        assert!("yes".parse::<SpliceMode>().is_err());
+        assert!("down".parse::<AdminState>().is_err());
     }
 }
