@@ -8,6 +8,7 @@ pub mod conffile;
 pub mod error;
 pub mod goon;
 pub mod net;
+pub mod proxy;
 pub mod reactor;
 pub mod serve;
 pub mod stats;
