@@ -173,7 +173,7 @@ impl Picker {
             let w = i64::from(cand.weight);
             self.current[i] += w;
             total += w;
-            if best.map_or(true, |b| self.current[i] > self.current[b]) {
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
                 best = Some(i);
             }
         }
