@@ -1,0 +1,18 @@
+# netforge: multi-stage build, slim runtime image with only the binary.
+#   docker build -t netforge .
+#   docker run --rm --ulimit nofile=200000:200000 netforge goon --connections 50000 --sleep 0 -y
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock rustfmt.toml ./
+COPY src ./src
+COPY benches ./benches
+COPY tests ./tests
+RUN cargo build --release --locked && strip target/release/netforge
+
+FROM debian:bookworm-slim
+COPY --from=build /src/target/release/netforge /usr/local/bin/netforge
+COPY conf /etc/netforge
+# The lab server and the proxy's admin endpoint listen here by default.
+EXPOSE 8080 9100
+ENTRYPOINT ["netforge"]
+CMD ["--help"]
