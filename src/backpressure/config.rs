@@ -31,6 +31,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use super::ws::WsLimits;
 use crate::conffile::{self, ConfigError};
 use crate::units::{parse_bytes, parse_duration};
 
@@ -89,6 +90,11 @@ pub const RATE_MAX: u64 = 1_000_000;
 pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
 pub const CLIENT_CONNECTIONS_MAX: u64 = 10_000;
 pub const PATH_MAX_LEN: usize = 1024;
+/// User-space WebSocket write buffer per server connection (dashboard samples, Close frames):
+/// a dashboard that falls this far behind gets samples dropped, not buffered.
+pub const SERVER_WS_WRITE_BUFFER: u64 = 256 << 10;
+/// Largest message the client accepts from the server (it expects only control frames).
+pub const CLIENT_WS_MAX_INCOMING: usize = 64 << 10;
 
 /// Label used in errors when no config file was given.
 pub const DEFAULTS_LABEL: &str = "(defaults)";
@@ -394,6 +400,24 @@ pub struct ClientConfig {
     pub path: String,
 }
 
+impl ServerConfig {
+    /// WebSocket limits of accepted connections.
+    pub fn ws_limits(&self) -> WsLimits {
+        WsLimits {
+            max_message_size: self.max_message_size,
+            max_frame_size: self.max_frame_size,
+            max_write_buffer_size: SERVER_WS_WRITE_BUFFER as usize,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// WebSocket limits of the client's connections: one payload frame in user space at most.
+    pub fn ws_limits(&self) -> WsLimits {
+        WsLimits::for_payload(self.payload_size, CLIENT_WS_MAX_INCOMING)
+    }
+}
+
 /// Where each value came from, so an error names the file, the environment or the flag.
 struct Origins<'a> {
     file: &'a Path,
@@ -627,10 +651,10 @@ pub fn server_from(
     )?;
 
     // Worst case per connection: the read buffer, the HTTP head buffer, and for WebSocket one
-    // frame being assembled plus one message being reassembled.
+    // frame being assembled, one message being reassembled and the write buffer.
     let ws = match f.protocol {
         Protocol::Tcp => 0,
-        Protocol::Websocket => max_message_size + max_frame_size,
+        Protocol::Websocket => max_message_size + max_frame_size + SERVER_WS_WRITE_BUFFER,
     };
     let per_conn = read_size as u64 + http_head_max + ws;
     let worst = per_conn.saturating_mul(max_connections as u64);
@@ -1120,6 +1144,21 @@ mod tests {
         ] {
             assert!(HostPort::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn websocket_limits_follow_the_config() {
+        let s = server_text("max_message_size = \"2MiB\"\nmax_frame_size = \"64KiB\"\n").unwrap();
+        let l = s.ws_limits();
+        assert_eq!((l.max_message_size, l.max_frame_size), (2 << 20, 64 << 10));
+        assert_eq!(l.max_write_buffer_size, SERVER_WS_WRITE_BUFFER as usize);
+        let c = client_text("payload_size = 1000\n").unwrap();
+        let l = c.ws_limits();
+        assert_eq!(
+            l.max_write_buffer_size,
+            1000 + crate::backpressure::ws::MAX_FRAME_HEADER
+        );
+        assert_eq!(l.max_message_size, CLIENT_WS_MAX_INCOMING);
     }
 
     #[test]

@@ -4,16 +4,16 @@
 //! tungstenite is already resumable on `WouldBlock`; what this module adds is the mapping of its
 //! many error cases onto the few things an event loop must decide:
 //!
-//! | tungstenite says                           | [`WsConn`] returns                      | the reactor does                 |
-//! |--------------------------------------------|-----------------------------------------|----------------------------------|
-//! | `Io(WouldBlock)` on read                   | `Recv::NotNow`                          | wait for READABLE                |
-//! | `Io(WouldBlock)` on write                  | `Send::Queued` / `Flush::NotNow`        | flush on WRITABLE                |
-//! | `WriteBufferFull(msg)`                     | `Send::Full(msg)`                       | stop producing, flush, retry msg |
-//! | `Capacity` (message/frame too big)         | `Closed::ByUs { code: 1009 }`           | drain briefly, then drop         |
-//! | `Protocol` / `Utf8` / attack               | `Closed::ByUs { code: 1002 / 1007 }`    | drain briefly, then drop         |
-//! | a Close frame                              | `Closed::ByPeer { code }`               | flush once, then drop            |
-//! | `ConnectionClosed` / `AlreadyClosed`       | `Closed::ByPeer` / `Closed::ByUs`       | drop                             |
-//! | EOF or RST without a close handshake       | `Closed::Reset`                         | drop                             |
+//! | tungstenite says                     | [`WsConn`] returns                         | the reactor does                 |
+//! |--------------------------------------|--------------------------------------------|----------------------------------|
+//! | `Io(WouldBlock)` on read             | `Recv::NotNow`                             | wait for READABLE                |
+//! | `Io(WouldBlock)` on write            | `SendStatus::Queued` / `Flush::NotNow`     | flush on WRITABLE                |
+//! | `WriteBufferFull(msg)`               | `SendStatus::Full(msg)`                    | stop producing, flush, retry msg |
+//! | `Capacity` (message/frame too big)   | `Closed::ByUs { code: 1009 }`              | drain briefly, then drop         |
+//! | `Protocol` / `Utf8` / attack         | `Closed::ByUs { code: 1002 / 1007 }`       | drain briefly, then drop         |
+//! | a Close frame                        | `Closed::ByPeer { code }`                  | flush once, then drop            |
+//! | `ConnectionClosed` / `AlreadyClosed` | `Closed::ByPeer` / `Closed::ByUs`          | drop                             |
+//! | EOF or RST without a close handshake | `Closed::Reset`                            | drop                             |
 //!
 //! Memory is bounded: tungstenite 0.24 reads in fixed 4 KiB chunks ([`READ_CHUNK`]; it has no
 //! `read_buffer_size` knob) and keeps at most one frame (`max_frame_size`) plus one message being
@@ -56,7 +56,7 @@ pub struct WsLimits {
     /// Largest incoming frame payload.
     pub max_frame_size: usize,
     /// Most bytes of outgoing frames held in user space while the socket is full; a message
-    /// that does not fit is refused with [`Send::Full`].
+    /// that does not fit is refused with [`SendStatus::Full`].
     pub max_write_buffer_size: usize,
 }
 
@@ -113,7 +113,7 @@ pub enum Recv {
 
 /// Result of [`WsConn::send`].
 #[derive(Debug)]
-pub enum Send {
+pub enum SendStatus {
     /// The whole frame is in the socket's send buffer.
     Sent,
     /// Accepted, but part of it waits in our write buffer: call [`WsConn::flush`] on WRITABLE.
@@ -218,17 +218,17 @@ impl<S: Read + Write> WsConn<S> {
     }
 
     /// Queues `msg` and writes as much as the socket takes.
-    pub fn send(&mut self, msg: Message) -> Send {
+    pub fn send(&mut self, msg: Message) -> SendStatus {
         if let Some(c) = self.closed {
-            return Send::Closed(c);
+            return SendStatus::Closed(c);
         }
         match self.ws.write(msg) {
             // write_buffer_size is 0, so Ok means the frame went to the socket in full.
-            Ok(()) => Send::Sent,
+            Ok(()) => SendStatus::Sent,
             Err(e) => match self.on_error(e) {
-                Outcome::NotNow => Send::Queued,
-                Outcome::Full(m) => Send::Full(m),
-                Outcome::Closed(c) => Send::Closed(c),
+                Outcome::NotNow => SendStatus::Queued,
+                Outcome::Full(m) => SendStatus::Full(m),
+                Outcome::Closed(c) => SendStatus::Closed(c),
             },
         }
     }
@@ -677,12 +677,12 @@ mod tests {
         let payload: Vec<u8> = (0..50_000u32).map(|i| i as u8).collect();
         assert!(matches!(
             client.send(Message::Binary(payload.clone())),
-            Send::Sent
+            SendStatus::Sent
         ));
         assert_eq!(recv_message(&mut server), Message::Binary(payload));
         assert!(matches!(
             server.send(Message::Text("{\"conn\":1}".into())),
-            Send::Sent
+            SendStatus::Sent
         ));
         assert_eq!(
             recv_message(&mut client),
@@ -701,7 +701,7 @@ mod tests {
         assert_eq!(recv_closed(&mut client), Closed::ByUs { code: 1000 });
         assert!(matches!(
             client.send(Message::Binary(vec![1])),
-            Send::Closed(Closed::ByUs { code: 1000 })
+            SendStatus::Closed(Closed::ByUs { code: 1000 })
         ));
     }
 
@@ -710,7 +710,7 @@ mod tests {
         let (mut client, mut server) = ws_pair(limits(1024), limits(1 << 20));
         assert!(matches!(
             client.send(Message::Binary(vec![0u8; 8192])),
-            Send::Sent
+            SendStatus::Sent
         ));
         assert_eq!(
             recv_closed(&mut server),
@@ -780,7 +780,7 @@ mod tests {
         assert!(matches!(server.flush(), Flush::Closed(Closed::Reset)));
         assert!(matches!(
             server.send(Message::Binary(vec![1])),
-            Send::Closed(Closed::Reset)
+            SendStatus::Closed(Closed::Reset)
         ));
     }
 
@@ -793,16 +793,16 @@ mod tests {
         let (mut sent, mut queued) = (0u64, 0u64);
         let refused = until("WriteBufferFull", || {
             match client.send(Message::Binary(vec![7u8; payload])) {
-                Send::Sent => {
+                SendStatus::Sent => {
                     sent += 1;
                     None
                 }
-                Send::Queued => {
+                SendStatus::Queued => {
                     queued += 1;
                     None
                 }
-                Send::Full(m) => Some(m),
-                Send::Closed(c) => panic!("closed: {c:?}"),
+                SendStatus::Full(m) => Some(m),
+                SendStatus::Closed(c) => panic!("closed: {c:?}"),
             }
         });
         assert!(
@@ -826,7 +826,7 @@ mod tests {
         let mut client = WsConn::client(Metered::new(&mut c), Vec::new(), limits(1024));
         assert!(matches!(
             client.send(Message::Binary(vec![5u8; 3000])),
-            Send::Sent
+            SendStatus::Sent
         ));
         let mut server = WsConn::server(
             Metered::with_read_budget(s, 1024),
