@@ -2,6 +2,7 @@
 //! stressor (`goon`), its target (`serve`), the L4 proxy (`proxy`) and the backpressure lab (`bp`).
 
 pub mod app;
+pub mod backpressure;
 pub mod buf;
 pub mod cli;
 pub mod conffile;

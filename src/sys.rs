@@ -5,7 +5,6 @@
 //! sized struct; each carries a SAFETY note.
 
 use std::io;
-use std::os::fd::RawFd;
 
 /// Soft/hard `RLIMIT_NOFILE` before and after [`raise_nofile`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,35 +47,6 @@ pub fn set_nofile_soft(soft: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// `IP_BIND_ADDRESS_NO_PORT`: bind picks the source address only; the port is chosen at
-/// `connect` for the full 4-tuple, so each source IP has the whole ephemeral range per target.
-pub fn set_bind_address_no_port(fd: RawFd) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        const IP_BIND_ADDRESS_NO_PORT: libc::c_int = 24;
-        let one: libc::c_int = 1;
-        // SAFETY: `one` outlives the call and the length matches its type.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IP,
-                IP_BIND_ADDRESS_NO_PORT,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = fd;
-        Ok(())
-    }
 }
 
 /// Signals netforge handles. They are blocked in every thread and taken by one `sigwait` thread.
@@ -181,12 +151,5 @@ mod tests {
         }
         let (rss, hwm) = rss_kib().unwrap();
         assert!(rss > 0 && hwm >= rss);
-    }
-
-    #[test]
-    fn bind_no_port_sets_on_a_tcp_socket() {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        use std::os::fd::AsRawFd;
-        set_bind_address_no_port(s.as_raw_fd()).unwrap();
     }
 }

@@ -33,7 +33,7 @@ pub fn dial(target: SocketAddr, source: Option<IpAddr>, opts: &DialOpts) -> io::
         sock.set_linger(Some(std::time::Duration::ZERO))?;
     }
     if let Some(ip) = source {
-        crate::sys::set_bind_address_no_port(sock.as_raw_fd())?;
+        super::tcp_info::set_bind_address_no_port(sock.as_raw_fd(), true)?;
         sock.bind(&SocketAddr::new(ip, 0).into())?;
     }
     match sock.connect(&target.into()) {

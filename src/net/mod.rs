@@ -1,8 +1,10 @@
 //! Socket construction shared by every role: SO_REUSEPORT listeners, non-blocking dials with
-//! source binding, and the socket-buffer policy the coordinator hands to reactors.
+//! source binding, the socket-buffer policy the coordinator hands to reactors, and (in
+//! `tcp_info`) the kernel socket state the backpressure lab shows: TCP_INFO, SIOCINQ/SIOCOUTQ.
 
 pub mod connect;
 pub mod listen;
+pub mod tcp_info;
 pub mod tune;
 
 use std::io;
