@@ -23,7 +23,7 @@ use crate::serve::Sink;
 use crate::stats::Latency;
 
 /// Dials started per loop turn at most.
-pub const CONNECT_BATCH: usize = 256;
+pub const CONNECT_BATCH: usize = 128;
 /// Bytes read (and dropped) from one connection per wake-up.
 pub const READ_BUDGET: usize = 64 * 1024;
 /// Pause after a dial failed for want of ports or descriptors.
@@ -174,8 +174,7 @@ impl GoonReactor {
         if self.stopping {
             return;
         }
-        let start = *self.start.get_or_insert(cx.now);
-        let _ = start;
+        self.start.get_or_insert(cx.now);
         if let Some(until) = self.backoff_until {
             if cx.now < until {
                 self.arm_pace(cx, until);
@@ -384,23 +383,24 @@ impl Handler for GoonReactor {
         if self.stopping {
             return;
         }
-        match kind {
-            TIMER_PACE if role_index(token) == Some(PACE) => {
+        // Route by token first: the embedded sink's timer kinds overlap goon's.
+        if role_index(token) == Some(PACE) {
+            if kind == TIMER_PACE {
                 self.pace_armed = None;
                 self.dial_some(cx);
             }
-            TIMER_DIAL => {
-                if self.conns.get(token).is_some_and(|d| !d.established) {
-                    self.fail_dial(cx, token, Cause::Timeout);
-                    if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
-                        self.flush(cx);
-                    }
-                }
+            return;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            if sink.owns(token) {
+                sink.on_timer(cx, token, kind);
+                return;
             }
-            _ => {
-                if let Some(sink) = self.sink.as_mut() {
-                    sink.on_timer(cx, token, kind);
-                }
+        }
+        if kind == TIMER_DIAL && self.conns.get(token).is_some_and(|d| !d.established) {
+            self.fail_dial(cx, token, Cause::Timeout);
+            if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
+                self.flush(cx);
             }
         }
     }
