@@ -113,11 +113,8 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
         let v = t.listener_active.get(i).copied().unwrap_or(0);
         let _ = writeln!(o, "netforge_proxy_connections_active{{listener=\"{}\"}} {v}", esc(&l.name));
     }
-    let backends: Vec<(String, String)> = cfg
-        .groups
-        .iter()
-        .flat_map(|g| g.backends.iter().map(move |b| (g.name.clone(), b.name.clone())))
-        .collect();
+    let backends: Vec<(String, String)> =
+        cfg.groups.iter().flat_map(|g| g.backends.iter().map(move |b| (g.name.clone(), b.name.clone()))).collect();
     let label = |i: usize| format!("group=\"{}\",backend=\"{}\"", esc(&backends[i].0), esc(&backends[i].1));
     family(&mut o, "netforge_proxy_backend_sessions_total", "counter", "Sessions connected to each backend.");
     for i in 0..backends.len() {
