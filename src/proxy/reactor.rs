@@ -116,7 +116,6 @@ struct Session {
     /// Group-local indices already tried (allocated on the first retry).
     tried: Vec<bool>,
     connect_timer: bool,
-    idle_timer: bool,
     fin_timer: bool,
     started: Instant,
     last_client: Instant,
@@ -394,7 +393,6 @@ impl ProxyReactor {
             attempts,
             tried,
             connect_timer: true,
-            idle_timer: true,
             fin_timer: false,
             started: now,
             last_client: now,
@@ -600,13 +598,11 @@ impl ProxyReactor {
             }
             T_IDLE => {
                 let (started, lc, ls) = (s.started, s.last_client, s.last_server);
-                s.idle_timer = false;
                 let (at, reason) = self.idle_deadline(started, lc, ls);
                 if cx.now >= at {
                     self.close(cx, tok, reason);
-                } else if let Some(s) = self.sessions.get_mut(tok) {
-                    // Activity moved the deadline: one entry, re-armed lazily.
-                    s.idle_timer = true;
+                } else {
+                    // Activity moved the deadline: one entry per session, re-armed lazily.
                     cx.arm(at, tok, T_IDLE);
                 }
             }

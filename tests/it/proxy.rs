@@ -440,3 +440,65 @@ fn quick_start_flags_print_config() {
         assert!(out.contains("[[listener]]") && out.contains("127.0.0.1:8002") && out.contains("random"), "{out}");
     });
 }
+
+#[test]
+fn sighup_reloads_backends_and_sigusr1_prints_a_summary() {
+    with_timeout(T, || {
+        let first = Echo::start();
+        let second = Echo::start();
+        let text = conf(&[first.addr], "threads = 2", NO_HEALTH);
+        let path = write_conf(&text);
+        let mut cmd = netforge();
+        cmd.arg("proxy").arg("--conf").arg(&path);
+        let p = Proc::spawn(cmd);
+        let line = p.line(Duration::from_secs(10));
+        let addr: SocketAddr = line
+            .strip_prefix("netforge proxy: listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        let _admin = p.line(Duration::from_secs(10));
+        assert_eq!(roundtrip(addr, b"one"), b"one");
+        assert_eq!(first.accepted.load(Ordering::Relaxed), 1);
+        // Same listener, a different backend: applied to new sessions after SIGHUP.
+        std::fs::write(&path, conf(&[second.addr], "threads = 2", NO_HEALTH)).unwrap();
+        p.signal(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while second.accepted.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "reload not applied");
+            assert_eq!(roundtrip(addr, b"x"), b"x");
+        }
+        let before = first.accepted.load(Ordering::Relaxed);
+        for _ in 0..5 {
+            assert_eq!(roundtrip(addr, b"y"), b"y");
+        }
+        assert_eq!(first.accepted.load(Ordering::Relaxed), before, "the old backend got sessions after the reload");
+        p.signal(10);
+        let summary = p.wait_line(Duration::from_secs(10), |l| l.starts_with("proxy: active"));
+        assert!(summary.contains("errors 0"), "{summary}");
+        p.signal(15);
+        let (status, _, _) = p.finish(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0));
+    });
+}
+
+#[test]
+fn client_idle_timeout_closes_the_session() {
+    with_timeout(T, || {
+        let e = Echo::start();
+        let text = conf(&[e.addr], "threads = 1", NO_HEALTH)
+            .replace("connect = \"1s\"", "connect = \"1s\"\nclient_idle = \"200ms\"\nserver_idle = \"10s\"");
+        let px = proxy(&text);
+        let mut s = client(px.addr);
+        s.write_all(b"hi").unwrap();
+        let mut two = [0u8; 2];
+        s.read_exact(&mut two).unwrap();
+        // Nothing more is sent: the proxy closes after client_idle (a reset: it is an error).
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+        wait_metrics(px.admin, Duration::from_secs(5), "client_idle close", |m| {
+            metric(m, "netforge_proxy_errors_total{cause=\"client_idle\"}") == Some(1.0)
+        });
+    });
+}
