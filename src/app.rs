@@ -59,5 +59,27 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             crate::serve::run(&cfg, &signals, &mut stdout.lock())?;
             Ok(0)
         }
+        Cmd::Proxy(args) => {
+            let cfg = crate::cli::proxy_config(&args)?;
+            if args.print_config {
+                let stdout = std::io::stdout();
+                let _ = write!(stdout.lock(), "{}", cfg.to_toml());
+                return Ok(0);
+            }
+            let threads = crate::cli::threads(Some(cfg.threads));
+            let fd = crate::sys::raise_nofile()?;
+            let need = cfg.max_connections as u64 * 2 + 64;
+            if need > fd.soft {
+                log::warn!(
+                    "proxy: max_connections {} needs about {need} descriptors but the open-file limit is {}; accepts will pause at the limit",
+                    cfg.max_connections,
+                    fd.soft
+                );
+            }
+            let signals = crate::sys::route_signals()?;
+            let stdout = std::io::stdout();
+            crate::proxy::run(cfg, threads, &signals, &mut stdout.lock())?;
+            Ok(0)
+        }
     }
 }

@@ -34,6 +34,37 @@ pub enum Cmd {
     Goon(GoonArgs),
     /// A TCP target on the same engine: hold, echo or discard connections.
     Serve(ServeArgs),
+    /// An L4 (TCP) load balancer: `--conf lb.toml`, or the quick-start flags and a list of
+    /// backends (`--laddr 127.0.0.1:4000 --lb p2c --timeout 3s 127.0.0.1:8001 127.0.0.1:8002`).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// Configuration file (see conf/lb.toml); excludes --laddr/--lb/--timeout and BACKEND.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["laddr", "lb", "timeout", "backends"])]
+    pub conf: Option<PathBuf>,
+    /// Address to listen on (quick start).
+    #[arg(long)]
+    pub laddr: Option<String>,
+    /// Load-balancing algorithm: random, p2c, round_robin or least_conn (quick start).
+    #[arg(long)]
+    pub lb: Option<String>,
+    /// Backend connect timeout, e.g. 3s (quick start).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the resolved configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Reactor threads (overrides `threads` in the file) [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Admin (/metrics) address, overriding the file's; "" disables it.
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Backends, host:port (quick start).
+    #[arg(value_name = "BACKEND")]
+    pub backends: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +253,37 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
         interval: Duration::from_secs(a.interval),
         bufs: SockBufs { sndbuf: a.sndbuf.map(|v| v as usize), rcvbuf: a.rcvbuf.map(|v| v as usize) },
     })
+}
+
+/// Builds the proxy config from `--conf` or the quick-start flags, then applies `--admin`.
+pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, Error> {
+    use crate::proxy::config;
+    let mut cfg = match &a.conf {
+        Some(path) => config::load(path)?,
+        None => {
+            if a.backends.is_empty() {
+                return Err(usage("proxy: give --conf FILE, or backends to forward to (e.g. 127.0.0.1:8001)".into()));
+            }
+            config::from_flags(
+                a.laddr.as_deref().unwrap_or("127.0.0.1:4000"),
+                a.lb.as_deref().unwrap_or("p2c"),
+                a.timeout.unwrap_or(config::DEFAULT_CONNECT_TIMEOUT),
+                &a.backends,
+            )
+            .map_err(usage)?
+        }
+    };
+    if let Some(admin) = &a.admin {
+        cfg.admin = if admin.trim().is_empty() {
+            None
+        } else {
+            Some(admin.trim().parse().map_err(|_| usage(format!("--admin {admin:?}: expected IP:PORT or \"\"")))?)
+        };
+    }
+    if let Some(t) = a.threads {
+        cfg.threads = t;
+    }
+    Ok(cfg)
 }
 
 /// tcpgoon's confirmation: `y`/`yes` continue, anything else (empty included) aborts.

@@ -1,8 +1,275 @@
 //! `netforge proxy`: an L4 (TCP) proxy and load balancer on the shared mio reactors.
 //!
-//! The pure parts live here and are tested without sockets: `config` turns `lb.toml` or the
-//! quick-start flags into a validated [`config::ProxyConfig`], and `lb` picks a backend for each
-//! new session from a snapshot of the group's health, weights and live session counts.
+//! The pure parts are tested without sockets: `config` turns `lb.toml` or the quick-start flags
+//! into a validated [`config::ProxyConfig`], and `lb` picks a backend for each new session from a
+//! snapshot of the group's health, weights and live session counts. `session` moves the bytes of
+//! one client/backend pair, `reactor` is the per-thread [`crate::reactor::Handler`] (listeners,
+//! sessions, health checks on reactor 0), `stats` sums the reactors' counters into `/metrics`.
+//!
+//! The coordinator (this module's [`run`], on the main thread) owns no socket but the admin
+//! listener (served by its own small thread): it merges per-tick stats, relays reactor 0's
+//! health vector to the other reactors, and turns signals into commands: SIGTERM/SIGINT drain
+//! (a second one stops at once), SIGHUP reloads the file, SIGUSR1 prints a summary line.
 
 pub mod config;
 pub mod lb;
+pub mod reactor;
+pub mod session;
+pub mod stats;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+
+use crate::error::Error;
+use crate::reactor::Pool;
+use crate::sys::Signal;
+use config::{ProxyConfig, SpliceMode};
+use reactor::{Cmd, ProxyReactor, Report};
+use stats::ProxyStats;
+
+/// Period of the reactors' stats flush (and so of health relays and /metrics freshness).
+pub const TICK: Duration = Duration::from_millis(100);
+/// How long the coordinator waits for reactors to report after the drain deadline.
+pub const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+fn backend_count(cfg: &ProxyConfig) -> usize {
+    cfg.groups.iter().map(|g| g.backends.len()).sum()
+}
+
+fn summary(t: &ProxyStats, up: &[bool], cut: u64) -> String {
+    format!(
+        "proxy: active {}, accepted {}, bytes client->backend {}, backend->client {}, errors {}, backends up {}/{}, cut {}",
+        t.active,
+        t.listener_accepted.iter().sum::<u64>(),
+        t.bytes_client_to_server,
+        t.bytes_server_to_client,
+        t.errors(),
+        up.iter().filter(|u| **u).count(),
+        up.len(),
+        cut
+    )
+}
+
+/// Runs the proxy until a signal ends it.
+pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<(), Error> {
+    let threads = threads.max(1);
+    // Bind every listener on every reactor before anything runs: a bind error ends start-up.
+    let mut per_reactor: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for l in &cfg.listeners {
+        let (addr, socks) = crate::net::listen::reuseport_group(l.address, threads, crate::net::listen::LISTEN_BACKLOG)
+            .map_err(|source| Error::Bind { addr: l.address, source })?;
+        bound.push(addr);
+        for (r, s) in socks.into_iter().enumerate() {
+            per_reactor[r].push(s);
+        }
+    }
+    let metrics = Arc::new(Mutex::new(String::new()));
+    let admin = match cfg.admin {
+        Some(a) => {
+            let l = stats::bind_admin(a).map_err(|source| Error::Bind { addr: a, source })?;
+            let addr = l.local_addr()?;
+            let text = metrics.clone();
+            std::thread::Builder::new().name("admin".into()).spawn(move || stats::serve_admin(l, text))?;
+            Some(addr)
+        }
+        None => None,
+    };
+    if cfg.splice != SpliceMode::Off {
+        log::info!("splice = {}: splice(2) is not implemented yet; copying through the buffers", cfg.splice);
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<Report>(threads * 16);
+    let shared = Arc::new(cfg);
+    let handlers: Vec<ProxyReactor> = per_reactor
+        .into_iter()
+        .enumerate()
+        .map(|(id, ls)| ProxyReactor::new(shared.clone(), id, threads, ls, tx.clone()))
+        .collect();
+    drop(tx);
+    let pool: Pool<Cmd> = Pool::spawn("proxy", handlers, TICK).map_err(Error::Io)?;
+    let mut cfg = shared;
+    for (l, addr) in cfg.listeners.iter().zip(&bound) {
+        let g = &cfg.groups[l.group];
+        let _ =
+            writeln!(out, "netforge proxy: listening on {addr} -> group {} ({} backends)", g.name, g.backends.len());
+    }
+    match admin {
+        Some(a) => {
+            let _ = writeln!(out, "netforge proxy: metrics on http://{a}/metrics");
+        }
+        None => {
+            let _ = writeln!(out, "netforge proxy: metrics disabled");
+        }
+    }
+    let _ = out.flush();
+
+    let mut per: Vec<ProxyStats> = vec![ProxyStats::default(); threads];
+    let mut cuts = vec![0u64; threads];
+    let mut done = vec![false; threads];
+    let mut up: Vec<bool> = vec![!cfg.health.enabled; backend_count(&cfg)];
+    let mut draining = false;
+    let mut deadline: Option<Instant> = None;
+    let mut dirty = true;
+    loop {
+        if dirty {
+            let t = sum(&per);
+            let text = stats::render(&cfg, &t, &up);
+            if let Ok(mut m) = metrics.lock() {
+                *m = text;
+            }
+            dirty = false;
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            log::warn!("proxy: reactors did not finish within the drain deadline");
+            break;
+        }
+        select! {
+            recv(rx) -> msg => match msg {
+                Ok(r) => {
+                    if r.id == 0 && cfg.health.enabled && r.stats.health.len() == up.len() && r.stats.health != up {
+                        up = r.stats.health.clone();
+                        let full = pool.broadcast(|_| Cmd::Health(up.clone()));
+                        if full > 0 {
+                            log::warn!("proxy: {full} reactor queues full; health change delayed");
+                        }
+                    }
+                    cuts[r.id] = r.cut;
+                    done[r.id] |= r.done;
+                    per[r.id] = r.stats;
+                    dirty = true;
+                }
+                Err(_) => break,
+            },
+            recv(signals) -> sig => match sig {
+                Ok(Signal::Interrupt) | Ok(Signal::Terminate) => {
+                    if draining {
+                        log::warn!("proxy: second signal: closing every session now");
+                        pool.broadcast(|_| Cmd::Stop);
+                        deadline = Some(Instant::now() + EXIT_GRACE);
+                    } else {
+                        draining = true;
+                        let until = Instant::now() + cfg.drain_timeout;
+                        log::info!(
+                            "proxy: draining {} sessions for up to {:?} (signal again to stop now)",
+                            sum(&per).active,
+                            cfg.drain_timeout
+                        );
+                        pool.broadcast(|_| Cmd::Drain(until));
+                        deadline = Some(until + EXIT_GRACE);
+                    }
+                }
+                Ok(Signal::Hangup) => {
+                    if let Some(new) = reload(&cfg) {
+                        let new = Arc::new(new);
+                        let full = pool.broadcast(|_| Cmd::Reload(new.clone()));
+                        if full > 0 {
+                            log::error!("proxy: reload not delivered to {full} reactors (queue full); send SIGHUP again");
+                        }
+                        if new.health.enabled != cfg.health.enabled || backend_count(&new) != up.len() {
+                            up = vec![!new.health.enabled; backend_count(&new)];
+                        } else {
+                            up = remap_up(&cfg, &new, &up);
+                        }
+                        cfg = new;
+                        dirty = true;
+                    }
+                }
+                Ok(Signal::User1) => {
+                    let _ = writeln!(out, "{}", summary(&sum(&per), &up, cuts.iter().sum()));
+                    let _ = out.flush();
+                }
+                Err(_) => {}
+            },
+            default(Duration::from_millis(200)) => {}
+        }
+    }
+    let t = sum(&per);
+    let cut: u64 = cuts.iter().sum();
+    let _ = writeln!(out, "{}", summary(&t, &up, cut));
+    let _ = writeln!(out, "netforge proxy: stopped; {cut} sessions cut");
+    let _ = out.flush();
+    pool.join();
+    Ok(())
+}
+
+fn sum(per: &[ProxyStats]) -> ProxyStats {
+    let mut t = ProxyStats::default();
+    for s in per {
+        t.add(s);
+    }
+    t
+}
+
+/// Up states of `new`'s backends carried from `old` by (group, name, address).
+fn remap_up(old: &ProxyConfig, new: &ProxyConfig, up: &[bool]) -> Vec<bool> {
+    let flat = |c: &ProxyConfig| -> Vec<(String, String, std::net::SocketAddr)> {
+        c.groups
+            .iter()
+            .flat_map(|g| g.backends.iter().map(move |b| (g.name.clone(), b.name.clone(), b.address)))
+            .collect()
+    };
+    let o = flat(old);
+    flat(new)
+        .iter()
+        .map(|k| o.iter().position(|x| x == k).and_then(|i| up.get(i).copied()).unwrap_or(!new.health.enabled))
+        .collect()
+}
+
+/// SIGHUP: re-reads the file. Listener changes need a restart; they are reported and the rest
+/// is applied. `None` when nothing can be applied.
+fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
+    let Some(path) = cur.source.as_ref() else {
+        log::warn!("proxy: SIGHUP ignored: the configuration came from flags, there is no file to re-read");
+        return None;
+    };
+    let mut new = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("proxy: reload failed, keeping the running configuration: {e}");
+            return None;
+        }
+    };
+    // Listeners stay as they are; each keeps forwarding to its group by name.
+    let same = new.listeners.len() == cur.listeners.len()
+        && new.listeners.iter().zip(&cur.listeners).all(|(a, b)| {
+            a.name == b.name
+                && a.address == b.address
+                && a.max_connections == b.max_connections
+                && new.groups[a.group].name == cur.groups[b.group].name
+        });
+    if !same || new.threads != cur.threads || new.max_connections != cur.max_connections || new.admin != cur.admin {
+        log::warn!("proxy: reload: listener, threads, max_connections and admin changes need a restart; keeping the running ones");
+    }
+    for l in &cur.listeners {
+        if !new.groups.iter().any(|g| g.name == cur.groups[l.group].name) {
+            log::error!(
+                "proxy: reload refused: listener {} forwards to group {}, which the new file does not define",
+                l.name,
+                cur.groups[l.group].name
+            );
+            return None;
+        }
+    }
+    let listeners = cur
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            let name = &cur.groups[l.group].name;
+            l.group = new.groups.iter().position(|g| g.name == *name).unwrap_or(0);
+            l
+        })
+        .collect();
+    new.listeners = listeners;
+    new.threads = cur.threads;
+    new.max_connections = cur.max_connections;
+    new.admin = cur.admin;
+    log::info!("proxy: reloaded {}: {} backends in {} groups", path.display(), backend_count(&new), new.groups.len());
+    Some(new)
+}

@@ -1,0 +1,921 @@
+//! The proxy's reactor handler: listeners, sessions, and (on reactor 0) the active health checks.
+//!
+//! Tokens. Sessions live in one generation-tagged [`Slab`] with tag [`SESSION_TAG`]; the slab
+//! token names the client socket, and the backend socket of the same session uses the same token
+//! with [`SERVER_BIT`] set, which turns tag 2 into tag 3. One slab entry, two tokens, no lookup
+//! table: `token & !SERVER_BIT` is always the slab key. Health-check sockets use tag 4 with the
+//! flat backend index as slot and the config epoch as generation, so checks from before a reload
+//! are ignored like any stale token.
+//!
+//! Health design. Only reactor 0 runs active checks (one non-blocking connect per backend every
+//! `interval` ± jitter). Its up/down vector rides in its per-tick stats snapshot to the
+//! coordinator, which broadcasts a [`Cmd::Health`] to the other reactors when the vector changed.
+//! The snapshot is whole state, not an event, so a dropped stats message delays a change by one
+//! tick but never loses it. Reactor 0 applies its own results at once. Passive health is per
+//! reactor: `passive_fall` consecutive failed connects on live traffic mark the backend down on
+//! that reactor for one check interval.
+//!
+//! `Candidate::active` is this reactor's live sessions per backend (connecting ones included),
+//! not a global count: the sessions of one reactor are spread by the kernel's SO_REUSEPORT hash,
+//! so per-reactor least-loaded decisions approximate the global ones without sharing state.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+
+use super::config::{AdminState, ProxyConfig};
+use super::lb::{Balance, Candidate, Picker};
+use super::session::{reset_on_close, CloseReason, Moved, Pipe, Pump};
+use super::stats::ProxyStats;
+use crate::net::connect::{self, DialOpts, DialState};
+use crate::net::Cause;
+use crate::reactor::{listener_index, listener_token, role_token, slab, Cx, Handler, Readiness, Ready, Slab};
+
+pub const SESSION_TAG: u8 = 2;
+/// Set on a session token to name its backend socket (the low bit of the slab tag).
+pub const SERVER_BIT: usize = 1 << 56;
+const HEALTH_TAG: usize = 4;
+pub const ACCEPT_BATCH: usize = 256;
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+pub const EXHAUSTION_LOG_EVERY: Duration = Duration::from_secs(5);
+
+const T_CONNECT: u8 = 1;
+const T_IDLE: u8 = 2;
+const T_FIN: u8 = 3;
+const T_HEALTH: u8 = 4;
+const T_RESUME: u8 = 5;
+const T_DRAIN: u8 = 6;
+/// Timer entries a session may have outstanding (connect, idle, fin).
+const TIMERS_PER_SESSION: usize = 3;
+const REMOVED: usize = usize::MAX;
+
+pub enum Cmd {
+    /// Up/down per flat backend index, from reactor 0's checks.
+    Health(Vec<bool>),
+    /// New backends, weights, states, health settings (listeners unchanged).
+    Reload(Arc<ProxyConfig>),
+    /// Stop accepting; cut what is left at the deadline.
+    Drain(Instant),
+    /// Cut everything now.
+    Stop,
+}
+
+/// What a reactor reports to the coordinator every tick, and once more at exit.
+pub struct Report {
+    pub id: usize,
+    pub stats: ProxyStats,
+    /// Sessions cut by the drain deadline or a second signal.
+    pub cut: u64,
+    pub done: bool,
+}
+
+struct Backend {
+    group: usize,
+    name: String,
+    addr: SocketAddr,
+    weight: u32,
+    backup: bool,
+    state: AdminState,
+    up: bool,
+    active: u32,
+    passive_fails: u32,
+    passive_down_until: Option<Instant>,
+}
+
+struct Group {
+    balance: Balance,
+    first: usize,
+    len: usize,
+    picker: Picker,
+}
+
+struct Listener {
+    sock: Option<TcpListener>,
+    ready: bool,
+    paused: bool,
+    at_cap: bool,
+    group: usize,
+    cap: usize,
+    active: usize,
+}
+
+struct Session {
+    pipe: Pipe,
+    listener: usize,
+    /// Flat backend index, or `REMOVED` after a reload dropped it.
+    backend: usize,
+    /// Connect under way: its deadline.
+    connecting: Option<Instant>,
+    attempt_started: Instant,
+    attempts: u32,
+    /// Group-local indices already tried (allocated on the first retry).
+    tried: Vec<bool>,
+    connect_timer: bool,
+    fin_timer: bool,
+    started: Instant,
+    last_client: Instant,
+    last_server: Instant,
+}
+
+struct Check {
+    sock: Option<TcpStream>,
+    started: Instant,
+    next_at: Instant,
+    rise: u32,
+    fall: u32,
+    up: bool,
+    /// No check has completed yet: the first success brings the backend up.
+    fresh: bool,
+    timer_armed: bool,
+}
+
+pub struct ProxyReactor {
+    cfg: Arc<ProxyConfig>,
+    listeners: Vec<Listener>,
+    backends: Vec<Backend>,
+    groups: Vec<Group>,
+    sessions: Slab<Session>,
+    checks: Vec<Check>,
+    epoch: u32,
+    rng: fastrand::Rng,
+    scratch: Vec<Candidate>,
+    stats: ProxyStats,
+    report: Sender<Report>,
+    last_exhaustion_log: Option<Instant>,
+    draining: bool,
+    stopping: bool,
+    cut: u64,
+    dial: DialOpts,
+}
+
+fn build_backends(cfg: &ProxyConfig) -> (Vec<Backend>, Vec<Group>) {
+    let mut backends = Vec::new();
+    let mut groups = Vec::new();
+    for (gi, g) in cfg.groups.iter().enumerate() {
+        groups.push(Group {
+            balance: g.balance,
+            first: backends.len(),
+            len: g.backends.len(),
+            picker: Picker::new(g.backends.len()),
+        });
+        for b in &g.backends {
+            backends.push(Backend {
+                group: gi,
+                name: b.name.clone(),
+                addr: b.address,
+                weight: b.weight,
+                backup: b.backup,
+                state: b.state,
+                up: !cfg.health.enabled,
+                active: 0,
+                passive_fails: 0,
+                passive_down_until: None,
+            });
+        }
+    }
+    (backends, groups)
+}
+
+fn health_token(idx: usize, epoch: u32) -> Token {
+    Token(idx | ((epoch as usize & 0xFF_FFFF) << 32) | (HEALTH_TAG << 56))
+}
+
+fn jittered(interval: Duration, pct: u32, rng: &mut fastrand::Rng) -> Duration {
+    if pct == 0 {
+        return interval;
+    }
+    let f = 1.0 + (rng.f64() * 2.0 - 1.0) * f64::from(pct) / 100.0;
+    interval.mul_f64(f)
+}
+
+impl ProxyReactor {
+    /// `listeners[i]` is this reactor's SO_REUSEPORT socket for `cfg.listeners[i]`.
+    pub fn new(
+        cfg: Arc<ProxyConfig>,
+        id: usize,
+        threads: usize,
+        listeners: Vec<std::net::TcpListener>,
+        report: Sender<Report>,
+    ) -> Self {
+        let (backends, groups) = build_backends(&cfg);
+        let ls = listeners
+            .into_iter()
+            .zip(&cfg.listeners)
+            .map(|(l, lc)| Listener {
+                sock: Some(TcpListener::from_std(l)),
+                ready: true,
+                paused: false,
+                at_cap: false,
+                group: lc.group,
+                cap: lc.max_connections.div_ceil(threads).max(1),
+                active: 0,
+            })
+            .collect::<Vec<_>>();
+        let share = cfg.max_connections.div_ceil(threads).max(1);
+        let stats = ProxyStats::new(ls.len(), backends.len());
+        ProxyReactor {
+            listeners: ls,
+            sessions: Slab::new(SESSION_TAG, share, 0),
+            checks: Vec::new(),
+            epoch: 0,
+            rng: fastrand::Rng::with_seed(0x5eed ^ id as u64 ^ std::process::id() as u64),
+            scratch: Vec::new(),
+            stats,
+            report,
+            last_exhaustion_log: None,
+            draining: false,
+            stopping: false,
+            cut: 0,
+            dial: DialOpts { nodelay: true, ..Default::default() },
+            backends,
+            groups,
+            cfg,
+        }
+    }
+
+    fn snapshot(&mut self) -> ProxyStats {
+        for (i, l) in self.listeners.iter().enumerate() {
+            self.stats.listener_active[i] = l.active as u64;
+        }
+        self.stats.backend_active.resize(self.backends.len(), 0);
+        for (i, b) in self.backends.iter().enumerate() {
+            self.stats.backend_active[i] = u64::from(b.active);
+        }
+        self.stats.active = self.sessions.len() as u64;
+        self.stats.health = self.checks.iter().map(|c| c.up).collect();
+        self.stats.clone()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Accepting
+
+    fn accept(&mut self, cx: &mut Cx, i: usize) {
+        for _ in 0..ACCEPT_BATCH {
+            let l = &mut self.listeners[i];
+            if l.paused || l.at_cap || !l.ready || self.draining {
+                return;
+            }
+            if l.active >= l.cap || self.sessions.is_full() {
+                l.at_cap = true;
+                return;
+            }
+            let Some(sock) = l.sock.as_ref() else { return };
+            match sock.accept() {
+                Ok((s, _peer)) => self.start(cx, i, s),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    l.ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if crate::net::is_exhaustion(&e) => {
+                    l.paused = true;
+                    self.stats.accept_pauses += 1;
+                    if self.last_exhaustion_log.is_none_or(|t| cx.now.duration_since(t) >= EXHAUSTION_LOG_EVERY) {
+                        log::warn!(
+                            "r{} accept: {e}; pausing listener {} for {ACCEPT_PAUSE:?} (counted as accept_pauses)",
+                            cx.id,
+                            self.cfg.listeners[i].name
+                        );
+                        self.last_exhaustion_log = Some(cx.now);
+                    }
+                    cx.arm(cx.now + ACCEPT_PAUSE, listener_token(i), T_RESUME);
+                    return;
+                }
+                Err(e) => log::debug!("r{} accept: {e}", cx.id),
+            }
+        }
+        cx.defer(listener_token(i));
+    }
+
+    fn maybe_resume(&mut self, cx: &mut Cx) {
+        let global_ok = self.sessions.len() * 10 < self.sessions.capacity() * 9;
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if l.at_cap && global_ok && l.active * 10 < l.cap * 9 {
+                l.at_cap = false;
+                // Edges that came while we were not accepting were consumed: look again.
+                l.ready = true;
+                cx.defer(listener_token(i));
+            }
+        }
+    }
+
+    /// Picks a usable backend of `group` (group-local index), skipping `tried`.
+    fn pick(&mut self, now: Instant, group: usize, tried: &[bool]) -> Option<usize> {
+        let g = &mut self.groups[group];
+        self.scratch.clear();
+        for b in &self.backends[g.first..g.first + g.len] {
+            let passive_ok = b.passive_down_until.is_none_or(|t| now >= t);
+            self.scratch.push(Candidate {
+                usable: b.up && b.state == AdminState::Ready && passive_ok,
+                weight: b.weight,
+                backup: b.backup,
+                active: b.active,
+            });
+        }
+        g.picker.pick(g.balance, &self.scratch, tried, &mut self.rng)
+    }
+
+    /// Records a failed connect to backend `b` (passive health).
+    fn connect_failed(&mut self, cx: &mut Cx, b: usize, cause: Cause) {
+        let Some(be) = self.backends.get_mut(b) else { return };
+        self.stats.backend_connect_failures[b] += 1;
+        be.passive_fails += 1;
+        let fall = self.cfg.health.passive_fall;
+        if fall > 0 && be.passive_fails >= fall && be.passive_down_until.is_none_or(|t| cx.now >= t) {
+            be.passive_down_until = Some(cx.now + self.cfg.health.interval);
+            log::warn!(
+                "r{} backend {} {} is DOWN on this reactor for {:?} ({} failed connects: {})",
+                cx.id,
+                be.name,
+                be.addr,
+                self.cfg.health.interval,
+                be.passive_fails,
+                cause.name()
+            );
+            be.passive_fails = 0;
+        }
+    }
+
+    /// Picks and dials until a dial is under way; `None` when every attempt failed at once.
+    fn dial_next(
+        &mut self,
+        cx: &mut Cx,
+        group: usize,
+        tried: &mut Vec<bool>,
+        attempts: &mut u32,
+    ) -> Option<(usize, TcpStream)> {
+        loop {
+            if *attempts > self.cfg.retries {
+                return None;
+            }
+            let local = self.pick(cx.now, group, tried)?;
+            let b = self.groups[group].first + local;
+            *attempts += 1;
+            match connect::dial(self.backends[b].addr, None, &self.dial) {
+                Ok(s) => return Some((b, s)),
+                Err(e) => {
+                    log::debug!("r{} dial {}: {e}", cx.id, self.backends[b].addr);
+                    self.connect_failed(cx, b, Cause::from_io(&e));
+                    if tried.len() < self.groups[group].len {
+                        tried.resize(self.groups[group].len, false);
+                    }
+                    tried[local] = true;
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, cx: &mut Cx, li: usize, client: TcpStream) {
+        self.stats.listener_accepted[li] += 1;
+        let _ = client.set_nodelay(true);
+        let group = self.listeners[li].group;
+        let mut tried = Vec::new();
+        let mut attempts = 0;
+        let Some((b, server)) = self.dial_next(cx, group, &mut tried, &mut attempts) else {
+            let reason = if attempts == 0 { CloseReason::NoBackend } else { CloseReason::ConnectFailed };
+            self.stats.closes[reason.index()] += 1;
+            log::debug!("r{} session refused: {}", cx.id, reason.name());
+            return;
+        };
+        let all = Readiness::new(Ready::ALL);
+        let now = cx.now;
+        let s = Session {
+            pipe: Pipe::new(client, all, server, all, self.cfg.buffer_bytes),
+            listener: li,
+            backend: b,
+            connecting: Some(now + self.cfg.timeouts.connect),
+            attempt_started: now,
+            attempts,
+            tried,
+            connect_timer: true,
+            fin_timer: false,
+            started: now,
+            last_client: now,
+            last_server: now,
+        };
+        let Ok(tok) = self.sessions.insert(s) else { return };
+        let Some(s) = self.sessions.get_mut(tok) else { return };
+        let reg =
+            cx.registry.register(&mut s.pipe.client, tok, Interest::READABLE | Interest::WRITABLE).and_then(|_| {
+                cx.registry.register(
+                    &mut s.pipe.server,
+                    Token(tok.0 | SERVER_BIT),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+            });
+        if let Err(e) = reg {
+            log::debug!("r{} register: {e}", cx.id);
+            let _ = self.sessions.remove(tok).map(|mut s| self.deregister(cx, &mut s));
+            return;
+        }
+        self.listeners[li].active += 1;
+        self.backends[b].active += 1;
+        cx.arm(now + self.cfg.timeouts.connect, tok, T_CONNECT);
+        let idle = self.idle_deadline(now, now, now).0;
+        cx.arm(idle, tok, T_IDLE);
+    }
+
+    fn deregister(&self, cx: &mut Cx, s: &mut Session) {
+        let _ = cx.registry.deregister(&mut s.pipe.client);
+        let _ = cx.registry.deregister(&mut s.pipe.server);
+    }
+
+    fn idle_deadline(&self, started: Instant, last_client: Instant, last_server: Instant) -> (Instant, CloseReason) {
+        let t = &self.cfg.timeouts;
+        let mut d = (last_client + t.client_idle, CloseReason::ClientIdle);
+        let s = last_server + t.server_idle;
+        if s < d.0 {
+            d = (s, CloseReason::ServerIdle);
+        }
+        if let Some(life) = t.max_lifetime {
+            if started + life < d.0 {
+                d = (started + life, CloseReason::Lifetime);
+            }
+        }
+        d
+    }
+
+    fn close(&mut self, cx: &mut Cx, tok: Token, reason: CloseReason) {
+        let Some(mut s) = self.sessions.remove(tok) else { return };
+        self.deregister(cx, &mut s);
+        if reason.resets() {
+            // Whichever side is still alive learns of the failure by a reset, not a clean FIN.
+            reset_on_close(&s.pipe.client);
+            reset_on_close(&s.pipe.server);
+        }
+        self.stats.closes[reason.index()] += 1;
+        if let Some(l) = self.listeners.get_mut(s.listener) {
+            l.active = l.active.saturating_sub(1);
+        }
+        if let Some(b) = self.backends.get_mut(s.backend) {
+            b.active = b.active.saturating_sub(1);
+        }
+        log::debug!("r{} t{:x} closed: {}", cx.id, tok.0, reason.name());
+        drop(s);
+        self.maybe_resume(cx);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Sessions
+
+    fn session_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        let server_side = token.0 & SERVER_BIT != 0;
+        let tok = Token(token.0 & !SERVER_BIT);
+        let Some(s) = self.sessions.get_mut(tok) else { return };
+        if server_side {
+            s.pipe.srd.event |= ready;
+        } else {
+            s.pipe.crd.event |= ready;
+        }
+        if s.connecting.is_some() {
+            if !server_side || ready.is_empty() {
+                // Client bytes wait in the kernel until the backend answers.
+                return;
+            }
+            match connect::check(&s.pipe.server) {
+                DialState::Pending => return,
+                DialState::Connected => {
+                    s.connecting = None;
+                    let us = cx.now.duration_since(s.attempt_started).as_micros() as u64;
+                    let b = s.backend;
+                    self.stats.record_connect_us(us);
+                    if let Some(be) = self.backends.get_mut(b) {
+                        be.passive_fails = 0;
+                        self.stats.backend_sessions[b] += 1;
+                    }
+                }
+                DialState::Failed(e) => {
+                    self.retry(cx, tok, Cause::from_io(&e));
+                    return;
+                }
+            }
+        }
+        self.drive(cx, tok);
+    }
+
+    /// The current connect failed: try another backend or give up.
+    fn retry(&mut self, cx: &mut Cx, tok: Token, cause: Cause) {
+        let Some(s) = self.sessions.get_mut(tok) else { return };
+        let b = s.backend;
+        let mut tried = std::mem::take(&mut s.tried);
+        let mut attempts = s.attempts;
+        let _ = cx.registry.deregister(&mut s.pipe.server);
+        if let Some(be) = self.backends.get_mut(b) {
+            be.active = be.active.saturating_sub(1);
+            let g = be.group;
+            let local = b - self.groups[g].first;
+            if tried.len() < self.groups[g].len {
+                tried.resize(self.groups[g].len, false);
+            }
+            tried[local] = true;
+        }
+        self.connect_failed(cx, b, cause);
+        let Some(li) = self.sessions.get(tok).map(|s| s.listener) else { return };
+        let group = self.listeners[li].group;
+        let next = self.dial_next(cx, group, &mut tried, &mut attempts);
+        let Some(s) = self.sessions.get_mut(tok) else { return };
+        s.attempts = attempts;
+        s.tried = tried;
+        match next {
+            None => {
+                // Nothing left to try: the session never had a backend.
+                s.backend = REMOVED;
+                let reason =
+                    if cause == Cause::Timeout { CloseReason::ConnectTimeout } else { CloseReason::ConnectFailed };
+                self.close(cx, tok, reason);
+            }
+            Some((nb, mut server)) => {
+                if let Err(e) = cx.registry.register(
+                    &mut server,
+                    Token(tok.0 | SERVER_BIT),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    log::debug!("r{} register: {e}", cx.id);
+                    s.backend = REMOVED;
+                    self.close(cx, tok, CloseReason::ConnectFailed);
+                    return;
+                }
+                s.pipe.server = server;
+                s.pipe.srd = Readiness::new(Ready::ALL);
+                s.backend = nb;
+                s.attempt_started = cx.now;
+                let deadline = cx.now + self.cfg.timeouts.connect;
+                s.connecting = Some(deadline);
+                if !s.connect_timer {
+                    s.connect_timer = true;
+                    cx.arm(deadline, tok, T_CONNECT);
+                }
+                self.backends[nb].active += 1;
+            }
+        }
+    }
+
+    fn drive(&mut self, cx: &mut Cx, tok: Token) {
+        let Some(s) = self.sessions.get_mut(tok) else { return };
+        let mut moved = Moved::default();
+        let r = s.pipe.pump(cx.now, &mut moved);
+        if moved.client_active {
+            s.last_client = cx.now;
+        }
+        if moved.server_active {
+            s.last_server = cx.now;
+        }
+        self.stats.bytes_client_to_server += moved.client_to_server;
+        self.stats.bytes_server_to_client += moved.server_to_client;
+        if !s.fin_timer && (s.pipe.c2s.eof || s.pipe.s2c.eof) && r != Pump::Done {
+            if let Some(at) = fin_deadline(s, &self.cfg) {
+                s.fin_timer = true;
+                cx.arm(at, tok, T_FIN);
+            }
+        }
+        match r {
+            Pump::Idle => {}
+            Pump::More => cx.defer(tok),
+            Pump::Done => self.close(cx, tok, CloseReason::Done),
+            Pump::Close(reason) => self.close(cx, tok, reason),
+        }
+    }
+
+    fn session_timer(&mut self, cx: &mut Cx, tok: Token, kind: u8) {
+        let cfg = self.cfg.clone();
+        let Some(s) = self.sessions.get_mut(tok) else { return };
+        match kind {
+            T_CONNECT => {
+                s.connect_timer = false;
+                match s.connecting {
+                    Some(at) if cx.now >= at => self.retry(cx, tok, Cause::Timeout),
+                    Some(at) => {
+                        s.connect_timer = true;
+                        cx.arm(at, tok, T_CONNECT);
+                    }
+                    None => {}
+                }
+            }
+            T_IDLE => {
+                let (started, lc, ls) = (s.started, s.last_client, s.last_server);
+                let (at, reason) = self.idle_deadline(started, lc, ls);
+                if cx.now >= at {
+                    self.close(cx, tok, reason);
+                } else {
+                    // Activity moved the deadline: one entry per session, re-armed lazily.
+                    cx.arm(at, tok, T_IDLE);
+                }
+            }
+            T_FIN => {
+                s.fin_timer = false;
+                if let Some(at) = fin_deadline(s, &cfg) {
+                    if cx.now >= at {
+                        self.close(cx, tok, CloseReason::FinTimeout);
+                    } else {
+                        s.fin_timer = true;
+                        cx.arm(at, tok, T_FIN);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn cut_all(&mut self, cx: &mut Cx) {
+        for t in self.sessions.tokens() {
+            self.cut += 1;
+            self.close(cx, t, CloseReason::Shutdown);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Health checks (reactor 0)
+
+    fn start_checks(&mut self, cx: &mut Cx) {
+        for c in self.checks.iter_mut() {
+            if let Some(mut s) = c.sock.take() {
+                let _ = cx.registry.deregister(&mut s);
+            }
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if cx.id != 0 || !self.cfg.health.enabled {
+            self.checks.clear();
+            return;
+        }
+        // Up/down state carries over through `Backend::up`; counters restart.
+        let mut checks = Vec::with_capacity(self.backends.len());
+        for b in &self.backends {
+            checks.push(Check {
+                sock: None,
+                started: cx.now,
+                next_at: cx.now,
+                rise: 0,
+                fall: 0,
+                up: b.up,
+                fresh: !b.up,
+                timer_armed: false,
+            });
+        }
+        self.checks = checks;
+        for i in 0..self.checks.len() {
+            self.check_step(cx, i);
+        }
+    }
+
+    fn check_step(&mut self, cx: &mut Cx, i: usize) {
+        if self.draining || self.stopping {
+            return;
+        }
+        let timeout = self.cfg.health.timeout;
+        let now = cx.now;
+        let in_flight = self.checks[i].sock.is_some();
+        if in_flight && now >= self.checks[i].started + timeout {
+            self.check_done(cx, i, Err(Cause::Timeout));
+        } else if !in_flight && now >= self.checks[i].next_at && self.backends[i].state != AdminState::Maint {
+            match connect::dial(self.backends[i].addr, None, &DialOpts { linger_rst: true, ..Default::default() }) {
+                Ok(mut s) => {
+                    match cx.registry.register(
+                        &mut s,
+                        health_token(i, self.epoch),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        Ok(()) => {
+                            self.checks[i].sock = Some(s);
+                            self.checks[i].started = now;
+                        }
+                        Err(e) => self.check_done(cx, i, Err(Cause::from_io(&e))),
+                    }
+                }
+                Err(e) => self.check_done(cx, i, Err(Cause::from_io(&e))),
+            }
+        }
+        let c = &mut self.checks[i];
+        if self.backends[i].state == AdminState::Maint && c.sock.is_none() {
+            // Maintenance: no checks until a reload changes the state.
+            return;
+        }
+        let at = if c.sock.is_some() { c.started + timeout } else { c.next_at };
+        if !c.timer_armed {
+            c.timer_armed = true;
+            cx.arm(at, health_token(i, self.epoch), T_HEALTH);
+        }
+    }
+
+    fn check_done(&mut self, cx: &mut Cx, i: usize, result: Result<(), Cause>) {
+        let h = self.cfg.health.clone();
+        let c = &mut self.checks[i];
+        if let Some(mut s) = c.sock.take() {
+            let _ = cx.registry.deregister(&mut s);
+        }
+        c.next_at = cx.now + jittered(h.interval, h.jitter_pct, &mut self.rng);
+        let b = &mut self.backends[i];
+        match result {
+            Ok(()) => {
+                c.fall = 0;
+                c.rise += 1;
+                if !c.up && (c.rise >= h.rise || c.fresh) {
+                    c.up = true;
+                    log::warn!("backend {} {} is UP ({} successful checks)", b.name, b.addr, c.rise);
+                }
+            }
+            Err(cause) => {
+                c.rise = 0;
+                c.fall += 1;
+                if c.up && c.fall >= h.fall {
+                    c.up = false;
+                    log::warn!("backend {} {} is DOWN ({} failed checks: {})", b.name, b.addr, c.fall, cause.name());
+                }
+            }
+        }
+        c.fresh = false;
+        b.up = c.up;
+    }
+
+    fn health_ready(&mut self, cx: &mut Cx, token: Token) {
+        let i = token.0 & 0xFFFF_FFFF;
+        if (token.0 >> 32) & 0xFF_FFFF != self.epoch as usize & 0xFF_FFFF {
+            return;
+        }
+        let Some(c) = self.checks.get(i) else { return };
+        let Some(s) = c.sock.as_ref() else { return };
+        match connect::check(s) {
+            DialState::Pending => {}
+            DialState::Connected => self.check_done(cx, i, Ok(())),
+            DialState::Failed(e) => self.check_done(cx, i, Err(Cause::from_io(&e))),
+        }
+    }
+
+    fn health_timer(&mut self, cx: &mut Cx, token: Token) {
+        let i = token.0 & 0xFFFF_FFFF;
+        if (token.0 >> 32) & 0xFF_FFFF != self.epoch as usize & 0xFF_FFFF {
+            return;
+        }
+        let Some(c) = self.checks.get_mut(i) else { return };
+        c.timer_armed = false;
+        self.check_step(cx, i);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Reload
+
+    fn reload(&mut self, cx: &mut Cx, cfg: Arc<ProxyConfig>) {
+        let (mut backends, groups) = build_backends(&cfg);
+        let mut map = vec![REMOVED; self.backends.len()];
+        let mut fails = vec![0u64; backends.len()];
+        let mut sessions = vec![0u64; backends.len()];
+        for (ni, nb) in backends.iter_mut().enumerate() {
+            let gname = &cfg.groups[nb.group].name;
+            let found = self
+                .backends
+                .iter()
+                .position(|ob| self.cfg.groups[ob.group].name == *gname && ob.addr == nb.addr && ob.name == nb.name);
+            if let Some(oi) = found {
+                let ob = &self.backends[oi];
+                nb.up = if cfg.health.enabled == self.cfg.health.enabled { ob.up } else { !cfg.health.enabled };
+                nb.active = ob.active;
+                map[oi] = ni;
+                fails[ni] = self.stats.backend_connect_failures.get(oi).copied().unwrap_or(0);
+                sessions[ni] = self.stats.backend_sessions.get(oi).copied().unwrap_or(0);
+            }
+        }
+        for (_, s) in self.sessions.iter_mut() {
+            s.backend = map.get(s.backend).copied().unwrap_or(REMOVED);
+            s.tried.clear();
+        }
+        for l in self.listeners.iter_mut() {
+            let name = &self.cfg.groups[l.group].name;
+            if let Some(g) = cfg.groups.iter().position(|g| g.name == *name) {
+                l.group = g;
+            }
+        }
+        self.stats.backend_connect_failures = fails;
+        self.stats.backend_sessions = sessions;
+        self.stats.backend_active = vec![0; backends.len()];
+        self.backends = backends;
+        self.groups = groups;
+        self.cfg = cfg;
+        self.start_checks(cx);
+    }
+}
+
+fn fin_deadline(s: &Session, cfg: &ProxyConfig) -> Option<Instant> {
+    let a = s.pipe.c2s.eof_at.map(|t| t + cfg.timeouts.client_fin);
+    let b = s.pipe.s2c.eof_at.map(|t| t + cfg.timeouts.server_fin);
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (x, y) => x.or(y),
+    }
+}
+
+impl Handler for ProxyReactor {
+    type Cmd = Cmd;
+
+    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
+        let cap = self.sessions.capacity() * TIMERS_PER_SESSION + self.backends.len() * 2 + 4096;
+        cx.timers.set_capacity(cap);
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if let Some(s) = l.sock.as_mut() {
+                cx.registry.register(s, listener_token(i), Interest::READABLE)?;
+            }
+            // A connection may already wait in the backlog: look once.
+            cx.defer(listener_token(i));
+        }
+        self.start_checks(cx);
+        Ok(())
+    }
+
+    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        if let Some(i) = listener_index(token) {
+            if i < self.listeners.len() {
+                self.listeners[i].ready |= !ready.is_empty();
+                self.accept(cx, i);
+            }
+            return;
+        }
+        match slab::tag_of(token) {
+            Some(t) if t == SESSION_TAG || t == SESSION_TAG + 1 => self.session_ready(cx, token, ready),
+            Some(t) if t as usize == HEALTH_TAG => self.health_ready(cx, token),
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+        match kind {
+            T_RESUME => {
+                if let Some(i) = listener_index(token).filter(|i| *i < self.listeners.len()) {
+                    self.listeners[i].paused = false;
+                    self.listeners[i].ready = true;
+                    self.accept(cx, i);
+                }
+            }
+            T_DRAIN => {
+                if token == role_token(0) && !self.sessions.is_empty() {
+                    log::debug!("r{} drain timeout: cutting {} sessions", cx.id, self.sessions.len());
+                    self.cut_all(cx);
+                }
+            }
+            T_HEALTH => self.health_timer(cx, token),
+            _ => self.session_timer(cx, token, kind),
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut Cx, cmd: Cmd) {
+        match cmd {
+            Cmd::Health(up) => {
+                if cx.id != 0 && up.len() == self.backends.len() {
+                    for (b, u) in self.backends.iter_mut().zip(up) {
+                        b.up = u;
+                    }
+                }
+            }
+            Cmd::Reload(cfg) => self.reload(cx, cfg),
+            Cmd::Drain(deadline) => {
+                if self.draining {
+                    return;
+                }
+                self.draining = true;
+                for l in self.listeners.iter_mut() {
+                    if let Some(mut s) = l.sock.take() {
+                        let _ = cx.registry.deregister(&mut s);
+                    }
+                }
+                for c in self.checks.iter_mut() {
+                    if let Some(mut s) = c.sock.take() {
+                        let _ = cx.registry.deregister(&mut s);
+                    }
+                }
+                if deadline <= cx.now {
+                    self.cut_all(cx);
+                } else {
+                    cx.arm(deadline, role_token(0), T_DRAIN);
+                }
+            }
+            Cmd::Stop => {
+                self.stopping = true;
+                self.draining = true;
+                for l in self.listeners.iter_mut() {
+                    if let Some(mut s) = l.sock.take() {
+                        let _ = cx.registry.deregister(&mut s);
+                    }
+                }
+                self.cut_all(cx);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx) {
+        let stats = self.snapshot();
+        let _ = self.report.try_send(Report { id: cx.id, stats, cut: self.cut, done: false });
+    }
+
+    fn finished(&self) -> bool {
+        self.draining && self.sessions.is_empty()
+    }
+
+    fn on_exit(&mut self, cx: &mut Cx) {
+        self.cut_all(cx);
+        let stats = self.snapshot();
+        let _ =
+            self.report.send_timeout(Report { id: cx.id, stats, cut: self.cut, done: true }, Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,233 @@
+//! Proxy counters and their Prometheus rendering.
+//!
+//! Each reactor owns a [`ProxyStats`] and sends a copy of the whole thing (not deltas) to the
+//! coordinator every tick with `try_send`: a dropped message loses nothing, the next one carries
+//! the same totals. The coordinator keeps the latest copy per reactor, sums them and renders the
+//! `/metrics` text, which the admin thread serves.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::config::ProxyConfig;
+use super::session::CloseReason;
+
+/// Upper bounds (µs) of the connect-time histogram buckets; a final `+Inf` bucket follows.
+pub const CONNECT_BUCKETS_US: [u64; 9] = [500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
+const N_BUCKETS: usize = CONNECT_BUCKETS_US.len() + 1;
+
+#[derive(Clone, Debug, Default)]
+pub struct ProxyStats {
+    pub listener_accepted: Vec<u64>,
+    pub listener_active: Vec<u64>,
+    /// Flat backend index (groups in order, backends in order).
+    pub backend_sessions: Vec<u64>,
+    pub backend_active: Vec<u64>,
+    pub backend_connect_failures: Vec<u64>,
+    pub closes: [u64; CloseReason::ALL.len()],
+    pub bytes_client_to_server: u64,
+    pub bytes_server_to_client: u64,
+    pub splice_bytes: u64,
+    pub connect_buckets: [u64; N_BUCKETS],
+    pub connect_sum_us: u64,
+    pub connect_count: u64,
+    pub accept_pauses: u64,
+    pub active: u64,
+    /// Health view of reactor 0, which owns the active checks; empty elsewhere.
+    pub health: Vec<bool>,
+}
+
+fn add_vec(a: &mut Vec<u64>, b: &[u64]) {
+    if a.len() < b.len() {
+        a.resize(b.len(), 0);
+    }
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+impl ProxyStats {
+    pub fn new(listeners: usize, backends: usize) -> ProxyStats {
+        ProxyStats {
+            listener_accepted: vec![0; listeners],
+            listener_active: vec![0; listeners],
+            backend_sessions: vec![0; backends],
+            backend_active: vec![0; backends],
+            backend_connect_failures: vec![0; backends],
+            ..Default::default()
+        }
+    }
+
+    pub fn record_connect_us(&mut self, us: u64) {
+        let i = CONNECT_BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(N_BUCKETS - 1);
+        self.connect_buckets[i] += 1;
+        self.connect_sum_us += us;
+        self.connect_count += 1;
+    }
+
+    pub fn add(&mut self, o: &ProxyStats) {
+        add_vec(&mut self.listener_accepted, &o.listener_accepted);
+        add_vec(&mut self.listener_active, &o.listener_active);
+        add_vec(&mut self.backend_sessions, &o.backend_sessions);
+        add_vec(&mut self.backend_active, &o.backend_active);
+        add_vec(&mut self.backend_connect_failures, &o.backend_connect_failures);
+        for (x, y) in self.closes.iter_mut().zip(o.closes) {
+            *x += y;
+        }
+        for (x, y) in self.connect_buckets.iter_mut().zip(o.connect_buckets) {
+            *x += y;
+        }
+        self.bytes_client_to_server += o.bytes_client_to_server;
+        self.bytes_server_to_client += o.bytes_server_to_client;
+        self.splice_bytes += o.splice_bytes;
+        self.connect_sum_us += o.connect_sum_us;
+        self.connect_count += o.connect_count;
+        self.accept_pauses += o.accept_pauses;
+        self.active += o.active;
+    }
+
+    pub fn errors(&self) -> u64 {
+        CloseReason::ALL.iter().filter(|r| **r != CloseReason::Done).map(|r| self.closes[r.index()]).sum()
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text exposition (version 0.0.4) of the summed counters.
+pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
+    let mut o = String::with_capacity(4096);
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(&mut o, "netforge_proxy_connections_total", "counter", "Client connections accepted.");
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let v = t.listener_accepted.get(i).copied().unwrap_or(0);
+        let _ = writeln!(o, "netforge_proxy_connections_total{{listener=\"{}\"}} {v}", esc(&l.name));
+    }
+    family(&mut o, "netforge_proxy_connections_active", "gauge", "Client sessions open now.");
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let v = t.listener_active.get(i).copied().unwrap_or(0);
+        let _ = writeln!(o, "netforge_proxy_connections_active{{listener=\"{}\"}} {v}", esc(&l.name));
+    }
+    let backends: Vec<(String, String)> =
+        cfg.groups.iter().flat_map(|g| g.backends.iter().map(move |b| (g.name.clone(), b.name.clone()))).collect();
+    let label = |i: usize| format!("group=\"{}\",backend=\"{}\"", esc(&backends[i].0), esc(&backends[i].1));
+    family(&mut o, "netforge_proxy_backend_sessions_total", "counter", "Sessions connected to each backend.");
+    for i in 0..backends.len() {
+        let v = t.backend_sessions.get(i).copied().unwrap_or(0);
+        let _ = writeln!(o, "netforge_proxy_backend_sessions_total{{{}}} {v}", label(i));
+    }
+    family(&mut o, "netforge_proxy_backend_sessions_active", "gauge", "Sessions open to each backend.");
+    for i in 0..backends.len() {
+        let v = t.backend_active.get(i).copied().unwrap_or(0);
+        let _ = writeln!(o, "netforge_proxy_backend_sessions_active{{{}}} {v}", label(i));
+    }
+    family(&mut o, "netforge_proxy_backend_connect_failures_total", "counter", "Failed backend connects.");
+    for i in 0..backends.len() {
+        let v = t.backend_connect_failures.get(i).copied().unwrap_or(0);
+        let _ = writeln!(o, "netforge_proxy_backend_connect_failures_total{{{}}} {v}", label(i));
+    }
+    family(&mut o, "netforge_proxy_backend_up", "gauge", "1 when the backend passes health checks.");
+    for i in 0..backends.len() {
+        let v = u8::from(up.get(i).copied().unwrap_or(false));
+        let _ = writeln!(o, "netforge_proxy_backend_up{{{}}} {v}", label(i));
+    }
+    family(&mut o, "netforge_proxy_errors_total", "counter", "Sessions that ended other than by FIN both ways.");
+    for r in CloseReason::ALL.iter().filter(|r| **r != CloseReason::Done) {
+        let _ = writeln!(o, "netforge_proxy_errors_total{{cause=\"{}\"}} {}", r.name(), t.closes[r.index()]);
+    }
+    family(&mut o, "netforge_proxy_sessions_closed_total", "counter", "Sessions closed, by reason.");
+    for r in CloseReason::ALL {
+        let _ = writeln!(o, "netforge_proxy_sessions_closed_total{{reason=\"{}\"}} {}", r.name(), t.closes[r.index()]);
+    }
+    family(&mut o, "netforge_proxy_bytes_total", "counter", "Bytes forwarded.");
+    let _ = writeln!(o, "netforge_proxy_bytes_total{{direction=\"client_to_backend\"}} {}", t.bytes_client_to_server);
+    let _ = writeln!(o, "netforge_proxy_bytes_total{{direction=\"backend_to_client\"}} {}", t.bytes_server_to_client);
+    family(&mut o, "netforge_proxy_forwarded_bytes_total", "counter", "Bytes forwarded by method.");
+    let all = t.bytes_client_to_server + t.bytes_server_to_client;
+    let _ = writeln!(o, "netforge_proxy_forwarded_bytes_total{{method=\"splice\"}} {}", t.splice_bytes);
+    let _ = writeln!(o, "netforge_proxy_forwarded_bytes_total{{method=\"copy\"}} {}", all - t.splice_bytes.min(all));
+    family(&mut o, "netforge_proxy_backend_connect_seconds", "histogram", "Backend connect time.");
+    let mut cum = 0;
+    for (i, b) in CONNECT_BUCKETS_US.iter().enumerate() {
+        cum += t.connect_buckets[i];
+        let _ = writeln!(o, "netforge_proxy_backend_connect_seconds_bucket{{le=\"{}\"}} {cum}", *b as f64 / 1e6);
+    }
+    cum += t.connect_buckets[N_BUCKETS - 1];
+    let _ = writeln!(o, "netforge_proxy_backend_connect_seconds_bucket{{le=\"+Inf\"}} {cum}");
+    let _ = writeln!(o, "netforge_proxy_backend_connect_seconds_sum {}", t.connect_sum_us as f64 / 1e6);
+    let _ = writeln!(o, "netforge_proxy_backend_connect_seconds_count {}", t.connect_count);
+    family(&mut o, "netforge_proxy_accept_pauses_total", "counter", "Listener pauses on EMFILE/ENFILE.");
+    let _ = writeln!(o, "netforge_proxy_accept_pauses_total {}", t.accept_pauses);
+    o
+}
+
+/// Largest request head the admin endpoint reads.
+pub const ADMIN_MAX_REQUEST: usize = 8 * 1024;
+/// Read/write deadline per admin connection.
+pub const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves `GET /metrics` (HTTP/1.0 or 1.1, `Connection: close`) from the latest rendered text.
+/// One connection at a time on its own thread: the admin port is for a scraper, not for
+/// traffic, and every read and write has a deadline, so a stuck client costs at most
+/// `ADMIN_IO_TIMEOUT` and never touches a reactor.
+pub fn serve_admin(listener: TcpListener, text: Arc<Mutex<String>>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let _ = answer(conn, &text);
+    }
+}
+
+fn answer(mut s: TcpStream, text: &Mutex<String>) -> std::io::Result<()> {
+    s.set_read_timeout(Some(ADMIN_IO_TIMEOUT))?;
+    s.set_write_timeout(Some(ADMIN_IO_TIMEOUT))?;
+    let mut buf = vec![0u8; ADMIN_MAX_REQUEST];
+    let mut len = 0;
+    let path = loop {
+        if len == buf.len() {
+            return respond(&mut s, "431 Request Header Fields Too Large", "request too large\n");
+        }
+        let n = s.read(&mut buf[len..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) => {
+                if req.method != Some("GET") {
+                    return respond(&mut s, "405 Method Not Allowed", "only GET\n");
+                }
+                break req.path.unwrap_or("/").to_string();
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(_) => return respond(&mut s, "400 Bad Request", "bad request\n"),
+        }
+    };
+    if path == "/metrics" || path.starts_with("/metrics?") {
+        let body = text.lock().map(|t| t.clone()).unwrap_or_default();
+        respond(&mut s, "200 OK", &body)
+    } else {
+        respond(&mut s, "404 Not Found", "try /metrics\n")
+    }
+}
+
+fn respond(s: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.as_bytes())?;
+    s.flush()
+}
+
+/// Binds the admin address (port 0 resolves to a free port).
+pub fn bind_admin(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+}

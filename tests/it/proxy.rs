@@ -1,0 +1,504 @@
+//! `netforge proxy` end to end: real backends (std listeners in threads, or `netforge serve`),
+//! the real binary in between, every wait bounded.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::util::{netforge, run, serve, with_timeout, Proc};
+
+const T: Duration = Duration::from_secs(60);
+
+static CONF_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn write_conf(text: &str) -> std::path::PathBuf {
+    let n = CONF_SEQ.fetch_add(1, Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("netforge-it-{}-{n}.toml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A config with one listener on a free port, the admin endpoint on another, and `backends`.
+fn conf(backends: &[SocketAddr], top: &str, health: &str) -> String {
+    let mut s =
+        format!("{top}\n[timeouts]\nconnect = \"1s\"\n[health]\n{health}\n[admin]\naddress = \"127.0.0.1:0\"\n");
+    s.push_str("[[listener]]\naddress = \"127.0.0.1:0\"\n");
+    for (i, b) in backends.iter().enumerate() {
+        s.push_str(&format!("[[backend]]\nname = \"b{i}\"\naddress = \"{b}\"\n"));
+    }
+    s
+}
+
+struct Proxy {
+    p: Proc,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn proxy(text: &str) -> Proxy {
+    let path = write_conf(text);
+    let mut cmd = netforge();
+    cmd.arg("proxy").arg("--conf").arg(&path);
+    let p = Proc::spawn(cmd);
+    let first = p.line(Duration::from_secs(10));
+    let addr = first
+        .strip_prefix("netforge proxy: listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    let second = p.line(Duration::from_secs(10));
+    let admin = second
+        .strip_prefix("netforge proxy: metrics on http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected admin line: {second}"));
+    Proxy { p, addr, admin }
+}
+
+fn client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// GET /metrics with deadlines.
+fn metrics(admin: SocketAddr) -> String {
+    let mut s = client(admin);
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    body.to_string()
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `/metrics` until `pred` holds, or panics after `d`.
+fn wait_metrics(admin: SocketAddr, d: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + d;
+    loop {
+        let m = metrics(admin);
+        if pred(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{what} not seen within {d:?}:\n{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A std echo server on a thread that counts the connections it accepted.
+struct Echo {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut c) = c else { continue };
+                a.fetch_add(1, Ordering::Relaxed);
+                std::thread::spawn(move || {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut r = c.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut c);
+                    let _ = c.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Echo { addr, accepted, stop }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn roundtrip(addr: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    let mut s = client(addr);
+    s.write_all(msg).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    back
+}
+
+/// Streaming FNV-1a, so chunk boundaries do not matter.
+fn fnv(h: &mut u64, data: &[u8]) {
+    for b in data {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x100_0000_01b3);
+    }
+}
+
+const NO_HEALTH: &str = "enabled = false";
+
+#[test]
+fn round_robin_spreads_evenly_over_three_backends() {
+    with_timeout(T, || {
+        let echoes: Vec<Echo> = (0..3).map(|_| Echo::start()).collect();
+        let addrs: Vec<SocketAddr> = echoes.iter().map(|e| e.addr).collect();
+        let px = proxy(&conf(&addrs, "threads = 1\nbalance = \"round_robin\"", NO_HEALTH));
+        for i in 0..30u8 {
+            assert_eq!(roundtrip(px.addr, &[i; 100]), vec![i; 100]);
+        }
+        let counts: Vec<usize> = echoes.iter().map(|e| e.accepted.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts, vec![10, 10, 10]);
+    });
+}
+
+#[test]
+fn hundred_half_close_exchanges_are_byte_exact() {
+    with_timeout(T, || {
+        let (_s1, b1) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
+        let (_s2, b2) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
+        let px = proxy(&conf(&[b1, b2], "threads = 2", NO_HEALTH));
+        let addr = px.addr;
+        let workers: Vec<_> = (0..10u64)
+            .map(|w| {
+                std::thread::spawn(move || {
+                    for k in 0..10u64 {
+                        let mut rng = fastrand::Rng::with_seed(w * 100 + k);
+                        let mut data = vec![0u8; 64 * 1024];
+                        rng.fill(&mut data);
+                        let mut s = client(addr);
+                        let mut wr = s.try_clone().unwrap();
+                        let sent = data.clone();
+                        let writer = std::thread::spawn(move || {
+                            wr.write_all(&sent).unwrap();
+                            wr.shutdown(Shutdown::Write).unwrap();
+                        });
+                        let mut back = Vec::new();
+                        s.read_to_end(&mut back).unwrap();
+                        writer.join().unwrap();
+                        assert!(back == data, "exchange {w}/{k}: {} bytes back of {}", back.len(), data.len());
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        // Counters reach /metrics on the reactors' next tick.
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "100 sessions closed", |m| {
+            metric(m, "netforge_proxy_sessions_closed_total{reason=\"done\"}") == Some(100.0)
+        });
+        assert_eq!(metric(&m, "netforge_proxy_connections_total{listener=\"listener0\"}"), Some(100.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"client_reset\"}"), Some(0.0), "{m}");
+    });
+}
+
+#[test]
+fn large_transfer_is_byte_exact_both_ways() {
+    with_timeout(Duration::from_secs(120), || {
+        let (_s, b) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
+        let px = proxy(&conf(&[b], "threads = 1", NO_HEALTH));
+        const TOTAL: usize = 64 << 20;
+        let mut s = client(px.addr);
+        let mut wr = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(42);
+            let mut chunk = vec![0u8; 256 * 1024];
+            let mut h = 0xcbf2_9ce4_8422_2325u64;
+            let mut sent = 0;
+            while sent < TOTAL {
+                rng.fill(&mut chunk);
+                fnv(&mut h, &chunk);
+                wr.write_all(&chunk).unwrap();
+                sent += chunk.len();
+            }
+            wr.shutdown(Shutdown::Write).unwrap();
+            h
+        });
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            fnv(&mut h, &buf[..n]);
+            got += n;
+        }
+        let sent_hash = writer.join().unwrap();
+        assert_eq!(got, TOTAL);
+        assert_eq!(h, sent_hash, "checksum of the echo differs from what was sent");
+    });
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap()
+}
+
+#[test]
+fn slow_reader_blocks_the_writer_and_memory_stays_bounded() {
+    with_timeout(T, || {
+        // A backend that accepts and never reads.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = l.local_addr().unwrap();
+        let (held_tx, held_rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            if let Ok((c, _)) = l.accept() {
+                let _ = held_tx.send(c);
+            }
+        });
+        let px = proxy(&conf(&[b], "threads = 1", NO_HEALTH));
+        let rss_before = rss_kib(px.p.child.id());
+        let mut s = client(px.addr);
+        s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        let mut written = 0usize;
+        let blocked = loop {
+            match s.write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break true,
+                Err(e) => panic!("write failed: {e}"),
+            }
+            if written > 256 << 20 {
+                break false;
+            }
+        };
+        assert!(blocked, "wrote {written} bytes without blocking: no backpressure");
+        assert!(written < 32 << 20, "{written} bytes accepted before blocking");
+        let rss_after = rss_kib(px.p.child.id());
+        eprintln!("slow reader: client blocked after {written} bytes; proxy RSS {rss_before} -> {rss_after} KiB");
+        assert!(rss_after < rss_before + 16 * 1024, "proxy RSS grew from {rss_before} to {rss_after} KiB");
+        drop(held_rx);
+    });
+}
+
+#[test]
+fn refused_backend_is_retried_on_another() {
+    with_timeout(T, || {
+        let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let live = Echo::start();
+        let px = proxy(&conf(&[dead, live.addr], "threads = 1\nbalance = \"round_robin\"\nretries = 1", NO_HEALTH));
+        for i in 0..10u8 {
+            assert_eq!(roundtrip(px.addr, &[i; 10]), vec![i; 10], "session {i}");
+        }
+        assert_eq!(live.accepted.load(Ordering::Relaxed), 10);
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "connect failures", |m| {
+            metric(m, "netforge_proxy_backend_connect_failures_total{group=\"default\",backend=\"b0\"}").unwrap_or(0.0)
+                >= 1.0
+        });
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"connect_failed\"}"), Some(0.0), "{m}");
+    });
+}
+
+#[test]
+fn health_checks_take_a_backend_down_and_up() {
+    with_timeout(T, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let other = Echo::start();
+        let health = "interval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\njitter_pct = 0";
+        let px = proxy(&conf(&[a, other.addr], "threads = 2", health));
+        let up = "netforge_proxy_backend_up{group=\"default\",backend=\"b0\"}";
+        wait_metrics(px.admin, Duration::from_secs(10), "b0 up", |m| metric(m, up) == Some(1.0));
+        drop(l);
+        wait_metrics(px.admin, Duration::from_secs(10), "b0 down", |m| metric(m, up) == Some(0.0));
+        // Sessions now all go to the healthy backend (a DOWN backend is never picked).
+        let before = other.accepted.load(Ordering::Relaxed);
+        for i in 0..6u8 {
+            assert_eq!(roundtrip(px.addr, &[i; 4]), vec![i; 4]);
+        }
+        assert_eq!(other.accepted.load(Ordering::Relaxed), before + 6);
+        let _l = TcpListener::bind(a).unwrap();
+        wait_metrics(px.admin, Duration::from_secs(10), "b0 up again", |m| metric(m, up) == Some(1.0));
+        px.p.signal(15);
+        let (status, _, err) = px.p.finish(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0));
+        assert!(err.contains("is DOWN (2 failed checks: refused)"), "{err}");
+    });
+}
+
+#[test]
+fn sigterm_lets_a_running_transfer_finish() {
+    with_timeout(T, || {
+        let (_s, b) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
+        let px = proxy(&conf(&[b], "threads = 1\ndrain_timeout = \"20s\"", NO_HEALTH));
+        let mut s = client(px.addr);
+        s.write_all(b"ping").unwrap();
+        let mut four = [0u8; 4];
+        s.read_exact(&mut four).unwrap();
+        px.p.signal(15);
+        // The session goes on after the signal: 4 MiB more each way, then FIN.
+        let mut wr = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![3u8; 64 * 1024];
+            for _ in 0..64 {
+                wr.write_all(&chunk).unwrap();
+            }
+            wr.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        assert_eq!(back.len(), 64 * 64 * 1024);
+        assert!(back.iter().all(|b| *b == 3));
+        let (status, out, _) = px.p.finish(Duration::from_secs(25));
+        assert_eq!(status.code(), Some(0));
+        assert!(out.contains("stopped; 0 sessions cut"), "{out}");
+    });
+}
+
+#[test]
+fn metrics_are_prometheus_text() {
+    with_timeout(T, || {
+        let e = Echo::start();
+        let px = proxy(&conf(&[e.addr], "threads = 2", NO_HEALTH));
+        assert_eq!(roundtrip(px.addr, b"hello"), b"hello");
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "bytes", |m| {
+            metric(m, "netforge_proxy_bytes_total{direction=\"backend_to_client\"}") == Some(5.0)
+        });
+        let mut series = 0;
+        for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+            value.parse::<f64>().unwrap_or_else(|_| panic!("bad value: {line}"));
+            let bare = name.split('{').next().unwrap();
+            assert!(bare.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad name: {line}");
+            if let Some(labels) = name.strip_prefix(bare) {
+                if !labels.is_empty() {
+                    assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels: {line}");
+                }
+            }
+            series += 1;
+        }
+        assert!(series > 20, "{m}");
+        for want in [
+            "netforge_proxy_connections_total{listener=\"listener0\"} 1",
+            "netforge_proxy_backend_up{group=\"default\",backend=\"b0\"} 1",
+            "netforge_proxy_backend_connect_seconds_count 1",
+        ] {
+            assert!(m.contains(want), "missing {want}:\n{m}");
+        }
+    });
+}
+
+#[test]
+fn bad_configs_exit_1_with_one_line() {
+    with_timeout(T, || {
+        let cases = [
+            ("threads = 1\nbogus = 3\n[[listener]]\naddress = \"127.0.0.1:0\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n", "bogus"),
+            ("[[listener]]\naddress = \"127.0.0.1:0\"\n", "backend"),
+            ("[[listener]]\naddress = \"127.0.0.1:0\"\n[[backend]]\naddress = \"127.0.0.1:0\"\n", "port 0"),
+            ("balance = \"fastest\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n", "fastest"),
+        ];
+        for (text, needle) in cases {
+            let path = write_conf(text);
+            let (code, out, err) = run(&["proxy", "--conf", path.to_str().unwrap()], Duration::from_secs(10));
+            assert_eq!(code, 1, "{text}\n{out}{err}");
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 1, "{err}");
+            assert!(lines[0].starts_with("netforge: ") && lines[0].contains(needle), "{err}");
+        }
+        let (code, _, err) = run(&["proxy", "--lb", "fastest", "127.0.0.1:8001"], Duration::from_secs(10));
+        assert_eq!(code, 1);
+        assert!(err.starts_with("netforge: --lb"), "{err}");
+    });
+}
+
+#[test]
+fn quick_start_flags_print_config() {
+    with_timeout(T, || {
+        let (code, out, err) = run(
+            &[
+                "proxy",
+                "--laddr",
+                "127.0.0.1:4000",
+                "--lb",
+                "random",
+                "--timeout",
+                "2s",
+                "127.0.0.1:8001",
+                "127.0.0.1:8002",
+                "--print-config",
+            ],
+            Duration::from_secs(10),
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("[[listener]]") && out.contains("127.0.0.1:8002") && out.contains("random"), "{out}");
+    });
+}
+
+#[test]
+fn sighup_reloads_backends_and_sigusr1_prints_a_summary() {
+    with_timeout(T, || {
+        let first = Echo::start();
+        let second = Echo::start();
+        let text = conf(&[first.addr], "threads = 2", NO_HEALTH);
+        let path = write_conf(&text);
+        let mut cmd = netforge();
+        cmd.arg("proxy").arg("--conf").arg(&path);
+        let p = Proc::spawn(cmd);
+        let line = p.line(Duration::from_secs(10));
+        let addr: SocketAddr = line
+            .strip_prefix("netforge proxy: listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        let _admin = p.line(Duration::from_secs(10));
+        assert_eq!(roundtrip(addr, b"one"), b"one");
+        assert_eq!(first.accepted.load(Ordering::Relaxed), 1);
+        // Same listener, a different backend: applied to new sessions after SIGHUP.
+        std::fs::write(&path, conf(&[second.addr], "threads = 2", NO_HEALTH)).unwrap();
+        p.signal(1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while second.accepted.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "reload not applied");
+            assert_eq!(roundtrip(addr, b"x"), b"x");
+        }
+        let before = first.accepted.load(Ordering::Relaxed);
+        for _ in 0..5 {
+            assert_eq!(roundtrip(addr, b"y"), b"y");
+        }
+        assert_eq!(first.accepted.load(Ordering::Relaxed), before, "the old backend got sessions after the reload");
+        p.signal(10);
+        let summary = p.wait_line(Duration::from_secs(10), |l| l.starts_with("proxy: active"));
+        assert!(summary.contains("errors 0"), "{summary}");
+        p.signal(15);
+        let (status, _, _) = p.finish(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0));
+    });
+}
+
+#[test]
+fn client_idle_timeout_closes_the_session() {
+    with_timeout(T, || {
+        let e = Echo::start();
+        let text = conf(&[e.addr], "threads = 1", NO_HEALTH)
+            .replace("connect = \"1s\"", "connect = \"1s\"\nclient_idle = \"200ms\"\nserver_idle = \"10s\"");
+        let px = proxy(&text);
+        let mut s = client(px.addr);
+        s.write_all(b"hi").unwrap();
+        let mut two = [0u8; 2];
+        s.read_exact(&mut two).unwrap();
+        // Nothing more is sent: the proxy closes after client_idle (a reset: it is an error).
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+        wait_metrics(px.admin, Duration::from_secs(5), "client_idle close", |m| {
+            metric(m, "netforge_proxy_errors_total{cause=\"client_idle\"}") == Some(1.0)
+        });
+    });
+}
