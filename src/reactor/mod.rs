@@ -198,6 +198,16 @@ impl<C: Send + 'static> Pool<C> {
     }
 }
 
+/// Serves at most `COMMAND_BATCH` commands; more waiting means another turn (deferred waker).
+fn drain_commands<H: Handler>(rx: &Receiver<H::Cmd>, handler: &mut H, cx: &mut Cx) {
+    for cmd in rx.try_iter().take(COMMAND_BATCH) {
+        handler.on_command(cx, cmd);
+    }
+    if !rx.is_empty() {
+        cx.defer(WAKER);
+    }
+}
+
 fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler: H, tick: Duration) {
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     let mut timers = Timers::new(1 << 16);
@@ -230,12 +240,7 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
         for ev in events.iter() {
             let token = ev.token();
             if token == WAKER {
-                for cmd in rx.try_iter().take(COMMAND_BATCH) {
-                    handler.on_command(&mut cx, cmd);
-                }
-                if !rx.is_empty() {
-                    cx.defer(WAKER);
-                }
+                drain_commands(&rx, &mut handler, &mut cx);
             } else {
                 handler.on_ready(&mut cx, token, Ready::from_event(ev));
             }
@@ -247,12 +252,7 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
         batch.dedup();
         for token in batch.drain(..) {
             if token == WAKER {
-                for cmd in rx.try_iter().take(COMMAND_BATCH) {
-                    handler.on_command(&mut cx, cmd);
-                }
-                if !rx.is_empty() {
-                    cx.defer(WAKER);
-                }
+                drain_commands(&rx, &mut handler, &mut cx);
             } else {
                 handler.on_ready(&mut cx, token, Ready::EMPTY);
             }
