@@ -303,3 +303,44 @@ fn source_ips_spread_dials() {
         assert_eq!(seen, want);
     });
 }
+
+/// Runs goon under a pseudo-terminal (util-linux `script`) answering the prompt with `answer`.
+fn prompt_run(answer: &str, port: u16) -> Option<(i32, String)> {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed, no pseudo-terminal for the prompt");
+        return None;
+    }
+    use std::io::Write;
+    let cmd = format!("{} goon 127.0.0.1 {port} -c 1", crate::util::BIN);
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    Some((out.status.code().unwrap_or(-1), text))
+}
+
+#[test]
+fn confirmation_prompt_on_a_terminal() {
+    with_timeout(T, || {
+        let port = closed_port();
+        // CRLF "n" aborts before dialing, exit 1.
+        let Some((code, text)) = prompt_run("n\r\n", port) else { return };
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("Do you want to continue? (y/N)") && text.contains("Execution aborted"), "{text}");
+        assert!(!text.contains("tcp test statistics"), "{text}");
+        // Empty answer aborts too.
+        let (code, text) = prompt_run("\n", port).unwrap();
+        assert_eq!(code, 1, "{text}");
+        // "yes" runs: the single dial is refused, exit 2.
+        let (code, text) = prompt_run("yes\n", port).unwrap();
+        assert_eq!(code, 2, "{text}");
+        assert!(text.contains("Errors by cause: refused 1"), "{text}");
+    });
+}
