@@ -273,9 +273,13 @@ impl BpReactor {
         log::debug!("r{} t{:?} accepted conn {id}", cx.id, token);
     }
 
-    fn close(&mut self, token: Token) {
+    fn close(&mut self, cx: &mut Cx, token: Token) {
         if let Some(c) = self.conns.remove(token) {
             self.stats.closed += 1;
+            // Accepting stopped at a full slab with the listener still ready: look again now.
+            if self.listener_ready && !self.stopping {
+                cx.defer(listener_token(0));
+            }
             match &c.state {
                 State::Tcp(_) | State::Ws(_) => {
                     self.closed_read += c.read_bytes();
@@ -321,7 +325,7 @@ impl BpReactor {
         match step {
             Step::Idle => {}
             Step::More => cx.defer(token),
-            Step::Close => self.close(token),
+            Step::Close => self.close(cx, token),
         }
     }
 
@@ -437,7 +441,10 @@ fn read_ws(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, stats: &
             return Step::More;
         }
         c.next_read = cx.now + cfg.read_delay;
-        c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
+        // At most one outstanding entry: an earlier one that fires re-arms at `next_read`.
+        if !c.timer_armed {
+            c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
+        }
     } else {
         c.rd.event.remove(Ready::READABLE | Ready::HUP);
     }
@@ -630,7 +637,7 @@ impl Handler for BpReactor {
                 if let Some(c) = self.conns.get_mut(token) {
                     if matches!(c.state, State::Head { .. }) {
                         self.stats.head_timeouts += 1;
-                        self.close(token);
+                        self.close(cx, token);
                     }
                 }
             }
@@ -659,14 +666,14 @@ impl Handler for BpReactor {
                     }
                 }
                 for t in closing {
-                    self.close(t);
+                    self.close(cx, t);
                 }
             }
             ServerCmd::Stop => {
                 // Final numbers first, at one instant, then close everything.
                 self.sample(cx, true);
                 for t in self.conns.tokens() {
-                    self.close(t);
+                    self.close(cx, t);
                 }
                 self.stopping = true;
             }

@@ -247,7 +247,7 @@ fn hostile_input_closes_that_connection_only() {
         s.write_all(&frame_header(1000)).unwrap();
         s.write_all(&[0u8; 100]).unwrap();
         drop(s);
-        // A head that never completes is dropped after http_head_timeout; others are served meanwhile.
+        // A good connection afterwards: one message, then a clean close.
         let mut s = upgrade(addr);
         let payload = [7u8; 100];
         let mut msg = frame_header(100);
@@ -343,5 +343,23 @@ fn dashboard_receives_samples() {
         assert!(seen > 0, "the dashboard received no samples");
         drop(client);
         stop(srv);
+    });
+}
+
+#[test]
+fn incomplete_http_head_is_dropped_after_the_timeout() {
+    with_timeout(T, || {
+        let (srv, addr) = bp_server(&["--protocol", "websocket", "--http-head-timeout", "200ms"]);
+        let mut slow = raw(addr);
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        // Meanwhile a complete request is served.
+        assert!(exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200"));
+        // The server closes the slow one (EOF or reset), well before the 10 s read timeout.
+        let mut rest = Vec::new();
+        let r = slow.read_to_end(&mut rest);
+        assert!(r.is_ok() || r.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock), "{r:?}");
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+        let sout = stop(srv);
+        assert_eq!(stat(&sout, "head timeouts"), 1, "{sout}");
     });
 }
