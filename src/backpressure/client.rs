@@ -716,3 +716,35 @@ pub fn run(
     }
     Ok(ClientReport { verdict: verdict_line, bytes_written, outq })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t_ms: u64, bytes: u64, outq: u32, wnd: Option<u32>, backoff: u8) -> Sample {
+        Sample {
+            t: Duration::from_millis(t_ms),
+            bytes_written: bytes,
+            eagain: 1,
+            outq,
+            notsent: Some(outq),
+            snd_wnd: wnd,
+            backoff,
+            rwnd_limited_us: Some(10),
+            busy_time_us: None,
+        }
+    }
+
+    #[test]
+    fn aggregate_sums_queues_and_keeps_the_smallest_window() {
+        assert_eq!(aggregate(&[]), None);
+        let a = aggregate(&[(0, s(100, 1000, 10, Some(500), 0)), (1, s(101, 2000, 20, Some(0), 3))]).unwrap();
+        assert_eq!(a.t, Duration::from_millis(101));
+        assert_eq!((a.bytes_written, a.eagain, a.outq, a.notsent), (3000, 2, 30, Some(30)));
+        assert_eq!((a.snd_wnd, a.backoff), (Some(0), 3));
+        assert_eq!((a.rwnd_limited_us, a.busy_time_us), (Some(20), None));
+        // A kernel without snd_wnd on one side: the known value wins.
+        let b = aggregate(&[(0, s(0, 1, 1, None, 0)), (1, s(0, 1, 1, Some(7), 0))]).unwrap();
+        assert_eq!(b.snd_wnd, Some(7));
+    }
+}

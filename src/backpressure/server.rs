@@ -846,3 +846,34 @@ fn final_lines(s: &ServerStats) -> String {
         s.accept_pauses
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_add_keeps_minimum_window_and_earliest_zero() {
+        let a =
+            ServerStats { active: 1, bytes_read: 10, rcv_wnd_min: Some(100), first_zero_s: None, ..Default::default() };
+        let b = ServerStats {
+            active: 2,
+            bytes_read: 5,
+            rcv_wnd_min: Some(0),
+            first_zero_s: Some(0.3),
+            ..Default::default()
+        };
+        let c = ServerStats { rcv_wnd_min: None, first_zero_s: Some(0.2), ..Default::default() };
+        let t = sum(&[a, b, c]);
+        assert_eq!((t.active, t.bytes_read, t.rcv_wnd_min, t.first_zero_s), (3, 15, Some(0), Some(0.2)));
+        let line = interval_line(Duration::from_secs(2), &t, 5);
+        assert!(
+            line.contains("conns 3") && line.contains("read 15 B (+5)") && line.contains("rcv_wnd min 0"),
+            "{line}"
+        );
+        let fin = final_lines(&t);
+        assert!(
+            fin.contains("bytes read 15, unread (SIOCINQ) 0") && fin.contains("first zero rcv_wnd at t=0.20 s"),
+            "{fin}"
+        );
+    }
+}
