@@ -319,7 +319,7 @@ impl BpReactor {
                 }
             }
             State::Respond { .. } => respond(c),
-            State::Dashboard { .. } => dashboard(c, &mut self.stats),
+            State::Dashboard { .. } => dashboard(c),
             State::Gone => Step::Close,
         };
         match step {
@@ -548,7 +548,7 @@ fn respond(c: &mut Conn) -> Step {
     Step::Close
 }
 
-fn dashboard(c: &mut Conn, stats: &mut ServerStats) -> Step {
+fn dashboard(c: &mut Conn) -> Step {
     let State::Dashboard { ws, queue } = &mut c.state else { return Step::Close };
     if c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
         // Dashboards send nothing we need; read to notice Close frames and pings.
@@ -563,15 +563,10 @@ fn dashboard(c: &mut Conn, stats: &mut ServerStats) -> Step {
             }
         }
     }
-    pump_dashboard(ws, queue, &mut c.rd, stats)
+    pump_dashboard(ws, queue, &mut c.rd)
 }
 
-fn pump_dashboard(
-    ws: &mut WsConn<TcpStream>,
-    queue: &mut VecDeque<Arc<str>>,
-    rd: &mut Readiness,
-    _stats: &mut ServerStats,
-) -> Step {
+fn pump_dashboard(ws: &mut WsConn<TcpStream>, queue: &mut VecDeque<Arc<str>>, rd: &mut Readiness) -> Step {
     match ws.flush() {
         Flush::Done => {}
         Flush::NotNow => {
@@ -661,7 +656,7 @@ impl Handler for BpReactor {
                             self.stats.samples_dropped += 1;
                         }
                     }
-                    if let Step::Close = pump_dashboard(ws, queue, &mut c.rd, &mut self.stats) {
+                    if let Step::Close = pump_dashboard(ws, queue, &mut c.rd) {
                         closing.push(token);
                     }
                 }
