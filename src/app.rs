@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use crate::cli::{Cli, Cmd};
+use crate::cli::{BpCmd, Cli, Cmd};
 use crate::error::Error;
 
 /// Returns the process exit status.
@@ -81,5 +81,25 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             crate::proxy::run(cfg, threads, &signals, &mut stdout.lock())?;
             Ok(0)
         }
+        // ---- backpressure lab (bp) --------------------------------------------------------
+        Cmd::Bp(BpCmd::Server(args)) => {
+            let cfg = crate::cli::bp_server_config(&args)?;
+            let threads = crate::cli::threads(args.threads);
+            crate::sys::raise_nofile()?;
+            let signals = crate::sys::route_signals()?;
+            let stdout = std::io::stdout();
+            crate::backpressure::server::run(&cfg, threads, &signals, &mut stdout.lock())?;
+            Ok(0)
+        }
+        Cmd::Bp(BpCmd::Client(args)) => {
+            let cfg = crate::cli::bp_client_config(&args)?;
+            let target = crate::cli::resolve(&cfg.server.host, cfg.server.port)?;
+            crate::sys::raise_nofile()?;
+            let signals = crate::sys::route_signals()?;
+            let stdout = std::io::stdout();
+            // A completed run exits 0 whatever the verdict: the verdict is the measurement.
+            crate::backpressure::client::run(&cfg, target, args.json.clone(), &signals, &mut stdout.lock())?;
+            Ok(0)
+        } // ---- end of backpressure lab ----------------------------------------------------
     }
 }

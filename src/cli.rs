@@ -37,6 +37,12 @@ pub enum Cmd {
     /// An L4 (TCP) load balancer: `--conf lb.toml`, or the quick-start flags and a list of
     /// backends (`--laddr 127.0.0.1:4000 --lb p2c --timeout 3s 127.0.0.1:8001 127.0.0.1:8002`).
     Proxy(ProxyArgs),
+    // ---- backpressure lab (bp) ------------------------------------------------------------
+    /// The TCP backpressure lab: a deliberately slow reader and a client that shows whether
+    /// the "slow down" reached it.
+    #[command(subcommand)]
+    Bp(BpCmd),
+    // ---- end of backpressure lab ----------------------------------------------------------
 }
 
 #[derive(Args, Debug)]
@@ -353,3 +359,147 @@ mod tests {
         assert_eq!(resolve("[::1]", 80).unwrap(), "[::1]:80".parse().unwrap());
     }
 }
+
+// ---- backpressure lab (bp) ----------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum BpCmd {
+    /// Listen and read slowly (read_size bytes every read_delay) so the TCP window closes.
+    Server(BpServerArgs),
+    /// Push payloads to a bp server and report whether backpressure reached this socket.
+    Client(BpClientArgs),
+}
+
+fn parse_protocol(s: &str) -> Result<crate::backpressure::config::Protocol, String> {
+    use crate::backpressure::config::Protocol;
+    match s.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "websocket" | "ws" => Ok(Protocol::Websocket),
+        _ => Err(format!("{s:?}: expected tcp or websocket")),
+    }
+}
+
+/// Flags of `netforge bp server`; each given flag replaces the config file's key.
+#[derive(Args, Debug)]
+pub struct BpServerArgs {
+    /// Config file (see conf/bp-server.toml); without it the built-in defaults apply.
+    #[arg(long)]
+    pub conf: Option<PathBuf>,
+    /// tcp or websocket.
+    #[arg(long, value_parser = parse_protocol)]
+    pub protocol: Option<crate::backpressure::config::Protocol>,
+    /// IP:PORT to listen on (port 0 picks a free port, printed on the first line). $PORT
+    /// replaces the port of the config file's listen (not of this flag).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Bytes per read (e.g. 1KiB).
+    #[arg(long, value_parser = parse_bytes)]
+    pub read_size: Option<u64>,
+    /// Wait between reads (e.g. 100ms; 0 = read as fast as data comes).
+    #[arg(long, value_parser = parse_duration)]
+    pub read_delay: Option<Duration>,
+    /// SO_RCVBUF of the listener, inherited by accepted sockets (0 = kernel default).
+    #[arg(long, value_parser = parse_bytes)]
+    pub rcvbuf: Option<u64>,
+    /// TCP_MAXSEG of accepted sockets.
+    #[arg(long)]
+    pub mss: Option<u32>,
+    #[arg(long, value_parser = parse_duration)]
+    pub sample_interval: Option<Duration>,
+    #[arg(long)]
+    pub max_connections: Option<u64>,
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_message_size: Option<u64>,
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_frame_size: Option<u64>,
+    #[arg(long, value_parser = parse_bytes)]
+    pub http_head_max: Option<u64>,
+    #[arg(long, value_parser = parse_duration)]
+    pub http_head_timeout: Option<Duration>,
+    /// Reactor threads [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Flags of `netforge bp client`; each given flag replaces the config file's key.
+#[derive(Args, Debug)]
+pub struct BpClientArgs {
+    /// Config file (see conf/bp-client.toml); without it the built-in defaults apply.
+    #[arg(long)]
+    pub conf: Option<PathBuf>,
+    /// tcp or websocket.
+    #[arg(long, value_parser = parse_protocol)]
+    pub protocol: Option<crate::backpressure::config::Protocol>,
+    /// HOST:PORT of the server (resolved once at start-up).
+    #[arg(long)]
+    pub server: Option<String>,
+    #[arg(long, value_parser = parse_bytes)]
+    pub payload_size: Option<u64>,
+    /// Payloads per second per connection (0 = as fast as the socket takes them).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Payloads per connection (0 = unlimited).
+    #[arg(long)]
+    pub total: Option<u64>,
+    /// Length of the run (e.g. 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[arg(long)]
+    pub connections: Option<u64>,
+    #[arg(long, value_parser = parse_bytes)]
+    pub sndbuf: Option<u64>,
+    #[arg(long, value_parser = parse_bytes)]
+    pub notsent_lowat: Option<u64>,
+    #[arg(long)]
+    pub mss: Option<u32>,
+    #[arg(long, value_parser = parse_duration)]
+    pub sample_interval: Option<Duration>,
+    #[arg(long, value_parser = parse_duration)]
+    pub stats_interval: Option<Duration>,
+    /// WebSocket request path.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Write the verdict, summary and full time series as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+pub fn bp_server_config(a: &BpServerArgs) -> Result<crate::backpressure::config::ServerConfig, Error> {
+    let flags = crate::backpressure::config::ServerOverrides {
+        protocol: a.protocol,
+        listen: a.listen.clone(),
+        read_size: a.read_size,
+        read_delay: a.read_delay,
+        rcvbuf: a.rcvbuf,
+        mss: a.mss,
+        sample_interval: a.sample_interval,
+        max_connections: a.max_connections,
+        max_message_size: a.max_message_size,
+        max_frame_size: a.max_frame_size,
+        http_head_max: a.http_head_max,
+        http_head_timeout: a.http_head_timeout,
+    };
+    let port = std::env::var("PORT").ok();
+    Ok(crate::backpressure::config::load_server(a.conf.as_deref(), &flags, port.as_deref())?)
+}
+
+pub fn bp_client_config(a: &BpClientArgs) -> Result<crate::backpressure::config::ClientConfig, Error> {
+    let flags = crate::backpressure::config::ClientOverrides {
+        protocol: a.protocol,
+        server: a.server.clone(),
+        payload_size: a.payload_size,
+        rate: a.rate,
+        total: a.total,
+        duration: a.duration,
+        connections: a.connections,
+        sndbuf: a.sndbuf,
+        notsent_lowat: a.notsent_lowat,
+        mss: a.mss,
+        sample_interval: a.sample_interval,
+        stats_interval: a.stats_interval,
+        path: a.path.clone(),
+    };
+    Ok(crate::backpressure::config::load_client(a.conf.as_deref(), &flags)?)
+}
+
+// ---- end of backpressure lab ----------------------------------------------------------------

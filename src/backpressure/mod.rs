@@ -43,8 +43,10 @@
 //! from `client.sent_bytes`, or, when `client` is null, the arrival rate at the server's kernel
 //! from `read_bytes + inq`.
 
+pub mod client;
 pub mod config;
 pub mod http;
+pub mod server;
 pub mod verdict;
 pub mod web;
 pub mod ws;

@@ -1,5 +1,6 @@
 //! Integration tests: the real binary over real sockets on loopback, every wait bounded.
 
+mod bp;
 mod goon;
 mod proxy;
 mod serve;

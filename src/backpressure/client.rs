@@ -1,0 +1,750 @@
+//! `netforge bp client`: pushes payloads at a paced rate and samples its own sockets.
+//!
+//! One reactor thread owns every connection (a paced write and a sample per connection per
+//! interval are cheap; thousands fit on one loop), so the samples of all connections are taken
+//! in the same loop turn and the aggregate series is exact in time. The coordinator (the calling
+//! thread) folds the samples into one [`Analysis`] per connection plus one for the aggregate
+//! (bytes and queues summed, the smallest peer window), prints a line per `stats_interval`, and
+//! renders the verdict.
+//!
+//! Ending a run (duration elapsed, `total` payloads written, or SIGINT/SIGTERM): no new payload
+//! is started; a payload partly in the kernel is completed (bounded by [`FLUSH_TIMEOUT`]: behind
+//! a zero window the rest may not fit for minutes, and such a connection is reported as cut
+//! short); then the final sample is taken (bytes written, SIOCOUTQ) and the connection is closed:
+//! TCP with a FIN after the queued data, WebSocket with a Close 1000 frame, waiting at most
+//! [`CLOSE_LINGER`] for the server's reply (a slow reader may not reach our Close frame for a
+//! long time; the kernel still delivers it after we exit).
+//!
+//! Exit status: 0 for a completed run whatever the verdict (the verdict is the measurement, not
+//! a failure), 1 when a connection cannot be established or the configuration is wrong.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+use tungstenite::Message;
+
+use super::config::{ClientConfig, Protocol};
+use super::verdict::{self, Analysis, Sample};
+use super::ws::{ClientHandshake, Flush, HandshakeStep, Metered, Recv, SendStatus, WsConn};
+use crate::net::tcp_info;
+use crate::reactor::{role_index, role_token, Cx, Handler, Pool, Readiness, Ready};
+use crate::sys::Signal;
+
+/// Bytes one connection may write per wake-up before yielding to the others.
+pub const WRITE_BUDGET: usize = 1 << 20;
+/// Longest wait to complete a partly written payload at the end of a run.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the server's reply to our WebSocket Close frame.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Capacity of the reactor → coordinator channel.
+const REPORT_QUEUE: usize = 1024;
+const TIMER_PACE: u8 = 1;
+const TIMER_PHASE: u8 = 2;
+const TIMER_END: u8 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Handshake,
+    Open,
+    /// The run is over: complete the partial payload, then close.
+    Flushing,
+    /// WebSocket Close sent; waiting for the reply.
+    Closing,
+    Done,
+}
+
+enum Io {
+    Tcp(TcpStream),
+    Ws(Box<WsConn<Metered<TcpStream>>>),
+    None,
+}
+
+struct Conn {
+    phase: Phase,
+    io: Io,
+    hs: Option<ClientHandshake>,
+    rd: Readiness,
+    /// Bytes of the current payload already written (TCP).
+    off: usize,
+    /// A WebSocket frame is partly in tungstenite's buffer.
+    ws_pending: bool,
+    payloads: u64,
+    tcp_written: u64,
+    eagain: u64,
+    opened: Instant,
+    phase_until: Option<Instant>,
+    pace_armed: bool,
+}
+
+impl Conn {
+    fn written(&self) -> u64 {
+        match &self.io {
+            Io::Ws(ws) => ws.get_ref().written_bytes(),
+            _ => self.tcp_written,
+        }
+    }
+
+    fn fd(&self) -> Option<i32> {
+        match &self.io {
+            Io::Tcp(s) => Some(s.as_raw_fd()),
+            Io::Ws(ws) => Some(ws.get_ref().get_ref().as_raw_fd()),
+            Io::None => None,
+        }
+    }
+
+    fn sample(&self, t: Duration) -> Option<Sample> {
+        let fd = self.fd()?;
+        let info = tcp_info::tcp_info(fd).ok()?;
+        let outq = tcp_info::outq(fd).unwrap_or(0);
+        Some(Sample::from_tcp_info(t, self.written(), self.eagain, outq, &info))
+    }
+}
+
+enum Msg {
+    Samples(Vec<(usize, Sample)>),
+    FirstEagain { conn: usize, bytes: u64, total: u64 },
+    Failed(String),
+    Done { finals: Vec<(usize, Sample)>, cut_short: u64, resets: u64 },
+}
+
+pub enum ClientCmd {
+    Stop,
+}
+
+struct ClientReactor {
+    cfg: ClientConfig,
+    target: SocketAddr,
+    payload: Vec<u8>,
+    start: Instant,
+    conns: Vec<Conn>,
+    finals: Vec<(usize, Sample)>,
+    cut_short: u64,
+    resets: u64,
+    any_eagain: bool,
+    out: Sender<Msg>,
+    failed: bool,
+}
+
+fn dial(cfg: &ClientConfig, target: SocketAddr) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), Some(SockProtocol::TCP))?;
+    if let Some(n) = cfg.sndbuf {
+        sock.set_send_buffer_size(n as usize)?;
+    }
+    if let Some(m) = cfg.mss {
+        sock.set_mss(m)?;
+    }
+    sock.set_nodelay(true)?;
+    if let Some(n) = cfg.notsent_lowat {
+        tcp_info::set_notsent_lowat(sock.as_raw_fd(), n)?;
+    }
+    match sock.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(sock.into()))
+}
+
+enum Step {
+    Idle,
+    More,
+}
+
+impl ClientReactor {
+    fn fail(&mut self, why: String) {
+        if !self.failed {
+            self.failed = true;
+            let _ = self.out.send_timeout(Msg::Failed(why), Duration::from_secs(1));
+        }
+        for c in &mut self.conns {
+            c.phase = Phase::Done;
+            c.io = Io::None;
+        }
+    }
+
+    fn note_eagain(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        c.eagain += 1;
+        if c.eagain == 1 {
+            let bytes = c.written();
+            let total = self.conns.iter().map(Conn::written).sum();
+            let _ = self.out.try_send(Msg::FirstEagain { conn: i, bytes, total });
+            self.any_eagain = true;
+        }
+    }
+
+    fn drive(&mut self, cx: &mut Cx, i: usize, ready: Ready) {
+        let Some(c) = self.conns.get_mut(i) else { return };
+        c.rd.event |= ready;
+        let step = match c.phase {
+            Phase::Connecting => self.connecting(cx, i),
+            Phase::Handshake => self.handshake(cx, i),
+            Phase::Open | Phase::Flushing => self.write(cx, i),
+            Phase::Closing => self.closing(i),
+            Phase::Done => Step::Idle,
+        };
+        if let Step::More = step {
+            cx.defer(Token(i));
+        }
+    }
+
+    fn connecting(&mut self, cx: &mut Cx, i: usize) -> Step {
+        let c = &mut self.conns[i];
+        let Io::Tcp(s) = &c.io else { return Step::Idle };
+        if !c.rd.event.intersects(Ready::WRITABLE | Ready::ERROR | Ready::HUP) {
+            return Step::Idle;
+        }
+        match crate::net::connect::check(s) {
+            crate::net::connect::DialState::Pending => Step::Idle,
+            crate::net::connect::DialState::Failed(e) => {
+                self.fail(format!("connect {}: {e}", self.target));
+                Step::Idle
+            }
+            crate::net::connect::DialState::Connected => {
+                c.phase_until = None;
+                match self.cfg.protocol {
+                    Protocol::Tcp => {
+                        c.phase = Phase::Open;
+                        c.opened = cx.now;
+                    }
+                    Protocol::Websocket => {
+                        c.phase = Phase::Handshake;
+                        c.hs = Some(ClientHandshake::new(&self.cfg.server.authority(), &self.cfg.path));
+                    }
+                }
+                Step::More
+            }
+        }
+    }
+
+    fn handshake(&mut self, cx: &mut Cx, i: usize) -> Step {
+        let c = &mut self.conns[i];
+        let (Io::Tcp(s), Some(hs)) = (&mut c.io, c.hs.as_mut()) else { return Step::Idle };
+        match hs.advance(s) {
+            HandshakeStep::NotNow => Step::Idle,
+            HandshakeStep::Failed(why) => {
+                self.fail(format!("WebSocket handshake with {}: {why}", self.target));
+                Step::Idle
+            }
+            HandshakeStep::Done { leftover } => {
+                c.hs = None;
+                let Io::Tcp(s) = std::mem::replace(&mut c.io, Io::None) else { return Step::Idle };
+                c.io = Io::Ws(Box::new(WsConn::client(Metered::new(s), leftover, self.cfg.ws_limits())));
+                c.phase = Phase::Open;
+                c.opened = cx.now;
+                Step::More
+            }
+        }
+    }
+
+    /// Paced payload writes (Open), or completing the last payload (Flushing).
+    fn write(&mut self, cx: &mut Cx, i: usize) -> Step {
+        let rate = self.cfg.rate;
+        let total = self.cfg.total;
+        let mut budget = WRITE_BUDGET;
+        // Server frames (Close, Ping) and resets.
+        let c = &mut self.conns[i];
+        if let Io::Ws(ws) = &mut c.io {
+            if c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+                loop {
+                    match ws.recv() {
+                        Recv::Message(_) => {}
+                        Recv::NotNow => {
+                            c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                            break;
+                        }
+                        Recv::Closed(why) => {
+                            log::warn!("bp client: connection {i} closed by the server: {why:?}");
+                            self.resets += 1;
+                            self.end_conn(cx, i);
+                            return Step::Idle;
+                        }
+                    }
+                }
+            }
+        }
+        loop {
+            let c = &mut self.conns[i];
+            let partial = c.off > 0 || c.ws_pending;
+            if !partial {
+                // Between payloads: may we start another?
+                if c.phase == Phase::Flushing || (total > 0 && c.payloads >= total) {
+                    self.finish(cx, i);
+                    return Step::Idle;
+                }
+                if rate > 0 {
+                    let due = (cx.now.saturating_duration_since(c.opened).as_secs_f64() * rate as f64) as u64 + 1;
+                    if c.payloads >= due {
+                        if !c.pace_armed {
+                            let at = c.opened + Duration::from_secs_f64(c.payloads as f64 / rate as f64);
+                            c.pace_armed = cx.arm(at.max(cx.now), Token(i), TIMER_PACE);
+                        }
+                        return Step::Idle;
+                    }
+                }
+                if budget == 0 {
+                    return Step::More;
+                }
+            }
+            if !c.rd.event.intersects(Ready::WRITABLE | Ready::ERROR) {
+                return Step::Idle;
+            }
+            let blocked = match &mut c.io {
+                Io::Tcp(s) => match io::Write::write(s, &self.payload[c.off..]) {
+                    Ok(n) => {
+                        c.tcp_written += n as u64;
+                        c.off += n;
+                        budget = budget.saturating_sub(n);
+                        if c.off == self.payload.len() {
+                            c.off = 0;
+                            c.payloads += 1;
+                        }
+                        false
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
+                    Err(e) => {
+                        log::warn!("bp client: connection {i}: write: {e}");
+                        self.resets += 1;
+                        self.end_conn(cx, i);
+                        return Step::Idle;
+                    }
+                },
+                Io::Ws(ws) => {
+                    let status = if c.ws_pending {
+                        match ws.flush() {
+                            Flush::Done => SendStatus::Sent,
+                            Flush::NotNow => SendStatus::Queued,
+                            Flush::Closed(c) => SendStatus::Closed(c),
+                        }
+                    } else {
+                        budget = budget.saturating_sub(self.payload.len());
+                        ws.send(Message::Binary(self.payload.clone()))
+                    };
+                    match status {
+                        SendStatus::Sent => {
+                            c.ws_pending = false;
+                            c.payloads += 1;
+                            false
+                        }
+                        SendStatus::Queued | SendStatus::Full(_) => {
+                            c.ws_pending = true;
+                            true
+                        }
+                        SendStatus::Closed(why) => {
+                            log::warn!("bp client: connection {i}: {why:?}");
+                            self.resets += 1;
+                            self.end_conn(cx, i);
+                            return Step::Idle;
+                        }
+                    }
+                }
+                Io::None => return Step::Idle,
+            };
+            if blocked {
+                self.conns[i].rd.event.remove(Ready::WRITABLE);
+                self.note_eagain(i);
+                return Step::Idle;
+            }
+        }
+    }
+
+    /// Writing is over for connection `i`: final sample, then close.
+    fn finish(&mut self, cx: &mut Cx, i: usize) {
+        let t = cx.now.saturating_duration_since(self.start);
+        let c = &mut self.conns[i];
+        if let Some(s) = c.sample(t) {
+            self.finals.push((i, s));
+        }
+        match &mut c.io {
+            Io::Ws(ws) if !c.ws_pending => {
+                let _ = ws.close(1000, "done");
+                c.phase = Phase::Closing;
+                c.phase_until = Some(cx.now + CLOSE_LINGER);
+                cx.arm(cx.now + CLOSE_LINGER, Token(i), TIMER_PHASE);
+                cx.defer(Token(i));
+            }
+            _ => self.end_conn(cx, i),
+        }
+    }
+
+    fn end_conn(&mut self, _cx: &mut Cx, i: usize) {
+        let c = &mut self.conns[i];
+        if let Io::Tcp(s) = &c.io {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+        c.io = Io::None;
+        c.phase = Phase::Done;
+    }
+
+    fn closing(&mut self, i: usize) -> Step {
+        let c = &mut self.conns[i];
+        let Io::Ws(ws) = &mut c.io else {
+            c.phase = Phase::Done;
+            return Step::Idle;
+        };
+        if let Flush::Closed(_) = ws.flush() {
+            c.io = Io::None;
+            c.phase = Phase::Done;
+            return Step::Idle;
+        }
+        for _ in 0..64 {
+            match ws.recv() {
+                Recv::Message(_) => {}
+                Recv::NotNow => return Step::Idle,
+                Recv::Closed(_) => {
+                    c.io = Io::None;
+                    c.phase = Phase::Done;
+                    return Step::Idle;
+                }
+            }
+        }
+        Step::More
+    }
+
+    /// Ends the run for every open connection.
+    fn end_run(&mut self, cx: &mut Cx) {
+        for i in 0..self.conns.len() {
+            let c = &mut self.conns[i];
+            match c.phase {
+                Phase::Open => {
+                    c.phase = Phase::Flushing;
+                    c.phase_until = Some(cx.now + FLUSH_TIMEOUT);
+                    cx.arm(cx.now + FLUSH_TIMEOUT, Token(i), TIMER_PHASE);
+                    cx.defer(Token(i));
+                }
+                Phase::Connecting | Phase::Handshake => {
+                    c.io = Io::None;
+                    c.phase = Phase::Done;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Handler for ClientReactor {
+    type Cmd = ClientCmd;
+
+    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
+        cx.timers.set_capacity(self.cfg.connections * 4 + 16);
+        for i in 0..self.cfg.connections {
+            let mut s = match dial(&self.cfg, self.target) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.fail(format!("connect {}: {e}", self.target));
+                    return Ok(());
+                }
+            };
+            cx.registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+            self.conns.push(Conn {
+                phase: Phase::Connecting,
+                io: Io::Tcp(s),
+                hs: None,
+                rd: Readiness::new(Ready::ALL),
+                off: 0,
+                ws_pending: false,
+                payloads: 0,
+                tcp_written: 0,
+                eagain: 0,
+                opened: cx.now,
+                phase_until: Some(cx.now + CONNECT_TIMEOUT),
+                pace_armed: false,
+            });
+            cx.arm(cx.now + CONNECT_TIMEOUT, Token(i), TIMER_PHASE);
+        }
+        if let Some(d) = self.cfg.duration {
+            cx.arm(self.start + d, role_token(0), TIMER_END);
+        }
+        Ok(())
+    }
+
+    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        if token.0 < self.conns.len() {
+            self.drive(cx, token.0, ready);
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+        if role_index(token) == Some(0) && kind == TIMER_END {
+            self.end_run(cx);
+            return;
+        }
+        let i = token.0;
+        let Some(c) = self.conns.get_mut(i) else { return };
+        match kind {
+            TIMER_PACE => {
+                c.pace_armed = false;
+                self.drive(cx, i, Ready::EMPTY);
+            }
+            TIMER_PHASE => {
+                let Some(until) = c.phase_until else { return };
+                if cx.now < until {
+                    return;
+                }
+                c.phase_until = None;
+                match c.phase {
+                    Phase::Connecting | Phase::Handshake => {
+                        self.fail(format!("connect {}: no connection within {CONNECT_TIMEOUT:?}", self.target));
+                    }
+                    Phase::Flushing => {
+                        // The last payload did not fit in time: sample and drop it unfinished.
+                        self.cut_short += 1;
+                        let t = cx.now.saturating_duration_since(self.start);
+                        if let Some(s) = c.sample(t) {
+                            self.finals.push((i, s));
+                        }
+                        self.end_conn(cx, i);
+                    }
+                    Phase::Closing => {
+                        c.io = Io::None;
+                        c.phase = Phase::Done;
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut Cx, cmd: ClientCmd) {
+        match cmd {
+            ClientCmd::Stop => self.end_run(cx),
+        }
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx) {
+        let t = cx.now.saturating_duration_since(self.start);
+        let samples: Vec<(usize, Sample)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.phase, Phase::Open | Phase::Flushing))
+            .filter_map(|(i, c)| c.sample(t).map(|s| (i, s)))
+            .collect();
+        if !samples.is_empty() {
+            let _ = self.out.try_send(Msg::Samples(samples));
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.failed || self.conns.iter().all(|c| c.phase == Phase::Done)
+    }
+
+    fn on_exit(&mut self, _cx: &mut Cx) {
+        if !self.failed {
+            let finals = std::mem::take(&mut self.finals);
+            let msg = Msg::Done { finals, cut_short: self.cut_short, resets: self.resets };
+            let _ = self.out.send_timeout(msg, Duration::from_secs(1));
+        }
+    }
+}
+
+/// Sums the connections' samples taken in one loop turn: bytes, EAGAINs and queues add up, the
+/// window is the smallest (one zero-window connection makes the aggregate zero), times are µs sums.
+fn aggregate(samples: &[(usize, Sample)]) -> Option<Sample> {
+    let first = samples.first()?.1;
+    let mut a = Sample { t: first.t, ..Sample::default() };
+    let add = |x: Option<u64>, y: Option<u64>| match (x, y) {
+        (Some(x), Some(y)) => Some(x + y),
+        (x, y) => x.or(y),
+    };
+    for (_, s) in samples {
+        a.t = a.t.max(s.t);
+        a.bytes_written += s.bytes_written;
+        a.eagain += s.eagain;
+        a.outq = a.outq.saturating_add(s.outq);
+        a.notsent = add(a.notsent.map(u64::from), s.notsent.map(u64::from)).map(|v| v.min(u64::from(u32::MAX)) as u32);
+        a.snd_wnd = match (a.snd_wnd, s.snd_wnd) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        a.backoff = a.backoff.max(s.backoff);
+        a.rwnd_limited_us = add(a.rwnd_limited_us, s.rwnd_limited_us);
+        a.busy_time_us = add(a.busy_time_us, s.busy_time_us);
+    }
+    Some(a)
+}
+
+/// Final numbers of a client run.
+#[derive(Debug, Clone)]
+pub struct ClientReport {
+    pub verdict: String,
+    pub bytes_written: u64,
+    pub outq: u64,
+}
+
+/// Runs the client to the end of its duration or total (or SIGINT/SIGTERM).
+pub fn run(
+    cfg: &ClientConfig,
+    target: SocketAddr,
+    json: Option<PathBuf>,
+    signals: &Receiver<Signal>,
+    out: &mut dyn Write,
+) -> Result<ClientReport, crate::error::Error> {
+    let (tx, rx) = crossbeam_channel::bounded::<Msg>(REPORT_QUEUE);
+    let start = Instant::now();
+    let reactor = ClientReactor {
+        cfg: cfg.clone(),
+        target,
+        payload: (0..cfg.payload_size).map(|i| b'a' + (i % 26) as u8).collect(),
+        start,
+        conns: Vec::with_capacity(cfg.connections),
+        finals: Vec::with_capacity(cfg.connections),
+        cut_short: 0,
+        resets: 0,
+        any_eagain: false,
+        out: tx,
+        failed: false,
+    };
+    let pool = Pool::spawn("bp-client", vec![reactor], cfg.sample_interval).map_err(crate::error::Error::Io)?;
+    let _ = writeln!(
+        out,
+        "netforge bp client: {} to {} ({target}), {} connection(s), {} B payloads at {}",
+        cfg.protocol,
+        cfg.server,
+        cfg.connections,
+        cfg.payload_size,
+        if cfg.rate == 0 { "full speed".to_string() } else { format!("{}/s", cfg.rate) }
+    );
+    let _ = out.flush();
+    let cap = (verdict::SERIES_CAP / cfg.connections).max(64);
+    let mut per: Vec<Analysis> = (0..cfg.connections).map(|_| Analysis::with_series_cap(cap)).collect();
+    let mut agg = Analysis::new();
+    let mut last_line: Option<Sample> = None;
+    let mut next_line = cfg.stats_interval;
+    let mut stopping = false;
+    let (finals, cut_short, resets) = loop {
+        select! {
+            recv(rx) -> msg => match msg {
+                Ok(Msg::Samples(samples)) => {
+                    for (i, s) in &samples {
+                        per[*i].push(*s);
+                    }
+                    if let Some(a) = aggregate(&samples) {
+                        let state = agg.push(a);
+                        if a.t >= next_line {
+                            let _ = writeln!(out, "{}", verdict::interval_line(last_line.as_ref(), &a, state));
+                            let _ = out.flush();
+                            last_line = Some(a);
+                            next_line += cfg.stats_interval;
+                        }
+                    }
+                }
+                Ok(Msg::FirstEagain { conn, bytes, total }) => {
+                    per[conn].note_first_eagain(bytes);
+                    agg.note_first_eagain(total);
+                }
+                Ok(Msg::Failed(why)) => {
+                    pool.join();
+                    return Err(crate::error::Error::Io(io::Error::other(why)));
+                }
+                Ok(Msg::Done { finals, cut_short, resets }) => break (finals, cut_short, resets),
+                Err(_) => {
+                    pool.join();
+                    return Err(crate::error::Error::Io(io::Error::other("bp client: the reactor ended without a report")));
+                }
+            },
+            recv(signals) -> sig => if let Ok(Signal::Interrupt | Signal::Terminate) = sig {
+                if !stopping {
+                    stopping = true;
+                    pool.broadcast(|_| ClientCmd::Stop);
+                }
+            },
+        }
+    };
+    pool.join();
+    for (i, s) in &finals {
+        per[*i].push(*s);
+    }
+    let final_agg = aggregate(&finals);
+    if let Some(a) = final_agg {
+        agg.push(a);
+    }
+    let summary = agg.summary();
+    let verdict_line = agg.verdict();
+    let (bytes_written, outq) = final_agg.map_or((0, 0), |a| (a.bytes_written, u64::from(a.outq)));
+    let _ = writeln!(out, "--- netforge bp client statistics ---");
+    let _ = writeln!(out, "{verdict_line}");
+    let _ = writeln!(out, "final: bytes written {bytes_written}, unacknowledged (SIOCOUTQ) {outq}");
+    match summary.first_eagain_after_bytes {
+        Some(b) => {
+            let _ = writeln!(out, "bytes absorbed before backpressure (first EAGAIN): {b}");
+        }
+        None => {
+            let _ = writeln!(out, "bytes absorbed before backpressure: all {bytes_written} (writes never blocked)");
+        }
+    }
+    let e = summary.episodes;
+    let _ = writeln!(
+        out,
+        "zero-window episodes: {} (min {:.2} s, avg {:.2} s, max {:.2} s{}), max probe backoff {}",
+        e.count,
+        e.min_s,
+        e.avg_s,
+        e.max_s,
+        if e.open_at_end { ", one open at the end" } else { "" },
+        summary.max_backoff
+    );
+    if cut_short > 0 || resets > 0 {
+        let _ = writeln!(out, "connections cut short at the end: {cut_short}, closed by the server: {resets}");
+    }
+    let _ = out.flush();
+    if let Some(path) = json {
+        let mut doc = serde_json::to_value(agg.report()).unwrap_or_default();
+        if let Some(map) = doc.as_object_mut() {
+            let conns: Vec<serde_json::Value> =
+                per.iter().map(|a| serde_json::to_value(a.report()).unwrap_or_default()).collect();
+            map.insert("connections".into(), conns.into());
+            map.insert(
+                "final".into(),
+                serde_json::json!({ "bytes_written": bytes_written, "outq": outq, "cut_short": cut_short, "resets": resets }),
+            );
+        }
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        std::fs::write(&path, text)
+            .map_err(|e| crate::error::Error::Io(io::Error::new(e.kind(), format!("write {}: {e}", path.display()))))?;
+    }
+    Ok(ClientReport { verdict: verdict_line, bytes_written, outq })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t_ms: u64, bytes: u64, outq: u32, wnd: Option<u32>, backoff: u8) -> Sample {
+        Sample {
+            t: Duration::from_millis(t_ms),
+            bytes_written: bytes,
+            eagain: 1,
+            outq,
+            notsent: Some(outq),
+            snd_wnd: wnd,
+            backoff,
+            rwnd_limited_us: Some(10),
+            busy_time_us: None,
+        }
+    }
+
+    #[test]
+    fn aggregate_sums_queues_and_keeps_the_smallest_window() {
+        assert_eq!(aggregate(&[]), None);
+        let a = aggregate(&[(0, s(100, 1000, 10, Some(500), 0)), (1, s(101, 2000, 20, Some(0), 3))]).unwrap();
+        assert_eq!(a.t, Duration::from_millis(101));
+        assert_eq!((a.bytes_written, a.eagain, a.outq, a.notsent), (3000, 2, 30, Some(30)));
+        assert_eq!((a.snd_wnd, a.backoff), (Some(0), 3));
+        assert_eq!((a.rwnd_limited_us, a.busy_time_us), (Some(20), None));
+        // A kernel without snd_wnd on one side: the known value wins.
+        let b = aggregate(&[(0, s(0, 1, 1, None, 0)), (1, s(0, 1, 1, Some(7), 0))]).unwrap();
+        assert_eq!(b.snd_wnd, Some(7));
+    }
+}

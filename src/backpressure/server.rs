@@ -1,0 +1,874 @@
+//! `netforge bp server`: the deliberately slow reader, on the engine's reactors.
+//!
+//! ```text
+//!   reactor i (one SO_REUSEPORT listener each)          coordinator (main thread)
+//!   ┌──────────────────────────────────────┐  Report   ┌──────────────────────────────┐
+//!   │ payload conns: read read_size, arm   │ ───────▶  │ sums counters, prints a line │
+//!   │   read_delay timer, sample each tick │ (bounded, │ per second and the totals,   │
+//!   │ dashboard conns (/samples): bounded  │ try_send) │ turns samples into JSON      │
+//!   │   queue of JSON messages each        │ ◀───────  │ and fans them out to every   │
+//!   └──────────────────────────────────────┘  Samples  │ reactor (one Arc per batch)  │
+//!                                             (cmd)    └──────────────────────────────┘
+//! ```
+//!
+//! Why the fan-out goes through the coordinator: a dashboard may be accepted by any reactor
+//! while the connections it charts live on all of them. Each reactor sends its connections'
+//! samples once per `sample_interval`; the coordinator broadcasts one shared batch to all
+//! reactors, and a reactor with no dashboards ignores it. Nothing is shared but channels, and
+//! each dashboard has a bounded queue ([`DASHBOARD_QUEUE`] messages): a dashboard that cannot
+//! keep up loses samples (counted as `samples dropped`), it never makes the server buffer.
+//!
+//! The slow read: a payload connection reads at most `read_size` bytes, then a per-connection
+//! `read_delay` timer (one outstanding entry per connection) allows the next read. The READABLE
+//! bit stays in the connection's userspace readiness meanwhile, so no edge is needed to resume.
+//! With `read_delay = 0` the connection reads until `WouldBlock` or [`READ_BUDGET`] (then it is
+//! deferred). In WebSocket mode the same budget is enforced underneath tungstenite by
+//! [`Metered`], so the byte counts are raw stream bytes (frame headers included) in both modes.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use tungstenite::Message;
+
+use super::config::{Protocol, ServerConfig};
+use super::http::{self, HeadParse, Route};
+use super::web::{self, DashboardSample};
+use super::ws::{Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
+use crate::net::tcp_info;
+use crate::reactor::{listener_index, listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
+use crate::sys::Signal;
+
+pub const ACCEPT_BATCH: usize = 256;
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+/// Bytes one connection may read per wake-up when `read_delay` is 0.
+pub const READ_BUDGET: usize = 256 * 1024;
+/// JSON messages waiting per dashboard; more are dropped and counted.
+pub const DASHBOARD_QUEUE: usize = 1024;
+/// How often the coordinator prints a line while connections are open.
+pub const LINE_EVERY: Duration = Duration::from_secs(1);
+/// Slab tag of lab server connections.
+const SLAB_TAG: u8 = 2;
+const TIMER_READ: u8 = 1;
+const TIMER_HEAD: u8 = 2;
+const TIMER_RESUME_ACCEPT: u8 = 3;
+
+/// Per-reactor counters, sent whole each tick (a lost message loses nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ServerStats {
+    pub accepted: u64,
+    pub closed: u64,
+    /// Payload connections open now.
+    pub active: u64,
+    /// Bytes read from payload connections (closed ones included).
+    pub bytes_read: u64,
+    /// Sum of SIOCINQ over open payload connections at the last sample.
+    pub inq: u64,
+    /// Smallest rcv_wnd over open payload connections at the last sample.
+    pub rcv_wnd_min: Option<u32>,
+    /// Open payload connections whose rcv_wnd was 0 at the last sample.
+    pub zero_window_conns: u64,
+    /// Samples with rcv_wnd == 0, all connections, cumulative.
+    pub zero_window_samples: u64,
+    /// Earliest zero rcv_wnd, seconds after its connection was accepted.
+    pub first_zero_s: Option<f64>,
+    pub http_errors: u64,
+    pub head_timeouts: u64,
+    /// WebSocket connections we closed for a protocol or size violation (1002/1007/1009).
+    pub ws_violations: u64,
+    pub dashboards: u64,
+    pub samples_dropped: u64,
+    pub accept_pauses: u64,
+}
+
+impl ServerStats {
+    fn add(&mut self, o: &ServerStats) {
+        self.accepted += o.accepted;
+        self.closed += o.closed;
+        self.active += o.active;
+        self.bytes_read += o.bytes_read;
+        self.inq += o.inq;
+        self.rcv_wnd_min = match (self.rcv_wnd_min, o.rcv_wnd_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.zero_window_conns += o.zero_window_conns;
+        self.zero_window_samples += o.zero_window_samples;
+        self.first_zero_s = match (self.first_zero_s, o.first_zero_s) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.http_errors += o.http_errors;
+        self.head_timeouts += o.head_timeouts;
+        self.ws_violations += o.ws_violations;
+        self.dashboards += o.dashboards;
+        self.samples_dropped += o.samples_dropped;
+        self.accept_pauses += o.accept_pauses;
+    }
+}
+
+/// One payload connection's sample, as the reactor takes it.
+#[derive(Clone, Copy, Debug)]
+struct ConnSample {
+    conn: u64,
+    t: f64,
+    read_bytes: u64,
+    inq: u32,
+    rcv_wnd: Option<u32>,
+}
+
+struct Report {
+    id: usize,
+    stats: ServerStats,
+    samples: Vec<ConnSample>,
+    fin: bool,
+}
+
+pub enum ServerCmd {
+    /// JSON messages for the dashboards.
+    Samples(Arc<Vec<Arc<str>>>),
+    Stop,
+}
+
+enum State {
+    /// Raw TCP payload stream.
+    Tcp(TcpStream),
+    /// Reading an HTTP request head into a buffer of `http_head_max` bytes.
+    Head { sock: TcpStream, buf: Box<[u8]>, filled: usize },
+    /// Writing a page or an error; closed when written.
+    Respond { sock: TcpStream, out: Vec<u8>, off: usize },
+    /// WebSocket payload stream.
+    Ws(Box<WsConn<Metered<TcpStream>>>),
+    /// WebSocket sample stream of a dashboard.
+    Dashboard { ws: Box<WsConn<TcpStream>>, queue: VecDeque<Arc<str>> },
+    /// Transitional placeholder, never observed between calls.
+    Gone,
+}
+
+struct Conn {
+    id: u64,
+    accepted: Instant,
+    rd: Readiness,
+    state: State,
+    /// Raw TCP mode: bytes read (WebSocket mode counts in `Metered`).
+    tcp_read: u64,
+    next_read: Instant,
+    timer_armed: bool,
+    first_zero: Option<Duration>,
+}
+
+impl Conn {
+    fn read_bytes(&self) -> u64 {
+        match &self.state {
+            State::Tcp(_) => self.tcp_read,
+            State::Ws(ws) => ws.get_ref().read_bytes(),
+            _ => 0,
+        }
+    }
+
+    fn payload_fd(&self) -> Option<i32> {
+        match &self.state {
+            State::Tcp(s) => Some(s.as_raw_fd()),
+            State::Ws(ws) => Some(ws.get_ref().get_ref().as_raw_fd()),
+            _ => None,
+        }
+    }
+}
+
+enum Step {
+    Idle,
+    More,
+    Close,
+}
+
+struct BpReactor {
+    cfg: ServerConfig,
+    limits: WsLimits,
+    listener: TcpListener,
+    listener_ready: bool,
+    paused: bool,
+    conns: Slab<Conn>,
+    next_id: u64,
+    /// Bytes read by payload connections already closed.
+    closed_read: u64,
+    stats: ServerStats,
+    scratch: Box<[u8]>,
+    out: Sender<Report>,
+    stopping: bool,
+}
+
+impl BpReactor {
+    fn accept(&mut self, cx: &mut Cx) {
+        if self.paused {
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            if self.conns.is_full() || !self.listener_ready {
+                return;
+            }
+            match self.listener.accept() {
+                Ok((sock, _)) => self.adopt(cx, sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if crate::net::is_exhaustion(&e) => {
+                    self.paused = true;
+                    self.stats.accept_pauses += 1;
+                    cx.arm(cx.now + ACCEPT_PAUSE, listener_token(0), TIMER_RESUME_ACCEPT);
+                    return;
+                }
+                Err(e) => log::debug!("r{} accept: {e}", cx.id),
+            }
+        }
+        cx.defer(listener_token(0));
+    }
+
+    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream) {
+        self.next_id += 1;
+        // Connection ids are unique across reactors: reactor index in the low bits.
+        let id = self.next_id * 64 + cx.id as u64 % 64;
+        let state = match self.cfg.protocol {
+            Protocol::Tcp => State::Tcp(sock),
+            Protocol::Websocket => {
+                State::Head { sock, buf: vec![0u8; self.cfg.http_head_max].into_boxed_slice(), filled: 0 }
+            }
+        };
+        let conn = Conn {
+            id,
+            accepted: cx.now,
+            rd: Readiness::new(Ready::ALL),
+            state,
+            tcp_read: 0,
+            next_read: cx.now,
+            timer_armed: false,
+            first_zero: None,
+        };
+        let Ok(token) = self.conns.insert(conn) else { return };
+        let Some(c) = self.conns.get_mut(token) else { return };
+        let registered = match &mut c.state {
+            State::Tcp(s) | State::Head { sock: s, .. } => {
+                cx.registry.register(s, token, Interest::READABLE | Interest::WRITABLE)
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = registered {
+            log::debug!("r{} register: {e}", cx.id);
+            self.conns.remove(token);
+            return;
+        }
+        self.stats.accepted += 1;
+        if self.cfg.protocol == Protocol::Websocket {
+            cx.arm(cx.now + self.cfg.http_head_timeout, token, TIMER_HEAD);
+        } else {
+            self.stats.active += 1;
+        }
+        log::debug!("r{} t{:?} accepted conn {id}", cx.id, token);
+    }
+
+    fn close(&mut self, cx: &mut Cx, token: Token) {
+        if let Some(c) = self.conns.remove(token) {
+            self.stats.closed += 1;
+            // Accepting stopped at a full slab with the listener still ready: look again now.
+            if self.listener_ready && !self.stopping {
+                cx.defer(listener_token(0));
+            }
+            match &c.state {
+                State::Tcp(_) | State::Ws(_) => {
+                    self.closed_read += c.read_bytes();
+                    self.stats.active = self.stats.active.saturating_sub(1);
+                }
+                State::Dashboard { .. } => self.stats.dashboards = self.stats.dashboards.saturating_sub(1),
+                _ => {}
+            }
+            if let State::Tcp(s) = &c.state {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    fn serve(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        let Some(c) = self.conns.get_mut(token) else { return };
+        c.rd.event |= ready;
+        let step = match &mut c.state {
+            State::Tcp(_) => read_tcp(c, cx, token, &self.cfg, &mut self.scratch),
+            State::Ws(_) => read_ws(c, cx, token, &self.cfg, &mut self.stats),
+            State::Head { .. } => {
+                let step = read_head(c, &self.cfg, self.limits, &mut self.stats);
+                if matches!(c.state, State::Ws(_)) {
+                    self.stats.active += 1;
+                }
+                if matches!(c.state, State::Dashboard { .. }) {
+                    self.stats.dashboards += 1;
+                }
+                match step {
+                    // The head turned into something else: serve that at once (leftover frames,
+                    // a page to write).
+                    Step::More => {
+                        cx.defer(token);
+                        Step::Idle
+                    }
+                    s => s,
+                }
+            }
+            State::Respond { .. } => respond(c),
+            State::Dashboard { .. } => dashboard(c),
+            State::Gone => Step::Close,
+        };
+        match step {
+            Step::Idle => {}
+            Step::More => cx.defer(token),
+            Step::Close => self.close(cx, token),
+        }
+    }
+
+    /// Samples every payload connection (TCP_INFO, SIOCINQ) and sends the report.
+    fn sample(&mut self, cx: &mut Cx, fin: bool) {
+        let mut samples = Vec::with_capacity(self.conns.len());
+        let (mut inq_sum, mut zero_conns, mut wnd_min, mut read) = (0u64, 0u64, None::<u32>, self.closed_read);
+        for (_, c) in self.conns.iter_mut() {
+            let Some(fd) = c.payload_fd() else { continue };
+            let inq = tcp_info::inq(fd).unwrap_or(0);
+            let rcv_wnd = tcp_info::tcp_info(fd).ok().and_then(|i| i.rcv_wnd);
+            let t = cx.now.saturating_duration_since(c.accepted);
+            if rcv_wnd == Some(0) {
+                zero_conns += 1;
+                self.stats.zero_window_samples += 1;
+                let first = *c.first_zero.get_or_insert(t);
+                let s = first.as_secs_f64();
+                self.stats.first_zero_s = Some(self.stats.first_zero_s.map_or(s, |f| f.min(s)));
+            }
+            if let Some(w) = rcv_wnd {
+                wnd_min = Some(wnd_min.map_or(w, |m| m.min(w)));
+            }
+            inq_sum += u64::from(inq);
+            let read_bytes = c.read_bytes();
+            read += read_bytes;
+            samples.push(ConnSample { conn: c.id, t: t.as_secs_f64(), read_bytes, inq, rcv_wnd });
+        }
+        self.stats.inq = inq_sum;
+        self.stats.zero_window_conns = zero_conns;
+        self.stats.rcv_wnd_min = wnd_min;
+        self.stats.bytes_read = read;
+        let report = Report { id: cx.id, stats: self.stats, samples, fin };
+        if fin {
+            let _ = self.out.send_timeout(report, Duration::from_secs(1));
+        } else {
+            let _ = self.out.try_send(report);
+        }
+    }
+}
+
+/// Raw TCP: read `read_size`, then wait `read_delay`.
+fn read_tcp(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, scratch: &mut [u8]) -> Step {
+    let State::Tcp(sock) = &mut c.state else { return Step::Close };
+    let mut budget = READ_BUDGET;
+    loop {
+        if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            return Step::Idle;
+        }
+        if cx.now < c.next_read {
+            if !c.timer_armed {
+                c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
+            }
+            return Step::Idle;
+        }
+        if budget == 0 {
+            return Step::More;
+        }
+        match sock.read(&mut scratch[..cfg.read_size]) {
+            Ok(0) => return Step::Close,
+            Ok(n) => {
+                c.tcp_read += n as u64;
+                budget = budget.saturating_sub(n);
+                if !cfg.read_delay.is_zero() {
+                    c.next_read = cx.now + cfg.read_delay;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                return Step::Idle;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    }
+}
+
+/// WebSocket payload stream: the same pacing, enforced under tungstenite by `Metered`.
+fn read_ws(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, stats: &mut ServerStats) -> Step {
+    let State::Ws(ws) = &mut c.state else { return Step::Close };
+    if c.rd.event.contains(Ready::WRITABLE) {
+        match ws.flush() {
+            Flush::Done => {}
+            Flush::NotNow => c.rd.event.remove(Ready::WRITABLE),
+            Flush::Closed(_) => return Step::Close,
+        }
+    }
+    if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+        return Step::Idle;
+    }
+    if cx.now < c.next_read {
+        if !c.timer_armed {
+            c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
+        }
+        return Step::Idle;
+    }
+    let budget = if cfg.read_delay.is_zero() { READ_BUDGET } else { cfg.read_size };
+    ws.get_mut().refill(budget);
+    loop {
+        match ws.recv() {
+            Recv::Message(_) => {}
+            Recv::NotNow => break,
+            Recv::Closed(why) => {
+                if let Closed::ByUs { code } = why {
+                    stats.ws_violations += u64::from(code != 1000);
+                    log::debug!("r{} conn {}: closed with {code}", cx.id, c.id);
+                }
+                return Step::Close;
+            }
+        }
+    }
+    if ws.get_ref().budget_exhausted() {
+        if cfg.read_delay.is_zero() {
+            return Step::More;
+        }
+        c.next_read = cx.now + cfg.read_delay;
+        // At most one outstanding entry: an earlier one that fires re-arms at `next_read`.
+        if !c.timer_armed {
+            c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
+        }
+    } else {
+        c.rd.event.remove(Ready::READABLE | Ready::HUP);
+    }
+    Step::Idle
+}
+
+/// Reads the request head; turns the connection into a response, a payload stream or a
+/// dashboard stream. `Step::More` means "the state changed: serve it now".
+fn read_head(c: &mut Conn, cfg: &ServerConfig, limits: WsLimits, stats: &mut ServerStats) -> Step {
+    let State::Head { sock, buf, filled } = &mut c.state else { return Step::Close };
+    let parsed = loop {
+        if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            return Step::Idle;
+        }
+        if *filled >= buf.len() {
+            break http::parse_head(&buf[..*filled], cfg.http_head_max);
+        }
+        match sock.read(&mut buf[*filled..]) {
+            Ok(0) => return Step::Close,
+            Ok(n) => {
+                *filled += n;
+                match http::parse_head(&buf[..*filled], cfg.http_head_max) {
+                    HeadParse::Partial => {}
+                    done => break done,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                return Step::Idle;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    };
+    let State::Head { sock, buf, filled } = std::mem::replace(&mut c.state, State::Gone) else {
+        return Step::Close;
+    };
+    match parsed {
+        HeadParse::Partial => {
+            // A full buffer that is still partial: parse_head reports it as too large.
+            stats.http_errors += 1;
+            c.state = State::Respond { sock, out: http::HttpError::HeadTooLarge.response(), off: 0 };
+        }
+        HeadParse::Error(e) => {
+            stats.http_errors += 1;
+            c.state = State::Respond { sock, out: e.response(), off: 0 };
+        }
+        HeadParse::Complete { route, head_len } => {
+            let leftover = buf[head_len..filled].to_vec();
+            match route {
+                Route::WsUpgrade { ref key } | Route::Samples { ref key }
+                    if write_small(&sock, &http::upgrade_response(key)) =>
+                {
+                    let dashboard = matches!(route, Route::Samples { .. });
+                    if dashboard {
+                        c.state = State::Dashboard {
+                            ws: Box::new(WsConn::server(sock, leftover, limits)),
+                            queue: VecDeque::with_capacity(64),
+                        };
+                    } else {
+                        c.state = State::Ws(Box::new(WsConn::server(Metered::new(sock), leftover, limits)));
+                    }
+                }
+                Route::WsUpgrade { .. } | Route::Samples { .. } => return Step::Close,
+                other => {
+                    if matches!(other, Route::NotFound | Route::BadUpgrade) {
+                        stats.http_errors += 1;
+                    }
+                    let out = web::respond(&other).unwrap_or_default();
+                    c.state = State::Respond { sock, out, off: 0 };
+                }
+            }
+        }
+    }
+    Step::More
+}
+
+/// Writes a short response on a fresh socket; false if the socket did not take all of it.
+fn write_small(mut sock: &TcpStream, data: &[u8]) -> bool {
+    matches!(sock.write(data), Ok(n) if n == data.len())
+}
+
+fn respond(c: &mut Conn) -> Step {
+    let State::Respond { sock, out, off } = &mut c.state else { return Step::Close };
+    while *off < out.len() {
+        if !c.rd.event.intersects(Ready::WRITABLE | Ready::ERROR) {
+            return Step::Idle;
+        }
+        match sock.write(&out[*off..]) {
+            Ok(0) => return Step::Close,
+            Ok(n) => *off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.rd.event.remove(Ready::WRITABLE);
+                return Step::Idle;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    }
+    let _ = sock.shutdown(Shutdown::Write);
+    Step::Close
+}
+
+fn dashboard(c: &mut Conn) -> Step {
+    let State::Dashboard { ws, queue } = &mut c.state else { return Step::Close };
+    if c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+        // Dashboards send nothing we need; read to notice Close frames and pings.
+        for _ in 0..64 {
+            match ws.recv() {
+                Recv::Message(_) => {}
+                Recv::NotNow => {
+                    c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                    break;
+                }
+                Recv::Closed(_) => return Step::Close,
+            }
+        }
+    }
+    pump_dashboard(ws, queue, &mut c.rd)
+}
+
+fn pump_dashboard(ws: &mut WsConn<TcpStream>, queue: &mut VecDeque<Arc<str>>, rd: &mut Readiness) -> Step {
+    match ws.flush() {
+        Flush::Done => {}
+        Flush::NotNow => {
+            rd.event.remove(Ready::WRITABLE);
+            return Step::Idle;
+        }
+        Flush::Closed(_) => return Step::Close,
+    }
+    while let Some(m) = queue.pop_front() {
+        match ws.send(Message::Text(m.to_string())) {
+            SendStatus::Sent => {}
+            SendStatus::Queued => {
+                rd.event.remove(Ready::WRITABLE);
+                return Step::Idle;
+            }
+            SendStatus::Full(_) => {
+                queue.push_front(m);
+                return Step::Idle;
+            }
+            SendStatus::Closed(_) => return Step::Close,
+        }
+    }
+    Step::Idle
+}
+
+impl Handler for BpReactor {
+    type Cmd = ServerCmd;
+
+    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
+        cx.timers.set_capacity(self.conns.capacity() * 2 + 64);
+        cx.registry.register(&mut self.listener, listener_token(0), Interest::READABLE)
+    }
+
+    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        if self.stopping {
+            return;
+        }
+        if listener_index(token) == Some(0) {
+            self.listener_ready |= !ready.is_empty();
+            self.accept(cx);
+            return;
+        }
+        self.serve(cx, token, ready);
+    }
+
+    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+        if self.stopping {
+            return;
+        }
+        match kind {
+            TIMER_RESUME_ACCEPT if listener_index(token) == Some(0) => {
+                self.paused = false;
+                self.listener_ready = true;
+                self.accept(cx);
+            }
+            TIMER_READ => {
+                if let Some(c) = self.conns.get_mut(token) {
+                    c.timer_armed = false;
+                    self.serve(cx, token, Ready::EMPTY);
+                }
+            }
+            TIMER_HEAD => {
+                if let Some(c) = self.conns.get_mut(token) {
+                    if matches!(c.state, State::Head { .. }) {
+                        self.stats.head_timeouts += 1;
+                        self.close(cx, token);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut Cx, cmd: ServerCmd) {
+        match cmd {
+            ServerCmd::Samples(batch) => {
+                if self.stats.dashboards == 0 {
+                    return;
+                }
+                let mut closing = Vec::new();
+                for (token, c) in self.conns.iter_mut() {
+                    let State::Dashboard { ws, queue } = &mut c.state else { continue };
+                    for m in batch.iter() {
+                        if queue.len() < DASHBOARD_QUEUE {
+                            queue.push_back(m.clone());
+                        } else {
+                            self.stats.samples_dropped += 1;
+                        }
+                    }
+                    if let Step::Close = pump_dashboard(ws, queue, &mut c.rd) {
+                        closing.push(token);
+                    }
+                }
+                for t in closing {
+                    self.close(cx, t);
+                }
+            }
+            ServerCmd::Stop => {
+                // Final numbers first, at one instant, then close everything.
+                self.sample(cx, true);
+                for t in self.conns.tokens() {
+                    self.close(cx, t);
+                }
+                self.stopping = true;
+            }
+        }
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx) {
+        if !self.stopping {
+            self.sample(cx, false);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.stopping
+    }
+
+    fn on_exit(&mut self, _cx: &mut Cx) {}
+}
+
+/// Final numbers of a server run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerReport {
+    pub totals: ServerStats,
+}
+
+/// Runs the lab server until SIGINT/SIGTERM. The first stdout line names the bound address.
+pub fn run(
+    cfg: &ServerConfig,
+    threads: usize,
+    signals: &Receiver<Signal>,
+    out: &mut dyn Write,
+) -> Result<ServerReport, crate::error::Error> {
+    let threads = threads.max(1);
+    let tuning = crate::net::listen::ListenTuning { rcvbuf: cfg.rcvbuf.map(|v| v as usize), mss: cfg.mss };
+    let (addr, listeners) =
+        crate::net::listen::reuseport_group_tuned(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG, &tuning)
+            .map_err(|source| crate::error::Error::Bind { addr: cfg.listen, source })?;
+    let per_reactor = cfg.max_connections.div_ceil(threads).max(1);
+    let (tx, rx) = crossbeam_channel::bounded::<Report>(threads * 8);
+    let handlers: Vec<BpReactor> = listeners
+        .into_iter()
+        .map(|l| BpReactor {
+            cfg: cfg.clone(),
+            limits: cfg.ws_limits(),
+            listener: TcpListener::from_std(l),
+            listener_ready: false,
+            paused: false,
+            conns: Slab::new(SLAB_TAG, per_reactor, 0),
+            next_id: 0,
+            closed_read: 0,
+            stats: ServerStats::default(),
+            scratch: vec![0u8; cfg.read_size].into_boxed_slice(),
+            out: tx.clone(),
+            stopping: false,
+        })
+        .collect();
+    drop(tx);
+    let pool = Pool::spawn("bp-server", handlers, cfg.sample_interval).map_err(crate::error::Error::Io)?;
+    let _ = writeln!(
+        out,
+        "netforge bp server: listening on {addr} ({}, read {} B every {})",
+        cfg.protocol,
+        cfg.read_size,
+        crate::units::go_duration(cfg.read_delay)
+    );
+    let _ = out.flush();
+    let start = Instant::now();
+    let mut per = vec![ServerStats::default(); threads];
+    let mut done = vec![false; threads];
+    let mut next_line = start + LINE_EVERY;
+    let mut last_read = 0u64;
+    let mut stop_deadline: Option<Instant> = None;
+    loop {
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
+            log::warn!("bp server: reactors did not report within the stop deadline");
+            break;
+        }
+        let now = Instant::now();
+        if stop_deadline.is_none() && now >= next_line {
+            let total = sum(&per);
+            if total.active > 0 || total.bytes_read != last_read {
+                let _ = writeln!(out, "{}", interval_line(now - start, &total, total.bytes_read - last_read));
+                let _ = out.flush();
+            }
+            last_read = total.bytes_read;
+            next_line += LINE_EVERY;
+        }
+        let wait = next_line.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+        select! {
+            recv(rx) -> msg => if let Ok(r) = msg {
+                per[r.id] = r.stats;
+                done[r.id] |= r.fin;
+                if !r.samples.is_empty() && !r.fin {
+                    let batch: Vec<Arc<str>> = r.samples.iter().map(|s| Arc::from(DashboardSample {
+                        conn: s.conn, t: s.t, read_bytes: s.read_bytes, inq: s.inq, rcv_wnd: s.rcv_wnd, client: None,
+                    }.to_json())).collect();
+                    let batch = Arc::new(batch);
+                    pool.broadcast(|_| ServerCmd::Samples(batch.clone()));
+                }
+            },
+            recv(signals) -> sig => match sig {
+                Ok(Signal::Interrupt) | Ok(Signal::Terminate) => {
+                    if stop_deadline.is_some() {
+                        break;
+                    }
+                    pool.broadcast(|_| ServerCmd::Stop);
+                    stop_deadline = Some(Instant::now() + Duration::from_secs(5));
+                }
+                Ok(Signal::User1) => {
+                    let total = sum(&per);
+                    let _ = writeln!(out, "{}", interval_line(start.elapsed(), &total, 0));
+                }
+                _ => {}
+            },
+            default(wait) => {}
+        }
+    }
+    let totals = sum(&per);
+    let _ = writeln!(out, "{}", final_lines(&totals));
+    let _ = out.flush();
+    pool.join();
+    Ok(ServerReport { totals })
+}
+
+fn sum(per: &[ServerStats]) -> ServerStats {
+    let mut t = ServerStats::default();
+    for s in per {
+        t.add(s);
+    }
+    t
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// `t=   2.00s  conns 1  read 20480 B (+10240)  inq 131072  rcv_wnd min 0  zero-window conns 1`
+fn interval_line(t: Duration, s: &ServerStats, delta: u64) -> String {
+    format!(
+        "t={:>7.2}s  conns {}  read {} B (+{delta})  inq {}  rcv_wnd min {}  zero-window conns {}",
+        t.as_secs_f64(),
+        s.active,
+        s.bytes_read,
+        s.inq,
+        opt(s.rcv_wnd_min),
+        s.zero_window_conns
+    )
+}
+
+fn final_lines(s: &ServerStats) -> String {
+    format!(
+        "--- netforge bp server statistics ---\n\
+         connections accepted {}, closed {}\n\
+         bytes read {}, unread (SIOCINQ) {}\n\
+         zero rcv_wnd samples {}, first zero rcv_wnd at t={} s\n\
+         http errors {}, head timeouts {}, websocket violations {}, dashboard samples dropped {}, accept pauses {}",
+        s.accepted,
+        s.closed,
+        s.bytes_read,
+        s.inq,
+        s.zero_window_samples,
+        s.first_zero_s.map_or_else(|| "-".to_string(), |f| format!("{f:.2}")),
+        s.http_errors,
+        s.head_timeouts,
+        s.ws_violations,
+        s.samples_dropped,
+        s.accept_pauses
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_add_keeps_minimum_window_and_earliest_zero() {
+        let a =
+            ServerStats { active: 1, bytes_read: 10, rcv_wnd_min: Some(100), first_zero_s: None, ..Default::default() };
+        let b = ServerStats {
+            active: 2,
+            bytes_read: 5,
+            rcv_wnd_min: Some(0),
+            first_zero_s: Some(0.3),
+            ..Default::default()
+        };
+        let c = ServerStats { rcv_wnd_min: None, first_zero_s: Some(0.2), ..Default::default() };
+        let t = sum(&[a, b, c]);
+        assert_eq!((t.active, t.bytes_read, t.rcv_wnd_min, t.first_zero_s), (3, 15, Some(0), Some(0.2)));
+        let line = interval_line(Duration::from_secs(2), &t, 5);
+        assert!(
+            line.contains("conns 3") && line.contains("read 15 B (+5)") && line.contains("rcv_wnd min 0"),
+            "{line}"
+        );
+        let fin = final_lines(&t);
+        assert!(
+            fin.contains("bytes read 15, unread (SIOCINQ) 0") && fin.contains("first zero rcv_wnd at t=0.20 s"),
+            "{fin}"
+        );
+    }
+}

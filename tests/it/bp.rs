@@ -1,0 +1,365 @@
+//! `netforge bp server|client` end to end: verdicts asserted from TCP_INFO data, byte
+//! conservation, hostile HTTP/WebSocket input, config errors, and a real browser when present.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::util::{netforge, run, with_timeout, Proc};
+
+const T: Duration = Duration::from_secs(60);
+
+/// Starts `netforge bp server` on an ephemeral port; returns it and its bound address.
+fn bp_server(args: &[&str]) -> (Proc, SocketAddr) {
+    let mut cmd = netforge();
+    cmd.args(["bp", "server", "--listen", "127.0.0.1:0", "--threads", "2"]).args(args);
+    let p = Proc::spawn(cmd);
+    let first = p.line(Duration::from_secs(10));
+    let addr = first
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from bp server: {first}"));
+    (p, addr)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netforge-bp-{}-{name}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// Runs the client to completion; returns its stdout and the parsed --json document.
+fn bp_client(addr: SocketAddr, args: &[&str], name: &str) -> (String, serde_json::Value) {
+    let json = tmp(name).join("client.json");
+    let server = addr.to_string();
+    let json_s = json.to_string_lossy().to_string();
+    let mut all = vec!["bp", "client", "--server", &server, "--json", &json_s];
+    all.extend_from_slice(args);
+    let (code, out, err) = run(&all, Duration::from_secs(40));
+    assert_eq!(code, 0, "client failed\nstdout:\n{out}\nstderr:\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (out, doc)
+}
+
+fn zero_window_points(doc: &serde_json::Value) -> usize {
+    doc["series"].as_array().unwrap().iter().filter(|p| p["snd_wnd"].as_u64() == Some(0)).count()
+}
+
+/// Reads a `key N` number out of the server's final statistics.
+fn stat(out: &str, key: &str) -> u64 {
+    let rest = out.split(key).nth(1).unwrap_or_else(|| panic!("no {key:?} in:\n{out}"));
+    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+fn stop(srv: Proc) -> String {
+    srv.signal(15);
+    let (status, out, err) = srv.finish(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "server exit\n{out}\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    out
+}
+
+fn slow_reader_reaches_the_client(protocol: &'static str) {
+    with_timeout(T, move || {
+        let (srv, addr) = bp_server(&["--protocol", protocol]);
+        let (out, doc) = bp_client(addr, &["--protocol", protocol, "--duration", "2s"], protocol);
+        assert!(out.contains("backpressure reached the client: YES"), "{out}");
+        // From TCP_INFO, not timing: the peer advertised a zero window in sampled points.
+        assert!(zero_window_points(&doc) > 0, "no snd_wnd == 0 sample: {doc}");
+        assert!(doc["summary"]["zero_window_samples"].as_u64().unwrap() > 0);
+        let sout = stop(srv);
+        // The server saw its own advertised window at zero.
+        assert!(stat(&sout, "zero rcv_wnd samples") > 0, "{sout}");
+        assert!(sout.contains("rcv_wnd min 0"), "{sout}");
+    });
+}
+
+#[test]
+fn tcp_slow_reader_gives_yes() {
+    slow_reader_reaches_the_client("tcp");
+}
+
+#[test]
+fn websocket_slow_reader_gives_yes() {
+    slow_reader_reaches_the_client("websocket");
+}
+
+fn fast_reader_gives_no(protocol: &'static str) {
+    with_timeout(T, move || {
+        let (srv, addr) = bp_server(&["--protocol", protocol, "--read-delay", "0"]);
+        let (out, doc) = bp_client(addr, &["--protocol", protocol, "--duration", "2s"], &format!("fast-{protocol}"));
+        assert!(out.contains("backpressure reached the client: NO"), "{out}");
+        assert_eq!(zero_window_points(&doc), 0, "{doc}");
+        let sout = stop(srv);
+        assert!(stat(&sout, "bytes read") > 1_000_000, "{sout}");
+    });
+}
+
+#[test]
+fn tcp_fast_reader_gives_no() {
+    fast_reader_gives_no("tcp");
+}
+
+#[test]
+fn websocket_fast_reader_gives_no() {
+    fast_reader_gives_no("websocket");
+}
+
+/// written by the client = client SIOCOUTQ + server SIOCINQ + bytes the server read. The
+/// client stops writing and samples; the server reads 1 KiB per second, which never opens a
+/// closed window (less than one segment), so nothing moves between the two samples but reads.
+fn conservation(protocol: &'static str) {
+    with_timeout(T, move || {
+        let (srv, addr) = bp_server(&["--protocol", protocol, "--read-delay", "1s"]);
+        let (out, doc) = bp_client(addr, &["--protocol", protocol, "--duration", "1s"], &format!("cons-{protocol}"));
+        let written = doc["final"]["bytes_written"].as_u64().unwrap();
+        let outq = doc["final"]["outq"].as_u64().unwrap();
+        let sout = stop(srv);
+        let read = stat(&sout, "bytes read");
+        let inq = stat(&sout, "unread (SIOCINQ)");
+        let (lhs, rhs) = (written, outq + inq + read);
+        // WebSocket: the Close frame (8 bytes) is written after the final sample.
+        assert!(
+            lhs.abs_diff(rhs) <= 1024 + 16,
+            "written {written} vs outq {outq} + inq {inq} + read {read}\n{out}\n{sout}"
+        );
+        assert!(written > 1_000_000, "{out}");
+    });
+}
+
+#[test]
+fn tcp_bytes_are_conserved() {
+    conservation("tcp");
+}
+
+#[test]
+fn websocket_bytes_are_conserved() {
+    conservation("websocket");
+}
+
+#[test]
+fn config_errors_are_one_line_with_file_and_line() {
+    with_timeout(T, || {
+        let dir = tmp("conf");
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "protocol = \"tcp\"\n# the next key does not exist\nbogus_key = 1\n").unwrap();
+        let p = path.to_string_lossy().to_string();
+        for role in ["server", "client"] {
+            let (code, out, err) = run(&["bp", role, "--conf", &p], Duration::from_secs(10));
+            assert_eq!(code, 1, "{role}: {out}{err}");
+            let line = err.lines().find(|l| l.contains("bad.toml")).unwrap_or_else(|| panic!("{role}: {err}"));
+            assert!(line.contains(":3"), "{role}: no line number: {line}");
+        }
+        let (code, _, err) = run(&["bp", "client", "--rate", "99999999"], Duration::from_secs(10));
+        assert_eq!(code, 1);
+        assert!(err.contains("--rate"), "{err}");
+    });
+}
+
+#[test]
+fn client_that_cannot_connect_exits_1() {
+    with_timeout(T, || {
+        // Bind, learn the port, close: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = format!("127.0.0.1:{port}");
+        let (code, _, err) = run(&["bp", "client", "--server", &server, "--duration", "1s"], Duration::from_secs(20));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("connect"), "{err}");
+    });
+}
+
+fn raw(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Sends `req` and reads until the server closes.
+fn exchange(addr: SocketAddr, req: &[u8]) -> String {
+    let mut s = raw(addr);
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+fn upgrade(addr: SocketAddr) -> TcpStream {
+    let mut s = raw(addr);
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// A masked binary frame header for `len` payload bytes.
+fn frame_header(len: u64) -> Vec<u8> {
+    let mut h = vec![0x82];
+    if len < 126 {
+        h.push(0x80 | len as u8);
+    } else if len < 65536 {
+        h.push(0x80 | 126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(0x80 | 127);
+        h.extend_from_slice(&len.to_be_bytes());
+    }
+    h.extend_from_slice(&[1, 2, 3, 4]);
+    h
+}
+
+#[test]
+fn hostile_input_closes_that_connection_only() {
+    with_timeout(T, || {
+        let (srv, addr) = bp_server(&["--protocol", "websocket", "--read-delay", "0"]);
+        // Malformed HTTP: a 400 and a close.
+        let r = exchange(addr, b"\x00\x01garbage\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+        // A plain GET to /ws: 400, not an upgrade.
+        let r = exchange(addr, b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+        // Anything else: 404; the pages: 200.
+        assert!(exchange(addr, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404"));
+        let page = exchange(addr, b"GET /client HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(page.starts_with("HTTP/1.1 200") && page.contains("autostart"), "{page}");
+        // An oversized frame (limit 256 KiB): Close 1009, then the connection ends.
+        let mut s = upgrade(addr);
+        s.write_all(&frame_header(10 << 20)).unwrap();
+        let mut back = Vec::new();
+        let _ = s.read_to_end(&mut back);
+        assert!(back.len() >= 4 && back[0] == 0x88, "expected a Close frame, got {back:?}");
+        assert_eq!(u16::from_be_bytes([back[2], back[3]]), 1009);
+        // A client that vanishes mid-frame.
+        let mut s = upgrade(addr);
+        s.write_all(&frame_header(1000)).unwrap();
+        s.write_all(&[0u8; 100]).unwrap();
+        drop(s);
+        // A good connection afterwards: one message, then a clean close.
+        let mut s = upgrade(addr);
+        let payload = [7u8; 100];
+        let mut msg = frame_header(100);
+        msg.extend(payload.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+        s.write_all(&msg).unwrap();
+        // Close 1000 and wait for the server's reply: it is still serving.
+        s.write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2]).unwrap();
+        let mut back = Vec::new();
+        let _ = s.read_to_end(&mut back);
+        assert!(back.first() == Some(&0x88), "{back:?}");
+        let sout = stop(srv);
+        assert!(stat(&sout, "http errors") >= 3, "{sout}");
+        assert!(stat(&sout, "websocket violations") >= 1, "{sout}");
+    });
+}
+
+/// Headless Chromium, or `None` (with a clear message) when it is not installed.
+fn chromium() -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() {
+        println!("skipped: chromium not installed");
+    }
+    found
+}
+
+/// `chromium --dump-dom` of `url` with a fresh profile; the DOM after `budget_ms` of virtual time.
+fn dump_dom(bin: &PathBuf, url: &str, budget_ms: u32, name: &str) -> String {
+    let profile = tmp(name).join(format!("profile-{}", fastrand::u64(..)));
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg("--dump-dom")
+    .arg(format!("--virtual-time-budget={budget_ms}"))
+    .arg(url);
+    let p = Proc::spawn(cmd);
+    let (_, out, _) = p.finish(Duration::from_secs(60));
+    let _ = std::fs::remove_dir_all(&profile);
+    out
+}
+
+/// The number in `<span id="ID" ...>N</span>`.
+fn span_number(dom: &str, id: &str) -> Option<u64> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[at..];
+    let text = &rest[rest.find('>')? + 1..];
+    text[..text.find('<')?].trim().parse().ok()
+}
+
+#[test]
+fn browser_client_pushes_and_the_server_counts() {
+    let Some(bin) = chromium() else { return };
+    with_timeout(Duration::from_secs(120), move || {
+        let (srv, addr) = bp_server(&["--protocol", "websocket", "--read-delay", "0"]);
+        let url = format!("http://{addr}/client?autostart=1&payload=1024&rate=100&total=200&conns=1");
+        let dom = dump_dom(&bin, &url, 5000, "browser-client");
+        assert_eq!(span_number(&dom, "sent"), Some(200), "{dom}");
+        assert!(dom.contains("id=\"status\" class=\"num\">done<"), "{dom}");
+        let sout = stop(srv);
+        // 200 × 1024 payload bytes, plus frame headers.
+        assert!(stat(&sout, "bytes read") >= 200 * 1024, "{sout}");
+    });
+}
+
+#[test]
+fn dashboard_receives_samples() {
+    let Some(bin) = chromium() else { return };
+    with_timeout(Duration::from_secs(120), move || {
+        let (srv, addr) = bp_server(&["--protocol", "websocket"]);
+        let server = addr.to_string();
+        let mut cmd = netforge();
+        cmd.args(["bp", "client", "--protocol", "websocket", "--server", &server, "--duration", "20s"]);
+        let client = Proc::spawn(cmd);
+        // The client is connected once its first interval line is out.
+        client.wait_line(Duration::from_secs(10), |l| l.starts_with("t="));
+        // Virtual time runs ahead of the real 100 ms sample stream: retry a few page loads.
+        let mut seen = 0;
+        for _ in 0..5 {
+            let dom = dump_dom(&bin, &format!("http://{addr}/"), 3000, "dashboard");
+            seen = span_number(&dom, "samples").unwrap_or(0);
+            if seen > 0 {
+                break;
+            }
+        }
+        assert!(seen > 0, "the dashboard received no samples");
+        drop(client);
+        stop(srv);
+    });
+}
+
+#[test]
+fn incomplete_http_head_is_dropped_after_the_timeout() {
+    with_timeout(T, || {
+        let (srv, addr) = bp_server(&["--protocol", "websocket", "--http-head-timeout", "200ms"]);
+        let mut slow = raw(addr);
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        // Meanwhile a complete request is served.
+        assert!(exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200"));
+        // The server closes the slow one (EOF or reset), well before the 10 s read timeout.
+        let mut rest = Vec::new();
+        let r = slow.read_to_end(&mut rest);
+        assert!(r.is_ok() || r.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock), "{r:?}");
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+        let sout = stop(srv);
+        assert_eq!(stat(&sout, "head timeouts"), 1, "{sout}");
+    });
+}
