@@ -31,6 +31,12 @@ impl Ring {
         self.len == self.buf.len()
     }
 
+    /// Forgets the contents (a ring going back to its pool).
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+
     /// The contiguous free region after the data (may be shorter than the total free space).
     pub fn spare_mut(&mut self) -> &mut [u8] {
         let cap = self.buf.len();

@@ -1,9 +1,11 @@
 //! Socket construction shared by every role: SO_REUSEPORT listeners, non-blocking dials with
 //! source binding, the socket-buffer policy the coordinator hands to reactors, and (in
-//! `tcp_info`) the kernel socket state the backpressure lab shows: TCP_INFO, SIOCINQ/SIOCOUTQ.
+//! `tcp_info`) the kernel socket state the backpressure lab shows: TCP_INFO, SIOCINQ/SIOCOUTQ; and (in `splice`) the
+//! kernel pipes the proxy forwards through without copying.
 
 pub mod connect;
 pub mod listen;
+pub mod splice;
 pub mod tcp_info;
 pub mod tune;
 

@@ -225,9 +225,9 @@ pub struct BackendConfig {
 /// Whether the proxy moves bytes with splice(2) through a pipe instead of user-space rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpliceMode {
-    /// Use splice where the kernel supports it.
+    /// Copy small reads; splice a direction once a read fills the buffer (a bulk flow).
     Auto,
-    /// Always splice, no fallback to copying.
+    /// Always splice (a direction copies only when no pipe can be created).
     On,
     /// Always copy through the rings.
     Off,

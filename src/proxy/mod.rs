@@ -26,7 +26,7 @@ use crossbeam_channel::{select, Receiver};
 use crate::error::Error;
 use crate::reactor::Pool;
 use crate::sys::Signal;
-use config::{ProxyConfig, SpliceMode};
+use config::ProxyConfig;
 use reactor::{Cmd, ProxyReactor, Report};
 use stats::ProxyStats;
 
@@ -78,9 +78,6 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         }
         None => None,
     };
-    if cfg.splice != SpliceMode::Off {
-        log::info!("splice = {}: splice(2) is not implemented yet; copying through the buffers", cfg.splice);
-    }
     let (tx, rx) = crossbeam_channel::bounded::<Report>(threads * 16);
     let shared = Arc::new(cfg);
     let handlers: Vec<ProxyReactor> = per_reactor

@@ -1,32 +1,41 @@
-//! One proxied session: a client socket and a backend socket on the same reactor, two fixed
-//! [`Ring`]s (client→backend and backend→client, `buffer_bytes` each, allocated when the session
-//! starts and never grown).
+//! One proxied session: a client socket and a backend socket on the same reactor, and per
+//! direction a [`Flow`] that owns no buffer while idle.
 //!
 //! ```text
 //!   accept ──► Connecting ──(check: connected)──► Piping ──(both directions shut)──► closed
 //!                 │  ▲                               │
 //!     refused /   │  │ retry on another backend      │ EOF on one side: once that direction's
-//!     timeout     ▼  │ (exclude tried, ≤ retries)     │ ring is flushed, shutdown(Write) on the
-//!              next backend                           │ other socket; the other direction goes
-//!                                                     │ on until its own EOF or the fin timeout
-//!                                                     ▼
+//!     timeout     ▼  │ (exclude tried, ≤ retries)     │ ring/pipe is flushed, shutdown(Write) on
+//!              next backend                           │ the other socket; the other direction
+//!                                                     │ goes on until its own EOF or the fin
+//!                                                     ▼ timeout
 //!                                     error / RST on either side: close both, SO_LINGER 0 on
 //!                                     the survivor so the reset propagates
 //! ```
 //!
-//! Backpressure: a direction reads its source only while its ring has room. A full ring means no
-//! read, so the kernel receive buffer fills, the TCP window closes and the sender blocks. The
-//! "interest" of each socket is therefore implied by the rings (read interest = ring not full,
-//! write interest = ring not empty); the `event` bits of [`Readiness`] are OR-ed from edges and
-//! cleared only on `WouldBlock`, as the engine requires.
+//! Buffers are lazy. The copy path reads into the reactor's one scratch buffer and writes
+//! straight through to the peer; only bytes the peer did not take are parked in a [`Ring`]
+//! borrowed from the reactor's bounded pool, and the ring goes back once drained. The splice
+//! path (`splice = "on"`, or `"auto"` once a read filled the scratch or the ring) moves bytes
+//! socket → kernel pipe → socket, the pipe borrowed from a second bounded pool while it holds
+//! bytes. An idle session therefore holds two sockets and a few words of state, and a busy one
+//! at most one ring or one pipe per direction, which is what bounds memory by
+//! `max_connections × 2 × buffer_size`.
+//!
+//! Backpressure: a direction reads its source only while its parked ring (or pipe) has room. A
+//! full ring or pipe means no read, so the kernel receive buffer fills, the TCP window closes and
+//! the sender blocks. The `event` bits of [`Readiness`] are OR-ed from edges and cleared only on
+//! `WouldBlock`, as the engine requires.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::config::SpliceMode;
 use crate::buf::Ring;
+use crate::net::splice::KernelPipe;
 use crate::reactor::{Readiness, Ready};
 
 /// Why a session ended. `Copy`, counted per cause, never allocated.
@@ -93,16 +102,154 @@ impl CloseReason {
 
 /// Bytes a session may read per wake-up (both directions together) before it yields.
 pub const READ_BUDGET: usize = 256 * 1024;
+/// Free rings a reactor keeps for reuse; drained rings beyond this are freed.
+pub const RING_CACHE: usize = 8;
+/// Free kernel pipes a reactor keeps open for reuse; drained pipes beyond this are closed.
+pub const PIPE_CACHE: usize = 8;
 
-/// One direction: `src` is read into `ring`, `ring` is written to `dst`.
+/// A bounded per-reactor pool: at most `limit` items out at once, at most `cache` kept free.
+pub struct Pool<T> {
+    free: Vec<T>,
+    out: usize,
+    limit: usize,
+    cache: usize,
+}
+
+impl<T> Pool<T> {
+    pub fn new(limit: usize, cache: usize) -> Pool<T> {
+        Pool { free: Vec::new(), out: 0, limit, cache }
+    }
+
+    /// Items handed out and not yet given back.
+    pub fn in_use(&self) -> usize {
+        self.out
+    }
+
+    /// Free items kept for reuse.
+    pub fn cached(&self) -> usize {
+        self.free.len()
+    }
+
+    pub fn can_take(&self) -> bool {
+        self.out < self.limit
+    }
+
+    /// A cached item, or a new one from `make`; an error when `limit` items are out.
+    pub fn take(&mut self, make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        if self.out >= self.limit {
+            return Err(io::Error::new(ErrorKind::OutOfMemory, "buffer pool exhausted"));
+        }
+        let item = match self.free.pop() {
+            Some(i) => i,
+            None => make()?,
+        };
+        self.out += 1;
+        Ok(item)
+    }
+
+    /// Returns a reusable item: cached while the cache has room, freed otherwise.
+    pub fn give(&mut self, item: T) {
+        self.out = self.out.saturating_sub(1);
+        if self.free.len() < self.cache {
+            self.free.push(item);
+        }
+    }
+
+    /// Returns an item that must not be reused (a pipe with bytes still in it): freed.
+    pub fn discard(&mut self, item: T) {
+        self.out = self.out.saturating_sub(1);
+        drop(item);
+    }
+}
+
+/// What every session of one reactor shares: the read scratch buffer and the ring and pipe
+/// pools. A session owns no buffer while idle; it borrows a ring only for bytes its peer did
+/// not take, and a pipe only while spliced bytes are in flight.
+pub struct Bufs {
+    /// Every copy-path read lands here first and is written straight through to the peer.
+    pub scratch: Box<[u8]>,
+    pub rings: Pool<Ring>,
+    pub pipes: Pool<KernelPipe>,
+    /// Capacity of each ring and requested size of each pipe.
+    pub buffer_bytes: usize,
+    pub splice: SpliceMode,
+    /// Pipes that could not be created (EMFILE, ENFILE): those sessions copy instead.
+    pub splice_fallbacks: u64,
+}
+
+impl Bufs {
+    /// `sessions` is this reactor's session cap: each session holds at most one ring and one
+    /// pipe per direction, so the pools never run dry and buffer memory stays below
+    /// `sessions × 2 × buffer_bytes`.
+    pub fn new(buffer_bytes: usize, sessions: usize, splice: SpliceMode) -> Bufs {
+        Bufs {
+            scratch: vec![0u8; buffer_bytes.max(1)].into_boxed_slice(),
+            rings: Pool::new(sessions.saturating_mul(2), RING_CACHE),
+            pipes: Pool::new(sessions.saturating_mul(2), PIPE_CACHE),
+            buffer_bytes,
+            splice,
+            splice_fallbacks: 0,
+        }
+    }
+}
+
+/// One direction: bytes read from `src` go straight to `dst`; what `dst` did not take waits
+/// in `ring` (copy path) or `pipe` (splice path), never both.
 #[derive(Default)]
 pub struct Flow {
     /// `src` returned EOF.
     pub eof: bool,
-    /// `shutdown(Write)` was sent to `dst` (EOF forwarded after the ring drained).
+    /// `shutdown(Write)` was sent to `dst` (EOF forwarded after the parked bytes drained).
     pub shut: bool,
     /// When `eof` was seen.
     pub eof_at: Option<Instant>,
+    /// Bytes parked on the copy path; `None` when there are none (the ring is back in the pool).
+    pub ring: Option<Ring>,
+    /// The pipe of the splice path; `None` when it holds nothing (back in the pool).
+    pub pipe: Option<KernelPipe>,
+    /// Bytes in `pipe`.
+    pub piped: usize,
+    /// `splice = "auto"`: a read filled the scratch or the ring, so this is a bulk flow and
+    /// splices from now on.
+    pub bulk: bool,
+    /// No pipe could be had: this direction copies for the rest of the session.
+    pub no_splice: bool,
+}
+
+impl Flow {
+    /// Bytes held by the proxy for this direction.
+    pub fn parked(&self) -> usize {
+        self.ring.as_ref().map_or(0, Ring::len) + self.piped
+    }
+
+    fn release(&mut self, bufs: &mut Bufs) {
+        if let Some(mut r) = self.ring.take() {
+            r.clear();
+            bufs.rings.give(r);
+        }
+        if let Some(p) = self.pipe.take() {
+            if self.piped == 0 {
+                bufs.pipes.give(p);
+            } else {
+                bufs.pipes.discard(p);
+            }
+            self.piped = 0;
+        }
+    }
+
+    fn splices(&self, mode: SpliceMode) -> bool {
+        if self.piped > 0 {
+            return true;
+        }
+        if self.no_splice || self.ring.is_some() {
+            return false;
+        }
+        match mode {
+            SpliceMode::On => true,
+            SpliceMode::Auto => self.bulk,
+            SpliceMode::Off => false,
+        }
+    }
 }
 
 /// Outcome of a pump.
@@ -122,6 +269,8 @@ pub enum Pump {
 pub struct Moved {
     pub client_to_server: u64,
     pub server_to_client: u64,
+    /// Of those, bytes moved by splice(2).
+    pub spliced: u64,
     /// Any byte read from or written to the client / the server.
     pub client_active: bool,
     pub server_active: bool,
@@ -132,8 +281,6 @@ pub struct Pipe {
     pub crd: Readiness,
     pub server: TcpStream,
     pub srd: Readiness,
-    pub up: Ring,
-    pub down: Ring,
     pub c2s: Flow,
     pub s2c: Flow,
 }
@@ -143,18 +290,37 @@ enum Side {
     Server,
 }
 
-/// Moves bytes in one direction as far as the edges, the ring and the budget allow.
-/// Returns whether anything happened.
+/// Writes `data` to `dst` until done or `WouldBlock`; returns how much went out.
+fn write_through(dst: &mut TcpStream, drd: &mut Readiness, data: &[u8]) -> io::Result<usize> {
+    let mut off = 0;
+    while off < data.len() {
+        match dst.write(&data[off..]) {
+            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                drd.event.remove(Ready::WRITABLE);
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(off)
+}
+
+/// Moves bytes in one direction as far as the edges, the buffers and the budget allow.
+/// Returns (anything happened, source touched, destination touched).
 #[allow(clippy::too_many_arguments)]
 fn flow(
     src: &mut TcpStream,
     srd: &mut Readiness,
     dst: &mut TcpStream,
     drd: &mut Readiness,
-    ring: &mut Ring,
     f: &mut Flow,
+    bufs: &mut Bufs,
     budget: &mut usize,
     moved: &mut u64,
+    spliced: &mut u64,
     now: Instant,
     src_side: Side,
 ) -> Result<(bool, bool, bool), CloseReason> {
@@ -164,21 +330,48 @@ fn flow(
     };
     let mut progressed = false;
     let (mut src_act, mut dst_act) = (false, false);
-    // Write first: it frees ring space for the read below.
-    if !ring.is_empty() && drd.event.contains(Ready::WRITABLE) {
-        match ring.write_to(dst) {
-            Ok(n) => {
-                *moved += n as u64;
-                progressed |= n > 0;
-                dst_act = true;
+    // Write parked bytes first: that frees room for the read below, and keeps the order.
+    if let Some(ring) = f.ring.as_mut() {
+        if !ring.is_empty() && drd.event.contains(Ready::WRITABLE) {
+            match ring.write_to(dst) {
+                Ok(n) => {
+                    *moved += n as u64;
+                    progressed |= n > 0;
+                    dst_act = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => drd.event.remove(Ready::WRITABLE),
+                Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
+                Err(_) => return Err(dst_reset),
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => drd.event.remove(Ready::WRITABLE),
-            Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
-            Err(_) => return Err(dst_reset),
+        }
+        if ring.is_empty() {
+            if let Some(r) = f.ring.take() {
+                bufs.rings.give(r);
+            }
         }
     }
-    if f.eof && ring.is_empty() && !f.shut {
-        // Our FIN follows the peer's only after every byte before it went out.
+    if f.piped > 0 && drd.event.contains(Ready::WRITABLE) {
+        if let Some(p) = f.pipe.as_ref() {
+            match p.drain_to(dst, f.piped) {
+                Ok(n) => {
+                    f.piped -= n.min(f.piped);
+                    *moved += n as u64;
+                    *spliced += n as u64;
+                    progressed |= n > 0;
+                    dst_act = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => drd.event.remove(Ready::WRITABLE),
+                Err(_) => return Err(dst_reset),
+            }
+        }
+    }
+    if f.piped == 0 {
+        if let Some(p) = f.pipe.take() {
+            bufs.pipes.give(p);
+        }
+    }
+    if f.eof && f.parked() == 0 && !f.shut {
+        // Our FIN follows the peer's only after every byte before it went out (ring and pipe).
         f.shut = true;
         progressed = true;
         if let Err(e) = dst.shutdown(Shutdown::Write) {
@@ -187,43 +380,130 @@ fn flow(
             }
         }
     }
-    if !f.eof && !ring.is_full() && *budget > 0 && srd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
-        match ring.read_from(src) {
-            Ok(0) => {
-                f.eof = true;
-                f.eof_at = Some(now);
-                progressed = true;
-                src_act = true;
+    if f.eof || *budget == 0 || !srd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+        return Ok((progressed, src_act, dst_act));
+    }
+    let mut read = None;
+    if f.splices(bufs.splice) {
+        if f.pipe.is_none() {
+            let size = bufs.buffer_bytes;
+            match bufs.pipes.take(|| KernelPipe::new(size)) {
+                Ok(p) => f.pipe = Some(p),
+                Err(e) => {
+                    // Out of descriptors (or of pool): copy for the rest of this direction.
+                    log::debug!("splice: no pipe ({e}); copying instead");
+                    f.no_splice = true;
+                    bufs.splice_fallbacks += 1;
+                }
             }
-            Ok(n) => {
-                *budget = budget.saturating_sub(n);
-                progressed = true;
-                src_act = true;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => srd.event.remove(Ready::READABLE | Ready::HUP),
-            Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
-            Err(_) => return Err(src_reset),
         }
+        if let Some(p) = f.pipe.as_ref() {
+            let room = p.capacity().saturating_sub(f.piped);
+            if room == 0 {
+                // Pipe full: no read until the peer takes some (backpressure).
+                return Ok((progressed, src_act, dst_act));
+            }
+            read = Some(match p.fill_from(src, room.min(*budget)) {
+                Ok(n) => {
+                    f.piped += n;
+                    Ok(n)
+                }
+                Err(e) if f.piped == 0 => {
+                    // Nothing in flight (an empty socket, or an error): an idle direction
+                    // holds no pipe.
+                    if let Some(p) = f.pipe.take() {
+                        bufs.pipes.give(p);
+                    }
+                    Err(e)
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock && f.piped > 0 => {
+                    // Either the socket is empty or every pipe slot is taken (a slot may hold
+                    // less than a page). Keep the edge: the read is tried again once the pipe
+                    // drained, and an empty pipe gives an unambiguous answer.
+                    return Ok((progressed, src_act, dst_act));
+                }
+                Err(e) => Err(e),
+            });
+        }
+    }
+    let read = match read {
+        Some(r) => r,
+        None => match f.ring.as_mut() {
+            Some(ring) => {
+                if ring.is_full() {
+                    // Backpressure: the peer is slow, stop reading its source.
+                    if bufs.splice == SpliceMode::Auto {
+                        f.bulk = true;
+                    }
+                    return Ok((progressed, src_act, dst_act));
+                }
+                ring.read_from(src)
+            }
+            None => {
+                if !bufs.rings.can_take() {
+                    // Cannot happen while the pool bound is 2 × sessions; never read what
+                    // could not be parked.
+                    return Ok((progressed, src_act, dst_act));
+                }
+                match src.read(&mut bufs.scratch) {
+                    Ok(n) if n > 0 => {
+                        if n == bufs.scratch.len() && bufs.splice == SpliceMode::Auto {
+                            f.bulk = true;
+                        }
+                        let sent = if drd.event.contains(Ready::WRITABLE) {
+                            match write_through(dst, drd, &bufs.scratch[..n]) {
+                                Ok(w) => w,
+                                Err(_) => return Err(dst_reset),
+                            }
+                        } else {
+                            0
+                        };
+                        *moved += sent as u64;
+                        dst_act |= sent > 0;
+                        if sent < n {
+                            let mut ring = match bufs.rings.take(|| Ok(Ring::new(bufs.buffer_bytes))) {
+                                Ok(r) => r,
+                                Err(_) => return Err(src_reset),
+                            };
+                            let rest = &bufs.scratch[sent..n];
+                            ring.spare_mut()[..rest.len()].copy_from_slice(rest);
+                            ring.commit(rest.len());
+                            f.ring = Some(ring);
+                        }
+                        Ok(n)
+                    }
+                    r => r,
+                }
+            }
+        },
+    };
+    match read {
+        Ok(0) => {
+            f.eof = true;
+            f.eof_at = Some(now);
+            progressed = true;
+            src_act = true;
+        }
+        Ok(n) => {
+            *budget = budget.saturating_sub(n);
+            progressed = true;
+            src_act = true;
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => srd.event.remove(Ready::READABLE | Ready::HUP),
+        Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
+        Err(_) => return Err(src_reset),
     }
     Ok((progressed, src_act, dst_act))
 }
 
 impl Pipe {
-    pub fn new(client: TcpStream, crd: Readiness, server: TcpStream, srd: Readiness, ring_bytes: usize) -> Pipe {
-        Pipe {
-            client,
-            crd,
-            server,
-            srd,
-            up: Ring::new(ring_bytes),
-            down: Ring::new(ring_bytes),
-            c2s: Flow::default(),
-            s2c: Flow::default(),
-        }
+    /// A session holds no buffer until bytes have to wait (see [`Bufs`]).
+    pub fn new(client: TcpStream, crd: Readiness, server: TcpStream, srd: Readiness) -> Pipe {
+        Pipe { client, crd, server, srd, c2s: Flow::default(), s2c: Flow::default() }
     }
 
     /// Moves bytes both ways until nothing moves, the budget is spent, or an error ends it.
-    pub fn pump(&mut self, now: Instant, moved: &mut Moved) -> Pump {
+    pub fn pump(&mut self, now: Instant, moved: &mut Moved, bufs: &mut Bufs) -> Pump {
         let mut budget = READ_BUDGET;
         loop {
             let up = flow(
@@ -231,10 +511,11 @@ impl Pipe {
                 &mut self.crd,
                 &mut self.server,
                 &mut self.srd,
-                &mut self.up,
                 &mut self.c2s,
+                bufs,
                 &mut budget,
                 &mut moved.client_to_server,
+                &mut moved.spliced,
                 now,
                 Side::Client,
             );
@@ -249,10 +530,11 @@ impl Pipe {
                 &mut self.srd,
                 &mut self.client,
                 &mut self.crd,
-                &mut self.down,
                 &mut self.s2c,
+                bufs,
                 &mut budget,
                 &mut moved.server_to_client,
+                &mut moved.spliced,
                 now,
                 Side::Server,
             );
@@ -274,9 +556,15 @@ impl Pipe {
         }
     }
 
-    /// Bytes buffered in user space (both rings).
+    /// Bytes held by the proxy (rings and pipes, both directions).
     pub fn buffered(&self) -> usize {
-        self.up.len() + self.down.len()
+        self.c2s.parked() + self.s2c.parked()
+    }
+
+    /// Gives this session's rings and pipes back to the reactor's pools (at close).
+    pub fn release(&mut self, bufs: &mut Bufs) {
+        self.c2s.release(bufs);
+        self.s2c.release(bufs);
     }
 }
 
@@ -303,13 +591,17 @@ mod tests {
         (a, TcpStream::from_std(b))
     }
 
+    fn bufs(mode: SpliceMode) -> Bufs {
+        Bufs::new(1024, 4, mode)
+    }
+
     /// Drives a pipe by hand (all edges assumed) and checks half-close forwarding order.
-    #[test]
-    fn half_close_is_forwarded_after_the_bytes() {
+    fn half_close(mode: SpliceMode) {
         let (mut c_peer, c) = pair();
         let (mut s_peer, s) = pair();
         let all = Readiness { event: Ready::ALL, interest: Ready::ALL };
-        let mut p = Pipe::new(c, all, s, all, 1024);
+        let mut p = Pipe::new(c, all, s, all);
+        let mut b = bufs(mode);
         c_peer.write_all(&[5u8; 3000]).unwrap();
         c_peer.shutdown(Shutdown::Write).unwrap();
         s_peer.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
@@ -320,9 +612,10 @@ mod tests {
             p.crd.event = Ready::ALL;
             p.srd.event = Ready::ALL;
             let mut m = Moved::default();
-            let r = p.pump(Instant::now(), &mut m);
+            let r = p.pump(Instant::now(), &mut m, &mut b);
             assert!(!matches!(r, Pump::Close(_)), "{r:?}");
             if p.c2s.shut {
+                assert_eq!(p.c2s.parked(), 0, "FIN before the parked bytes");
                 break;
             }
             s_peer.set_nonblocking(true).unwrap();
@@ -335,5 +628,77 @@ mod tests {
         s_peer.read_to_end(&mut got).unwrap();
         assert_eq!(got.len(), 3000);
         assert!(!p.s2c.shut, "the other direction stays open");
+        assert_eq!((b.rings.in_use(), b.pipes.in_use()), (0, 0), "drained buffers go back to the pools");
+    }
+
+    #[test]
+    fn half_close_is_forwarded_after_the_bytes() {
+        for mode in [SpliceMode::Off, SpliceMode::On, SpliceMode::Auto] {
+            half_close(mode);
+        }
+    }
+
+    /// A peer that does not read: the bytes it did not take are parked in one pooled ring,
+    /// reading stops when that ring is full, and the ring goes back once the peer reads.
+    #[test]
+    fn unread_bytes_park_in_one_ring_and_reading_stops_when_it_is_full() {
+        let (mut c_peer, c) = pair();
+        let (mut s_peer, s) = pair();
+        let all = Readiness { event: Ready::ALL, interest: Ready::ALL };
+        let mut p = Pipe::new(c, all, s, all);
+        let mut b = bufs(SpliceMode::Off);
+        c_peer.set_nonblocking(true).unwrap();
+        let chunk = [1u8; 64 * 1024];
+        let mut sent = 0usize;
+        // Push until the client cannot write any more: every buffer on the way is full.
+        for _ in 0..10_000 {
+            match c_peer.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            p.crd.event = Ready::ALL;
+            p.srd.event = Ready::ALL;
+            let _ = p.pump(Instant::now(), &mut Moved::default(), &mut b);
+            if p.c2s.ring.as_ref().is_some_and(Ring::is_full) {
+                match c_peer.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+        }
+        assert!(p.c2s.ring.as_ref().is_some_and(Ring::is_full), "no full parked ring after {sent} bytes");
+        assert_eq!(b.rings.in_use(), 1);
+        // Drain the server peer: the ring empties and goes back to the pool.
+        s_peer.set_nonblocking(true).unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while got < sent {
+            if let Ok(n) = s_peer.read(&mut buf) {
+                got += n;
+            }
+            p.crd.event = Ready::ALL;
+            p.srd.event = Ready::ALL;
+            let _ = p.pump(Instant::now(), &mut Moved::default(), &mut b);
+            assert!(Instant::now() < deadline, "{got} of {sent}");
+        }
+        assert_eq!(got, sent);
+        assert!(p.c2s.ring.is_none());
+        assert_eq!((b.rings.in_use(), b.rings.cached()), (0, 1));
+    }
+
+    #[test]
+    fn pool_is_bounded_and_caches_a_few() {
+        let mut pool: Pool<u32> = Pool::new(3, 1);
+        let a = pool.take(|| Ok(1)).unwrap();
+        let b = pool.take(|| Ok(2)).unwrap();
+        let c = pool.take(|| Ok(3)).unwrap();
+        assert!(pool.take(|| Ok(4)).is_err(), "a fourth item past the bound");
+        pool.give(a);
+        pool.give(b);
+        pool.discard(c);
+        assert_eq!((pool.in_use(), pool.cached()), (0, 1));
+        assert_eq!(pool.take(|| Ok(9)).unwrap(), 1, "the cached item is reused");
     }
 }

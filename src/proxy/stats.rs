@@ -30,6 +30,12 @@ pub struct ProxyStats {
     pub bytes_client_to_server: u64,
     pub bytes_server_to_client: u64,
     pub splice_bytes: u64,
+    /// Sessions that wanted a pipe and got none (EMFILE): they copied instead.
+    pub splice_fallbacks: u64,
+    /// Pooled rings holding parked bytes now (gauge).
+    pub rings_in_use: u64,
+    /// Pooled pipes holding spliced bytes now (gauge).
+    pub pipes_in_use: u64,
     pub connect_buckets: [u64; N_BUCKETS],
     pub connect_sum_us: u64,
     pub connect_count: u64,
@@ -82,6 +88,9 @@ impl ProxyStats {
         self.bytes_client_to_server += o.bytes_client_to_server;
         self.bytes_server_to_client += o.bytes_server_to_client;
         self.splice_bytes += o.splice_bytes;
+        self.splice_fallbacks += o.splice_fallbacks;
+        self.rings_in_use += o.rings_in_use;
+        self.pipes_in_use += o.pipes_in_use;
         self.connect_sum_us += o.connect_sum_us;
         self.connect_count += o.connect_count;
         self.accept_pauses += o.accept_pauses;
@@ -151,6 +160,16 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
     let all = t.bytes_client_to_server + t.bytes_server_to_client;
     let _ = writeln!(o, "netforge_proxy_forwarded_bytes_total{{method=\"splice\"}} {}", t.splice_bytes);
     let _ = writeln!(o, "netforge_proxy_forwarded_bytes_total{{method=\"copy\"}} {}", all - t.splice_bytes.min(all));
+    family(
+        &mut o,
+        "netforge_proxy_splice_fallbacks_total",
+        "counter",
+        "Directions that copied because no pipe could be had.",
+    );
+    let _ = writeln!(o, "netforge_proxy_splice_fallbacks_total {}", t.splice_fallbacks);
+    family(&mut o, "netforge_proxy_buffers_in_use", "gauge", "Pooled buffers holding bytes that wait for a slow peer.");
+    let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"ring\"}} {}", t.rings_in_use);
+    let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"pipe\"}} {}", t.pipes_in_use);
     family(&mut o, "netforge_proxy_backend_connect_seconds", "histogram", "Backend connect time.");
     let mut cum = 0;
     for (i, b) in CONNECT_BUCKETS_US.iter().enumerate() {

@@ -165,12 +165,11 @@ fn round_robin_spreads_evenly_over_three_backends() {
     });
 }
 
-#[test]
-fn hundred_half_close_exchanges_are_byte_exact() {
-    with_timeout(T, || {
+fn hundred_half_close_exchanges(splice: &'static str) {
+    with_timeout(T, move || {
         let (_s1, b1) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
         let (_s2, b2) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
-        let px = proxy(&conf(&[b1, b2], "threads = 2", NO_HEALTH));
+        let px = proxy(&conf(&[b1, b2], &format!("threads = 2\nsplice = \"{splice}\""), NO_HEALTH));
         let addr = px.addr;
         let workers: Vec<_> = (0..10u64)
             .map(|w| {
@@ -203,14 +202,40 @@ fn hundred_half_close_exchanges_are_byte_exact() {
         });
         assert_eq!(metric(&m, "netforge_proxy_connections_total{listener=\"listener0\"}"), Some(100.0), "{m}");
         assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"client_reset\"}"), Some(0.0), "{m}");
+        // Every exchange was 64 KiB each way: "on" splices all of it, "off" none, "auto"
+        // switches each bulk direction over after its first full read.
+        let spliced = metric(&m, "netforge_proxy_forwarded_bytes_total{method=\"splice\"}").unwrap();
+        let copied = metric(&m, "netforge_proxy_forwarded_bytes_total{method=\"copy\"}").unwrap();
+        assert_eq!(spliced + copied, 2.0 * 100.0 * 65536.0, "{m}");
+        match splice {
+            "on" => assert_eq!(copied, 0.0, "{m}"),
+            "off" => assert_eq!(spliced, 0.0, "{m}"),
+            _ => assert!(spliced > 0.0, "{m}"),
+        }
+        assert_eq!(metric(&m, "netforge_proxy_buffers_in_use{kind=\"ring\"}"), Some(0.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_buffers_in_use{kind=\"pipe\"}"), Some(0.0), "{m}");
     });
 }
 
 #[test]
-fn large_transfer_is_byte_exact_both_ways() {
-    with_timeout(Duration::from_secs(120), || {
+fn hundred_half_close_exchanges_are_byte_exact_splice_off() {
+    hundred_half_close_exchanges("off");
+}
+
+#[test]
+fn hundred_half_close_exchanges_are_byte_exact_splice_on() {
+    hundred_half_close_exchanges("on");
+}
+
+#[test]
+fn hundred_half_close_exchanges_are_byte_exact_splice_auto() {
+    hundred_half_close_exchanges("auto");
+}
+
+fn large_transfer_both_ways(splice: &'static str) {
+    with_timeout(Duration::from_secs(120), move || {
         let (_s, b) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
-        let px = proxy(&conf(&[b], "threads = 1", NO_HEALTH));
+        let px = proxy(&conf(&[b], &format!("threads = 1\nsplice = \"{splice}\""), NO_HEALTH));
         const TOTAL: usize = 64 << 20;
         let mut s = client(px.addr);
         let mut wr = s.try_clone().unwrap();
@@ -242,7 +267,31 @@ fn large_transfer_is_byte_exact_both_ways() {
         let sent_hash = writer.join().unwrap();
         assert_eq!(got, TOTAL);
         assert_eq!(h, sent_hash, "checksum of the echo differs from what was sent");
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "bytes counted", |m| {
+            metric(m, "netforge_proxy_bytes_total{direction=\"backend_to_client\"}") == Some(TOTAL as f64)
+        });
+        let spliced = metric(&m, "netforge_proxy_forwarded_bytes_total{method=\"splice\"}").unwrap();
+        match splice {
+            "off" => assert_eq!(spliced, 0.0, "{m}"),
+            "on" => assert_eq!(spliced, 2.0 * TOTAL as f64, "{m}"),
+            _ => assert!(spliced > TOTAL as f64, "a bulk transfer should mostly splice: {m}"),
+        }
     });
+}
+
+#[test]
+fn large_transfer_is_byte_exact_both_ways_splice_off() {
+    large_transfer_both_ways("off");
+}
+
+#[test]
+fn large_transfer_is_byte_exact_both_ways_splice_on() {
+    large_transfer_both_ways("on");
+}
+
+#[test]
+fn large_transfer_is_byte_exact_both_ways_splice_auto() {
+    large_transfer_both_ways("auto");
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -250,9 +299,8 @@ fn rss_kib(pid: u32) -> u64 {
     text.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap()
 }
 
-#[test]
-fn slow_reader_blocks_the_writer_and_memory_stays_bounded() {
-    with_timeout(T, || {
+fn slow_reader_blocks_the_writer(splice: &'static str) {
+    with_timeout(T, move || {
         // A backend that accepts and never reads.
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let b = l.local_addr().unwrap();
@@ -262,7 +310,7 @@ fn slow_reader_blocks_the_writer_and_memory_stays_bounded() {
                 let _ = held_tx.send(c);
             }
         });
-        let px = proxy(&conf(&[b], "threads = 1", NO_HEALTH));
+        let px = proxy(&conf(&[b], &format!("threads = 1\nsplice = \"{splice}\""), NO_HEALTH));
         let rss_before = rss_kib(px.p.child.id());
         let mut s = client(px.addr);
         s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
@@ -285,6 +333,16 @@ fn slow_reader_blocks_the_writer_and_memory_stays_bounded() {
         assert!(rss_after < rss_before + 16 * 1024, "proxy RSS grew from {rss_before} to {rss_after} KiB");
         drop(held_rx);
     });
+}
+
+#[test]
+fn slow_reader_blocks_the_writer_and_memory_stays_bounded() {
+    slow_reader_blocks_the_writer("off");
+}
+
+#[test]
+fn slow_reader_blocks_the_writer_and_memory_stays_bounded_splice_on() {
+    slow_reader_blocks_the_writer("on");
 }
 
 #[test]

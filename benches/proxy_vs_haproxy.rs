@@ -1,0 +1,514 @@
+//! netforge proxy against HAProxy (TCP mode) on this machine, same backends, interleaved in one
+//! run: HAProxy without splice ("haproxy") and with `option splice-request/splice-response`
+//! ("haproxy-splice"), netforge with `splice = "auto"` and `buffer_size = "64KiB"`, every proxy
+//! on 2 threads. The buffer size sets netforge's pipe size; 64 KiB is the kernel's default pipe
+//! size, which is what HAProxy's pipes use (`tune.pipesize` unset), so both splice through the
+//! same amount of in-kernel buffer per direction. (With 16 KiB pipes every splice moves at most
+//! 4 pages, and netforge spends about twice the CPU per GB.)
+//!
+//! Measures: (a) iperf3 throughput through the proxy, 1 and 8 streams; (b) proxy CPU seconds per
+//! GB moved in those runs (utime + stime from /proc/PID/stat); (c) latency a proxy adds to a
+//! 64-byte ping-pong on one connection (p50/p99 through the proxy − direct to the echo backend);
+//! (d) 64-byte request/response ops/s on 32 connections; (e) new connections/s (connect, 64 B
+//! round trip, close); (f) proxy RSS per idle proxied connection at 5,000 connections.
+//!
+//! Needs `haproxy` and `iperf3` on PATH (it installs nothing; without them it says so and
+//! stops). Run: `cargo bench --bench proxy_vs_haproxy`. Every loop is bounded in count and time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_netforge");
+const IPERF_SECS: u32 = 5;
+const PING_ROUNDS: usize = 20_000;
+const OPS_CONNS: usize = 32;
+const OPS_SECS: u64 = 3;
+const CONN_THREADS: usize = 4;
+const CONN_SECS: u64 = 3;
+const IDLE_CONNS: usize = 5_000;
+const MSG: usize = 64;
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// A port that was free a moment ago (external tools need a number; the race is accepted here).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{addr} not listening within 10 s (see /tmp/nf-bench-*.log)");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `netforge serve --mode echo` and the address it bound.
+fn echo_backend() -> (Killed, SocketAddr) {
+    let mut c = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "2"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn netforge serve");
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("serve said: {line}"));
+    (Killed(c), addr)
+}
+
+struct Proxy {
+    name: &'static str,
+    child: Killed,
+    bulk: SocketAddr,
+    echo: SocketAddr,
+}
+
+fn netforge_proxy(iperf: SocketAddr, echo: SocketAddr) -> Proxy {
+    let conf = format!(
+        "threads = 2\nmax_connections = 7000\nbuffer_size = \"64KiB\"\nsplice = \"auto\"\n[health]\nenabled = false\n[admin]\naddress = \"\"\n\
+         [[listener]]\nname = \"bulk\"\naddress = \"127.0.0.1:0\"\ngroup = \"bulk\"\n\
+         [[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\ngroup = \"echo\"\n\
+         [[backend]]\naddress = \"{iperf}\"\ngroup = \"bulk\"\n[[backend]]\naddress = \"{echo}\"\ngroup = \"echo\"\n"
+    );
+    let path = std::env::temp_dir().join(format!("nf-bench-{}.toml", std::process::id()));
+    std::fs::write(&path, conf).unwrap();
+    let mut c = Command::new(BIN)
+        .arg("proxy")
+        .arg("--conf")
+        .arg(&path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn netforge proxy");
+    let mut r = BufReader::new(c.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let a: SocketAddr = line
+            .strip_prefix("netforge proxy: listening on ")
+            .and_then(|x| x.split_whitespace().next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("proxy said: {line}"));
+        addrs.push(a);
+    }
+    // Keep stdout drained so the proxy never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+    Proxy { name: "netforge", child: Killed(c), bulk: addrs[0], echo: addrs[1] }
+}
+
+fn haproxy(name: &'static str, splice: bool, iperf: SocketAddr, echo: SocketAddr) -> Proxy {
+    let (pb, pe) = (free_port(), free_port());
+    let opts = if splice { "  option splice-request\n  option splice-response\n" } else { "" };
+    let conf = format!(
+        "global\n  nbthread 2\n  maxconn 7000\n\
+         defaults\n  mode tcp\n  timeout connect 3s\n  timeout client 5m\n  timeout server 5m\n{opts}\
+         frontend fe_bulk\n  bind 127.0.0.1:{pb}\n  default_backend be_bulk\n\
+         backend be_bulk\n  server s1 {iperf}\n\
+         frontend fe_echo\n  bind 127.0.0.1:{pe}\n  default_backend be_echo\n\
+         backend be_echo\n  server s1 {echo}\n"
+    );
+    let path = std::env::temp_dir().join(format!("nf-bench-{}-{name}.cfg", std::process::id()));
+    std::fs::write(&path, conf).unwrap();
+    let log = std::fs::File::create(path.with_extension("log")).unwrap();
+    let c = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn haproxy");
+    let bulk: SocketAddr = format!("127.0.0.1:{pb}").parse().unwrap();
+    let echo_addr: SocketAddr = format!("127.0.0.1:{pe}").parse().unwrap();
+    wait_listening(bulk);
+    wait_listening(echo_addr);
+    Proxy { name, child: Killed(c), bulk, echo: echo_addr }
+}
+
+/// The process and its descendants (HAProxy may fork).
+fn family(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let mut parents = Vec::new();
+    for e in dir.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            if let Some(rest) = stat.rsplit_once(") ").map(|x| x.1) {
+                if let Some(pp) = rest.split_whitespace().nth(1).and_then(|x| x.parse::<u32>().ok()) {
+                    parents.push((p, pp));
+                }
+            }
+        }
+    }
+    for _ in 0..4 {
+        for (p, pp) in &parents {
+            if out.contains(pp) && !out.contains(p) {
+                out.push(*p);
+            }
+        }
+    }
+    out
+}
+
+/// utime + stime in seconds, summed over the process family.
+fn cpu_secs(pid: u32) -> f64 {
+    let tck = clock_ticks();
+    family(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|s| {
+            let rest = s.rsplit_once(") ")?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After "comm) ": state is field 3, so utime (14) and stime (15) are at 11 and 12.
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .sum::<f64>()
+        / tck
+}
+
+/// USER_HZ, the unit of /proc/PID/stat times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    family(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|t| t.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// (bits/s received, bytes received) of one iperf3 run through `addr`.
+fn iperf(addr: SocketAddr, streams: u32) -> Option<(f64, f64)> {
+    let out = Command::new("timeout")
+        .arg(format!("{}", IPERF_SECS + 20))
+        .arg("iperf3")
+        .args(["-c", "127.0.0.1", "-p", &addr.port().to_string(), "-t", &IPERF_SECS.to_string()])
+        .args(["-P", &streams.to_string(), "-J"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let r = &v["end"]["sum_received"];
+    Some((r["bits_per_second"].as_f64()?, r["bytes"].as_f64()?))
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(s)
+}
+
+fn ping(s: &mut TcpStream, buf: &mut [u8; MSG]) -> std::io::Result<()> {
+    s.write_all(buf)?;
+    s.read_exact(buf)
+}
+
+/// (p50, p99) in µs of PING_ROUNDS 64-byte round trips on one connection.
+fn latency(addr: SocketAddr) -> (f64, f64) {
+    let mut s = connect(addr).unwrap();
+    let mut buf = [7u8; MSG];
+    for _ in 0..1000 {
+        ping(&mut s, &mut buf).unwrap();
+    }
+    let mut ns = Vec::with_capacity(PING_ROUNDS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..PING_ROUNDS {
+        let t = Instant::now();
+        ping(&mut s, &mut buf).unwrap();
+        ns.push(t.elapsed().as_nanos() as u64);
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    ns.sort_unstable();
+    let q = |p: f64| ns[((ns.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    (q(0.50), q(0.99))
+}
+
+/// Request/response ops/s on OPS_CONNS connections for OPS_SECS.
+fn ops(addr: SocketAddr) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..OPS_CONNS)
+        .map(|_| {
+            let (stop, total) = (stop.clone(), total.clone());
+            std::thread::spawn(move || {
+                let Ok(mut s) = connect(addr) else { return };
+                let mut buf = [1u8; MSG];
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 50_000_000 {
+                    if ping(&mut s, &mut buf).is_err() {
+                        break;
+                    }
+                    n += 1;
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(OPS_SECS));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Connections/s (connect, 64 B round trip, close) from CONN_THREADS threads for CONN_SECS.
+fn conns(addr: SocketAddr) -> (f64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..CONN_THREADS)
+        .map(|_| {
+            let (stop, total, errors) = (stop.clone(), total.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let mut buf = [2u8; MSG];
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 10_000_000 {
+                    match connect(addr).and_then(|mut s| ping(&mut s, &mut buf)) {
+                        Ok(()) => n += 1,
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(CONN_SECS));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    (total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), errors.load(Ordering::Relaxed))
+}
+
+/// Proxy RSS growth per idle proxied connection (each did one 64 B round trip first, so the
+/// backend side is connected too), in bytes.
+fn idle_bytes(p: &Proxy) -> f64 {
+    let pid = p.child.0.id();
+    let before = rss_kib(pid);
+    let mut held = Vec::with_capacity(IDLE_CONNS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [3u8; MSG];
+    while held.len() < IDLE_CONNS && Instant::now() < deadline {
+        match connect(p.echo) {
+            Ok(mut s) => {
+                if ping(&mut s, &mut buf).is_ok() {
+                    held.push(s);
+                }
+            }
+            Err(e) => {
+                eprintln!("{}: connect {}: {e}", p.name, held.len());
+                break;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(pid);
+    let n = held.len().max(1);
+    drop(held);
+    if n < IDLE_CONNS {
+        eprintln!("{}: only {n} idle connections held", p.name);
+    }
+    (after.saturating_sub(before) * 1024) as f64 / n as f64
+}
+
+struct Row {
+    metric: String,
+    v: [f64; 3],
+    /// Target text and whether it is met.
+    target: Option<(String, bool)>,
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    for tool in ["haproxy", "iperf3"] {
+        if !have(tool) {
+            println!(
+                "proxy_vs_haproxy: skipped: `{tool}` is not on PATH (install with: apt-get install -y haproxy iperf3)"
+            );
+            return;
+        }
+    }
+    let _ = netforge::sys::raise_nofile();
+    let iperf_port = free_port();
+    let iperf_addr: SocketAddr = format!("127.0.0.1:{iperf_port}").parse().unwrap();
+    let _iperf = Killed(
+        Command::new("iperf3")
+            .args(["-s", "-p", &iperf_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn iperf3 -s"),
+    );
+    wait_listening(iperf_addr);
+    let (_echo, echo) = echo_backend();
+    let proxies = [
+        netforge_proxy(iperf_addr, echo),
+        haproxy("haproxy", false, iperf_addr, echo),
+        haproxy("haproxy-splice", true, iperf_addr, echo),
+    ];
+    println!("proxy_vs_haproxy: backends iperf3 {iperf_addr}, echo {echo}; proxies on 2 threads each");
+    // Round-robin start so no proxy always goes first.
+    let order = |k: usize| (0..3).map(move |i| (i + k) % 3);
+
+    // (f) first, on fresh processes.
+    let mut idle = [0.0f64; 3];
+    for i in order(0) {
+        idle[i] = idle_bytes(&proxies[i]);
+        println!("  idle memory {}: {:.0} B/conn", proxies[i].name, idle[i]);
+    }
+    let mut tput = [[0.0f64; 3], [0.0f64; 3]];
+    let mut cpu = [[0.0f64; 3], [0.0f64; 3]];
+    for (k, streams) in [1u32, 8].into_iter().enumerate() {
+        for i in order(k + 1) {
+            let pid = proxies[i].child.0.id();
+            let c0 = cpu_secs(pid);
+            match iperf(proxies[i].bulk, streams) {
+                Some((bps, bytes)) => {
+                    let c1 = cpu_secs(pid);
+                    tput[k][i] = bps / 1e9;
+                    cpu[k][i] = (c1 - c0) / (bytes / 1e9);
+                }
+                None => println!("  iperf3 through {} failed", proxies[i].name),
+            }
+            println!("  iperf3 -P {streams} {}: {:.2} Gbit/s, {:.3} CPU s/GB", proxies[i].name, tput[k][i], cpu[k][i]);
+        }
+    }
+    let mut p50 = [0.0f64; 3];
+    let mut p99 = [0.0f64; 3];
+    let mut direct = (0.0, 0.0);
+    for i in order(0) {
+        let d = latency(echo);
+        let t = latency(proxies[i].echo);
+        direct = d;
+        p50[i] = t.0 - d.0;
+        p99[i] = t.1 - d.1;
+        println!(
+            "  ping-pong {}: direct p50 {:.1} p99 {:.1} us, through p50 {:.1} p99 {:.1} us",
+            proxies[i].name, d.0, d.1, t.0, t.1
+        );
+    }
+    let mut opss = [0.0f64; 3];
+    for i in order(1) {
+        opss[i] = ops(proxies[i].echo);
+        println!("  ops {}: {:.0}/s", proxies[i].name, opss[i]);
+    }
+    let mut cps = [0.0f64; 3];
+    for i in order(2) {
+        let (r, errs) = conns(proxies[i].echo);
+        cps[i] = r;
+        println!("  conn/s {}: {:.0}/s ({errs} failed)", proxies[i].name, r);
+    }
+
+    let best_hi = |a: [f64; 3]| a[1].max(a[2]);
+    let best_lo = |a: [f64; 3]| a[1].min(a[2]);
+    let rows = vec![
+        Row {
+            metric: "throughput 1 stream (Gbit/s)".into(),
+            v: tput[0],
+            target: Some(("≥ 1.1× haproxy-splice".into(), tput[0][0] >= 1.1 * tput[0][2])),
+        },
+        Row {
+            metric: "throughput 8 streams (Gbit/s)".into(),
+            v: tput[1],
+            target: Some(("≥ 1.1× haproxy-splice".into(), tput[1][0] >= 1.1 * tput[1][2])),
+        },
+        Row {
+            metric: "CPU s/GB, 1 stream".into(),
+            v: cpu[0],
+            target: Some(("≤ best HAProxy".into(), cpu[0][0] <= best_lo(cpu[0]))),
+        },
+        Row {
+            metric: "CPU s/GB, 8 streams".into(),
+            v: cpu[1],
+            target: Some(("≤ best HAProxy".into(), cpu[1][0] <= best_lo(cpu[1]))),
+        },
+        Row {
+            metric: "added latency p50 (us)".into(),
+            v: p50,
+            target: Some(("≤ best HAProxy".into(), p50[0] <= best_lo(p50))),
+        },
+        Row {
+            metric: "added latency p99 (us)".into(),
+            v: p99,
+            target: Some(("≤ best HAProxy".into(), p99[0] <= best_lo(p99))),
+        },
+        Row { metric: "64 B req/resp ops/s, 32 conns".into(), v: opss, target: None },
+        Row {
+            metric: "new connections/s".into(),
+            v: cps,
+            target: Some(("≥ 1.1× best HAProxy".into(), cps[0] >= 1.1 * best_hi(cps))),
+        },
+        Row {
+            metric: "memory per idle conn (B)".into(),
+            v: idle,
+            target: Some(("≤ 2048 B".into(), idle[0] <= 2048.0)),
+        },
+    ];
+    println!();
+    println!("direct ping-pong to the echo backend (last round): p50 {:.1} us, p99 {:.1} us", direct.0, direct.1);
+    println!(
+        "| {:<31} | {:>10} | {:>10} | {:>14} | {:>17} | {:<22} | {:<7} |",
+        "metric", "netforge", "haproxy", "haproxy-splice", "ratio nf/hap(-spl)", "target", "result"
+    );
+    println!("|{}|", "-".repeat(31 + 10 + 10 + 14 + 17 + 22 + 7 + 20));
+    for r in &rows {
+        let ratio = |d: f64| if d.abs() > 1e-12 { format!("{:.2}", r.v[0] / d) } else { "-".into() };
+        let (t, met) = match &r.target {
+            Some((t, m)) => (t.clone(), if *m { "met" } else { "NOT met" }),
+            None => ("(reported)".into(), ""),
+        };
+        println!(
+            "| {:<31} | {:>10.3} | {:>10.3} | {:>14.3} | {:>17} | {:<22} | {:<7} |",
+            r.metric,
+            r.v[0],
+            r.v[1],
+            r.v[2],
+            format!("{} / {}", ratio(r.v[1]), ratio(r.v[2])),
+            t,
+            met
+        );
+    }
+}
