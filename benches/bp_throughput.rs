@@ -101,7 +101,8 @@ fn iperf3_server() -> Option<(Kid, u16)> {
     for _ in 0..5 {
         let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
         let mut cmd = Command::new("iperf3");
-        cmd.args(["-s", "-B", "127.0.0.1", "-p", &port.to_string()]);
+        // --forceflush: iperf3 block-buffers a piped stdout, hiding the "listening" line.
+        cmd.args(["-s", "--forceflush", "-B", "127.0.0.1", "-p", &port.to_string()]);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = Kid(cmd.spawn().ok()?);
         let stdout = child.0.stdout.take()?;
