@@ -1,6 +1,7 @@
 # netforge: multi-stage build, slim runtime image with only the binary.
 #   docker build -t netforge .
 #   docker run --rm --ulimit nofile=200000:200000 netforge goon --connections 50000 --sleep 0 -y
+#   docker run --rm -p 8080:8080 netforge bp server
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
@@ -12,6 +13,10 @@ RUN cargo build --release --locked && strip target/release/netforge
 FROM debian:bookworm-slim
 COPY --from=build /src/target/release/netforge /usr/local/bin/netforge
 COPY conf /etc/netforge
+# Only `bp server` reads PORT: with no --listen (and no `listen` key in a --conf file) it then
+# listens on 0.0.0.0:$PORT, so `docker run -p 8080:8080 netforge bp server` is reachable from
+# outside the container. goon, serve and proxy ignore it.
+ENV PORT=8080
 # The lab server and the proxy's admin endpoint listen here by default.
 EXPOSE 8080 9100
 ENTRYPOINT ["netforge"]

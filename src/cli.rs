@@ -388,8 +388,9 @@ pub struct BpServerArgs {
     /// tcp or websocket.
     #[arg(long, value_parser = parse_protocol)]
     pub protocol: Option<crate::backpressure::config::Protocol>,
-    /// IP:PORT to listen on (port 0 picks a free port, printed on the first line). $PORT
-    /// replaces the port of the config file's listen (not of this flag).
+    /// IP:PORT to listen on (port 0 picks a free port, printed on the first line). Unset:
+    /// the file's listen with its port replaced by $PORT, else 0.0.0.0:$PORT when $PORT is set,
+    /// else 127.0.0.1:8080. This flag ignores $PORT.
     #[arg(long)]
     pub listen: Option<String>,
     /// Bytes per read (e.g. 1KiB).

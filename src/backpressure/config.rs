@@ -1,11 +1,19 @@
 //! Configuration of `netforge bp server` and `netforge bp client`.
 //!
 //! Three layers, lowest first: the built-in defaults (named consts below), the TOML file
-//! (`--conf`, optional), then for the server the `PORT` environment variable (as on Cloud Foundry
-//! and Heroku, it replaces the listen port), and finally command-line flags
+//! (`--conf`, optional), then for the server the `PORT` environment variable, and finally
+//! command-line flags
 //! ([`ServerOverrides`], [`ClientOverrides`]). Validation runs once on the merged result and names
 //! where a bad value came from: `bp-server.toml: read_size: ...`, `environment: PORT: ...` or
 //! `command line: --read-size: ...`.
+//!
+//! ## `PORT` (the PaaS convention)
+//!
+//! A platform that sets `PORT` (Cloud Foundry, Heroku, Cloud Run, a container started with
+//! `ENV PORT=8080`) routes to that port on every interface of the instance. So when `PORT` is
+//! set and neither `--listen` nor the file's `listen` key chose an address, the server listens on
+//! `0.0.0.0:PORT` ([`PORT_ENV_HOST`]); the built-in default stays `127.0.0.1:8080`. When the file
+//! names an address, `PORT` replaces only its port; `--listen` ignores `PORT` altogether.
 //!
 //! ## Why the defaults show a zero window within a second (loopback, Linux 6.x)
 //!
@@ -39,6 +47,8 @@ use crate::units::{parse_bytes, parse_duration};
 
 pub const DEFAULT_PROTOCOL: Protocol = Protocol::Tcp;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Listen address when only `PORT` chose one: every interface, as a platform routing to `PORT` expects.
+pub const PORT_ENV_HOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 /// Bytes the server reads per read (then it waits `read_delay`).
 pub const DEFAULT_READ_SIZE: u64 = 1024;
 pub const DEFAULT_READ_DELAY: Duration = Duration::from_millis(100);
@@ -192,7 +202,8 @@ impl<'de> Deserialize<'de> for Dur {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerFile {
     pub protocol: Protocol,
-    pub listen: String,
+    /// `None` when the file has no `listen` key (then `PORT` or [`DEFAULT_LISTEN`] decide).
+    pub listen: Option<String>,
     pub read_size: ByteSize,
     pub read_delay: Dur,
     pub rcvbuf: ByteSize,
@@ -209,7 +220,7 @@ impl Default for ServerFile {
     fn default() -> Self {
         ServerFile {
             protocol: DEFAULT_PROTOCOL,
-            listen: DEFAULT_LISTEN.to_string(),
+            listen: None,
             read_size: ByteSize(DEFAULT_READ_SIZE),
             read_delay: Dur(DEFAULT_READ_DELAY),
             rcvbuf: ByteSize(DEFAULT_RCVBUF),
@@ -504,9 +515,8 @@ pub fn server_from(
     port_env: Option<&str>,
 ) -> Result<ServerConfig, ConfigError> {
     let mut o = Origins::new(path);
-    let listen_from_flag = flags.listen.is_some();
     o.overlay(&mut f.protocol, flags.protocol, "protocol");
-    o.overlay(&mut f.listen, flags.listen.clone(), "listen");
+    o.overlay(&mut f.listen, flags.listen.clone().map(Some), "listen");
     o.overlay(&mut f.read_size, flags.read_size, "read_size");
     o.overlay(&mut f.read_delay, flags.read_delay, "read_delay");
     o.overlay(&mut f.rcvbuf, flags.rcvbuf, "rcvbuf");
@@ -518,19 +528,31 @@ pub fn server_from(
     o.overlay(&mut f.http_head_max, flags.http_head_max, "http_head_max");
     o.overlay(&mut f.http_head_timeout, flags.http_head_timeout, "http_head_timeout");
 
-    let mut addr: SocketAddr = f.listen.trim().parse().map_err(|_| {
-        o.err(
-            "listen",
-            format!("{:?} is not IP:PORT (e.g. 127.0.0.1:8080, [::]:8080); host names are not resolved", f.listen),
-        )
-    })?;
-    // PORT beats the file but not an explicit --listen flag.
-    if !listen_from_flag {
-        if let Some(p) = port_env.filter(|p| !p.trim().is_empty()) {
-            o.env.push("listen");
-            addr = apply_port_env(addr, Some(p)).map_err(|e| o.err("listen", e))?;
+    let port_env = port_env.map(str::trim).filter(|p| !p.is_empty());
+    let addr = match (&f.listen, port_env) {
+        (Some(text), port) => {
+            let addr: SocketAddr = text.trim().parse().map_err(|_| {
+                o.err(
+                    "listen",
+                    format!("{text:?} is not IP:PORT (e.g. 127.0.0.1:8080, [::]:8080); host names are not resolved"),
+                )
+            })?;
+            match port {
+                // PORT beats the file but not an explicit --listen flag.
+                Some(p) if flags.listen.is_none() => {
+                    o.env.push("listen");
+                    apply_port_env(addr, Some(p)).map_err(|e| o.err("listen", e))?
+                }
+                _ => addr,
+            }
         }
-    }
+        // Only PORT chose: all interfaces (see the module docs).
+        (None, Some(p)) => {
+            o.env.push("listen");
+            apply_port_env(SocketAddr::new(PORT_ENV_HOST, 0), Some(p)).map_err(|e| o.err("listen", e))?
+        }
+        (None, None) => DEFAULT_LISTEN.parse().map_err(|_| o.err("listen", "bad built-in default"))?,
+    };
 
     let read_size = o.range("read_size", f.read_size.0, 1, READ_SIZE_MAX)? as usize;
     let read_delay = o.duration("read_delay", f.read_delay.0, Duration::ZERO, READ_DELAY_MAX)?;
@@ -806,6 +828,34 @@ mod tests {
                 Err(msg) => assert_eq!(got.unwrap_err(), *msg, "{env:?}"),
             }
         }
+    }
+
+    /// PORT alone (no --listen, no `listen` key) means every interface; with a `listen` key it
+    /// replaces only that port; --listen ignores it.
+    #[test]
+    fn port_env_without_a_listen_address_means_all_interfaces() {
+        let path = Path::new("s.toml");
+        let none = ServerOverrides::default();
+        let keyless: ServerFile = conffile::parse(path, "read_size = 2048\n").unwrap();
+        let keyed: ServerFile = conffile::parse(path, "listen = \"127.0.0.1:7000\"\n").unwrap();
+        let flag = ServerOverrides { listen: Some("127.0.0.1:7002".into()), ..Default::default() };
+        let cases: &[(&str, &ServerFile, &ServerOverrides, Option<&str>, &str)] = &[
+            ("defaults, no PORT", &ServerFile::default(), &none, None, "127.0.0.1:8080"),
+            ("defaults, empty PORT", &ServerFile::default(), &none, Some(" "), "127.0.0.1:8080"),
+            ("defaults, PORT", &ServerFile::default(), &none, Some("8080"), "0.0.0.0:8080"),
+            ("file without listen, PORT", &keyless, &none, Some("9090"), "0.0.0.0:9090"),
+            ("file with listen, PORT", &keyed, &none, Some("9090"), "127.0.0.1:9090"),
+            ("file with listen, no PORT", &keyed, &none, None, "127.0.0.1:7000"),
+            ("flag, PORT", &keyless, &flag, Some("9090"), "127.0.0.1:7002"),
+            ("flag and file, PORT", &keyed, &flag, Some("9090"), "127.0.0.1:7002"),
+        ];
+        for (name, file, flags, port, want) in cases {
+            let s = server_from((*file).clone(), path, flags, *port).unwrap();
+            assert_eq!(s.listen, want.parse().unwrap(), "{name}");
+        }
+        assert_eq!(load_server(None, &none, Some("8080")).unwrap().listen, "0.0.0.0:8080".parse().unwrap());
+        let err = server_from(ServerFile::default(), Path::new(DEFAULTS_LABEL), &none, Some("0")).unwrap_err();
+        assert_eq!(err.to_string(), "environment: PORT: \"0\" is not a TCP port (1-65535)");
     }
 
     #[test]

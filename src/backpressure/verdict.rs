@@ -27,6 +27,10 @@ use crate::net::tcp_info::TcpInfo;
 pub const SERIES_CAP: usize = 4096;
 
 const VERDICT_PREFIX: &str = "backpressure reached the client:";
+/// What a NO means when something between the client and the reader took the data: a proxy,
+/// load balancer or relay whose buffers are not bounded, acknowledging whatever arrives.
+pub const ABSORBING_HOP: &str =
+    "a hop between this client and the reader (proxy, load balancer, relay) is absorbing the data";
 
 fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
@@ -354,14 +358,21 @@ impl Analysis {
         let plural = if n == 1 { "" } else { "s" };
         match blocked {
             Some(b) => format!(
-                "{VERDICT_PREFIX} NO — writes blocked (EAGAIN after {b}) but the window never reached zero in {n} sample{plural}: a hop between here and the reader is absorbing the data"
+                "{VERDICT_PREFIX} NO — writes blocked (EAGAIN after {b}) but the window never reached zero in {n} sample{plural}: {ABSORBING_HOP}"
             ),
             None => {
                 let limited = match s.window_limited_samples {
                     0 => String::new(),
                     l => format!(" (window-limited in {l})"),
                 };
-                format!("{VERDICT_PREFIX} NO — window never reached zero in {n} sample{plural}{limited}; writes never blocked")
+                // The client cannot tell a reader that keeps up from a hop that buffers
+                // everything (both accept every byte at once); the server's own zero-window
+                // count can, so the verdict names the hop and says which number decides.
+                format!(
+                    "{VERDICT_PREFIX} NO — window never reached zero in {n} sample{plural}{limited}; writes never blocked. \
+                     If the server saw its window at zero (its `zero rcv_wnd samples` > 0), {ABSORBING_HOP}; \
+                     if not, the reader kept up"
+                )
             }
         }
     }
@@ -532,15 +543,15 @@ mod tests {
                 &[65535, 65535, 65535, 65535],
                 Some(2),
                 Some(12_000_000),
-                "backpressure reached the client: NO — writes blocked (EAGAIN after 12.0 MB) but the window never reached zero in 4 samples: a hop between here and the reader is absorbing the data",
+                "backpressure reached the client: NO — writes blocked (EAGAIN after 12.0 MB) but the window never reached zero in 4 samples: a hop between this client and the reader (proxy, load balancer, relay) is absorbing the data",
             ),
             (
                 &[65535; 50],
                 None,
                 None,
-                "backpressure reached the client: NO — window never reached zero in 50 samples; writes never blocked",
+                "backpressure reached the client: NO — window never reached zero in 50 samples; writes never blocked. If the server saw its window at zero (its `zero rcv_wnd samples` > 0), a hop between this client and the reader (proxy, load balancer, relay) is absorbing the data; if not, the reader kept up",
             ),
-            (&[65535], None, None, "backpressure reached the client: NO — window never reached zero in 1 sample; writes never blocked"),
+            (&[65535], None, None, "backpressure reached the client: NO — window never reached zero in 1 sample; writes never blocked. If the server saw its window at zero (its `zero rcv_wnd samples` > 0), a hop between this client and the reader (proxy, load balancer, relay) is absorbing the data; if not, the reader kept up"),
         ];
         for (windows, eagain_from, exact, want) in cases {
             let mut a = Analysis::new();
@@ -563,8 +574,24 @@ mod tests {
         }
         assert_eq!(
             a.verdict(),
-            "backpressure reached the client: NO — window never reached zero in 10 samples (window-limited in 9); writes never blocked"
+            "backpressure reached the client: NO — window never reached zero in 10 samples (window-limited in 9); writes never blocked. If the server saw its window at zero (its `zero rcv_wnd samples` > 0), a hop between this client and the reader (proxy, load balancer, relay) is absorbing the data; if not, the reader kept up"
         );
+    }
+
+    /// A run whose writes never blocked and whose window never closed (what a client sees behind
+    /// an unbounded relay, and also against a fast reader) names the absorbing hop and the
+    /// server-side number that tells the two apart.
+    #[test]
+    fn no_without_pushback_names_the_absorbing_hop() {
+        let mut a = Analysis::new();
+        for i in 0..20u64 {
+            a.push(sample(100 * (i + 1), 2_000_000 * (i + 1), 0, 4_000_000, 0, 0));
+        }
+        let v = a.verdict();
+        assert!(v.starts_with("backpressure reached the client: NO — window never reached zero in 20 samples;"), "{v}");
+        assert!(v.contains(ABSORBING_HOP), "{v}");
+        assert!(v.contains("zero rcv_wnd samples"), "names the server's counter: {v}");
+        assert!(!v.contains('\n'), "one line: {v}");
     }
 
     #[test]

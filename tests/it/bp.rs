@@ -363,3 +363,217 @@ fn incomplete_http_head_is_dropped_after_the_timeout() {
         assert_eq!(stat(&sout, "head timeouts"), 1, "{sout}");
     });
 }
+
+/// `netforge proxy` in front of `addr` (one reactor, health checks off so the backend is usable
+/// at once, no admin endpoint); returns it and its listening address.
+fn proxy_to(addr: SocketAddr) -> (Proc, SocketAddr) {
+    let conf = tmp("proxy").join(format!("lb-{}.toml", addr.port()));
+    std::fs::write(
+        &conf,
+        format!(
+            "threads = 1\n[health]\nenabled = false\n[[listener]]\naddress = \"127.0.0.1:0\"\n[[backend]]\naddress = \"{addr}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = netforge();
+    cmd.arg("proxy").arg("--conf").arg(&conf).args(["--admin", ""]);
+    let p = Proc::spawn(cmd);
+    let first = p.line(Duration::from_secs(10));
+    let paddr = first
+        .strip_prefix("netforge proxy: listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from proxy: {first}"));
+    (p, paddr)
+}
+
+/// Client → `netforge proxy` → slow reader: the proxy's bounded per-direction buffers stop
+/// reading from the client once the backend's window is closed, so the zero window reaches the
+/// client's own socket.
+fn slow_reader_through_the_proxy(protocol: &'static str) {
+    with_timeout(T, move || {
+        let (srv, addr) = bp_server(&["--protocol", protocol]);
+        let (px, paddr) = proxy_to(addr);
+        let (out, doc) = bp_client(paddr, &["--protocol", protocol, "--duration", "3s"], &format!("proxy-{protocol}"));
+        assert!(out.contains("backpressure reached the client: YES"), "{out}");
+        assert!(zero_window_points(&doc) > 0, "no snd_wnd == 0 sample behind the proxy: {doc}");
+        assert!(doc["summary"]["zero_window_samples"].as_u64().unwrap() > 0, "{doc}");
+        let sout = stop(srv);
+        assert!(stat(&sout, "zero rcv_wnd samples") > 0, "{sout}");
+        drop(px);
+    });
+}
+
+#[test]
+fn tcp_slow_reader_through_the_proxy_gives_yes() {
+    slow_reader_through_the_proxy("tcp");
+}
+
+#[test]
+fn websocket_slow_reader_through_the_proxy_gives_yes() {
+    slow_reader_through_the_proxy("websocket");
+}
+
+/// Most bytes the unbounded relay holds: the deliberate leak is capped so the test stays bounded.
+const RELAY_CAP: usize = 256 << 20;
+const RELAY_CHUNK: usize = 64 << 10;
+/// The relay stops by itself after this, whatever its sockets do.
+const RELAY_LIFETIME: Duration = Duration::from_secs(30);
+
+/// A deliberately unbounded hop (the opposite of `netforge proxy`): one thread reads everything
+/// the client sends as fast as it comes into memory (up to [`RELAY_CAP`]), another writes it to
+/// the server as fast as the server takes it. The client's socket never sees the server's zero
+/// window: the relay acknowledges every byte.
+struct Relay {
+    addr: SocketAddr,
+    absorbed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    upstream: std::sync::Arc<std::sync::Mutex<Option<TcpStream>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(server: SocketAddr) -> Relay {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        use std::time::Instant;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let absorbed = Arc::new(AtomicU64::new(0));
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
+        let deadline = Instant::now() + RELAY_LIFETIME;
+        // Each chunk is at most RELAY_CHUNK bytes, so the queue holds at most RELAY_CAP.
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(RELAY_CAP / RELAY_CHUNK);
+        let reader = {
+            let (absorbed, stop, upstream) = (absorbed.clone(), stop.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                // Accept one client (polling a non-blocking listener up to the deadline).
+                let mut client = loop {
+                    if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                        return;
+                    }
+                    match listener.accept() {
+                        Ok((s, _)) => break s,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        Err(_) => return,
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                let Ok(up) = TcpStream::connect(server) else { return };
+                up.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+                *upstream.lock().unwrap() = Some(up);
+                let mut total = 0usize;
+                while total < RELAY_CAP && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let mut chunk = vec![0u8; RELAY_CHUNK];
+                    match client.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            chunk.truncate(n);
+                            total += n;
+                            absorbed.fetch_add(n as u64, Ordering::Relaxed);
+                            if tx.send_timeout(chunk, Duration::from_secs(1)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                // Dropping `tx` lets the writer finish what is queued (bounded by its own checks).
+            })
+        };
+        let writer = {
+            let (forwarded, stop, upstream) = (forwarded.clone(), stop.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                let mut up: Option<TcpStream> = None;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let chunk = match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(c) => c,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    };
+                    if up.is_none() {
+                        up = upstream.lock().unwrap().as_ref().and_then(|s| s.try_clone().ok());
+                    }
+                    let Some(s) = up.as_mut() else { break };
+                    let mut off = 0;
+                    // Short write timeouts: a closed window parks us here, and the stop flag
+                    // and the deadline must still be noticed.
+                    while off < chunk.len() && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match s.write(&chunk[off..]) {
+                            Ok(0) => return,
+                            Ok(n) => {
+                                off += n;
+                                forwarded.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock
+                                        | std::io::ErrorKind::TimedOut
+                                        | std::io::ErrorKind::Interrupted
+                                ) => {}
+                            Err(_) => return,
+                        }
+                    }
+                }
+            })
+        };
+        Relay { addr, absorbed, forwarded, stop, upstream, threads: vec![reader, writer] }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.upstream.lock().unwrap().as_ref() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        // Every blocking call in the threads has a ≤ 1 s timeout and checks the flag.
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Client → unbounded relay → slow reader: the server's window closes, the client's never
+/// does, and the verdict says NO and names the hop that absorbs the data.
+#[test]
+fn unbounded_relay_gives_no_and_names_the_absorbing_hop() {
+    use std::sync::atomic::Ordering;
+    with_timeout(T, || {
+        let (srv, addr) = bp_server(&[]);
+        let relay = Relay::start(addr);
+        let (out, doc) = bp_client(relay.addr, &["--duration", "2s"], "relay");
+        assert!(out.contains("backpressure reached the client: NO"), "{out}");
+        assert!(
+            out.contains(
+                "a hop between this client and the reader (proxy, load balancer, relay) is absorbing the data"
+            ),
+            "{out}"
+        );
+        assert_eq!(zero_window_points(&doc), 0, "{doc}");
+        assert_eq!(doc["summary"]["zero_window_samples"].as_u64(), Some(0), "{doc}");
+        let written = doc["final"]["bytes_written"].as_u64().unwrap();
+        let sout = stop(srv);
+        // The server's window did close: the data piled up in the relay instead.
+        assert!(stat(&sout, "zero rcv_wnd samples") > 0, "{sout}");
+        let (absorbed, forwarded) = (relay.absorbed.load(Ordering::Relaxed), relay.forwarded.load(Ordering::Relaxed));
+        assert!(written > 1_000_000, "{out}");
+        // Most of what the client wrote went into the relay (a little may still sit in the
+        // relay's receive queue); how much the relay got rid of depends on the kernel's send
+        // buffer towards the server, so it is only reported.
+        assert!(absorbed >= written / 2, "absorbed {absorbed}, forwarded {forwarded}, written {written}");
+        println!("relay: client wrote {written}, relay absorbed {absorbed}, forwarded {forwarded}");
+        drop(relay);
+    });
+}
