@@ -241,7 +241,7 @@ impl ProxyReactor {
             stopping: false,
             cut: 0,
             dial: DialOpts { nodelay: true, ..Default::default() },
-            bufs: Bufs::new(cfg.buffer_bytes, share, cfg.splice),
+            bufs: Bufs::new(cfg.buffer_bytes, cfg.pipe_bytes, share, cfg.splice),
             exhausted: None,
             backends,
             groups,
@@ -403,7 +403,7 @@ impl ProxyReactor {
 
     fn start(&mut self, cx: &mut Cx, li: usize, client: TcpStream, peer: SocketAddr) {
         self.stats.listener_accepted[li] += 1;
-        let _ = client.set_nodelay(true);
+        // TCP_NODELAY is inherited from the listener (set in `proxy::run`): no syscall here.
         let group = self.listeners[li].group;
         let mut tried = Vec::new();
         let mut attempts = 0;
@@ -536,7 +536,15 @@ impl ProxyReactor {
                 // Client bytes wait in the kernel until the backend answers.
                 return;
             }
-            match connect::check(&s.pipe.server) {
+            // A connecting socket signals EPOLLOUT only once the handshake completed, and
+            // EPOLLERR/EPOLLHUP when it failed: a WRITABLE edge without those is a connect,
+            // with no SO_ERROR/getpeername round trip. Anything else takes the full check.
+            let state = if ready.contains(Ready::WRITABLE) && !ready.intersects(Ready::ERROR | Ready::HUP) {
+                DialState::Connected
+            } else {
+                connect::check(&s.pipe.server)
+            };
+            match state {
                 DialState::Pending => return,
                 DialState::Connected => {
                     s.connecting = None;
