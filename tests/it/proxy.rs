@@ -771,3 +771,39 @@ fn access_log_has_one_debug_line_per_session_end() {
         assert!(line.ends_with("s, c->s 5 B, s->c 5 B"), "{line}");
     });
 }
+
+/// Closed sessions leave timer entries behind (lazy cancel, minutes for the idle timeout): after
+/// thousands of short sessions a new session must still get its idle timeout.
+#[test]
+fn idle_timeout_still_fires_after_thousands_of_short_sessions() {
+    with_timeout(T, || {
+        let (_b, b) = echo_serve();
+        // A small session cap makes a small timer heap (3 per session + 4096 spare entries).
+        let text = conf(&[b], "threads = 1\nmax_connections = 10", NO_HEALTH)
+            .replace("connect = \"1s\"", "connect = \"1s\"\nclient_idle = \"300ms\"\nserver_idle = \"10s\"");
+        let px = proxy(&text);
+        const WORKERS: u32 = 4;
+        const EACH: u32 = 700;
+        let addr = px.addr;
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                std::thread::spawn(move || (0..EACH).filter(|i| short_session(addr, w * EACH + i).is_err()).count())
+            })
+            .collect();
+        let failed: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(failed, 0);
+        let idle_before = metric(&metrics(px.admin), "netforge_proxy_errors_total{cause=\"client_idle\"}").unwrap();
+        let mut s = client(px.addr);
+        s.write_all(b"hi").unwrap();
+        let mut two = [0u8; 2];
+        s.read_exact(&mut two).unwrap();
+        // Nothing more is sent: the proxy must close the session after client_idle.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        wait_metrics(px.admin, Duration::from_secs(5), "client_idle close", |m| {
+            metric(m, "netforge_proxy_errors_total{cause=\"client_idle\"}") == Some(idle_before + 1.0)
+        });
+        let err: Vec<String> = px.p.stderr.try_iter().collect();
+        assert!(!err.iter().any(|l| l.contains("timer heap full")), "{err:?}");
+    });
+}
