@@ -1,10 +1,10 @@
 //! netforge proxy against HAProxy (TCP mode) on this machine, same backends, interleaved in one
 //! run: HAProxy without splice ("haproxy") and with `option splice-request/splice-response`
-//! ("haproxy-splice"), netforge with `splice = "auto"` and `buffer_size = "64KiB"`, every proxy
-//! on 2 threads. The buffer size sets netforge's pipe size; 64 KiB is the kernel's default pipe
-//! size, which is what HAProxy's pipes use (`tune.pipesize` unset), so both splice through the
-//! same amount of in-kernel buffer per direction. (With 16 KiB pipes every splice moves at most
-//! 4 pages, and netforge spends about twice the CPU per GB.)
+//! ("haproxy-splice"), netforge with its defaults (`splice = "auto"`, `buffer_size = "16KiB"`,
+//! `pipe_size = "64KiB"`), every proxy on 2 threads. 64 KiB is the kernel's default pipe size,
+//! which is what HAProxy's pipes use (`tune.pipesize` unset), so both splice through the same
+//! amount of in-kernel buffer per direction. (With 16 KiB pipes every splice moves at most 4
+//! pages, and netforge spends about twice the CPU per GB.)
 //!
 //! Measures: (a) iperf3 throughput through the proxy, 1 and 8 streams; (b) proxy CPU seconds per
 //! GB moved in those runs (utime + stime from /proc/PID/stat); (c) latency a proxy adds to a
@@ -88,7 +88,7 @@ struct Proxy {
 
 fn netforge_proxy(iperf: SocketAddr, echo: SocketAddr) -> Proxy {
     let conf = format!(
-        "threads = 2\nmax_connections = 7000\nbuffer_size = \"64KiB\"\nsplice = \"auto\"\n[health]\nenabled = false\n[admin]\naddress = \"\"\n\
+        "threads = 2\nmax_connections = 7000\nsplice = \"auto\"\n[health]\nenabled = false\n[admin]\naddress = \"\"\n\
          [[listener]]\nname = \"bulk\"\naddress = \"127.0.0.1:0\"\ngroup = \"bulk\"\n\
          [[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\ngroup = \"echo\"\n\
          [[backend]]\naddress = \"{iperf}\"\ngroup = \"bulk\"\n[[backend]]\naddress = \"{echo}\"\ngroup = \"echo\"\n"

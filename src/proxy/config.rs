@@ -44,6 +44,13 @@ pub const DEFAULT_BUFFER_BYTES: usize = 16 << 10;
 pub const MIN_BUFFER_BYTES: usize = 1 << 10;
 /// Largest accepted `buffer_size`.
 pub const MAX_BUFFER_BYTES: usize = 16 << 20;
+/// Requested capacity of each splice pipe: 64 KiB is the kernel's default pipe size. Smaller
+/// pipes move fewer pages per splice(2) call and cost more CPU per byte.
+pub const DEFAULT_PIPE_BYTES: usize = 64 << 10;
+/// Smallest accepted `pipe_size` (one page).
+pub const MIN_PIPE_BYTES: usize = 4 << 10;
+/// Largest accepted `pipe_size`.
+pub const MAX_PIPE_BYTES: usize = 16 << 20;
 /// splice(2) use.
 pub const DEFAULT_SPLICE: SpliceMode = SpliceMode::Auto;
 /// Graceful shutdown budget; 0 = close every session at once.
@@ -104,6 +111,8 @@ pub struct ProxyConfig {
     pub retries: u32,
     /// Ring size per direction per session.
     pub buffer_bytes: usize,
+    /// Requested capacity of each splice pipe.
+    pub pipe_bytes: usize,
     /// splice(2) use.
     pub splice: SpliceMode,
     /// Graceful shutdown budget.
@@ -346,6 +355,7 @@ impl ProxyConfig {
         kv("balance", quote(self.balance.as_str()));
         kv("retries", self.retries.to_string());
         kv("buffer_size", quote(&format_bytes(self.buffer_bytes)));
+        kv("pipe_size", quote(&format_bytes(self.pipe_bytes)));
         kv("splice", quote(self.splice.as_str()));
         kv("drain_timeout", quote(&format_duration(self.drain_timeout)));
 
@@ -467,6 +477,7 @@ fn from_flags_with(
         balance,
         retries: DEFAULT_RETRIES,
         buffer_bytes: DEFAULT_BUFFER_BYTES,
+        pipe_bytes: DEFAULT_PIPE_BYTES,
         splice: DEFAULT_SPLICE,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         timeouts: Timeouts { connect: timeout, ..Timeouts::default() },
@@ -493,6 +504,7 @@ struct FileConfig {
     balance: Option<Spanned<String>>,
     retries: Option<Spanned<u32>>,
     buffer_size: Option<Spanned<Text>>,
+    pipe_size: Option<Spanned<Text>>,
     splice: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<Text>>,
     timeouts: Option<TimeoutsFile>,
@@ -633,6 +645,30 @@ fn duration(cx: &Cx<'_>, key: &str, v: Option<Spanned<Text>>, default: Duration)
     }
 }
 
+/// A size key (`"16KiB"` or bytes) within `min..=max`.
+fn size_key(
+    cx: &Cx<'_>,
+    key: &str,
+    v: Option<Spanned<Text>>,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let (v, span) = split(v);
+    let Some(Text(s)) = v else { return Ok(default) };
+    let n = units::parse_bytes(&s).map_err(|e| cx.err(key, span.clone(), e))?;
+    if n < min as u64 || n > max as u64 {
+        let msg = format!(
+            "{s:?} is outside {}..={} (the default is {:?})",
+            format_bytes(min),
+            format_bytes(max),
+            format_bytes(default)
+        );
+        return Err(cx.err(key, span, msg));
+    }
+    Ok(n as usize)
+}
+
 fn nonzero_duration(
     cx: &Cx<'_>,
     key: &str,
@@ -669,23 +705,9 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
 
     let retries = file.retries.map_or(DEFAULT_RETRIES, |s| s.into_inner());
 
-    let (size, span) = split(file.buffer_size);
-    let buffer_bytes = match size {
-        None => DEFAULT_BUFFER_BYTES,
-        Some(Text(s)) => {
-            let n = units::parse_bytes(&s).map_err(|e| cx.err("buffer_size", span.clone(), e))?;
-            if n < MIN_BUFFER_BYTES as u64 || n > MAX_BUFFER_BYTES as u64 {
-                let msg = format!(
-                    "{s:?} is outside {}..={} (the default is {:?})",
-                    format_bytes(MIN_BUFFER_BYTES),
-                    format_bytes(MAX_BUFFER_BYTES),
-                    format_bytes(DEFAULT_BUFFER_BYTES)
-                );
-                return Err(cx.err("buffer_size", span, msg));
-            }
-            n as usize
-        }
-    };
+    let buffer_bytes =
+        size_key(cx, "buffer_size", file.buffer_size, DEFAULT_BUFFER_BYTES, MIN_BUFFER_BYTES, MAX_BUFFER_BYTES)?;
+    let pipe_bytes = size_key(cx, "pipe_size", file.pipe_size, DEFAULT_PIPE_BYTES, MIN_PIPE_BYTES, MAX_PIPE_BYTES)?;
 
     let (splice, span) = split(file.splice);
     let splice = match splice {
@@ -717,6 +739,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         balance,
         retries,
         buffer_bytes,
+        pipe_bytes,
         splice,
         drain_timeout,
         timeouts,
@@ -1173,6 +1196,7 @@ mod tests {
             (pre("buffer_size = \"512\""), &["buffer_size", "1KiB..=16MiB"], Some(1)),
             (pre("buffer_size = \"32MiB\""), &["buffer_size", "1KiB..=16MiB"], Some(1)),
             (pre("buffer_size = \"16XB\""), &["buffer_size", "XB"], Some(1)),
+            (pre("pipe_size = \"1KiB\""), &["pipe_size", "4KiB..=16MiB"], Some(1)),
             (pre("threads = 2000"), &["threads", "1024"], Some(1)),
             (pre("max_connections = 0"), &["max_connections", ">= 1"], Some(1)),
             (
@@ -1210,6 +1234,7 @@ mod tests {
             balance: DEFAULT_BALANCE,
             retries: DEFAULT_RETRIES,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            pipe_bytes: DEFAULT_PIPE_BYTES,
             splice: DEFAULT_SPLICE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             timeouts: Timeouts::default(),

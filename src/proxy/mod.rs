@@ -64,6 +64,9 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
             .map_err(|source| Error::Bind { addr: l.address, source })?;
         bound.push(addr);
         for (r, s) in socks.into_iter().enumerate() {
+            // Linux copies TCP_NODELAY from the listener to every accepted socket: set once
+            // here, not once per session. (Best effort: the reactor still works without it.)
+            let _ = socket2::SockRef::from(&s).set_nodelay(true);
             per_reactor[r].push(s);
         }
     }

@@ -52,6 +52,10 @@ const T_RESUME: u8 = 5;
 const T_DRAIN: u8 = 6;
 /// Timer entries a session may have outstanding (connect, idle, fin).
 const TIMERS_PER_SESSION: usize = 3;
+/// Room kept in the timer heap: when fewer free entries than this are left, the entries of
+/// closed sessions are purged. The heap has 4096 entries beyond the live sessions' worst case,
+/// so a purge frees at least 2048 and costs O(heap) once per 1000+ sessions.
+const TIMER_PURGE_SLACK: usize = 2048;
 const REMOVED: usize = usize::MAX;
 
 pub enum Cmd {
@@ -120,6 +124,11 @@ struct Session {
     started: Instant,
     last_client: Instant,
     last_server: Instant,
+    /// The client's address, from accept (for the access log line at close).
+    peer: SocketAddr,
+    /// Bytes forwarded client -> server and server -> client (access log).
+    c2s_bytes: u64,
+    s2c_bytes: u64,
 }
 
 struct Check {
@@ -153,6 +162,8 @@ pub struct ProxyReactor {
     dial: DialOpts,
     /// Scratch buffer and the ring/pipe pools every session of this reactor borrows from.
     bufs: Bufs,
+    /// Set by `dial_next` when socket() failed for lack of descriptors.
+    exhausted: Option<io::Error>,
 }
 
 fn build_backends(cfg: &ProxyConfig) -> (Vec<Backend>, Vec<Group>) {
@@ -234,7 +245,8 @@ impl ProxyReactor {
             stopping: false,
             cut: 0,
             dial: DialOpts { nodelay: true, ..Default::default() },
-            bufs: Bufs::new(cfg.buffer_bytes, share, cfg.splice),
+            bufs: Bufs::new(cfg.buffer_bytes, cfg.pipe_bytes, share, cfg.splice),
+            exhausted: None,
             backends,
             groups,
             cfg,
@@ -272,30 +284,41 @@ impl ProxyReactor {
             }
             let Some(sock) = l.sock.as_ref() else { return };
             match sock.accept() {
-                Ok((s, _peer)) => self.start(cx, i, s),
+                Ok((s, peer)) => self.start(cx, i, s, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     l.ready = false;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if crate::net::is_exhaustion(&e) => {
-                    l.paused = true;
-                    self.stats.accept_pauses += 1;
-                    if self.last_exhaustion_log.is_none_or(|t| cx.now.duration_since(t) >= EXHAUSTION_LOG_EVERY) {
-                        log::warn!(
-                            "r{} accept: {e}; pausing listener {} for {ACCEPT_PAUSE:?} (counted as accept_pauses)",
-                            cx.id,
-                            self.cfg.listeners[i].name
-                        );
-                        self.last_exhaustion_log = Some(cx.now);
-                    }
-                    cx.arm(cx.now + ACCEPT_PAUSE, listener_token(i), T_RESUME);
+                    self.pause(cx, i, "accept", &e);
                     return;
                 }
                 Err(e) => log::debug!("r{} accept: {e}", cx.id),
             }
         }
         cx.defer(listener_token(i));
+    }
+
+    /// Out of descriptors (EMFILE/ENFILE/ENOBUFS) on `what`: stop accepting on listener `i`
+    /// for [`ACCEPT_PAUSE`] with a timer, count it, log at most once per
+    /// [`EXHAUSTION_LOG_EVERY`]. Never a spin: the next accept happens on the timer.
+    fn pause(&mut self, cx: &mut Cx, i: usize, what: &str, e: &io::Error) {
+        let Some(l) = self.listeners.get_mut(i) else { return };
+        if l.paused {
+            return;
+        }
+        l.paused = true;
+        self.stats.accept_pauses += 1;
+        if self.last_exhaustion_log.is_none_or(|t| cx.now.duration_since(t) >= EXHAUSTION_LOG_EVERY) {
+            log::warn!(
+                "r{} {what}: {e}; pausing listener {} for {ACCEPT_PAUSE:?} (counted as accept_pauses)",
+                cx.id,
+                self.cfg.listeners[i].name
+            );
+            self.last_exhaustion_log = Some(cx.now);
+        }
+        cx.arm(cx.now + ACCEPT_PAUSE, listener_token(i), T_RESUME);
     }
 
     fn maybe_resume(&mut self, cx: &mut Cx) {
@@ -364,6 +387,12 @@ impl ProxyReactor {
             *attempts += 1;
             match connect::dial(self.backends[b].addr, None, &self.dial) {
                 Ok(s) => return Some((b, s)),
+                Err(e) if crate::net::is_exhaustion(&e) => {
+                    // Our own descriptors ran out, not the backend's fault: no passive-health
+                    // mark, no retry elsewhere (the next socket() would fail the same way).
+                    self.exhausted = Some(e);
+                    return None;
+                }
                 Err(e) => {
                     log::debug!("r{} dial {}: {e}", cx.id, self.backends[b].addr);
                     self.connect_failed(cx, b, Cause::from_io(&e));
@@ -376,16 +405,40 @@ impl ProxyReactor {
         }
     }
 
-    fn start(&mut self, cx: &mut Cx, li: usize, client: TcpStream) {
+    /// Closed sessions leave their timer entries in the heap (lazy cancel) until the deadline,
+    /// up to `client_idle` later: at a few thousand sessions a second they would fill it, and
+    /// new sessions would run without connect or idle timers. Before that, drop the entries of
+    /// sessions that are gone (the slab's generation check tells).
+    fn purge_timers(&mut self, cx: &mut Cx) {
+        if cx.timers.len() + TIMER_PURGE_SLACK < cx.timers.capacity() {
+            return;
+        }
+        let before = cx.timers.len();
+        let sessions = &self.sessions;
+        cx.timers.retain(|tok, _| match slab::tag_of(tok) {
+            Some(t) if t == SESSION_TAG => sessions.get(tok).is_some(),
+            _ => true,
+        });
+        log::debug!("r{} timers: purged {} entries of closed sessions", cx.id, before - cx.timers.len());
+    }
+
+    fn start(&mut self, cx: &mut Cx, li: usize, client: TcpStream, peer: SocketAddr) {
         self.stats.listener_accepted[li] += 1;
-        let _ = client.set_nodelay(true);
+        self.purge_timers(cx);
+        // TCP_NODELAY is inherited from the listener (set in `proxy::run`): no syscall here.
         let group = self.listeners[li].group;
         let mut tried = Vec::new();
         let mut attempts = 0;
         let Some((b, server)) = self.dial_next(cx, group, &mut tried, &mut attempts) else {
             let reason = if attempts == 0 { CloseReason::NoBackend } else { CloseReason::ConnectFailed };
             self.stats.closes[reason.index()] += 1;
-            log::debug!("r{} session refused: {}", cx.id, reason.name());
+            if let Some(e) = self.exhausted.take() {
+                // The client took the last descriptor: close it (RST) and stop accepting for a
+                // while, as for an EMFILE on accept.
+                reset_on_close(&client);
+                self.pause(cx, li, "backend socket", &e);
+            }
+            log::debug!("r{} session {peer} -> - closed: {} after 0.000s, c->s 0 B, s->c 0 B", cx.id, reason.name());
             return;
         };
         let all = Readiness::new(Ready::ALL);
@@ -403,6 +456,9 @@ impl ProxyReactor {
             started: now,
             last_client: now,
             last_server: now,
+            peer,
+            c2s_bytes: 0,
+            s2c_bytes: 0,
         };
         let Ok(tok) = self.sessions.insert(s) else { return };
         let Some(s) = self.sessions.get_mut(tok) else { return };
@@ -465,7 +521,22 @@ impl ProxyReactor {
         if let Some(b) = self.backends.get_mut(s.backend) {
             b.active = b.active.saturating_sub(1);
         }
-        log::debug!("r{} t{:x} closed: {}", cx.id, tok.0, reason.name());
+        if log::log_enabled!(log::Level::Debug) {
+            // The access log: one line per session, whatever ended it.
+            let (name, addr) = match self.backends.get(s.backend) {
+                Some(b) => (b.name.as_str(), b.addr.to_string()),
+                None => ("-", "-".to_string()),
+            };
+            log::debug!(
+                "r{} session {} -> {name} {addr} closed: {} after {:.3}s, c->s {} B, s->c {} B",
+                cx.id,
+                s.peer,
+                reason.name(),
+                cx.now.saturating_duration_since(s.started).as_secs_f64(),
+                s.c2s_bytes,
+                s.s2c_bytes
+            );
+        }
         drop(s);
         self.maybe_resume(cx);
     }
@@ -487,7 +558,15 @@ impl ProxyReactor {
                 // Client bytes wait in the kernel until the backend answers.
                 return;
             }
-            match connect::check(&s.pipe.server) {
+            // A connecting socket signals EPOLLOUT only once the handshake completed, and
+            // EPOLLERR/EPOLLHUP when it failed: a WRITABLE edge without those is a connect,
+            // with no SO_ERROR/getpeername round trip. Anything else takes the full check.
+            let state = if ready.contains(Ready::WRITABLE) && !ready.intersects(Ready::ERROR | Ready::HUP) {
+                DialState::Connected
+            } else {
+                connect::check(&s.pipe.server)
+            };
+            match state {
                 DialState::Pending => return,
                 DialState::Connected => {
                     s.connecting = None;
@@ -535,6 +614,10 @@ impl ProxyReactor {
             None => {
                 // Nothing left to try: the session never had a backend.
                 s.backend = REMOVED;
+                if let Some(e) = self.exhausted.take() {
+                    let li = s.listener;
+                    self.pause(cx, li, "backend socket", &e);
+                }
                 let reason =
                     if cause == Cause::Timeout { CloseReason::ConnectTimeout } else { CloseReason::ConnectFailed };
                 self.close(cx, tok, reason);
@@ -575,6 +658,8 @@ impl ProxyReactor {
         if moved.server_active {
             s.last_server = cx.now;
         }
+        s.c2s_bytes += moved.client_to_server;
+        s.s2c_bytes += moved.server_to_client;
         self.stats.bytes_client_to_server += moved.client_to_server;
         self.stats.bytes_server_to_client += moved.server_to_client;
         self.stats.splice_bytes += moved.spliced;

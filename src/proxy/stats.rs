@@ -194,9 +194,21 @@ pub const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// One connection at a time on its own thread: the admin port is for a scraper, not for
 /// traffic, and every read and write has a deadline, so a stuck client costs at most
 /// `ADMIN_IO_TIMEOUT` and never touches a reactor.
+/// How long the admin thread waits after EMFILE/ENFILE before it accepts again.
+const ADMIN_EXHAUSTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub fn serve_admin(listener: TcpListener, text: Arc<Mutex<String>>) {
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) if crate::net::is_exhaustion(&e) => {
+                // A blocking accept fails at once while the process is out of descriptors:
+                // back off instead of spinning (this thread is not a reactor; it may sleep).
+                std::thread::sleep(ADMIN_EXHAUSTION_PAUSE);
+                continue;
+            }
+            Err(_) => continue,
+        };
         let _ = answer(conn, &text);
     }
 }

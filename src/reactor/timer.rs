@@ -40,6 +40,18 @@ impl Timers {
         self.capacity = capacity;
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Keeps only the entries `keep` accepts, O(len). Cancellation is lazy (a cancelled entry
+    /// stays until its deadline and is ignored when it fires); an owner whose entries can
+    /// outlive it by long (an idle timeout of minutes) calls this before the heap fills, to drop
+    /// the entries of owners that are gone.
+    pub fn retain(&mut self, mut keep: impl FnMut(Token, u8) -> bool) {
+        self.heap.retain(|Reverse(e)| keep(Token(e.token), e.kind));
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }
@@ -84,6 +96,22 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retain_drops_rejected_entries_and_keeps_the_order() {
+        let t0 = Instant::now();
+        let mut t = Timers::new(4);
+        for i in 0..4 {
+            t.arm(t0 + Duration::from_millis(10 * (4 - i)), Token(i as usize), 0).unwrap();
+        }
+        assert_eq!(t.arm(t0, Token(9), 0), Err(TimersFull));
+        t.retain(|tok, _| tok.0 % 2 == 0);
+        assert_eq!(t.len(), 2);
+        t.arm(t0, Token(9), 0).unwrap();
+        let later = t0 + Duration::from_secs(1);
+        let fired: Vec<usize> = std::iter::from_fn(|| t.pop_expired(later)).map(|(tok, _)| tok.0).collect();
+        assert_eq!(fired, vec![9, 2, 0]);
+    }
 
     #[test]
     fn fires_in_deadline_order_then_fifo() {

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::util::{netforge, run, serve, with_timeout, Proc};
+use std::process::Command;
+
+use crate::util::{netforge, run, serve, with_timeout, Proc, BIN};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -41,6 +43,12 @@ fn proxy(text: &str) -> Proxy {
     let path = write_conf(text);
     let mut cmd = netforge();
     cmd.arg("proxy").arg("--conf").arg(&path);
+    start_proxy(cmd)
+}
+
+/// Spawns `cmd` (a `netforge proxy`, possibly behind `sh -c ... exec`) and reads the listener
+/// and admin addresses from its first two lines.
+fn start_proxy(cmd: Command) -> Proxy {
     let p = Proc::spawn(cmd);
     let first = p.line(Duration::from_secs(10));
     let addr = first
@@ -558,5 +566,244 @@ fn client_idle_timeout_closes_the_session() {
         wait_metrics(px.admin, Duration::from_secs(5), "client_idle close", |m| {
             metric(m, "netforge_proxy_errors_total{cause=\"client_idle\"}") == Some(1.0)
         });
+    });
+}
+
+/// connect, send `msg`, half-close, read to EOF; every error returned, none unwrapped.
+fn try_roundtrip(addr: SocketAddr, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(msg)?;
+    s.shutdown(Shutdown::Write)?;
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// utime + stime of `pid` in seconds, from /proc/PID/stat.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after "(comm) ": state is the first; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0);
+    ticks as f64 / hz
+}
+
+/// Waits for a stderr line of `p` containing `needle`, or panics after `d`.
+fn wait_stderr(p: &Proc, d: Duration, needle: &str) -> String {
+    let deadline = Instant::now() + d;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match p.stderr.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(_) => {}
+            Err(_) => panic!("no stderr line with {needle:?} within {d:?}"),
+        }
+    }
+}
+
+fn echo_serve() -> (Proc, SocketAddr) {
+    serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"])
+}
+
+/// Open-file limit of the proxy in the exhaustion test: a few sessions' worth.
+const FD_LIMIT: usize = 64;
+
+#[test]
+fn out_of_descriptors_pauses_accepts_without_spinning_then_recovers() {
+    with_timeout(T, || {
+        let (_b, b) = echo_serve();
+        let path = write_conf(&conf(&[b], "threads = 1\nsplice = \"off\"", NO_HEALTH));
+        // `ulimit -n` sets the soft and the hard limit, so the proxy cannot raise it.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("ulimit -n {FD_LIMIT} && exec \"$0\" proxy --conf \"$1\""));
+        cmd.arg(BIN).arg(&path).env("RUST_LOG", "warn");
+        let mut px = start_proxy(cmd);
+        let pid = px.p.child.id();
+        assert_eq!(try_roundtrip(px.addr, b"before").unwrap(), b"before");
+        let before = metric(&metrics(px.admin), "netforge_proxy_accept_pauses_total").unwrap();
+        // More sessions than the descriptors allow (each needs two): the kernel queues the rest
+        // in the backlog, and the proxy runs out of descriptors accepting or dialing them.
+        let held: Vec<TcpStream> = (0..FD_LIMIT)
+            .map(|i| {
+                let mut s = client(px.addr);
+                s.write_all(&[i as u8; 8]).unwrap();
+                s
+            })
+            .collect();
+        wait_stderr(&px.p, Duration::from_secs(10), "pausing listener");
+        // While exhausted, the listener waits on a timer: the process must not burn a core.
+        let cpu0 = cpu_secs(pid);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(1)); // the measurement window, not a synchronisation
+        let cpu = cpu_secs(pid) - cpu0;
+        let wall = t0.elapsed().as_secs_f64();
+        assert!(cpu < 0.2 * wall, "proxy used {cpu:.3} s of CPU in {wall:.3} s while out of descriptors");
+        assert!(px.p.child.try_wait().unwrap().is_none(), "the proxy exited");
+        drop(held);
+        // Once the clients are gone, new sessions are served again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match try_roundtrip(px.addr, b"after") {
+                Ok(v) if v == b"after" => break,
+                r => assert!(Instant::now() < deadline, "no echo after the clients closed: {r:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "accept pauses", |m| {
+            metric(m, "netforge_proxy_accept_pauses_total").is_some_and(|v| v > before)
+        });
+        assert!(px.p.child.try_wait().unwrap().is_none(), "the proxy exited:\n{m}");
+    });
+}
+
+const FAST_HEALTH: &str = "interval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 2\njitter_pct = 0";
+
+fn backend_up(b: &str) -> String {
+    format!("netforge_proxy_backend_up{{group=\"default\",backend=\"{b}\"}}")
+}
+
+fn backend_sessions(b: &str) -> String {
+    format!("netforge_proxy_backend_sessions_total{{group=\"default\",backend=\"{b}\"}}")
+}
+
+/// One short session: connect, 64 bytes out, the same 64 back, close.
+fn short_session(addr: SocketAddr, i: u32) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let msg = [i as u8; 64];
+    s.write_all(&msg)?;
+    let mut back = [0u8; 64];
+    s.read_exact(&mut back)?;
+    if back != msg {
+        return Err(std::io::Error::other("wrong echo"));
+    }
+    Ok(())
+}
+
+#[test]
+fn killing_a_backend_under_load_fails_no_client_session() {
+    with_timeout(T, || {
+        let (_s0, b0) = echo_serve();
+        let (s1, b1) = echo_serve();
+        let px = proxy(&conf(&[b0, b1], "threads = 2\nretries = 2\nbalance = \"round_robin\"", FAST_HEALTH));
+        wait_metrics(px.admin, Duration::from_secs(10), "both backends up", |m| {
+            metric(m, &backend_up("b0")) == Some(1.0) && metric(m, &backend_up("b1")) == Some(1.0)
+        });
+        const SESSIONS: u32 = 400;
+        const KILL_AFTER: u32 = 100;
+        let mut s1 = Some(s1);
+        let mut failures = Vec::new();
+        for i in 0..SESSIONS {
+            if i == KILL_AFTER {
+                // SIGKILL: the listener vanishes, new connects to b1 are refused.
+                drop(s1.take());
+            }
+            if let Err(e) = short_session(px.addr, i) {
+                failures.push(format!("session {i}: {e}"));
+            }
+        }
+        assert!(failures.is_empty(), "{} client failures: {failures:?}", failures.len());
+        let m =
+            wait_metrics(px.admin, Duration::from_secs(10), "b1 down", |m| metric(m, &backend_up("b1")) == Some(0.0));
+        assert_eq!(metric(&m, &backend_up("b0")), Some(1.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"connect_failed\"}"), Some(0.0), "{m}");
+        let served = metric(&m, &backend_sessions("b0")).unwrap() + metric(&m, &backend_sessions("b1")).unwrap();
+        assert_eq!(served, f64::from(SESSIONS), "{m}");
+    });
+}
+
+#[test]
+fn backup_takes_sessions_only_while_the_primary_is_down() {
+    with_timeout(T, || {
+        let (s0, b0) = echo_serve();
+        let (_s1, b1) = echo_serve();
+        let text = conf(&[b0, b1], "threads = 2", FAST_HEALTH).replace(
+            &format!("name = \"b1\"\naddress = \"{b1}\"\n"),
+            &format!("name = \"b1\"\naddress = \"{b1}\"\nbackup = true\n"),
+        );
+        assert!(text.contains("backup = true"));
+        let px = proxy(&text);
+        wait_metrics(px.admin, Duration::from_secs(10), "both backends up", |m| {
+            metric(m, &backend_up("b0")) == Some(1.0) && metric(m, &backend_up("b1")) == Some(1.0)
+        });
+        for i in 0..20u8 {
+            assert_eq!(roundtrip(px.addr, &[i; 64]), vec![i; 64]);
+        }
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "20 sessions on b0", |m| {
+            metric(m, &backend_sessions("b0")) == Some(20.0)
+        });
+        assert_eq!(metric(&m, &backend_sessions("b1")), Some(0.0), "the backup took traffic:\n{m}");
+        drop(s0);
+        wait_metrics(px.admin, Duration::from_secs(10), "b0 down", |m| metric(m, &backend_up("b0")) == Some(0.0));
+        for i in 0..20u8 {
+            assert_eq!(roundtrip(px.addr, &[i; 64]), vec![i; 64]);
+        }
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "20 sessions on b1", |m| {
+            metric(m, &backend_sessions("b1")) == Some(20.0)
+        });
+        assert_eq!(metric(&m, &backend_sessions("b0")), Some(20.0), "{m}");
+    });
+}
+
+#[test]
+fn access_log_has_one_debug_line_per_session_end() {
+    with_timeout(T, || {
+        let e = Echo::start();
+        let path = write_conf(&conf(&[e.addr], "threads = 1", NO_HEALTH));
+        let mut cmd = netforge();
+        cmd.env("RUST_LOG", "debug").arg("proxy").arg("--conf").arg(&path);
+        let px = start_proxy(cmd);
+        let mut s = client(px.addr);
+        let local = s.local_addr().unwrap();
+        s.write_all(b"hello").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        s.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"hello");
+        let want = format!("session {local} -> b0 {} closed: done after ", e.addr);
+        let line = wait_stderr(&px.p, Duration::from_secs(10), &want);
+        assert!(line.ends_with("s, c->s 5 B, s->c 5 B"), "{line}");
+    });
+}
+
+/// Closed sessions leave timer entries behind (lazy cancel, minutes for the idle timeout): after
+/// thousands of short sessions a new session must still get its idle timeout.
+#[test]
+fn idle_timeout_still_fires_after_thousands_of_short_sessions() {
+    with_timeout(T, || {
+        let (_b, b) = echo_serve();
+        // A small session cap makes a small timer heap (3 per session + 4096 spare entries).
+        let text = conf(&[b], "threads = 1\nmax_connections = 10", NO_HEALTH)
+            .replace("connect = \"1s\"", "connect = \"1s\"\nclient_idle = \"300ms\"\nserver_idle = \"10s\"");
+        let px = proxy(&text);
+        const WORKERS: u32 = 4;
+        const EACH: u32 = 700;
+        let addr = px.addr;
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                std::thread::spawn(move || (0..EACH).filter(|i| short_session(addr, w * EACH + i).is_err()).count())
+            })
+            .collect();
+        let failed: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(failed, 0);
+        let idle_before = metric(&metrics(px.admin), "netforge_proxy_errors_total{cause=\"client_idle\"}").unwrap();
+        let mut s = client(px.addr);
+        s.write_all(b"hi").unwrap();
+        let mut two = [0u8; 2];
+        s.read_exact(&mut two).unwrap();
+        // Nothing more is sent: the proxy must close the session after client_idle.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        wait_metrics(px.admin, Duration::from_secs(5), "client_idle close", |m| {
+            metric(m, "netforge_proxy_errors_total{cause=\"client_idle\"}") == Some(idle_before + 1.0)
+        });
+        let err: Vec<String> = px.p.stderr.try_iter().collect();
+        assert!(!err.iter().any(|l| l.contains("timer heap full")), "{err:?}");
     });
 }
