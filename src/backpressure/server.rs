@@ -232,6 +232,9 @@ impl BpReactor {
     }
 
     fn adopt(&mut self, cx: &mut Cx, sock: TcpStream) {
+        // Closed connections' read/head timers linger until their deadlines: drop them before
+        // connection churn fills the heap.
+        crate::reactor::purge_closed(cx.timers, &self.conns);
         self.next_id += 1;
         // Connection ids are unique across reactors: reactor index in the low bits.
         let id = self.next_id * 64 + cx.id as u64 % 64;

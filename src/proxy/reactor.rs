@@ -52,10 +52,6 @@ const T_RESUME: u8 = 5;
 const T_DRAIN: u8 = 6;
 /// Timer entries a session may have outstanding (connect, idle, fin).
 const TIMERS_PER_SESSION: usize = 3;
-/// Room kept in the timer heap: when fewer free entries than this are left, the entries of
-/// closed sessions are purged. The heap has 4096 entries beyond the live sessions' worst case,
-/// so a purge frees at least 2048 and costs O(heap) once per 1000+ sessions.
-const TIMER_PURGE_SLACK: usize = 2048;
 const REMOVED: usize = usize::MAX;
 
 pub enum Cmd {
@@ -405,21 +401,12 @@ impl ProxyReactor {
         }
     }
 
-    /// Closed sessions leave their timer entries in the heap (lazy cancel) until the deadline,
-    /// up to `client_idle` later: at a few thousand sessions a second they would fill it, and
-    /// new sessions would run without connect or idle timers. Before that, drop the entries of
-    /// sessions that are gone (the slab's generation check tells).
+    /// Drops the timer entries of closed sessions before the heap fills (see `purge_closed`).
     fn purge_timers(&mut self, cx: &mut Cx) {
-        if cx.timers.len() + TIMER_PURGE_SLACK < cx.timers.capacity() {
-            return;
+        let purged = crate::reactor::purge_closed(cx.timers, &self.sessions);
+        if purged > 0 {
+            log::debug!("r{} timers: purged {purged} entries of closed sessions", cx.id);
         }
-        let before = cx.timers.len();
-        let sessions = &self.sessions;
-        cx.timers.retain(|tok, _| match slab::tag_of(tok) {
-            Some(t) if t == SESSION_TAG => sessions.get(tok).is_some(),
-            _ => true,
-        });
-        log::debug!("r{} timers: purged {} entries of closed sessions", cx.id, before - cx.timers.len());
     }
 
     fn start(&mut self, cx: &mut Cx, li: usize, client: TcpStream, peer: SocketAddr) {

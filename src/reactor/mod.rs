@@ -73,6 +73,25 @@ pub fn role_index(t: Token) -> Option<usize> {
     (i < MAX_ROLE_TOKENS).then_some(i)
 }
 
+/// Headroom below the timer capacity at which [`purge_closed`] starts working (or a quarter of
+/// the capacity, when that is smaller).
+pub const TIMER_PURGE_SLACK: usize = 2048;
+
+/// Closed connections leave their timer entries in the heap (lazy cancel) until the deadline,
+/// which may be minutes away (idle timeouts): under connection churn they would fill it and
+/// new connections would run without timers. When the heap is within [`TIMER_PURGE_SLACK`] of
+/// its capacity (a quarter of it for small heaps), this drops the entries of `slab`'s connections that are gone (the generation
+/// check tells); other tokens' entries stay. Returns how many were dropped.
+pub fn purge_closed<T>(timers: &mut Timers, slab: &Slab<T>) -> usize {
+    let slack = TIMER_PURGE_SLACK.min(timers.capacity() / 4);
+    if timers.len() + slack < timers.capacity() {
+        return 0;
+    }
+    let before = timers.len();
+    timers.retain(|tok, _| !slab.owns(tok) || slab.get(tok).is_some());
+    before - timers.len()
+}
+
 /// What a role sees of its reactor during a callback.
 pub struct Cx<'a> {
     /// Index of this reactor in the pool.
@@ -279,6 +298,23 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn purge_drops_only_closed_connections_entries() {
+        let now = Instant::now();
+        let mut slab: Slab<u8> = Slab::new(4, 16, 16);
+        let mut timers = Timers::new(3);
+        let live = slab.insert(1).unwrap();
+        let dead = slab.insert(2).unwrap();
+        slab.remove(dead);
+        timers.arm(now, live, 0).unwrap();
+        timers.arm(now, dead, 0).unwrap();
+        timers.arm(now, role_token(0), 0).unwrap();
+        assert_eq!(purge_closed(&mut timers, &slab), 1);
+        assert_eq!(timers.len(), 2);
+        let fired: Vec<Token> = std::iter::from_fn(|| timers.pop_expired(now)).map(|(t, _)| t).collect();
+        assert!(fired.contains(&live) && fired.contains(&role_token(0)) && !fired.contains(&dead));
+    }
 
     #[test]
     fn reserved_tokens_do_not_overlap() {
