@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Interest, Token};
 use tungstenite::Message;
 
@@ -41,12 +41,11 @@ use super::config::{Protocol, ServerConfig};
 use super::http::{self, HeadParse, Route};
 use super::web::{self, DashboardSample};
 use super::ws::{Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
+use crate::net::accept::Acceptor;
 use crate::net::tcp_info;
-use crate::reactor::{listener_index, listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
+use crate::reactor::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::sys::Signal;
 
-pub const ACCEPT_BATCH: usize = 256;
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 /// Bytes one connection may read per wake-up when `read_delay` is 0.
 pub const READ_BUDGET: usize = 256 * 1024;
 /// JSON messages waiting per dashboard; more are dropped and counted.
@@ -57,7 +56,6 @@ pub const LINE_EVERY: Duration = Duration::from_secs(1);
 const SLAB_TAG: u8 = 2;
 const TIMER_READ: u8 = 1;
 const TIMER_HEAD: u8 = 2;
-const TIMER_RESUME_ACCEPT: u8 = 3;
 
 /// Per-reactor counters, sent whole each tick (a lost message loses nothing).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -190,9 +188,7 @@ enum Step {
 struct BpReactor {
     cfg: ServerConfig,
     limits: WsLimits,
-    listener: TcpListener,
-    listener_ready: bool,
-    paused: bool,
+    acceptor: Acceptor,
     conns: Slab<Conn>,
     next_id: u64,
     /// Bytes read by payload connections already closed.
@@ -205,30 +201,11 @@ struct BpReactor {
 
 impl BpReactor {
     fn accept(&mut self, cx: &mut Cx) {
-        if self.paused {
-            return;
+        let mut taken = 0;
+        while let Some((sock, _peer)) = self.acceptor.next(cx, &mut taken, self.conns.is_full()) {
+            self.adopt(cx, sock);
         }
-        for _ in 0..ACCEPT_BATCH {
-            if self.conns.is_full() || !self.listener_ready {
-                return;
-            }
-            match self.listener.accept() {
-                Ok((sock, _)) => self.adopt(cx, sock),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.listener_ready = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if crate::net::is_exhaustion(&e) => {
-                    self.paused = true;
-                    self.stats.accept_pauses += 1;
-                    cx.arm(cx.now + ACCEPT_PAUSE, listener_token(0), TIMER_RESUME_ACCEPT);
-                    return;
-                }
-                Err(e) => log::debug!("r{} accept: {e}", cx.id),
-            }
-        }
-        cx.defer(listener_token(0));
+        self.stats.accept_pauses = self.acceptor.pauses;
     }
 
     fn adopt(&mut self, cx: &mut Cx, sock: TcpStream) {
@@ -279,9 +256,8 @@ impl BpReactor {
     fn close(&mut self, cx: &mut Cx, token: Token) {
         if let Some(c) = self.conns.remove(token) {
             self.stats.closed += 1;
-            // Accepting stopped at a full slab with the listener still ready: look again now.
-            if self.listener_ready && !self.stopping {
-                cx.defer(listener_token(0));
+            if !self.stopping {
+                self.acceptor.on_close(cx, self.conns.len(), self.conns.capacity());
             }
             match &c.state {
                 State::Tcp(_) | State::Ws(_) => {
@@ -600,15 +576,15 @@ impl Handler for BpReactor {
 
     fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
         cx.timers.set_capacity(self.conns.capacity() * 2 + 64);
-        cx.registry.register(&mut self.listener, listener_token(0), Interest::READABLE)
+        self.acceptor.register(cx.registry)
     }
 
     fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
         if self.stopping {
             return;
         }
-        if listener_index(token) == Some(0) {
-            self.listener_ready |= !ready.is_empty();
+        if token == self.acceptor.token() {
+            self.acceptor.note_ready(ready);
             self.accept(cx);
             return;
         }
@@ -620,11 +596,8 @@ impl Handler for BpReactor {
             return;
         }
         match kind {
-            TIMER_RESUME_ACCEPT if listener_index(token) == Some(0) => {
-                self.paused = false;
-                self.listener_ready = true;
-                self.accept(cx);
-            }
+            _ if token == self.acceptor.token() && self.acceptor.on_timer(kind) => self.accept(cx),
+            _ if token == self.acceptor.token() => {}
             TIMER_READ => {
                 if let Some(c) = self.conns.get_mut(token) {
                     c.timer_armed = false;
@@ -716,9 +689,7 @@ pub fn run(
         .map(|l| BpReactor {
             cfg: cfg.clone(),
             limits: cfg.ws_limits(),
-            listener: TcpListener::from_std(l),
-            listener_ready: false,
-            paused: false,
+            acceptor: Acceptor::new(l, listener_token(0)),
             conns: Slab::new(SLAB_TAG, per_reactor, 0),
             next_id: 0,
             closed_read: 0,

@@ -3,6 +3,7 @@
 //! `tcp_info`) the kernel socket state the backpressure lab shows: TCP_INFO, SIOCINQ/SIOCOUTQ; and (in `splice`) the
 //! kernel pipes the proxy forwards through without copying.
 
+pub mod accept;
 pub mod connect;
 pub mod listen;
 pub mod splice;

@@ -2,27 +2,24 @@
 //! echoes or discards. It is goon's built-in default target (embedded as a [`Sink`] in goon's
 //! reactors), the test fixture, and the proxy's demo backend.
 //!
-//! Accept rules: at most `ACCEPT_BATCH` accepts per wake-up (the rest are deferred, not
-//! dropped); at the per-reactor connection cap accepting stops and resumes below 90% of it;
-//! EMFILE/ENFILE/ENOBUFS pause the listener for `ACCEPT_PAUSE` with a timer, are counted, and are
-//! logged at most once per `EXHAUSTION_LOG_EVERY`. Nothing spins and nothing exits.
+//! Accept rules are the shared [`Acceptor`]'s: a bounded batch per wake-up, stop at the
+//! per-reactor connection cap and resume below 90% of it, EMFILE/ENFILE pause with a timer
+//! (counted, logged at most every 5 s). Nothing spins and nothing exits.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use crate::buf::Ring;
+use crate::net::accept::Acceptor;
 use crate::net::tune::SockBufs;
-use crate::reactor::{listener_index, listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
+use crate::reactor::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::sys::Signal;
 
-pub const ACCEPT_BATCH: usize = 256;
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
-pub const EXHAUSTION_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Bytes read from one connection per wake-up before yielding to the others.
 pub const READ_BUDGET: usize = 256 * 1024;
 /// Per-reactor scratch buffer for discarded reads.
@@ -32,7 +29,6 @@ pub const ECHO_RING_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_CONNS: usize = 100_000;
 /// Slab tag of sink connections (goon's dials use tag 0).
 pub const SINK_TAG: u8 = 1;
-const TIMER_RESUME_ACCEPT: u8 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,12 +76,7 @@ struct SinkConn {
 /// The accept-and-serve component, embeddable in any role's reactor.
 pub struct Sink {
     mode: Mode,
-    listener: TcpListener,
-    listener_ready: bool,
-    paused: bool,
-    /// Accepting stopped at the connection cap; resumes below 90% of it.
-    at_cap: bool,
-    last_exhaustion_log: Option<Instant>,
+    acceptor: Acceptor,
     conns: Slab<SinkConn>,
     bufs: SockBufs,
     pub stats: SinkStats,
@@ -96,11 +87,7 @@ impl Sink {
     pub fn new(listener: std::net::TcpListener, mode: Mode, max_conns: usize, bufs: SockBufs) -> Sink {
         Sink {
             mode,
-            listener: TcpListener::from_std(listener),
-            listener_ready: false,
-            paused: false,
-            at_cap: false,
-            last_exhaustion_log: None,
+            acceptor: Acceptor::new(listener, listener_token(0)),
             conns: Slab::new(SINK_TAG, max_conns.max(1), 0),
             bufs,
             stats: SinkStats::default(),
@@ -109,74 +96,35 @@ impl Sink {
     }
 
     pub fn register(&mut self, cx: &mut Cx) -> io::Result<()> {
-        cx.registry.register(&mut self.listener, listener_token(0), Interest::READABLE)
+        self.acceptor.register(cx.registry)
     }
 
     /// Whether this sink handles `token`.
     pub fn owns(&self, token: Token) -> bool {
-        listener_index(token) == Some(0) || self.conns.owns(token)
+        token == self.acceptor.token() || self.conns.owns(token)
     }
 
     pub fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        if listener_index(token) == Some(0) {
-            if ready.intersects(Ready::READABLE) || ready.is_empty() {
-                self.listener_ready |= !ready.is_empty();
-                self.accept(cx);
-            }
+        if token == self.acceptor.token() {
+            self.acceptor.note_ready(ready);
+            self.accept(cx);
             return;
         }
         self.serve(cx, token, ready);
     }
 
     pub fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
-        if listener_index(token) == Some(0) && kind == TIMER_RESUME_ACCEPT {
-            self.paused = false;
-            // Connections may have queued while paused without a new edge: try now.
-            self.listener_ready = true;
+        if token == self.acceptor.token() && self.acceptor.on_timer(kind) {
             self.accept(cx);
         }
     }
 
     fn accept(&mut self, cx: &mut Cx) {
-        if self.paused || self.at_cap {
-            return;
+        let mut taken = 0;
+        while let Some((sock, _peer)) = self.acceptor.next(cx, &mut taken, self.conns.is_full()) {
+            self.adopt(cx, sock);
         }
-        for _ in 0..ACCEPT_BATCH {
-            if self.conns.is_full() {
-                self.at_cap = true;
-                return;
-            }
-            if !self.listener_ready {
-                return;
-            }
-            match self.listener.accept() {
-                Ok((sock, _peer)) => self.adopt(cx, sock),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.listener_ready = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if crate::net::is_exhaustion(&e) => {
-                    self.paused = true;
-                    self.stats.accept_pauses += 1;
-                    if self.last_exhaustion_log.is_none_or(|t| cx.now.duration_since(t) >= EXHAUSTION_LOG_EVERY) {
-                        log::warn!(
-                            "r{} accept: {e}; pausing the listener for {ACCEPT_PAUSE:?} (counted as accept_pauses)",
-                            cx.id
-                        );
-                        self.last_exhaustion_log = Some(cx.now);
-                    }
-                    cx.arm(cx.now + ACCEPT_PAUSE, listener_token(0), TIMER_RESUME_ACCEPT);
-                    return;
-                }
-                Err(e) => {
-                    // ECONNABORTED and friends concern one connection, not the listener.
-                    log::debug!("r{} accept: {e}", cx.id);
-                }
-            }
-        }
-        // Budget spent with the listener still ready: come back next turn.
-        cx.defer(listener_token(0));
+        self.stats.accept_pauses = self.acceptor.pauses;
     }
 
     fn adopt(&mut self, cx: &mut Cx, sock: TcpStream) {
@@ -202,13 +150,7 @@ impl Sink {
         if self.conns.remove(token).is_some() {
             self.stats.closed += 1;
             self.stats.active -= 1;
-            // Below 90% of the cap again: resume accepting. Edges that arrived while we were
-            // not accepting were consumed, so assume the listener is ready and look.
-            if self.at_cap && self.conns.len() < self.conns.capacity() * 9 / 10 {
-                self.at_cap = false;
-                self.listener_ready = true;
-                cx.defer(listener_token(0));
-            }
+            self.acceptor.on_close(cx, self.conns.len(), self.conns.capacity());
         }
     }
 

@@ -91,3 +91,51 @@ fn max_conns_stops_accepting_and_resumes() {
         assert_eq!(&one, b"y");
     });
 }
+
+#[test]
+fn out_of_descriptors_pauses_accepting_then_recovers() {
+    with_timeout(T, || {
+        // 40 descriptors (soft and hard: netforge raises soft to hard): a few go to epoll, wakers, stdio and the listener; the rest run out.
+        let script = format!(
+            "ulimit -n 40 && exec {} serve --listen 127.0.0.1:0 --mode echo --threads 1 --interval 0",
+            crate::util::BIN
+        );
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c").arg(&script).env("RUST_LOG", "warn");
+        let srv = crate::util::Proc::spawn(cmd);
+        let first = srv.line(Duration::from_secs(10));
+        let addr: std::net::SocketAddr =
+            first.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+        // Hold more connections than the server can accept (the kernel completes the
+        // handshakes; the server's accept hits EMFILE).
+        let held: Vec<TcpStream> = (0..60).map(|_| client(addr)).collect();
+        // The server says so (rate-limited warning) instead of spinning or exiting.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let line = srv.stderr.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+            match line {
+                Ok(l) if l.contains("pausing the listener") => break,
+                Ok(_) => {}
+                Err(_) => panic!("no accept pause reported"),
+            }
+        }
+        drop(held);
+        // Once descriptors are free again, a new connection is served.
+        let mut c = client(addr);
+        c.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        drop(c);
+        srv.signal(15);
+        let (status, out, _) = srv.finish(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "{out}");
+        let pauses: u64 = out
+            .split("accept pauses ")
+            .last()
+            .and_then(|t| t.trim().split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(pauses > 0, "{out}");
+    });
+}
