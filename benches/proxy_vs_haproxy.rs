@@ -14,6 +14,8 @@
 //!
 //! Needs `haproxy` and `iperf3` on PATH (it installs nothing; without them it says so and
 //! stops). Run: `cargo bench --bench proxy_vs_haproxy`. Every loop is bounded in count and time.
+//! `PROXY_BENCH_ONLY=iperf1,conns` runs only the named parts (`idle`, `iperf1`, `iperf8`,
+//! `latency`, `ops`, `conns`); the parts left out show as 0 in the table.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -359,6 +361,14 @@ struct Row {
     target: Option<(String, bool)>,
 }
 
+/// Whether `PROXY_BENCH_ONLY` (a comma list; unset = everything) selects `part`.
+fn selected(part: &str) -> bool {
+    match std::env::var("PROXY_BENCH_ONLY") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').any(|p| p.trim() == part),
+        _ => true,
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -395,14 +405,14 @@ fn main() {
 
     // (f) first, on fresh processes.
     let mut idle = [0.0f64; 3];
-    for i in order(0) {
+    for i in order(0).filter(|_| selected("idle")) {
         idle[i] = idle_bytes(&proxies[i]);
         println!("  idle memory {}: {:.0} B/conn", proxies[i].name, idle[i]);
     }
     let mut tput = [[0.0f64; 3], [0.0f64; 3]];
     let mut cpu = [[0.0f64; 3], [0.0f64; 3]];
     for (k, streams) in [1u32, 8].into_iter().enumerate() {
-        for i in order(k + 1) {
+        for i in order(k + 1).filter(|_| selected(&format!("iperf{streams}"))) {
             let pid = proxies[i].child.0.id();
             let c0 = cpu_secs(pid);
             match iperf(proxies[i].bulk, streams) {
@@ -419,7 +429,7 @@ fn main() {
     let mut p50 = [0.0f64; 3];
     let mut p99 = [0.0f64; 3];
     let mut direct = (0.0, 0.0);
-    for i in order(0) {
+    for i in order(0).filter(|_| selected("latency")) {
         let d = latency(echo);
         let t = latency(proxies[i].echo);
         direct = d;
@@ -431,12 +441,12 @@ fn main() {
         );
     }
     let mut opss = [0.0f64; 3];
-    for i in order(1) {
+    for i in order(1).filter(|_| selected("ops")) {
         opss[i] = ops(proxies[i].echo);
         println!("  ops {}: {:.0}/s", proxies[i].name, opss[i]);
     }
     let mut cps = [0.0f64; 3];
-    for i in order(2) {
+    for i in order(2).filter(|_| selected("conns")) {
         let (r, errs) = conns(proxies[i].echo);
         cps[i] = r;
         println!("  conn/s {}: {:.0}/s ({errs} failed)", proxies[i].name, r);
