@@ -111,6 +111,8 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     let mut done = vec![false; threads];
     let mut up: Vec<bool> = vec![!cfg.health.enabled; backend_count(&cfg)];
     let mut draining = false;
+    // Start-up gate: reactors other than 0 accept once told the first health round is complete.
+    let mut opened = !cfg.health.enabled;
     let mut deadline: Option<Instant> = None;
     let mut dirty = true;
     loop {
@@ -132,12 +134,21 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         select! {
             recv(rx) -> msg => match msg {
                 Ok(r) => {
-                    if r.id == 0 && cfg.health.enabled && r.stats.health.len() == up.len() && r.stats.health != up {
+                    if r.id == 0
+                        && cfg.health.enabled
+                        && r.stats.health.len() == up.len()
+                        && (r.stats.health != up || (!opened && r.health_known))
+                    {
                         up = r.stats.health.clone();
                         let full = pool.broadcast(|_| Cmd::Health(up.clone()));
                         if full > 0 {
                             log::warn!("proxy: {full} reactor queues full; health change delayed");
                         }
+                    }
+                    if r.id == 0 && !opened && r.health_known {
+                        // Queued behind the Health command: a reactor opens knowing the first
+                        // round's results. A full queue is retried on the next report.
+                        opened = pool.broadcast(|_| Cmd::Open) == 0;
                     }
                     cuts[r.id] = r.cut;
                     done[r.id] |= r.done;

@@ -15,6 +15,14 @@
 //! reactor: `passive_fall` consecutive failed connects on live traffic mark the backend down on
 //! that reactor for one check interval.
 //!
+//! Start-up gate. With health checks on, every backend starts DOWN, so a client accepted
+//! before the first round finished would be reset with `no_backend`. The listeners are bound
+//! at start-up (so the kernel queues early clients in the backlog) but registered with epoll
+//! only once reactor 0 has a result for every backend: it opens its own at once and reports
+//! `health_known`, and the coordinator relays the vector and a [`Cmd::Open`] to the others.
+//! Each check ends within `health.timeout`, and a timer at `timeout + OPEN_GRACE` opens a
+//! reactor's listeners regardless, so the wait is bounded. Health off: open in `on_start`.
+//!
 //! `Candidate::active` is this reactor's live sessions per backend (connecting ones included),
 //! not a global count: the sessions of one reactor are spread by the kernel's SO_REUSEPORT hash,
 //! so per-reactor least-loaded decisions approximate the global ones without sharing state.
@@ -50,6 +58,9 @@ const T_FIN: u8 = 3;
 const T_HEALTH: u8 = 4;
 const T_RESUME: u8 = 5;
 const T_DRAIN: u8 = 6;
+/// Start-up gate fallback: listeners open at the latest this long after the health timeout.
+const T_OPEN: u8 = 7;
+pub const OPEN_GRACE: Duration = Duration::from_millis(500);
 /// Timer entries a session may have outstanding (connect, idle, fin).
 const TIMERS_PER_SESSION: usize = 3;
 const REMOVED: usize = usize::MAX;
@@ -63,6 +74,8 @@ pub enum Cmd {
     Drain(Instant),
     /// Cut everything now.
     Stop,
+    /// The first health round has a result for every backend: start accepting.
+    Open,
 }
 
 /// What a reactor reports to the coordinator every tick, and once more at exit.
@@ -72,6 +85,8 @@ pub struct Report {
     /// Sessions cut by the drain deadline or a second signal.
     pub cut: u64,
     pub done: bool,
+    /// Reactor 0: every backend has had a health result since start-up (or checks are off).
+    pub health_known: bool,
 }
 
 struct Backend {
@@ -160,6 +175,8 @@ pub struct ProxyReactor {
     bufs: Bufs,
     /// Set by `dial_next` when socket() failed for lack of descriptors.
     exhausted: Option<io::Error>,
+    /// Listeners not yet registered: waiting for the first health round (start-up gate).
+    gated: bool,
 }
 
 fn build_backends(cfg: &ProxyConfig) -> (Vec<Backend>, Vec<Group>) {
@@ -243,6 +260,7 @@ impl ProxyReactor {
             dial: DialOpts { nodelay: true, ..Default::default() },
             bufs: Bufs::new(cfg.buffer_bytes, cfg.pipe_bytes, share, cfg.splice),
             exhausted: None,
+            gated: true,
             backends,
             groups,
             cfg,
@@ -271,7 +289,7 @@ impl ProxyReactor {
     fn accept(&mut self, cx: &mut Cx, i: usize) {
         for _ in 0..ACCEPT_BATCH {
             let l = &mut self.listeners[i];
-            if l.paused || l.at_cap || !l.ready || self.draining {
+            if l.paused || l.at_cap || !l.ready || self.draining || self.gated {
                 return;
             }
             if l.active >= l.cap || self.sessions.is_full() {
@@ -812,6 +830,46 @@ impl ProxyReactor {
         }
         c.fresh = false;
         b.up = c.up;
+        if self.gated {
+            self.maybe_open(cx);
+        }
+    }
+
+    /// Whether every backend has had a health result since start-up (`maint` ones need none).
+    fn health_known(&self) -> bool {
+        !self.cfg.health.enabled
+            || (self.checks.len() == self.backends.len()
+                && self.checks.iter().zip(&self.backends).all(|(c, b)| !c.fresh || b.state == AdminState::Maint))
+    }
+
+    /// Reactor 0, start-up gate: once the first round is complete, open this reactor's
+    /// listeners and report at once (not at the next tick) so the coordinator opens the others.
+    fn maybe_open(&mut self, cx: &mut Cx) {
+        if cx.id != 0 || !self.gated || !self.health_known() {
+            return;
+        }
+        if let Err(e) = self.open(cx) {
+            log::error!("r{} register listeners: {e}", cx.id);
+        }
+        let stats = self.snapshot();
+        let _ = self.report.try_send(Report { id: cx.id, stats, cut: self.cut, done: false, health_known: true });
+    }
+
+    /// Registers the listeners (once): clients queued in the backlog meanwhile are accepted now.
+    fn open(&mut self, cx: &mut Cx) -> io::Result<()> {
+        if !self.gated || self.draining {
+            return Ok(());
+        }
+        self.gated = false;
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if let Some(s) = l.sock.as_mut() {
+                cx.registry.register(s, listener_token(i), Interest::READABLE)?;
+            }
+            // Connections may already wait in the backlog: look once, without waiting for an edge.
+            l.ready = true;
+            cx.defer(listener_token(i));
+        }
+        Ok(())
     }
 
     fn health_ready(&mut self, cx: &mut Cx, token: Token) {
@@ -896,15 +954,14 @@ impl Handler for ProxyReactor {
     fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
         let cap = self.sessions.capacity() * TIMERS_PER_SESSION + self.backends.len() * 2 + 4096;
         cx.timers.set_capacity(cap);
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            if let Some(s) = l.sock.as_mut() {
-                cx.registry.register(s, listener_token(i), Interest::READABLE)?;
-            }
-            // A connection may already wait in the backlog: look once.
-            cx.defer(listener_token(i));
-        }
         self.start_checks(cx);
-        Ok(())
+        if self.cfg.health.enabled {
+            cx.arm(cx.now + self.cfg.health.timeout + OPEN_GRACE, role_token(0), T_OPEN);
+            self.maybe_open(cx);
+            Ok(())
+        } else {
+            self.open(cx)
+        }
     }
 
     fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
@@ -938,6 +995,14 @@ impl Handler for ProxyReactor {
                 }
             }
             T_HEALTH => self.health_timer(cx, token),
+            T_OPEN => {
+                if self.gated {
+                    log::warn!("r{} first health round incomplete; accepting anyway", cx.id);
+                    if let Err(e) = self.open(cx) {
+                        log::error!("r{} register listeners: {e}", cx.id);
+                    }
+                }
+            }
             _ => self.session_timer(cx, token, kind),
         }
     }
@@ -949,6 +1014,11 @@ impl Handler for ProxyReactor {
                     for (b, u) in self.backends.iter_mut().zip(up) {
                         b.up = u;
                     }
+                }
+            }
+            Cmd::Open => {
+                if let Err(e) = self.open(cx) {
+                    log::error!("r{} register listeners: {e}", cx.id);
                 }
             }
             Cmd::Reload(cfg) => self.reload(cx, cfg),
@@ -988,7 +1058,8 @@ impl Handler for ProxyReactor {
 
     fn on_tick(&mut self, cx: &mut Cx) {
         let stats = self.snapshot();
-        let _ = self.report.try_send(Report { id: cx.id, stats, cut: self.cut, done: false });
+        let health_known = self.health_known();
+        let _ = self.report.try_send(Report { id: cx.id, stats, cut: self.cut, done: false, health_known });
     }
 
     fn finished(&self) -> bool {
@@ -998,7 +1069,9 @@ impl Handler for ProxyReactor {
     fn on_exit(&mut self, cx: &mut Cx) {
         self.cut_all(cx);
         let stats = self.snapshot();
-        let _ =
-            self.report.send_timeout(Report { id: cx.id, stats, cut: self.cut, done: true }, Duration::from_secs(1));
+        let _ = self.report.send_timeout(
+            Report { id: cx.id, stats, cut: self.cut, done: true, health_known: true },
+            Duration::from_secs(1),
+        );
     }
 }

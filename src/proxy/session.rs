@@ -173,7 +173,7 @@ pub struct Bufs {
     /// Capacity of each ring (and of the scratch buffer).
     pub buffer_bytes: usize,
     /// Requested capacity of each pipe (`pipe_size`), independent of `buffer_bytes`: a pipe
-    /// smaller than 64 KiB makes every splice move fewer pages, for about twice the CPU per byte.
+    /// smaller than the 256 KiB default makes every splice move fewer pages, for more CPU per byte.
     pub pipe_bytes: usize,
     pub splice: SpliceMode,
     /// Pipes that could not be created (EMFILE, ENFILE): those sessions copy instead.

@@ -807,3 +807,31 @@ fn idle_timeout_still_fires_after_thousands_of_short_sessions() {
         assert!(!err.iter().any(|l| l.contains("timer heap full")), "{err:?}");
     });
 }
+
+/// Clients that connect the moment the proxy has bound its listener (health checks on, so every
+/// backend starts DOWN) wait in the kernel backlog until the first health round has a result
+/// for every backend, then are served: none is reset with `no_backend`.
+#[test]
+fn clients_connecting_at_start_up_wait_for_the_first_health_round() {
+    with_timeout(T, || {
+        let echo = Echo::start();
+        let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let health = "interval = \"2s\"\ntimeout = \"1s\"\nrise = 2\nfall = 2";
+        let px = proxy(&conf(&[echo.addr, refused], "threads = 2", health));
+        let clients: Vec<_> = (0..8u8)
+            .map(|i| {
+                let addr = px.addr;
+                std::thread::spawn(move || try_roundtrip(addr, &[i; 16]).map(|b| (i, b)))
+            })
+            .collect();
+        for c in clients {
+            let (i, back) = c.join().unwrap().expect("early client served");
+            assert_eq!(back, vec![i; 16]);
+        }
+        let m = metrics(px.admin);
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"no_backend\"}"), Some(0.0), "{m}");
+        px.p.signal(15);
+        let (status, _, _) = px.p.finish(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0));
+    });
+}
