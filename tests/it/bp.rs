@@ -297,6 +297,89 @@ fn dump_dom(bin: &PathBuf, url: &str, budget_ms: u32, name: &str) -> String {
     out
 }
 
+/// Opens `url` in headless Chromium and evaluates `expr` in the page through the DevTools
+/// protocol, in real time, every 100 ms until `done(value)` or `within` has passed; returns the
+/// last value. Unlike `--dump-dom`, whose virtual time races ahead of a live WebSocket stream,
+/// this watches the page as it runs.
+fn watch_page(bin: &PathBuf, url: &str, expr: &str, within: Duration, done: impl Fn(&str) -> bool) -> String {
+    use std::io::{BufRead, BufReader};
+    let profile = tmp("cdp").join(format!("profile-{}", fastrand::u64(..)));
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    struct Kill(std::process::Child, PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _guard = Kill(child, profile);
+    // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID" names the port.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(20)).expect("chromium printed no DevTools address");
+    // Open a tab on `url` (PUT /json/new) and take its debugger WebSocket.
+    let mut http = raw(format!("127.0.0.1:{port}").parse().unwrap());
+    write!(http, "PUT /json/new?{url} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    let _ = http.read_to_string(&mut resp);
+    let body = &resp[resp.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+    let tab: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("bad /json/new reply ({e}): {resp}"));
+    let ws_url = tab["webSocketDebuggerUrl"].as_str().expect("no webSocketDebuggerUrl").to_string();
+    let stream = raw(format!("127.0.0.1:{port}").parse().unwrap());
+    let (mut ws, _) = tungstenite::client(ws_url.as_str(), stream).expect("DevTools WebSocket handshake");
+    let deadline = std::time::Instant::now() + within;
+    let mut last = String::new();
+    for id in 1u64.. {
+        let call = serde_json::json!({"id": id, "method": "Runtime.evaluate", "params": {"expression": expr, "returnByValue": true}});
+        ws.send(tungstenite::Message::text(call.to_string())).unwrap();
+        // Read until our reply (events may come first); the socket has a read timeout.
+        loop {
+            let msg = ws.read().expect("DevTools connection lost");
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(msg.to_text().unwrap_or("")) else { continue };
+            if v["id"].as_u64() == Some(id) {
+                last = match &v["result"]["result"]["value"] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                break;
+            }
+        }
+        if done(&last) || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last
+}
+
 /// The number in `<span id="ID" ...>N</span>`.
 fn span_number(dom: &str, id: &str) -> Option<u64> {
     let at = dom.find(&format!("id=\"{id}\""))?;
@@ -331,16 +414,13 @@ fn dashboard_receives_samples() {
         let client = Proc::spawn(cmd);
         // The client is connected once its first interval line is out.
         client.wait_line(Duration::from_secs(10), |l| l.starts_with("t="));
-        // Virtual time runs ahead of the real 100 ms sample stream: retry a few page loads.
-        let mut seen = 0;
-        for _ in 0..5 {
-            let dom = dump_dom(&bin, &format!("http://{addr}/"), 3000, "dashboard");
-            seen = span_number(&dom, "samples").unwrap_or(0);
-            if seen > 0 {
-                break;
-            }
-        }
-        assert!(seen > 0, "the dashboard received no samples");
+        // Watch the live page: the samples counter must move.
+        let expr = "(document.getElementById('samples') || {}).textContent || ''";
+        let text = watch_page(&bin, &format!("http://{addr}/"), expr, Duration::from_secs(15), |v| {
+            v.trim().parse::<u64>().is_ok_and(|n| n > 0)
+        });
+        let seen: u64 = text.trim().parse().unwrap_or(0);
+        assert!(seen > 0, "the dashboard received no samples (samples counter: {text:?})");
         drop(client);
         stop(srv);
     });
