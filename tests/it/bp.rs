@@ -14,15 +14,7 @@ const T: Duration = Duration::from_secs(60);
 fn bp_server(args: &[&str]) -> (Proc, SocketAddr) {
     let mut cmd = netforge();
     cmd.args(["bp", "server", "--listen", "127.0.0.1:0", "--threads", "2"]).args(args);
-    let p = Proc::spawn(cmd);
-    let first = p.line(Duration::from_secs(10));
-    let addr = first
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from bp server: {first}"));
-    (p, addr)
+    crate::util::spawn_listening(cmd)
 }
 
 fn tmp(name: &str) -> PathBuf {

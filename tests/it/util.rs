@@ -115,10 +115,9 @@ pub fn run(args: &[&str], d: Duration) -> (i32, String, String) {
     (status.code().unwrap_or(-1), out, err)
 }
 
-/// Starts `netforge serve` on an ephemeral port and returns it with the bound address.
-pub fn serve(args: &[&str]) -> (Proc, SocketAddr) {
-    let mut cmd = netforge();
-    cmd.arg("serve").args(args);
+/// Spawns a netforge server command whose first stdout line says `... listening on ADDR ...`;
+/// returns it with that address.
+pub fn spawn_listening(cmd: Command) -> (Proc, SocketAddr) {
     let p = Proc::spawn(cmd);
     let first = p.line(Duration::from_secs(10));
     let addr = first
@@ -126,8 +125,15 @@ pub fn serve(args: &[&str]) -> (Proc, SocketAddr) {
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line from serve: {first}"));
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
     (p, addr)
+}
+
+/// Starts `netforge serve` on an ephemeral port and returns it with the bound address.
+pub fn serve(args: &[&str]) -> (Proc, SocketAddr) {
+    let mut cmd = netforge();
+    cmd.arg("serve").args(args);
+    spawn_listening(cmd)
 }
 
 /// Parses `Total: N, Dialing: x, Established: y, Closed: z, Error: e, NotInitiated: n`.
