@@ -689,7 +689,7 @@ pub fn run(
         .map(|l| BpReactor {
             cfg: cfg.clone(),
             limits: cfg.ws_limits(),
-            acceptor: Acceptor::new(l, listener_token(0)),
+            acceptor: Acceptor::new(l, listener_token(0), "the listener"),
             conns: Slab::new(SLAB_TAG, per_reactor, 0),
             next_id: 0,
             closed_read: 0,

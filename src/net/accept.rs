@@ -9,7 +9,9 @@
 //!   logged at most once per [`EXHAUSTION_LOG_EVERY`]. Nothing spins and nothing exits.
 //!
 //! The role drives it: `note_ready` on the listener's events, `next` in a loop to get sockets to
-//! adopt, `on_timer` for its timer, `on_close` when a connection ends.
+//! adopt, `on_timer` for its timer, `on_close` (or `resume_if`, for caps of its own) when a
+//! connection ends, `pause` when it runs out of descriptors elsewhere (a backend socket), and
+//! `close` to stop listening for good (draining).
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,8 +29,11 @@ pub const EXHAUSTION_LOG_EVERY: Duration = Duration::from_secs(5);
 pub const TIMER_RESUME_ACCEPT: u8 = 250;
 
 pub struct Acceptor {
-    listener: TcpListener,
+    /// `None` once closed.
+    listener: Option<TcpListener>,
     token: Token,
+    /// How log lines name it (`the listener`, `listener main`).
+    label: String,
     /// An edge said a connection is waiting and no `accept` has said WouldBlock since.
     ready: bool,
     /// Out of descriptors: waiting for the resume timer.
@@ -41,10 +46,11 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    pub fn new(listener: std::net::TcpListener, token: Token) -> Acceptor {
+    pub fn new(listener: std::net::TcpListener, token: Token, label: impl Into<String>) -> Acceptor {
         Acceptor {
-            listener: TcpListener::from_std(listener),
+            listener: Some(TcpListener::from_std(listener)),
             token,
+            label: label.into(),
             ready: false,
             paused: false,
             at_cap: false,
@@ -58,11 +64,24 @@ impl Acceptor {
     }
 
     pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
-        registry.register(&mut self.listener, self.token, Interest::READABLE)
+        match self.listener.as_mut() {
+            Some(l) => registry.register(l, self.token, Interest::READABLE),
+            None => Ok(()),
+        }
     }
 
-    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        registry.deregister(&mut self.listener)
+    /// Stops listening for good: new connections are refused by the kernel from now on.
+    pub fn close(&mut self, registry: &Registry) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = registry.deregister(&mut l);
+        }
+    }
+
+    /// Assumes connections wait in the backlog and looks next turn (after registering late, or
+    /// when a cap lifted: edges that came meanwhile were consumed).
+    pub fn wake(&mut self, cx: &mut Cx) {
+        self.ready = true;
+        cx.defer(self.token);
     }
 
     /// The listener's event, or `Ready::EMPTY` for a deferred visit (keeps the current state).
@@ -96,7 +115,11 @@ impl Acceptor {
                 cx.defer(self.token);
                 return None;
             }
-            match self.listener.accept() {
+            let accepted = match self.listener.as_ref() {
+                Some(l) => l.accept(),
+                None => return None,
+            };
+            match accepted {
                 Ok(conn) => {
                     *taken += 1;
                     return Some(conn);
@@ -107,16 +130,7 @@ impl Acceptor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if super::is_exhaustion(&e) => {
-                    self.paused = true;
-                    self.pauses += 1;
-                    if self.last_log.is_none_or(|t| cx.now.duration_since(t) >= EXHAUSTION_LOG_EVERY) {
-                        log::warn!(
-                            "r{} accept: {e}; pausing the listener for {ACCEPT_PAUSE:?} (counted as accept pauses)",
-                            cx.id
-                        );
-                        self.last_log = Some(cx.now);
-                    }
-                    cx.arm(cx.now + ACCEPT_PAUSE, self.token, TIMER_RESUME_ACCEPT);
+                    self.pause(cx, "accept", &e);
                     return None;
                 }
                 Err(e) => {
@@ -129,13 +143,36 @@ impl Acceptor {
         }
     }
 
+    /// Out of descriptors or memory on `what` (the accept itself, or a socket the role needed
+    /// for a new connection): stop accepting for [`ACCEPT_PAUSE`], count it, log at most once
+    /// per [`EXHAUSTION_LOG_EVERY`]. The next accept happens on the timer: never a spin.
+    pub fn pause(&mut self, cx: &mut Cx, what: &str, e: &io::Error) {
+        if self.paused {
+            return;
+        }
+        self.paused = true;
+        self.pauses += 1;
+        if self.last_log.is_none_or(|t| cx.now.duration_since(t) >= EXHAUSTION_LOG_EVERY) {
+            log::warn!(
+                "r{} {what}: {e}; pausing {} for {ACCEPT_PAUSE:?} (counted as accept pauses)",
+                cx.id,
+                self.label
+            );
+            self.last_log = Some(cx.now);
+        }
+        cx.arm(cx.now + ACCEPT_PAUSE, self.token, TIMER_RESUME_ACCEPT);
+    }
+
     /// A connection of the role ended; `len` and `cap` describe its table now.
     pub fn on_close(&mut self, cx: &mut Cx, len: usize, cap: usize) {
-        if self.at_cap && len < cap * 9 / 10 + usize::from(cap < 10) {
+        self.resume_if(cx, len < cap * 9 / 10 + usize::from(cap < 10));
+    }
+
+    /// Resumes after a stop at the cap once `below` (the role's own "under 90% of every cap").
+    pub fn resume_if(&mut self, cx: &mut Cx, below: bool) {
+        if self.at_cap && below {
             self.at_cap = false;
-            // Edges that arrived while we were not accepting were consumed: look.
-            self.ready = true;
-            cx.defer(self.token);
+            self.wake(cx);
         }
     }
 }

@@ -33,13 +33,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::config::{AdminState, ProxyConfig};
 use super::lb::{Balance, Candidate, Picker};
 use super::session::{reset_on_close, Bufs, CloseReason, Moved, Pipe, Pump};
 use super::stats::ProxyStats;
+use crate::net::accept::{Acceptor, TIMER_RESUME_ACCEPT};
 use crate::net::connect::{self, DialOpts, DialState};
 use crate::net::Cause;
 use crate::reactor::{listener_index, listener_token, role_token, slab, Cx, Handler, Readiness, Ready, Slab};
@@ -48,15 +49,11 @@ pub const SESSION_TAG: u8 = 2;
 /// Set on a session token to name its backend socket (the low bit of the slab tag).
 pub const SERVER_BIT: usize = 1 << 56;
 const HEALTH_TAG: usize = 4;
-pub const ACCEPT_BATCH: usize = 256;
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
-pub const EXHAUSTION_LOG_EVERY: Duration = Duration::from_secs(5);
 
 const T_CONNECT: u8 = 1;
 const T_IDLE: u8 = 2;
 const T_FIN: u8 = 3;
 const T_HEALTH: u8 = 4;
-const T_RESUME: u8 = 5;
 const T_DRAIN: u8 = 6;
 /// Start-up gate fallback: listeners open at the latest this long after the health timeout.
 const T_OPEN: u8 = 7;
@@ -110,10 +107,8 @@ struct Group {
 }
 
 struct Listener {
-    sock: Option<TcpListener>,
-    ready: bool,
-    paused: bool,
-    at_cap: bool,
+    /// Accept batch, cap stop/resume and EMFILE pauses (shared with the other servers).
+    acceptor: Acceptor,
     group: usize,
     cap: usize,
     active: usize,
@@ -166,7 +161,6 @@ pub struct ProxyReactor {
     scratch: Vec<Candidate>,
     stats: ProxyStats,
     report: Sender<Report>,
-    last_exhaustion_log: Option<Instant>,
     draining: bool,
     stopping: bool,
     cut: u64,
@@ -232,11 +226,9 @@ impl ProxyReactor {
         let ls = listeners
             .into_iter()
             .zip(&cfg.listeners)
-            .map(|(l, lc)| Listener {
-                sock: Some(TcpListener::from_std(l)),
-                ready: true,
-                paused: false,
-                at_cap: false,
+            .enumerate()
+            .map(|(i, (l, lc))| Listener {
+                acceptor: Acceptor::new(l, listener_token(i), format!("listener {}", lc.name)),
                 group: lc.group,
                 cap: lc.max_connections.div_ceil(threads).max(1),
                 active: 0,
@@ -253,7 +245,6 @@ impl ProxyReactor {
             scratch: Vec::new(),
             stats,
             report,
-            last_exhaustion_log: None,
             draining: false,
             stopping: false,
             cut: 0,
@@ -280,6 +271,7 @@ impl ProxyReactor {
         self.stats.rings_in_use = self.bufs.rings.in_use() as u64;
         self.stats.pipes_in_use = self.bufs.pipes.in_use() as u64;
         self.stats.splice_fallbacks = self.bufs.splice_fallbacks;
+        self.stats.accept_pauses = self.listeners.iter().map(|l| l.acceptor.pauses).sum();
         self.stats.clone()
     }
 
@@ -287,63 +279,29 @@ impl ProxyReactor {
     // Accepting
 
     fn accept(&mut self, cx: &mut Cx, i: usize) {
-        for _ in 0..ACCEPT_BATCH {
-            let l = &mut self.listeners[i];
-            if l.paused || l.at_cap || !l.ready || self.draining || self.gated {
-                return;
-            }
-            if l.active >= l.cap || self.sessions.is_full() {
-                l.at_cap = true;
-                return;
-            }
-            let Some(sock) = l.sock.as_ref() else { return };
-            match sock.accept() {
-                Ok((s, peer)) => self.start(cx, i, s, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    l.ready = false;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if crate::net::is_exhaustion(&e) => {
-                    self.pause(cx, i, "accept", &e);
-                    return;
-                }
-                Err(e) => log::debug!("r{} accept: {e}", cx.id),
-            }
-        }
-        cx.defer(listener_token(i));
-    }
-
-    /// Out of descriptors (EMFILE/ENFILE/ENOBUFS) on `what`: stop accepting on listener `i`
-    /// for [`ACCEPT_PAUSE`] with a timer, count it, log at most once per
-    /// [`EXHAUSTION_LOG_EVERY`]. Never a spin: the next accept happens on the timer.
-    fn pause(&mut self, cx: &mut Cx, i: usize, what: &str, e: &io::Error) {
-        let Some(l) = self.listeners.get_mut(i) else { return };
-        if l.paused {
+        if self.draining || self.gated {
             return;
         }
-        l.paused = true;
-        self.stats.accept_pauses += 1;
-        if self.last_exhaustion_log.is_none_or(|t| cx.now.duration_since(t) >= EXHAUSTION_LOG_EVERY) {
-            log::warn!(
-                "r{} {what}: {e}; pausing listener {} for {ACCEPT_PAUSE:?} (counted as accept_pauses)",
-                cx.id,
-                self.cfg.listeners[i].name
-            );
-            self.last_exhaustion_log = Some(cx.now);
+        let mut taken = 0;
+        loop {
+            let l = &mut self.listeners[i];
+            let full = l.active >= l.cap || self.sessions.is_full();
+            let Some((sock, peer)) = l.acceptor.next(cx, &mut taken, full) else { break };
+            self.start(cx, i, sock, peer);
         }
-        cx.arm(cx.now + ACCEPT_PAUSE, listener_token(i), T_RESUME);
+    }
+
+    /// Out of descriptors on `what` while starting a session of listener `i`: pause it.
+    fn pause(&mut self, cx: &mut Cx, i: usize, what: &str, e: &io::Error) {
+        if let Some(l) = self.listeners.get_mut(i) {
+            l.acceptor.pause(cx, what, e);
+        }
     }
 
     fn maybe_resume(&mut self, cx: &mut Cx) {
         let global_ok = self.sessions.len() * 10 < self.sessions.capacity() * 9;
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            if l.at_cap && global_ok && l.active * 10 < l.cap * 9 {
-                l.at_cap = false;
-                // Edges that came while we were not accepting were consumed: look again.
-                l.ready = true;
-                cx.defer(listener_token(i));
-            }
+        for l in self.listeners.iter_mut() {
+            l.acceptor.resume_if(cx, global_ok && l.active * 10 < l.cap * 9);
         }
     }
 
@@ -861,13 +819,10 @@ impl ProxyReactor {
             return Ok(());
         }
         self.gated = false;
-        for (i, l) in self.listeners.iter_mut().enumerate() {
-            if let Some(s) = l.sock.as_mut() {
-                cx.registry.register(s, listener_token(i), Interest::READABLE)?;
-            }
+        for l in self.listeners.iter_mut() {
+            l.acceptor.register(cx.registry)?;
             // Connections may already wait in the backlog: look once, without waiting for an edge.
-            l.ready = true;
-            cx.defer(listener_token(i));
+            l.acceptor.wake(cx);
         }
         Ok(())
     }
@@ -967,7 +922,7 @@ impl Handler for ProxyReactor {
     fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
         if let Some(i) = listener_index(token) {
             if i < self.listeners.len() {
-                self.listeners[i].ready |= !ready.is_empty();
+                self.listeners[i].acceptor.note_ready(ready);
                 self.accept(cx, i);
             }
             return;
@@ -981,11 +936,11 @@ impl Handler for ProxyReactor {
 
     fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
         match kind {
-            T_RESUME => {
+            TIMER_RESUME_ACCEPT => {
                 if let Some(i) = listener_index(token).filter(|i| *i < self.listeners.len()) {
-                    self.listeners[i].paused = false;
-                    self.listeners[i].ready = true;
-                    self.accept(cx, i);
+                    if self.listeners[i].acceptor.on_timer(kind) {
+                        self.accept(cx, i);
+                    }
                 }
             }
             T_DRAIN => {
@@ -1028,9 +983,7 @@ impl Handler for ProxyReactor {
                 }
                 self.draining = true;
                 for l in self.listeners.iter_mut() {
-                    if let Some(mut s) = l.sock.take() {
-                        let _ = cx.registry.deregister(&mut s);
-                    }
+                    l.acceptor.close(cx.registry);
                 }
                 for c in self.checks.iter_mut() {
                     if let Some(mut s) = c.sock.take() {
@@ -1047,9 +1000,7 @@ impl Handler for ProxyReactor {
                 self.stopping = true;
                 self.draining = true;
                 for l in self.listeners.iter_mut() {
-                    if let Some(mut s) = l.sock.take() {
-                        let _ = cx.registry.deregister(&mut s);
-                    }
+                    l.acceptor.close(cx.registry);
                 }
                 self.cut_all(cx);
             }

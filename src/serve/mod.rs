@@ -87,7 +87,7 @@ impl Sink {
     pub fn new(listener: std::net::TcpListener, mode: Mode, max_conns: usize, bufs: SockBufs) -> Sink {
         Sink {
             mode,
-            acceptor: Acceptor::new(listener, listener_token(0)),
+            acceptor: Acceptor::new(listener, listener_token(0), "the listener"),
             conns: Slab::new(SINK_TAG, max_conns.max(1), 0),
             bufs,
             stats: SinkStats::default(),
