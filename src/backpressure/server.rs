@@ -345,6 +345,18 @@ impl BpReactor {
     }
 }
 
+/// The `read_delay` since the last read has not passed (`next_read` is ahead): make sure the
+/// connection's one read timer is armed and wait for it.
+fn must_wait(next_read: Instant, timer_armed: &mut bool, cx: &mut Cx, token: Token) -> bool {
+    if cx.now >= next_read {
+        return false;
+    }
+    if !*timer_armed {
+        *timer_armed = cx.arm(next_read, token, TIMER_READ);
+    }
+    true
+}
+
 /// Raw TCP: read `read_size`, then wait `read_delay`.
 fn read_tcp(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, scratch: &mut [u8]) -> Step {
     let State::Tcp(sock) = &mut c.state else { return Step::Close };
@@ -353,10 +365,7 @@ fn read_tcp(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, scratch
         if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
             return Step::Idle;
         }
-        if cx.now < c.next_read {
-            if !c.timer_armed {
-                c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
-            }
+        if must_wait(c.next_read, &mut c.timer_armed, cx, token) {
             return Step::Idle;
         }
         if budget == 0 {
@@ -394,10 +403,7 @@ fn read_ws(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, stats: &
     if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
         return Step::Idle;
     }
-    if cx.now < c.next_read {
-        if !c.timer_armed {
-            c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
-        }
+    if must_wait(c.next_read, &mut c.timer_armed, cx, token) {
         return Step::Idle;
     }
     let budget = if cfg.read_delay.is_zero() { READ_BUDGET } else { cfg.read_size };
