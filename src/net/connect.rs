@@ -18,6 +18,10 @@ pub struct DialOpts {
     pub nodelay: bool,
     /// Close with RST instead of FIN (SO_LINGER 0): no TIME_WAIT left behind.
     pub linger_rst: bool,
+    /// TCP_QUICKACK off before `connect`: the kernel holds the handshake's last ACK (up to
+    /// 200 ms) for the first data segment to carry it. Only for a caller with bytes to send at
+    /// once; a server that speaks first would wait for that ACK.
+    pub delay_ack: bool,
 }
 
 /// Starts a non-blocking connect to `target`, from `source` if given.
@@ -31,6 +35,9 @@ pub fn dial(target: SocketAddr, source: Option<IpAddr>, opts: &DialOpts) -> io::
     }
     if opts.linger_rst {
         sock.set_linger(Some(std::time::Duration::ZERO))?;
+    }
+    if opts.delay_ack {
+        super::tcp_info::set_quickack(sock.as_raw_fd(), false)?;
     }
     if let Some(ip) = source {
         super::tcp_info::set_bind_address_no_port(sock.as_raw_fd(), true)?;

@@ -54,6 +54,8 @@ pub const MIN_PIPE_BYTES: usize = 4 << 10;
 pub const MAX_PIPE_BYTES: usize = 16 << 20;
 /// splice(2) use.
 pub const DEFAULT_SPLICE: SpliceMode = SpliceMode::Auto;
+/// Send the client's first bytes with the backend handshake's last ACK.
+pub const DEFAULT_SMART_CONNECT: bool = true;
 /// Graceful shutdown budget; 0 = close every session at once.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backend connect timeout.
@@ -116,6 +118,9 @@ pub struct ProxyConfig {
     pub pipe_bytes: usize,
     /// splice(2) use.
     pub splice: SpliceMode,
+    /// When a new client has already sent bytes, dial its backend with TCP_QUICKACK off and
+    /// write those bytes at once, so they carry the handshake's last ACK (one segment less).
+    pub smart_connect: bool,
     /// Graceful shutdown budget.
     pub drain_timeout: Duration,
     /// Per-session timeouts.
@@ -358,6 +363,7 @@ impl ProxyConfig {
         kv("buffer_size", quote(&format_bytes(self.buffer_bytes)));
         kv("pipe_size", quote(&format_bytes(self.pipe_bytes)));
         kv("splice", quote(self.splice.as_str()));
+        kv("smart_connect", self.smart_connect.to_string());
         kv("drain_timeout", quote(&format_duration(self.drain_timeout)));
 
         let t = &self.timeouts;
@@ -480,6 +486,7 @@ fn from_flags_with(
         buffer_bytes: DEFAULT_BUFFER_BYTES,
         pipe_bytes: DEFAULT_PIPE_BYTES,
         splice: DEFAULT_SPLICE,
+        smart_connect: DEFAULT_SMART_CONNECT,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         timeouts: Timeouts { connect: timeout, ..Timeouts::default() },
         health: HealthConfig::default(),
@@ -507,6 +514,7 @@ struct FileConfig {
     buffer_size: Option<Spanned<Text>>,
     pipe_size: Option<Spanned<Text>>,
     splice: Option<Spanned<String>>,
+    smart_connect: Option<bool>,
     drain_timeout: Option<Spanned<Text>>,
     timeouts: Option<TimeoutsFile>,
     health: Option<HealthFile>,
@@ -742,6 +750,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         buffer_bytes,
         pipe_bytes,
         splice,
+        smart_connect: file.smart_connect.unwrap_or(DEFAULT_SMART_CONNECT),
         drain_timeout,
         timeouts,
         health,
@@ -1237,6 +1246,7 @@ mod tests {
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             pipe_bytes: DEFAULT_PIPE_BYTES,
             splice: DEFAULT_SPLICE,
+            smart_connect: DEFAULT_SMART_CONNECT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             timeouts: Timeouts::default(),
             health: HealthConfig::default(),
@@ -1271,6 +1281,7 @@ balance = "LeastConn"
 retries = 0
 buffer_size = 65536
 splice = "OFF"
+smart_connect = false
 drain_timeout = "0"
 
 [timeouts]
@@ -1341,6 +1352,7 @@ balance = "rr"
         assert_eq!((cfg.threads, cfg.max_connections, cfg.retries), (4, 500, 0));
         assert_eq!((cfg.balance, cfg.buffer_bytes, cfg.splice), (Balance::LeastConn, 65536, SpliceMode::Off));
         assert_eq!(cfg.drain_timeout, Duration::ZERO);
+        assert!(!cfg.smart_connect);
         let t = &cfg.timeouts;
         assert_eq!(t.connect, Duration::from_millis(250));
         assert_eq!(t.client_idle, Duration::from_secs(90));

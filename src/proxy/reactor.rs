@@ -27,7 +27,7 @@
 //! not a global count: the sessions of one reactor are spread by the kernel's SO_REUSEPORT hash,
 //! so per-reactor least-loaded decisions approximate the global ones without sharing state.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,10 +36,11 @@ use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::config::{AdminState, ProxyConfig};
+use super::config::{AdminState, ProxyConfig, SpliceMode};
 use super::lb::{Balance, Candidate, Picker};
 use super::session::{reset_on_close, Bufs, CloseReason, Moved, Pipe, Pump};
 use super::stats::ProxyStats;
+use crate::buf::Ring;
 use crate::net::accept::{Acceptor, TIMER_RESUME_ACCEPT};
 use crate::net::connect::{self, DialOpts, DialState};
 use crate::net::Cause;
@@ -349,7 +350,9 @@ impl ProxyReactor {
         group: usize,
         tried: &mut Vec<bool>,
         attempts: &mut u32,
+        delay_ack: bool,
     ) -> Option<(usize, TcpStream)> {
+        let opts = DialOpts { delay_ack, ..self.dial };
         loop {
             if *attempts > self.cfg.retries {
                 return None;
@@ -357,7 +360,7 @@ impl ProxyReactor {
             let local = self.pick(cx.now, group, tried)?;
             let b = self.groups[group].first + local;
             *attempts += 1;
-            match connect::dial(self.backends[b].addr, None, &self.dial) {
+            match connect::dial(self.backends[b].addr, None, &opts) {
                 Ok(s) => return Some((b, s)),
                 Err(e) if crate::net::is_exhaustion(&e) => {
                     // Our own descriptors ran out, not the backend's fault: no passive-health
@@ -389,10 +392,25 @@ impl ProxyReactor {
         self.stats.listener_accepted[li] += 1;
         self.purge_timers(cx);
         // TCP_NODELAY is inherited from the listener (set in `proxy::run`): no syscall here.
+        // Smart connect: take what the client already sent, so the backend dial can carry it.
+        let mut first = 0;
+        // Not with splice = "on": there every byte goes through a pipe, these included.
+        if self.cfg.smart_connect && self.bufs.splice != SpliceMode::On {
+            match (&client).read(&mut self.bufs.scratch) {
+                Ok(n) => first = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Reset before its first byte: nothing to forward, no backend to bother.
+                    self.stats.closes[CloseReason::ClientReset.index()] += 1;
+                    log::debug!("r{} session {peer} -> - closed: client_reset ({e}) after 0.000s", cx.id);
+                    return;
+                }
+            }
+        }
         let group = self.listeners[li].group;
         let mut tried = Vec::new();
         let mut attempts = 0;
-        let Some((b, server)) = self.dial_next(cx, group, &mut tried, &mut attempts) else {
+        let Some((b, server)) = self.dial_next(cx, group, &mut tried, &mut attempts, first > 0) else {
             let reason = if attempts == 0 { CloseReason::NoBackend } else { CloseReason::ConnectFailed };
             self.stats.closes[reason.index()] += 1;
             if let Some(e) = self.exhausted.take() {
@@ -414,7 +432,7 @@ impl ProxyReactor {
             attempt_started: now,
             attempts,
             tried,
-            connect_timer: true,
+            connect_timer: false,
             fin_timer: false,
             started: now,
             last_client: now,
@@ -440,9 +458,68 @@ impl ProxyReactor {
         }
         self.listeners[li].active += 1;
         self.backends[b].active += 1;
-        cx.arm(now + self.cfg.timeouts.connect, tok, T_CONNECT);
         let idle = self.idle_deadline(now, now, now).0;
         cx.arm(idle, tok, T_IDLE);
+        if first > 0 {
+            self.send_first(cx, tok, first);
+        }
+        if let Some(s) = self.sessions.get_mut(tok) {
+            if let (Some(at), false) = (s.connecting, s.connect_timer) {
+                s.connect_timer = true;
+                cx.arm(at, tok, T_CONNECT);
+            }
+        }
+    }
+
+    /// Smart connect, second half: writes the client's first `n` bytes (in the scratch buffer)
+    /// to the backend right after the dial. On loopback and other fast paths the handshake has
+    /// completed inside connect(2), so the write goes out at once and carries the delayed ACK;
+    /// otherwise the kernel says EAGAIN and the bytes wait in the ring for the connect edge.
+    /// A write error is the connect's failure: the bytes wait in the ring for the retry.
+    fn send_first(&mut self, cx: &mut Cx, tok: Token, n: usize) {
+        let Some(s) = self.sessions.get_mut(tok) else { return };
+        let data = &self.bufs.scratch[..n];
+        let (sent, failed) = match (&s.pipe.server).write(data) {
+            Ok(w) => (w, None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => (0, None),
+            Err(e) => (0, Some(e)),
+        };
+        if sent < n {
+            let bufs = &mut self.bufs;
+            let Ok(mut ring) = bufs.rings.take(|| Ok(Ring::new(bufs.buffer_bytes))) else {
+                // Cannot happen while the pool bound is 2 × sessions; never drop client bytes.
+                self.close(cx, tok, CloseReason::ClientReset);
+                return;
+            };
+            let rest = &bufs.scratch[sent..n];
+            ring.spare_mut()[..rest.len()].copy_from_slice(rest);
+            ring.commit(rest.len());
+            s.pipe.c2s.ring = Some(ring);
+        }
+        if let Some(e) = failed {
+            self.retry(cx, tok, Cause::from_io(&e));
+            return;
+        }
+        s.c2s_bytes += sent as u64;
+        self.stats.bytes_client_to_server += sent as u64;
+        if sent > 0 {
+            // Only a connected socket takes bytes.
+            self.stats.smart_connects += 1;
+            self.connected(tok, cx.now);
+        }
+    }
+
+    /// Bookkeeping of a completed backend connect.
+    fn connected(&mut self, tok: Token, now: Instant) {
+        let Some(s) = self.sessions.get_mut(tok) else { return };
+        let Some(_) = s.connecting.take() else { return };
+        let us = now.saturating_duration_since(s.attempt_started).as_micros() as u64;
+        let b = s.backend;
+        self.stats.record_connect_us(us);
+        if let Some(be) = self.backends.get_mut(b) {
+            be.passive_fails = 0;
+            self.stats.backend_sessions[b] += 1;
+        }
     }
 
     fn deregister(&self, cx: &mut Cx, s: &mut Session) {
@@ -531,16 +608,7 @@ impl ProxyReactor {
             };
             match state {
                 DialState::Pending => return,
-                DialState::Connected => {
-                    s.connecting = None;
-                    let us = cx.now.duration_since(s.attempt_started).as_micros() as u64;
-                    let b = s.backend;
-                    self.stats.record_connect_us(us);
-                    if let Some(be) = self.backends.get_mut(b) {
-                        be.passive_fails = 0;
-                        self.stats.backend_sessions[b] += 1;
-                    }
-                }
+                DialState::Connected => self.connected(tok, cx.now),
                 DialState::Failed(e) => {
                     self.retry(cx, tok, Cause::from_io(&e));
                     return;
@@ -569,7 +637,7 @@ impl ProxyReactor {
         self.connect_failed(cx, b, cause);
         let Some(li) = self.sessions.get(tok).map(|s| s.listener) else { return };
         let group = self.listeners[li].group;
-        let next = self.dial_next(cx, group, &mut tried, &mut attempts);
+        let next = self.dial_next(cx, group, &mut tried, &mut attempts, false);
         let Some(s) = self.sessions.get_mut(tok) else { return };
         s.attempts = attempts;
         s.tried = tried;

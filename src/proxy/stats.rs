@@ -32,6 +32,8 @@ pub struct ProxyStats {
     pub splice_bytes: u64,
     /// Sessions that wanted a pipe and got none (EMFILE): they copied instead.
     pub splice_fallbacks: u64,
+    /// Sessions whose first client bytes left with the backend handshake's last ACK.
+    pub smart_connects: u64,
     /// Pooled rings holding parked bytes now (gauge).
     pub rings_in_use: u64,
     /// Pooled pipes holding spliced bytes now (gauge).
@@ -89,6 +91,7 @@ impl ProxyStats {
         self.bytes_server_to_client += o.bytes_server_to_client;
         self.splice_bytes += o.splice_bytes;
         self.splice_fallbacks += o.splice_fallbacks;
+        self.smart_connects += o.smart_connects;
         self.rings_in_use += o.rings_in_use;
         self.pipes_in_use += o.pipes_in_use;
         self.connect_sum_us += o.connect_sum_us;
@@ -167,6 +170,13 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
         "Directions that copied because no pipe could be had.",
     );
     let _ = writeln!(o, "netforge_proxy_splice_fallbacks_total {}", t.splice_fallbacks);
+    family(
+        &mut o,
+        "netforge_proxy_smart_connects_total",
+        "counter",
+        "Sessions whose first client bytes were written as the backend connect completed (smart_connect).",
+    );
+    let _ = writeln!(o, "netforge_proxy_smart_connects_total {}", t.smart_connects);
     family(&mut o, "netforge_proxy_buffers_in_use", "gauge", "Pooled buffers holding bytes that wait for a slow peer.");
     let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"ring\"}} {}", t.rings_in_use);
     let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"pipe\"}} {}", t.pipes_in_use);

@@ -835,3 +835,89 @@ fn clients_connecting_at_start_up_wait_for_the_first_health_round() {
         assert_eq!(status.code(), Some(0));
     });
 }
+
+/// Connects a client to `addr` and writes `msg` while the proxy is at its cap of one session
+/// (held by `holder`), then frees the cap: the proxy accepts a client whose bytes are already
+/// queued, which is the case smart_connect acts on. Returns the echo.
+fn early_bytes_session(addr: SocketAddr, holder: TcpStream, msg: &[u8]) -> Vec<u8> {
+    let mut s = client(addr);
+    // On loopback write(2) returns once the bytes sit in the accepted-but-unclaimed socket.
+    s.write_all(msg).unwrap();
+    drop(holder);
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    back
+}
+
+/// A client connected through the proxy and known to be piped to a backend (one echo done).
+fn held_session(addr: SocketAddr) -> TcpStream {
+    let mut s = client(addr);
+    s.write_all(b"hold").unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"hold");
+    s
+}
+
+#[test]
+fn smart_connect_forwards_early_bytes_and_retries_them_after_a_refused_connect() {
+    with_timeout(T, || {
+        let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let live = Echo::start();
+        let top = "threads = 1\nmax_connections = 1\nbalance = \"round_robin\"\nretries = 1";
+        let px = proxy(&conf(&[dead, live.addr], top, "enabled = false\npassive_fall = 0"));
+        let mut holder = held_session(px.addr);
+        for round in 0..4u8 {
+            let msg: Vec<u8> = (0..3000u32).map(|i| (i as u8).wrapping_mul(7).wrapping_add(round)).collect();
+            let back = early_bytes_session(px.addr, holder, &msg);
+            assert!(back == msg, "round {round}: {} bytes back of {}", back.len(), msg.len());
+            holder = held_session(px.addr);
+        }
+        drop(holder);
+        // Round-robin alternates the first pick: some early-bytes sessions went straight to the
+        // live backend (written as the connect completed), others met the refusal first and
+        // were retried with their bytes parked in the ring.
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "9 sessions closed", |m| {
+            metric(m, "netforge_proxy_sessions_closed_total{reason=\"done\"}") == Some(9.0)
+        });
+        let smart = metric(&m, "netforge_proxy_smart_connects_total").unwrap();
+        let refused =
+            metric(&m, "netforge_proxy_backend_connect_failures_total{group=\"default\",backend=\"b0\"}").unwrap();
+        assert!(smart >= 2.0, "smart connects {smart}\n{m}");
+        assert!(refused >= 2.0, "refused connects {refused}\n{m}");
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"connect_failed\"}"), Some(0.0), "{m}");
+    });
+}
+
+#[test]
+fn smart_connect_leaves_server_first_protocols_alone() {
+    with_timeout(T, || {
+        // A backend that speaks first, as SMTP does, and never reads.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                let _ = c.write_all(b"220 ready\r\n");
+                std::thread::spawn(move || {
+                    let mut sink = [0u8; 64];
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                    while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        let px = proxy(&conf(&[b], "threads = 1", NO_HEALTH));
+        for _ in 0..5 {
+            let mut s = client(px.addr);
+            let mut banner = [0u8; 11];
+            s.read_exact(&mut banner).unwrap();
+            assert_eq!(&banner, b"220 ready\r\n");
+        }
+        // The clients sent nothing before the banner, so no dial held back its ACK.
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "5 sessions", |m| {
+            metric(m, "netforge_proxy_connections_total{listener=\"listener0\"}") == Some(5.0)
+        });
+        assert_eq!(metric(&m, "netforge_proxy_smart_connects_total"), Some(0.0), "{m}");
+    });
+}
