@@ -13,6 +13,12 @@
 //! (d) 64-byte request/response ops/s on 32 connections; (e) new connections/s (connect, 64 B
 //! round trip, close); (f) proxy RSS per idle proxied connection at 5,000 connections.
 //!
+//! Every part but (f) runs `PROXY_BENCH_ROUNDS` rounds (default 3), each round visiting the
+//! three proxies in a rotated order, and the table shows each proxy's median: on a small VM a
+//! single run of a few seconds moves by ±5% from one run to the next. Each proxy has its own
+//! echo backend (`netforge serve --mode echo`), so the TIME_WAIT entries of one proxy's
+//! connection churn never sit on the 4-tuples the next proxy dials.
+//!
 //! Needs `haproxy` and `iperf3` on PATH (it installs nothing; without them it says so and
 //! stops). Run: `cargo bench --bench proxy_vs_haproxy`. Every loop is bounded in count and time.
 //! `PROXY_BENCH_ONLY=iperf1,conns` runs only the named parts (`idle`, `iperf1`, `iperf8`,
@@ -26,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_netforge");
-const IPERF_SECS: u32 = 5;
+const IPERF_SECS: u32 = 4;
 const PING_ROUNDS: usize = 20_000;
 const OPS_CONNS: usize = 32;
 const OPS_SECS: u64 = 3;
@@ -355,6 +361,19 @@ fn idle_bytes(p: &Proxy) -> f64 {
     (after.saturating_sub(before) * 1024) as f64 / n as f64
 }
 
+/// Median of each proxy's runs (0 when a part did not run).
+fn medians(runs: &[Vec<f64>; 3]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for (o, r) in out.iter_mut().zip(runs) {
+        let mut v = r.clone();
+        v.sort_by(f64::total_cmp);
+        if !v.is_empty() {
+            *o = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+        }
+    }
+    out
+}
+
 struct Row {
     metric: String,
     v: [f64; 3],
@@ -383,6 +402,7 @@ fn main() {
         }
     }
     let _ = netforge::sys::raise_nofile();
+    let rounds = std::env::var("PROXY_BENCH_ROUNDS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(3).max(1);
     let iperf_port = free_port();
     let iperf_addr: SocketAddr = format!("127.0.0.1:{iperf_port}").parse().unwrap();
     let _iperf = Killed(
@@ -394,15 +414,22 @@ fn main() {
             .expect("spawn iperf3 -s"),
     );
     wait_listening(iperf_addr);
-    let (_echo, echo) = echo_backend();
+    // One echo backend per proxy: the TIME_WAIT entries one proxy's connection churn leaves on
+    // its backend 4-tuples never slow down the next proxy's connects.
+    let echoes: Vec<(Killed, SocketAddr)> = (0..3).map(|_| echo_backend()).collect();
     let proxies = [
-        netforge_proxy(iperf_addr, echo),
-        haproxy("haproxy", false, iperf_addr, echo),
-        haproxy("haproxy-splice", true, iperf_addr, echo),
+        netforge_proxy(iperf_addr, echoes[0].1),
+        haproxy("haproxy", false, iperf_addr, echoes[1].1),
+        haproxy("haproxy-splice", true, iperf_addr, echoes[2].1),
     ];
-    println!("proxy_vs_haproxy: backends iperf3 {iperf_addr}, echo {echo}; proxies on 2 threads each");
-    // Round-robin start so no proxy always goes first.
+    println!(
+        "proxy_vs_haproxy: backends iperf3 {iperf_addr}, one echo each ({}, {}, {}); proxies on 2 threads each; \
+         {rounds} interleaved rounds, medians",
+        echoes[0].1, echoes[1].1, echoes[2].1
+    );
+    // Round k starts with proxy k mod 3, so no proxy always goes first.
     let order = |k: usize| (0..3).map(move |i| (i + k) % 3);
+    let mut runs: [Vec<f64>; 3] = Default::default();
 
     // (f) first, on fresh processes.
     let mut idle = [0.0f64; 3];
@@ -413,44 +440,75 @@ fn main() {
     let mut tput = [[0.0f64; 3], [0.0f64; 3]];
     let mut cpu = [[0.0f64; 3], [0.0f64; 3]];
     for (k, streams) in [1u32, 8].into_iter().enumerate() {
-        for i in order(k + 1).filter(|_| selected(&format!("iperf{streams}"))) {
-            let pid = proxies[i].child.0.id();
-            let c0 = cpu_secs(pid);
-            match iperf(proxies[i].bulk, streams) {
-                Some((bps, bytes)) => {
-                    let c1 = cpu_secs(pid);
-                    tput[k][i] = bps / 1e9;
-                    cpu[k][i] = (c1 - c0) / (bytes / 1e9);
-                }
-                None => println!("  iperf3 through {} failed", proxies[i].name),
-            }
-            println!("  iperf3 -P {streams} {}: {:.2} Gbit/s, {:.3} CPU s/GB", proxies[i].name, tput[k][i], cpu[k][i]);
+        if !selected(&format!("iperf{streams}")) {
+            continue;
         }
+        let (mut t_runs, mut c_runs) = (runs.clone(), runs.clone());
+        for r in 0..rounds {
+            for i in order(r + k) {
+                let pid = proxies[i].child.0.id();
+                let c0 = cpu_secs(pid);
+                match iperf(proxies[i].bulk, streams) {
+                    Some((bps, bytes)) => {
+                        let c1 = cpu_secs(pid);
+                        t_runs[i].push(bps / 1e9);
+                        c_runs[i].push((c1 - c0) / (bytes / 1e9));
+                        println!(
+                            "  iperf3 -P {streams} {} round {r}: {:.2} Gbit/s, {:.3} CPU s/GB",
+                            proxies[i].name,
+                            bps / 1e9,
+                            (c1 - c0) / (bytes / 1e9)
+                        );
+                    }
+                    None => println!("  iperf3 -P {streams} through {} failed (round {r})", proxies[i].name),
+                }
+            }
+        }
+        tput[k] = medians(&t_runs);
+        cpu[k] = medians(&c_runs);
     }
     let mut p50 = [0.0f64; 3];
     let mut p99 = [0.0f64; 3];
-    let mut direct = (0.0, 0.0);
-    for i in order(0).filter(|_| selected("latency")) {
-        let d = latency(echo);
-        let t = latency(proxies[i].echo);
-        direct = d;
-        p50[i] = t.0 - d.0;
-        p99[i] = t.1 - d.1;
-        println!(
-            "  ping-pong {}: direct p50 {:.1} p99 {:.1} us, through p50 {:.1} p99 {:.1} us",
-            proxies[i].name, d.0, d.1, t.0, t.1
-        );
+    if selected("latency") {
+        let (mut r50, mut r99) = (runs.clone(), runs.clone());
+        for r in 0..rounds {
+            for i in order(r) {
+                let echo = echoes[i].1;
+                let d = latency(echo);
+                let t = latency(proxies[i].echo);
+                r50[i].push(t.0 - d.0);
+                r99[i].push(t.1 - d.1);
+                println!(
+                    "  ping-pong {} round {r}: direct p50 {:.1} p99 {:.1} us, through p50 {:.1} p99 {:.1} us",
+                    proxies[i].name, d.0, d.1, t.0, t.1
+                );
+            }
+        }
+        p50 = medians(&r50);
+        p99 = medians(&r99);
     }
     let mut opss = [0.0f64; 3];
-    for i in order(1).filter(|_| selected("ops")) {
-        opss[i] = ops(proxies[i].echo);
-        println!("  ops {}: {:.0}/s", proxies[i].name, opss[i]);
+    if selected("ops") {
+        let mut o_runs = runs.clone();
+        for r in 0..rounds {
+            for i in order(r + 1) {
+                let v = ops(proxies[i].echo);
+                o_runs[i].push(v);
+                println!("  ops {} round {r}: {v:.0}/s", proxies[i].name);
+            }
+        }
+        opss = medians(&o_runs);
     }
     let mut cps = [0.0f64; 3];
-    for i in order(2).filter(|_| selected("conns")) {
-        let (r, errs) = conns(proxies[i].echo);
-        cps[i] = r;
-        println!("  conn/s {}: {:.0}/s ({errs} failed)", proxies[i].name, r);
+    if selected("conns") {
+        for r in 0..rounds {
+            for i in order(r + 2) {
+                let (v, errs) = conns(proxies[i].echo);
+                runs[i].push(v);
+                println!("  conn/s {} round {r}: {v:.0}/s ({errs} failed)", proxies[i].name);
+            }
+        }
+        cps = medians(&runs);
     }
 
     let best_hi = |a: [f64; 3]| a[1].max(a[2]);
@@ -499,7 +557,6 @@ fn main() {
         },
     ];
     println!();
-    println!("direct ping-pong to the echo backend (last round): p50 {:.1} us, p99 {:.1} us", direct.0, direct.1);
     println!(
         "| {:<31} | {:>10} | {:>10} | {:>14} | {:>17} | {:<22} | {:<7} |",
         "metric", "netforge", "haproxy", "haproxy-splice", "ratio nf/hap(-spl)", "target", "result"

@@ -12,6 +12,7 @@ pub mod report;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
@@ -23,7 +24,7 @@ use crate::reactor::Pool;
 use crate::serve::{Mode, Sink};
 use crate::stats::Latency;
 use crate::sys::Signal;
-use reactor::{Counts, GoonCmd, GoonReactor, Pace, ReactorPlan, Update};
+use reactor::{Concurrency, Counts, GoonCmd, GoonReactor, Pace, ReactorPlan, Update};
 
 /// Where reactors report.
 const UPDATE_QUEUE_PER_REACTOR: usize = 64;
@@ -140,6 +141,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     }
     let opts = DialOpts { bufs: cfg.bufs, nodelay: false, linger_rst: cfg.linger_rst, delay_ack: false };
     let share = shares(cfg.connections, threads);
+    let concurrency = Arc::new(Concurrency::default());
     let handlers: Vec<GoonReactor> = sinks
         .into_iter()
         .enumerate()
@@ -152,6 +154,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                 opts,
                 sources: cfg.sources.clone(),
                 source_offset: i,
+                concurrency: concurrency.clone(),
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })
@@ -168,7 +171,6 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let mut exited = vec![false; threads];
     let mut connect = Latency::new();
     let mut fail = Latency::new();
-    let mut max_established = 0u64;
     let mut dial_phase = None;
     let mut rss_dial_done_kib = None;
     let mut hold_until: Option<Instant> = None;
@@ -225,7 +227,6 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                     if let Some(l) = &u.fail { fail.merge(l); }
                     dial_done[u.reactor] |= u.dial_done;
                     exited[u.reactor] |= u.exited;
-                    max_established = max_established.max(sum(&per).established);
                     if hold_until.is_none() && dial_done.iter().all(|d| *d) {
                         let now = Instant::now();
                         dial_phase = Some(now - started);
@@ -258,7 +259,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let report = GoonReport {
         not_initiated: total - counts.dialed.min(total),
         counts,
-        max_established,
+        max_established: concurrency.peak(),
         connect,
         fail,
         dial_phase,
