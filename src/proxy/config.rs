@@ -240,7 +240,9 @@ pub struct BackendConfig {
 /// Whether the proxy moves bytes with splice(2) through a pipe instead of user-space rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpliceMode {
-    /// Copy small reads; splice a direction once a read fills the buffer (a bulk flow).
+    /// Per direction: copy small reads, splice once a read fills the buffer (or a parked ring
+    /// fills: a bulk flow), and copy again after a few splice reads in a row that each moved
+    /// less than a quarter of the buffer (an interactive flow), once the pipe has drained.
     Auto,
     /// Always splice (a direction copies only when no pipe can be created).
     On,

@@ -272,6 +272,8 @@ impl ProxyReactor {
         self.stats.rings_in_use = self.bufs.rings.in_use() as u64;
         self.stats.pipes_in_use = self.bufs.pipes.in_use() as u64;
         self.stats.splice_fallbacks = self.bufs.splice_fallbacks;
+        self.stats.switches_to_splice = self.bufs.switches_to_splice;
+        self.stats.switches_to_copy = self.bufs.switches_to_copy;
         self.stats.accept_pauses = self.listeners.iter().map(|l| l.acceptor.pauses).sum();
         self.stats.clone()
     }

@@ -16,11 +16,31 @@
 //! Buffers are lazy. The copy path reads into the reactor's one scratch buffer and writes
 //! straight through to the peer; only bytes the peer did not take are parked in a [`Ring`]
 //! borrowed from the reactor's bounded pool, and the ring goes back once drained. The splice
-//! path (`splice = "on"`, or `"auto"` once a read filled the scratch or the ring) moves bytes
+//! path (`splice = "on"`, or `"auto"` while a direction is bulk, see below) moves bytes
 //! socket → kernel pipe → socket, the pipe borrowed from a second bounded pool while it holds
 //! bytes. An idle session therefore holds two sockets and a few words of state, and a busy one
 //! at most one ring or one pipe per direction, which is what bounds memory by
 //! `max_connections × 2 × buffer_size`.
+//!
+//! `splice = "auto"` picks the path per direction from the size of its reads, with hysteresis
+//! ([`AutoPath`]):
+//!
+//! ```text
+//!            a copy read fills the scratch, or the parked ring is full
+//!   copy ─────────────────────────────────────────────────────────────► splice
+//!        ◄─────────────────────────────────────────────────────────────
+//!            COPY_AFTER_SMALL_FILLS splice reads in a row that each took all the socket had
+//!            and moved < buffer_size / SMALL_FILL_DIVISOR, then the pipe drained
+//! ```
+//!
+//! Splice pays off when one call moves many pages; for small messages it costs a pipe from the
+//! pool and three splice(2) calls (fill, drain, and the fill that finds the socket empty) where
+//! the copy path makes one read and one write. Reads between the two thresholds keep the
+//! current path, so a flow that sits near one of them does not flap. A direction goes back to
+//! copy only with its pipe empty (bytes in a pipe are always spliced out first, so order is
+//! kept), and starts splicing only once its parked ring has drained, so it never holds a ring
+//! and a pipe at once. Neither switch costs a syscall: it is decided from the byte counts the
+//! reads return anyway.
 //!
 //! Backpressure: a direction reads its source only while its parked ring (or pipe) has room. A
 //! full ring or pipe means no read, so the kernel receive buffer fills, the TCP window closes and
@@ -106,6 +126,65 @@ pub const READ_BUDGET: usize = 256 * 1024;
 pub const RING_CACHE: usize = 8;
 /// Free kernel pipes a reactor keeps open for reuse; drained pipes beyond this are closed.
 pub const PIPE_CACHE: usize = 8;
+/// `splice = "auto"`: a splice read is small when it moved less than `buffer_size / 4` (4 KiB
+/// with the default 16 KiB buffer, one or two MSS-sized segments). The switch up to splice
+/// needs a read of a whole `buffer_size`, so reads in between change nothing (hysteresis).
+pub const SMALL_FILL_DIVISOR: usize = 4;
+/// `splice = "auto"`: this many small splice reads in a row send a direction back to copy. One
+/// or two short reads happen in any bulk flow (the tail of a burst, a read racing an arrival);
+/// four in a row, each of which emptied the socket, mean the sender writes small messages.
+pub const COPY_AFTER_SMALL_FILLS: u8 = 4;
+
+/// `splice = "auto"` for one direction: whether it splices (bulk) or copies, and the evidence
+/// for switching back. Pure bookkeeping, no syscalls: the caller reports what its reads did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AutoPath {
+    /// Reads go through a pipe.
+    bulk: bool,
+    /// Splice reads in a row that were small (see [`SMALL_FILL_DIVISOR`]), saturating.
+    small_fills: u8,
+}
+
+impl AutoPath {
+    /// Whether the direction splices.
+    pub fn bulk(&self) -> bool {
+        self.bulk
+    }
+
+    /// A copy read filled the scratch buffer, or the parked ring is full (the peer is slower
+    /// than the source), or the pipe is: splice from the next read on. True when this switched
+    /// the direction from copy to splice.
+    pub fn on_full(&mut self) -> bool {
+        self.small_fills = 0;
+        !std::mem::replace(&mut self.bulk, true)
+    }
+
+    /// A splice read asked for up to `asked` bytes and moved `n > 0`. Only a read that stopped
+    /// short of its limit (it took everything the socket had) and moved less than
+    /// `buffer_bytes / SMALL_FILL_DIVISOR` counts as small; a read cut by the pipe's room or
+    /// the read budget says nothing about message size and breaks the run. True when the run
+    /// of small reads is long enough to go back to copy (see [`AutoPath::settle`]).
+    pub fn on_splice_fill(&mut self, n: usize, asked: usize, buffer_bytes: usize) -> bool {
+        if n < asked && n < (buffer_bytes / SMALL_FILL_DIVISOR).max(1) {
+            self.small_fills = self.small_fills.saturating_add(1);
+        } else {
+            self.small_fills = 0;
+        }
+        self.small_fills >= COPY_AFTER_SMALL_FILLS
+    }
+
+    /// Before a read, with `piped` bytes still in this direction's pipe: after a long enough
+    /// run of small splice reads, and only once the pipe is empty (no byte may overtake the
+    /// ones in it), go back to copy. True when this switched the direction from splice to copy.
+    pub fn settle(&mut self, piped: usize) -> bool {
+        if self.bulk && piped == 0 && self.small_fills >= COPY_AFTER_SMALL_FILLS {
+            self.bulk = false;
+            self.small_fills = 0;
+            return true;
+        }
+        false
+    }
+}
 
 /// A bounded per-reactor pool: at most `limit` items out at once, at most `cache` kept free.
 pub struct Pool<T> {
@@ -178,6 +257,9 @@ pub struct Bufs {
     pub splice: SpliceMode,
     /// Pipes that could not be created (EMFILE, ENFILE): those sessions copy instead.
     pub splice_fallbacks: u64,
+    /// `splice = "auto"`: directions switched from copy to splice, and back (see [`AutoPath`]).
+    pub switches_to_splice: u64,
+    pub switches_to_copy: u64,
 }
 
 impl Bufs {
@@ -193,6 +275,8 @@ impl Bufs {
             pipe_bytes,
             splice,
             splice_fallbacks: 0,
+            switches_to_splice: 0,
+            switches_to_copy: 0,
         }
     }
 }
@@ -213,9 +297,8 @@ pub struct Flow {
     pub pipe: Option<KernelPipe>,
     /// Bytes in `pipe`.
     pub piped: usize,
-    /// `splice = "auto"`: a read filled the scratch or the ring, so this is a bulk flow and
-    /// splices from now on.
-    pub bulk: bool,
+    /// `splice = "auto"`: whether this direction splices now (a bulk flow) or copies.
+    pub auto: AutoPath,
     /// No pipe could be had: this direction copies for the rest of the session.
     pub no_splice: bool,
 }
@@ -250,7 +333,7 @@ impl Flow {
         }
         match mode {
             SpliceMode::On => true,
-            SpliceMode::Auto => self.bulk,
+            SpliceMode::Auto => self.auto.bulk(),
             SpliceMode::Off => false,
         }
     }
@@ -396,6 +479,9 @@ fn flow(
         return Ok((progressed, src_act, dst_act));
     }
     let mut read = None;
+    if bufs.splice == SpliceMode::Auto && f.auto.settle(f.piped) {
+        bufs.switches_to_copy += 1;
+    }
     if f.splices(bufs.splice) {
         if f.pipe.is_none() {
             let size = bufs.pipe_bytes;
@@ -412,12 +498,20 @@ fn flow(
         if let Some(p) = f.pipe.as_ref() {
             let room = p.capacity().saturating_sub(f.piped);
             if room == 0 {
-                // Pipe full: no read until the peer takes some (backpressure).
+                // Pipe full: no read until the peer takes some (backpressure). A peer that
+                // slow makes this a bulk flow whatever the read sizes were.
+                if bufs.splice == SpliceMode::Auto {
+                    f.auto.on_full();
+                }
                 return Ok((progressed, src_act, dst_act));
             }
-            read = Some(match p.fill_from(src, room.min(*budget)) {
+            let asked = room.min(*budget);
+            read = Some(match p.fill_from(src, asked) {
                 Ok(n) => {
                     f.piped += n;
+                    if n > 0 && bufs.splice == SpliceMode::Auto {
+                        f.auto.on_splice_fill(n, asked, bufs.buffer_bytes);
+                    }
                     Ok(n)
                 }
                 Err(e) if f.piped == 0 => {
@@ -444,8 +538,8 @@ fn flow(
             Some(ring) => {
                 if ring.is_full() {
                     // Backpressure: the peer is slow, stop reading its source.
-                    if bufs.splice == SpliceMode::Auto {
-                        f.bulk = true;
+                    if bufs.splice == SpliceMode::Auto && !f.no_splice && f.auto.on_full() {
+                        bufs.switches_to_splice += 1;
                     }
                     return Ok((progressed, src_act, dst_act));
                 }
@@ -459,8 +553,12 @@ fn flow(
                 }
                 match src.read(&mut bufs.scratch) {
                     Ok(n) if n > 0 => {
-                        if n == bufs.scratch.len() && bufs.splice == SpliceMode::Auto {
-                            f.bulk = true;
+                        if n == bufs.scratch.len()
+                            && bufs.splice == SpliceMode::Auto
+                            && !f.no_splice
+                            && f.auto.on_full()
+                        {
+                            bufs.switches_to_splice += 1;
                         }
                         if n < bufs.scratch.len() {
                             // A short read took everything the socket had queued: the next
@@ -708,6 +806,207 @@ mod tests {
         assert_eq!(got, sent);
         assert!(p.c2s.ring.is_none());
         assert_eq!((b.rings.in_use(), b.rings.cached()), (0, 1));
+    }
+
+    /// One step of the auto-splice rule and what it should answer.
+    enum Ev {
+        /// A copy read filled the scratch (or a ring/pipe is full): want "switched to splice".
+        Full(bool),
+        /// A splice read (n, asked): want "long enough run of small reads".
+        Fill(usize, usize, bool),
+        /// Before a read with this many bytes piped: want "switched to copy".
+        Settle(usize, bool),
+    }
+
+    #[test]
+    fn auto_path_switches_both_ways_with_hysteresis() {
+        use Ev::*;
+        const B: usize = 16 * 1024; // buffer_size; small = below 4 KiB
+        let cases: &[(&str, &[Ev])] = &[
+            ("starts copying and a settle changes nothing", &[Settle(0, false)]),
+            ("a full read switches to splice once", &[Full(true), Full(false), Settle(0, false)]),
+            (
+                "four small reads, pipe drained: back to copy",
+                &[
+                    Full(true),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(64, B, true),
+                    Settle(0, true),
+                ],
+            ),
+            (
+                "never while bytes sit in the pipe",
+                &[
+                    Full(true),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(64, B, true),
+                    Settle(64, false),
+                    Settle(0, true),
+                    Settle(0, false),
+                ],
+            ),
+            (
+                "three small reads are not enough",
+                &[Full(true), Fill(100, B, false), Fill(100, B, false), Fill(100, B, false), Settle(0, false)],
+            ),
+            (
+                "a large read breaks the run",
+                &[
+                    Full(true),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(B, 4 * B, false),
+                    Fill(64, B, false),
+                    Settle(0, false),
+                ],
+            ),
+            (
+                "a read of exactly a quarter buffer is not small",
+                &[
+                    Full(true),
+                    Fill(B / 4, B, false),
+                    Fill(B / 4, B, false),
+                    Fill(B / 4, B, false),
+                    Fill(B / 4, B, false),
+                    Settle(0, false),
+                ],
+            ),
+            (
+                "a read cut by its limit (pipe room, budget) is not small",
+                &[
+                    Full(true),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(100, 100, false),
+                    Settle(0, false),
+                ],
+            ),
+            (
+                "a full pipe or ring breaks the run too",
+                &[
+                    Full(true),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Fill(64, B, false),
+                    Full(false),
+                    Fill(64, B, false),
+                    Settle(0, false),
+                ],
+            ),
+            (
+                "back to copy, then a full read: splice again, and the run starts over",
+                &[
+                    Full(true),
+                    Fill(1, B, false),
+                    Fill(1, B, false),
+                    Fill(1, B, false),
+                    Fill(1, B, true),
+                    Settle(0, true),
+                    Full(true),
+                    Settle(0, false),
+                    Fill(1, B, false),
+                    Settle(0, false),
+                ],
+            ),
+            (
+                "a long run past the count still switches once",
+                &[
+                    Full(true),
+                    Fill(8, B, false),
+                    Fill(8, B, false),
+                    Fill(8, B, false),
+                    Fill(8, B, true),
+                    Fill(8, B, true),
+                    Fill(8, B, true),
+                    Settle(8, false),
+                    Settle(0, true),
+                    Settle(0, false),
+                ],
+            ),
+        ];
+        for (name, evs) in cases {
+            let mut a = AutoPath::default();
+            for (i, ev) in evs.iter().enumerate() {
+                let (got, want) = match *ev {
+                    Full(w) => (a.on_full(), w),
+                    Fill(n, asked, w) => (a.on_splice_fill(n, asked, B), w),
+                    Settle(piped, w) => (a.settle(piped), w),
+                };
+                assert_eq!(got, want, "{name}: step {i}");
+            }
+        }
+        // A settle never switches a copying direction, however many small reads it reported.
+        let mut a = AutoPath::default();
+        for _ in 0..10 {
+            a.on_splice_fill(1, B, B);
+        }
+        assert!(!a.settle(0) && !a.bulk());
+    }
+
+    /// Reads `want` bytes from a blocking peer (with a deadline), pumping `p` between reads.
+    fn pump_until_read(p: &mut Pipe, b: &mut Bufs, peer: &mut std::net::TcpStream, want: usize) -> Moved {
+        let mut total = Moved::default();
+        let mut got = 0;
+        let mut buf = vec![0u8; want.max(1)];
+        peer.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while got < want {
+            p.crd.event = Ready::ALL;
+            p.srd.event = Ready::ALL;
+            let mut m = Moved::default();
+            let r = p.pump(Instant::now(), &mut m, b);
+            assert!(!matches!(r, Pump::Close(_)), "{r:?}");
+            total.client_to_server += m.client_to_server;
+            total.spliced += m.spliced;
+            match peer.read(&mut buf[..want - got]) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(Instant::now() < deadline, "{got} of {want}");
+        }
+        total
+    }
+
+    /// Through a real pipe in auto mode: a full read makes the direction splice, a run of small
+    /// messages sends it back to copy once its pipe drained, and the switches are counted.
+    #[test]
+    fn auto_mode_goes_back_to_copy_after_small_reads() {
+        let (mut c_peer, c) = pair();
+        let (mut s_peer, s) = pair();
+        let all = Readiness { event: Ready::ALL, interest: Ready::ALL };
+        let mut p = Pipe::new(c, all, s, all);
+        let mut b = bufs(SpliceMode::Auto);
+        // 1024-byte scratch: 3000 queued bytes fill the first read.
+        c_peer.write_all(&[7u8; 3000]).unwrap();
+        pump_until_read(&mut p, &mut b, &mut s_peer, 3000);
+        assert!(p.c2s.auto.bulk());
+        assert_eq!((b.switches_to_splice, b.switches_to_copy), (1, 0));
+        // Small messages (16 bytes, below 1024 / 4), one at a time: the first
+        // COPY_AFTER_SMALL_FILLS are spliced, then the direction copies.
+        let mut spliced = Vec::new();
+        for i in 0..8u8 {
+            c_peer.write_all(&[i; 16]).unwrap();
+            spliced.push(pump_until_read(&mut p, &mut b, &mut s_peer, 16).spliced);
+        }
+        let k = usize::from(COPY_AFTER_SMALL_FILLS);
+        assert!(spliced[..k].iter().all(|n| *n == 16), "{spliced:?}");
+        assert!(spliced[k..].iter().all(|n| *n == 0), "{spliced:?}");
+        assert!(!p.c2s.auto.bulk());
+        assert_eq!((b.switches_to_splice, b.switches_to_copy), (1, 1));
+        assert_eq!(p.c2s.piped, 0);
+        // A read that fills the scratch again: splice again.
+        c_peer.write_all(&[9u8; 3000]).unwrap();
+        let m = pump_until_read(&mut p, &mut b, &mut s_peer, 3000);
+        assert!(p.c2s.auto.bulk() && m.spliced > 0, "{m:?}");
+        assert_eq!((b.switches_to_splice, b.switches_to_copy), (2, 1));
+        assert_eq!((b.rings.in_use(), b.pipes.in_use()), (0, 0));
     }
 
     #[test]

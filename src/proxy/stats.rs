@@ -32,6 +32,10 @@ pub struct ProxyStats {
     pub splice_bytes: u64,
     /// Sessions that wanted a pipe and got none (EMFILE): they copied instead.
     pub splice_fallbacks: u64,
+    /// `splice = "auto"`: directions switched from copy to splice (bulk reads) and from splice
+    /// back to copy (small reads).
+    pub switches_to_splice: u64,
+    pub switches_to_copy: u64,
     /// Sessions whose first client bytes left with the backend handshake's last ACK.
     pub smart_connects: u64,
     /// Pooled rings holding parked bytes now (gauge).
@@ -91,6 +95,8 @@ impl ProxyStats {
         self.bytes_server_to_client += o.bytes_server_to_client;
         self.splice_bytes += o.splice_bytes;
         self.splice_fallbacks += o.splice_fallbacks;
+        self.switches_to_splice += o.switches_to_splice;
+        self.switches_to_copy += o.switches_to_copy;
         self.smart_connects += o.smart_connects;
         self.rings_in_use += o.rings_in_use;
         self.pipes_in_use += o.pipes_in_use;
@@ -170,6 +176,14 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
         "Directions that copied because no pipe could be had.",
     );
     let _ = writeln!(o, "netforge_proxy_splice_fallbacks_total {}", t.splice_fallbacks);
+    family(
+        &mut o,
+        "netforge_proxy_splice_switches_total",
+        "counter",
+        "splice = auto: directions switched to splice (a read filled the buffer) or back to copy (small reads).",
+    );
+    let _ = writeln!(o, "netforge_proxy_splice_switches_total{{to=\"splice\"}} {}", t.switches_to_splice);
+    let _ = writeln!(o, "netforge_proxy_splice_switches_total{{to=\"copy\"}} {}", t.switches_to_copy);
     family(
         &mut o,
         "netforge_proxy_smart_connects_total",

@@ -921,3 +921,68 @@ fn smart_connect_leaves_server_first_protocols_alone() {
         assert_eq!(metric(&m, "netforge_proxy_smart_connects_total"), Some(0.0), "{m}");
     });
 }
+
+/// `splice = "auto"` follows a session that changes character: a bulk phase moves its
+/// directions to splice, then small request/response messages bring them back to copy.
+#[test]
+fn auto_splice_goes_back_to_copy_when_a_bulk_session_turns_interactive() {
+    with_timeout(Duration::from_secs(120), || {
+        let (_s, b) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
+        let px = proxy(&conf(&[b], "threads = 1\nsplice = \"auto\"", NO_HEALTH));
+        const BULK: usize = 4 << 20;
+        const SMALL: usize = 64;
+        const EXCHANGES: usize = 200;
+        let up = "netforge_proxy_bytes_total{direction=\"client_to_backend\"}";
+        let down = "netforge_proxy_bytes_total{direction=\"backend_to_client\"}";
+        let copy = "netforge_proxy_forwarded_bytes_total{method=\"copy\"}";
+        let splice = "netforge_proxy_forwarded_bytes_total{method=\"splice\"}";
+        let to_splice = "netforge_proxy_splice_switches_total{to=\"splice\"}";
+        let to_copy = "netforge_proxy_splice_switches_total{to=\"copy\"}";
+
+        // Bulk phase: 4 MiB each way on one connection, written while the echo is read.
+        let mut s = client(px.addr);
+        let mut data = vec![0u8; BULK];
+        fastrand::Rng::with_seed(11).fill(&mut data);
+        let mut wr = s.try_clone().unwrap();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || wr.write_all(&sent).unwrap());
+        let mut back = vec![0u8; BULK];
+        s.read_exact(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(back == data, "the bulk echo differs from what was sent");
+        let m0 = wait_metrics(px.admin, Duration::from_secs(5), "bulk phase counted", |m| {
+            metric(m, up) == Some(BULK as f64) && metric(m, down) == Some(BULK as f64)
+        });
+        assert!(metric(&m0, to_splice).unwrap() >= 1.0, "the bulk phase never switched to splice:\n{m0}");
+        assert!(metric(&m0, splice).unwrap() > BULK as f64, "the bulk phase should mostly splice:\n{m0}");
+        let copy0 = metric(&m0, copy).unwrap();
+
+        // Interactive phase on the same connection: small messages, one at a time.
+        for i in 0..EXCHANGES {
+            let msg: Vec<u8> = (0..SMALL).map(|j| (i * 31 + j) as u8).collect();
+            s.write_all(&msg).unwrap();
+            let mut got = [0u8; SMALL];
+            s.read_exact(&mut got).unwrap();
+            assert!(got[..] == msg[..], "exchange {i}: echo differs");
+        }
+        let small_bytes = (EXCHANGES * SMALL) as f64;
+        let m1 = wait_metrics(px.admin, Duration::from_secs(5), "interactive phase counted", |m| {
+            metric(m, up) == Some(BULK as f64 + small_bytes) && metric(m, down) == Some(BULK as f64 + small_bytes)
+        });
+        assert!(metric(&m1, to_copy).unwrap() >= 1.0, "no direction went back to copy:\n{m1}");
+        // Each direction splices at most a few small messages before it copies again, so most
+        // of the 2 × 200 × 64 bytes of this phase were copied (the old rule spliced them all).
+        let copied = metric(&m1, copy).unwrap() - copy0;
+        eprintln!(
+            "auto splice: switches to splice {}, to copy {}; interactive phase copied {copied} of {} bytes",
+            metric(&m1, to_splice).unwrap(),
+            metric(&m1, to_copy).unwrap(),
+            2.0 * small_bytes
+        );
+        assert!(copied >= small_bytes, "{copied} of {} small-phase bytes copied:\n{m1}", 2.0 * small_bytes);
+        drop(s);
+        wait_metrics(px.admin, Duration::from_secs(5), "session closed", |m| {
+            metric(m, "netforge_proxy_sessions_closed_total{reason=\"done\"}") == Some(1.0)
+        });
+    });
+}
