@@ -8,8 +8,9 @@
 //!
 //! The coordinator (this module's [`run`], on the main thread) owns no socket but the admin
 //! listener (served by its own small thread): it merges per-tick stats, relays reactor 0's
-//! health vector to the other reactors, and turns signals into commands: SIGTERM/SIGINT drain
-//! (a second one stops at once), SIGHUP reloads the file, SIGUSR1 prints a summary line.
+//! health vector and every reactor's passive DOWN marks to the other reactors, and turns
+//! signals into commands: SIGTERM/SIGINT drain (a second one stops at once), SIGHUP reloads
+//! the file, SIGUSR1 prints a summary line.
 
 pub mod config;
 pub mod lb;
@@ -37,6 +38,55 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 fn backend_count(cfg: &ProxyConfig) -> usize {
     cfg.groups.iter().map(|g| g.backends.len()).sum()
+}
+
+/// The coordinator's side of passive health (see `reactor`'s module doc): the latest passive
+/// deadline it knows per flat backend index of the running configuration, so a reactor's mark
+/// is relayed to the others once, and again only if a later mark extends it.
+struct PassiveRelay {
+    /// Configuration generation: 0 at start-up, one more per reload sent to the reactors.
+    generation: u64,
+    until: Vec<Option<Instant>>,
+}
+
+impl PassiveRelay {
+    fn new(backends: usize) -> PassiveRelay {
+        PassiveRelay { generation: 0, until: vec![None; backends] }
+    }
+
+    /// A new configuration: indices change meaning, and the reactors drop their marks on
+    /// reload, so the known deadlines go too. Returns the new generation.
+    fn reload(&mut self, backends: usize) -> u64 {
+        self.generation += 1;
+        self.until = vec![None; backends];
+        self.generation
+    }
+
+    /// The deadlines in a reactor's report that are later than the known ones. A report of
+    /// another generation (sent before that reactor applied a reload, or by one that missed
+    /// it) yields none: its indices may name other backends now.
+    fn news(&self, generation: u64, marks: &[Option<Instant>]) -> Vec<(usize, Instant)> {
+        if generation != self.generation || marks.len() != self.until.len() {
+            return Vec::new();
+        }
+        marks
+            .iter()
+            .zip(&self.until)
+            .enumerate()
+            .filter_map(|(i, (m, k))| match (m, k) {
+                (Some(m), Some(k)) if m <= k => None,
+                (Some(m), _) => Some((i, *m)),
+                (None, _) => None,
+            })
+            .collect()
+    }
+
+    /// `until` for `backend` reached every other reactor: stop relaying it.
+    fn relayed(&mut self, backend: usize, until: Instant) {
+        if let Some(k) = self.until.get_mut(backend) {
+            *k = Some(k.map_or(until, |k| k.max(until)));
+        }
+    }
 }
 
 fn summary(t: &ProxyStats, up: &[bool], cut: u64) -> String {
@@ -110,6 +160,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     let mut cuts = vec![0u64; threads];
     let mut done = vec![false; threads];
     let mut up: Vec<bool> = vec![!cfg.health.enabled; backend_count(&cfg)];
+    let mut passive = PassiveRelay::new(backend_count(&cfg));
     let mut draining = false;
     // Start-up gate: reactors other than 0 accept once told the first health round is complete.
     let mut opened = !cfg.health.enabled;
@@ -145,6 +196,22 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                             log::warn!("proxy: {full} reactor queues full; health change delayed");
                         }
                     }
+                    for (backend, until) in passive.news(r.generation, &r.passive_down) {
+                        // Every reactor but the one that marked it; a full queue is retried
+                        // on that reactor's next report (a reactor ignores a deadline it has).
+                        let generation = passive.generation;
+                        let mut full = 0;
+                        for (i, h) in pool.handles.iter().enumerate() {
+                            if i != r.id && h.send(Cmd::PassiveDown { generation, backend, until }).is_err() {
+                                full += 1;
+                            }
+                        }
+                        if full == 0 {
+                            passive.relayed(backend, until);
+                        } else {
+                            log::warn!("proxy: {full} reactor queues full; passive DOWN mark relay delayed");
+                        }
+                    }
                     if r.id == 0 && !opened && r.health_known {
                         // Queued behind the Health command: a reactor opens knowing the first
                         // round's results. A full queue is retried on the next report.
@@ -178,7 +245,8 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                 Ok(Signal::Hangup) => {
                     if let Some(new) = reload(&cfg) {
                         let new = Arc::new(new);
-                        let full = pool.broadcast(|_| Cmd::Reload(new.clone()));
+                        let generation = passive.reload(backend_count(&new));
+                        let full = pool.broadcast(|_| Cmd::Reload(new.clone(), generation));
                         if full > 0 {
                             log::error!("proxy: reload not delivered to {full} reactors (queue full); send SIGHUP again");
                         }
@@ -283,4 +351,45 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
     new.admin = cur.admin;
     log::info!("proxy: reloaded {}: {} backends in {} groups", path.display(), backend_count(&new), new.groups.len());
     Some(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passive_marks_are_relayed_once_until_extended() {
+        let mut p = PassiveRelay::new(3);
+        let t = Instant::now() + Duration::from_secs(10);
+        assert_eq!(p.news(0, &[None, None, None]), vec![]);
+        assert_eq!(p.news(0, &[None, Some(t), None]), vec![(1, t)]);
+        // Not delivered everywhere (a full queue): still news on the next report.
+        assert_eq!(p.news(0, &[None, Some(t), None]), vec![(1, t)]);
+        p.relayed(1, t);
+        assert_eq!(p.news(0, &[None, Some(t), None]), vec![]);
+        // Another reactor's earlier or equal deadline is not news; a later mark is.
+        let earlier = t - Duration::from_secs(1);
+        let later = t + Duration::from_secs(1);
+        assert_eq!(p.news(0, &[Some(earlier), Some(earlier), None]), vec![(0, earlier)]);
+        assert_eq!(p.news(0, &[None, Some(later), None]), vec![(1, later)]);
+        p.relayed(1, later);
+        p.relayed(1, t);
+        assert_eq!(p.until[1], Some(later));
+    }
+
+    #[test]
+    fn passive_marks_of_another_generation_are_ignored() {
+        let mut p = PassiveRelay::new(2);
+        let t = Instant::now() + Duration::from_secs(10);
+        p.relayed(0, t);
+        // After a reload, flat index 0 may be another backend: old reports yield nothing, and
+        // the known deadlines start afresh.
+        assert_eq!(p.reload(3), 1);
+        assert_eq!(p.news(0, &[None, Some(t)]), vec![]);
+        assert_eq!(p.news(0, &[None, Some(t), None]), vec![]);
+        assert_eq!(p.news(1, &[None, Some(t)]), vec![], "wrong length");
+        assert_eq!(p.news(1, &[Some(t), None, None]), vec![(0, t)]);
+        p.relayed(5, t);
+        assert_eq!(p.until, vec![None, None, None]);
+    }
 }

@@ -11,9 +11,18 @@
 //! `interval` ± jitter). Its up/down vector rides in its per-tick stats snapshot to the
 //! coordinator, which broadcasts a [`Cmd::Health`] to the other reactors when the vector changed.
 //! The snapshot is whole state, not an event, so a dropped stats message delays a change by one
-//! tick but never loses it. Reactor 0 applies its own results at once. Passive health is per
-//! reactor: `passive_fall` consecutive failed connects on live traffic mark the backend down on
-//! that reactor for one check interval.
+//! tick but never loses it. Reactor 0 applies its own results at once.
+//!
+//! Passive health is proxy-wide. `passive_fall` consecutive failed connects on live traffic on
+//! one reactor mark the backend down there for one check interval; that reactor logs the mark
+//! (once), counts it, and reports at once instead of waiting for its tick. The report carries
+//! every backend's passive deadline, and the coordinator sends a [`Cmd::PassiveDown`] with any
+//! deadline later than the one it knows to every other reactor, which then skips the backend
+//! until the same instant. Like the health vector, the deadlines are whole state: a dropped
+//! report or a full command queue delays the relay by a tick, never loses it. Flat backend
+//! indices only mean something within one configuration, so reports and relays carry the
+//! configuration generation (0 at start-up, one more per SIGHUP reload) and a mismatch is
+//! ignored; a reload clears passive marks on every reactor.
 //!
 //! Start-up gate. With health checks on, every backend starts DOWN, so a client accepted
 //! before the first round finished would be reset with `no_backend`. The listeners are bound
@@ -66,8 +75,12 @@ const REMOVED: usize = usize::MAX;
 pub enum Cmd {
     /// Up/down per flat backend index, from reactor 0's checks.
     Health(Vec<bool>),
-    /// New backends, weights, states, health settings (listeners unchanged).
-    Reload(Arc<ProxyConfig>),
+    /// Another reactor took flat backend `backend` of configuration `generation` out by passive
+    /// health: skip it until `until`.
+    PassiveDown { generation: u64, backend: usize, until: Instant },
+    /// New backends, weights, states, health settings (listeners unchanged), and the new
+    /// configuration generation.
+    Reload(Arc<ProxyConfig>, u64),
     /// Stop accepting; cut what is left at the deadline.
     Drain(Instant),
     /// Cut everything now.
@@ -76,7 +89,8 @@ pub enum Cmd {
     Open,
 }
 
-/// What a reactor reports to the coordinator every tick, and once more at exit.
+/// What a reactor reports to the coordinator every tick, at once after a passive mark, and once
+/// more at exit.
 pub struct Report {
     pub id: usize,
     pub stats: ProxyStats,
@@ -85,6 +99,11 @@ pub struct Report {
     pub done: bool,
     /// Reactor 0: every backend has had a health result since start-up (or checks are off).
     pub health_known: bool,
+    /// Configuration generation the flat indices of `passive_down` belong to.
+    pub generation: u64,
+    /// Per flat backend index: until when passive health keeps it out on this reactor (its own
+    /// mark or a relayed one; a past instant or `None` means it is not out).
+    pub passive_down: Vec<Option<Instant>>,
 }
 
 struct Backend {
@@ -158,6 +177,8 @@ pub struct ProxyReactor {
     sessions: Slab<Session>,
     checks: Vec<Check>,
     epoch: u32,
+    /// Configuration generation (see the module doc): 0 at start-up, set by each reload.
+    generation: u64,
     rng: fastrand::Rng,
     scratch: Vec<Candidate>,
     stats: ProxyStats,
@@ -242,6 +263,7 @@ impl ProxyReactor {
             sessions: Slab::new(SESSION_TAG, share, 0),
             checks: Vec::new(),
             epoch: 0,
+            generation: 0,
             rng: fastrand::Rng::with_seed(0x5eed ^ id as u64 ^ std::process::id() as u64),
             scratch: Vec::new(),
             stats,
@@ -276,6 +298,19 @@ impl ProxyReactor {
         self.stats.switches_to_copy = self.bufs.switches_to_copy;
         self.stats.accept_pauses = self.listeners.iter().map(|l| l.acceptor.pauses).sum();
         self.stats.clone()
+    }
+
+    fn make_report(&mut self, id: usize, done: bool, health_known: bool) -> Report {
+        let stats = self.snapshot();
+        Report {
+            id,
+            stats,
+            cut: self.cut,
+            done,
+            health_known,
+            generation: self.generation,
+            passive_down: self.backends.iter().map(|b| b.passive_down_until).collect(),
+        }
     }
 
     // ----------------------------------------------------------------------------------------
@@ -324,25 +359,49 @@ impl ProxyReactor {
         g.picker.pick(g.balance, &self.scratch, tried, &mut self.rng)
     }
 
-    /// Records a failed connect to backend `b` (passive health).
-    fn connect_failed(&mut self, cx: &mut Cx, b: usize, cause: Cause) {
+    /// Records a failed connect to backend `b` (passive health). The `passive_fall`th in a row
+    /// marks it down for one interval, unless a mark (this reactor's or a relayed one) is still
+    /// running: failures of connects already under way do not mark it twice.
+    fn connect_failed(&mut self, id: usize, now: Instant, b: usize, cause: Cause) {
         let Some(be) = self.backends.get_mut(b) else { return };
         self.stats.backend_connect_failures[b] += 1;
         be.passive_fails += 1;
         let fall = self.cfg.health.passive_fall;
-        if fall > 0 && be.passive_fails >= fall && be.passive_down_until.is_none_or(|t| cx.now >= t) {
-            be.passive_down_until = Some(cx.now + self.cfg.health.interval);
-            log::warn!(
-                "r{} backend {} {} is DOWN on this reactor for {:?} ({} failed connects: {})",
-                cx.id,
-                be.name,
-                be.addr,
-                self.cfg.health.interval,
-                be.passive_fails,
-                cause.name()
-            );
-            be.passive_fails = 0;
+        if fall == 0 || be.passive_fails < fall || be.passive_down_until.is_some_and(|t| now < t) {
+            return;
         }
+        let interval = self.cfg.health.interval;
+        be.passive_down_until = Some(now + interval);
+        log::warn!(
+            "r{id} backend {} {} is DOWN proxy-wide for {interval:?} ({} failed connects: {})",
+            be.name,
+            be.addr,
+            be.passive_fails,
+            cause.name()
+        );
+        be.passive_fails = 0;
+        self.stats.backend_passive_down[b] += 1;
+        // Report now, not at the next tick, so the coordinator relays the mark before the other
+        // reactors dial the backend again. A full channel loses nothing: the next tick's report
+        // carries the same deadline.
+        let health_known = self.health_known();
+        let r = self.make_report(id, false, health_known);
+        let _ = self.report.try_send(r);
+    }
+
+    /// A passive mark of another reactor, relayed by the coordinator. Indices of another
+    /// configuration generation are ignored; a deadline earlier than the one held changes nothing.
+    fn passive_down(&mut self, id: usize, generation: u64, b: usize, until: Instant) {
+        if generation != self.generation {
+            return;
+        }
+        let Some(be) = self.backends.get_mut(b) else { return };
+        if be.passive_down_until.is_some_and(|t| t >= until) {
+            return;
+        }
+        be.passive_down_until = Some(until);
+        be.passive_fails = 0;
+        log::debug!("r{id} backend {} {} is DOWN (passive mark of another reactor)", be.name, be.addr);
     }
 
     /// Picks and dials until a dial is under way; `None` when every attempt failed at once.
@@ -372,7 +431,7 @@ impl ProxyReactor {
                 }
                 Err(e) => {
                     log::debug!("r{} dial {}: {e}", cx.id, self.backends[b].addr);
-                    self.connect_failed(cx, b, Cause::from_io(&e));
+                    self.connect_failed(cx.id, cx.now, b, Cause::from_io(&e));
                     if tried.len() < self.groups[group].len {
                         tried.resize(self.groups[group].len, false);
                     }
@@ -636,7 +695,7 @@ impl ProxyReactor {
             }
             tried[local] = true;
         }
-        self.connect_failed(cx, b, cause);
+        self.connect_failed(cx.id, cx.now, b, cause);
         let Some(li) = self.sessions.get(tok).map(|s| s.listener) else { return };
         let group = self.listeners[li].group;
         let next = self.dial_next(cx, group, &mut tried, &mut attempts, false);
@@ -879,8 +938,8 @@ impl ProxyReactor {
         if let Err(e) = self.open(cx) {
             log::error!("r{} register listeners: {e}", cx.id);
         }
-        let stats = self.snapshot();
-        let _ = self.report.try_send(Report { id: cx.id, stats, cut: self.cut, done: false, health_known: true });
+        let r = self.make_report(cx.id, false, true);
+        let _ = self.report.try_send(r);
     }
 
     /// Registers the listeners (once): clients queued in the backlog meanwhile are accepted now.
@@ -924,10 +983,13 @@ impl ProxyReactor {
     // ----------------------------------------------------------------------------------------
     // Reload
 
-    fn reload(&mut self, cx: &mut Cx, cfg: Arc<ProxyConfig>) {
+    /// Applies configuration `generation`. Passive marks and consecutive-failure counts start
+    /// afresh; counters of kept backends carry over.
+    fn reload(&mut self, cx: &mut Cx, cfg: Arc<ProxyConfig>, generation: u64) {
         let (mut backends, groups) = build_backends(&cfg);
         let mut map = vec![REMOVED; self.backends.len()];
         let mut fails = vec![0u64; backends.len()];
+        let mut passive = vec![0u64; backends.len()];
         let mut sessions = vec![0u64; backends.len()];
         for (ni, nb) in backends.iter_mut().enumerate() {
             let gname = &cfg.groups[nb.group].name;
@@ -941,6 +1003,7 @@ impl ProxyReactor {
                 nb.active = ob.active;
                 map[oi] = ni;
                 fails[ni] = self.stats.backend_connect_failures.get(oi).copied().unwrap_or(0);
+                passive[ni] = self.stats.backend_passive_down.get(oi).copied().unwrap_or(0);
                 sessions[ni] = self.stats.backend_sessions.get(oi).copied().unwrap_or(0);
             }
         }
@@ -955,11 +1018,13 @@ impl ProxyReactor {
             }
         }
         self.stats.backend_connect_failures = fails;
+        self.stats.backend_passive_down = passive;
         self.stats.backend_sessions = sessions;
         self.stats.backend_active = vec![0; backends.len()];
         self.backends = backends;
         self.groups = groups;
         self.cfg = cfg;
+        self.generation = generation;
         self.start_checks(cx);
     }
 }
@@ -1046,7 +1111,8 @@ impl Handler for ProxyReactor {
                     log::error!("r{} register listeners: {e}", cx.id);
                 }
             }
-            Cmd::Reload(cfg) => self.reload(cx, cfg),
+            Cmd::PassiveDown { generation, backend, until } => self.passive_down(cx.id, generation, backend, until),
+            Cmd::Reload(cfg, generation) => self.reload(cx, cfg, generation),
             Cmd::Drain(deadline) => {
                 if self.draining {
                     return;
@@ -1078,9 +1144,9 @@ impl Handler for ProxyReactor {
     }
 
     fn on_tick(&mut self, cx: &mut Cx) {
-        let stats = self.snapshot();
         let health_known = self.health_known();
-        let _ = self.report.try_send(Report { id: cx.id, stats, cut: self.cut, done: false, health_known });
+        let r = self.make_report(cx.id, false, health_known);
+        let _ = self.report.try_send(r);
     }
 
     fn finished(&self) -> bool {
@@ -1089,10 +1155,114 @@ impl Handler for ProxyReactor {
 
     fn on_exit(&mut self, cx: &mut Cx) {
         self.cut_all(cx);
-        let stats = self.snapshot();
-        let _ = self.report.send_timeout(
-            Report { id: cx.id, stats, cut: self.cut, done: true, health_known: true },
-            Duration::from_secs(1),
-        );
+        let r = self.make_report(cx.id, true, true);
+        let _ = self.report.send_timeout(r, Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = r#"
+balance = "round_robin"
+
+[health]
+enabled = false
+interval = "10s"
+passive_fall = 2
+
+[[listener]]
+address = "127.0.0.1:0"
+
+[[backend]]
+name = "dead"
+address = "127.0.0.1:1"
+
+[[backend]]
+name = "live"
+address = "127.0.0.1:2"
+"#;
+
+    /// Reactor 1 of 2 with no listener sockets, and the coordinator's end of its reports.
+    fn reactor() -> (ProxyReactor, crossbeam_channel::Receiver<Report>) {
+        let cfg = crate::proxy::config::from_str(std::path::Path::new("t.toml"), CONF).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        (ProxyReactor::new(Arc::new(cfg), 1, 2, Vec::new(), tx), rx)
+    }
+
+    /// Whether `pick` can still choose backend 0 at `now` (round-robin over two backends: two
+    /// picks include it whenever it is usable).
+    fn picks_dead(r: &mut ProxyReactor, now: Instant) -> bool {
+        (0..2).any(|_| r.pick(now, 0, &[]) == Some(0))
+    }
+
+    #[test]
+    fn passive_fall_failures_mark_once_and_report_at_once() {
+        let (mut r, rx) = reactor();
+        let now = Instant::now();
+        let until = now + Duration::from_secs(10);
+        r.connect_failed(1, now, 0, Cause::Refused);
+        assert_eq!(r.backends[0].passive_down_until, None);
+        assert!(rx.try_recv().is_err(), "no mark, no early report");
+        assert!(picks_dead(&mut r, now));
+
+        r.connect_failed(1, now, 0, Cause::Refused);
+        assert_eq!(r.backends[0].passive_down_until, Some(until));
+        assert_eq!(r.stats.backend_passive_down, vec![1, 0]);
+        let rep = rx.try_recv().expect("a mark is reported at once");
+        assert_eq!((rep.id, rep.generation, rep.done), (1, 0, false));
+        assert_eq!(rep.passive_down, vec![Some(until), None]);
+        assert_eq!(rep.stats.backend_passive_down, vec![1, 0]);
+        assert_eq!(rep.stats.backend_connect_failures, vec![2, 0]);
+
+        // Connects that were under way fail later: counted, but no second mark while one runs.
+        let later = now + Duration::from_secs(1);
+        for _ in 0..4 {
+            r.connect_failed(1, later, 0, Cause::Timeout);
+        }
+        assert_eq!(r.backends[0].passive_down_until, Some(until));
+        assert_eq!(r.stats.backend_passive_down, vec![1, 0]);
+        assert_eq!(r.stats.backend_connect_failures, vec![6, 0]);
+        assert!(rx.try_recv().is_err());
+
+        assert!(!picks_dead(&mut r, later));
+        assert!(picks_dead(&mut r, until));
+        // Expired: the failures counted meanwhile are past `passive_fall`, so the next one marks
+        // it again.
+        r.connect_failed(1, until, 0, Cause::Refused);
+        assert_eq!(r.backends[0].passive_down_until, Some(until + Duration::from_secs(10)));
+        assert_eq!(r.stats.backend_passive_down, vec![2, 0]);
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn relayed_mark_applies_only_in_its_generation() {
+        let (mut r, rx) = reactor();
+        let now = Instant::now();
+        let until = now + Duration::from_secs(10);
+        // Another configuration's index, or one out of range: ignored.
+        r.passive_down(1, 1, 0, until);
+        r.passive_down(1, 0, 7, until);
+        assert!(r.backends.iter().all(|b| b.passive_down_until.is_none()));
+        assert!(picks_dead(&mut r, now));
+
+        r.backends[0].passive_fails = 1;
+        r.passive_down(1, 0, 0, until);
+        assert_eq!(r.backends[0].passive_down_until, Some(until));
+        assert_eq!(r.backends[0].passive_fails, 0);
+        assert!(!picks_dead(&mut r, now));
+        // An earlier deadline does not shorten it.
+        r.passive_down(1, 0, 0, now + Duration::from_secs(1));
+        assert_eq!(r.backends[0].passive_down_until, Some(until));
+
+        // Failures while the relayed mark runs: no mark of this reactor, nothing to report.
+        for _ in 0..3 {
+            r.connect_failed(1, now, 0, Cause::Refused);
+        }
+        assert_eq!(r.stats.backend_passive_down, vec![0, 0]);
+        assert!(rx.try_recv().is_err());
+        // The tick report carries the relayed deadline; the coordinator sees nothing new in it.
+        assert_eq!(r.make_report(1, false, true).passive_down, vec![Some(until), None]);
     }
 }

@@ -26,6 +26,8 @@ pub struct ProxyStats {
     pub backend_sessions: Vec<u64>,
     pub backend_active: Vec<u64>,
     pub backend_connect_failures: Vec<u64>,
+    /// Passive health marks this reactor made (relayed marks are not counted again).
+    pub backend_passive_down: Vec<u64>,
     pub closes: [u64; CloseReason::ALL.len()],
     pub bytes_client_to_server: u64,
     pub bytes_server_to_client: u64,
@@ -68,6 +70,7 @@ impl ProxyStats {
             backend_sessions: vec![0; backends],
             backend_active: vec![0; backends],
             backend_connect_failures: vec![0; backends],
+            backend_passive_down: vec![0; backends],
             ..Default::default()
         }
     }
@@ -85,6 +88,7 @@ impl ProxyStats {
         add_vec(&mut self.backend_sessions, &o.backend_sessions);
         add_vec(&mut self.backend_active, &o.backend_active);
         add_vec(&mut self.backend_connect_failures, &o.backend_connect_failures);
+        add_vec(&mut self.backend_passive_down, &o.backend_passive_down);
         for (x, y) in self.closes.iter_mut().zip(o.closes) {
             *x += y;
         }
@@ -148,6 +152,16 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
     for i in 0..backends.len() {
         let v = t.backend_connect_failures.get(i).copied().unwrap_or(0);
         let _ = writeln!(o, "netforge_proxy_backend_connect_failures_total{{{}}} {v}", label(i));
+    }
+    family(
+        &mut o,
+        "netforge_proxy_backend_passive_down_total",
+        "counter",
+        "Passive health marks: passive_fall failed connects in a row took the backend out of every reactor for one interval.",
+    );
+    for i in 0..backends.len() {
+        let v = t.backend_passive_down.get(i).copied().unwrap_or(0);
+        let _ = writeln!(o, "netforge_proxy_backend_passive_down_total{{{}}} {v}", label(i));
     }
     family(&mut o, "netforge_proxy_backend_up", "gauge", "1 when the backend passes health checks.");
     for i in 0..backends.len() {
@@ -285,4 +299,26 @@ fn respond(s: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
 /// Binds the admin address (port 0 resolves to a free port).
 pub fn bind_admin(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passive_marks_are_summed_and_rendered_per_backend() {
+        let text = "[[listener]]\naddress = \"127.0.0.1:0\"\n[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[backend]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\ngroup = \"g\"\n";
+        let cfg = crate::proxy::config::from_str(std::path::Path::new("t.toml"), text).unwrap();
+        let mut r0 = ProxyStats::new(1, 2);
+        let mut r1 = ProxyStats::new(1, 2);
+        r0.backend_passive_down[0] = 1;
+        r1.backend_passive_down = vec![2, 1];
+        let mut t = ProxyStats::default();
+        t.add(&r0);
+        t.add(&r1);
+        let m = render(&cfg, &t, &[true, true]);
+        assert!(m.contains("# TYPE netforge_proxy_backend_passive_down_total counter\n"), "{m}");
+        assert!(m.contains("\nnetforge_proxy_backend_passive_down_total{group=\"default\",backend=\"a\"} 3\n"), "{m}");
+        assert!(m.contains("\nnetforge_proxy_backend_passive_down_total{group=\"g\",backend=\"b\"} 1\n"), "{m}");
+    }
 }

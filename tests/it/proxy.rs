@@ -372,6 +372,42 @@ fn refused_backend_is_retried_on_another() {
 }
 
 #[test]
+fn passive_down_mark_reaches_every_reactor() {
+    with_timeout(T, || {
+        let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let live = Echo::start();
+        // Checks off: only passive health takes b0 out, for an interval that outlasts the test.
+        let health = "enabled = false\ninterval = \"10s\"\npassive_fall = 1";
+        let px = proxy(&conf(&[dead, live.addr], "threads = 2\nbalance = \"round_robin\"\nretries = 1", health));
+        let failures = "netforge_proxy_backend_connect_failures_total{group=\"default\",backend=\"b0\"}";
+        let marks = "netforge_proxy_backend_passive_down_total{group=\"default\",backend=\"b0\"}";
+        // Round-robin starts at b0 on every reactor: the first session's reactor dials it, is
+        // refused, marks it down and retries on b1.
+        assert_eq!(roundtrip(px.addr, b"first"), b"first");
+        // The coordinator relays a mark before it publishes the report that counts it: once
+        // /metrics shows it, the other reactor has the relay queued ahead of any later client.
+        wait_metrics(px.admin, Duration::from_secs(5), "b0 marked down", |m| metric(m, marks) == Some(1.0));
+        // SO_REUSEPORT spreads these over both reactors (all on one: odds 2^-39). Without the
+        // relay the other reactor's first session would dial b0 too and mark it a second time.
+        const SESSIONS: u8 = 40;
+        for i in 1..SESSIONS {
+            assert_eq!(roundtrip(px.addr, &[i; 10]), vec![i; 10], "session {i}");
+        }
+        assert_eq!(live.accepted.load(Ordering::Relaxed), usize::from(SESSIONS));
+        let m = wait_metrics(px.admin, Duration::from_secs(5), "every session closed", |m| {
+            metric(m, "netforge_proxy_sessions_closed_total{reason=\"done\"}") == Some(f64::from(SESSIONS))
+        });
+        assert_eq!(metric(&m, failures), Some(1.0), "b0 dialled again after its mark:\n{m}");
+        assert_eq!(metric(&m, marks), Some(1.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"connect_failed\"}"), Some(0.0), "{m}");
+        px.p.signal(15);
+        let (status, _, err) = px.p.finish(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(err.matches("is DOWN proxy-wide for 10s (1 failed connects: refused)").count(), 1, "{err}");
+    });
+}
+
+#[test]
 fn health_checks_take_a_backend_down_and_up() {
     with_timeout(T, || {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
