@@ -5,13 +5,18 @@
 //! pipes are the kernel's 64 KiB (`tune.pipesize` unset): part of netforge's bulk advantage is
 //! that pipe size. (Measured on the 2-core VM: HAProxy with `tune.pipesize 262144` moves one
 //! stream at about the same CPU per GB as netforge's default; with 16 KiB pipes netforge spends
-//! about twice the CPU per GB of 64 KiB ones.)
+//! about twice the CPU per GB of 64 KiB ones.) HAProxy's `option tcp-smart-connect` is off by
+//! default and stays off; netforge's `smart_connect` is on by default.
 //!
-//! Measures: (a) iperf3 throughput through the proxy, 1 and 8 streams; (b) proxy CPU seconds per
-//! GB moved in those runs (utime + stime from /proc/PID/stat); (c) latency a proxy adds to a
-//! 64-byte ping-pong on one connection (p50/p99 through the proxy − direct to the echo backend);
-//! (d) 64-byte request/response ops/s on 32 connections; (e) new connections/s (connect, 64 B
-//! round trip, close); (f) proxy RSS per idle proxied connection at 5,000 connections.
+//! Measures: (a) iperf3 throughput through the proxy: 1 stream, 8 streams from one iperf3
+//! process (`-P 8`), and 8 streams from two at once (`-P 4` each, through two listeners to two
+//! iperf3 servers: iperf3 before 3.16 runs all streams of a test on one thread, and one
+//! receiving iperf3 saturates a core of this machine before either proxy does); (b) proxy CPU
+//! seconds per GB moved in those runs (utime + stime from /proc/PID/stat); (c) latency a proxy
+//! adds to a 64-byte ping-pong on one connection (p50/p99 through the proxy − direct to the echo
+//! backend); (d) 64-byte request/response ops/s on 32 connections; (e) new connections/s
+//! (connect, 64 B round trip, close); (f) proxy RSS per idle proxied connection at 5,000
+//! connections.
 //!
 //! Every part but (f) runs `PROXY_BENCH_ROUNDS` rounds (default 3), each round visiting the
 //! three proxies in a rotated order, and the table shows each proxy's median: on a small VM a
@@ -22,7 +27,7 @@
 //! Needs `haproxy` and `iperf3` on PATH (it installs nothing; without them it says so and
 //! stops). Run: `cargo bench --bench proxy_vs_haproxy`. Every loop is bounded in count and time.
 //! `PROXY_BENCH_ONLY=iperf1,conns` runs only the named parts (`idle`, `iperf1`, `iperf8`,
-//! `latency`, `ops`, `conns`); the parts left out show as 0 in the table.
+//! `iperf2x4`, `latency`, `ops`, `conns`); the parts left out show as 0 in the table.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -91,16 +96,20 @@ fn echo_backend() -> (Killed, SocketAddr) {
 struct Proxy {
     name: &'static str,
     child: Killed,
-    bulk: SocketAddr,
+    /// Two bulk listeners, each to its own iperf3 server.
+    bulk: [SocketAddr; 2],
     echo: SocketAddr,
 }
 
-fn netforge_proxy(iperf: SocketAddr, echo: SocketAddr) -> Proxy {
+fn netforge_proxy(iperf: [SocketAddr; 2], echo: SocketAddr) -> Proxy {
     let conf = format!(
         "threads = 2\nmax_connections = 7000\nsplice = \"auto\"\n[health]\nenabled = false\n[admin]\naddress = \"\"\n\
          [[listener]]\nname = \"bulk\"\naddress = \"127.0.0.1:0\"\ngroup = \"bulk\"\n\
+         [[listener]]\nname = \"bulk2\"\naddress = \"127.0.0.1:0\"\ngroup = \"bulk2\"\n\
          [[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\ngroup = \"echo\"\n\
-         [[backend]]\naddress = \"{iperf}\"\ngroup = \"bulk\"\n[[backend]]\naddress = \"{echo}\"\ngroup = \"echo\"\n"
+         [[backend]]\naddress = \"{}\"\ngroup = \"bulk\"\n[[backend]]\naddress = \"{}\"\ngroup = \"bulk2\"\n\
+         [[backend]]\naddress = \"{echo}\"\ngroup = \"echo\"\n",
+        iperf[0], iperf[1]
     );
     let path = std::env::temp_dir().join(format!("nf-bench-{}.toml", std::process::id()));
     std::fs::write(&path, conf).unwrap();
@@ -115,7 +124,7 @@ fn netforge_proxy(iperf: SocketAddr, echo: SocketAddr) -> Proxy {
         .expect("spawn netforge proxy");
     let mut r = BufReader::new(c.stdout.take().unwrap());
     let mut addrs = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
         let a: SocketAddr = line
@@ -127,19 +136,22 @@ fn netforge_proxy(iperf: SocketAddr, echo: SocketAddr) -> Proxy {
     }
     // Keep stdout drained so the proxy never blocks on it.
     std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
-    Proxy { name: "netforge", child: Killed(c), bulk: addrs[0], echo: addrs[1] }
+    Proxy { name: "netforge", child: Killed(c), bulk: [addrs[0], addrs[1]], echo: addrs[2] }
 }
 
-fn haproxy(name: &'static str, splice: bool, iperf: SocketAddr, echo: SocketAddr) -> Proxy {
-    let (pb, pe) = (free_port(), free_port());
+fn haproxy(name: &'static str, splice: bool, iperf: [SocketAddr; 2], echo: SocketAddr) -> Proxy {
+    let (pb, pb2, pe) = (free_port(), free_port(), free_port());
     let opts = if splice { "  option splice-request\n  option splice-response\n" } else { "" };
     let conf = format!(
         "global\n  nbthread 2\n  maxconn 7000\n\
          defaults\n  mode tcp\n  timeout connect 3s\n  timeout client 5m\n  timeout server 5m\n{opts}\
          frontend fe_bulk\n  bind 127.0.0.1:{pb}\n  default_backend be_bulk\n\
-         backend be_bulk\n  server s1 {iperf}\n\
+         backend be_bulk\n  server s1 {}\n\
+         frontend fe_bulk2\n  bind 127.0.0.1:{pb2}\n  default_backend be_bulk2\n\
+         backend be_bulk2\n  server s1 {}\n\
          frontend fe_echo\n  bind 127.0.0.1:{pe}\n  default_backend be_echo\n\
-         backend be_echo\n  server s1 {echo}\n"
+         backend be_echo\n  server s1 {echo}\n",
+        iperf[0], iperf[1]
     );
     let path = std::env::temp_dir().join(format!("nf-bench-{}-{name}.cfg", std::process::id()));
     std::fs::write(&path, conf).unwrap();
@@ -152,9 +164,11 @@ fn haproxy(name: &'static str, splice: bool, iperf: SocketAddr, echo: SocketAddr
         .stderr(log)
         .spawn()
         .expect("spawn haproxy");
-    let bulk: SocketAddr = format!("127.0.0.1:{pb}").parse().unwrap();
+    let bulk: [SocketAddr; 2] =
+        [format!("127.0.0.1:{pb}").parse().unwrap(), format!("127.0.0.1:{pb2}").parse().unwrap()];
     let echo_addr: SocketAddr = format!("127.0.0.1:{pe}").parse().unwrap();
-    wait_listening(bulk);
+    wait_listening(bulk[0]);
+    wait_listening(bulk[1]);
     wait_listening(echo_addr);
     Proxy { name, child: Killed(c), bulk, echo: echo_addr }
 }
@@ -219,18 +233,32 @@ fn rss_kib(pid: u32) -> u64 {
         .sum()
 }
 
-/// (bits/s received, bytes received) of one iperf3 run through `addr`.
-fn iperf(addr: SocketAddr, streams: u32) -> Option<(f64, f64)> {
-    let out = Command::new("timeout")
-        .arg(format!("{}", IPERF_SECS + 20))
-        .arg("iperf3")
-        .args(["-c", "127.0.0.1", "-p", &addr.port().to_string(), "-t", &IPERF_SECS.to_string()])
-        .args(["-P", &streams.to_string(), "-J"])
-        .output()
+/// (bits/s received, bytes received) of iperf3 clients run at once, one through each of
+/// `addrs`, each with `streams` parallel streams; summed.
+fn iperf(addrs: &[SocketAddr], streams: u32) -> Option<(f64, f64)> {
+    let children: Vec<Child> = addrs
+        .iter()
+        .map(|addr| {
+            Command::new("timeout")
+                .arg(format!("{}", IPERF_SECS + 20))
+                .arg("iperf3")
+                .args(["-c", "127.0.0.1", "-p", &addr.port().to_string(), "-t", &IPERF_SECS.to_string()])
+                .args(["-P", &streams.to_string(), "-J"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()
         .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let r = &v["end"]["sum_received"];
-    Some((r["bits_per_second"].as_f64()?, r["bytes"].as_f64()?))
+    let (mut bps, mut bytes) = (0.0, 0.0);
+    for c in children {
+        let out = c.wait_with_output().ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let r = &v["end"]["sum_received"];
+        bps += r["bits_per_second"].as_f64()?;
+        bytes += r["bytes"].as_f64()?;
+    }
+    Some((bps, bytes))
 }
 
 fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -403,17 +431,23 @@ fn main() {
     }
     let _ = netforge::sys::raise_nofile();
     let rounds = std::env::var("PROXY_BENCH_ROUNDS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(3).max(1);
-    let iperf_port = free_port();
-    let iperf_addr: SocketAddr = format!("127.0.0.1:{iperf_port}").parse().unwrap();
-    let _iperf = Killed(
-        Command::new("iperf3")
-            .args(["-s", "-p", &iperf_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn iperf3 -s"),
-    );
-    wait_listening(iperf_addr);
+    // Two iperf3 servers: iperf3 (before 3.16) runs every stream of a test on one thread, and
+    // on this machine one receiving iperf3 process saturates a core before either proxy does.
+    let mut iperf_servers = Vec::new();
+    let mut iperf_addr = [SocketAddr::from(([127, 0, 0, 1], 0)); 2];
+    for a in iperf_addr.iter_mut() {
+        let port = free_port();
+        *a = format!("127.0.0.1:{port}").parse().unwrap();
+        iperf_servers.push(Killed(
+            Command::new("iperf3")
+                .args(["-s", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn iperf3 -s"),
+        ));
+        wait_listening(*a);
+    }
     // One echo backend per proxy: the TIME_WAIT entries one proxy's connection churn leaves on
     // its backend 4-tuples never slow down the next proxy's connects.
     let echoes: Vec<(Killed, SocketAddr)> = (0..3).map(|_| echo_backend()).collect();
@@ -423,9 +457,9 @@ fn main() {
         haproxy("haproxy-splice", true, iperf_addr, echoes[2].1),
     ];
     println!(
-        "proxy_vs_haproxy: backends iperf3 {iperf_addr}, one echo each ({}, {}, {}); proxies on 2 threads each; \
+        "proxy_vs_haproxy: backends iperf3 {} and {}, one echo each ({}, {}, {}); proxies on 2 threads each; \
          {rounds} interleaved rounds, medians",
-        echoes[0].1, echoes[1].1, echoes[2].1
+        iperf_addr[0], iperf_addr[1], echoes[0].1, echoes[1].1, echoes[2].1
     );
     // Round k starts with proxy k mod 3, so no proxy always goes first.
     let order = |k: usize| (0..3).map(move |i| (i + k) % 3);
@@ -437,10 +471,14 @@ fn main() {
         idle[i] = idle_bytes(&proxies[i]);
         println!("  idle memory {}: {:.0} B/conn", proxies[i].name, idle[i]);
     }
-    let mut tput = [[0.0f64; 3], [0.0f64; 3]];
-    let mut cpu = [[0.0f64; 3], [0.0f64; 3]];
-    for (k, streams) in [1u32, 8].into_iter().enumerate() {
-        if !selected(&format!("iperf{streams}")) {
+    // (part, iperf3 processes, streams each): 1 stream; 8 streams in one process (-P 8), as
+    // most people run it; 8 streams as 2 processes × -P 4, so the load generator is not the
+    // bottleneck.
+    let shapes: [(&str, usize, u32); 3] = [("iperf1", 1, 1), ("iperf8", 1, 8), ("iperf2x4", 2, 4)];
+    let mut tput = [[0.0f64; 3]; 3];
+    let mut cpu = [[0.0f64; 3]; 3];
+    for (k, (part, procs, streams)) in shapes.into_iter().enumerate() {
+        if !selected(part) {
             continue;
         }
         let (mut t_runs, mut c_runs) = (runs.clone(), runs.clone());
@@ -448,19 +486,19 @@ fn main() {
             for i in order(r + k) {
                 let pid = proxies[i].child.0.id();
                 let c0 = cpu_secs(pid);
-                match iperf(proxies[i].bulk, streams) {
+                match iperf(&proxies[i].bulk[..procs], streams) {
                     Some((bps, bytes)) => {
                         let c1 = cpu_secs(pid);
                         t_runs[i].push(bps / 1e9);
                         c_runs[i].push((c1 - c0) / (bytes / 1e9));
                         println!(
-                            "  iperf3 -P {streams} {} round {r}: {:.2} Gbit/s, {:.3} CPU s/GB",
+                            "  iperf3 {procs}x-P{streams} {} round {r}: {:.2} Gbit/s, {:.3} CPU s/GB",
                             proxies[i].name,
                             bps / 1e9,
                             (c1 - c0) / (bytes / 1e9)
                         );
                     }
-                    None => println!("  iperf3 -P {streams} through {} failed (round {r})", proxies[i].name),
+                    None => println!("  iperf3 {procs}x-P{streams} through {} failed (round {r})", proxies[i].name),
                 }
             }
         }
@@ -520,9 +558,14 @@ fn main() {
             target: Some(("≥ 1.1× haproxy-splice".into(), tput[0][0] >= 1.1 * tput[0][2])),
         },
         Row {
-            metric: "throughput 8 streams (Gbit/s)".into(),
+            metric: "throughput 8 streams, 1 iperf3 (Gbit/s)".into(),
             v: tput[1],
             target: Some(("≥ 1.1× haproxy-splice".into(), tput[1][0] >= 1.1 * tput[1][2])),
+        },
+        Row {
+            metric: "throughput 8 streams, 2 iperf3 (Gbit/s)".into(),
+            v: tput[2],
+            target: Some(("≥ 1.1× haproxy-splice".into(), tput[2][0] >= 1.1 * tput[2][2])),
         },
         Row {
             metric: "CPU s/GB, 1 stream".into(),
@@ -530,9 +573,14 @@ fn main() {
             target: Some(("≤ best HAProxy".into(), cpu[0][0] <= best_lo(cpu[0]))),
         },
         Row {
-            metric: "CPU s/GB, 8 streams".into(),
+            metric: "CPU s/GB, 8 streams, 1 iperf3".into(),
             v: cpu[1],
             target: Some(("≤ best HAProxy".into(), cpu[1][0] <= best_lo(cpu[1]))),
+        },
+        Row {
+            metric: "CPU s/GB, 8 streams, 2 iperf3".into(),
+            v: cpu[2],
+            target: Some(("≤ best HAProxy".into(), cpu[2][0] <= best_lo(cpu[2]))),
         },
         Row {
             metric: "added latency p50 (us)".into(),
@@ -558,10 +606,10 @@ fn main() {
     ];
     println!();
     println!(
-        "| {:<31} | {:>10} | {:>10} | {:>14} | {:>17} | {:<22} | {:<7} |",
+        "| {:<40} | {:>10} | {:>10} | {:>14} | {:>17} | {:<22} | {:<7} |",
         "metric", "netforge", "haproxy", "haproxy-splice", "ratio nf/hap(-spl)", "target", "result"
     );
-    println!("|{}|", "-".repeat(31 + 10 + 10 + 14 + 17 + 22 + 7 + 20));
+    println!("|---|---:|---:|---:|---:|---|---|");
     for r in &rows {
         let ratio = |d: f64| if d.abs() > 1e-12 { format!("{:.2}", r.v[0] / d) } else { "-".into() };
         let (t, met) = match &r.target {
@@ -569,7 +617,7 @@ fn main() {
             None => ("(reported)".into(), ""),
         };
         println!(
-            "| {:<31} | {:>10.3} | {:>10.3} | {:>14.3} | {:>17} | {:<22} | {:<7} |",
+            "| {:<40} | {:>10.3} | {:>10.3} | {:>14.3} | {:>17} | {:<22} | {:<7} |",
             r.metric,
             r.v[0],
             r.v[1],
