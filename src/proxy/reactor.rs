@@ -474,10 +474,12 @@ impl ProxyReactor {
         let Some((b, server)) = self.dial_next(cx, group, &mut tried, &mut attempts, first > 0) else {
             let reason = if attempts == 0 { CloseReason::NoBackend } else { CloseReason::ConnectFailed };
             self.stats.closes[reason.index()] += 1;
+            // The client learns of the failure by a reset, as from `close`, even when its first
+            // bytes were already read (a FIN would look like an empty reply).
+            reset_on_close(&client);
             if let Some(e) = self.exhausted.take() {
-                // The client took the last descriptor: close it (RST) and stop accepting for a
-                // while, as for an EMFILE on accept.
-                reset_on_close(&client);
+                // The client took the last descriptor: stop accepting for a while, as for an
+                // EMFILE on accept.
                 self.pause(cx, li, "backend socket", &e);
             }
             log::debug!("r{} session {peer} -> - closed: {} after 0.000s, c->s 0 B, s->c 0 B", cx.id, reason.name());
@@ -502,8 +504,18 @@ impl ProxyReactor {
             c2s_bytes: 0,
             s2c_bytes: 0,
         };
-        let Ok(tok) = self.sessions.insert(s) else { return };
+        let tok = match self.sessions.insert(s) {
+            Ok(tok) => tok,
+            Err(s) => {
+                reset_on_close(&s.pipe.client);
+                return;
+            }
+        };
         let Some(s) = self.sessions.get_mut(tok) else { return };
+        if first == self.bufs.buffer_bytes && self.bufs.splice == SpliceMode::Auto && s.pipe.c2s.auto.on_full() {
+            // The first read filled the buffer: a bulk upload, spliced from its next read.
+            self.bufs.switches_to_splice += 1;
+        }
         let reg =
             cx.registry.register(&mut s.pipe.client, tok, Interest::READABLE | Interest::WRITABLE).and_then(|_| {
                 cx.registry.register(
@@ -514,7 +526,11 @@ impl ProxyReactor {
             });
         if let Err(e) = reg {
             log::debug!("r{} register: {e}", cx.id);
-            let _ = self.sessions.remove(tok).map(|mut s| self.deregister(cx, &mut s));
+            if let Some(mut s) = self.sessions.remove(tok) {
+                self.deregister(cx, &mut s);
+                s.pipe.release(&mut self.bufs);
+                reset_on_close(&s.pipe.client);
+            }
             return;
         }
         self.listeners[li].active += 1;
@@ -564,9 +580,10 @@ impl ProxyReactor {
         s.c2s_bytes += sent as u64;
         self.stats.bytes_client_to_server += sent as u64;
         if sent > 0 {
-            // Only a connected socket takes bytes.
+            // Only a connected socket takes bytes. The loop's clock is the dial's start, so
+            // read the real one for the connect time.
             self.stats.smart_connects += 1;
-            self.connected(tok, cx.now);
+            self.connected(tok, Instant::now());
         }
     }
 
