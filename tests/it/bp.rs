@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::util::{netforge, run, with_timeout, Proc};
+use crate::util::{netforge, refusing_addr, run, with_timeout, Proc};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -154,9 +154,8 @@ fn config_errors_are_one_line_with_file_and_line() {
 #[test]
 fn client_that_cannot_connect_exits_1() {
     with_timeout(T, || {
-        // Bind, learn the port, close: nothing listens there now.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let server = format!("127.0.0.1:{port}");
+        let (_closed, addr) = refusing_addr();
+        let server = addr.to_string();
         let (code, _, err) = run(&["bp", "client", "--server", &server, "--duration", "1s"], Duration::from_secs(20));
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("connect"), "{err}");

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use crate::util::{netforge, parse_status, run, serve, with_timeout, Proc};
+use crate::util::{netforge, parse_status, refusing_addr, run, serve, with_timeout, Proc};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -13,9 +13,6 @@ fn last_status(out: &str) -> [u64; 6] {
 }
 
 /// A port with nothing listening: bind, read the port, close.
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[test]
 fn thousand_connections_to_serve_all_establish() {
@@ -50,7 +47,8 @@ fn thousand_connections_to_serve_all_establish() {
 #[test]
 fn closed_port_is_all_refused_exit_2() {
     with_timeout(T, || {
-        let port = closed_port().to_string();
+        let (_closed, addr) = refusing_addr();
+        let port = addr.port().to_string();
         let (code, out, _) = run(&["goon", "127.0.0.1", &port, "-c", "20", "-s", "0", "-y"], T);
         assert_eq!(code, 2, "{out}");
         assert_eq!(last_status(&out), [20, 0, 0, 0, 20, 0]);
@@ -173,7 +171,8 @@ fn bad_arguments_are_clear_and_exit_1() {
 #[test]
 fn no_terminal_and_no_yes_refuses() {
     with_timeout(T, || {
-        let port = closed_port().to_string();
+        let (_closed, addr) = refusing_addr();
+        let port = addr.port().to_string();
         let (code, out, err) = run(&["goon", "127.0.0.1", &port, "-c", "1"], T);
         assert_eq!(code, 1);
         assert!(err.contains("stdin is not a terminal") && err.contains("-y"), "{err}");
@@ -329,7 +328,8 @@ fn prompt_run(answer: &str, port: u16) -> Option<(i32, String)> {
 #[test]
 fn confirmation_prompt_on_a_terminal() {
     with_timeout(T, || {
-        let port = closed_port();
+        let (_closed, addr) = refusing_addr();
+        let port = addr.port();
         // CRLF "n" aborts before dialing, exit 1.
         let Some((code, text)) = prompt_run("n\r\n", port) else { return };
         assert_eq!(code, 1, "{text}");

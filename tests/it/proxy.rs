@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use std::process::Command;
 
-use crate::util::{netforge, run, serve, with_timeout, Proc, BIN};
+use crate::util::{netforge, refusing_addr, run, serve, with_timeout, Proc, BIN};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -356,7 +356,7 @@ fn slow_reader_blocks_the_writer_and_memory_stays_bounded_splice_on() {
 #[test]
 fn refused_backend_is_retried_on_another() {
     with_timeout(T, || {
-        let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (_dead, dead) = refusing_addr();
         let live = Echo::start();
         let px = proxy(&conf(&[dead, live.addr], "threads = 1\nbalance = \"round_robin\"\nretries = 1", NO_HEALTH));
         for i in 0..10u8 {
@@ -374,7 +374,7 @@ fn refused_backend_is_retried_on_another() {
 #[test]
 fn passive_down_mark_reaches_every_reactor() {
     with_timeout(T, || {
-        let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (_dead, dead) = refusing_addr();
         let live = Echo::start();
         // Checks off: only passive health takes b0 out, for an interval that outlasts the test.
         let health = "enabled = false\ninterval = \"10s\"\npassive_fall = 1";
@@ -851,7 +851,7 @@ fn idle_timeout_still_fires_after_thousands_of_short_sessions() {
 fn clients_connecting_at_start_up_wait_for_the_first_health_round() {
     with_timeout(T, || {
         let echo = Echo::start();
-        let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (_refused, refused) = refusing_addr();
         let health = "interval = \"2s\"\ntimeout = \"1s\"\nrise = 2\nfall = 2";
         let px = proxy(&conf(&[echo.addr, refused], "threads = 2", health));
         let clients: Vec<_> = (0..8u8)
@@ -899,7 +899,7 @@ fn held_session(addr: SocketAddr) -> TcpStream {
 #[test]
 fn smart_connect_forwards_early_bytes_and_retries_them_after_a_refused_connect() {
     with_timeout(T, || {
-        let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (_dead, dead) = refusing_addr();
         let live = Echo::start();
         // The holder sessions use their own listener and group, so only the early-bytes sessions
         // move the main group's round-robin: they alternate between dialing the refused backend

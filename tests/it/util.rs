@@ -153,3 +153,13 @@ pub fn parse_status(line: &str) -> Option<[u64; 6]> {
     }
     Some(out)
 }
+
+/// An address on 127.0.0.1 where every connect is refused, reserved for as long as the returned
+/// socket lives: bound but never listening, so the kernel answers SYNs with RST and no other
+/// test can take the port in the meantime (a bound-then-closed port could be reused).
+pub fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (s, addr)
+}
