@@ -133,37 +133,12 @@ impl Serialize for WindowState {
     }
 }
 
-/// One point of the JSON time series: a sample and its state.
+/// One point of the JSON time series: a sample and its state, in one flat object.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Point {
-    /// Seconds since the run started.
-    pub t: f64,
-    pub bytes_written: u64,
-    pub eagain: u64,
-    pub outq: u32,
-    pub notsent: Option<u32>,
-    pub snd_wnd: Option<u32>,
-    pub backoff: u8,
-    pub rwnd_limited_us: Option<u64>,
-    pub busy_time_us: Option<u64>,
+    #[serde(flatten)]
+    pub sample: Sample,
     pub state: WindowState,
-}
-
-impl Point {
-    fn new(s: &Sample, state: WindowState) -> Point {
-        Point {
-            t: s.t.as_secs_f64(),
-            bytes_written: s.bytes_written,
-            eagain: s.eagain,
-            outq: s.outq,
-            notsent: s.notsent,
-            snd_wnd: s.snd_wnd,
-            backoff: s.backoff,
-            rwnd_limited_us: s.rwnd_limited_us,
-            busy_time_us: s.busy_time_us,
-            state,
-        }
-    }
 }
 
 /// Zero-window episodes: runs of consecutive zero-window samples. An episode lasts from its
@@ -298,7 +273,7 @@ impl Analysis {
                 self.stride *= 2;
             }
             if index % self.stride == 0 {
-                self.series.push(Point::new(&s, state));
+                self.series.push(Point { sample: s, state });
             }
         }
         self.prev = Some(s);
@@ -649,13 +624,13 @@ mod tests {
         let series = a.series();
         let stride = a.report().series_stride;
         assert!(stride.is_power_of_two() && stride >= n / cap as u64, "stride {stride}");
-        assert_eq!(series[0].t, 0.0);
+        assert_eq!(series[0].sample.t, Duration::ZERO);
         assert!(series.len() > cap / 2, "{} points", series.len());
         // Evenly spaced by the stride, ending within one stride of the last sample.
         for w in series.windows(2) {
-            assert_eq!(w[1].bytes_written - w[0].bytes_written, stride);
+            assert_eq!(w[1].sample.bytes_written - w[0].sample.bytes_written, stride);
         }
-        assert!(n - 1 - series[series.len() - 1].bytes_written < stride);
+        assert!(n - 1 - series[series.len() - 1].sample.bytes_written < stride);
         assert_eq!(a.summary().samples, n, "aggregates are exact regardless of the cap");
     }
 

@@ -163,39 +163,39 @@ pub fn outq(fd: RawFd) -> io::Result<u32> {
 pub fn set_notsent_lowat(fd: RawFd, bytes: u32) -> io::Result<()> {
     let value =
         i32::try_from(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "notsent_lowat too large"))?;
-    sys::set_int(fd, sys::Opt::NotsentLowat, value)
+    sys::set_int(fd, Opt::NotsentLowat, value)
 }
 
 /// Reads back `TCP_NOTSENT_LOWAT` (the kernel's default is "unlimited", `u32::MAX`).
 pub fn notsent_lowat(fd: RawFd) -> io::Result<u32> {
     // The kernel stores it as an unsigned int and returns it bit for bit.
-    sys::get_int(fd, sys::Opt::NotsentLowat).map(|v| v as u32)
+    sys::get_int(fd, Opt::NotsentLowat).map(|v| v as u32)
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT` (see [`IP_BIND_ADDRESS_NO_PORT`]); call before `bind`.
 pub fn set_bind_address_no_port(fd: RawFd, on: bool) -> io::Result<()> {
-    sys::set_int(fd, sys::Opt::BindAddressNoPort, i32::from(on))
+    sys::set_int(fd, Opt::BindAddressNoPort, i32::from(on))
 }
 
 /// Sets `TCP_QUICKACK`: acknowledge at once instead of delaying ACKs (the kernel clears it
 /// again on its own, so callers re-arm it after reads when they need it).
 pub fn set_quickack(fd: RawFd, on: bool) -> io::Result<()> {
-    sys::set_int(fd, sys::Opt::QuickAck, i32::from(on))
+    sys::set_int(fd, Opt::QuickAck, i32::from(on))
+}
+
+/// The integer socket options this module sets or reads.
+#[derive(Clone, Copy)]
+enum Opt {
+    NotsentLowat,
+    BindAddressNoPort,
+    QuickAck,
 }
 
 #[cfg(target_os = "linux")]
 mod sys {
-    use super::{parse, RawFd, TcpInfo, TCP_INFO_BUF_LEN, TCP_INFO_MIN_LEN};
+    use super::{parse, Opt, RawFd, TcpInfo, TCP_INFO_BUF_LEN, TCP_INFO_MIN_LEN};
     use std::io;
     use std::mem::size_of;
-
-    /// The integer socket options this module sets or reads.
-    #[derive(Clone, Copy)]
-    pub enum Opt {
-        NotsentLowat,
-        BindAddressNoPort,
-        QuickAck,
-    }
 
     impl Opt {
         fn level_name(self) -> (libc::c_int, libc::c_int) {
@@ -286,15 +286,8 @@ mod sys {
 
 #[cfg(not(target_os = "linux"))]
 mod sys {
-    use super::{RawFd, TcpInfo};
+    use super::{Opt, RawFd, TcpInfo};
     use std::io;
-
-    #[derive(Clone, Copy)]
-    pub enum Opt {
-        NotsentLowat,
-        BindAddressNoPort,
-        QuickAck,
-    }
 
     fn unsupported<T>() -> io::Result<T> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "TCP introspection needs Linux"))
@@ -498,9 +491,9 @@ mod tests {
             set_quickack(fd, true).unwrap();
             let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
             set_bind_address_no_port(sock.as_raw_fd(), true).unwrap();
-            assert_eq!(sys::get_int(sock.as_raw_fd(), sys::Opt::BindAddressNoPort).unwrap(), 1);
+            assert_eq!(sys::get_int(sock.as_raw_fd(), Opt::BindAddressNoPort).unwrap(), 1);
             set_bind_address_no_port(sock.as_raw_fd(), false).unwrap();
-            assert_eq!(sys::get_int(sock.as_raw_fd(), sys::Opt::BindAddressNoPort).unwrap(), 0);
+            assert_eq!(sys::get_int(sock.as_raw_fd(), Opt::BindAddressNoPort).unwrap(), 0);
             assert!(set_notsent_lowat(fd, u32::MAX).is_err());
         }
 

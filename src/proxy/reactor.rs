@@ -49,7 +49,6 @@ use super::config::{AdminState, ProxyConfig, SpliceMode};
 use super::lb::{Balance, Candidate, Picker};
 use super::session::{reset_on_close, Bufs, CloseReason, Moved, Pipe, Pump};
 use super::stats::ProxyStats;
-use crate::buf::Ring;
 use crate::net::accept::{Acceptor, TIMER_RESUME_ACCEPT};
 use crate::net::connect::{self, DialOpts, DialState};
 use crate::net::Cause;
@@ -512,9 +511,9 @@ impl ProxyReactor {
             }
         };
         let Some(s) = self.sessions.get_mut(tok) else { return };
-        if first == self.bufs.buffer_bytes && self.bufs.splice == SpliceMode::Auto && s.pipe.c2s.auto.on_full() {
-            // The first read filled the buffer: a bulk upload, spliced from its next read.
-            self.bufs.switches_to_splice += 1;
+        if first == self.bufs.buffer_bytes {
+            // The first read filled the buffer: a bulk upload.
+            s.pipe.c2s.full(&mut self.bufs);
         }
         let reg =
             cx.registry.register(&mut s.pipe.client, tok, Interest::READABLE | Interest::WRITABLE).and_then(|_| {
@@ -562,15 +561,11 @@ impl ProxyReactor {
             Err(e) => (0, Some(e)),
         };
         if sent < n {
-            let bufs = &mut self.bufs;
-            let Ok(mut ring) = bufs.rings.take(|| Ok(Ring::new(bufs.buffer_bytes))) else {
-                // Cannot happen while the pool bound is 2 × sessions; never drop client bytes.
+            let Some(ring) = self.bufs.park_scratch(sent..n) else {
+                // Never drop client bytes silently.
                 self.close(cx, tok, CloseReason::ClientReset);
                 return;
             };
-            let rest = &bufs.scratch[sent..n];
-            ring.spare_mut()[..rest.len()].copy_from_slice(rest);
-            ring.commit(rest.len());
             s.pipe.c2s.ring = Some(ring);
         }
         if let Some(e) = failed {

@@ -279,6 +279,17 @@ impl Bufs {
             switches_to_copy: 0,
         }
     }
+
+    /// A ring from the pool holding `scratch[range]`: the bytes of a read the peer did not
+    /// take. `None` when the pool is out (cannot happen while its bound is 2 × sessions).
+    pub fn park_scratch(&mut self, range: std::ops::Range<usize>) -> Option<Ring> {
+        let size = self.buffer_bytes;
+        let mut ring = self.rings.take(|| Ok(Ring::new(size))).ok()?;
+        let rest = &self.scratch[range];
+        ring.spare_mut()[..rest.len()].copy_from_slice(rest);
+        ring.commit(rest.len());
+        Some(ring)
+    }
 }
 
 /// One direction: bytes read from `src` go straight to `dst`; what `dst` did not take waits
@@ -321,6 +332,14 @@ impl Flow {
                 bufs.pipes.discard(p);
             }
             self.piped = 0;
+        }
+    }
+
+    /// A read filled the scratch buffer, or the ring or pipe is full: in `auto` mode this is a
+    /// bulk flow, spliced from the next read on (counted when it switches).
+    pub fn full(&mut self, bufs: &mut Bufs) {
+        if bufs.splice == SpliceMode::Auto && !self.no_splice && self.auto.on_full() {
+            bufs.switches_to_splice += 1;
         }
     }
 
@@ -500,9 +519,7 @@ fn flow(
             if room == 0 {
                 // Pipe full: no read until the peer takes some (backpressure). A peer that
                 // slow makes this a bulk flow whatever the read sizes were.
-                if bufs.splice == SpliceMode::Auto {
-                    f.auto.on_full();
-                }
+                f.full(bufs);
                 return Ok((progressed, src_act, dst_act));
             }
             let asked = room.min(*budget);
@@ -538,9 +555,7 @@ fn flow(
             Some(ring) => {
                 if ring.is_full() {
                     // Backpressure: the peer is slow, stop reading its source.
-                    if bufs.splice == SpliceMode::Auto && !f.no_splice && f.auto.on_full() {
-                        bufs.switches_to_splice += 1;
-                    }
+                    f.full(bufs);
                     return Ok((progressed, src_act, dst_act));
                 }
                 ring.read_from(src)
@@ -553,12 +568,8 @@ fn flow(
                 }
                 match src.read(&mut bufs.scratch) {
                     Ok(n) if n > 0 => {
-                        if n == bufs.scratch.len()
-                            && bufs.splice == SpliceMode::Auto
-                            && !f.no_splice
-                            && f.auto.on_full()
-                        {
-                            bufs.switches_to_splice += 1;
+                        if n == bufs.scratch.len() {
+                            f.full(bufs);
                         }
                         if n < bufs.scratch.len() {
                             // A short read took everything the socket had queued: the next
@@ -579,14 +590,7 @@ fn flow(
                         *moved += sent as u64;
                         dst_act |= sent > 0;
                         if sent < n {
-                            let mut ring = match bufs.rings.take(|| Ok(Ring::new(bufs.buffer_bytes))) {
-                                Ok(r) => r,
-                                Err(_) => return Err(src_reset),
-                            };
-                            let rest = &bufs.scratch[sent..n];
-                            ring.spare_mut()[..rest.len()].copy_from_slice(rest);
-                            ring.commit(rest.len());
-                            f.ring = Some(ring);
+                            f.ring = Some(bufs.park_scratch(sent..n).ok_or(src_reset)?);
                         }
                         Ok(n)
                     }
