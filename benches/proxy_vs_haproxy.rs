@@ -8,6 +8,14 @@
 //! about twice the CPU per GB of 64 KiB ones.) HAProxy's `option tcp-smart-connect` is off by
 //! default and stays off; netforge's `smart_connect` is on by default.
 //!
+//! Congestion control: netforge runs with `congestion = "cubic"` (`PROXY_BENCH_CONGESTION`,
+//! default `cubic`; `system` keeps the kernel's default). A host whose default is bbr without
+//! an fq qdisc (this VM) paces every socket with a high-resolution timer, which on loopback
+//! costs CPU and throughput for nothing; netforge can choose the algorithm of its own sockets,
+//! HAProxy 2.6 cannot, so its sockets stay on the system's default. The load generators and
+//! backends keep the system's default in every case. The first line of output says which
+//! algorithm each side used.
+//!
 //! Measures: (a) iperf3 throughput through the proxy: 1 stream, 8 streams from one iperf3
 //! process (`-P 8`), and 8 streams from two at once (`-P 4` each, through two listeners to two
 //! iperf3 servers: iperf3 before 3.16 runs all streams of a test on one thread, and one
@@ -101,9 +109,9 @@ struct Proxy {
     echo: SocketAddr,
 }
 
-fn netforge_proxy(iperf: [SocketAddr; 2], echo: SocketAddr) -> Proxy {
+fn netforge_proxy(iperf: [SocketAddr; 2], echo: SocketAddr, congestion: &str) -> Proxy {
     let conf = format!(
-        "threads = 2\nmax_connections = 7000\nsplice = \"auto\"\n[health]\nenabled = false\n[admin]\naddress = \"\"\n\
+        "threads = 2\nmax_connections = 7000\nsplice = \"auto\"\ncongestion = \"{congestion}\"\n[health]\nenabled = false\n[admin]\naddress = \"\"\n\
          [[listener]]\nname = \"bulk\"\naddress = \"127.0.0.1:0\"\ngroup = \"bulk\"\n\
          [[listener]]\nname = \"bulk2\"\naddress = \"127.0.0.1:0\"\ngroup = \"bulk2\"\n\
          [[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\ngroup = \"echo\"\n\
@@ -430,6 +438,16 @@ fn main() {
         }
     }
     let _ = netforge::sys::raise_nofile();
+    let system_cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let mut congestion = std::env::var("PROXY_BENCH_CONGESTION").unwrap_or_else(|_| "cubic".into());
+    if congestion != "system" {
+        if let Err(e) = netforge::net::tune::Congestion::probe(&congestion) {
+            println!("proxy_vs_haproxy: netforge keeps the system's congestion control: {e}");
+            congestion = "system".into();
+        }
+    }
     let rounds = std::env::var("PROXY_BENCH_ROUNDS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(3).max(1);
     // Two iperf3 servers: iperf3 (before 3.16) runs every stream of a test on one thread, and
     // on this machine one receiving iperf3 process saturates a core before either proxy does.
@@ -452,14 +470,19 @@ fn main() {
     // its backend 4-tuples never slow down the next proxy's connects.
     let echoes: Vec<(Killed, SocketAddr)> = (0..3).map(|_| echo_backend()).collect();
     let proxies = [
-        netforge_proxy(iperf_addr, echoes[0].1),
+        netforge_proxy(iperf_addr, echoes[0].1, &congestion),
         haproxy("haproxy", false, iperf_addr, echoes[1].1),
         haproxy("haproxy-splice", true, iperf_addr, echoes[2].1),
     ];
     println!(
         "proxy_vs_haproxy: backends iperf3 {} and {}, one echo each ({}, {}, {}); proxies on 2 threads each; \
-         {rounds} interleaved rounds, medians",
-        iperf_addr[0], iperf_addr[1], echoes[0].1, echoes[1].1, echoes[2].1
+         {rounds} interleaved rounds, medians; congestion control: netforge {}, HAProxy and the load {system_cc}",
+        iperf_addr[0],
+        iperf_addr[1],
+        echoes[0].1,
+        echoes[1].1,
+        echoes[2].1,
+        if congestion == "system" { system_cc.as_str() } else { congestion.as_str() }
     );
     // Round k starts with proxy k mod 3, so no proxy always goes first.
     let order = |k: usize| (0..3).map(move |i| (i + k) % 3);

@@ -68,6 +68,10 @@ pub struct ProxyArgs {
     /// Admin (/metrics) address, overriding the file's; "" disables it.
     #[arg(long)]
     pub admin: Option<String>,
+    /// TCP congestion control of every proxy socket, both sides, overriding the file's: an
+    /// algorithm the kernel has (e.g. cubic), or "system" for its default.
+    #[arg(long, value_name = "NAME")]
+    pub congestion: Option<String>,
     /// Backends, host:port (quick start).
     #[arg(value_name = "BACKEND")]
     pub backends: Vec<String>,
@@ -288,6 +292,15 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
     }
     if let Some(t) = a.threads {
         cfg.threads = t;
+    }
+    if let Some(name) = &a.congestion {
+        let c = match name.trim() {
+            config::SYSTEM_CONGESTION => None,
+            n => Some(crate::net::tune::Congestion::probe(n).map_err(|e| usage(format!("--congestion: {e}")))?),
+        };
+        cfg.congestion = c;
+        cfg.listeners.iter_mut().for_each(|l| l.congestion = c);
+        cfg.groups.iter_mut().for_each(|g| g.congestion = c);
     }
     Ok(cfg)
 }

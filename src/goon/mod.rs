@@ -139,7 +139,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
             "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold, in this process)"
         );
     }
-    let opts = DialOpts { bufs: cfg.bufs, nodelay: false, linger_rst: cfg.linger_rst, delay_ack: false };
+    let opts = DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, ..DialOpts::default() };
     let share = shares(cfg.connections, threads);
     let concurrency = Arc::new(Concurrency::default());
     let handlers: Vec<GoonReactor> = sinks

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::tune::SockBufs;
+use super::tune::{Congestion, SockBufs};
 
 /// Options applied to every dialed socket.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,6 +22,8 @@ pub struct DialOpts {
     /// 200 ms) for the first data segment to carry it. Only for a caller with bytes to send at
     /// once; a server that speaks first would wait for that ACK.
     pub delay_ack: bool,
+    /// TCP_CONGESTION for this socket; `None` = the kernel's default.
+    pub congestion: Option<Congestion>,
 }
 
 /// Starts a non-blocking connect to `target`, from `source` if given.
@@ -35,6 +37,9 @@ pub fn dial(target: SocketAddr, source: Option<IpAddr>, opts: &DialOpts) -> io::
     }
     if opts.linger_rst {
         sock.set_linger(Some(std::time::Duration::ZERO))?;
+    }
+    if let Some(c) = opts.congestion {
+        c.apply(SockRef::from(&sock))?;
     }
     if opts.delay_ack {
         super::tcp_info::set_quickack(sock.as_raw_fd(), false)?;

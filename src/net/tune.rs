@@ -5,6 +5,83 @@
 
 use socket2::SockRef;
 
+/// A TCP congestion-control algorithm (TCP_CONGESTION) for the sockets of one side of the
+/// proxy; `None` where one is expected leaves the kernel's default
+/// (`net.ipv4.tcp_congestion_control`). Copy, so dial options stay Copy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Congestion {
+    name: [u8; Congestion::MAX_LEN],
+    len: u8,
+}
+
+impl Congestion {
+    /// TCP_CA_NAME_MAX (16) less the terminating NUL.
+    pub const MAX_LEN: usize = 15;
+
+    /// Checks `name` against the kernel by setting it on a throwaway socket, so a name the
+    /// kernel lacks or this user may not use is refused at load time, not on every socket.
+    pub fn probe(name: &str) -> Result<Congestion, String> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty()
+            || bytes.len() > Self::MAX_LEN
+            || !bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+        {
+            return Err(format!(
+                "{name:?} is not a congestion-control name (lower-case letters, digits and _, at most {} \
+                 characters, e.g. \"cubic\"; \"system\" keeps the kernel's default)",
+                Self::MAX_LEN
+            ));
+        }
+        let mut c = Congestion { name: [0; Self::MAX_LEN], len: bytes.len() as u8 };
+        c.name[..bytes.len()].copy_from_slice(bytes);
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .map_err(|e| format!("cannot check {name:?}: socket: {e}"))?;
+        match c.apply(SockRef::from(&sock)) {
+            Ok(()) => Ok(c),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(format!(
+                "{name:?} is not a congestion control this kernel has (available: {}; a module may need loading: \
+                 modprobe tcp_{name})",
+                sysctl_list("tcp_available_congestion_control")
+            )),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(format!(
+                "{name:?} is not allowed for this user (allowed: {}; run as root, or add it to \
+                 net.ipv4.tcp_allowed_congestion_control)",
+                sysctl_list("tcp_allowed_congestion_control")
+            )),
+            Err(e) => Err(format!("{name:?}: TCP_CONGESTION: {e}")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built from a checked ASCII &str.
+        std::str::from_utf8(&self.name[..usize::from(self.len)]).unwrap_or("")
+    }
+
+    /// Sets TCP_CONGESTION on `sock` (a listener passes it on to every accepted socket).
+    #[cfg(target_os = "linux")]
+    pub fn apply(&self, sock: SockRef<'_>) -> std::io::Result<()> {
+        sock.set_tcp_congestion(&self.name[..usize::from(self.len)])
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn apply(&self, _sock: SockRef<'_>) -> std::io::Result<()> {
+        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "TCP_CONGESTION is Linux-only here"))
+    }
+}
+
+impl std::fmt::Debug for Congestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Congestion({:?})", self.as_str())
+    }
+}
+
+/// A space-separated list from /proc/sys/net/ipv4, for error messages.
+fn sysctl_list(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
 /// Smallest buffer a budget may give a socket: below this the kernel rounds up anyway.
 pub const MIN_BUDGET_BUF: usize = 4096;
 
@@ -44,6 +121,22 @@ mod tests {
         assert_eq!(p.rcvbuf, Some((1 << 30) / 1000 / 2));
         assert_eq!(SockBufs::policy(None, None, None, 10), SockBufs::default());
         assert_eq!(SockBufs::policy(None, None, Some(1000), 1000).rcvbuf, Some(MIN_BUDGET_BUF));
+    }
+
+    #[test]
+    fn congestion_probe_accepts_reno_and_names_what_is_wrong() {
+        // reno is built into every Linux kernel and always allowed.
+        let c = Congestion::probe("reno").unwrap();
+        assert_eq!(c.as_str(), "reno");
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        c.apply(SockRef::from(&s)).unwrap();
+        assert!(s.tcp_congestion().unwrap().starts_with(b"reno\0"));
+        let e = Congestion::probe("nosuchcc").unwrap_err();
+        assert!(e.contains("not a congestion control this kernel has") && e.contains("reno"), "{e}");
+        for bad in ["", "Cubic", "a b", "sixteen_chars_xx"] {
+            let e = Congestion::probe(bad).unwrap_err();
+            assert!(e.contains("not a congestion-control name"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

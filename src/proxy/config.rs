@@ -25,6 +25,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::conffile::{self, ConfigError};
+use crate::net::tune::Congestion;
 use crate::proxy::lb::Balance;
 use crate::units;
 
@@ -56,6 +57,10 @@ pub const MAX_PIPE_BYTES: usize = 16 << 20;
 pub const DEFAULT_SPLICE: SpliceMode = SpliceMode::Auto;
 /// Send the client's first bytes with the backend handshake's last ACK.
 pub const DEFAULT_SMART_CONNECT: bool = true;
+/// TCP congestion control of the proxy's sockets; `None` keeps the kernel's default.
+pub const DEFAULT_CONGESTION: Option<Congestion> = None;
+/// How `congestion` spells "the kernel's default".
+pub const SYSTEM_CONGESTION: &str = "system";
 /// Graceful shutdown budget; 0 = close every session at once.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backend connect timeout.
@@ -121,6 +126,9 @@ pub struct ProxyConfig {
     /// When a new client has already sent bytes, dial its backend with TCP_QUICKACK off and
     /// write those bytes at once, so they carry the handshake's last ACK (one segment less).
     pub smart_connect: bool,
+    /// Global `congestion`, the default of every listener and group (each has its resolved
+    /// one).
+    pub congestion: Option<Congestion>,
     /// Graceful shutdown budget.
     pub drain_timeout: Duration,
     /// Per-session timeouts.
@@ -209,6 +217,9 @@ pub struct ListenerConfig {
     pub group: usize,
     /// Session cap of this listener (1..=global).
     pub max_connections: usize,
+    /// TCP congestion control of its client sockets (set on the listener, inherited by every
+    /// accepted socket); `None` = the kernel's default.
+    pub congestion: Option<Congestion>,
 }
 
 /// A named set of backends with one algorithm.
@@ -220,6 +231,9 @@ pub struct GroupConfig {
     pub balance: Balance,
     /// Non-empty; at least one has weight > 0.
     pub backends: Vec<BackendConfig>,
+    /// TCP congestion control of the sockets dialed to its backends; `None` = the kernel's
+    /// default.
+    pub congestion: Option<Congestion>,
 }
 
 /// One backend server.
@@ -366,6 +380,7 @@ impl ProxyConfig {
         kv("pipe_size", quote(&format_bytes(self.pipe_bytes)));
         kv("splice", quote(self.splice.as_str()));
         kv("smart_connect", self.smart_connect.to_string());
+        kv("congestion", quote(congestion_str(&self.congestion)));
         kv("drain_timeout", quote(&format_duration(self.drain_timeout)));
 
         let t = &self.timeouts;
@@ -392,11 +407,12 @@ impl ProxyConfig {
         for l in &self.listeners {
             let group = self.groups.get(l.group).map_or(DEFAULT_GROUP, |g| g.name.as_str());
             out.push_str(&format!(
-                "\n[[listener]]\nname = {}\naddress = {}\ngroup = {}\nmax_connections = {}\n",
+                "\n[[listener]]\nname = {}\naddress = {}\ngroup = {}\nmax_connections = {}\ncongestion = {}\n",
                 quote(&l.name),
                 quote(&l.address.to_string()),
                 quote(group),
-                l.max_connections
+                l.max_connections,
+                quote(congestion_str(&l.congestion))
             ));
         }
         for g in &self.groups {
@@ -413,7 +429,12 @@ impl ProxyConfig {
             }
         }
         for g in &self.groups {
-            out.push_str(&format!("\n[groups.{}]\nbalance = {}\n", bare_or_quoted(&g.name), quote(g.balance.as_str())));
+            out.push_str(&format!(
+                "\n[groups.{}]\nbalance = {}\ncongestion = {}\n",
+                bare_or_quoted(&g.name),
+                quote(g.balance.as_str()),
+                quote(congestion_str(&g.congestion))
+            ));
         }
         out
     }
@@ -489,6 +510,7 @@ fn from_flags_with(
         pipe_bytes: DEFAULT_PIPE_BYTES,
         splice: DEFAULT_SPLICE,
         smart_connect: DEFAULT_SMART_CONNECT,
+        congestion: DEFAULT_CONGESTION,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         timeouts: Timeouts { connect: timeout, ..Timeouts::default() },
         health: HealthConfig::default(),
@@ -498,8 +520,14 @@ fn from_flags_with(
             address,
             group: 0,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            congestion: DEFAULT_CONGESTION,
         }],
-        groups: vec![GroupConfig { name: DEFAULT_GROUP.to_string(), balance, backends: list }],
+        groups: vec![GroupConfig {
+            name: DEFAULT_GROUP.to_string(),
+            balance,
+            backends: list,
+            congestion: DEFAULT_CONGESTION,
+        }],
     })
 }
 
@@ -517,6 +545,7 @@ struct FileConfig {
     pipe_size: Option<Spanned<Text>>,
     splice: Option<Spanned<String>>,
     smart_connect: Option<bool>,
+    congestion: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<Text>>,
     timeouts: Option<TimeoutsFile>,
     health: Option<HealthFile>,
@@ -565,6 +594,7 @@ struct ListenerFile {
     address: Spanned<String>,
     group: Option<Spanned<String>>,
     max_connections: Option<Spanned<usize>>,
+    congestion: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -582,6 +612,7 @@ struct BackendFile {
 #[serde(deny_unknown_fields)]
 struct GroupFile {
     balance: Option<Spanned<String>>,
+    congestion: Option<Spanned<String>>,
 }
 
 /// A duration or size as written: a string (`"3s"`, `"16KiB"`) or an integer (`0`, `65536`),
@@ -680,6 +711,26 @@ fn size_key(
     Ok(n as usize)
 }
 
+/// A `congestion` key: "system" (the kernel's default) or an algorithm this kernel has and
+/// this user may set.
+fn congestion_key(
+    cx: &Cx<'_>,
+    key: &str,
+    v: Option<Spanned<String>>,
+    default: Option<Congestion>,
+) -> Result<Option<Congestion>, ConfigError> {
+    let (v, span) = split(v);
+    match v.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some(SYSTEM_CONGESTION) => Ok(None),
+        Some(name) => Congestion::probe(name).map(Some).map_err(|e| cx.err(key, span, e)),
+    }
+}
+
+fn congestion_str(c: &Option<Congestion>) -> &str {
+    c.as_ref().map_or(SYSTEM_CONGESTION, Congestion::as_str)
+}
+
 fn nonzero_duration(
     cx: &Cx<'_>,
     key: &str,
@@ -740,8 +791,10 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         }
     };
 
-    let groups = validate_backends(cx, file.backend, file.groups, balance, resolve)?;
-    let listeners = validate_listeners(cx, file.listener, &groups, max_connections, admin, resolve)?;
+    let congestion = congestion_key(cx, "congestion", file.congestion, DEFAULT_CONGESTION)?;
+
+    let groups = validate_backends(cx, file.backend, file.groups, balance, congestion, resolve)?;
+    let listeners = validate_listeners(cx, file.listener, &groups, max_connections, congestion, admin, resolve)?;
 
     Ok(ProxyConfig {
         source: Some(cx.path.to_path_buf()),
@@ -753,6 +806,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         pipe_bytes,
         splice,
         smart_connect: file.smart_connect.unwrap_or(DEFAULT_SMART_CONNECT),
+        congestion,
         drain_timeout,
         timeouts,
         health,
@@ -763,12 +817,13 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
 }
 
 /// `[[backend]]` entries gathered into groups (in order of first appearance), with the
-/// `[groups.NAME]` overrides applied; `balance` is the global default.
+/// `[groups.NAME]` overrides applied; `balance` and `congestion` are the global defaults.
 fn validate_backends(
     cx: &Cx<'_>,
     backends: Vec<BackendFile>,
     overrides: BTreeMap<String, Spanned<GroupFile>>,
     balance: Balance,
+    congestion: Option<Congestion>,
     resolve: Resolver<'_>,
 ) -> Result<Vec<GroupConfig>, ConfigError> {
     if backends.is_empty() {
@@ -789,7 +844,7 @@ fn validate_backends(
         let g = match groups.iter().position(|g| g.name == group) {
             Some(g) => g,
             None => {
-                groups.push(GroupConfig { name: group.clone(), balance, backends: Vec::new() });
+                groups.push(GroupConfig { name: group.clone(), balance, backends: Vec::new(), congestion });
                 origin.push(Vec::new());
                 let at = b.weight.as_ref().map_or_else(|| b.address.span(), |w| w.span());
                 first_weight_at.push(at);
@@ -862,10 +917,12 @@ fn validate_backends(
                 format!("no backend uses group {name:?} (set group = {name:?} on a backend, or remove the table)");
             return Err(cx.err(gkey, Some(span), msg));
         };
-        let (b, span) = split(g.into_inner().balance);
+        let g = g.into_inner();
+        let (b, span) = split(g.balance);
         if let Some(b) = b {
             group.balance = b.parse::<Balance>().map_err(|e| cx.err(format!("{gkey}.balance"), span, e.to_string()))?;
         }
+        group.congestion = congestion_key(cx, &format!("{gkey}.congestion"), g.congestion, congestion)?;
     }
     Ok(groups)
 }
@@ -876,6 +933,7 @@ fn validate_listeners(
     listeners_file: Vec<ListenerFile>,
     groups: &[GroupConfig],
     max_connections: usize,
+    congestion: Option<Congestion>,
     admin: Option<SocketAddr>,
     resolve: Resolver<'_>,
 ) -> Result<Vec<ListenerConfig>, ConfigError> {
@@ -935,7 +993,9 @@ fn validate_listeners(
             return Err(cx.err(key("max_connections"), span, msg));
         }
 
-        listeners.push(ListenerConfig { name, address, group: g, max_connections: max });
+        let congestion = congestion_key(cx, &key("congestion"), l.congestion, congestion)?;
+
+        listeners.push(ListenerConfig { name, address, group: g, max_connections: max, congestion });
     }
     Ok(listeners)
 }
@@ -1217,6 +1277,17 @@ mod tests {
                 Some(4),
             ),
             (format!("{listener}max_connections = 0\n{backend}"), &["listener[0].max_connections"], Some(3)),
+            (pre("congestion = \"nosuchcc\""), &["congestion", "not a congestion control this kernel has"], Some(1)),
+            (
+                format!("{listener}congestion = \"Cubic\"\n{backend}"),
+                &["listener[0].congestion", "not a congestion-control name"],
+                Some(3),
+            ),
+            (
+                post("[groups.default]\ncongestion = \"\""),
+                &["groups.default.congestion", "not a congestion-control name"],
+                Some(7),
+            ),
         ];
         assert!(cases.len() >= 18);
         for (text, want, line) in &cases {
@@ -1249,6 +1320,7 @@ mod tests {
             pipe_bytes: DEFAULT_PIPE_BYTES,
             splice: DEFAULT_SPLICE,
             smart_connect: DEFAULT_SMART_CONNECT,
+            congestion: DEFAULT_CONGESTION,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             timeouts: Timeouts::default(),
             health: HealthConfig::default(),
@@ -1258,10 +1330,12 @@ mod tests {
                 address: v4([127, 0, 0, 1], 4000),
                 group: 0,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                congestion: DEFAULT_CONGESTION,
             }],
             groups: vec![GroupConfig {
                 name: DEFAULT_GROUP.into(),
                 balance: DEFAULT_BALANCE,
+                congestion: DEFAULT_CONGESTION,
                 backends: vec![BackendConfig {
                     name: "127.0.0.1:8001".into(),
                     address: v4([127, 0, 0, 1], 8001),
@@ -1284,6 +1358,7 @@ retries = 0
 buffer_size = 65536
 splice = "OFF"
 smart_connect = false
+congestion = "reno"
 drain_timeout = "0"
 
 [timeouts]
@@ -1314,6 +1389,7 @@ max_connections = 100
 
 [[listener]]
 address = "[::1]:0"
+congestion = "system"
 
 [[listener]]
 address = "127.0.0.1:0"
@@ -1344,6 +1420,7 @@ group = "api"
 
 [groups.api]
 balance = "rr"
+congestion = "system"
 
 [groups.default]
 "#;
@@ -1397,6 +1474,14 @@ balance = "rr"
         );
         assert_eq!(def[1].state, AdminState::Maint);
         assert_eq!(cfg.memory_bound_bytes(), 500 * 2 * 65536);
+
+        // congestion: the global one is every listener's and group's default; "system" clears it.
+        let reno = Some(Congestion::probe("reno").unwrap());
+        assert_eq!(cfg.congestion, reno);
+        let l: Vec<_> = cfg.listeners.iter().map(|l| l.congestion).collect();
+        assert_eq!(l, vec![reno, None, reno]);
+        let g: Vec<_> = cfg.groups.iter().map(|g| g.congestion).collect();
+        assert_eq!(g, vec![None, reno]);
     }
 
     #[test]
@@ -1445,6 +1530,7 @@ balance = "rr"
         assert_eq!(cfg.timeouts, Timeouts::default());
         assert_eq!(cfg.health, HealthConfig::default());
         assert_eq!(cfg.admin, Some(DEFAULT_ADMIN_ADDRESS));
+        assert_eq!(cfg.congestion, DEFAULT_CONGESTION);
         assert!(!cfg.listeners.is_empty() && !cfg.groups.is_empty());
         for l in &cfg.listeners {
             assert_eq!(l.max_connections, DEFAULT_MAX_CONNECTIONS);

@@ -117,6 +117,10 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
             // Linux copies TCP_NODELAY from the listener to every accepted socket: set once
             // here, not once per session. (Best effort: the reactor still works without it.)
             let _ = socket2::SockRef::from(&s).set_nodelay(true);
+            // The same holds for TCP_CONGESTION (the name was checked at load).
+            if let Some(c) = l.congestion {
+                c.apply(socket2::SockRef::from(&s)).map_err(|source| Error::Bind { addr, source })?;
+            }
             per_reactor[r].push(s);
         }
     }
@@ -320,10 +324,11 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
             a.name == b.name
                 && a.address == b.address
                 && a.max_connections == b.max_connections
+                && a.congestion == b.congestion
                 && new.groups[a.group].name == cur.groups[b.group].name
         });
     if !same || new.threads != cur.threads || new.max_connections != cur.max_connections || new.admin != cur.admin {
-        log::warn!("proxy: reload: listener, threads, max_connections and admin changes need a restart; keeping the running ones");
+        log::warn!("proxy: reload: listener (address, cap, congestion), threads, max_connections and admin changes need a restart; keeping the running ones");
     }
     for l in &cur.listeners {
         if !new.groups.iter().any(|g| g.name == cur.groups[l.group].name) {

@@ -120,6 +120,8 @@ struct Backend {
 
 struct Group {
     balance: Balance,
+    /// TCP_CONGESTION of the sockets dialed to this group (`None`: the kernel's default).
+    congestion: Option<crate::net::tune::Congestion>,
     first: usize,
     len: usize,
     picker: Picker,
@@ -200,6 +202,7 @@ fn build_backends(cfg: &ProxyConfig) -> (Vec<Backend>, Vec<Group>) {
     for (gi, g) in cfg.groups.iter().enumerate() {
         groups.push(Group {
             balance: g.balance,
+            congestion: g.congestion,
             first: backends.len(),
             len: g.backends.len(),
             picker: Picker::new(g.backends.len()),
@@ -412,7 +415,7 @@ impl ProxyReactor {
         attempts: &mut u32,
         delay_ack: bool,
     ) -> Option<(usize, TcpStream)> {
-        let opts = DialOpts { delay_ack, ..self.dial };
+        let opts = DialOpts { delay_ack, congestion: self.groups[group].congestion, ..self.dial };
         loop {
             if *attempts > self.cfg.retries {
                 return None;

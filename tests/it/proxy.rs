@@ -1063,3 +1063,57 @@ fn auto_splice_goes_back_to_copy_when_a_bulk_session_turns_interactive() {
         });
     });
 }
+
+/// The congestion-control name `ss -ti` shows for the one established socket matching `filter`
+/// (e.g. `dst 127.0.0.1:8001`), polled until it appears.
+fn socket_congestion(filter: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut cmd = Command::new("ss");
+        cmd.args(["-tinH", "state", "established"]).args(filter.split_whitespace());
+        let out = cmd.output().expect("ss (iproute2) is needed by this test: apt-get install iproute2");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Each socket is a line, then its tab-indented info line, whose first word is the
+        // algorithm ("cubic wscale:7,7 rto:...").
+        let algos: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with('\t') || l.starts_with(' '))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        if algos.len() == 1 {
+            return algos[0].to_string();
+        }
+        assert!(algos.len() < 2, "more than one socket matches {filter:?}:\n{text}");
+        assert!(Instant::now() < deadline, "no established socket matches {filter:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn congestion_control_is_set_per_side() {
+    with_timeout(T, || {
+        let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap().trim().to_string();
+        // reno is built into every Linux kernel and open to every user.
+        for (top, listener, want_client, want_server) in [
+            // The listener's key sets the client side only.
+            ("", "congestion = \"reno\"\n", "reno", system.as_str()),
+            // The global key sets both sides; a listener's "system" takes its side back.
+            ("congestion = \"reno\"", "congestion = \"system\"\n", system.as_str(), "reno"),
+        ] {
+            let echo = Echo::start();
+            let text = conf(&[echo.addr], &format!("threads = 1\n{top}"), NO_HEALTH)
+                .replace("[[listener]]\n", &format!("[[listener]]\n{listener}"));
+            let p = proxy(&text);
+            let mut c = client(p.addr);
+            c.write_all(b"ping").unwrap();
+            let mut back = [0u8; 4];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(&back, b"ping");
+            // The session stays open while ss looks at the proxy's two sockets.
+            let client_side = socket_congestion(&format!("src {}", p.addr));
+            let server_side = socket_congestion(&format!("dst {}", echo.addr));
+            assert_eq!((client_side.as_str(), server_side.as_str()), (want_client, want_server), "{text}");
+            drop(c);
+        }
+    });
+}
