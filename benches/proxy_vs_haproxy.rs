@@ -26,7 +26,7 @@
 //! (connect, 64 B round trip, close); (f) proxy RSS per idle proxied connection at 5,000
 //! connections.
 //!
-//! Every part but (f) runs `PROXY_BENCH_ROUNDS` rounds (default 3), each round visiting the
+//! Every part but (f) runs `PROXY_BENCH_ROUNDS` rounds (default 5), each round visiting the
 //! three proxies in a rotated order, and the table shows each proxy's median: on a small VM a
 //! single run of a few seconds moves by ±5% from one run to the next. Each proxy has its own
 //! echo backend (`netforge serve --mode echo`), so the TIME_WAIT entries of one proxy's
@@ -448,7 +448,7 @@ fn main() {
             congestion = "system".into();
         }
     }
-    let rounds = std::env::var("PROXY_BENCH_ROUNDS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(3).max(1);
+    let rounds = std::env::var("PROXY_BENCH_ROUNDS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(5).max(1);
     // Two iperf3 servers: iperf3 (before 3.16) runs every stream of a test on one thread, and
     // on this machine one receiving iperf3 process saturates a core before either proxy does.
     let mut iperf_servers = Vec::new();
