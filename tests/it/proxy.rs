@@ -1064,27 +1064,40 @@ fn auto_splice_goes_back_to_copy_when_a_bulk_session_turns_interactive() {
     });
 }
 
-/// The congestion-control name `ss -ti` shows for the one established socket matching `filter`
-/// (e.g. `dst 127.0.0.1:8001`), polled until it appears.
+/// The congestion-control names `ss -ti` shows for the established sockets matching `filter`
+/// (e.g. `dst 127.0.0.1:8001`).
+fn socket_congestions(filter: &str) -> Vec<String> {
+    let mut cmd = Command::new("ss");
+    cmd.args(["-tinH", "state", "established"]).args(filter.split_whitespace());
+    let out = cmd.output().expect("ss (iproute2) is needed by this test: apt-get install iproute2");
+    // Each socket is a line, then its tab-indented info line, whose first word is the algorithm
+    // ("cubic wscale:7,7 rto:...").
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('\t') || l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// The algorithm of the one established socket matching `filter`, polled until it appears.
 fn socket_congestion(filter: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut cmd = Command::new("ss");
-        cmd.args(["-tinH", "state", "established"]).args(filter.split_whitespace());
-        let out = cmd.output().expect("ss (iproute2) is needed by this test: apt-get install iproute2");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        // Each socket is a line, then its tab-indented info line, whose first word is the
-        // algorithm ("cubic wscale:7,7 rto:...").
-        let algos: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with('\t') || l.starts_with(' '))
-            .filter_map(|l| l.split_whitespace().next())
-            .collect();
-        if algos.len() == 1 {
-            return algos[0].to_string();
+        let algos = socket_congestions(filter);
+        assert!(algos.len() < 2, "more than one socket matches {filter:?}: {algos:?}");
+        if let Some(a) = algos.into_iter().next() {
+            return a;
         }
-        assert!(algos.len() < 2, "more than one socket matches {filter:?}:\n{text}");
         assert!(Instant::now() < deadline, "no established socket matches {filter:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls until no established socket matches `filter`.
+fn wait_no_socket(filter: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket_congestions(filter).is_empty() {
+        assert!(Instant::now() < deadline, "sockets matching {filter:?} stayed established");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -1104,16 +1117,45 @@ fn congestion_control_is_set_per_side() {
             let text = conf(&[echo.addr], &format!("threads = 1\n{top}"), NO_HEALTH)
                 .replace("[[listener]]\n", &format!("[[listener]]\n{listener}"));
             let p = proxy(&text);
-            let mut c = client(p.addr);
-            c.write_all(b"ping").unwrap();
-            let mut back = [0u8; 4];
-            c.read_exact(&mut back).unwrap();
-            assert_eq!(&back, b"ping");
             // The session stays open while ss looks at the proxy's two sockets.
+            let c = held_session(p.addr);
             let client_side = socket_congestion(&format!("src {}", p.addr));
             let server_side = socket_congestion(&format!("dst {}", echo.addr));
             assert_eq!((client_side.as_str(), server_side.as_str()), (want_client, want_server), "{text}");
             drop(c);
+        }
+    });
+}
+
+#[test]
+fn sighup_changes_a_groups_congestion_control_for_new_connections() {
+    with_timeout(T, || {
+        let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap().trim().to_string();
+        let echo = Echo::start();
+        let text = conf(&[echo.addr], "threads = 1", NO_HEALTH);
+        let path = write_conf(&text);
+        let mut cmd = netforge();
+        cmd.arg("proxy").arg("--conf").arg(&path);
+        let p = start_proxy(cmd);
+        let to_backend = format!("dst {}", echo.addr);
+        let c = held_session(p.addr);
+        assert_eq!(socket_congestion(&to_backend), system);
+        drop(c);
+        wait_no_socket(&to_backend);
+        std::fs::write(&path, format!("{text}[groups.default]\ncongestion = \"reno\"\n")).unwrap();
+        p.p.signal(1);
+        // The reload reaches the reactor a moment later: new sessions until one dials with reno.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let c = held_session(p.addr);
+            let algo = socket_congestion(&to_backend);
+            drop(c);
+            if algo == "reno" {
+                break;
+            }
+            assert_eq!(algo, system);
+            assert!(Instant::now() < deadline, "no session dialed with reno after the reload");
+            wait_no_socket(&to_backend);
         }
     });
 }
