@@ -34,7 +34,9 @@ impl Congestion {
         }
         let mut c = Congestion { name: [0; Self::MAX_LEN], len: bytes.len() as u8 };
         c.name[..bytes.len()].copy_from_slice(bytes);
+        // An IPv6-only host has no AF_INET sockets.
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .or_else(|_| socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None))
             .map_err(|e| format!("cannot check {name:?}: socket: {e}"))?;
         match c.apply(SockRef::from(&sock)) {
             Ok(()) => Ok(c),
