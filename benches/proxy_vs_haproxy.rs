@@ -13,7 +13,7 @@
 //! an fq qdisc (this VM) paces every socket with a high-resolution timer, which on loopback
 //! costs CPU and throughput for nothing; netforge can choose the algorithm of its own sockets,
 //! HAProxy 2.6 cannot, so its sockets stay on the system's default. The load generators and
-//! backends keep the system's default in every case. The first line of output says which
+//! backends keep the system's default in every case. The line that starts the run says which
 //! algorithm each side used.
 //!
 //! Measures: (a) iperf3 throughput through the proxy: 1 stream, 8 streams from one iperf3

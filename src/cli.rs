@@ -68,8 +68,9 @@ pub struct ProxyArgs {
     /// Admin (/metrics) address, overriding the file's; "" disables it.
     #[arg(long)]
     pub admin: Option<String>,
-    /// TCP congestion control of every proxy socket, both sides, overriding the file's: an
-    /// algorithm the kernel has (e.g. cubic), or "system" for its default.
+    /// TCP congestion control of the client and backend sockets (health checks keep the
+    /// kernel's default), overriding the file's keys, also on SIGHUP: an algorithm the kernel
+    /// has (e.g. cubic), or "system" for its default.
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<String>,
     /// Backends, host:port (quick start).
@@ -298,9 +299,7 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
             config::SYSTEM_CONGESTION => None,
             n => Some(crate::net::tune::Congestion::probe(n).map_err(|e| usage(format!("--congestion: {e}")))?),
         };
-        cfg.congestion = c;
-        cfg.listeners.iter_mut().for_each(|l| l.congestion = c);
-        cfg.groups.iter_mut().for_each(|g| g.congestion = c);
+        cfg.force_congestion(c);
     }
     Ok(cfg)
 }

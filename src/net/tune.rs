@@ -46,8 +46,8 @@ impl Congestion {
                 sysctl_list("tcp_available_congestion_control")
             )),
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(format!(
-                "{name:?} is not allowed for this user (allowed: {}; run as root, or add it to \
-                 net.ipv4.tcp_allowed_congestion_control)",
+                "{name:?} is not allowed for this user (allowed: {}; run with CAP_NET_ADMIN, or add it \
+                 to net.ipv4.tcp_allowed_congestion_control)",
                 sysctl_list("tcp_allowed_congestion_control")
             )),
             Err(e) => Err(format!("{name:?}: TCP_CONGESTION: {e}")),

@@ -129,6 +129,9 @@ pub struct ProxyConfig {
     /// Global `congestion`, the default of every listener and group (each has its resolved
     /// one).
     pub congestion: Option<Congestion>,
+    /// `--congestion`, when given: it overrides the file's keys at start and on every reload.
+    /// Not written by [`ProxyConfig::to_toml`] (the keys it set are).
+    pub congestion_flag: Option<Option<Congestion>>,
     /// Graceful shutdown budget.
     pub drain_timeout: Duration,
     /// Per-session timeouts.
@@ -357,6 +360,15 @@ impl fmt::Display for UnknownName {
 impl std::error::Error for UnknownName {}
 
 impl ProxyConfig {
+    /// Sets the congestion control of every listener and group (`--congestion`), and keeps it
+    /// for reloads.
+    pub fn force_congestion(&mut self, c: Option<Congestion>) {
+        self.congestion = c;
+        self.congestion_flag = Some(c);
+        self.listeners.iter_mut().for_each(|l| l.congestion = c);
+        self.groups.iter_mut().for_each(|g| g.congestion = c);
+    }
+
     /// Worst-case ring memory: every session at the cap with both rings allocated.
     pub fn memory_bound_bytes(&self) -> u64 {
         (self.max_connections as u64).saturating_mul(2).saturating_mul(self.buffer_bytes as u64)
@@ -511,6 +523,7 @@ fn from_flags_with(
         splice: DEFAULT_SPLICE,
         smart_connect: DEFAULT_SMART_CONNECT,
         congestion: DEFAULT_CONGESTION,
+        congestion_flag: None,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         timeouts: Timeouts { connect: timeout, ..Timeouts::default() },
         health: HealthConfig::default(),
@@ -807,6 +820,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         splice,
         smart_connect: file.smart_connect.unwrap_or(DEFAULT_SMART_CONNECT),
         congestion,
+        congestion_flag: None,
         drain_timeout,
         timeouts,
         health,
@@ -1321,6 +1335,7 @@ mod tests {
             splice: DEFAULT_SPLICE,
             smart_connect: DEFAULT_SMART_CONNECT,
             congestion: DEFAULT_CONGESTION,
+            congestion_flag: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             timeouts: Timeouts::default(),
             health: HealthConfig::default(),

@@ -119,7 +119,9 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
             let _ = socket2::SockRef::from(&s).set_nodelay(true);
             // The same holds for TCP_CONGESTION (the name was checked at load).
             if let Some(c) = l.congestion {
-                c.apply(socket2::SockRef::from(&s)).map_err(|source| Error::Bind { addr, source })?;
+                c.apply(socket2::SockRef::from(&s)).map_err(|e| {
+                    Error::Preflight(format!("listener {} ({addr}): TCP_CONGESTION {}: {e}", l.name, c.as_str()))
+                })?;
             }
             per_reactor[r].push(s);
         }
@@ -318,6 +320,10 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
             return None;
         }
     };
+    // `--congestion` overrides the file on every load, not only the first.
+    if let Some(c) = cur.congestion_flag {
+        new.force_congestion(c);
+    }
     // Listeners stay as they are; each keeps forwarding to its group by name.
     let same = new.listeners.len() == cur.listeners.len()
         && new.listeners.iter().zip(&cur.listeners).all(|(a, b)| {

@@ -1093,6 +1093,14 @@ fn socket_congestion(filter: &str) -> String {
     }
 }
 
+/// The kernel's default algorithm, and another one every user may set (reno, or cubic where
+/// reno is the default), so a test can tell "set" from "left alone".
+fn system_and_other_congestion() -> (String, String) {
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap().trim().to_string();
+    let other = if system == "reno" { "cubic" } else { "reno" };
+    (system, other.to_string())
+}
+
 /// Polls until no established socket matches `filter`.
 fn wait_no_socket(filter: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1105,13 +1113,13 @@ fn wait_no_socket(filter: &str) {
 #[test]
 fn congestion_control_is_set_per_side() {
     with_timeout(T, || {
-        let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap().trim().to_string();
-        // reno is built into every Linux kernel and open to every user.
+        let (system, other) = system_and_other_congestion();
+        let (system, other) = (system.as_str(), other.as_str());
         for (top, listener, want_client, want_server) in [
             // The listener's key sets the client side only.
-            ("", "congestion = \"reno\"\n", "reno", system.as_str()),
+            (String::new(), format!("congestion = \"{other}\"\n"), other, system),
             // The global key sets both sides; a listener's "system" takes its side back.
-            ("congestion = \"reno\"", "congestion = \"system\"\n", system.as_str(), "reno"),
+            (format!("congestion = \"{other}\""), "congestion = \"system\"\n".to_string(), system, other),
         ] {
             let echo = Echo::start();
             let text = conf(&[echo.addr], &format!("threads = 1\n{top}"), NO_HEALTH)
@@ -1130,7 +1138,7 @@ fn congestion_control_is_set_per_side() {
 #[test]
 fn sighup_changes_a_groups_congestion_control_for_new_connections() {
     with_timeout(T, || {
-        let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap().trim().to_string();
+        let (system, other) = system_and_other_congestion();
         let echo = Echo::start();
         let text = conf(&[echo.addr], "threads = 1", NO_HEALTH);
         let path = write_conf(&text);
@@ -1142,20 +1150,46 @@ fn sighup_changes_a_groups_congestion_control_for_new_connections() {
         assert_eq!(socket_congestion(&to_backend), system);
         drop(c);
         wait_no_socket(&to_backend);
-        std::fs::write(&path, format!("{text}[groups.default]\ncongestion = \"reno\"\n")).unwrap();
+        std::fs::write(&path, format!("{text}[groups.default]\ncongestion = \"{other}\"\n")).unwrap();
         p.p.signal(1);
-        // The reload reaches the reactor a moment later: new sessions until one dials with reno.
+        // The reload reaches the reactor a moment later: new sessions until one dials with it.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let c = held_session(p.addr);
             let algo = socket_congestion(&to_backend);
             drop(c);
-            if algo == "reno" {
+            if algo == other {
                 break;
             }
             assert_eq!(algo, system);
-            assert!(Instant::now() < deadline, "no session dialed with reno after the reload");
+            assert!(Instant::now() < deadline, "no session dialed with {other} after the reload");
             wait_no_socket(&to_backend);
         }
+    });
+}
+
+#[test]
+fn congestion_flag_overrides_the_file_and_survives_a_reload() {
+    with_timeout(T, || {
+        let (system, other) = system_and_other_congestion();
+        let echo = Echo::start();
+        // The file asks for the system's default on both sides; the flag wins.
+        let text = conf(&[echo.addr], "threads = 1\ncongestion = \"system\"", NO_HEALTH);
+        let path = write_conf(&text);
+        let mut cmd = netforge();
+        cmd.arg("proxy").arg("--conf").arg(&path).arg("--congestion").arg(&other).env("RUST_LOG", "info");
+        let p = start_proxy(cmd);
+        let (from_client, to_backend) = (format!("src {}", p.addr), format!("dst {}", echo.addr));
+        let c = held_session(p.addr);
+        assert_eq!((socket_congestion(&from_client), socket_congestion(&to_backend)), (other.clone(), other.clone()));
+        drop(c);
+        wait_no_socket(&to_backend);
+        // Reload the same file: the flag still applies, and nothing asks for a restart.
+        p.p.signal(1);
+        let line = wait_stderr(&p.p, Duration::from_secs(10), "proxy: reload");
+        assert!(line.contains("proxy: reloaded"), "{line}");
+        let c = held_session(p.addr);
+        assert_eq!(socket_congestion(&to_backend), other, "the reload dropped --congestion (system is {system})");
+        drop(c);
     });
 }
