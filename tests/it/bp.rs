@@ -265,23 +265,26 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// `chromium --dump-dom` of `url` with a fresh profile; the DOM after `budget_ms` of virtual time.
+/// Headless Chromium with nothing that reaches out of the machine or needs a desktop.
+const HEADLESS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+];
+
 fn dump_dom(bin: &PathBuf, url: &str, budget_ms: u32, name: &str) -> String {
     let profile = tmp(name).join(format!("profile-{}", fastrand::u64(..)));
     let mut cmd = std::process::Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .arg("--dump-dom")
-    .arg(format!("--virtual-time-budget={budget_ms}"))
-    .arg(url);
+    cmd.args(HEADLESS)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg(url);
     let p = Proc::spawn(cmd);
     let (_, out, _) = p.finish(Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(&profile);
@@ -296,18 +299,8 @@ fn watch_page(bin: &PathBuf, url: &str, expr: &str, within: Duration, done: impl
     use std::io::{BufRead, BufReader};
     let profile = tmp("cdp").join(format!("profile-{}", fastrand::u64(..)));
     let mut child = std::process::Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-        ])
+        .args(HEADLESS)
+        .args(["--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("about:blank")
         .stdin(std::process::Stdio::null())

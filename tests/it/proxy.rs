@@ -39,6 +39,15 @@ struct Proxy {
     admin: SocketAddr,
 }
 
+/// A proxy on `text` written to a file (returned, for reloads), with `args` added and its log
+/// at info level (reload lines included).
+fn proxy_from_file(text: &str, args: &[&str]) -> (Proxy, std::path::PathBuf) {
+    let path = write_conf(text);
+    let mut cmd = netforge();
+    cmd.arg("proxy").arg("--conf").arg(&path).args(args).env("RUST_LOG", "info");
+    (start_proxy(cmd), path)
+}
+
 fn proxy(text: &str) -> Proxy {
     let path = write_conf(text);
     let mut cmd = netforge();
@@ -1141,10 +1150,7 @@ fn sighup_changes_a_groups_congestion_control_for_new_connections() {
         let (system, other) = system_and_other_congestion();
         let echo = Echo::start();
         let text = conf(&[echo.addr], "threads = 1", NO_HEALTH);
-        let path = write_conf(&text);
-        let mut cmd = netforge();
-        cmd.arg("proxy").arg("--conf").arg(&path);
-        let p = start_proxy(cmd);
+        let (p, path) = proxy_from_file(&text, &[]);
         let to_backend = format!("dst {}", echo.addr);
         let c = held_session(p.addr);
         assert_eq!(socket_congestion(&to_backend), system);
@@ -1175,10 +1181,7 @@ fn congestion_flag_overrides_the_file_and_survives_a_reload() {
         let echo = Echo::start();
         // The file asks for the system's default on both sides; the flag wins.
         let text = conf(&[echo.addr], "threads = 1\ncongestion = \"system\"", NO_HEALTH);
-        let path = write_conf(&text);
-        let mut cmd = netforge();
-        cmd.arg("proxy").arg("--conf").arg(&path).arg("--congestion").arg(&other).env("RUST_LOG", "info");
-        let p = start_proxy(cmd);
+        let (p, _path) = proxy_from_file(&text, &["--congestion", &other]);
         let (from_client, to_backend) = (format!("src {}", p.addr), format!("dst {}", echo.addr));
         let c = held_session(p.addr);
         assert_eq!((socket_congestion(&from_client), socket_congestion(&to_backend)), (other.clone(), other.clone()));
