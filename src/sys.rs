@@ -1,5 +1,6 @@
 //! What the OS says and does that std and socket2 do not cover: the open-file limit, signal
-//! delivery to one thread, `IP_BIND_ADDRESS_NO_PORT`, and the /proc facts the preflight reads.
+//! delivery to one thread, `IP_BIND_ADDRESS_NO_PORT`, CPU affinity, and the /proc facts the
+//! preflight reads.
 //!
 //! Every `unsafe` block here wraps one libc call on plain integers or on a zeroed, correctly
 //! sized struct; each carries a SAFETY note.
@@ -133,6 +134,75 @@ pub fn rss_kib() -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Largest CPU number a `cpu_set_t` can name (`CPU_SETSIZE`).
+pub const MAX_CPU: usize = 1023;
+
+/// The CPUs this process may run on (`sched_getaffinity`), ascending. A cpuset of a container
+/// or a `taskset` shows here; a CPU quota (`--cpus`) does not.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a writable cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET only reads `set`; every index is below CPU_SETSIZE.
+    Ok((0..=MAX_CPU).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_thread(cpu: usize) -> io::Result<()> {
+    if cpu > MAX_CPU {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("CPU {cpu} is above {MAX_CPU}")));
+    }
+    // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_SET writes bit `cpu` < CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pins a thread this process spawned to one CPU, from the spawning thread: the pin holds when
+/// this returns, whatever the new thread has run so far.
+pub fn pin_spawned<T>(thread: &std::thread::JoinHandle<T>, cpu: usize) -> io::Result<()> {
+    use std::os::unix::thread::JoinHandleExt;
+    if cpu > MAX_CPU {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("CPU {cpu} is above {MAX_CPU}")));
+    }
+    // SAFETY: as in `pin_thread`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: the handle is not joined yet, so its pthread_t names a live (or unjoined) thread;
+    // `set` is a valid cpu_set_t of the size passed.
+    let rc =
+        unsafe { libc::pthread_setaffinity_np(thread.as_pthread_t(), std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// `0-3,6`: a CPU list as the kernel writes one (`Cpus_allowed_list`), from any order.
+pub fn format_cpus(cpus: &[usize]) -> String {
+    let mut v = cpus.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        out.push(if j == i { v[i].to_string() } else { format!("{}-{}", v[i], v[j]) });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +221,41 @@ mod tests {
         }
         let (rss, hwm) = rss_kib().unwrap();
         assert!(rss > 0 && hwm >= rss);
+    }
+
+    #[test]
+    fn cpu_lists_are_written_as_ranges() {
+        assert_eq!(format_cpus(&[]), "");
+        assert_eq!(format_cpus(&[3]), "3");
+        assert_eq!(format_cpus(&[0, 1, 2, 3]), "0-3");
+        assert_eq!(format_cpus(&[6, 0, 2, 1, 1]), "0-2,6");
+        assert_eq!(format_cpus(&[0, 2, 4, 5]), "0,2,4-5");
+    }
+
+    #[test]
+    fn allowed_cpus_match_proc_and_a_pinned_thread_sees_one() {
+        let all = allowed_cpus().unwrap();
+        assert!(!all.is_empty());
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap();
+        assert_eq!(format_cpus(&all), line.trim());
+        let last = *all.last().unwrap();
+        let seen = std::thread::spawn(move || {
+            pin_thread(last).unwrap();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, vec![last]);
+        assert!(pin_thread(MAX_CPU + 1).is_err());
+        // Pinned from outside, before the thread looks.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            wait.recv().unwrap();
+            allowed_cpus().unwrap()
+        });
+        pin_spawned(&t, last).unwrap();
+        go.send(()).unwrap();
+        assert_eq!(t.join().unwrap(), vec![last]);
     }
 }

@@ -27,6 +27,7 @@ use toml::Spanned;
 use crate::conffile::{self, ConfigError};
 use crate::net::tune::Congestion;
 use crate::proxy::lb::Balance;
+use crate::reactor::affinity::CpuAffinity;
 use crate::units;
 
 /// Reactor threads; 0 = one per core (`available_parallelism()`).
@@ -111,6 +112,8 @@ pub struct ProxyConfig {
     pub source: Option<PathBuf>,
     /// Reactor threads; 0 = one per core.
     pub threads: usize,
+    /// Reactor placement on CPUs (and the listeners' `SO_INCOMING_CPU`).
+    pub cpu_affinity: CpuAffinity,
     /// Global cap on client sessions.
     pub max_connections: usize,
     /// Global default algorithm (each group has its resolved one in [`GroupConfig::balance`]).
@@ -385,6 +388,7 @@ impl ProxyConfig {
             out.push('\n');
         };
         kv("threads", self.threads.to_string());
+        kv("cpu_affinity", self.cpu_affinity.to_toml());
         kv("max_connections", self.max_connections.to_string());
         kv("balance", quote(self.balance.as_str()));
         kv("retries", self.retries.to_string());
@@ -515,6 +519,7 @@ fn from_flags_with(
     Ok(ProxyConfig {
         source: None,
         threads: DEFAULT_THREADS,
+        cpu_affinity: CpuAffinity::default(),
         max_connections: DEFAULT_MAX_CONNECTIONS,
         balance,
         retries: DEFAULT_RETRIES,
@@ -551,6 +556,7 @@ fn from_flags_with(
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     threads: Option<Spanned<usize>>,
+    cpu_affinity: Option<Spanned<toml::Value>>,
     max_connections: Option<Spanned<usize>>,
     balance: Option<Spanned<String>>,
     retries: Option<Spanned<u32>>,
@@ -740,6 +746,35 @@ fn congestion_key(
     }
 }
 
+/// `cpu_affinity`: "auto", "off", or a list of CPUs this process may run on.
+fn cpu_affinity_key(cx: &Cx<'_>, v: Option<Spanned<toml::Value>>) -> Result<CpuAffinity, ConfigError> {
+    const KEY: &str = "cpu_affinity";
+    let (v, span) = split(v);
+    match v {
+        None => Ok(CpuAffinity::default()),
+        Some(toml::Value::String(s)) => CpuAffinity::parse_word(&s).map_err(|e| cx.err(KEY, span, e)),
+        Some(toml::Value::Array(items)) => {
+            let mut cpus = Vec::with_capacity(items.len());
+            for item in &items {
+                match item.as_integer() {
+                    Some(n) if (0..=crate::sys::MAX_CPU as i64).contains(&n) => cpus.push(n as usize),
+                    _ => {
+                        let msg = format!("{item} is not a CPU number (0..={})", crate::sys::MAX_CPU);
+                        return Err(cx.err(KEY, span, msg));
+                    }
+                }
+            }
+            let allowed =
+                crate::sys::allowed_cpus().map_err(|e| cx.err(KEY, span.clone(), format!("sched_getaffinity: {e}")))?;
+            CpuAffinity::from_list(cpus, &allowed).map_err(|e| cx.err(KEY, span, e))
+        }
+        Some(other) => {
+            let msg = format!("{other} is not \"auto\", \"off\" or a list of CPU numbers such as [0, 1]");
+            Err(cx.err(KEY, span, msg))
+        }
+    }
+}
+
 fn congestion_str(c: &Option<Congestion>) -> &str {
     c.as_ref().map_or(SYSTEM_CONGESTION, Congestion::as_str)
 }
@@ -765,6 +800,8 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         let msg = format!("{threads} is above the maximum {MAX_THREADS} (use 0 for one per core)");
         return Err(cx.err("threads", span, msg));
     }
+
+    let cpu_affinity = cpu_affinity_key(cx, file.cpu_affinity)?;
 
     let (max_connections, span) = split(file.max_connections);
     let max_connections = max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
@@ -812,6 +849,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
     Ok(ProxyConfig {
         source: Some(cx.path.to_path_buf()),
         threads,
+        cpu_affinity,
         max_connections,
         balance,
         retries,
@@ -1291,6 +1329,11 @@ mod tests {
                 Some(4),
             ),
             (format!("{listener}max_connections = 0\n{backend}"), &["listener[0].max_connections"], Some(3)),
+            (pre("cpu_affinity = \"yes\""), &["cpu_affinity", "\"yes\" is not \"auto\", \"off\""], Some(1)),
+            (pre("cpu_affinity = 1"), &["cpu_affinity", "list of CPU numbers"], Some(1)),
+            (pre("cpu_affinity = [-1]"), &["cpu_affinity", "-1 is not a CPU number"], Some(1)),
+            (pre("cpu_affinity = []"), &["cpu_affinity", "empty list"], Some(1)),
+            (pre("cpu_affinity = [1023]"), &["cpu_affinity", "CPU 1023 is not one this process may run on"], Some(1)),
             (pre("congestion = \"nosuchcc\""), &["congestion", "not a congestion control this kernel has"], Some(1)),
             (
                 format!("{listener}congestion = \"Cubic\"\n{backend}"),
@@ -1327,6 +1370,7 @@ mod tests {
         let want = ProxyConfig {
             source: Some(PathBuf::from(FILE)),
             threads: DEFAULT_THREADS,
+            cpu_affinity: CpuAffinity::Auto,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             balance: DEFAULT_BALANCE,
             retries: DEFAULT_RETRIES,
@@ -1367,6 +1411,7 @@ mod tests {
     /// Every key set to something other than its default.
     const FULL: &str = r#"
 threads = 4
+cpu_affinity = "OFF"
 max_connections = 500
 balance = "LeastConn"
 retries = 0
@@ -1444,6 +1489,7 @@ congestion = "system"
     fn full_config() {
         let cfg = parse(FULL).unwrap();
         assert_eq!((cfg.threads, cfg.max_connections, cfg.retries), (4, 500, 0));
+        assert_eq!(cfg.cpu_affinity, CpuAffinity::Off);
         assert_eq!((cfg.balance, cfg.buffer_bytes, cfg.splice), (Balance::LeastConn, 65536, SpliceMode::Off));
         assert_eq!(cfg.drain_timeout, Duration::ZERO);
         assert!(!cfg.smart_connect);
@@ -1566,6 +1612,13 @@ congestion = "system"
     fn to_toml_round_trips() {
         assert_round_trip(&parse(MIN).unwrap());
         assert_round_trip(&parse(FULL).unwrap());
+        // A CPU list: the CPUs this process may use, last first.
+        let mut cpus = crate::sys::allowed_cpus().unwrap();
+        cpus.reverse();
+        let list = cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+        let pinned = parse(&format!("cpu_affinity = [{list}]\n{MIN}")).unwrap();
+        assert_eq!(pinned.cpu_affinity, CpuAffinity::Cpus(cpus));
+        assert_round_trip(&pinned);
         let odd = format!(
             "{}[[backend]]\naddress = \"127.0.0.1:1\"\nname = \"q\\\"uote\\\\ tab\\t\"\ngroup = \"my group.v2\"\n\
              [groups.\"my group.v2\"]\nbalance = \"random\"\n",

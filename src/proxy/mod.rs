@@ -106,6 +106,8 @@ fn summary(t: &ProxyStats, up: &[bool], cut: u64) -> String {
 /// Runs the proxy until a signal ends it.
 pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<(), Error> {
     let threads = threads.max(1);
+    let allowed = crate::sys::allowed_cpus().unwrap_or_default();
+    let placement = cfg.cpu_affinity.plan(threads, &allowed);
     // Bind every listener on every reactor before anything runs: a bind error ends start-up.
     let mut per_reactor: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -122,6 +124,13 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                 c.apply(socket2::SockRef::from(&s)).map_err(|e| {
                     Error::Preflight(format!("listener {} ({addr}): TCP_CONGESTION {}: {e}", l.name, c.as_str()))
                 })?;
+            }
+            // A pinned reactor's listener takes the connections whose SYN its CPU handled
+            // (Linux 6.1 and later; older kernels pick by hash as before). Best effort.
+            if let Some(cpu) = placement.cpus.as_ref().and_then(|c| c.get(r)) {
+                if let Err(e) = socket2::SockRef::from(&s).set_cpu_affinity(*cpu) {
+                    log::warn!("listener {} ({addr}): SO_INCOMING_CPU {cpu}: {e}", l.name);
+                }
             }
             per_reactor[r].push(s);
         }
@@ -145,7 +154,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         .map(|(id, ls)| ProxyReactor::new(shared.clone(), id, threads, ls, tx.clone()))
         .collect();
     drop(tx);
-    let pool: Pool<Cmd> = Pool::spawn("proxy", handlers, TICK).map_err(Error::Io)?;
+    let pool: Pool<Cmd> = Pool::spawn_pinned("proxy", handlers, TICK, placement.cpus.as_deref()).map_err(Error::Io)?;
     let mut cfg = shared;
     for (l, addr) in cfg.listeners.iter().zip(&bound) {
         let g = &cfg.groups[l.group];
@@ -160,6 +169,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
             let _ = writeln!(out, "netforge proxy: metrics disabled");
         }
     }
+    let _ = writeln!(out, "netforge proxy: {}", placement.summary);
     let _ = out.flush();
 
     let mut per: Vec<ProxyStats> = vec![ProxyStats::default(); threads];
@@ -333,8 +343,13 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
                 && a.congestion == b.congestion
                 && new.groups[a.group].name == cur.groups[b.group].name
         });
-    if !same || new.threads != cur.threads || new.max_connections != cur.max_connections || new.admin != cur.admin {
-        log::warn!("proxy: reload: listener (address, cap, congestion), threads, max_connections and admin changes need a restart; keeping the running ones");
+    if !same
+        || new.threads != cur.threads
+        || new.cpu_affinity != cur.cpu_affinity
+        || new.max_connections != cur.max_connections
+        || new.admin != cur.admin
+    {
+        log::warn!("proxy: reload: listener (address, cap, congestion), threads, cpu_affinity, max_connections and admin changes need a restart; keeping the running ones");
     }
     for l in &cur.listeners {
         if !new.groups.iter().any(|g| g.name == cur.groups[l.group].name) {
@@ -358,6 +373,7 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
         .collect();
     new.listeners = listeners;
     new.threads = cur.threads;
+    new.cpu_affinity = cur.cpu_affinity.clone();
     new.max_connections = cur.max_connections;
     new.admin = cur.admin;
     log::info!("proxy: reloaded {}: {} backends in {} groups", path.display(), backend_count(&new), new.groups.len());

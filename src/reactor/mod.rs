@@ -22,6 +22,7 @@
 //! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → exit when the
 //! role says it is finished. Roles plug in through [`Handler`].
 
+pub mod affinity;
 pub mod readiness;
 pub mod slab;
 pub mod timer;
@@ -180,15 +181,32 @@ pub struct Pool<C> {
 impl<C: Send + 'static> Pool<C> {
     /// Starts one reactor per handler. `tick` is the period of `on_tick`.
     pub fn spawn<H: Handler<Cmd = C>>(name: &str, handlers: Vec<H>, tick: Duration) -> io::Result<Pool<C>> {
+        Self::spawn_pinned(name, handlers, tick, None)
+    }
+
+    /// [`Pool::spawn`], reactor `i` pinned to `cpus[i]` (see [`affinity`]). A pin the kernel
+    /// refuses is logged and the reactor runs unpinned.
+    pub fn spawn_pinned<H: Handler<Cmd = C>>(
+        name: &str,
+        handlers: Vec<H>,
+        tick: Duration,
+        cpus: Option<&[usize]>,
+    ) -> io::Result<Pool<C>> {
         let mut handles = Vec::with_capacity(handlers.len());
         let mut threads = Vec::with_capacity(handlers.len());
         for (id, handler) in handlers.into_iter().enumerate() {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+            let cpu = cpus.and_then(|c| c.get(id).copied());
             let thread = std::thread::Builder::new()
                 .name(format!("{name}-r{id}"))
                 .spawn(move || run(id, poll, rx, handler, tick))?;
+            if let Some(cpu) = cpu {
+                if let Err(e) = crate::sys::pin_spawned(&thread, cpu) {
+                    log::warn!("reactor {id}: cannot pin to CPU {cpu}: {e}; running unpinned");
+                }
+            }
             handles.push(ReactorHandle { tx, waker });
             threads.push(thread);
         }

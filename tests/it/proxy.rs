@@ -1196,3 +1196,100 @@ fn congestion_flag_overrides_the_file_and_survives_a_reload() {
         drop(c);
     });
 }
+
+/// Kernel release as (major, minor), from /proc.
+fn kernel_version() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r.trim().split(['.', '-']).map(|x| x.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// The CPU list the kernel reports for each reactor thread of `pid`, in reactor order (a thread
+/// names itself once it runs: wait for every name, up to 10 s).
+fn reactor_cpus(pid: u32, threads: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut out = vec![String::new(); threads];
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let Some(i) = comm.trim().strip_prefix("proxy-r").and_then(|i| i.parse::<usize>().ok()) else { continue };
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            if let Some(list) = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")) {
+                out[i] = list.trim().to_string();
+            }
+        }
+        if out.iter().all(|c| !c.is_empty()) || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `cpu_affinity`: each reactor runs on its CPU, and its listener carries SO_INCOMING_CPU, so a
+/// client connecting from CPU c is served by the reactor on c (Linux 6.1 and later; without the
+/// option the kernel's hash sends about half of each client's sessions to the other reactor).
+#[test]
+fn a_pinned_reactor_serves_the_connections_made_on_its_cpu() {
+    with_timeout(T, || {
+        let allowed = netforge::sys::allowed_cpus().unwrap();
+        let cpus: Vec<usize> = allowed.iter().copied().take(2).collect();
+        let e = Echo::start();
+        let list = cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+        let top = format!("threads = {}\ncpu_affinity = [{list}]", cpus.len());
+        let path = write_conf(&conf(&[e.addr], &top, NO_HEALTH));
+        let mut cmd = netforge();
+        cmd.env("RUST_LOG", "debug").arg("proxy").arg("--conf").arg(&path);
+        let px = start_proxy(cmd);
+        let banner = px.p.line(Duration::from_secs(10));
+        assert!(banner.contains(&format!("reactors pinned to CPUs {}", netforge::sys::format_cpus(&cpus))), "{banner}");
+        let want: Vec<String> = cpus.iter().map(usize::to_string).collect();
+        assert_eq!(reactor_cpus(px.p.child.id(), cpus.len()), want);
+        if cpus.len() < 2 || kernel_version() < (6, 1) {
+            eprintln!("steering not checked: {} allowed CPU(s), kernel {:?}", cpus.len(), kernel_version());
+            return;
+        }
+        // Clients pinned to each CPU in turn; which reactor served each session is in the
+        // access log ("rN session LOCAL -> ...").
+        const EACH: usize = 20;
+        let addr = px.addr;
+        let clients: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                std::thread::spawn(move || {
+                    netforge::sys::pin_thread(cpu).unwrap();
+                    (0..EACH)
+                        .map(|_| {
+                            let mut s = client(addr);
+                            let local = s.local_addr().unwrap();
+                            s.write_all(b"where").unwrap();
+                            s.shutdown(Shutdown::Write).unwrap();
+                            let mut back = Vec::new();
+                            s.read_to_end(&mut back).unwrap();
+                            assert_eq!(back, b"where");
+                            local.to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let locals: Vec<Vec<String>> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        let mut served: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while served.len() < EACH * cpus.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line =
+                px.p.stderr.recv_timeout(left).unwrap_or_else(|_| panic!("{} access-log lines seen", served.len()));
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let Some(i) = words.iter().position(|w| *w == "session") {
+                if let (Some(r), Some(local)) = (words.get(i.wrapping_sub(1)), words.get(i + 1)) {
+                    served.insert(local.to_string(), r.to_string());
+                }
+            }
+        }
+        for (reactor, locals) in locals.iter().enumerate() {
+            let want = format!("r{reactor}");
+            let elsewhere = locals.iter().filter(|l| served.get(*l) != Some(&want)).count();
+            assert_eq!(elsewhere, 0, "{elsewhere} of {EACH} sessions from CPU {} not served by {want}", cpus[reactor]);
+        }
+    });
+}

@@ -1,0 +1,141 @@
+//! Which CPU each reactor runs on (`cpu_affinity`).
+//!
+//! Pinned reactors keep a connection's kernel work and its reactor on one CPU: the proxy also
+//! sets `SO_INCOMING_CPU` on each reactor's listener to that reactor's CPU, and since Linux 6.1
+//! an `SO_REUSEPORT` group hands a new connection to the listener whose CPU took its SYN. On
+//! loopback that is the CPU of the connecting process, so a client, the proxy's reactor and the
+//! wake-ups between them stay on one core instead of bouncing between two.
+
+use crate::sys;
+
+/// How reactors are placed on CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CpuAffinity {
+    /// No pinning: the scheduler places the threads.
+    Off,
+    /// One reactor per CPU when there are exactly as many reactors as CPUs this process may
+    /// use (a VM, a cpuset container, `taskset`); otherwise no pinning.
+    #[default]
+    Auto,
+    /// Reactor `i` on CPU `cpus[i % len]`.
+    Cpus(Vec<usize>),
+}
+
+/// Where the reactors go, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// One CPU per reactor; `None` = not pinned.
+    pub cpus: Option<Vec<usize>>,
+    /// One line for the start-up banner.
+    pub summary: String,
+}
+
+impl CpuAffinity {
+    /// `"auto"` or `"off"` (any case); a list is built by the config reader.
+    pub fn parse_word(s: &str) -> Result<CpuAffinity, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(CpuAffinity::Auto),
+            "off" => Ok(CpuAffinity::Off),
+            _ => Err(format!("{s:?} is not \"auto\", \"off\" or a list of CPU numbers such as [0, 1]")),
+        }
+    }
+
+    /// A list of CPUs this process may run on: not empty, no CPU twice.
+    pub fn from_list(cpus: Vec<usize>, allowed: &[usize]) -> Result<CpuAffinity, String> {
+        if cpus.is_empty() {
+            return Err("an empty list pins nothing (use \"off\")".into());
+        }
+        for (i, c) in cpus.iter().enumerate() {
+            if cpus[..i].contains(c) {
+                return Err(format!("CPU {c} is listed twice"));
+            }
+            if !allowed.contains(c) {
+                return Err(format!(
+                    "CPU {c} is not one this process may run on (allowed: {})",
+                    sys::format_cpus(allowed)
+                ));
+            }
+        }
+        Ok(CpuAffinity::Cpus(cpus))
+    }
+
+    /// The value as TOML (`"auto"`, `"off"`, `[0, 1]`).
+    pub fn to_toml(&self) -> String {
+        match self {
+            CpuAffinity::Off => "\"off\"".into(),
+            CpuAffinity::Auto => "\"auto\"".into(),
+            CpuAffinity::Cpus(v) => {
+                format!("[{}]", v.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))
+            }
+        }
+    }
+
+    /// The CPU of each of `threads` reactors, given the CPUs this process may use.
+    pub fn plan(&self, threads: usize, allowed: &[usize]) -> Plan {
+        match self {
+            CpuAffinity::Off => Plan { cpus: None, summary: "reactors not pinned (cpu_affinity = \"off\")".into() },
+            CpuAffinity::Auto if threads == allowed.len() => Plan {
+                cpus: Some(allowed.to_vec()),
+                summary: format!("reactors pinned to CPUs {}, one each (cpu_affinity = \"auto\")", sys::format_cpus(allowed)),
+            },
+            CpuAffinity::Auto => Plan {
+                cpus: None,
+                summary: format!(
+                    "reactors not pinned: {threads} reactors on {} allowed CPUs ({}); \"auto\" pins only one reactor per CPU (cpu_affinity = \"auto\")",
+                    allowed.len(),
+                    sys::format_cpus(allowed)
+                ),
+            },
+            CpuAffinity::Cpus(list) => {
+                let cpus: Vec<usize> = (0..threads).map(|i| list[i % list.len()]).collect();
+                let summary = format!("reactors pinned to CPUs {} (cpu_affinity = {})", sys::format_cpus(&cpus), self.to_toml());
+                Plan { cpus: Some(cpus), summary }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_parse_in_any_case_and_others_are_refused() {
+        assert_eq!(CpuAffinity::parse_word("Auto"), Ok(CpuAffinity::Auto));
+        assert_eq!(CpuAffinity::parse_word(" off "), Ok(CpuAffinity::Off));
+        assert!(CpuAffinity::parse_word("on").unwrap_err().contains("not \"auto\", \"off\""));
+        assert_eq!(CpuAffinity::default(), CpuAffinity::Auto);
+    }
+
+    #[test]
+    fn lists_must_name_allowed_cpus_once() {
+        let allowed = [0, 1, 2, 3];
+        assert_eq!(CpuAffinity::from_list(vec![2, 0], &allowed), Ok(CpuAffinity::Cpus(vec![2, 0])));
+        assert!(CpuAffinity::from_list(vec![], &allowed).unwrap_err().contains("empty"));
+        assert!(CpuAffinity::from_list(vec![1, 1], &allowed).unwrap_err().contains("listed twice"));
+        let e = CpuAffinity::from_list(vec![4], &allowed).unwrap_err();
+        assert!(e.contains("CPU 4") && e.contains("allowed: 0-3"), "{e}");
+    }
+
+    #[test]
+    fn auto_pins_only_one_reactor_per_allowed_cpu() {
+        let p = CpuAffinity::Auto.plan(2, &[2, 5]);
+        assert_eq!(p.cpus, Some(vec![2, 5]));
+        assert!(p.summary.contains("pinned to CPUs 2,5"), "{}", p.summary);
+        for threads in [1, 3] {
+            let p = CpuAffinity::Auto.plan(threads, &[2, 5]);
+            assert_eq!(p.cpus, None);
+            assert!(p.summary.contains("not pinned"), "{}", p.summary);
+        }
+        assert_eq!(CpuAffinity::Off.plan(2, &[0, 1]).cpus, None);
+    }
+
+    #[test]
+    fn a_list_wraps_around_the_reactors() {
+        let p = CpuAffinity::Cpus(vec![3, 1]).plan(5, &[0, 1, 2, 3]);
+        assert_eq!(p.cpus, Some(vec![3, 1, 3, 1, 3]));
+        assert!(p.summary.contains("CPUs 1,3") && p.summary.contains("[3, 1]"), "{}", p.summary);
+        assert_eq!(CpuAffinity::Cpus(vec![0, 2]).to_toml(), "[0, 2]");
+        assert_eq!(CpuAffinity::Auto.to_toml(), "\"auto\"");
+    }
+}
