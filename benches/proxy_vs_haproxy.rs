@@ -16,6 +16,12 @@
 //! backends keep the system's default in every case. The line that starts the run says which
 //! algorithm each side used.
 //!
+//! CPU placement: both proxies' two threads are pinned to the first two CPUs this process may
+//! use (`PROXY_BENCH_PIN`, default on; `off` pins nothing): netforge with `cpu_affinity =
+//! [A, B]`, HAProxy with `cpu-map auto:1/1-2 A B`. netforge's pinned listeners also carry
+//! SO_INCOMING_CPU, which HAProxy 2.6 has no setting for. The load generators and backends
+//! are never pinned. The line that starts the run says what was pinned.
+//!
 //! Measures: (a) iperf3 throughput through the proxy: 1 stream, 8 streams from one iperf3
 //! process (`-P 8`), and 8 streams from two at once (`-P 4` each, through two listeners to two
 //! iperf3 servers: iperf3 before 3.16 runs all streams of a test on one thread, and one
@@ -109,9 +115,13 @@ struct Proxy {
     echo: SocketAddr,
 }
 
-fn netforge_proxy(iperf: [SocketAddr; 2], echo: SocketAddr, congestion: &str) -> Proxy {
+/// Two CPUs both proxies are pinned to (`PROXY_BENCH_PIN`, default on), or `None`.
+type Pin = Option<[usize; 2]>;
+
+fn netforge_proxy(iperf: [SocketAddr; 2], echo: SocketAddr, congestion: &str, pin: Pin) -> Proxy {
+    let affinity = pin.map_or("\"off\"".to_string(), |[a, b]| format!("[{a}, {b}]"));
     let conf = format!(
-        "threads = 2\nmax_connections = 7000\nsplice = \"auto\"\ncongestion = \"{congestion}\"\n[health]\nenabled = false\n[admin]\naddress = \"\"\n\
+        "threads = 2\ncpu_affinity = {affinity}\nmax_connections = 7000\nsplice = \"auto\"\ncongestion = \"{congestion}\"\n[health]\nenabled = false\n[admin]\naddress = \"\"\n\
          [[listener]]\nname = \"bulk\"\naddress = \"127.0.0.1:0\"\ngroup = \"bulk\"\n\
          [[listener]]\nname = \"bulk2\"\naddress = \"127.0.0.1:0\"\ngroup = \"bulk2\"\n\
          [[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\ngroup = \"echo\"\n\
@@ -147,11 +157,13 @@ fn netforge_proxy(iperf: [SocketAddr; 2], echo: SocketAddr, congestion: &str) ->
     Proxy { name: "netforge", child: Killed(c), bulk: [addrs[0], addrs[1]], echo: addrs[2] }
 }
 
-fn haproxy(name: &'static str, splice: bool, iperf: [SocketAddr; 2], echo: SocketAddr) -> Proxy {
+fn haproxy(name: &'static str, splice: bool, iperf: [SocketAddr; 2], echo: SocketAddr, pin: Pin) -> Proxy {
     let (pb, pb2, pe) = (free_port(), free_port(), free_port());
     let opts = if splice { "  option splice-request\n  option splice-response\n" } else { "" };
+    // Thread 1 on the first CPU, thread 2 on the second, as netforge's reactors.
+    let cpu_map = pin.map_or(String::new(), |[a, b]| format!("  cpu-map auto:1/1-2 {a} {b}\n"));
     let conf = format!(
-        "global\n  nbthread 2\n  maxconn 7000\n\
+        "global\n  nbthread 2\n{cpu_map}  maxconn 7000\n\
          defaults\n  mode tcp\n  timeout connect 3s\n  timeout client 5m\n  timeout server 5m\n{opts}\
          frontend fe_bulk\n  bind 127.0.0.1:{pb}\n  default_backend be_bulk\n\
          backend be_bulk\n  server s1 {}\n\
@@ -448,6 +460,15 @@ fn main() {
             congestion = "system".into();
         }
     }
+    let allowed = netforge::sys::allowed_cpus().unwrap_or_default();
+    let pin: Pin = match std::env::var("PROXY_BENCH_PIN").as_deref() {
+        Ok("off") => None,
+        _ if allowed.len() >= 2 => Some([allowed[0], allowed[1]]),
+        _ => {
+            println!("proxy_vs_haproxy: proxies not pinned: this process may use {} CPU(s)", allowed.len());
+            None
+        }
+    };
     let rounds = std::env::var("PROXY_BENCH_ROUNDS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(5).max(1);
     // Two iperf3 servers: iperf3 (before 3.16) runs every stream of a test on one thread, and
     // on this machine one receiving iperf3 process saturates a core before either proxy does.
@@ -470,19 +491,26 @@ fn main() {
     // its backend 4-tuples never slow down the next proxy's connects.
     let echoes: Vec<(Killed, SocketAddr)> = (0..3).map(|_| echo_backend()).collect();
     let proxies = [
-        netforge_proxy(iperf_addr, echoes[0].1, &congestion),
-        haproxy("haproxy", false, iperf_addr, echoes[1].1),
-        haproxy("haproxy-splice", true, iperf_addr, echoes[2].1),
+        netforge_proxy(iperf_addr, echoes[0].1, &congestion, pin),
+        haproxy("haproxy", false, iperf_addr, echoes[1].1, pin),
+        haproxy("haproxy-splice", true, iperf_addr, echoes[2].1, pin),
     ];
     println!(
         "proxy_vs_haproxy: backends iperf3 {} and {}, one echo each ({}, {}, {}); proxies on 2 threads each; \
-         {rounds} interleaved rounds, medians; congestion control: netforge {}, HAProxy and the load {system_cc}",
+         {rounds} interleaved rounds, medians; congestion control: netforge {}, HAProxy and the load {system_cc}; {}",
         iperf_addr[0],
         iperf_addr[1],
         echoes[0].1,
         echoes[1].1,
         echoes[2].1,
-        if congestion == "system" { system_cc.as_str() } else { congestion.as_str() }
+        if congestion == "system" { system_cc.as_str() } else { congestion.as_str() },
+        match pin {
+            Some([a, b]) => format!(
+                "threads pinned to CPUs {a} and {b} (netforge cpu_affinity = [{a}, {b}], HAProxy cpu-map), \
+                 load and backends unpinned"
+            ),
+            None => "no thread pinned (netforge cpu_affinity = \"off\", no HAProxy cpu-map)".into(),
+        }
     );
     // Round k starts with proxy k mod 3, so no proxy always goes first.
     let order = |k: usize| (0..3).map(move |i| (i + k) % 3);
