@@ -290,9 +290,11 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
         } else {
             Some(admin.trim().parse().map_err(|_| usage(format!("--admin {admin:?}: expected IP:PORT or \"\"")))?)
         };
+        cfg.admin_flag = Some(cfg.admin);
     }
     if let Some(t) = a.threads {
         cfg.threads = t;
+        cfg.threads_flag = Some(t);
     }
     if let Some(name) = &a.congestion {
         let c = match name.trim() {

@@ -135,6 +135,10 @@ pub struct ProxyConfig {
     /// `--congestion`, when given: it overrides the file's keys at start and on every reload.
     /// Not written by [`ProxyConfig::to_toml`] (the keys it set are).
     pub congestion_flag: Option<Option<Congestion>>,
+    /// `--threads` and `--admin`, when given: kept over the file's keys on every reload, so
+    /// a reload of an unchanged file asks for no restart. Not written by `to_toml`.
+    pub threads_flag: Option<usize>,
+    pub admin_flag: Option<Option<SocketAddr>>,
     /// Graceful shutdown budget.
     pub drain_timeout: Duration,
     /// Per-session timeouts.
@@ -529,6 +533,8 @@ fn from_flags_with(
         smart_connect: DEFAULT_SMART_CONNECT,
         congestion: DEFAULT_CONGESTION,
         congestion_flag: None,
+        threads_flag: None,
+        admin_flag: None,
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         timeouts: Timeouts { connect: timeout, ..Timeouts::default() },
         health: HealthConfig::default(),
@@ -859,6 +865,8 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         smart_connect: file.smart_connect.unwrap_or(DEFAULT_SMART_CONNECT),
         congestion,
         congestion_flag: None,
+        threads_flag: None,
+        admin_flag: None,
         drain_timeout,
         timeouts,
         health,
@@ -1380,6 +1388,8 @@ mod tests {
             smart_connect: DEFAULT_SMART_CONNECT,
             congestion: DEFAULT_CONGESTION,
             congestion_flag: None,
+            threads_flag: None,
+            admin_flag: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             timeouts: Timeouts::default(),
             health: HealthConfig::default(),

@@ -334,6 +334,15 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
     if let Some(c) = cur.congestion_flag {
         new.force_congestion(c);
     }
+    // So do `--threads` and `--admin` (both need a restart to change).
+    if let Some(t) = cur.threads_flag {
+        new.threads = t;
+        new.threads_flag = Some(t);
+    }
+    if let Some(a) = cur.admin_flag {
+        new.admin = a;
+        new.admin_flag = Some(a);
+    }
     // Listeners stay as they are; each keeps forwarding to its group by name.
     let same = new.listeners.len() == cur.listeners.len()
         && new.listeners.iter().zip(&cur.listeners).all(|(a, b)| {

@@ -1293,3 +1293,20 @@ fn a_pinned_reactor_serves_the_connections_made_on_its_cpu() {
         }
     });
 }
+
+/// `--threads` and `--admin` override the file; a reload of the unchanged file keeps them and
+/// asks for no restart (it used to compare the file's values with the flags' and warn).
+#[test]
+fn threads_and_admin_flags_survive_a_reload_without_a_restart_warning() {
+    with_timeout(T, || {
+        let echo = Echo::start();
+        let text = conf(&[echo.addr], "threads = 1", NO_HEALTH);
+        let (p, _path) = proxy_from_file(&text, &["--threads", "2", "--admin", "127.0.0.2:0"]);
+        assert_eq!(p.admin.ip().to_string(), "127.0.0.2");
+        p.p.signal(1);
+        let line = wait_stderr(&p.p, Duration::from_secs(10), "proxy: reload");
+        assert!(line.contains("proxy: reloaded"), "{line}");
+        assert_eq!(try_roundtrip(p.addr, b"after").unwrap(), b"after");
+        assert!(metrics(p.admin).contains("netforge_proxy_"));
+    });
+}
