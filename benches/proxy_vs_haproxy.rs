@@ -463,6 +463,10 @@ fn main() {
     let allowed = netforge::sys::allowed_cpus().unwrap_or_default();
     let pin: Pin = match std::env::var("PROXY_BENCH_PIN").as_deref() {
         Ok("off") => None,
+        Ok(v) if v != "on" => {
+            println!("proxy_vs_haproxy: PROXY_BENCH_PIN={v:?}: expected \"on\" or \"off\"");
+            return;
+        }
         _ if allowed.len() >= 2 => Some([allowed[0], allowed[1]]),
         _ => {
             println!("proxy_vs_haproxy: proxies not pinned: this process may use {} CPU(s)", allowed.len());

@@ -137,8 +137,10 @@ pub fn rss_kib() -> Option<(u64, u64)> {
 /// Largest CPU number a `cpu_set_t` can name (`CPU_SETSIZE`).
 pub const MAX_CPU: usize = 1023;
 
-/// The CPUs this process may run on (`sched_getaffinity`), ascending. A cpuset of a container
-/// or a `taskset` shows here; a CPU quota (`--cpus`) does not.
+/// The CPUs the calling thread may run on (`sched_getaffinity`), ascending: the process's set
+/// when called from a thread that was never pinned (netforge pins only reactor threads). A
+/// cpuset of a container or a `taskset` shows here; a CPU quota (`--cpus`) does not. Hosts
+/// with more than 1024 CPUs get EINVAL (a fixed `cpu_set_t`).
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -161,26 +163,6 @@ pub fn pin_thread(cpu: usize) -> io::Result<()> {
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
         return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Pins a thread this process spawned to one CPU, from the spawning thread: the pin holds when
-/// this returns, whatever the new thread has run so far.
-pub fn pin_spawned<T>(thread: &std::thread::JoinHandle<T>, cpu: usize) -> io::Result<()> {
-    use std::os::unix::thread::JoinHandleExt;
-    if cpu > MAX_CPU {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("CPU {cpu} is above {MAX_CPU}")));
-    }
-    // SAFETY: as in `pin_thread`.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: the handle is not joined yet, so its pthread_t names a live (or unjoined) thread;
-    // `set` is a valid cpu_set_t of the size passed.
-    let rc =
-        unsafe { libc::pthread_setaffinity_np(thread.as_pthread_t(), std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
 }
@@ -248,14 +230,7 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![last]);
         assert!(pin_thread(MAX_CPU + 1).is_err());
-        // Pinned from outside, before the thread looks.
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            wait.recv().unwrap();
-            allowed_cpus().unwrap()
-        });
-        pin_spawned(&t, last).unwrap();
-        go.send(()).unwrap();
-        assert_eq!(t.join().unwrap(), vec![last]);
+        // The pin was the spawned thread's own: this one still has every CPU.
+        assert_eq!(allowed_cpus().unwrap(), all);
     }
 }

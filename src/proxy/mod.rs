@@ -18,13 +18,14 @@ pub mod reactor;
 pub mod session;
 pub mod stats;
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 
 use crate::error::Error;
+use crate::reactor::affinity::{CpuAffinity, Plan};
 use crate::reactor::Pool;
 use crate::sys::Signal;
 use config::ProxyConfig;
@@ -106,8 +107,18 @@ fn summary(t: &ProxyStats, up: &[bool], cut: u64) -> String {
 /// Runs the proxy until a signal ends it.
 pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<(), Error> {
     let threads = threads.max(1);
-    let allowed = crate::sys::allowed_cpus().unwrap_or_default();
-    let placement = cfg.cpu_affinity.plan(threads, &allowed);
+    let mut placement = match (&cfg.cpu_affinity, crate::sys::allowed_cpus()) {
+        (CpuAffinity::Off, _) => cfg.cpu_affinity.plan(threads, &[]),
+        (a, Ok(allowed)) => a.plan(threads, &allowed),
+        (_, Err(e)) => Plan { cpus: None, summary: format!("reactors not pinned: sched_getaffinity: {e}") },
+    };
+    // Steer a listener by CPU only where one reactor alone runs on that CPU: two listeners with
+    // the same SO_INCOMING_CPU would split that CPU's connections unevenly between them.
+    let steer: Vec<Option<usize>> = match &placement.cpus {
+        Some(cpus) => cpus.iter().map(|c| (cpus.iter().filter(|x| *x == c).count() == 1).then_some(*c)).collect(),
+        None => vec![None; threads],
+    };
+    let mut steer_error: Option<(usize, io::Error)> = None;
     // Bind every listener on every reactor before anything runs: a bind error ends start-up.
     let mut per_reactor: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -127,9 +138,9 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
             }
             // A pinned reactor's listener takes the connections whose SYN its CPU handled
             // (Linux 6.1 and later; older kernels pick by hash as before). Best effort.
-            if let Some(cpu) = placement.cpus.as_ref().and_then(|c| c.get(r)) {
-                if let Err(e) = socket2::SockRef::from(&s).set_cpu_affinity(*cpu) {
-                    log::warn!("listener {} ({addr}): SO_INCOMING_CPU {cpu}: {e}", l.name);
+            if let Some(cpu) = steer.get(r).copied().flatten() {
+                if let Err(e) = socket2::SockRef::from(&s).set_cpu_affinity(cpu) {
+                    steer_error.get_or_insert((cpu, e));
                 }
             }
             per_reactor[r].push(s);
@@ -154,7 +165,15 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         .map(|(id, ls)| ProxyReactor::new(shared.clone(), id, threads, ls, tx.clone()))
         .collect();
     drop(tx);
-    let pool: Pool<Cmd> = Pool::spawn_pinned("proxy", handlers, TICK, placement.cpus.as_deref()).map_err(Error::Io)?;
+    if let Some((cpu, e)) = steer_error {
+        // Once, not per listener and reactor: kernels before 4.4 lack the option.
+        log::warn!("SO_INCOMING_CPU (CPU {cpu}): {e}; connections are spread by hash, not by CPU");
+    }
+    let (pool, refused) = Pool::spawn_pinned("proxy", handlers, TICK, placement.cpus.as_deref()).map_err(Error::Io)?;
+    for (id, cpu, e) in &refused {
+        log::warn!("reactor {id}: cannot pin to CPU {cpu}: {e}; it runs unpinned");
+        placement.summary.push_str(&format!("; reactor {id} NOT pinned to CPU {cpu}: {e}"));
+    }
     let mut cfg = shared;
     for (l, addr) in cfg.listeners.iter().zip(&bound) {
         let g = &cfg.groups[l.group];

@@ -11,11 +11,14 @@ use crate::sys;
 /// How reactors are placed on CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum CpuAffinity {
-    /// No pinning: the scheduler places the threads.
+    /// No pinning: the scheduler places the threads, and the kernel's hash spreads new
+    /// connections over the listeners. The default: steering by CPU piles every connection onto
+    /// one reactor when one CPU takes every SYN (a single-queue NIC without RPS, one
+    /// single-threaded client on the same host), so it is for hosts known to spread them.
+    #[default]
     Off,
     /// One reactor per CPU when there are exactly as many reactors as CPUs this process may
     /// use (a VM, a cpuset container, `taskset`); otherwise no pinning.
-    #[default]
     Auto,
     /// Reactor `i` on CPU `cpus[i % len]`.
     Cpus(Vec<usize>),
@@ -104,7 +107,7 @@ mod tests {
         assert_eq!(CpuAffinity::parse_word("Auto"), Ok(CpuAffinity::Auto));
         assert_eq!(CpuAffinity::parse_word(" off "), Ok(CpuAffinity::Off));
         assert!(CpuAffinity::parse_word("on").unwrap_err().contains("not \"auto\", \"off\""));
-        assert_eq!(CpuAffinity::default(), CpuAffinity::Auto);
+        assert_eq!(CpuAffinity::default(), CpuAffinity::Off);
     }
 
     #[test]

@@ -172,6 +172,9 @@ impl<C> ReactorHandle<C> {
     }
 }
 
+/// A pin the kernel refused: (reactor, CPU, error).
+pub type RefusedPin = (usize, usize, io::Error);
+
 /// The running reactors of one role.
 pub struct Pool<C> {
     pub handles: Vec<ReactorHandle<C>>,
@@ -181,36 +184,45 @@ pub struct Pool<C> {
 impl<C: Send + 'static> Pool<C> {
     /// Starts one reactor per handler. `tick` is the period of `on_tick`.
     pub fn spawn<H: Handler<Cmd = C>>(name: &str, handlers: Vec<H>, tick: Duration) -> io::Result<Pool<C>> {
-        Self::spawn_pinned(name, handlers, tick, None)
+        Self::spawn_pinned(name, handlers, tick, None).map(|(pool, _)| pool)
     }
 
-    /// [`Pool::spawn`], reactor `i` pinned to `cpus[i]` (see [`affinity`]). A pin the kernel
-    /// refuses is logged and the reactor runs unpinned.
+    /// [`Pool::spawn`], reactor `i` pinned to `cpus[i]` (see [`affinity`]). Each reactor pins
+    /// itself before its first poll and reports back, so every pin holds when this returns; the
+    /// second value lists the pins the kernel refused (those reactors run unpinned).
     pub fn spawn_pinned<H: Handler<Cmd = C>>(
         name: &str,
         handlers: Vec<H>,
         tick: Duration,
         cpus: Option<&[usize]>,
-    ) -> io::Result<Pool<C>> {
+    ) -> io::Result<(Pool<C>, Vec<RefusedPin>)> {
         let mut handles = Vec::with_capacity(handlers.len());
         let mut threads = Vec::with_capacity(handlers.len());
+        let mut refused = Vec::new();
         for (id, handler) in handlers.into_iter().enumerate() {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
             let cpu = cpus.and_then(|c| c.get(id).copied());
-            let thread = std::thread::Builder::new()
-                .name(format!("{name}-r{id}"))
-                .spawn(move || run(id, poll, rx, handler, tick))?;
+            let (pinned_tx, pinned_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
+            let thread = std::thread::Builder::new().name(format!("{name}-r{id}")).spawn(move || {
+                if let Some(cpu) = cpu {
+                    let _ = pinned_tx.send(crate::sys::pin_thread(cpu));
+                }
+                drop(pinned_tx);
+                run(id, poll, rx, handler, tick)
+            })?;
             if let Some(cpu) = cpu {
-                if let Err(e) = crate::sys::pin_spawned(&thread, cpu) {
-                    log::warn!("reactor {id}: cannot pin to CPU {cpu}: {e}; running unpinned");
+                // The first thing the thread does; a thread that died first counts as refused.
+                let r = pinned_rx.recv().unwrap_or_else(|_| Err(io::Error::other("reactor thread ended")));
+                if let Err(e) = r {
+                    refused.push((id, cpu, e));
                 }
             }
             handles.push(ReactorHandle { tx, waker });
             threads.push(thread);
         }
-        Ok(Pool { handles, threads })
+        Ok((Pool { handles, threads }, refused))
     }
 
     pub fn len(&self) -> usize {
