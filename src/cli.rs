@@ -284,25 +284,21 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
             .map_err(usage)?
         }
     };
+    let mut o = config::Overrides { threads: a.threads, ..config::Overrides::default() };
     if let Some(admin) = &a.admin {
-        cfg.admin = if admin.trim().is_empty() {
+        o.admin = Some(if admin.trim().is_empty() {
             None
         } else {
             Some(admin.trim().parse().map_err(|_| usage(format!("--admin {admin:?}: expected IP:PORT or \"\"")))?)
-        };
-        cfg.admin_flag = Some(cfg.admin);
-    }
-    if let Some(t) = a.threads {
-        cfg.threads = t;
-        cfg.threads_flag = Some(t);
+        });
     }
     if let Some(name) = &a.congestion {
-        let c = match name.trim() {
+        o.congestion = Some(match name.trim() {
             config::SYSTEM_CONGESTION => None,
             n => Some(crate::net::tune::Congestion::probe(n).map_err(|e| usage(format!("--congestion: {e}")))?),
-        };
-        cfg.force_congestion(c);
+        });
     }
+    cfg.apply_overrides(o);
     Ok(cfg)
 }
 

@@ -132,13 +132,9 @@ pub struct ProxyConfig {
     /// Global `congestion`, the default of every listener and group (each has its resolved
     /// one).
     pub congestion: Option<Congestion>,
-    /// `--congestion`, when given: it overrides the file's keys at start and on every reload.
-    /// Not written by [`ProxyConfig::to_toml`] (the keys it set are).
-    pub congestion_flag: Option<Option<Congestion>>,
-    /// `--threads` and `--admin`, when given: kept over the file's keys on every reload, so
-    /// a reload of an unchanged file asks for no restart. Not written by `to_toml`.
-    pub threads_flag: Option<usize>,
-    pub admin_flag: Option<Option<SocketAddr>>,
+    /// Command-line values over the file's keys, applied at start and on every reload. Not
+    /// written by [`ProxyConfig::to_toml`] (the keys they set are).
+    pub overrides: Overrides,
     /// Graceful shutdown budget.
     pub drain_timeout: Duration,
     /// Per-session timeouts.
@@ -366,14 +362,33 @@ impl fmt::Display for UnknownName {
 
 impl std::error::Error for UnknownName {}
 
+/// Command-line flags that override the file (`None`: not given). A reload applies them to the
+/// re-read file again, so the file never undoes them and an unchanged file asks for no restart.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// `--threads`.
+    pub threads: Option<usize>,
+    /// `--admin` (`Some(None)`: disabled).
+    pub admin: Option<Option<SocketAddr>>,
+    /// `--congestion`, for every listener and group (`Some(None)`: the kernel's default).
+    pub congestion: Option<Option<Congestion>>,
+}
+
 impl ProxyConfig {
-    /// Sets the congestion control of every listener and group (`--congestion`), and keeps it
-    /// for reloads.
-    pub fn force_congestion(&mut self, c: Option<Congestion>) {
-        self.congestion = c;
-        self.congestion_flag = Some(c);
-        self.listeners.iter_mut().for_each(|l| l.congestion = c);
-        self.groups.iter_mut().for_each(|g| g.congestion = c);
+    /// Applies `o` over the file's keys and keeps it for reloads.
+    pub fn apply_overrides(&mut self, o: Overrides) {
+        if let Some(t) = o.threads {
+            self.threads = t;
+        }
+        if let Some(a) = o.admin {
+            self.admin = a;
+        }
+        if let Some(c) = o.congestion {
+            self.congestion = c;
+            self.listeners.iter_mut().for_each(|l| l.congestion = c);
+            self.groups.iter_mut().for_each(|g| g.congestion = c);
+        }
+        self.overrides = o;
     }
 
     /// Worst-case ring memory: every session at the cap with both rings allocated.
@@ -532,9 +547,7 @@ fn from_flags_with(
         splice: DEFAULT_SPLICE,
         smart_connect: DEFAULT_SMART_CONNECT,
         congestion: DEFAULT_CONGESTION,
-        congestion_flag: None,
-        threads_flag: None,
-        admin_flag: None,
+        overrides: Overrides::default(),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         timeouts: Timeouts { connect: timeout, ..Timeouts::default() },
         health: HealthConfig::default(),
@@ -864,9 +877,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         splice,
         smart_connect: file.smart_connect.unwrap_or(DEFAULT_SMART_CONNECT),
         congestion,
-        congestion_flag: None,
-        threads_flag: None,
-        admin_flag: None,
+        overrides: Overrides::default(),
         drain_timeout,
         timeouts,
         health,
@@ -1386,9 +1397,7 @@ mod tests {
             splice: DEFAULT_SPLICE,
             smart_connect: DEFAULT_SMART_CONNECT,
             congestion: DEFAULT_CONGESTION,
-            congestion_flag: None,
-            threads_flag: None,
-            admin_flag: None,
+            overrides: Overrides::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             timeouts: Timeouts::default(),
             health: HealthConfig::default(),

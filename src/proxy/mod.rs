@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use crate::error::Error;
-use crate::reactor::affinity::{CpuAffinity, Plan};
 use crate::reactor::Pool;
 use crate::sys::Signal;
 use config::ProxyConfig;
@@ -107,17 +106,8 @@ fn summary(t: &ProxyStats, up: &[bool], cut: u64) -> String {
 /// Runs the proxy until a signal ends it.
 pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<(), Error> {
     let threads = threads.max(1);
-    let mut placement = match (&cfg.cpu_affinity, crate::sys::allowed_cpus()) {
-        (CpuAffinity::Off, _) => cfg.cpu_affinity.plan(threads, &[]),
-        (a, Ok(allowed)) => a.plan(threads, &allowed),
-        (_, Err(e)) => Plan { cpus: None, summary: format!("reactors not pinned: sched_getaffinity: {e}") },
-    };
-    // Steer a listener by CPU only where one reactor alone runs on that CPU: two listeners with
-    // the same SO_INCOMING_CPU would split that CPU's connections unevenly between them.
-    let steer: Vec<Option<usize>> = match &placement.cpus {
-        Some(cpus) => cpus.iter().map(|c| (cpus.iter().filter(|x| *x == c).count() == 1).then_some(*c)).collect(),
-        None => vec![None; threads],
-    };
+    let mut placement = cfg.cpu_affinity.place(threads);
+    let steer = placement.steering(threads);
     let mut steer_error: Option<(usize, io::Error)> = None;
     // Bind every listener on every reactor before anything runs: a bind error ends start-up.
     let mut per_reactor: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
@@ -349,19 +339,8 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
             return None;
         }
     };
-    // `--congestion` overrides the file on every load, not only the first.
-    if let Some(c) = cur.congestion_flag {
-        new.force_congestion(c);
-    }
-    // So do `--threads` and `--admin` (both need a restart to change).
-    if let Some(t) = cur.threads_flag {
-        new.threads = t;
-        new.threads_flag = Some(t);
-    }
-    if let Some(a) = cur.admin_flag {
-        new.admin = a;
-        new.admin_flag = Some(a);
-    }
+    // The command line overrides the file on every load, not only the first.
+    new.apply_overrides(cur.overrides);
     // Listeners stay as they are; each keeps forwarding to its group by name.
     let same = new.listeners.len() == cur.listeners.len()
         && new.listeners.iter().zip(&cur.listeners).all(|(a, b)| {

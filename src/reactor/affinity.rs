@@ -73,6 +73,18 @@ impl CpuAffinity {
         }
     }
 
+    /// [`CpuAffinity::plan`] against the CPUs this process may use, read only when pinning
+    /// may happen; a failure to read them is named in the summary.
+    pub fn place(&self, threads: usize) -> Plan {
+        if *self == CpuAffinity::Off {
+            return self.plan(threads, &[]);
+        }
+        match sys::allowed_cpus() {
+            Ok(allowed) => self.plan(threads, &allowed),
+            Err(e) => Plan { cpus: None, summary: format!("reactors not pinned: sched_getaffinity: {e}") },
+        }
+    }
+
     /// The CPU of each of `threads` reactors, given the CPUs this process may use.
     pub fn plan(&self, threads: usize, allowed: &[usize]) -> Plan {
         match self {
@@ -94,6 +106,18 @@ impl CpuAffinity {
                 let summary = format!("reactors pinned to CPUs {} (cpu_affinity = {})", sys::format_cpus(&cpus), self.to_toml());
                 Plan { cpus: Some(cpus), summary }
             }
+        }
+    }
+}
+
+impl Plan {
+    /// The CPU each of `threads` reactors' listeners steer by (SO_INCOMING_CPU): its own, but
+    /// only where no other reactor runs on that CPU, since two listeners with one value would
+    /// split that CPU's connections unevenly between them.
+    pub fn steering(&self, threads: usize) -> Vec<Option<usize>> {
+        match &self.cpus {
+            Some(cpus) => cpus.iter().map(|c| (cpus.iter().filter(|x| *x == c).count() == 1).then_some(*c)).collect(),
+            None => vec![None; threads],
         }
     }
 }
