@@ -13,7 +13,8 @@ use crate::error::Error;
 use crate::goon::GoonConfig;
 use crate::net::tune::SockBufs;
 use crate::serve::{Mode, ServeConfig};
-use crate::units::{parse_bytes, parse_duration};
+use crate::units::{self, parse_bytes, parse_duration, parse_int, parse_sockbuf, parse_threads};
+use crate::units::{CONNS_MAX, MAX_DURATION_MS, MAX_DURATION_SECS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,24 +47,27 @@ pub enum Cmd {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct ProxyArgs {
     /// Configuration file (see conf/lb.toml); excludes --laddr/--lb/--timeout and BACKEND.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["laddr", "lb", "timeout", "backends"])]
     pub conf: Option<PathBuf>,
-    /// Address to listen on (quick start).
-    #[arg(long)]
+    /// Address to listen on (quick start) [default: 127.0.0.1:4000].
+    #[arg(long, value_name = "IP:PORT")]
     pub laddr: Option<String>,
-    /// Load-balancing algorithm: random, p2c, round_robin or least_conn (quick start).
-    #[arg(long)]
+    /// Load-balancing algorithm: random, p2c, round_robin or least_conn (quick start)
+    /// [default: p2c].
+    #[arg(long, value_name = "ALGO")]
     pub lb: Option<String>,
-    /// Backend connect timeout, e.g. 3s (quick start).
-    #[arg(long, value_parser = parse_duration)]
+    /// Backend connect timeout, e.g. 3s; above 0, at most 8760h (quick start) [default: 3s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Reactor threads (overrides `threads` in the file) [default: one per core].
-    #[arg(long)]
+    /// Reactor threads, 0..=1024, 0 = one per core (overrides `threads` in the file)
+    /// [default: 0].
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Admin (/metrics) address, overriding the file's; "" disables it.
     #[arg(long)]
@@ -85,30 +89,36 @@ pub struct GoonArgs {
     pub host: Option<String>,
     /// Target TCP port (1-65535).
     pub port: Option<String>,
-    /// Number of connections you want to open.
-    #[arg(short = 'c', long, default_value_t = 100)]
-    pub connections: i64,
-    /// Time you want to sleep between connections, in ms [default: 10].
-    #[arg(short = 's', long, conflicts_with = "rate")]
-    pub sleep: Option<i64>,
-    /// Connection dialing timeout, in ms.
-    #[arg(short = 't', long = "dial-timeout", default_value_t = 5000)]
-    pub dial_timeout: i64,
-    /// Interval, in seconds, between stats updates.
-    #[arg(short = 'i', long, default_value_t = 1)]
-    pub interval: i64,
+    /// Number of connections you want to open, 1..=16777216.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 100,
+          value_parser = |s: &str| parse_int(s, 1, CONNS_MAX))]
+    pub connections: u64,
+    /// Time you want to sleep between connections, in ms, 0..=31536000000 (365 days)
+    /// [default: 10].
+    #[arg(short = 's', long, value_name = "MS", conflicts_with = "rate",
+          value_parser = |s: &str| parse_int(s, 0, MAX_DURATION_MS))]
+    pub sleep: Option<u64>,
+    /// Connection dialing timeout, in ms, 1..=31536000000 (365 days).
+    #[arg(short = 't', long = "dial-timeout", value_name = "MS", default_value_t = 5000,
+          value_parser = |s: &str| parse_int(s, 1, MAX_DURATION_MS))]
+    pub dial_timeout: u64,
+    /// Interval, in seconds, between stats updates, 0..=31536000 (365 days); 0 = no periodic
+    /// lines, only the final report.
+    #[arg(short = 'i', long, value_name = "SECONDS", default_value_t = 1,
+          value_parser = |s: &str| parse_int(s, 0, MAX_DURATION_SECS))]
+    pub interval: u64,
     /// Print debugging information to the standard error.
     #[arg(short = 'd', long)]
     pub debug: bool,
     /// Force execution without asking for confirmation.
     #[arg(short = 'y', long = "assume-yes")]
     pub assume_yes: bool,
-    /// Keep established connections open this long after the last dial (e.g. 30s, 2m); ends
-    /// early if the peer has closed them all.
-    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    /// Keep established connections open this long after the last dial (e.g. 30s, 2m; at most
+    /// 8760h); ends early if the peer has closed them all.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
     pub hold: Duration,
-    /// Dial at this many connections per second instead of --sleep.
-    #[arg(long)]
+    /// Dial at this many connections per second instead of --sleep, 0.001..=10000000.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Source address(es) to dial from, repeatable: an IP, a CIDR (127.0.1.0/24) or a range
     /// (127.0.0.2-127.0.0.9). Each adds a full ephemeral port range per target.
@@ -120,48 +130,76 @@ pub struct GoonArgs {
     /// Close connections with RST (SO_LINGER 0) so no TIME_WAIT is left behind.
     #[arg(long)]
     pub linger_rst: bool,
-    /// Reactor threads [default: one per core].
-    #[arg(long)]
+    /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
-    /// SO_SNDBUF for every socket (e.g. 4KiB).
-    #[arg(long, value_parser = parse_bytes)]
+    /// SO_SNDBUF for every socket (e.g. 4KiB): 1KiB..=256MiB, or 0 for the kernel's default
+    /// [default: 0].
+    #[arg(long, value_name = "SIZE", value_parser = parse_sockbuf)]
     pub sndbuf: Option<u64>,
-    /// SO_RCVBUF for every socket (e.g. 4KiB); set before connect.
-    #[arg(long, value_parser = parse_bytes)]
+    /// SO_RCVBUF for every socket (e.g. 4KiB), set before connect: 1KiB..=256MiB, or 0 for the
+    /// kernel's default [default: 0].
+    #[arg(long, value_name = "SIZE", value_parser = parse_sockbuf)]
     pub rcvbuf: Option<u64>,
-    /// Kernel socket-buffer budget for the whole run (e.g. 512MiB), split over the sockets
-    /// where --sndbuf/--rcvbuf are not given.
-    #[arg(long = "socket-mem", value_parser = parse_bytes)]
+    /// Kernel socket-buffer budget for the whole run (e.g. 512MiB), 1MiB..=1TiB, split over
+    /// the sockets where --sndbuf/--rcvbuf are not given (each gets 4KiB..=256MiB).
+    #[arg(long = "socket-mem", value_name = "SIZE", value_parser = parse_socket_mem)]
     pub socket_mem: Option<u64>,
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port, printed on the first line).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// What to do with each connection.
     #[arg(long, value_enum, default_value_t = Mode::Hold)]
     pub mode: Mode,
-    /// Most connections held at once (split evenly over the reactors).
-    #[arg(long = "max-conns", default_value_t = crate::serve::DEFAULT_MAX_CONNS)]
+    /// Most connections held at once, 1..=16777216 (split evenly over the reactors).
+    #[arg(long = "max-conns", value_name = "N", default_value_t = crate::serve::DEFAULT_MAX_CONNS,
+          value_parser = |s: &str| parse_int(s, 1, CONNS_MAX).map(|n| n as usize))]
     pub max_conns: usize,
-    /// Reactor threads [default: one per core].
-    #[arg(long)]
+    /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
-    /// Seconds between stats lines (0: only the final report).
-    #[arg(short = 'i', long, default_value_t = 1)]
+    /// Seconds between stats lines, 0..=31536000 (365 days); 0 = no periodic lines, only the
+    /// final report.
+    #[arg(short = 'i', long, value_name = "SECONDS", default_value_t = 1,
+          value_parser = |s: &str| parse_int(s, 0, MAX_DURATION_SECS))]
     pub interval: u64,
-    /// SO_SNDBUF for accepted sockets.
-    #[arg(long, value_parser = parse_bytes)]
+    /// SO_SNDBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
+    #[arg(long, value_name = "SIZE", value_parser = parse_sockbuf)]
     pub sndbuf: Option<u64>,
-    /// SO_RCVBUF for accepted sockets.
-    #[arg(long, value_parser = parse_bytes)]
+    /// SO_RCVBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
+    #[arg(long, value_name = "SIZE", value_parser = parse_sockbuf)]
     pub rcvbuf: Option<u64>,
 }
 
-/// Reactor threads: the flag, else one per core.
+/// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
+pub const RATE_MIN: f64 = 0.001;
+pub const RATE_MAX: f64 = 10_000_000.0;
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t.parse().map_err(|_| format!("{t:?} is not a number of connections per second"))?;
+    if !(v.is_finite() && (RATE_MIN..=RATE_MAX).contains(&v)) {
+        return Err(format!("{t} is out of range {RATE_MIN}..={RATE_MAX} connections per second"));
+    }
+    Ok(v)
+}
+
+/// `--socket-mem`: 1MiB..=1TiB.
+fn parse_socket_mem(s: &str) -> Result<u64, String> {
+    units::in_range(parse_bytes(s)?, 1 << 20, 1 << 40)
+}
+
+/// Reactor threads: the flag (already checked to be 0..=1024 where parsed), 0 or none meaning
+/// one per core.
 pub fn threads(flag: Option<usize>) -> usize {
-    flag.filter(|n| *n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).min(1024)
+    flag.filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(units::THREADS_MAX as usize)
 }
 
 fn usage(msg: String) -> Error {
@@ -195,24 +233,25 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
 
 /// Checks goon's flags and builds its config (resolving the target).
 pub fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
-    if a.connections < 1 {
-        return Err(usage(format!("--connections must be at least 1 (got {})", a.connections)));
-    }
-    let sleep = a.sleep.unwrap_or(10);
-    if sleep < 0 {
-        return Err(usage(format!("--sleep must be 0 or more ms (got {sleep})")));
-    }
-    if a.dial_timeout < 1 {
-        return Err(usage(format!("--dial-timeout must be at least 1 ms (got {})", a.dial_timeout)));
-    }
-    if a.interval < 1 {
-        return Err(usage(format!("--interval must be at least 1 s (got {})", a.interval)));
-    }
+    // Ranges were checked where clap parsed each value (see the value parsers above); this
+    // repeats the checks for a GoonArgs built by hand.
+    let check = |flag: &str, v: u64, min: u64, max: u64| {
+        units::in_range(v, min, max).map_err(|e| usage(format!("invalid value '{v}' for '{flag}': {e}")))
+    };
+    let connections = check("--connections", a.connections, 1, CONNS_MAX)?;
+    let sleep = check("--sleep", a.sleep.unwrap_or(10), 0, MAX_DURATION_MS)?;
+    let dial_timeout = check("--dial-timeout", a.dial_timeout, 1, MAX_DURATION_MS)?;
+    let interval = check("--interval", a.interval, 0, MAX_DURATION_SECS)?;
     if let Some(r) = a.rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(usage(format!("--rate must be a positive number of connections per second (got {r})")));
-        }
+        parse_rate(&r.to_string()).map_err(|e| usage(format!("invalid value '{r}' for '--rate': {e}")))?;
     }
+    let sockbuf = |flag: &str, v: Option<u64>| {
+        v.map(units::sockbuf)
+            .transpose()
+            .map(Option::flatten)
+            .map_err(|e| usage(format!("invalid value '{}' for '{flag}': {e}", v.unwrap_or(0))))
+    };
+    let (sndbuf, rcvbuf) = (sockbuf("--sndbuf", a.sndbuf)?, sockbuf("--rcvbuf", a.rcvbuf)?);
     let (host, target, builtin) = match (&a.host, &a.port) {
         (None, None) => ("127.0.0.1".to_string(), SocketAddr::from(([127, 0, 0, 1], 0)), true),
         (Some(h), None) => return Err(usage(format!("missing <port> after host {h:?}"))),
@@ -226,18 +265,17 @@ pub fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
     if let Some(bad) = sources.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
         return Err(usage(format!("--source-ip {bad} is not of the target's address family ({})", target.ip())));
     }
-    let connections = a.connections as u64;
     let threads = threads(a.threads);
     let sockets = if builtin { connections * 2 } else { connections };
-    let bufs = SockBufs::policy(a.sndbuf.map(|v| v as usize), a.rcvbuf.map(|v| v as usize), a.socket_mem, sockets);
+    let bufs = SockBufs::policy(sndbuf.map(|v| v as usize), rcvbuf.map(|v| v as usize), a.socket_mem, sockets);
     Ok(GoonConfig {
         host,
         target,
         connections,
-        sleep: Duration::from_millis(sleep as u64),
+        sleep: Duration::from_millis(sleep),
         rate: a.rate,
-        dial_timeout: Duration::from_millis(a.dial_timeout as u64),
-        interval: Duration::from_secs(a.interval as u64),
+        dial_timeout: Duration::from_millis(dial_timeout),
+        interval: Duration::from_secs(interval),
         hold: a.hold,
         sources,
         linger_rst: a.linger_rst,
@@ -253,16 +291,21 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
         .listen
         .parse()
         .map_err(|_| usage(format!("--listen {:?}: expected IP:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)", a.listen)))?;
-    if a.max_conns == 0 {
-        return Err(usage("--max-conns must be at least 1".into()));
-    }
+    let bad = |flag: &str, v: u64, e: String| usage(format!("invalid value '{v}' for '{flag}': {e}"));
+    let max_conns =
+        units::in_range(a.max_conns as u64, 1, CONNS_MAX).map_err(|e| bad("--max-conns", a.max_conns as u64, e))?;
+    let interval = units::in_range(a.interval, 0, MAX_DURATION_SECS).map_err(|e| bad("--interval", a.interval, e))?;
+    let sockbuf = |flag: &str, v: Option<u64>| match v {
+        None => Ok(None),
+        Some(v) => units::sockbuf(v).map(|b| b.map(|b| b as usize)).map_err(|e| bad(flag, v, e)),
+    };
     Ok(ServeConfig {
         listen,
         mode: a.mode,
-        max_conns: a.max_conns,
+        max_conns: max_conns as usize,
         threads: threads(a.threads),
-        interval: Duration::from_secs(a.interval),
-        bufs: SockBufs { sndbuf: a.sndbuf.map(|v| v as usize), rcvbuf: a.rcvbuf.map(|v| v as usize) },
+        interval: Duration::from_secs(interval),
+        bufs: SockBufs { sndbuf: sockbuf("--sndbuf", a.sndbuf)?, rcvbuf: sockbuf("--rcvbuf", a.rcvbuf)? },
     })
 }
 
@@ -300,6 +343,58 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
     }
     cfg.apply_overrides(o);
     Ok(cfg)
+}
+
+/// The subcommand path (`["bp", "client"]`) named by a command line (`argv` without the
+/// program name), for the usage line of an error clap raised before `Cmd` existed.
+pub fn subcommand_path(argv: &[String]) -> Vec<String> {
+    let mut c = {
+        use clap::CommandFactory;
+        Cli::command()
+    };
+    let mut path = Vec::new();
+    for a in argv {
+        if a.starts_with('-') {
+            continue;
+        }
+        match c.find_subcommand(a) {
+            Some(sub) => {
+                path.push(a.clone());
+                let sub = sub.clone();
+                c = sub;
+            }
+            None => break,
+        }
+    }
+    path
+}
+
+/// The `Usage:` line `--help` prints for the subcommand at `path`, as `usage: netforge ...`
+/// for the end of a one-line error.
+pub fn usage_line(path: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut c = Cli::command();
+    c.build();
+    for name in path {
+        match c.find_subcommand(name) {
+            Some(sub) => {
+                let sub = sub.clone();
+                c = sub;
+            }
+            None => break,
+        }
+    }
+    let text = c.render_usage().to_string();
+    let text = text.trim();
+    format!("usage: {}", text.strip_prefix("Usage: ").unwrap_or(text))
+}
+
+/// clap's rendered error (`error: ...`, a hint, `Usage: ...`, `For more information ...`) as
+/// one line: the reason, naming the flag, then `usage`.
+pub fn one_line_clap_error(rendered: &str, usage: &str) -> String {
+    let first = rendered.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("invalid command line");
+    let reason = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{reason}; {usage} (see --help)")
 }
 
 /// tcpgoon's confirmation: `y`/`yes` continue, anything else (empty included) aborts.
@@ -389,88 +484,110 @@ fn parse_protocol(s: &str) -> Result<crate::backpressure::config::Protocol, Stri
     }
 }
 
-/// Flags of `netforge bp server`; each given flag replaces the config file's key.
+/// Flags of `netforge bp server`; each given flag replaces the config file's key (same name,
+/// same range). Sizes take a unit (`1KiB`), durations too (`100ms`).
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct BpServerArgs {
-    /// Config file (see conf/bp-server.toml); without it the built-in defaults apply.
-    #[arg(long)]
+    /// Config file (see conf/bp-server.toml) [default: none, the built-in defaults apply].
+    #[arg(long, value_name = "FILE")]
     pub conf: Option<PathBuf>,
-    /// tcp or websocket.
-    #[arg(long, value_parser = parse_protocol)]
+    /// tcp or websocket [default: tcp].
+    #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
     pub protocol: Option<crate::backpressure::config::Protocol>,
     /// IP:PORT to listen on (port 0 picks a free port, printed on the first line). Unset:
     /// the file's listen with its port replaced by $PORT, else 0.0.0.0:$PORT when $PORT is set,
-    /// else 127.0.0.1:8080. This flag ignores $PORT.
-    #[arg(long)]
+    /// else 127.0.0.1:8080. This flag ignores $PORT [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<String>,
-    /// Bytes per read (e.g. 1KiB).
-    #[arg(long, value_parser = parse_bytes)]
+    /// Bytes per read, 1..=1MiB [default: 1KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub read_size: Option<u64>,
-    /// Wait between reads (e.g. 100ms; 0 = read as fast as data comes).
-    #[arg(long, value_parser = parse_duration)]
+    /// Wait between reads, 0..=10m; 0 = read as fast as data comes [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub read_delay: Option<Duration>,
-    /// SO_RCVBUF of the listener, inherited by accepted sockets (0 = kernel default).
-    #[arg(long, value_parser = parse_bytes)]
+    /// SO_RCVBUF of the listener, inherited by accepted sockets: 1KiB..=256MiB, or 0 for the
+    /// kernel's default (autotuning) [default: 64KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub rcvbuf: Option<u64>,
-    /// TCP_MAXSEG of accepted sockets.
-    #[arg(long)]
+    /// TCP_MAXSEG of accepted sockets, 536..=65495 [default: the kernel's].
+    #[arg(long, value_name = "BYTES")]
     pub mss: Option<u32>,
-    #[arg(long, value_parser = parse_duration)]
+    /// How often each connection's socket is sampled for the dashboard, 10ms..=1h
+    /// [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub sample_interval: Option<Duration>,
-    #[arg(long)]
+    /// Most connections (lab and dashboard) at once, 1..=65536 [default: 1024].
+    #[arg(long, value_name = "N")]
     pub max_connections: Option<u64>,
-    #[arg(long, value_parser = parse_bytes)]
+    /// Largest WebSocket message accepted, 1KiB..=64MiB [default: 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub max_message_size: Option<u64>,
-    #[arg(long, value_parser = parse_bytes)]
+    /// Largest WebSocket frame accepted, 1KiB..=max-message-size [default: 256KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub max_frame_size: Option<u64>,
-    #[arg(long, value_parser = parse_bytes)]
+    /// Largest HTTP request head (pages and WebSocket upgrades), 1KiB..=64KiB [default: 8KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub http_head_max: Option<u64>,
-    #[arg(long, value_parser = parse_duration)]
+    /// Time a client has to send its whole HTTP request head, 100ms..=1m [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub http_head_timeout: Option<Duration>,
-    /// Reactor threads [default: one per core].
-    #[arg(long)]
+    /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
 }
 
-/// Flags of `netforge bp client`; each given flag replaces the config file's key.
+/// Flags of `netforge bp client`; each given flag replaces the config file's key (same name,
+/// same range). Sizes take a unit (`16KiB`), durations too (`5s`).
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct BpClientArgs {
-    /// Config file (see conf/bp-client.toml); without it the built-in defaults apply.
-    #[arg(long)]
+    /// Config file (see conf/bp-client.toml) [default: none, the built-in defaults apply].
+    #[arg(long, value_name = "FILE")]
     pub conf: Option<PathBuf>,
-    /// tcp or websocket.
-    #[arg(long, value_parser = parse_protocol)]
+    /// tcp or websocket [default: tcp].
+    #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
     pub protocol: Option<crate::backpressure::config::Protocol>,
-    /// HOST:PORT of the server (resolved once at start-up).
-    #[arg(long)]
+    /// HOST:PORT of the server (resolved once at start-up) [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "HOST:PORT")]
     pub server: Option<String>,
-    #[arg(long, value_parser = parse_bytes)]
+    /// Bytes per payload (one write; one WebSocket message), 1..=16MiB [default: 16KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub payload_size: Option<u64>,
-    /// Payloads per second per connection (0 = as fast as the socket takes them).
-    #[arg(long)]
+    /// Payloads per second per connection, 0..=1000000; 0 = as fast as the socket takes them
+    /// [default: 128].
+    #[arg(long, value_name = "N")]
     pub rate: Option<u64>,
-    /// Payloads per connection (0 = unlimited).
-    #[arg(long)]
+    /// Payloads per connection; 0 = unlimited, the duration ends the run [default: 0].
+    #[arg(long, value_name = "N")]
     pub total: Option<u64>,
-    /// Length of the run (e.g. 5s).
-    #[arg(long, value_parser = parse_duration)]
+    /// Length of the run, 0..=24h; 0 = until --total payloads are sent [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    #[arg(long)]
+    /// Connections pushing in parallel, 1..=10000 [default: 1].
+    #[arg(long, value_name = "N")]
     pub connections: Option<u64>,
-    #[arg(long, value_parser = parse_bytes)]
+    /// SO_SNDBUF of each connection: 1KiB..=256MiB, or 0 for the kernel's default
+    /// (autotuning) [default: 0].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub sndbuf: Option<u64>,
-    #[arg(long, value_parser = parse_bytes)]
+    /// TCP_NOTSENT_LOWAT of each connection, 1KiB..=256MiB [default: unset, the kernel's].
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub notsent_lowat: Option<u64>,
-    #[arg(long)]
+    /// TCP_MAXSEG of each connection, 536..=65495 [default: the kernel's].
+    #[arg(long, value_name = "BYTES")]
     pub mss: Option<u32>,
-    #[arg(long, value_parser = parse_duration)]
+    /// How often each socket is sampled (TCP_INFO, queues), 10ms..=1h [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub sample_interval: Option<Duration>,
-    #[arg(long, value_parser = parse_duration)]
+    /// Time between status lines: 0, or sample-interval..=1h; 0 = no periodic lines, only the
+    /// final report [default: 1s].
+    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration)]
     pub stats_interval: Option<Duration>,
-    /// WebSocket request path.
-    #[arg(long)]
+    /// WebSocket request path [default: /ws].
+    #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
-    /// Write the verdict, summary and full time series as JSON.
+    /// Write the verdict, summary and full time series as JSON [default: none].
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 }

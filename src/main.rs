@@ -4,16 +4,24 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use netforge::cli::{Cli, Cmd};
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let usage = netforge::cli::usage_line(&netforge::cli::subcommand_path(&argv));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        // --help, --version, and a bare `netforge` (which shows the help) print as clap wrote them.
+        Err(e) if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+        // Anything else is one line: the reason (naming the flag) and the usage line of --help.
+        Err(e) => {
+            eprintln!("netforge: {}", netforge::cli::one_line_clap_error(&e.render().to_string(), &usage));
+            return ExitCode::from(1);
         }
     };
     let debug = matches!(&cli.cmd, Cmd::Goon(a) if a.debug);
@@ -28,9 +36,10 @@ fn main() -> ExitCode {
     match netforge::app::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("netforge: {e}");
             if matches!(e, netforge::error::Error::Usage(_)) {
-                eprintln!("Run 'netforge --help' (or 'netforge <command> --help') for usage.");
+                eprintln!("netforge: {e}; {usage} (see --help)");
+            } else {
+                eprintln!("netforge: {e}");
             }
             ExitCode::from(1)
         }

@@ -5,7 +5,82 @@
 //! (`idle_timeout_ms = 3000`); where a key takes a string, these parsers read it. Both are strict:
 //! a value they cannot read is an error naming what was expected, never a silent default.
 
+use std::fmt::Display;
 use std::time::Duration;
+
+/// Longest duration any flag or key takes (365 days, written `8760h`): far beyond any useful
+/// timeout or run, and small enough that `Instant::now() + d`, `d * connections` and the
+/// millisecond/second conversions below can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// [`MAX_DURATION`] in seconds, for second-valued flags (`serve -i`, `goon -i`).
+pub const MAX_DURATION_SECS: u64 = MAX_DURATION.as_secs();
+/// [`MAX_DURATION`] in milliseconds, for millisecond-valued flags (`goon -s`, `goon -t`).
+pub const MAX_DURATION_MS: u64 = MAX_DURATION.as_secs() * 1000;
+/// Reactor threads, every role (`--threads`, `threads` in lb.toml): `0` means one per core.
+pub const THREADS_MAX: u64 = 1024;
+/// SO_SNDBUF / SO_RCVBUF / TCP_NOTSENT_LOWAT, every role. The kernel takes a C `int` and doubles
+/// it for its bookkeeping, so anything above `i32::MAX / 2` would wrap; it also clamps the value to
+/// `net.core.wmem_max` / `rmem_max`. 256 MiB is far above any useful per-socket buffer.
+pub const SOCKBUF_MIN: u64 = 1024;
+pub const SOCKBUF_MAX: u64 = 256 << 20;
+/// Connection counts (`goon -c`, `serve --max-conns`, the proxy's `max_connections`): each
+/// connection takes at least one descriptor, and no process gets more than `fs.nr_open`
+/// (1,048,576 by default; 2^30 at most); 2^24 leaves room for any of them while keeping every
+/// estimate (`× 2` descriptors, `× buffer size` bytes) far from overflow.
+pub const CONNS_MAX: u64 = 1 << 24;
+
+/// `v` if it lies in `min..=max`, else `"{v} is out of range {min}..={max}"`.
+pub fn in_range<T: PartialOrd + Display + Copy>(v: T, min: T, max: T) -> Result<T, String> {
+    if v >= min && v <= max {
+        Ok(v)
+    } else {
+        Err(format!("{v} is out of range {min}..={max}"))
+    }
+}
+
+/// A duration within `min..=max`, named in Go's notation when refused.
+pub fn duration_in(v: Duration, min: Duration, max: Duration) -> Result<Duration, String> {
+    if v >= min && v <= max {
+        Ok(v)
+    } else {
+        Err(format!("{} is out of range {}..={}", go_duration(v), go_duration(min), go_duration(max)))
+    }
+}
+
+/// A decimal integer within `min..=max` (no sign, no unit), for flags that take a count.
+pub fn parse_int(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let t = s.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{t:?} is not a whole number in {min}..={max}"));
+    }
+    // All digits: the only failure left is overflow.
+    let v: u64 = t.parse().map_err(|_| format!("{t} is out of range {min}..={max}"))?;
+    in_range(v, min, max)
+}
+
+/// `--threads` in every role: 0 (one per core) to [`THREADS_MAX`].
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    parse_int(s, 0, THREADS_MAX).map(|n| n as usize)
+}
+
+/// A socket-buffer size (`SO_SNDBUF`, `SO_RCVBUF`): 0 (the kernel's default, nothing set) or
+/// [`SOCKBUF_MIN`]..=[`SOCKBUF_MAX`]. `None` for 0.
+pub fn sockbuf(v: u64) -> Result<Option<u32>, String> {
+    match v {
+        0 => Ok(None),
+        // SOCKBUF_MAX < u32::MAX, so the narrowing never truncates.
+        n => in_range(n, SOCKBUF_MIN, SOCKBUF_MAX)
+            .map(|n| Some(n as u32))
+            .map_err(|e| format!("{e} (or 0 for the kernel's default)")),
+    }
+}
+
+/// `--sndbuf` / `--rcvbuf` as written: a size with a unit, checked by [`sockbuf`].
+pub fn parse_sockbuf(s: &str) -> Result<u64, String> {
+    let v = parse_bytes(s)?;
+    sockbuf(v)?;
+    Ok(v)
+}
 
 /// Parses `1h2m3s`, `3s`, `250ms`, `10us`/`10µs`, `1.5s`, `2m`, or a bare `0`.
 /// A bare non-zero number is refused: the unit must be explicit.
@@ -40,8 +115,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         total_ns += value * unit_ns;
     }
-    if !total_ns.is_finite() || total_ns > 1e18 {
-        return Err(format!("duration {text:?} is too large"));
+    if !total_ns.is_finite() || total_ns > MAX_DURATION.as_nanos() as f64 {
+        return Err(format!("duration {text:?} is above the maximum 8760h (365 days)"));
     }
     Ok(Duration::from_nanos(total_ns.round() as u64))
 }
@@ -130,9 +205,30 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_duration(text).unwrap(), want, "{text}");
         }
-        for bad in ["", "3", "s", "3x", "1.2.3s", "-1s"] {
+        assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
+        for bad in ["", "3", "s", "3x", "1.2.3s", "-1s", "8761h", "999999999h", "1e308s", "NaN", "inf", "nans"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn ranges_are_checked_and_named() {
+        assert_eq!(parse_int("0", 0, 5), Ok(0));
+        assert_eq!(parse_int("18446744073709551615", 0, 5).unwrap_err(), "18446744073709551615 is out of range 0..=5");
+        assert_eq!(parse_int("99999999999999999999", 0, 5).unwrap_err(), "99999999999999999999 is out of range 0..=5");
+        for bad in ["-1", "1e3", "NaN", "", "+1", "1.5"] {
+            assert!(parse_int(bad, 0, 5).is_err(), "{bad}");
+        }
+        assert_eq!(parse_threads("1024"), Ok(1024));
+        assert!(parse_threads("1025").unwrap_err().contains("0..=1024"));
+        assert_eq!(sockbuf(0), Ok(None));
+        assert_eq!(sockbuf(4096), Ok(Some(4096)));
+        // 3 GiB and 4 GiB used to reach the kernel as a negative int and as 0.
+        for bad in [1, 1023, 3 << 30, 4 << 30, u64::MAX] {
+            assert!(sockbuf(bad).is_err(), "{bad}");
+        }
+        assert!(parse_sockbuf("4GiB").is_err());
+        assert!(duration_in(Duration::from_secs(2), Duration::ZERO, Duration::from_secs(1)).is_err());
     }
 
     #[test]

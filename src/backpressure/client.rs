@@ -632,7 +632,8 @@ pub fn run(
                     }
                     if let Some(a) = aggregate(&samples) {
                         let state = agg.push(a);
-                        if a.t >= next_line {
+                        // stats_interval 0: no periodic lines (as `-i 0` in every role).
+                        if !cfg.stats_interval.is_zero() && a.t >= next_line {
                             let _ = writeln!(out, "{}", verdict::interval_line(last_line.as_ref(), &a, state));
                             let _ = out.flush();
                             last_line = Some(a);

@@ -78,10 +78,10 @@ pub const DEFAULT_PATH: &str = "/ws";
 
 pub const READ_SIZE_MAX: u64 = 1 << 20;
 pub const READ_DELAY_MAX: Duration = Duration::from_secs(600);
-/// Socket buffer sizes (SO_RCVBUF/SO_SNDBUF, TCP_NOTSENT_LOWAT). The kernel clamps SO_*BUF to
-/// `net.core.[rw]mem_max` anyway; these bounds only catch typos.
-pub const SOCKBUF_MIN: u64 = 1024;
-pub const SOCKBUF_MAX: u64 = 256 << 20;
+/// Socket buffer sizes (SO_RCVBUF/SO_SNDBUF, TCP_NOTSENT_LOWAT): the range every role shares
+/// (see `units::SOCKBUF_MAX` for why).
+pub const SOCKBUF_MIN: u64 = crate::units::SOCKBUF_MIN;
+pub const SOCKBUF_MAX: u64 = crate::units::SOCKBUF_MAX;
 pub const MSS_MIN: u32 = 536;
 pub const MSS_MAX: u32 = 65495;
 pub const SAMPLE_INTERVAL_MIN: Duration = Duration::from_millis(10);
@@ -469,7 +469,16 @@ impl<'a> Origins<'a> {
         v.map(|m| self.range(key, u64::from(m), u64::from(MSS_MIN), u64::from(MSS_MAX)).map(|m| m as u32)).transpose()
     }
 
+    /// SO_SNDBUF / SO_RCVBUF: 0 (the kernel's default) or the shared range.
     fn sockbuf(&self, key: &'static str, v: Option<ByteSize>) -> Result<Option<u32>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(b) => crate::units::sockbuf(b.0).map_err(|e| self.err(key, e)),
+        }
+    }
+
+    /// TCP_NOTSENT_LOWAT: the shared socket-buffer range, no 0.
+    fn lowat(&self, key: &'static str, v: Option<ByteSize>) -> Result<Option<u32>, ConfigError> {
         // SOCKBUF_MAX < u32::MAX, so the narrowing below never truncates.
         v.map(|b| self.range(key, b.0, SOCKBUF_MIN, SOCKBUF_MAX).map(|b| b as u32)).transpose()
     }
@@ -556,10 +565,7 @@ pub fn server_from(
 
     let read_size = o.range("read_size", f.read_size.0, 1, READ_SIZE_MAX)? as usize;
     let read_delay = o.duration("read_delay", f.read_delay.0, Duration::ZERO, READ_DELAY_MAX)?;
-    let rcvbuf = match f.rcvbuf.0 {
-        0 => None,
-        n => o.sockbuf("rcvbuf", Some(ByteSize(n)))?,
-    };
+    let rcvbuf = o.sockbuf("rcvbuf", Some(f.rcvbuf))?;
     let mss = o.mss("mss", f.mss)?;
     let sample_interval = o.duration("sample_interval", f.sample_interval.0, SAMPLE_INTERVAL_MIN, INTERVAL_MAX)?;
     let max_connections = o.range("max_connections", f.max_connections, 1, MAX_CONNECTIONS_LIMIT)? as usize;
@@ -634,10 +640,17 @@ pub fn client_from(mut f: ClientFile, path: &Path, flags: &ClientOverrides) -> R
     }
     let connections = o.range("connections", f.connections, 1, CLIENT_CONNECTIONS_MAX)? as usize;
     let sndbuf = o.sockbuf("sndbuf", f.sndbuf)?;
-    let notsent_lowat = o.sockbuf("notsent_lowat", f.notsent_lowat)?;
+    let notsent_lowat = o.lowat("notsent_lowat", f.notsent_lowat)?;
     let mss = o.mss("mss", f.mss)?;
     let sample_interval = o.duration("sample_interval", f.sample_interval.0, SAMPLE_INTERVAL_MIN, INTERVAL_MAX)?;
-    let stats_interval = o.duration("stats_interval", f.stats_interval.0, sample_interval, INTERVAL_MAX)?;
+    // 0: no periodic status lines, only the final report (as `-i 0` in every role).
+    let stats_interval = match f.stats_interval.0 {
+        Duration::ZERO => Duration::ZERO,
+        d => o.duration("stats_interval", d, sample_interval, INTERVAL_MAX).map_err(|mut e| {
+            e.msg.push_str(" (or 0 for no periodic lines)");
+            e
+        })?,
+    };
     let path = f.path.trim().to_string();
     if !path.starts_with('/') || path.len() > PATH_MAX_LEN || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(o.err("path", format!("{path:?} must start with '/', have no spaces or control characters and be at most {PATH_MAX_LEN} bytes")));
@@ -759,6 +772,11 @@ mod tests {
             ("listen = \"localhost:80\"\n", "bp-server.toml: listen: \"localhost:80\" is not IP:PORT"),
             ("mss = 100\n", "bp-server.toml: mss: 100 is out of range 536..=65495"),
             ("rcvbuf = 10\n", "bp-server.toml: rcvbuf: 10 is out of range 1024..=268435456"),
+            ("rcvbuf = \"3GiB\"\n", "bp-server.toml: rcvbuf: 3221225472 is out of range 1024..=268435456"),
+            (
+                "max_connections = 9223372036854775807\n",
+                "bp-server.toml: max_connections: 9223372036854775807 is out of range",
+            ),
             ("max_frame_size = \"2MiB\"\n", "bp-server.toml: max_frame_size: 2097152 exceeds max_message_size"),
             ("sample_interval = \"1ms\"\n", "bp-server.toml: sample_interval: 1ms is out of range"),
             ("http_head_max = 100\n", "bp-server.toml: http_head_max: 100 is out of range"),
@@ -801,6 +819,7 @@ mod tests {
             ("read_delay = \"soon\"\n", "bp-server.toml:1:14: bad duration"),
             ("read_size = \"1 parsec\"\n", "bp-server.toml:1:13: unknown unit"),
             ("read_size = -1\n", "bp-server.toml:1:13: size -1 is negative"),
+            ("read_delay = \"999999999h\"\n", "bp-server.toml:1:14: duration \"999999999h\" is above the maximum"),
         ];
         for (text, want) in cases {
             let line = server_text(text).unwrap_err().to_string();

@@ -24,6 +24,7 @@ use crate::reactor::Pool;
 use crate::serve::{Mode, Sink};
 use crate::stats::Latency;
 use crate::sys::Signal;
+use crate::units::MAX_DURATION;
 use reactor::{Concurrency, Counts, GoonCmd, GoonReactor, Pace, ReactorPlan, Update};
 
 /// Where reactors report.
@@ -32,6 +33,8 @@ const UPDATE_QUEUE_PER_REACTOR: usize = 64;
 pub const TICK: Duration = Duration::from_millis(100);
 /// How long the coordinator waits for reactors to report after `Stop`.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Longest wait of the coordinator loop when no status line is due (`-i 0`).
+const IDLE_WAKE: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug)]
 pub struct GoonConfig {
@@ -106,9 +109,12 @@ fn pace_for(cfg: &GoonConfig, reactor: usize, threads: usize, share: u64) -> Pac
         if r_i <= 0.0 {
             return Pace::Burst;
         }
-        let period = Duration::from_secs_f64(1.0 / r_i);
+        // `--rate` is checked to 0.001..=10^7 where it is parsed; the conversions still cannot
+        // panic (a value past MAX_DURATION, NaN or infinity becomes MAX_DURATION).
+        let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(MAX_DURATION).min(MAX_DURATION);
+        let period = secs(1.0 / r_i);
         // Stagger reactors so the global stream is even.
-        let offset = Duration::from_secs_f64(reactor as f64 / rate);
+        let offset = secs(reactor as f64 / rate);
         return Pace::Every { offset, period };
     }
     if cfg.sleep.is_zero() {
@@ -176,7 +182,8 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let mut hold_until: Option<Instant> = None;
     let mut stop_sent_at: Option<Instant> = None;
     let mut interrupted = false;
-    let mut next_print = started + cfg.interval;
+    // `-i 0`: no periodic lines, only the final report.
+    let mut next_print = (!cfg.interval.is_zero()).then(|| started + cfg.interval);
 
     let sum = |per: &[Counts]| {
         let mut c = Counts::default();
@@ -188,12 +195,12 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
 
     loop {
         let now = Instant::now();
-        if now >= next_print {
+        if let Some(at) = next_print.as_mut().filter(|at| now >= **at) {
             let c = sum(&per);
             let _ = writeln!(out, "{}", status_line(total, &c, total - c.dialed.min(total)));
             let _ = out.flush();
-            while next_print <= now {
-                next_print += cfg.interval;
+            while *at <= now {
+                *at += cfg.interval;
             }
         }
         if exited.iter().all(|e| *e) {
@@ -212,7 +219,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
             log::warn!("goon: reactors did not report within {STOP_GRACE:?} of stop; reporting what arrived");
             break;
         }
-        let mut wake = next_print;
+        let mut wake = next_print.unwrap_or(now + IDLE_WAKE);
         if let Some(until) = hold_until {
             if stop_sent_at.is_none() {
                 wake = wake.min(until);

@@ -97,7 +97,10 @@ impl SockBufs {
     /// Explicit sizes win; otherwise a budget (bytes of kernel buffer for all sockets) is
     /// split evenly over `sockets`, half to each direction; otherwise kernel defaults.
     pub fn policy(sndbuf: Option<usize>, rcvbuf: Option<usize>, budget: Option<u64>, sockets: u64) -> SockBufs {
-        let per_dir = budget.map(|b| ((b / sockets.max(1) / 2) as usize).max(MIN_BUDGET_BUF));
+        // Capped at the shared SO_*BUF maximum: the kernel takes a C int (see units::SOCKBUF_MAX).
+        let per_dir = budget
+            .map(|b| (b / sockets.max(1) / 2).min(crate::units::SOCKBUF_MAX) as usize)
+            .map(|b| b.max(MIN_BUDGET_BUF));
         SockBufs { sndbuf: sndbuf.or(per_dir), rcvbuf: rcvbuf.or(per_dir) }
     }
 
@@ -123,6 +126,10 @@ mod tests {
         assert_eq!(p.rcvbuf, Some((1 << 30) / 1000 / 2));
         assert_eq!(SockBufs::policy(None, None, None, 10), SockBufs::default());
         assert_eq!(SockBufs::policy(None, None, Some(1000), 1000).rcvbuf, Some(MIN_BUDGET_BUF));
+        // A budget far above what one socket can take is capped at the int-safe maximum (1 TiB
+        // over 2 sockets used to reach setsockopt as a wrapped int).
+        let p = SockBufs::policy(None, None, Some(1 << 40), 2);
+        assert_eq!(p.sndbuf, Some(crate::units::SOCKBUF_MAX as usize));
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_BALANCE: Balance = Balance::P2c;
 /// Other backends tried after a connect failure.
 pub const DEFAULT_RETRIES: u32 = 2;
+/// Most retries after a failed connect (each on another backend where there is one).
+pub const MAX_RETRIES: u32 = 100;
+/// Most sessions, globally or per listener: the range shared with `serve --max-conns`.
+pub const MAX_CONNECTIONS: usize = crate::units::CONNS_MAX as usize;
+/// Most consecutive checks in `health.rise`, `health.fall` and `health.passive_fall`.
+pub const MAX_HEALTH_COUNT: u32 = 1000;
 /// Ring size per direction per session.
 pub const DEFAULT_BUFFER_BYTES: usize = 16 << 10;
 /// Smallest accepted `buffer_size`.
@@ -827,6 +833,10 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
     if max_connections == 0 {
         return Err(cx.err("max_connections", span, "must be >= 1 (it caps client sessions)"));
     }
+    if max_connections > MAX_CONNECTIONS {
+        let msg = format!("{max_connections} is out of range 1..={MAX_CONNECTIONS}");
+        return Err(cx.err("max_connections", span, msg));
+    }
 
     let (balance, span) = split(file.balance);
     let balance = match balance {
@@ -834,7 +844,11 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         Some(s) => s.parse::<Balance>().map_err(|e| cx.err("balance", span, e.to_string()))?,
     };
 
-    let retries = file.retries.map_or(DEFAULT_RETRIES, |s| s.into_inner());
+    let (retries, span) = split(file.retries);
+    let retries = retries.unwrap_or(DEFAULT_RETRIES);
+    if retries > MAX_RETRIES {
+        return Err(cx.err("retries", span, format!("{retries} is out of range 0..={MAX_RETRIES}")));
+    }
 
     let buffer_bytes =
         size_key(cx, "buffer_size", file.buffer_size, DEFAULT_BUFFER_BYTES, MIN_BUFFER_BYTES, MAX_BUFFER_BYTES)?;
@@ -1100,15 +1114,19 @@ fn validate_health(cx: &Cx<'_>, h: Option<HealthFile>) -> Result<HealthConfig, C
         );
         return Err(cx.err("health.timeout", span, msg));
     }
-    let at_least_one = |key: &str, v: Option<Spanned<u32>>, default: u32| {
+    let count = |key: &str, v: Option<Spanned<u32>>, default: u32, min: u32| {
         let (v, span) = split(v);
         match v.unwrap_or(default) {
-            0 => Err(cx.err(key, span, "must be >= 1 (consecutive checks before a state change)")),
+            0 if min > 0 => Err(cx.err(key, span, "must be >= 1 (consecutive checks before a state change)")),
+            n if n > MAX_HEALTH_COUNT => {
+                Err(cx.err(key, span, format!("{n} is out of range {min}..={MAX_HEALTH_COUNT}")))
+            }
             n => Ok(n),
         }
     };
-    let rise = at_least_one("health.rise", h.rise, DEFAULT_HEALTH_RISE)?;
-    let fall = at_least_one("health.fall", h.fall, DEFAULT_HEALTH_FALL)?;
+    let rise = count("health.rise", h.rise, DEFAULT_HEALTH_RISE, 1)?;
+    let fall = count("health.fall", h.fall, DEFAULT_HEALTH_FALL, 1)?;
+    let passive_fall = count("health.passive_fall", h.passive_fall, DEFAULT_PASSIVE_FALL, 0)?;
     let (jitter_pct, span) = split(h.jitter_pct);
     let jitter_pct = jitter_pct.unwrap_or(DEFAULT_HEALTH_JITTER_PCT);
     if jitter_pct > MAX_HEALTH_JITTER_PCT {
@@ -1122,7 +1140,7 @@ fn validate_health(cx: &Cx<'_>, h: Option<HealthFile>) -> Result<HealthConfig, C
         rise,
         fall,
         jitter_pct,
-        passive_fall: h.passive_fall.map_or(DEFAULT_PASSIVE_FALL, |s| s.into_inner()),
+        passive_fall,
     })
 }
 
