@@ -5,9 +5,12 @@
 //! errors carry the file and the key path (`backend[2].address`).
 
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
 
 /// One-line config error: `FILE:LINE:COL: message` or `FILE: key.path: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,22 +51,192 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Largest config file read: far above any real one, small enough to read whole.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// Reads and parses `path`.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+    let text = read(path)?;
     let value = parse(path, &text)?;
     Ok((value, text))
 }
 
-/// Parses `text` (read from `path`) as TOML into `T`, mapping toml's error to one line.
+/// Reads `path` as UTF-8 text: only a regular file of at most [`MAX_CONFIG_BYTES`]. It is
+/// opened with O_NONBLOCK, so a FIFO without a writer cannot block the open, and checked with
+/// fstat on the open descriptor before a byte is read (a device, FIFO, socket or directory is
+/// refused); the read itself is bounded too, in case the file grows meanwhile.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let cannot = |e: std::io::Error| ConfigError::file(path, format!("cannot read: {e}"));
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(ConfigError::file(path, format!("cannot read: {what}; a config file must be a regular file")));
+    }
+    let too_big =
+        || ConfigError::file(path, format!("cannot read: larger than the {MAX_CONFIG_BYTES}-byte (16 MiB) limit"));
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        // The valid prefix is text, so line_col works on it.
+        let at = line_col(std::str::from_utf8(ok).unwrap_or(""), ok.len());
+        ConfigError { path: path.to_path_buf(), at: Some(at), key: None, msg: "not UTF-8 text".into() }
+    })
+}
+
+/// Parses `text` (read from `path`) as TOML into `T`, mapping toml's error to one line that
+/// names the key the error is about, when there is one.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let at = e.span().map(|span| line_col(text, span.start));
+        let key = e.span().and_then(|span| Spans::of(text).key_at(span.start).map(str::to_string));
         // toml's message may span several lines (it adds a caret snippet in Display); the
         // `message()` accessor is the bare one-line reason.
         let msg = e.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
-        ConfigError { path: path.to_path_buf(), at, key: None, msg }
+        ConfigError { path: path.to_path_buf(), at, key, msg }
     })
+}
+
+/// Where each key of a TOML document is written: its dotted path (`listener[0].address`) with
+/// the byte spans of the key and of its value, as toml's own parser reports them (a document
+/// that does not parse has none).
+#[derive(Debug, Default)]
+pub struct Spans {
+    entries: Vec<Entry>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    path: String,
+    key: Range<usize>,
+    value: Range<usize>,
+}
+
+impl Spans {
+    pub fn of(text: &str) -> Spans {
+        let mut s = Spans { entries: Vec::new(), len: text.len() };
+        if let Ok(root) = toml::from_str::<Node>(text) {
+            s.walk("", root);
+        }
+        s
+    }
+
+    fn walk(&mut self, prefix: &str, node: Node) {
+        match node {
+            Node::Table(entries) => {
+                for (key, value) in entries {
+                    let path =
+                        if prefix.is_empty() { key.get_ref().clone() } else { format!("{prefix}.{}", key.get_ref()) };
+                    self.entries.push(Entry { path: path.clone(), key: key.span(), value: value.span() });
+                    self.walk(&path, value.into_inner());
+                }
+            }
+            Node::Array(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let path = format!("{prefix}[{i}]");
+                    self.entries.push(Entry { path: path.clone(), key: item.span(), value: item.span() });
+                    self.walk(&path, item.into_inner());
+                }
+            }
+            Node::Leaf => {}
+        }
+    }
+
+    /// The key whose name or value covers byte `pos`: the key whose name is there, else the
+    /// innermost value around it.
+    pub fn key_at(&self, pos: usize) -> Option<&str> {
+        let covers = |r: &Range<usize>| r.start <= pos && (pos < r.end || r.is_empty() && pos == r.start);
+        if let Some(e) = self.entries.iter().rev().find(|e| covers(&e.key) && e.key != e.value) {
+            return Some(&e.path);
+        }
+        self.entries.iter().filter(|e| covers(&e.value)).min_by_key(|e| e.value.len()).map(|e| e.path.as_str())
+    }
+
+    /// Byte span of the value of `path` (`timeouts.connect`, `backend[1].weight`), if written.
+    pub fn value_of(&self, path: &str) -> Option<Range<usize>> {
+        self.entries.iter().find(|e| e.path == path).map(|e| e.value.clone())
+    }
+
+    /// Length of the text, for errors about something missing (they point at its end).
+    pub fn end(&self) -> usize {
+        self.len
+    }
+}
+
+/// Any TOML value, keeping the spans of keys and values (toml fills `Spanned` at every level).
+enum Node {
+    Table(Vec<(Spanned<String>, Spanned<Node>)>),
+    Array(Vec<Spanned<Node>>),
+    Leaf,
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Node;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any TOML value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
+                Ok(Node::Leaf)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<Node>>()? {
+                    items.push(item);
+                }
+                Ok(Node::Array(items))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<Spanned<Node>>()?;
+                    // A datetime arrives as a one-key map with toml's private marker key.
+                    if !key.get_ref().starts_with("$__toml_private") {
+                        entries.push((key, value));
+                    }
+                }
+                Ok(Node::Table(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// 1-based line and column of byte offset `pos` in `text`.
@@ -103,6 +276,102 @@ mod tests {
         let err = parse::<Demo>(Path::new("x.toml"), "name = \"a\"\nport = \"http\"\n").unwrap_err();
         assert_eq!(err.at.map(|a| a.0), Some(2));
         assert!(!err.to_string().contains('\n'));
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Nested {
+        top: Option<u32>,
+        #[serde(default)]
+        item: Vec<Item>,
+        section: Option<Section>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        address: String,
+        weight: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Section {
+        timeout: Option<u32>,
+    }
+
+    /// Unknown-key, type and missing-key errors name the key path, at every depth.
+    #[test]
+    fn toml_errors_name_the_key_path() {
+        let cases: &[(&str, &str)] = &[
+            ("top = 1\nbogus = 2\n", "x.toml:2:1: bogus: unknown field `bogus`"),
+            ("top = \"x\"\n", "x.toml:1:7: top: invalid type: string \"x\""),
+            ("top = -1\n", "x.toml:1:7: top: invalid value: integer `-1`"),
+            ("top = 1e308\n", "x.toml:1:7: top: invalid type: floating point"),
+            ("top = nan\n", "x.toml:1:7: top: invalid type: floating point"),
+            ("[section]\ntimeout = 4294967296\n", "x.toml:2:11: section.timeout: invalid value: integer `4294967296`"),
+            ("[section]\nother = 1\n", "x.toml:2:1: section.other: unknown field `other`"),
+            (
+                "[[item]]\naddress = \"a\"\n[[item]]\naddress = \"b\"\nweight = true\n",
+                "x.toml:5:10: item[1].weight: invalid type: boolean `true`",
+            ),
+            ("[[item]]\naddress = \"a\"\n[[item]]\nname = \"b\"\n", "x.toml:4:1: item[1].name: unknown field `name`"),
+            ("section = { timeout = \"3\" }\n", "x.toml:1:23: section.timeout: invalid type: string"),
+        ];
+        for (text, want) in cases {
+            let line = parse::<Nested>(Path::new("x.toml"), text).unwrap_err().to_string();
+            assert!(line.starts_with(want), "{text:?}: got {line:?}, want {want:?}...");
+            assert!(!line.contains('\n'), "{line}");
+        }
+        // A missing required key names the table it is missing from.
+        let line = parse::<Nested>(Path::new("x.toml"), "[[item]]\nweight = 1\n").unwrap_err().to_string();
+        assert!(line.starts_with("x.toml:1:1: item") && line.contains(": missing field `address`"), "{line}");
+        // Syntax errors have no key to name, only the place.
+        let line = parse::<Nested>(Path::new("x.toml"), "top = \n").unwrap_err().to_string();
+        assert!(line.starts_with("x.toml:1:"), "{line}");
+    }
+
+    #[test]
+    fn spans_locate_values() {
+        let text = "a = 1\n[t]\nb = \"x\"\n[[arr]]\nc = 2\n[[arr]]\nc = 3\n";
+        let s = Spans::of(text);
+        let at = |k: &str| s.value_of(k).map(|r| line_col(text, r.start));
+        assert_eq!(at("a"), Some((1, 5)));
+        assert_eq!(at("t.b"), Some((3, 5)));
+        assert_eq!(at("arr[1].c"), Some((7, 5)));
+        assert_eq!(at("nope"), None);
+        assert_eq!(s.key_at(text.find("c = 3").unwrap()), Some("arr[1].c"));
+    }
+
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let dir = std::env::temp_dir().join(format!("netforge-conffile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = |p: &Path| read(p).unwrap_err().to_string();
+        assert!(
+            line(&dir).ends_with("cannot read: a directory; a config file must be a regular file"),
+            "{}",
+            line(&dir)
+        );
+        assert!(line(Path::new("/dev/zero")).contains("a character device"));
+        let fifo = dir.join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        // No writer: the open must not block, and the FIFO is refused.
+        assert!(line(&fifo).contains("a FIFO"), "{}", line(&fifo));
+        let big = dir.join("big.toml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        assert!(line(&big).contains("larger than the 16777216-byte (16 MiB) limit"), "{}", line(&big));
+        // Exactly at the limit is read (NUL bytes are valid UTF-8).
+        f.set_len(MAX_CONFIG_BYTES).unwrap();
+        assert_eq!(read(&big).map(|t| t.len() as u64).ok(), Some(MAX_CONFIG_BYTES));
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, b"a = 1\nb = \"\xff\"\n").unwrap();
+        assert_eq!(line(&bad), format!("{}:2:6: not UTF-8 text", bad.display()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

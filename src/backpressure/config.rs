@@ -420,13 +420,15 @@ impl ClientConfig {
 /// Where each value came from, so an error names the file, the environment or the flag.
 struct Origins<'a> {
     file: &'a Path,
+    /// The file's text and where each key is written in it (`None`: no file, the defaults).
+    text: Option<(&'a str, conffile::Spans)>,
     env: Vec<&'static str>,
     flags: Vec<&'static str>,
 }
 
 impl<'a> Origins<'a> {
-    fn new(file: &'a Path) -> Self {
-        Origins { file, env: Vec::new(), flags: Vec::new() }
+    fn new(file: &'a Path, text: Option<&'a str>) -> Self {
+        Origins { file, text: text.map(|t| (t, conffile::Spans::of(t))), env: Vec::new(), flags: Vec::new() }
     }
 
     fn err(&self, key: &'static str, msg: impl Into<String>) -> ConfigError {
@@ -435,8 +437,30 @@ impl<'a> Origins<'a> {
         } else if self.env.contains(&key) {
             ConfigError::key(Path::new(ENV_LABEL), "PORT", msg)
         } else {
-            ConfigError::key(self.file, key, msg)
+            let mut e = ConfigError::key(self.file, key, msg);
+            e.at = self.locate(key);
+            e
         }
+    }
+
+    /// Where `key`'s value is written; for a key left at its default whose value clashes with
+    /// another key, where that other key is written; else the end of the file, where the
+    /// missing key would go.
+    fn locate(&self, key: &'static str) -> Option<(usize, usize)> {
+        let (text, spans) = self.text.as_ref()?;
+        let related: &[&str] = match key {
+            "max_frame_size" => &["max_message_size"],
+            "max_connections" => &["max_message_size", "max_frame_size", "read_size", "http_head_max", "protocol"],
+            "duration" => &["total"],
+            "connections" => &["payload_size"],
+            "stats_interval" => &["sample_interval"],
+            _ => &[],
+        };
+        let pos = std::iter::once(key)
+            .chain(related.iter().copied())
+            .find_map(|k| spans.value_of(k))
+            .map_or(spans.end(), |r| r.start);
+        Some(conffile::line_col(text, pos))
     }
 
     /// Replaces `slot` with the flag's value, if any, and remembers that the key came from a flag.
@@ -503,27 +527,35 @@ pub fn load_server(
     port_env: Option<&str>,
 ) -> Result<ServerConfig, ConfigError> {
     match path {
-        Some(p) => server_from(conffile::load::<ServerFile>(p)?.0, p, flags, port_env),
-        None => server_from(ServerFile::default(), Path::new(DEFAULTS_LABEL), flags, port_env),
+        Some(p) => {
+            let (file, text) = conffile::load::<ServerFile>(p)?;
+            server_from(file, p, Some(&text), flags, port_env)
+        }
+        None => server_from(ServerFile::default(), Path::new(DEFAULTS_LABEL), None, flags, port_env),
     }
 }
 
 /// Loads the client config: `path` (or the defaults when `None`), then the flags.
 pub fn load_client(path: Option<&Path>, flags: &ClientOverrides) -> Result<ClientConfig, ConfigError> {
     match path {
-        Some(p) => client_from(conffile::load::<ClientFile>(p)?.0, p, flags),
-        None => client_from(ClientFile::default(), Path::new(DEFAULTS_LABEL), flags),
+        Some(p) => {
+            let (file, text) = conffile::load::<ClientFile>(p)?;
+            client_from(file, p, Some(&text), flags)
+        }
+        None => client_from(ClientFile::default(), Path::new(DEFAULTS_LABEL), None, flags),
     }
 }
 
-/// Merges and validates server settings already parsed from `path`.
+/// Merges and validates server settings already parsed from `path` (whose `text`, when given,
+/// lets errors point at line and column).
 pub fn server_from(
     mut f: ServerFile,
     path: &Path,
+    text: Option<&str>,
     flags: &ServerOverrides,
     port_env: Option<&str>,
 ) -> Result<ServerConfig, ConfigError> {
-    let mut o = Origins::new(path);
+    let mut o = Origins::new(path, text);
     o.overlay(&mut f.protocol, flags.protocol, "protocol");
     o.overlay(&mut f.listen, flags.listen.clone().map(Some), "listen");
     o.overlay(&mut f.read_size, flags.read_size, "read_size");
@@ -614,9 +646,14 @@ pub fn server_from(
     })
 }
 
-/// Merges and validates client settings already parsed from `path`.
-pub fn client_from(mut f: ClientFile, path: &Path, flags: &ClientOverrides) -> Result<ClientConfig, ConfigError> {
-    let mut o = Origins::new(path);
+/// Merges and validates client settings already parsed from `path` (see [`server_from`]).
+pub fn client_from(
+    mut f: ClientFile,
+    path: &Path,
+    text: Option<&str>,
+    flags: &ClientOverrides,
+) -> Result<ClientConfig, ConfigError> {
+    let mut o = Origins::new(path, text);
     o.overlay(&mut f.protocol, flags.protocol, "protocol");
     o.overlay(&mut f.server, flags.server.clone(), "server");
     o.overlay(&mut f.payload_size, flags.payload_size, "payload_size");
@@ -687,12 +724,12 @@ mod tests {
 
     fn server_text(text: &str) -> Result<ServerConfig, ConfigError> {
         let path = Path::new("bp-server.toml");
-        server_from(conffile::parse(path, text)?, path, &ServerOverrides::default(), None)
+        server_from(conffile::parse(path, text)?, path, Some(text), &ServerOverrides::default(), None)
     }
 
     fn client_text(text: &str) -> Result<ClientConfig, ConfigError> {
         let path = Path::new("bp-client.toml");
-        client_from(conffile::parse(path, text)?, path, &ClientOverrides::default())
+        client_from(conffile::parse(path, text)?, path, Some(text), &ClientOverrides::default())
     }
 
     fn conf(name: &str) -> std::path::PathBuf {
@@ -767,23 +804,28 @@ mod tests {
     #[test]
     fn errors_are_one_line_and_name_file_and_key() {
         let cases: &[(&str, &str)] = &[
-            ("read_size = 0\n", "bp-server.toml: read_size: 0 is out of range 1..=1048576"),
-            ("read_delay = \"2h\"\n", "bp-server.toml: read_delay: 2h0m0s is out of range 0s..=10m0s"),
-            ("listen = \"localhost:80\"\n", "bp-server.toml: listen: \"localhost:80\" is not IP:PORT"),
-            ("mss = 100\n", "bp-server.toml: mss: 100 is out of range 536..=65495"),
-            ("rcvbuf = 10\n", "bp-server.toml: rcvbuf: 10 is out of range 1024..=268435456"),
-            ("rcvbuf = \"3GiB\"\n", "bp-server.toml: rcvbuf: 3221225472 is out of range 1024..=268435456"),
+            ("read_size = 0\n", "bp-server.toml:1:13: read_size: 0 is out of range 1..=1048576"),
+            ("read_delay = \"2h\"\n", "bp-server.toml:1:14: read_delay: 2h0m0s is out of range 0s..=10m0s"),
+            ("listen = \"localhost:80\"\n", "bp-server.toml:1:10: listen: \"localhost:80\" is not IP:PORT"),
+            ("mss = 100\n", "bp-server.toml:1:7: mss: 100 is out of range 536..=65495"),
+            ("rcvbuf = 10\n", "bp-server.toml:1:10: rcvbuf: 10 is out of range 1024..=268435456"),
+            ("rcvbuf = \"3GiB\"\n", "bp-server.toml:1:10: rcvbuf: 3221225472 is out of range 1024..=268435456"),
             (
                 "max_connections = 9223372036854775807\n",
-                "bp-server.toml: max_connections: 9223372036854775807 is out of range",
+                "bp-server.toml:1:19: max_connections: 9223372036854775807 is out of range",
             ),
-            ("max_frame_size = \"2MiB\"\n", "bp-server.toml: max_frame_size: 2097152 exceeds max_message_size"),
-            ("sample_interval = \"1ms\"\n", "bp-server.toml: sample_interval: 1ms is out of range"),
-            ("http_head_max = 100\n", "bp-server.toml: http_head_max: 100 is out of range"),
-            ("max_connections = 0\n", "bp-server.toml: max_connections: 0 is out of range"),
+            ("max_frame_size = \"2MiB\"\n", "bp-server.toml:1:18: max_frame_size: 2097152 exceeds max_message_size"),
+            ("sample_interval = \"1ms\"\n", "bp-server.toml:1:19: sample_interval: 1ms is out of range"),
+            ("http_head_max = 100\n", "bp-server.toml:1:17: http_head_max: 100 is out of range"),
+            ("max_connections = 0\n", "bp-server.toml:1:19: max_connections: 0 is out of range"),
             (
                 "protocol = \"websocket\"\nmax_connections = 65536\nmax_message_size = \"64MiB\"\n",
-                "bp-server.toml: max_connections: 65536 connections",
+                "bp-server.toml:2:19: max_connections: 65536 connections",
+            ),
+            // max_connections left at its default: the error points at the key that broke the budget.
+            (
+                "protocol = \"websocket\"\nmax_message_size = \"64MiB\"\n",
+                "bp-server.toml:2:20: max_connections: 1024 connections",
             ),
         ];
         for (text, want) in cases {
@@ -792,16 +834,19 @@ mod tests {
             assert!(!line.contains('\n'), "{line}");
         }
         let cases: &[(&str, &str)] = &[
-            ("duration = 0\n", "bp-client.toml: duration: 0 with total = 0 would never end"),
-            ("server = \"nope\"\n", "bp-client.toml: server: \"nope\" is not HOST:PORT"),
-            ("server = \"::1:80\"\n", "bp-client.toml: server: \"::1:80\": write IPv6 addresses in brackets"),
-            ("payload_size = 0\n", "bp-client.toml: payload_size: 0 is out of range"),
-            ("connections = 0\n", "bp-client.toml: connections: 0 is out of range"),
-            ("path = \"ws\"\n", "bp-client.toml: path: \"ws\" must start with '/'"),
-            ("path = \"/a b\"\n", "bp-client.toml: path: \"/a b\" must start with '/'"),
-            ("stats_interval = \"50ms\"\n", "bp-client.toml: stats_interval: 50ms is out of range 100ms..=1h0m0s"),
-            ("notsent_lowat = 1\n", "bp-client.toml: notsent_lowat: 1 is out of range"),
-            ("connections = 10000\npayload_size = \"16MiB\"\n", "bp-client.toml: connections: 10000 connections"),
+            ("duration = 0\n", "bp-client.toml:1:12: duration: 0 with total = 0 would never end"),
+            ("server = \"nope\"\n", "bp-client.toml:1:10: server: \"nope\" is not HOST:PORT"),
+            ("server = \"::1:80\"\n", "bp-client.toml:1:10: server: \"::1:80\": write IPv6 addresses in brackets"),
+            ("payload_size = 0\n", "bp-client.toml:1:16: payload_size: 0 is out of range"),
+            ("connections = 0\n", "bp-client.toml:1:15: connections: 0 is out of range"),
+            ("path = \"ws\"\n", "bp-client.toml:1:8: path: \"ws\" must start with '/'"),
+            ("path = \"/a b\"\n", "bp-client.toml:1:8: path: \"/a b\" must start with '/'"),
+            ("stats_interval = \"50ms\"\n", "bp-client.toml:1:18: stats_interval: 50ms is out of range 100ms..=1h0m0s"),
+            ("notsent_lowat = 1\n", "bp-client.toml:1:17: notsent_lowat: 1 is out of range"),
+            ("connections = 10000\npayload_size = \"16MiB\"\n", "bp-client.toml:1:15: connections: 10000 connections"),
+            // A key left at its default is placed where the key it clashes with is written.
+            ("\ntotal = 0\nduration = 0\n", "bp-client.toml:3:12: duration: 0 with total = 0"),
+            ("sample_interval = \"2s\"\n", "bp-client.toml:1:19: stats_interval: 1s is out of range 2s..=1h0m0s (or 0"),
         ];
         for (text, want) in cases {
             let line = client_text(text).unwrap_err().to_string();
@@ -813,13 +858,16 @@ mod tests {
     #[test]
     fn syntax_and_type_errors_point_at_line_and_column() {
         let cases: &[(&str, &str)] = &[
-            ("read_size = 1\nbogus = 2\n", "bp-server.toml:2:1: unknown field `bogus`"),
-            ("protocol = \"udp\"\n", "bp-server.toml:1:12: unknown variant `udp`"),
-            ("read_delay = 100\n", "bp-server.toml:1:14: duration 100 needs a unit"),
-            ("read_delay = \"soon\"\n", "bp-server.toml:1:14: bad duration"),
-            ("read_size = \"1 parsec\"\n", "bp-server.toml:1:13: unknown unit"),
-            ("read_size = -1\n", "bp-server.toml:1:13: size -1 is negative"),
-            ("read_delay = \"999999999h\"\n", "bp-server.toml:1:14: duration \"999999999h\" is above the maximum"),
+            ("read_size = 1\nbogus = 2\n", "bp-server.toml:2:1: bogus: unknown field `bogus`"),
+            ("protocol = \"udp\"\n", "bp-server.toml:1:12: protocol: unknown variant `udp`"),
+            ("read_delay = 100\n", "bp-server.toml:1:14: read_delay: duration 100 needs a unit"),
+            ("read_delay = \"soon\"\n", "bp-server.toml:1:14: read_delay: bad duration"),
+            ("read_size = \"1 parsec\"\n", "bp-server.toml:1:13: read_size: unknown unit"),
+            ("read_size = -1\n", "bp-server.toml:1:13: read_size: size -1 is negative"),
+            (
+                "read_delay = \"999999999h\"\n",
+                "bp-server.toml:1:14: read_delay: duration \"999999999h\" is above the maximum",
+            ),
         ];
         for (text, want) in cases {
             let line = server_text(text).unwrap_err().to_string();
@@ -869,11 +917,11 @@ mod tests {
             ("flag and file, PORT", &keyed, &flag, Some("9090"), "127.0.0.1:7002"),
         ];
         for (name, file, flags, port, want) in cases {
-            let s = server_from((*file).clone(), path, flags, *port).unwrap();
+            let s = server_from((*file).clone(), path, None, flags, *port).unwrap();
             assert_eq!(s.listen, want.parse().unwrap(), "{name}");
         }
         assert_eq!(load_server(None, &none, Some("8080")).unwrap().listen, "0.0.0.0:8080".parse().unwrap());
-        let err = server_from(ServerFile::default(), Path::new(DEFAULTS_LABEL), &none, Some("0")).unwrap_err();
+        let err = server_from(ServerFile::default(), Path::new(DEFAULTS_LABEL), None, &none, Some("0")).unwrap_err();
         assert_eq!(err.to_string(), "environment: PORT: \"0\" is not a TCP port (1-65535)");
     }
 
@@ -883,7 +931,7 @@ mod tests {
         let file: ServerFile = conffile::parse(path, "listen = \"127.0.0.1:7000\"\nread_size = 2048\n").unwrap();
         let none = ServerOverrides::default();
         // PORT replaces the file's port.
-        let s = server_from(file.clone(), path, &none, Some("7001")).unwrap();
+        let s = server_from(file.clone(), path, None, &none, Some("7001")).unwrap();
         assert_eq!(s.listen, "127.0.0.1:7001".parse().unwrap());
         assert_eq!(s.read_size, 2048);
         // Flags beat both.
@@ -893,24 +941,27 @@ mod tests {
             read_delay: Some(Duration::from_millis(5)),
             ..Default::default()
         };
-        let s = server_from(file.clone(), path, &flags, Some("7001")).unwrap();
+        let s = server_from(file.clone(), path, None, &flags, Some("7001")).unwrap();
         assert_eq!(s.listen, "127.0.0.1:7002".parse().unwrap());
         assert_eq!((s.read_size, s.read_delay), (512, Duration::from_millis(5)));
         // Errors name their source.
-        let err = server_from(file.clone(), path, &none, Some("x")).unwrap_err();
+        let err = server_from(file.clone(), path, None, &none, Some("x")).unwrap_err();
         assert_eq!(err.to_string(), "environment: PORT: \"x\" is not a TCP port (1-65535)");
         let bad = ServerOverrides { read_size: Some(0), ..Default::default() };
-        let err = server_from(file, path, &bad, None).unwrap_err();
+        let err = server_from(file, path, None, &bad, None).unwrap_err();
         assert_eq!(err.to_string(), "command line: --read-size: 0 is out of range 1..=1048576");
 
         let cfile: ClientFile = conffile::parse(path, "rate = 5\nserver = \"example.com:80\"\n").unwrap();
         let flags =
             ClientOverrides { rate: Some(9), sndbuf: Some(4096), path: Some("/x".into()), ..Default::default() };
-        let c = client_from(cfile.clone(), path, &flags).unwrap();
+        let c = client_from(cfile.clone(), path, None, &flags).unwrap();
         assert_eq!((c.rate, c.sndbuf, c.path.as_str()), (9, Some(4096), "/x"));
         assert_eq!(c.server.authority(), "example.com:80");
         let bad = ClientOverrides { total: Some(0), duration: Some(Duration::ZERO), ..Default::default() };
-        assert!(client_from(cfile, path, &bad).unwrap_err().to_string().starts_with("command line: --duration: "));
+        assert!(client_from(cfile, path, None, &bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("command line: --duration: "));
     }
 
     #[test]

@@ -706,8 +706,15 @@ struct Cx<'a> {
 impl Cx<'_> {
     fn err(&self, key: impl Into<String>, span: Option<Range<usize>>, msg: impl Into<String>) -> ConfigError {
         let msg: String = msg.into();
+        let key: String = key.into();
+        // Without a span (a table that is missing, a key left at its default): where the key is
+        // written after all, else the end of the file, where the missing table would go.
+        let pos = span.map(|s| s.start).unwrap_or_else(|| {
+            let spans = conffile::Spans::of(self.text);
+            spans.value_of(&key).map_or(spans.end(), |r| r.start)
+        });
         let mut e = ConfigError::key(self.path, key, msg.replace(['\n', '\r'], " "));
-        e.at = span.map(|s| conffile::line_col(self.text, s.start));
+        e.at = Some(conffile::line_col(self.text, pos));
         e
     }
 }
@@ -1287,6 +1294,35 @@ mod tests {
             (post("wieght = 2"), &["wieght"], Some(6)),
             (post("[groups.default]\nalgo = \"rr\""), &["algo"], Some(7)),
             (format!("{listener}port = 4000\n{backend}"), &["port"], Some(3)),
+            // Unknown keys and wrong types name the key path.
+            (pre("[timeouts]\nconect = \"3s\""), &["bad.toml:2:1: timeouts.conect: unknown field"], Some(2)),
+            (post("wieght = 2"), &["backend[0].wieght: unknown field"], Some(6)),
+            (pre("threads = \"four\""), &[":1:11: threads: invalid type: string"], Some(1)),
+            (pre("max_connections = 1e308"), &["max_connections: invalid type: floating point"], Some(1)),
+            (pre("retries = nan"), &["retries: invalid type: floating point"], Some(1)),
+            (pre("[health]\nrise = 18446744073709551615"), &[], Some(2)),
+            // Every numeric key has a range.
+            (pre("threads = 1025"), &["threads: 1025 is above the maximum 1024"], Some(1)),
+            (
+                pre("max_connections = 9223372036854775807"),
+                &["max_connections: 9223372036854775807 is out of range 1..=16777216"],
+                Some(1),
+            ),
+            (pre("retries = 4294967295"), &["retries: 4294967295 is out of range 0..=100"], Some(1)),
+            (pre("[health]\nrise = 1001"), &["health.rise: 1001 is out of range 1..=1000"], Some(2)),
+            (
+                pre("[health]\npassive_fall = 4294967295"),
+                &["health.passive_fall: 4294967295 is out of range 0..=1000"],
+                Some(2),
+            ),
+            (
+                pre("[timeouts]\nconnect = \"999999999h\""),
+                &["timeouts.connect: duration \"999999999h\" is above the maximum 8760h"],
+                Some(2),
+            ),
+            (pre("drain_timeout = \"1e308s\""), &["drain_timeout: unknown unit"], Some(1)),
+            // A missing table points at the end of the file, where it would go.
+            (listener.to_string(), &["bad.toml:3:1: backend: no [[backend]] table"], Some(3)),
             // TOML syntax and types.
             (pre("threads = "), &[], Some(1)),
             (pre("threads = \"four\""), &[], Some(1)),
