@@ -14,7 +14,7 @@ use crate::goon::GoonConfig;
 use crate::net::tune::SockBufs;
 use crate::serve::{Mode, ServeConfig};
 use crate::units::{self, parse_bytes, parse_duration, parse_int, parse_sockbuf, parse_threads};
-use crate::units::{CONNS_MAX, MAX_DURATION_MS, MAX_DURATION_SECS};
+use crate::units::{CONNS_MAX, MAX_DURATION_MS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,14 +60,14 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "ALGO")]
     pub lb: Option<String>,
     /// Backend connect timeout, e.g. 3s; above 0, at most 8760h (quick start) [default: 3s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
     /// Reactor threads, 0..=1024, 0 = one per core (overrides `threads` in the file)
     /// [default: 0].
-    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Admin (/metrics) address, overriding the file's; "" disables it.
     #[arg(long)]
@@ -90,23 +90,23 @@ pub struct GoonArgs {
     /// Target TCP port (1-65535).
     pub port: Option<String>,
     /// Number of connections you want to open, 1..=16777216.
-    #[arg(short = 'c', long, value_name = "N", default_value_t = 100,
+    #[arg(short = 'c', long, value_name = "N", allow_hyphen_values = true, default_value_t = 100,
           value_parser = |s: &str| parse_int(s, 1, CONNS_MAX))]
     pub connections: u64,
     /// Time you want to sleep between connections, in ms, 0..=31536000000 (365 days)
     /// [default: 10].
-    #[arg(short = 's', long, value_name = "MS", conflicts_with = "rate",
+    #[arg(short = 's', long, value_name = "MS", allow_hyphen_values = true, conflicts_with = "rate",
           value_parser = |s: &str| parse_int(s, 0, MAX_DURATION_MS))]
     pub sleep: Option<u64>,
     /// Connection dialing timeout, in ms, 1..=31536000000 (365 days).
-    #[arg(short = 't', long = "dial-timeout", value_name = "MS", default_value_t = 5000,
+    #[arg(short = 't', long = "dial-timeout", value_name = "MS", allow_hyphen_values = true, default_value_t = 5000,
           value_parser = |s: &str| parse_int(s, 1, MAX_DURATION_MS))]
     pub dial_timeout: u64,
-    /// Interval, in seconds, between stats updates, 0..=31536000 (365 days); 0 = no periodic
-    /// lines, only the final report.
-    #[arg(short = 'i', long, value_name = "SECONDS", default_value_t = 1,
-          value_parser = |s: &str| parse_int(s, 0, MAX_DURATION_SECS))]
-    pub interval: u64,
+    /// Time between stats updates: whole seconds or a duration (500ms), at most 365 days;
+    /// 0 = no status lines, only the final report (the same in every role).
+    #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
+          value_parser = units::parse_interval)]
+    pub interval: Duration,
     /// Print debugging information to the standard error.
     #[arg(short = 'd', long)]
     pub debug: bool,
@@ -115,10 +115,10 @@ pub struct GoonArgs {
     pub assume_yes: bool,
     /// Keep established connections open this long after the last dial (e.g. 30s, 2m; at most
     /// 8760h); ends early if the peer has closed them all.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration, default_value = "0")]
     pub hold: Duration,
     /// Dial at this many connections per second instead of --sleep, 0.001..=10000000.
-    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    #[arg(long, value_name = "PER_SECOND", allow_hyphen_values = true, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Source address(es) to dial from, repeatable: an IP, a CIDR (127.0.1.0/24) or a range
     /// (127.0.0.2-127.0.0.9). Each adds a full ephemeral port range per target.
@@ -131,19 +131,19 @@ pub struct GoonArgs {
     #[arg(long)]
     pub linger_rst: bool,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
-    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// SO_SNDBUF for every socket (e.g. 4KiB): 1KiB..=256MiB, or 0 for the kernel's default
     /// [default: 0].
-    #[arg(long, value_name = "SIZE", value_parser = parse_sockbuf)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
     pub sndbuf: Option<u64>,
     /// SO_RCVBUF for every socket (e.g. 4KiB), set before connect: 1KiB..=256MiB, or 0 for the
     /// kernel's default [default: 0].
-    #[arg(long, value_name = "SIZE", value_parser = parse_sockbuf)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
     pub rcvbuf: Option<u64>,
     /// Kernel socket-buffer budget for the whole run (e.g. 512MiB), 1MiB..=1TiB, split over
     /// the sockets where --sndbuf/--rcvbuf are not given (each gets 4KiB..=256MiB).
-    #[arg(long = "socket-mem", value_name = "SIZE", value_parser = parse_socket_mem)]
+    #[arg(long = "socket-mem", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_socket_mem)]
     pub socket_mem: Option<u64>,
 }
 
@@ -157,22 +157,22 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Mode::Hold)]
     pub mode: Mode,
     /// Most connections held at once, 1..=16777216 (split evenly over the reactors).
-    #[arg(long = "max-conns", value_name = "N", default_value_t = crate::serve::DEFAULT_MAX_CONNS,
+    #[arg(long = "max-conns", value_name = "N", allow_hyphen_values = true, default_value_t = crate::serve::DEFAULT_MAX_CONNS,
           value_parser = |s: &str| parse_int(s, 1, CONNS_MAX).map(|n| n as usize))]
     pub max_conns: usize,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
-    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
-    /// Seconds between stats lines, 0..=31536000 (365 days); 0 = no periodic lines, only the
-    /// final report.
-    #[arg(short = 'i', long, value_name = "SECONDS", default_value_t = 1,
-          value_parser = |s: &str| parse_int(s, 0, MAX_DURATION_SECS))]
-    pub interval: u64,
+    /// Time between stats lines: whole seconds or a duration (500ms), at most 365 days;
+    /// 0 = no status lines, only the final report (the same in every role).
+    #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
+          value_parser = units::parse_interval)]
+    pub interval: Duration,
     /// SO_SNDBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
-    #[arg(long, value_name = "SIZE", value_parser = parse_sockbuf)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
     pub sndbuf: Option<u64>,
     /// SO_RCVBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
-    #[arg(long, value_name = "SIZE", value_parser = parse_sockbuf)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
     pub rcvbuf: Option<u64>,
 }
 
@@ -241,7 +241,8 @@ pub fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
     let connections = check("--connections", a.connections, 1, CONNS_MAX)?;
     let sleep = check("--sleep", a.sleep.unwrap_or(10), 0, MAX_DURATION_MS)?;
     let dial_timeout = check("--dial-timeout", a.dial_timeout, 1, MAX_DURATION_MS)?;
-    let interval = check("--interval", a.interval, 0, MAX_DURATION_SECS)?;
+    let interval = units::duration_in(a.interval, Duration::ZERO, units::MAX_DURATION)
+        .map_err(|e| usage(format!("invalid value for '--interval': {e}")))?;
     if let Some(r) = a.rate {
         parse_rate(&r.to_string()).map_err(|e| usage(format!("invalid value '{r}' for '--rate': {e}")))?;
     }
@@ -275,7 +276,7 @@ pub fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
         sleep: Duration::from_millis(sleep),
         rate: a.rate,
         dial_timeout: Duration::from_millis(dial_timeout),
-        interval: Duration::from_secs(interval),
+        interval,
         hold: a.hold,
         sources,
         linger_rst: a.linger_rst,
@@ -294,7 +295,8 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
     let bad = |flag: &str, v: u64, e: String| usage(format!("invalid value '{v}' for '{flag}': {e}"));
     let max_conns =
         units::in_range(a.max_conns as u64, 1, CONNS_MAX).map_err(|e| bad("--max-conns", a.max_conns as u64, e))?;
-    let interval = units::in_range(a.interval, 0, MAX_DURATION_SECS).map_err(|e| bad("--interval", a.interval, e))?;
+    let interval = units::duration_in(a.interval, Duration::ZERO, units::MAX_DURATION)
+        .map_err(|e| usage(format!("invalid value for '--interval': {e}")))?;
     let sockbuf = |flag: &str, v: Option<u64>| match v {
         None => Ok(None),
         Some(v) => units::sockbuf(v).map(|b| b.map(|b| b as usize)).map_err(|e| bad(flag, v, e)),
@@ -304,10 +306,13 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
         mode: a.mode,
         max_conns: max_conns as usize,
         threads: threads(a.threads),
-        interval: Duration::from_secs(interval),
+        interval,
         bufs: SockBufs { sndbuf: sockbuf("--sndbuf", a.sndbuf)?, rcvbuf: sockbuf("--rcvbuf", a.rcvbuf)? },
     })
 }
+
+/// `proxy --laddr` when the quick start does not give one.
+pub const DEFAULT_LADDR: &str = "127.0.0.1:4000";
 
 /// Builds the proxy config from `--conf` or the quick-start flags, then applies `--admin`.
 pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, Error> {
@@ -319,8 +324,8 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
                 return Err(usage("proxy: give --conf FILE, or backends to forward to (e.g. 127.0.0.1:8001)".into()));
             }
             config::from_flags(
-                a.laddr.as_deref().unwrap_or("127.0.0.1:4000"),
-                a.lb.as_deref().unwrap_or("p2c"),
+                a.laddr.as_deref().unwrap_or(DEFAULT_LADDR),
+                a.lb.as_deref().unwrap_or(config::DEFAULT_BALANCE.as_str()),
                 a.timeout.unwrap_or(config::DEFAULT_CONNECT_TIMEOUT),
                 &a.backends,
             )
@@ -416,7 +421,7 @@ pub fn confirm(cfg: &GoonConfig) -> Result<bool, Error> {
         "****************************** WARNING ******************************\n\
          * You are going to run a TCP stress check with these arguments:\n\
          \t- Target: {} ({})\n\t- TCP Port: {}\n\t- # of concurrent connections: {}\n\
-         \t- Connections interval: {}\n\t- Dial timeout: {} ms\n\t- Stats interval: {} s\n\
+         \t- Connections interval: {}\n\t- Dial timeout: {} ms\n\t- Stats interval: {}\n\
          *********************************************************************\n\
          Do you want to continue? (y/N): ",
         cfg.host,
@@ -428,7 +433,10 @@ pub fn confirm(cfg: &GoonConfig) -> Result<bool, Error> {
             None => format!("{} ms", cfg.sleep.as_millis()),
         },
         cfg.dial_timeout.as_millis(),
-        cfg.interval.as_secs()
+        match cfg.interval {
+            Duration::ZERO => "none (0)".to_string(),
+            d => units::go_duration(d),
+        }
     );
     let _ = err.flush();
     let mut line = String::new();
@@ -456,6 +464,31 @@ mod tests {
         for bad in ["0", "70000", "-1", "http", ""] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Every option of `bp server` and `bp client` says what it does and its default; the
+    /// proxy's quick-start flags show the defaults the code applies.
+    #[test]
+    fn help_shows_descriptions_and_defaults() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        let bp = cli.find_subcommand("bp").unwrap();
+        for name in ["server", "client"] {
+            let sub = bp.find_subcommand(name).unwrap();
+            for arg in sub.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(help.len() > 10, "bp {name} --{}: no description", arg.get_id());
+                assert!(help.contains("[default: "), "bp {name} --{}: no default in {help:?}", arg.get_id());
+            }
+        }
+        let proxy = cli.find_subcommand("proxy").unwrap();
+        let help = |id: &str| proxy.get_arguments().find(|a| a.get_id() == id).unwrap().get_help().unwrap().to_string();
+        use crate::proxy::config::{DEFAULT_BALANCE, DEFAULT_CONNECT_TIMEOUT};
+        assert!(help("laddr").contains(&format!("[default: {DEFAULT_LADDR}]")), "{}", help("laddr"));
+        assert!(help("lb").contains(&format!("[default: {}]", DEFAULT_BALANCE.as_str())), "{}", help("lb"));
+        let t = crate::units::go_duration(DEFAULT_CONNECT_TIMEOUT);
+        assert!(help("timeout").contains(&format!("[default: {t}]")), "{}", help("timeout"));
     }
 
     #[test]
@@ -501,39 +534,39 @@ pub struct BpServerArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<String>,
     /// Bytes per read, 1..=1MiB [default: 1KiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub read_size: Option<u64>,
     /// Wait between reads, 0..=10m; 0 = read as fast as data comes [default: 100ms].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
     pub read_delay: Option<Duration>,
     /// SO_RCVBUF of the listener, inherited by accepted sockets: 1KiB..=256MiB, or 0 for the
     /// kernel's default (autotuning) [default: 64KiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub rcvbuf: Option<u64>,
     /// TCP_MAXSEG of accepted sockets, 536..=65495 [default: the kernel's].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub mss: Option<u32>,
     /// How often each connection's socket is sampled for the dashboard, 10ms..=1h
     /// [default: 100ms].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
     pub sample_interval: Option<Duration>,
     /// Most connections (lab and dashboard) at once, 1..=65536 [default: 1024].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_connections: Option<u64>,
     /// Largest WebSocket message accepted, 1KiB..=64MiB [default: 1MiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub max_message_size: Option<u64>,
     /// Largest WebSocket frame accepted, 1KiB..=max-message-size [default: 256KiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub max_frame_size: Option<u64>,
     /// Largest HTTP request head (pages and WebSocket upgrades), 1KiB..=64KiB [default: 8KiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub http_head_max: Option<u64>,
     /// Time a client has to send its whole HTTP request head, 100ms..=1m [default: 5s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
     pub http_head_timeout: Option<Duration>,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
-    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
 }
 
@@ -552,37 +585,37 @@ pub struct BpClientArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub server: Option<String>,
     /// Bytes per payload (one write; one WebSocket message), 1..=16MiB [default: 16KiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub payload_size: Option<u64>,
     /// Payloads per second per connection, 0..=1000000; 0 = as fast as the socket takes them
     /// [default: 128].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub rate: Option<u64>,
     /// Payloads per connection; 0 = unlimited, the duration ends the run [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub total: Option<u64>,
     /// Length of the run, 0..=24h; 0 = until --total payloads are sent [default: 5s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Connections pushing in parallel, 1..=10000 [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub connections: Option<u64>,
     /// SO_SNDBUF of each connection: 1KiB..=256MiB, or 0 for the kernel's default
     /// (autotuning) [default: 0].
-    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub sndbuf: Option<u64>,
     /// TCP_NOTSENT_LOWAT of each connection, 1KiB..=256MiB [default: unset, the kernel's].
-    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
     pub notsent_lowat: Option<u64>,
     /// TCP_MAXSEG of each connection, 536..=65495 [default: the kernel's].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub mss: Option<u32>,
     /// How often each socket is sampled (TCP_INFO, queues), 10ms..=1h [default: 100ms].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
     pub sample_interval: Option<Duration>,
-    /// Time between status lines: 0, or sample-interval..=1h; 0 = no periodic lines, only the
-    /// final report [default: 1s].
-    #[arg(short = 'i', long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Time between status lines: whole seconds or a duration, sample-interval..=1h; 0 = no
+    /// status lines, only the final report (the same in every role) [default: 1s].
+    #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = units::parse_interval)]
     pub stats_interval: Option<Duration>,
     /// WebSocket request path [default: /ws].
     #[arg(long, value_name = "PATH")]

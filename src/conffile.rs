@@ -111,7 +111,9 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let at = e.span().map(|span| line_col(text, span.start));
-        let key = e.span().and_then(|span| Spans::of(text).key_at(span.start).map(str::to_string));
+        let key = e.span().and_then(|span| {
+            Spans::of(text).key_at(span.start).map(str::to_string).or_else(|| key_by_scan(text, span.start))
+        });
         // toml's message may span several lines (it adds a caret snippet in Display); the
         // `message()` accessor is the bare one-line reason.
         let msg = e.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
@@ -184,6 +186,54 @@ impl Spans {
     pub fn end(&self) -> usize {
         self.len
     }
+}
+
+/// The key path of the `key = value` line holding byte `pos`, found by reading the text: for
+/// a document toml cannot parse (a number too large, a bad escape), where no spans exist.
+/// Handles `[table]` and `[[array]]` headers (counting the array's entries) and dotted keys;
+/// `None` for a line that is no `key = value`, such as a broken header.
+fn key_by_scan(text: &str, pos: usize) -> Option<String> {
+    let pos = pos.min(text.len());
+    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let bare =
+        |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let (key, _) = line.split_once('=')?;
+    let key: String = key.split('.').map(str::trim).collect::<Vec<_>>().join(".");
+    if !bare(&key) {
+        return None;
+    }
+    // The last header above the line, and for an array of tables how many came before it.
+    let mut table: Option<String> = None;
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for l in text[..line_start].lines().map(str::trim) {
+        let (name, array) = if let Some(n) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            (n.0.trim().to_string(), true)
+        } else if let Some(n) = l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            (n.0.trim().to_string(), false)
+        } else {
+            continue;
+        };
+        if array {
+            let n = match seen.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    seen.push((name.clone(), 0));
+                    0
+                }
+            };
+            table = Some(format!("{name}[{n}]"));
+        } else {
+            table = Some(name);
+        }
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key,
+    })
 }
 
 /// Any TOML value, keeping the spans of keys and values (toml fills `Spanned` at every level).
@@ -329,6 +379,12 @@ mod tests {
         // A missing required key names the table it is missing from.
         let line = parse::<Nested>(Path::new("x.toml"), "[[item]]\nweight = 1\n").unwrap_err().to_string();
         assert!(line.starts_with("x.toml:1:1: item") && line.contains(": missing field `address`"), "{line}");
+        // A value toml cannot even parse still names its key, found by reading the text.
+        let text = "[[item]]\naddress = \"a\"\n[[item]]\naddress = \"b\"\nweight = 18446744073709551615\n";
+        let line = parse::<Nested>(Path::new("x.toml"), text).unwrap_err().to_string();
+        assert!(line.starts_with("x.toml:5:10: item[1].weight: "), "{line}");
+        let line = parse::<Nested>(Path::new("x.toml"), "[section]\ntimeout = 99999999999999999999\n").unwrap_err();
+        assert!(line.to_string().starts_with("x.toml:2:11: section.timeout: "), "{line}");
         // Syntax errors have no key to name, only the place.
         let line = parse::<Nested>(Path::new("x.toml"), "top = \n").unwrap_err().to_string();
         assert!(line.starts_with("x.toml:1:"), "{line}");

@@ -36,7 +36,13 @@ fn main() -> ExitCode {
     match netforge::app::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if matches!(e, netforge::error::Error::Usage(_)) {
+            use netforge::backpressure::config::FLAGS_LABEL;
+            let flag = match &e {
+                netforge::error::Error::Usage(_) => true,
+                netforge::error::Error::Config(c) => c.path == std::path::Path::new(FLAGS_LABEL),
+                _ => false,
+            };
+            if flag {
                 eprintln!("netforge: {e}; {usage} (see --help)");
             } else {
                 eprintln!("netforge: {e}");

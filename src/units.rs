@@ -47,6 +47,16 @@ pub fn duration_in(v: Duration, min: Duration, max: Duration) -> Result<Duration
     }
 }
 
+/// `-i` in every role: the time between status lines, as whole seconds (`1`, tcpgoon's form)
+/// or a duration (`500ms`, `1m`), at most [`MAX_DURATION`]; `0` means no periodic lines.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_int(t, 0, MAX_DURATION_SECS).map(Duration::from_secs).map_err(|e| format!("{e} seconds"));
+    }
+    parse_duration(t)
+}
+
 /// A decimal integer within `min..=max` (no sign, no unit), for flags that take a count.
 pub fn parse_int(s: &str, min: u64, max: u64) -> Result<u64, String> {
     let t = s.trim();
@@ -229,6 +239,17 @@ mod tests {
         }
         assert!(parse_sockbuf("4GiB").is_err());
         assert!(duration_in(Duration::from_secs(2), Duration::ZERO, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn intervals_are_seconds_or_durations() {
+        assert_eq!(parse_interval("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_interval("31536000"), Ok(MAX_DURATION));
+        for bad in ["-1", "31536001", "18446744073709551615", "9223372036854775807", "1e-300", "NaN", "999999999h"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -109,7 +109,8 @@ pub const CLIENT_WS_MAX_INCOMING: usize = 64 << 10;
 /// Label used in errors when no config file was given.
 pub const DEFAULTS_LABEL: &str = "(defaults)";
 const ENV_LABEL: &str = "environment";
-const FLAGS_LABEL: &str = "command line";
+/// Label used in errors about a command-line flag (`command line: --read-size: ...`).
+pub const FLAGS_LABEL: &str = "command line";
 
 /// Wire protocol of the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -432,6 +433,18 @@ impl<'a> Origins<'a> {
     }
 
     fn err(&self, key: &'static str, msg: impl Into<String>) -> ConfigError {
+        let given = |k: &str| self.flags.iter().chain(&self.env).any(|g| *g == k);
+        let in_file = |k: &str| self.text.as_ref().is_some_and(|(_, spans)| spans.value_of(k).is_some());
+        // A key left at its default that clashes with a flag: the flag is what to change.
+        if !given(key) && !in_file(key) {
+            if let Some(r) = related(key).iter().copied().find(|r| given(r)) {
+                return self.err_from(r, format!("{key}: {}", msg.into()));
+            }
+        }
+        self.err_from(key, msg)
+    }
+
+    fn err_from(&self, key: &'static str, msg: impl Into<String>) -> ConfigError {
         if self.flags.contains(&key) {
             ConfigError::key(Path::new(FLAGS_LABEL), format!("--{}", key.replace('_', "-")), msg)
         } else if self.env.contains(&key) {
@@ -448,16 +461,8 @@ impl<'a> Origins<'a> {
     /// missing key would go.
     fn locate(&self, key: &'static str) -> Option<(usize, usize)> {
         let (text, spans) = self.text.as_ref()?;
-        let related: &[&str] = match key {
-            "max_frame_size" => &["max_message_size"],
-            "max_connections" => &["max_message_size", "max_frame_size", "read_size", "http_head_max", "protocol"],
-            "duration" => &["total"],
-            "connections" => &["payload_size"],
-            "stats_interval" => &["sample_interval"],
-            _ => &[],
-        };
         let pos = std::iter::once(key)
-            .chain(related.iter().copied())
+            .chain(related(key).iter().copied())
             .find_map(|k| spans.value_of(k))
             .map_or(spans.end(), |r| r.start);
         Some(conffile::line_col(text, pos))
@@ -505,6 +510,19 @@ impl<'a> Origins<'a> {
     fn lowat(&self, key: &'static str, v: Option<ByteSize>) -> Result<Option<u32>, ConfigError> {
         // SOCKBUF_MAX < u32::MAX, so the narrowing below never truncates.
         v.map(|b| self.range(key, b.0, SOCKBUF_MIN, SOCKBUF_MAX).map(|b| b as u32)).transpose()
+    }
+}
+
+/// Keys whose check also depends on other keys: where a key left at its default fails because
+/// of them, the error points at them.
+fn related(key: &str) -> &'static [&'static str] {
+    match key {
+        "max_frame_size" => &["max_message_size"],
+        "max_connections" => &["max_message_size", "max_frame_size", "read_size", "http_head_max", "protocol"],
+        "duration" => &["total"],
+        "connections" => &["payload_size"],
+        "stats_interval" => &["sample_interval"],
+        _ => &[],
     }
 }
 
@@ -950,6 +968,10 @@ mod tests {
         let bad = ServerOverrides { read_size: Some(0), ..Default::default() };
         let err = server_from(file, path, None, &bad, None).unwrap_err();
         assert_eq!(err.to_string(), "command line: --read-size: 0 is out of range 1..=1048576");
+        // A default that clashes with a flag names the flag.
+        let small = ServerOverrides { max_message_size: Some(1024), ..Default::default() };
+        let err = load_server(None, &small, None).unwrap_err().to_string();
+        assert!(err.starts_with("command line: --max-message-size: max_frame_size: 262144 exceeds"), "{err}");
 
         let cfile: ClientFile = conffile::parse(path, "rate = 5\nserver = \"example.com:80\"\n").unwrap();
         let flags =

@@ -168,8 +168,11 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     drop(tx);
 
     let total = cfg.connections;
-    let _ = writeln!(out, "{}", status_line(total, &Counts::default(), total));
-    let _ = out.flush();
+    // tcpgoon's first status line, before any dial; `-i 0` prints no status lines at all.
+    if !cfg.interval.is_zero() {
+        let _ = writeln!(out, "{}", status_line(total, &Counts::default(), total));
+        let _ = out.flush();
+    }
     let pool = Pool::spawn("goon", handlers, TICK)?;
 
     let mut per: Vec<Counts> = vec![Counts::default(); threads];

@@ -2,6 +2,7 @@
 
 mod bp;
 mod goon;
+mod limits;
 mod proxy;
 mod serve;
 mod util;
