@@ -70,7 +70,7 @@ pub fn parse_int(s: &str, min: u64, max: u64) -> Result<u64, String> {
 
 /// `--threads` in every role: 0 (one per core) to [`THREADS_MAX`].
 pub fn parse_threads(s: &str) -> Result<usize, String> {
-    parse_int(s, 0, THREADS_MAX).map(|n| n as usize)
+    parse_int(s, 0, THREADS_MAX).map(|n| n as usize).map_err(|e| format!("{e} (0 = one per core)"))
 }
 
 /// A socket-buffer size (`SO_SNDBUF`, `SO_RCVBUF`): 0 (the kernel's default, nothing set) or

@@ -33,7 +33,7 @@ use crate::units;
 /// Reactor threads; 0 = one per core (`available_parallelism()`).
 pub const DEFAULT_THREADS: usize = 0;
 /// Upper bound on `threads`.
-pub const MAX_THREADS: usize = 1024;
+pub const MAX_THREADS: usize = crate::units::THREADS_MAX as usize;
 /// Global cap on client sessions (and default per-listener cap).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Global default algorithm, used by groups without a `[groups.NAME] balance`.
@@ -828,9 +828,9 @@ fn nonzero_duration(
 fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<ProxyConfig, ConfigError> {
     let (threads, span) = split(file.threads);
     let threads = threads.unwrap_or(DEFAULT_THREADS);
-    if threads > MAX_THREADS {
-        let msg = format!("{threads} is above the maximum {MAX_THREADS} (use 0 for one per core)");
-        return Err(cx.err("threads", span, msg));
+    // The same range, and the same words, as --threads.
+    if let Err(e) = units::in_range(threads, 0, MAX_THREADS) {
+        return Err(cx.err("threads", span, format!("{e} (0 = one per core)")));
     }
 
     let cpu_affinity = cpu_affinity_key(cx, file.cpu_affinity)?;
@@ -1302,7 +1302,7 @@ mod tests {
             (pre("retries = nan"), &["retries: invalid type: floating point"], Some(1)),
             (pre("[health]\nrise = 18446744073709551615"), &[], Some(2)),
             // Every numeric key has a range.
-            (pre("threads = 1025"), &["threads: 1025 is above the maximum 1024"], Some(1)),
+            (pre("threads = 1025"), &["threads: 1025 is out of range 0..=1024 (0 = one per core)"], Some(1)),
             (
                 pre("max_connections = 9223372036854775807"),
                 &["max_connections: 9223372036854775807 is out of range 1..=16777216"],
