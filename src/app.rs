@@ -88,7 +88,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
             let stdout = std::io::stdout();
-            crate::backpressure::server::run(&cfg, threads, &signals, &mut stdout.lock())?;
+            let key = crate::cli::bp_listen_key(&args);
+            crate::backpressure::server::run(&cfg, &key, threads, &signals, &mut stdout.lock())?;
             Ok(0)
         }
         Cmd::Bp(BpCmd::Client(args)) => {

@@ -73,6 +73,11 @@ pub struct ProxyArgs {
     /// has (e.g. cubic), or "system" for its default.
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<String>,
+    /// Share the listener addresses with other processes listening on them with SO_REUSEPORT
+    /// (the kernel spreads new connections over all of them), like reuse_port = true in the
+    /// file. Without it, an address another process listens on is refused.
+    #[arg(long)]
+    pub reuse_port: bool,
     /// Backends, host:port (quick start).
     #[arg(value_name = "BACKEND")]
     pub backends: Vec<String>,
@@ -157,6 +162,11 @@ pub struct ServeArgs {
     /// SO_RCVBUF for accepted sockets.
     #[arg(long, value_parser = parse_bytes)]
     pub rcvbuf: Option<u64>,
+    /// Share the --listen address with other processes listening on it with SO_REUSEPORT (the
+    /// kernel spreads new connections over all of them). Without it, an address another
+    /// process listens on is refused.
+    #[arg(long)]
+    pub reuse_port: bool,
 }
 
 /// Reactor threads: the flag, else one per core.
@@ -263,6 +273,7 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
         threads: threads(a.threads),
         interval: Duration::from_secs(a.interval),
         bufs: SockBufs { sndbuf: a.sndbuf.map(|v| v as usize), rcvbuf: a.rcvbuf.map(|v| v as usize) },
+        reuse_port: a.reuse_port,
     })
 }
 
@@ -284,7 +295,7 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
             .map_err(usage)?
         }
     };
-    let mut o = config::Overrides { threads: a.threads, ..config::Overrides::default() };
+    let mut o = config::Overrides { threads: a.threads, reuse_port: a.reuse_port, ..config::Overrides::default() };
     if let Some(admin) = &a.admin {
         o.admin = Some(if admin.trim().is_empty() {
             None
@@ -299,6 +310,20 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
         });
     }
     cfg.apply_overrides(o);
+    // The file's own check (`listener[0].address: ... is also the admin address`), for an
+    // address set by --admin or --laddr.
+    if let Some(admin) = cfg.admin {
+        if let Some((i, l)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.address == admin && admin.port() != 0) {
+            return Err(match &cfg.source {
+                Some(p) => usage(format!(
+                    "{}: listener[{i}].address: {} is also the admin address (--admin); move one of them",
+                    p.display(),
+                    l.address
+                )),
+                None => usage(format!("--laddr: {} is also the admin address (--admin); move one of them", l.address)),
+            });
+        }
+    }
     Ok(cfg)
 }
 
@@ -430,6 +455,11 @@ pub struct BpServerArgs {
     /// Reactor threads [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Share the listen address with other processes listening on it with SO_REUSEPORT (the
+    /// kernel spreads new connections over all of them). Without it (or reuse_port = true in
+    /// the file), an address another process listens on is refused.
+    #[arg(long)]
+    pub reuse_port: bool,
 }
 
 /// Flags of `netforge bp client`; each given flag replaces the config file's key.
@@ -489,9 +519,22 @@ pub fn bp_server_config(a: &BpServerArgs) -> Result<crate::backpressure::config:
         max_frame_size: a.max_frame_size,
         http_head_max: a.http_head_max,
         http_head_timeout: a.http_head_timeout,
+        reuse_port: a.reuse_port.then_some(true),
     };
     let port = std::env::var("PORT").ok();
     Ok(crate::backpressure::config::load_server(a.conf.as_deref(), &flags, port.as_deref())?)
+}
+
+/// Where `bp server`'s listen address came from, as a bind error names it: `--listen`, `$PORT`
+/// or `FILE: listen` (the precedence of [`crate::backpressure::config::load_server`]).
+pub fn bp_listen_key(a: &BpServerArgs) -> String {
+    let port_env = std::env::var("PORT").ok().filter(|p| !p.trim().is_empty());
+    match (&a.listen, port_env, &a.conf) {
+        (Some(_), _, _) => "--listen".into(),
+        (None, Some(_), _) => "$PORT".into(),
+        (None, None, Some(p)) => format!("{}: listen", p.display()),
+        (None, None, None) => "--listen".into(),
+    }
 }
 
 pub fn bp_client_config(a: &BpClientArgs) -> Result<crate::backpressure::config::ClientConfig, Error> {

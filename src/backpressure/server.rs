@@ -677,17 +677,24 @@ pub struct ServerReport {
 }
 
 /// Runs the lab server until SIGINT/SIGTERM. The first stdout line names the bound address.
+/// `listen_key` names where `cfg.listen` came from (see [`crate::cli::bp_listen_key`]).
 pub fn run(
     cfg: &ServerConfig,
+    listen_key: &str,
     threads: usize,
     signals: &Receiver<Signal>,
     out: &mut dyn Write,
 ) -> Result<ServerReport, crate::error::Error> {
     let threads = threads.max(1);
     let tuning = crate::net::listen::ListenTuning { rcvbuf: cfg.rcvbuf.map(|v| v as usize), mss: cfg.mss };
+    let sharing = crate::net::listen::Sharing::from_flag(cfg.reuse_port);
     let (addr, listeners) =
-        crate::net::listen::reuseport_group_tuned(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG, &tuning)
-            .map_err(|source| crate::error::Error::Bind { addr: cfg.listen, source })?;
+        crate::net::listen::group(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG, &tuning, sharing).map_err(
+            |source| {
+                let share = "pass --reuse-port (or set reuse_port = true)";
+                crate::error::Error::bind(listen_key, cfg.listen, source, Some(share))
+            },
+        )?;
     let per_reactor = cfg.max_connections.div_ceil(threads).max(1);
     let (tx, rx) = crossbeam_channel::bounded::<Report>(threads * 8);
     let handlers: Vec<BpReactor> = listeners

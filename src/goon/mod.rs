@@ -128,7 +128,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     if cfg.builtin {
         let (addr, listeners) =
             crate::net::listen::reuseport_group(cfg.target, threads, crate::net::listen::LISTEN_BACKLOG)
-                .map_err(|source| Error::Bind { addr: cfg.target, source })?;
+                .map_err(|source| Error::bind("the built-in sink", cfg.target, source, None))?;
         target = addr;
         let per = (cfg.connections as usize).div_ceil(threads) + 64;
         for (slot, l) in sinks.iter_mut().zip(listeners) {

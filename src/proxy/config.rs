@@ -62,6 +62,8 @@ pub const DEFAULT_SMART_CONNECT: bool = true;
 pub const DEFAULT_CONGESTION: Option<Congestion> = None;
 /// How `congestion` spells "the kernel's default".
 pub const SYSTEM_CONGESTION: &str = "system";
+/// Listeners refuse an address another process listens on (see `crate::net::listen`).
+pub const DEFAULT_REUSE_PORT: bool = false;
 /// Graceful shutdown budget; 0 = close every session at once.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backend connect timeout.
@@ -129,6 +131,9 @@ pub struct ProxyConfig {
     /// When a new client has already sent bytes, dial its backend with TCP_QUICKACK off and
     /// write those bytes at once, so they carry the handshake's last ACK (one segment less).
     pub smart_connect: bool,
+    /// `reuse_port` (or `--reuse-port`): the listeners share their addresses with other
+    /// processes listening with SO_REUSEPORT instead of refusing to start.
+    pub reuse_port: bool,
     /// Global `congestion`, the default of every listener and group (each has its resolved
     /// one).
     pub congestion: Option<Congestion>,
@@ -372,6 +377,8 @@ pub struct Overrides {
     pub admin: Option<Option<SocketAddr>>,
     /// `--congestion`, for every listener and group (`Some(None)`: the kernel's default).
     pub congestion: Option<Option<Congestion>>,
+    /// `--reuse-port` (true: on, whatever the file says).
+    pub reuse_port: bool,
 }
 
 impl ProxyConfig {
@@ -387,6 +394,9 @@ impl ProxyConfig {
             self.congestion = c;
             self.listeners.iter_mut().for_each(|l| l.congestion = c);
             self.groups.iter_mut().for_each(|g| g.congestion = c);
+        }
+        if o.reuse_port {
+            self.reuse_port = true;
         }
         self.overrides = o;
     }
@@ -415,6 +425,7 @@ impl ProxyConfig {
         kv("pipe_size", quote(&format_bytes(self.pipe_bytes)));
         kv("splice", quote(self.splice.as_str()));
         kv("smart_connect", self.smart_connect.to_string());
+        kv("reuse_port", self.reuse_port.to_string());
         kv("congestion", quote(congestion_str(&self.congestion)));
         kv("drain_timeout", quote(&format_duration(self.drain_timeout)));
 
@@ -546,6 +557,7 @@ fn from_flags_with(
         pipe_bytes: DEFAULT_PIPE_BYTES,
         splice: DEFAULT_SPLICE,
         smart_connect: DEFAULT_SMART_CONNECT,
+        reuse_port: DEFAULT_REUSE_PORT,
         congestion: DEFAULT_CONGESTION,
         overrides: Overrides::default(),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -583,6 +595,7 @@ struct FileConfig {
     pipe_size: Option<Spanned<Text>>,
     splice: Option<Spanned<String>>,
     smart_connect: Option<bool>,
+    reuse_port: Option<bool>,
     congestion: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<Text>>,
     timeouts: Option<TimeoutsFile>,
@@ -876,6 +889,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         pipe_bytes,
         splice,
         smart_connect: file.smart_connect.unwrap_or(DEFAULT_SMART_CONNECT),
+        reuse_port: file.reuse_port.unwrap_or(DEFAULT_REUSE_PORT),
         congestion,
         overrides: Overrides::default(),
         drain_timeout,
@@ -1396,6 +1410,7 @@ mod tests {
             pipe_bytes: DEFAULT_PIPE_BYTES,
             splice: DEFAULT_SPLICE,
             smart_connect: DEFAULT_SMART_CONNECT,
+            reuse_port: DEFAULT_REUSE_PORT,
             congestion: DEFAULT_CONGESTION,
             overrides: Overrides::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

@@ -112,9 +112,19 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     // Bind every listener on every reactor before anything runs: a bind error ends start-up.
     let mut per_reactor: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for l in &cfg.listeners {
-        let (addr, socks) = crate::net::listen::reuseport_group(l.address, threads, crate::net::listen::LISTEN_BACKLOG)
-            .map_err(|source| Error::Bind { addr: l.address, source })?;
+    use crate::net::listen::{self, ListenTuning, Sharing};
+    let sharing = Sharing::from_flag(cfg.reuse_port);
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let (addr, socks) =
+            listen::group(l.address, threads, listen::LISTEN_BACKLOG, &ListenTuning::default(), sharing).map_err(
+                |source| {
+                    let (key, share) = match &cfg.source {
+                        Some(p) => (format!("{}: listener[{i}].address", p.display()), "set reuse_port = true"),
+                        None => ("--laddr".to_string(), "pass --reuse-port"),
+                    };
+                    Error::bind(key, l.address, source, Some(share))
+                },
+            )?;
         bound.push(addr);
         for (r, s) in socks.into_iter().enumerate() {
             // Linux copies TCP_NODELAY from the listener to every accepted socket: set once
@@ -139,7 +149,13 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     let metrics = Arc::new(Mutex::new(String::new()));
     let admin = match cfg.admin {
         Some(a) => {
-            let l = stats::bind_admin(a).map_err(|source| Error::Bind { addr: a, source })?;
+            let l = stats::bind_admin(a).map_err(|source| {
+                let key = match (&cfg.source, cfg.overrides.admin) {
+                    (Some(p), None) => format!("{}: admin.address", p.display()),
+                    _ => "--admin".to_string(),
+                };
+                Error::bind(format!("{key} (the /metrics endpoint)"), a, source, None)
+            })?;
             let addr = l.local_addr()?;
             let text = metrics.clone();
             std::thread::Builder::new().name("admin".into()).spawn(move || stats::serve_admin(l, text))?;
@@ -355,8 +371,9 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
         || new.cpu_affinity != cur.cpu_affinity
         || new.max_connections != cur.max_connections
         || new.admin != cur.admin
+        || new.reuse_port != cur.reuse_port
     {
-        log::warn!("proxy: reload: listener (address, cap, congestion), threads, cpu_affinity, max_connections and admin changes need a restart; keeping the running ones");
+        log::warn!("proxy: reload: listener (address, cap, congestion), threads, cpu_affinity, max_connections, reuse_port and admin changes need a restart; keeping the running ones");
     }
     for l in &cur.listeners {
         if !new.groups.iter().any(|g| g.name == cur.groups[l.group].name) {
@@ -383,6 +400,7 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
     new.cpu_affinity = cur.cpu_affinity.clone();
     new.max_connections = cur.max_connections;
     new.admin = cur.admin;
+    new.reuse_port = cur.reuse_port;
     log::info!("proxy: reloaded {}: {} backends in {} groups", path.display(), backend_count(&new), new.groups.len());
     Some(new)
 }

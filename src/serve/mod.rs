@@ -315,6 +315,8 @@ pub struct ServeConfig {
     pub threads: usize,
     pub interval: Duration,
     pub bufs: SockBufs,
+    /// `--reuse-port`: share the address with other processes (see [`crate::net::listen`]).
+    pub reuse_port: bool,
 }
 
 /// Final numbers of a serve run.
@@ -332,9 +334,15 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<ServeReport, crate::error::Error> {
     let threads = cfg.threads.max(1);
-    let (addr, listeners) =
-        crate::net::listen::reuseport_group(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG)
-            .map_err(|source| crate::error::Error::Bind { addr: cfg.listen, source })?;
+    use crate::net::listen::{self, ListenTuning, Sharing};
+    let (addr, listeners) = listen::group(
+        cfg.listen,
+        threads,
+        listen::LISTEN_BACKLOG,
+        &ListenTuning::default(),
+        Sharing::from_flag(cfg.reuse_port),
+    )
+    .map_err(|source| crate::error::Error::bind("--listen", cfg.listen, source, Some("pass --reuse-port")))?;
     let per_reactor = cfg.max_conns.div_ceil(threads).max(1);
     let (stats_tx, stats_rx) = crossbeam_channel::bounded(threads * 8);
     let handlers: Vec<ServeReactor> = listeners

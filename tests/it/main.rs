@@ -2,6 +2,7 @@
 
 mod bp;
 mod goon;
+mod listen;
 mod proxy;
 mod serve;
 mod util;

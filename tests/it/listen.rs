@@ -1,0 +1,182 @@
+//! Listening addresses and connection limits, for every server role: an address another process
+//! listens on is refused (unless `--reuse-port` asks to share it), and a client below the
+//! process's connection limit is always served.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::util::{netforge, run, spawn_listening, with_timeout, Proc};
+
+const T: Duration = Duration::from_secs(90);
+/// How long a refused start may take before the test fails.
+const REFUSE_WITHIN: Duration = Duration::from_secs(20);
+
+static CONF_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn write_conf(name: &str, text: &str) -> String {
+    let n = CONF_SEQ.fetch_add(1, Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("netforge-listen-{}-{n}-{name}", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Runs netforge with `args`, expects exit 1 within [`REFUSE_WITHIN`] and exactly one error line
+/// (`netforge: ...`) on stderr; returns it.
+fn refused(args: &[&str]) -> String {
+    let (code, out, err) = run(args, REFUSE_WITHIN);
+    assert_eq!(code, 1, "{args:?}: exit {code}\nstdout: {out}\nstderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("netforge: ")).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one error line expected:\n{err}");
+    assert!(!out.contains("listening on"), "{args:?} started anyway: {out}");
+    lines[0].to_string()
+}
+
+/// A proxy started by `cmd`: its listener and admin addresses from the first two lines.
+fn start_proxy(cmd: Command) -> (Proc, SocketAddr, SocketAddr) {
+    let p = Proc::spawn(cmd);
+    let first = p.line(Duration::from_secs(10));
+    let addr = first
+        .strip_prefix("netforge proxy: listening on ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    let second = p.line(Duration::from_secs(10));
+    let admin = second
+        .strip_prefix("netforge proxy: metrics on http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected admin line: {second}"));
+    (p, addr, admin)
+}
+
+fn proxy_cmd(args: &[&str]) -> Command {
+    let mut c = netforge();
+    c.arg("proxy").args(args);
+    c
+}
+
+fn serve_cmd(args: &[&str]) -> Command {
+    let mut c = netforge();
+    c.args(["serve", "--interval", "0", "--threads", "2"]).args(args);
+    c
+}
+
+fn bp_cmd(args: &[&str]) -> Command {
+    let mut c = netforge();
+    c.args(["bp", "server", "--threads", "2"]).args(args);
+    c
+}
+
+// ---- an address in use ------------------------------------------------------------------------
+
+#[test]
+fn serve_refuses_an_address_another_serve_listens_on() {
+    with_timeout(T, || {
+        let (first, addr) = spawn_listening(serve_cmd(&["--listen", "127.0.0.1:0"]));
+        let a = addr.to_string();
+        let line = refused(&["serve", "--listen", &a, "--threads", "2"]);
+        assert!(line.starts_with(&format!("netforge: --listen: {a} is already in use")), "{line}");
+        assert!(line.contains(&format!("pid {}", first.child.id())), "the holder is named: {line}");
+        assert!(line.contains("--reuse-port"), "{line}");
+        // Explicitly shared: both run.
+        let (_second, again) = spawn_listening(serve_cmd(&["--listen", &a, "--reuse-port"]));
+        assert_eq!(again, addr);
+    });
+}
+
+#[test]
+fn proxy_refuses_listener_and_admin_addresses_in_use_with_different_lines() {
+    with_timeout(T, || {
+        let (first, addr, admin) = start_proxy(proxy_cmd(&[
+            "--laddr",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+            "127.0.0.1:1",
+        ]));
+        let (a, m) = (addr.to_string(), admin.to_string());
+        let listener = refused(&["proxy", "--laddr", &a, "--admin", "127.0.0.1:0", "127.0.0.1:1"]);
+        assert!(listener.starts_with(&format!("netforge: --laddr: {a} is already in use")), "{listener}");
+        assert!(listener.contains(&format!("pid {}", first.child.id())), "{listener}");
+        let admin_line = refused(&["proxy", "--laddr", "127.0.0.1:0", "--admin", &m, "127.0.0.1:1"]);
+        assert!(
+            admin_line.starts_with(&format!("netforge: --admin (the /metrics endpoint): {m} is already in use")),
+            "{admin_line}"
+        );
+        assert!(!admin_line.contains("--reuse-port"), "the admin endpoint is never shared: {admin_line}");
+        // From a file: the key paths.
+        let conf = write_conf(
+            "lb.toml",
+            &format!("[admin]\naddress = \"127.0.0.1:0\"\n[[listener]]\naddress = \"{a}\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n"),
+        );
+        let line = refused(&["proxy", "--conf", &conf]);
+        assert!(line.starts_with(&format!("netforge: {conf}: listener[0].address: {a} is already in use")), "{line}");
+        assert!(line.contains("reuse_port = true"), "{line}");
+        let conf_admin = write_conf(
+            "lb.toml",
+            &format!("[admin]\naddress = \"{m}\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n"),
+        );
+        let line = refused(&["proxy", "--conf", &conf_admin]);
+        assert!(
+            line.starts_with(&format!(
+                "netforge: {conf_admin}: admin.address (the /metrics endpoint): {m} is already in use"
+            )),
+            "{line}"
+        );
+        // Shared on purpose, by flag and by key.
+        let (_p2, again, _) =
+            start_proxy(proxy_cmd(&["--laddr", &a, "--admin", "127.0.0.1:0", "--reuse-port", "127.0.0.1:1"]));
+        assert_eq!(again, addr);
+        let shared = write_conf(
+            "lb.toml",
+            &format!("reuse_port = true\n[admin]\naddress = \"127.0.0.1:0\"\n[[listener]]\naddress = \"{a}\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n"),
+        );
+        let (_p3, again, _) = start_proxy(proxy_cmd(&["--conf", &shared]));
+        assert_eq!(again, addr);
+    });
+}
+
+#[test]
+fn proxy_refuses_an_admin_address_equal_to_a_listener_address() {
+    with_timeout(T, || {
+        // Refused by validation, before any bind: a fixed port is safe here.
+        let line = refused(&["proxy", "--laddr", "127.0.0.1:4555", "--admin", "127.0.0.1:4555", "127.0.0.1:1"]);
+        assert!(line.starts_with("netforge: --laddr: 127.0.0.1:4555 is also the admin address"), "{line}");
+        let conf = write_conf(
+            "lb.toml",
+            "[[listener]]\naddress = \"127.0.0.1:4556\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n",
+        );
+        let line = refused(&["proxy", "--conf", &conf, "--admin", "127.0.0.1:4556"]);
+        assert!(
+            line.starts_with(&format!(
+                "netforge: {conf}: listener[0].address: 127.0.0.1:4556 is also the admin address"
+            )),
+            "{line}"
+        );
+    });
+}
+
+#[test]
+fn bp_server_refuses_an_address_another_bp_server_listens_on() {
+    with_timeout(T, || {
+        let (first, addr) = spawn_listening(bp_cmd(&["--listen", "127.0.0.1:0"]));
+        let a = addr.to_string();
+        let line = refused(&["bp", "server", "--listen", &a]);
+        assert!(line.starts_with(&format!("netforge: --listen: {a} is already in use")), "{line}");
+        assert!(line.contains(&format!("pid {}", first.child.id())), "{line}");
+        let conf = write_conf("bp-server.toml", &format!("listen = \"{a}\"\n"));
+        let line = refused(&["bp", "server", "--conf", &conf]);
+        assert!(line.starts_with(&format!("netforge: {conf}: listen: {a} is already in use")), "{line}");
+        // Shared on purpose, by flag and by key.
+        let (_second, again) = spawn_listening(bp_cmd(&["--listen", &a, "--reuse-port"]));
+        assert_eq!(again, addr);
+        let shared = write_conf("bp-server.toml", &format!("listen = \"{a}\"\nreuse_port = true\n"));
+        let (_third, again) = spawn_listening(bp_cmd(&["--conf", &shared]));
+        assert_eq!(again, addr);
+    });
+}
