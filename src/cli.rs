@@ -147,7 +147,8 @@ pub struct ServeArgs {
     pub listen: String,
     #[arg(long, value_enum, default_value_t = Mode::Hold)]
     pub mode: Mode,
-    /// Most connections held at once (split evenly over the reactors).
+    /// Most connections held at once, counted over all reactors; beyond it clients wait in
+    /// the kernel's listen backlog until one closes.
     #[arg(long = "max-conns", default_value_t = crate::serve::DEFAULT_MAX_CONNS)]
     pub max_conns: usize,
     /// Reactor threads [default: one per core].

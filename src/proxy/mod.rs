@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use crate::error::Error;
+use crate::net::accept::Admission;
 use crate::reactor::Pool;
 use crate::sys::Signal;
 use config::ProxyConfig;
@@ -164,11 +165,16 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         None => None,
     };
     let (tx, rx) = crossbeam_channel::bounded::<Report>(threads * 16);
+    // Connection limits are the process's, not a reactor's share: each listener's inside the
+    // global one, counted over every reactor.
+    let global = Admission::new(cfg.max_connections, threads, None);
+    let gates: Vec<Arc<Admission>> =
+        cfg.listeners.iter().map(|l| Admission::new(l.max_connections, threads, Some(global.clone()))).collect();
     let shared = Arc::new(cfg);
     let handlers: Vec<ProxyReactor> = per_reactor
         .into_iter()
         .enumerate()
-        .map(|(id, ls)| ProxyReactor::new(shared.clone(), id, threads, ls, tx.clone()))
+        .map(|(id, ls)| ProxyReactor::new(shared.clone(), id, gates.clone(), ls, tx.clone()))
         .collect();
     drop(tx);
     if let Some((cpu, e)) = steer_error {
@@ -176,6 +182,9 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         log::warn!("SO_INCOMING_CPU (CPU {cpu}): {e}; connections are spread by hash, not by CPU");
     }
     let (pool, refused) = Pool::spawn_pinned("proxy", handlers, TICK, placement.cpus.as_deref()).map_err(Error::Io)?;
+    for g in &gates {
+        g.set_wakers(pool.wakers());
+    }
     for (id, cpu, e) in &refused {
         log::warn!("reactor {id}: cannot pin to CPU {cpu}: {e}; it runs unpinned");
         placement.summary.push_str(&format!("; reactor {id} NOT pinned to CPU {cpu}: {e}"));
