@@ -148,9 +148,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Mode::Hold)]
     pub mode: Mode,
     /// Most connections held at once, counted over all reactors; beyond it clients wait in
-    /// the kernel's listen backlog until one closes.
-    #[arg(long = "max-conns", default_value_t = crate::serve::DEFAULT_MAX_CONNS)]
-    pub max_conns: usize,
+    /// the kernel's listen backlog until one closes [default: 100000, or the open-file limit
+    /// minus 64 when that is lower].
+    #[arg(long = "max-conns", value_name = "N")]
+    pub max_conns: Option<usize>,
     /// Reactor threads [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -264,13 +265,14 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
         .listen
         .parse()
         .map_err(|_| usage(format!("--listen {:?}: expected IP:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)", a.listen)))?;
-    if a.max_conns == 0 {
+    let max_conns = a.max_conns.unwrap_or_else(crate::serve::default_max_conns);
+    if max_conns == 0 {
         return Err(usage("--max-conns must be at least 1".into()));
     }
     Ok(ServeConfig {
         listen,
         mode: a.mode,
-        max_conns: a.max_conns,
+        max_conns,
         threads: threads(a.threads),
         interval: Duration::from_secs(a.interval),
         bufs: SockBufs { sndbuf: a.sndbuf.map(|v| v as usize), rcvbuf: a.rcvbuf.map(|v| v as usize) },

@@ -36,6 +36,14 @@ pub const DEFAULT_THREADS: usize = 0;
 pub const MAX_THREADS: usize = 1024;
 /// Global cap on client sessions (and default per-listener cap).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// `max_connections` when the file (or the quick start) does not set it:
+/// [`DEFAULT_MAX_CONNECTIONS`], or what the (raised) open-file limit allows at two descriptors
+/// per session past [`crate::sys::FD_RESERVE`], whichever is lower.
+pub fn default_max_connections() -> usize {
+    let fit = (crate::sys::open_file_limit().saturating_sub(crate::sys::FD_RESERVE) / 2).max(1);
+    DEFAULT_MAX_CONNECTIONS.min(usize::try_from(fit).unwrap_or(usize::MAX))
+}
 /// Global default algorithm, used by groups without a `[groups.NAME] balance`.
 pub const DEFAULT_BALANCE: Balance = Balance::P2c;
 /// Other backends tried after a connect failure.
@@ -550,7 +558,7 @@ fn from_flags_with(
         source: None,
         threads: DEFAULT_THREADS,
         cpu_affinity: CpuAffinity::default(),
-        max_connections: DEFAULT_MAX_CONNECTIONS,
+        max_connections: default_max_connections(),
         balance,
         retries: DEFAULT_RETRIES,
         buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -568,7 +576,7 @@ fn from_flags_with(
             name: format!("{DEFAULT_LISTENER_NAME_PREFIX}0"),
             address,
             group: 0,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: default_max_connections(),
             congestion: DEFAULT_CONGESTION,
         }],
         groups: vec![GroupConfig {
@@ -836,7 +844,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
     let cpu_affinity = cpu_affinity_key(cx, file.cpu_affinity)?;
 
     let (max_connections, span) = split(file.max_connections);
-    let max_connections = max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let max_connections = max_connections.unwrap_or_else(default_max_connections);
     if max_connections == 0 {
         return Err(cx.err("max_connections", span, "must be >= 1 (it caps client sessions)"));
     }
@@ -1403,7 +1411,7 @@ mod tests {
             source: Some(PathBuf::from(FILE)),
             threads: DEFAULT_THREADS,
             cpu_affinity: CpuAffinity::Off,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: default_max_connections(),
             balance: DEFAULT_BALANCE,
             retries: DEFAULT_RETRIES,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -1421,7 +1429,7 @@ mod tests {
                 name: "listener0".into(),
                 address: v4([127, 0, 0, 1], 4000),
                 group: 0,
-                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connections: default_max_connections(),
                 congestion: DEFAULT_CONGESTION,
             }],
             groups: vec![GroupConfig {
@@ -1438,7 +1446,7 @@ mod tests {
             }],
         };
         assert_eq!(cfg, want);
-        assert_eq!(cfg.memory_bound_bytes(), 10_000 * 2 * 16 * 1024);
+        assert_eq!(cfg.memory_bound_bytes(), default_max_connections() as u64 * 2 * 16 * 1024);
     }
 
     /// Every key set to something other than its default.
@@ -1615,7 +1623,7 @@ congestion = "system"
         assert_eq!(cfg.source.as_deref(), Some(path.as_path()));
         // The example shows every default; only listeners and backends are examples.
         assert_eq!(cfg.threads, DEFAULT_THREADS);
-        assert_eq!(cfg.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(cfg.max_connections, default_max_connections());
         assert_eq!(cfg.balance, DEFAULT_BALANCE);
         assert_eq!(cfg.retries, DEFAULT_RETRIES);
         assert_eq!(cfg.buffer_bytes, DEFAULT_BUFFER_BYTES);
@@ -1627,7 +1635,7 @@ congestion = "system"
         assert_eq!(cfg.congestion, DEFAULT_CONGESTION);
         assert!(!cfg.listeners.is_empty() && !cfg.groups.is_empty());
         for l in &cfg.listeners {
-            assert_eq!(l.max_connections, DEFAULT_MAX_CONNECTIONS);
+            assert_eq!(l.max_connections, default_max_connections());
         }
         let b = &cfg.groups[0].backends[0];
         assert_eq!((b.weight, b.backup, b.state), (DEFAULT_WEIGHT, false, DEFAULT_STATE));

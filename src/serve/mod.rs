@@ -28,7 +28,15 @@ pub const READ_BUDGET: usize = 256 * 1024;
 pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// Echo ring per connection.
 pub const ECHO_RING_BYTES: usize = 16 * 1024;
+/// `--max-conns` without the flag: this, or what the open-file limit allows when lower.
 pub const DEFAULT_MAX_CONNS: usize = 100_000;
+
+/// The default `--max-conns`: [`DEFAULT_MAX_CONNS`], or one connection per descriptor of the
+/// (raised) open-file limit past [`crate::sys::FD_RESERVE`], whichever is lower.
+pub fn default_max_conns() -> usize {
+    let fit = crate::sys::open_file_limit().saturating_sub(crate::sys::FD_RESERVE).max(1);
+    DEFAULT_MAX_CONNS.min(usize::try_from(fit).unwrap_or(usize::MAX))
+}
 /// Slab tag of sink connections (goon's dials use tag 0).
 pub const SINK_TAG: u8 = 1;
 

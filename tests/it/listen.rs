@@ -327,3 +327,52 @@ fn bp_server_answers_every_upgrade_within_max_connections() {
         limit_rounds(addr, 6, upgraded, |_| SWITCHING.to_vec(), |s, _| s.write_all(UPGRADE).unwrap());
     });
 }
+
+// ---- default limits ---------------------------------------------------------------------------
+
+/// `netforge ARGS` with the open-file limit (soft and hard) set to `nofile` when given.
+fn limited(nofile: Option<u32>, args: &[&str]) -> Command {
+    let mut c = Command::new("sh");
+    let ulimit = nofile.map(|n| format!("ulimit -n {n} && ")).unwrap_or_default();
+    c.arg("-c").arg(format!("{ulimit}exec \"$0\" \"$@\"")).arg(crate::util::BIN).args(args);
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// Stops `p` with SIGTERM and returns its stderr.
+fn stderr_after_stop(p: Proc) -> String {
+    p.signal(libc::SIGTERM);
+    let (_, _, err) = p.finish(Duration::from_secs(20));
+    err
+}
+
+#[test]
+fn default_limits_fit_the_open_file_limit_so_a_default_start_is_silent() {
+    with_timeout(T, || {
+        // This machine's limit, and a small one (1,000 descriptors, 936 past the reserve of 64).
+        for nofile in [None, Some(1000)] {
+            let (p, _) = spawn_listening(limited(nofile, &["serve", "--listen", "127.0.0.1:0", "--interval", "0"]));
+            let err = stderr_after_stop(p);
+            assert!(!err.contains("open-file limit"), "serve, nofile {nofile:?}:\n{err}");
+            let (p, _, _) = start_proxy(limited(
+                nofile,
+                &["proxy", "--laddr", "127.0.0.1:0", "--admin", "127.0.0.1:0", "127.0.0.1:1"],
+            ));
+            let err = stderr_after_stop(p);
+            assert!(!err.contains("open-file limit"), "proxy, nofile {nofile:?}:\n{err}");
+        }
+        // The small limit's defaults: one descriptor per held connection, two per session.
+        let p = Proc::spawn(limited(Some(1000), &["serve", "--listen", "127.0.0.1:0", "--interval", "0"]));
+        let first = p.line(Duration::from_secs(10));
+        assert!(first.contains("max 936 connections"), "{first}");
+        drop(p);
+        let (status, out, _) = Proc::spawn(limited(Some(1000), &["proxy", "--print-config", "127.0.0.1:1"]))
+            .finish(Duration::from_secs(10));
+        assert!(status.success());
+        assert!(out.contains("\nmax_connections = 468\n"), "{out}");
+        // An explicit value beyond the limit still warns.
+        let (p, _) = spawn_listening(limited(Some(1000), &["serve", "--listen", "127.0.0.1:0", "--max-conns", "5000"]));
+        let err = stderr_after_stop(p);
+        assert!(err.contains("--max-conns 5000 exceeds the open-file limit 1000"), "{err}");
+    });
+}
