@@ -317,13 +317,14 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
     // address set by --admin or --laddr.
     if let Some(admin) = cfg.admin {
         if let Some((i, l)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.address == admin && admin.port() != 0) {
+            let whose = if a.admin.is_some() { "(--admin)" } else { "(the default; move it with --admin)" };
             return Err(match &cfg.source {
                 Some(p) => usage(format!(
-                    "{}: listener[{i}].address: {} is also the admin address (--admin); move one of them",
+                    "{}: listener[{i}].address: {} is also the admin address {whose}; move one of them",
                     p.display(),
                     l.address
                 )),
-                None => usage(format!("--laddr: {} is also the admin address (--admin); move one of them", l.address)),
+                None => usage(format!("--laddr: {} is also the admin address {whose}; move one of them", l.address)),
             });
         }
     }

@@ -526,10 +526,9 @@ fn from_flags_with(
     backends: &[String],
     resolve: Resolver<'_>,
 ) -> Result<ProxyConfig, String> {
+    // An address equal to the admin address (the default one, or --admin) is refused once
+    // --admin is applied (`cli::proxy_config`).
     let address = parse_address(laddr, resolve).map_err(|e| format!("--laddr: {e}"))?;
-    if address == DEFAULT_ADMIN_ADDRESS {
-        return Err(format!("--laddr: {address} is the admin (/metrics) address; pick another port"));
-    }
     let balance: Balance = lb.parse().map_err(|e| format!("--lb: {e}"))?;
     if timeout.is_zero() {
         return Err("--timeout: must be > 0 (e.g. 3s)".into());
@@ -1741,7 +1740,6 @@ congestion = "system"
         // (laddr, lb, timeout, backends, fragment of the error)
         let bad: &[(&str, &str, Duration, &[&str], &str)] = &[
             ("127.0.0.1", "p2c", secs(3), &["127.0.0.1:8001"], "--laddr"),
-            ("127.0.0.1:9100", "p2c", secs(3), &["127.0.0.1:8001"], "admin"),
             ("127.0.0.1:4000", "fastest", secs(3), &["127.0.0.1:8001"], "--lb"),
             ("127.0.0.1:4000", "p2c", Duration::ZERO, &["127.0.0.1:8001"], "--timeout"),
             ("127.0.0.1:4000", "p2c", secs(3), &[], "no backend"),

@@ -147,7 +147,18 @@ fn proxy_refuses_an_admin_address_equal_to_a_listener_address() {
     with_timeout(T, || {
         // Refused by validation, before any bind: a fixed port is safe here.
         let line = refused(&["proxy", "--laddr", "127.0.0.1:4555", "--admin", "127.0.0.1:4555", "127.0.0.1:1"]);
-        assert!(line.starts_with("netforge: --laddr: 127.0.0.1:4555 is also the admin address"), "{line}");
+        assert!(line.starts_with("netforge: --laddr: 127.0.0.1:4555 is also the admin address (--admin)"), "{line}");
+        // The default admin address counts too; moved or disabled, the same --laddr is fine.
+        let line = refused(&["proxy", "--laddr", "127.0.0.1:9100", "127.0.0.1:1"]);
+        assert!(line.starts_with("netforge: --laddr: 127.0.0.1:9100 is also the admin address (the default"), "{line}");
+        for admin in ["", "127.0.0.1:9200"] {
+            let (code, out, err) = run(
+                &["proxy", "--laddr", "127.0.0.1:9100", "--admin", admin, "--print-config", "127.0.0.1:1"],
+                REFUSE_WITHIN,
+            );
+            assert_eq!(code, 0, "--admin {admin:?}: {err}");
+            assert!(out.contains("address = \"127.0.0.1:9100\""), "{out}");
+        }
         let conf = write_conf(
             "lb.toml",
             "[[listener]]\naddress = \"127.0.0.1:4556\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n",
