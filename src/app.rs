@@ -46,7 +46,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Cmd::Serve(args) => {
             let cfg = crate::cli::serve_config(&args)?;
             let fd = crate::sys::raise_nofile()?;
-            if (cfg.max_conns as u64).saturating_add(64) > fd.soft {
+            if (cfg.max_conns as u64).saturating_add(crate::sys::FD_RESERVE) > fd.soft {
                 log::warn!(
                     "serve: --max-conns {} exceeds the open-file limit {} (hard {}); accepts will pause at the limit",
                     cfg.max_conns,
@@ -68,7 +68,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             }
             let threads = crate::cli::threads(Some(cfg.threads));
             let fd = crate::sys::raise_nofile()?;
-            let need = (cfg.max_connections as u64).saturating_mul(2).saturating_add(64);
+            let need = (cfg.max_connections as u64).saturating_mul(2).saturating_add(crate::sys::FD_RESERVE);
             if need > fd.soft {
                 log::warn!(
                     "proxy: max_connections {} needs about {need} descriptors but the open-file limit is {}; accepts will pause at the limit",
@@ -88,7 +88,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
             let stdout = std::io::stdout();
-            crate::backpressure::server::run(&cfg, threads, &signals, &mut stdout.lock())?;
+            let key = crate::cli::bp_listen_key(&args);
+            crate::backpressure::server::run(&cfg, &key, threads, &signals, &mut stdout.lock())?;
             Ok(0)
         }
         Cmd::Bp(BpCmd::Client(args)) => {

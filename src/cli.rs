@@ -77,6 +77,11 @@ pub struct ProxyArgs {
     /// has (e.g. cubic), or "system" for its default.
     #[arg(long, value_name = "NAME")]
     pub congestion: Option<String>,
+    /// Share the listener addresses with other processes listening on them with SO_REUSEPORT
+    /// (the kernel spreads new connections over all of them), like reuse_port = true in the
+    /// file. Without it, an address another process listens on is refused.
+    #[arg(long)]
+    pub reuse_port: bool,
     /// Backends, host:port (quick start).
     #[arg(value_name = "BACKEND")]
     pub backends: Vec<String>,
@@ -156,10 +161,12 @@ pub struct ServeArgs {
     /// What to do with each connection.
     #[arg(long, value_enum, default_value_t = Mode::Hold)]
     pub mode: Mode,
-    /// Most connections held at once, 1..=16777216 (split evenly over the reactors).
-    #[arg(long = "max-conns", value_name = "N", allow_hyphen_values = true, default_value_t = crate::serve::DEFAULT_MAX_CONNS,
+    /// Most connections held at once, 1..=16777216, counted over all reactors; beyond it clients
+    /// wait in the kernel's listen backlog until one closes [default: 100000, or the open-file
+    /// limit minus 64 when that is lower].
+    #[arg(long = "max-conns", value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| parse_int(s, 1, CONNS_MAX).map(|n| n as usize))]
-    pub max_conns: usize,
+    pub max_conns: Option<usize>,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
@@ -174,6 +181,11 @@ pub struct ServeArgs {
     /// SO_RCVBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
     pub rcvbuf: Option<u64>,
+    /// Share the --listen address with other processes listening on it with SO_REUSEPORT (the
+    /// kernel spreads new connections over all of them). Without it, an address another
+    /// process listens on is refused.
+    #[arg(long)]
+    pub reuse_port: bool,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
@@ -293,8 +305,8 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
         .parse()
         .map_err(|_| usage(format!("--listen {:?}: expected IP:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)", a.listen)))?;
     let bad = |flag: &str, v: u64, e: String| usage(format!("invalid value '{v}' for '{flag}': {e}"));
-    let max_conns =
-        units::in_range(a.max_conns as u64, 1, CONNS_MAX).map_err(|e| bad("--max-conns", a.max_conns as u64, e))?;
+    // The flag's parser already checked 1..=CONNS_MAX.
+    let max_conns = a.max_conns.unwrap_or_else(crate::serve::default_max_conns);
     let interval = units::duration_in(a.interval, Duration::ZERO, units::MAX_DURATION)
         .map_err(|e| usage(format!("invalid value for '--interval': {e}")))?;
     let sockbuf = |flag: &str, v: Option<u64>| match v {
@@ -304,10 +316,11 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
     Ok(ServeConfig {
         listen,
         mode: a.mode,
-        max_conns: max_conns as usize,
+        max_conns,
         threads: threads(a.threads),
         interval,
         bufs: SockBufs { sndbuf: sockbuf("--sndbuf", a.sndbuf)?, rcvbuf: sockbuf("--rcvbuf", a.rcvbuf)? },
+        reuse_port: a.reuse_port,
     })
 }
 
@@ -332,7 +345,7 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
             .map_err(usage)?
         }
     };
-    let mut o = config::Overrides { threads: a.threads, ..config::Overrides::default() };
+    let mut o = config::Overrides { threads: a.threads, reuse_port: a.reuse_port, ..config::Overrides::default() };
     if let Some(admin) = &a.admin {
         o.admin = Some(if admin.trim().is_empty() {
             None
@@ -347,6 +360,21 @@ pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, 
         });
     }
     cfg.apply_overrides(o);
+    // The file's own check (`listener[0].address: ... is also the admin address`), for an
+    // address set by --admin or --laddr.
+    if let Some(admin) = cfg.admin {
+        if let Some((i, l)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.address == admin && admin.port() != 0) {
+            let whose = if a.admin.is_some() { "(--admin)" } else { "(the default; move it with --admin)" };
+            return Err(match &cfg.source {
+                Some(p) => usage(format!(
+                    "{}: listener[{i}].address: {} is also the admin address {whose}; move one of them",
+                    p.display(),
+                    l.address
+                )),
+                None => usage(format!("--laddr: {} is also the admin address {whose}; move one of them", l.address)),
+            });
+        }
+    }
     Ok(cfg)
 }
 
@@ -568,6 +596,11 @@ pub struct BpServerArgs {
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
+    /// Share the listen address with other processes listening on it with SO_REUSEPORT (the
+    /// kernel spreads new connections over all of them). Without it (or reuse_port = true in
+    /// the file), an address another process listens on is refused [default: off].
+    #[arg(long)]
+    pub reuse_port: bool,
 }
 
 /// Flags of `netforge bp client`; each given flag replaces the config file's key (same name,
@@ -639,9 +672,22 @@ pub fn bp_server_config(a: &BpServerArgs) -> Result<crate::backpressure::config:
         max_frame_size: a.max_frame_size,
         http_head_max: a.http_head_max,
         http_head_timeout: a.http_head_timeout,
+        reuse_port: a.reuse_port.then_some(true),
     };
     let port = std::env::var("PORT").ok();
     Ok(crate::backpressure::config::load_server(a.conf.as_deref(), &flags, port.as_deref())?)
+}
+
+/// Where `bp server`'s listen address came from, as a bind error names it: `--listen`, `$PORT`
+/// or `FILE: listen` (the precedence of [`crate::backpressure::config::load_server`]).
+pub fn bp_listen_key(a: &BpServerArgs) -> String {
+    let port_env = std::env::var("PORT").ok().filter(|p| !p.trim().is_empty());
+    match (&a.listen, port_env, &a.conf) {
+        (Some(_), _, _) => "--listen".into(),
+        (None, Some(_), _) => "$PORT".into(),
+        (None, None, Some(p)) => format!("{}: listen", p.display()),
+        (None, None, None) => "--listen".into(),
+    }
 }
 
 pub fn bp_client_config(a: &BpClientArgs) -> Result<crate::backpressure::config::ClientConfig, Error> {

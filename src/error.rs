@@ -19,9 +19,16 @@ pub enum Error {
         host: String,
         source: io::Error,
     },
+    /// A listening socket could not be bound. `key` names where the address came from
+    /// (`--listen`, `lb.toml: listener[0].address`); `holder` says what listens there already
+    /// (EADDRINUSE only, when the system can tell); `share` is how the role shares an address
+    /// on purpose (`None` where it cannot).
     Bind {
+        key: String,
         addr: SocketAddr,
         source: io::Error,
+        holder: Option<String>,
+        share: Option<&'static str>,
     },
     Io(io::Error),
 }
@@ -33,9 +40,28 @@ impl fmt::Display for Error {
             Error::Usage(m) => write!(f, "{m}"),
             Error::Preflight(m) => write!(f, "{m}"),
             Error::Resolve { host, source } => write!(f, "cannot resolve host {host:?}: {source}"),
-            Error::Bind { addr, source } => write!(f, "bind {addr}: {source}"),
+            Error::Bind { key, addr, source, holder, share } if source.kind() == io::ErrorKind::AddrInUse => {
+                write!(f, "{key}: {addr} is already in use")?;
+                if let Some(h) = holder {
+                    write!(f, " ({h})")?;
+                }
+                write!(f, "; choose another address or stop that process")?;
+                if let Some(s) = share {
+                    write!(f, ", or {s} to share it on purpose")?;
+                }
+                Ok(())
+            }
+            Error::Bind { key, addr, source, .. } => write!(f, "{key}: bind {addr}: {source}"),
             Error::Io(e) => write!(f, "{e}"),
         }
+    }
+}
+
+impl Error {
+    /// A bind failure of the address `key` names; finds the holder of an address in use.
+    pub fn bind(key: impl Into<String>, addr: SocketAddr, source: io::Error, share: Option<&'static str>) -> Error {
+        let holder = if source.kind() == io::ErrorKind::AddrInUse { crate::net::listen::holder(addr) } else { None };
+        Error::Bind { key: key.into(), addr, source, holder, share }
     }
 }
 

@@ -34,6 +34,17 @@ pub fn raise_nofile() -> io::Result<FdLimit> {
     Ok(FdLimit { before, soft: lim.rlim_cur as u64, hard: lim.rlim_max as u64 })
 }
 
+/// Descriptors a server keeps beside its connections (listeners, epoll, wakers, stdio, the
+/// admin endpoint); default limits leave this many of the open-file limit free.
+pub const FD_RESERVE: u64 = 64;
+
+/// The soft open-file limit netforge runs with: raised to the hard limit first (as every role
+/// does before it starts). Default connection limits derive from it, so that a default start
+/// fits whatever limit the machine has.
+pub fn open_file_limit() -> u64 {
+    raise_nofile().map_or(u64::MAX, |l| l.soft)
+}
+
 /// Sets the soft open-file limit (tests use it to provoke EMFILE in a child process).
 #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
 pub fn set_nofile_soft(soft: u64) -> io::Result<()> {

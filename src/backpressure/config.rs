@@ -215,6 +215,8 @@ pub struct ServerFile {
     pub max_frame_size: ByteSize,
     pub http_head_max: ByteSize,
     pub http_head_timeout: Dur,
+    /// Share `listen` with other processes listening with SO_REUSEPORT instead of refusing.
+    pub reuse_port: bool,
 }
 
 impl Default for ServerFile {
@@ -232,6 +234,7 @@ impl Default for ServerFile {
             max_frame_size: ByteSize(DEFAULT_MAX_FRAME_SIZE),
             http_head_max: ByteSize(DEFAULT_HTTP_HEAD_MAX),
             http_head_timeout: Dur(DEFAULT_HTTP_HEAD_TIMEOUT),
+            reuse_port: false,
         }
     }
 }
@@ -290,6 +293,8 @@ pub struct ServerOverrides {
     pub max_frame_size: Option<u64>,
     pub http_head_max: Option<u64>,
     pub http_head_timeout: Option<Duration>,
+    /// `--reuse-port` (`Some(true)` when given).
+    pub reuse_port: Option<bool>,
 }
 
 /// Client values given as command-line flags; each `Some` replaces the file's key.
@@ -327,6 +332,8 @@ pub struct ServerConfig {
     pub max_frame_size: usize,
     pub http_head_max: usize,
     pub http_head_timeout: Duration,
+    /// `reuse_port` / `--reuse-port`: share the address (see `crate::net::listen`).
+    pub reuse_port: bool,
 }
 
 /// `host:port` of the server the client pushes to. The host is resolved by the caller at start-up
@@ -586,6 +593,7 @@ pub fn server_from(
     o.overlay(&mut f.max_frame_size, flags.max_frame_size, "max_frame_size");
     o.overlay(&mut f.http_head_max, flags.http_head_max, "http_head_max");
     o.overlay(&mut f.http_head_timeout, flags.http_head_timeout, "http_head_timeout");
+    o.overlay(&mut f.reuse_port, flags.reuse_port, "reuse_port");
 
     let port_env = port_env.map(str::trim).filter(|p| !p.is_empty());
     let addr = match (&f.listen, port_env) {
@@ -661,6 +669,7 @@ pub fn server_from(
         max_frame_size: max_frame_size as usize,
         http_head_max: http_head_max as usize,
         http_head_timeout,
+        reuse_port: f.reuse_port,
     })
 }
 

@@ -41,7 +41,7 @@ use super::config::{Protocol, ServerConfig};
 use super::http::{self, HeadParse, Route};
 use super::web::{self, DashboardSample};
 use super::ws::{Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
-use crate::net::accept::Acceptor;
+use crate::net::accept::{Acceptor, Admission, Slot};
 use crate::net::tcp_info;
 use crate::reactor::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::sys::Signal;
@@ -159,6 +159,8 @@ struct Conn {
     next_read: Instant,
     timer_armed: bool,
     first_zero: Option<Duration>,
+    /// Its place under `max_connections` (the process's), freed with the connection.
+    _slot: Slot,
 }
 
 impl Conn {
@@ -202,13 +204,13 @@ struct BpReactor {
 impl BpReactor {
     fn accept(&mut self, cx: &mut Cx) {
         let mut taken = 0;
-        while let Some((sock, _peer)) = self.acceptor.next(cx, &mut taken, self.conns.is_full()) {
-            self.adopt(cx, sock);
+        while let Some((sock, _peer, slot)) = self.acceptor.next(cx, &mut taken) {
+            self.adopt(cx, sock, slot);
         }
         self.stats.accept_pauses = self.acceptor.pauses;
     }
 
-    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream) {
+    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, slot: Slot) {
         // Closed connections' read/head timers linger until their deadlines: drop them before
         // connection churn fills the heap.
         crate::reactor::purge_closed(cx.timers, &self.conns);
@@ -230,6 +232,7 @@ impl BpReactor {
             next_read: cx.now,
             timer_armed: false,
             first_zero: None,
+            _slot: slot,
         };
         let Ok(token) = self.conns.insert(conn) else { return };
         let Some(c) = self.conns.get_mut(token) else { return };
@@ -253,12 +256,9 @@ impl BpReactor {
         log::debug!("r{} t{:?} accepted conn {id}", cx.id, token);
     }
 
-    fn close(&mut self, cx: &mut Cx, token: Token) {
+    fn close(&mut self, _cx: &mut Cx, token: Token) {
         if let Some(c) = self.conns.remove(token) {
             self.stats.closed += 1;
-            if !self.stopping {
-                self.acceptor.on_close(cx, self.conns.len(), self.conns.capacity());
-            }
             match &c.state {
                 State::Tcp(_) | State::Ws(_) => {
                     self.closed_read += c.read_bytes();
@@ -663,6 +663,12 @@ impl Handler for BpReactor {
         }
     }
 
+    fn on_wake(&mut self, cx: &mut Cx) {
+        if !self.stopping {
+            self.acceptor.on_wake(cx);
+        }
+    }
+
     fn finished(&self) -> bool {
         self.stopping
     }
@@ -677,26 +683,34 @@ pub struct ServerReport {
 }
 
 /// Runs the lab server until SIGINT/SIGTERM. The first stdout line names the bound address.
+/// `listen_key` names where `cfg.listen` came from (see [`crate::cli::bp_listen_key`]).
 pub fn run(
     cfg: &ServerConfig,
+    listen_key: &str,
     threads: usize,
     signals: &Receiver<Signal>,
     out: &mut dyn Write,
 ) -> Result<ServerReport, crate::error::Error> {
     let threads = threads.max(1);
     let tuning = crate::net::listen::ListenTuning { rcvbuf: cfg.rcvbuf.map(|v| v as usize), mss: cfg.mss };
+    let sharing = crate::net::listen::Sharing::from_flag(cfg.reuse_port);
     let (addr, listeners) =
-        crate::net::listen::reuseport_group_tuned(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG, &tuning)
-            .map_err(|source| crate::error::Error::Bind { addr: cfg.listen, source })?;
-    let per_reactor = cfg.max_connections.div_ceil(threads).max(1);
+        crate::net::listen::group(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG, &tuning, sharing).map_err(
+            |source| {
+                let share = "pass --reuse-port (or set reuse_port = true)";
+                crate::error::Error::bind(listen_key, cfg.listen, source, Some(share))
+            },
+        )?;
+    // The limit is the process's: any reactor may hold all of it.
+    let gate = Admission::new(cfg.max_connections, threads, None);
     let (tx, rx) = crossbeam_channel::bounded::<Report>(threads * 8);
     let handlers: Vec<BpReactor> = listeners
         .into_iter()
         .map(|l| BpReactor {
             cfg: cfg.clone(),
             limits: cfg.ws_limits(),
-            acceptor: Acceptor::new(l, listener_token(0), "the listener"),
-            conns: Slab::new(SLAB_TAG, per_reactor, 0),
+            acceptor: Acceptor::new(l, listener_token(0), "the listener", gate.clone()),
+            conns: Slab::new(SLAB_TAG, gate.cap(), 0),
             next_id: 0,
             closed_read: 0,
             stats: ServerStats::default(),
@@ -707,6 +721,7 @@ pub fn run(
         .collect();
     drop(tx);
     let pool = Pool::spawn("bp-server", handlers, cfg.sample_interval).map_err(crate::error::Error::Io)?;
+    gate.set_wakers(pool.wakers());
     let _ = writeln!(
         out,
         "netforge bp server: listening on {addr} ({}, read {} B every {})",

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use crate::error::Error;
+use crate::net::accept::Admission;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
 use crate::reactor::Pool;
@@ -131,15 +132,20 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let (tx, rx) = crossbeam_channel::bounded::<Update>(threads * UPDATE_QUEUE_PER_REACTOR);
     let mut sinks: Vec<Option<Sink>> = (0..threads).map(|_| None).collect();
     let mut target = cfg.target;
+    let mut gate = None;
     if cfg.builtin {
         let (addr, listeners) =
             crate::net::listen::reuseport_group(cfg.target, threads, crate::net::listen::LISTEN_BACKLOG)
-                .map_err(|source| Error::Bind { addr: cfg.target, source })?;
+                .map_err(|source| Error::bind("the built-in sink", cfg.target, source, None))?;
         target = addr;
-        let per = (cfg.connections as usize).div_ceil(threads) + 64;
+        // One limit for every reactor's sink: the kernel spreads goon's dials over the sinks'
+        // listeners by hash, not by the dialing reactor.
+        let cap = (cfg.connections as usize).saturating_add(64 * threads);
+        let g = Admission::new(cap, threads, None);
         for (slot, l) in sinks.iter_mut().zip(listeners) {
-            *slot = Some(Sink::new(l, Mode::Hold, per, SockBufs::default()));
+            *slot = Some(Sink::new(l, Mode::Hold, g.clone(), SockBufs::default()));
         }
+        gate = Some(g);
         let _ = writeln!(
             out,
             "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold, in this process)"
@@ -174,6 +180,9 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         let _ = out.flush();
     }
     let pool = Pool::spawn("goon", handlers, TICK)?;
+    if let Some(g) = &gate {
+        g.set_wakers(pool.wakers());
+    }
 
     let mut per: Vec<Counts> = vec![Counts::default(); threads];
     let mut dial_done = vec![false; threads];

@@ -459,6 +459,12 @@ impl Handler for GoonReactor {
         }
     }
 
+    fn on_wake(&mut self, cx: &mut Cx) {
+        if let Some(sink) = self.sink.as_mut() {
+            sink.on_wake(cx);
+        }
+    }
+
     fn finished(&self) -> bool {
         self.exit
     }

@@ -2,23 +2,30 @@
 //!
 //! - At most [`ACCEPT_BATCH`] accepts per wake-up; with the listener still ready the token is
 //!   deferred, so the rest are taken next turn (never dropped, never starving other sockets).
-//! - At the role's connection cap accepting stops; it resumes below 90% of the cap (hysteresis,
-//!   so a server at its limit does not flap on every close).
+//! - The connection limit is the process's, not a reactor's share: every accept first takes a
+//!   [`Slot`] of the role's [`Admission`], shared by all its reactors, and the connection keeps
+//!   it until it is dropped. At the limit no reactor accepts: clients wait in the kernel's
+//!   backlog, never accepted and then ignored. A reactor that found no slot marks itself
+//!   waiting; the close that frees a slot wakes every waiting reactor through its `mio::Waker`
+//!   (the reactor then calls the role's `on_wake`, which calls [`Acceptor::on_wake`]), so the
+//!   backlog of whichever listener the kernel chose is served at once. No timer, no spin.
 //! - EMFILE/ENFILE/ENOBUFS/ENOMEM pause the listener for [`ACCEPT_PAUSE`] with a reactor timer
 //!   (kind [`TIMER_RESUME_ACCEPT`] on the listener's token), are counted in `pauses`, and are
 //!   logged at most once per [`EXHAUSTION_LOG_EVERY`]. Nothing spins and nothing exits.
 //!
 //! The role drives it: `note_ready` on the listener's events, `next` in a loop to get sockets to
-//! adopt, `on_timer` for its timer, `on_close` (or `resume_if`, for caps of its own) when a
-//! connection ends, `pause` when it runs out of descriptors elsewhere (a backend socket), and
-//! `close` to stop listening for good (draining).
+//! adopt (each with its slot, to keep with the connection), `on_timer` for its timer, `on_wake`
+//! from its handler's `on_wake`, `pause` when it runs out of descriptors elsewhere (a backend
+//! socket), and `close` to stop listening for good (draining).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry, Token, Waker};
 
 use crate::reactor::{Cx, Ready};
 
@@ -27,6 +34,116 @@ pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 pub const EXHAUSTION_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Timer kind the acceptor arms on its own token; roles must not use it on listener tokens.
 pub const TIMER_RESUME_ACCEPT: u8 = 250;
+
+/// A connection limit shared by the reactors of a role: at most `cap` [`Slot`]s exist at once,
+/// and a slot of an admission with a parent holds one of the parent's too (a proxy listener's
+/// cap inside the global one).
+///
+/// Waking: a reactor that finds no slot sets its `waiting` flag and tries once more; a release
+/// that leaves the count below the cap (it was at the cap: the first release after a failed try
+/// always is) clears the flags and wakes those reactors. Flag-then-retry against
+/// release-then-scan, all SeqCst: either the retry sees the free slot or the scan sees the flag.
+pub struct Admission {
+    cap: usize,
+    open: AtomicUsize,
+    parent: Option<Arc<Admission>>,
+    waiting: Box<[AtomicBool]>,
+    /// Reactor `i`'s waker; set once the reactors run ([`Admission::set_wakers`]).
+    wakers: OnceLock<Vec<Arc<Waker>>>,
+}
+
+impl Admission {
+    /// A limit of `cap` connections (at least 1) over `reactors` reactors.
+    pub fn new(cap: usize, reactors: usize, parent: Option<Arc<Admission>>) -> Arc<Admission> {
+        Arc::new(Admission {
+            cap: cap.max(1),
+            open: AtomicUsize::new(0),
+            parent,
+            waiting: (0..reactors.max(1)).map(|_| AtomicBool::new(false)).collect(),
+            wakers: OnceLock::new(),
+        })
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Slots held now.
+    pub fn open(&self) -> usize {
+        self.open.load(SeqCst)
+    }
+
+    /// Gives reactor `i` its waker (`wakers[i]`), then wakes whoever started waiting before.
+    pub fn set_wakers(&self, wakers: Vec<Arc<Waker>>) {
+        let _ = self.wakers.set(wakers);
+        self.wake_waiting();
+        if let Some(p) = &self.parent {
+            p.set_wakers(self.wakers.get().cloned().unwrap_or_default());
+        }
+    }
+
+    /// A slot of this admission and of its parent, or `None` when either is at its cap.
+    pub fn try_admit(self: &Arc<Self>) -> Option<Slot> {
+        if !self.take() {
+            return None;
+        }
+        if let Some(p) = &self.parent {
+            if !p.take() {
+                self.give();
+                return None;
+            }
+        }
+        Some(Slot(self.clone()))
+    }
+
+    /// Reactor `id` found no slot: the next release wakes it.
+    pub fn wait(&self, id: usize) {
+        if let Some(f) = self.waiting.get(id) {
+            f.store(true, SeqCst);
+        }
+        if let Some(p) = &self.parent {
+            p.wait(id);
+        }
+    }
+
+    fn take(&self) -> bool {
+        self.open.fetch_update(SeqCst, SeqCst, |n| (n < self.cap).then_some(n + 1)).is_ok()
+    }
+
+    fn give(&self) {
+        if self.open.fetch_sub(1, SeqCst) == self.cap {
+            self.wake_waiting();
+        }
+    }
+
+    fn wake_waiting(&self) {
+        let Some(wakers) = self.wakers.get() else { return };
+        for (flag, w) in self.waiting.iter().zip(wakers) {
+            if flag.load(SeqCst) && flag.swap(false, SeqCst) {
+                let _ = w.wake();
+            }
+        }
+    }
+}
+
+/// One admitted connection's place under its [`Admission`]'s cap; dropping it frees the place
+/// (and the parent's), waking reactors that wait for one.
+pub struct Slot(Arc<Admission>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.give();
+        if let Some(p) = &self.0.parent {
+            p.give();
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slot({}/{})", self.0.open(), self.0.cap)
+    }
+}
 
 pub struct Acceptor {
     /// `None` once closed.
@@ -38,7 +155,9 @@ pub struct Acceptor {
     ready: bool,
     /// Out of descriptors: waiting for the resume timer.
     paused: bool,
-    /// Stopped at the role's cap: waiting to fall below 90% of it.
+    /// The connection limit every accept takes a slot of.
+    gate: Arc<Admission>,
+    /// Found no slot: waiting for a release to wake the reactor ([`Acceptor::on_wake`]).
     at_cap: bool,
     last_log: Option<Instant>,
     /// Times accepting paused for want of descriptors or memory.
@@ -46,13 +165,19 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    pub fn new(listener: std::net::TcpListener, token: Token, label: impl Into<String>) -> Acceptor {
+    pub fn new(
+        listener: std::net::TcpListener,
+        token: Token,
+        label: impl Into<String>,
+        gate: Arc<Admission>,
+    ) -> Acceptor {
         Acceptor {
             listener: Some(TcpListener::from_std(listener)),
             token,
             label: label.into(),
             ready: false,
             paused: false,
+            gate,
             at_cap: false,
             last_log: None,
             pauses: 0,
@@ -100,14 +225,11 @@ impl Acceptor {
         true
     }
 
-    /// The next connection to adopt, or `None` when there is nothing more to take this turn.
-    /// `taken` counts this wake-up's accepts (start it at 0); `full` says the role's table is
-    /// at its cap.
-    pub fn next(&mut self, cx: &mut Cx, taken: &mut usize, full: bool) -> Option<(TcpStream, SocketAddr)> {
-        if full {
-            self.at_cap = true;
-        }
-        if self.paused || self.at_cap || !self.ready {
+    /// The next connection to adopt with its slot (keep it as long as the connection), or
+    /// `None` when there is nothing more to take this turn. `taken` counts this wake-up's
+    /// accepts (start it at 0).
+    pub fn next(&mut self, cx: &mut Cx, taken: &mut usize) -> Option<(TcpStream, SocketAddr, Slot)> {
+        if self.paused || self.at_cap || !self.ready || self.listener.is_none() {
             return None;
         }
         loop {
@@ -115,14 +237,29 @@ impl Acceptor {
                 cx.defer(self.token);
                 return None;
             }
+            let slot = match self.gate.try_admit() {
+                Some(s) => s,
+                None => {
+                    // At the limit: ask to be woken, then look once more (a release may have
+                    // come between the two; see `Admission`).
+                    self.gate.wait(cx.id);
+                    match self.gate.try_admit() {
+                        Some(s) => s,
+                        None => {
+                            self.at_cap = true;
+                            return None;
+                        }
+                    }
+                }
+            };
             let accepted = match self.listener.as_ref() {
                 Some(l) => l.accept(),
                 None => return None,
             };
             match accepted {
-                Ok(conn) => {
+                Ok((sock, peer)) => {
                     *taken += 1;
-                    return Some(conn);
+                    return Some((sock, peer, slot));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.ready = false;
@@ -163,16 +300,62 @@ impl Acceptor {
         cx.arm(cx.now + ACCEPT_PAUSE, self.token, TIMER_RESUME_ACCEPT);
     }
 
-    /// A connection of the role ended; `len` and `cap` describe its table now.
-    pub fn on_close(&mut self, cx: &mut Cx, len: usize, cap: usize) {
-        self.resume_if(cx, len < cap * 9 / 10 + usize::from(cap < 10));
-    }
-
-    /// Resumes after a stop at the cap once `below` (the role's own "under 90% of every cap").
-    pub fn resume_if(&mut self, cx: &mut Cx, below: bool) {
-        if self.at_cap && below {
+    /// The reactor was woken (a slot may have been freed, on any reactor): a listener stopped
+    /// at the limit looks again next turn.
+    pub fn on_wake(&mut self, cx: &mut Cx) {
+        if self.at_cap {
             self.at_cap = false;
             self.wake(cx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded_by_the_cap_and_the_parent() {
+        let global = Admission::new(3, 2, None);
+        let a = Admission::new(2, 2, Some(global.clone()));
+        let b = Admission::new(2, 2, Some(global.clone()));
+        let a1 = a.try_admit().unwrap();
+        let _a2 = a.try_admit().unwrap();
+        assert!(a.try_admit().is_none(), "listener cap");
+        let b1 = b.try_admit().unwrap();
+        assert!(b.try_admit().is_none(), "global cap");
+        assert_eq!((global.open(), a.open(), b.open()), (3, 2, 1));
+        drop(a1);
+        assert_eq!((global.open(), a.open()), (2, 1));
+        let _b2 = b.try_admit().unwrap();
+        drop(b1);
+        assert_eq!(global.open(), 2);
+    }
+
+    #[test]
+    fn a_release_wakes_the_reactors_that_wait() {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(7)).unwrap());
+        let gate = Admission::new(1, 2, None);
+        let held = gate.try_admit().unwrap();
+        assert!(gate.try_admit().is_none());
+        let other = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        // Wakers arrive after the reactors start; a flag set before then gets its wake then.
+        gate.wait(1);
+        gate.set_wakers(vec![Arc::new(Waker::new(other.registry(), Token(1)).unwrap()), waker]);
+        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(events.iter().map(|e| e.token()).collect::<Vec<_>>(), vec![Token(7)]);
+        gate.wait(1);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty(), "nothing freed yet");
+        drop(held);
+        poll.poll(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(events.iter().map(|e| e.token()).collect::<Vec<_>>(), vec![Token(7)]);
+        // The flag is cleared: the next release does not wake again.
+        let again = gate.try_admit().unwrap();
+        drop(again);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        assert!(events.is_empty());
     }
 }

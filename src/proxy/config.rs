@@ -36,6 +36,14 @@ pub const DEFAULT_THREADS: usize = 0;
 pub const MAX_THREADS: usize = crate::units::THREADS_MAX as usize;
 /// Global cap on client sessions (and default per-listener cap).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// `max_connections` when the file (or the quick start) does not set it:
+/// [`DEFAULT_MAX_CONNECTIONS`], or what the (raised) open-file limit allows at two descriptors
+/// per session past [`crate::sys::FD_RESERVE`], whichever is lower.
+pub fn default_max_connections() -> usize {
+    let fit = (crate::sys::open_file_limit().saturating_sub(crate::sys::FD_RESERVE) / 2).max(1);
+    DEFAULT_MAX_CONNECTIONS.min(usize::try_from(fit).unwrap_or(usize::MAX))
+}
 /// Global default algorithm, used by groups without a `[groups.NAME] balance`.
 pub const DEFAULT_BALANCE: Balance = Balance::P2c;
 /// Other backends tried after a connect failure.
@@ -68,6 +76,8 @@ pub const DEFAULT_SMART_CONNECT: bool = true;
 pub const DEFAULT_CONGESTION: Option<Congestion> = None;
 /// How `congestion` spells "the kernel's default".
 pub const SYSTEM_CONGESTION: &str = "system";
+/// Listeners refuse an address another process listens on (see `crate::net::listen`).
+pub const DEFAULT_REUSE_PORT: bool = false;
 /// Graceful shutdown budget; 0 = close every session at once.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backend connect timeout.
@@ -135,6 +145,9 @@ pub struct ProxyConfig {
     /// When a new client has already sent bytes, dial its backend with TCP_QUICKACK off and
     /// write those bytes at once, so they carry the handshake's last ACK (one segment less).
     pub smart_connect: bool,
+    /// `reuse_port` (or `--reuse-port`): the listeners share their addresses with other
+    /// processes listening with SO_REUSEPORT instead of refusing to start.
+    pub reuse_port: bool,
     /// Global `congestion`, the default of every listener and group (each has its resolved
     /// one).
     pub congestion: Option<Congestion>,
@@ -378,6 +391,8 @@ pub struct Overrides {
     pub admin: Option<Option<SocketAddr>>,
     /// `--congestion`, for every listener and group (`Some(None)`: the kernel's default).
     pub congestion: Option<Option<Congestion>>,
+    /// `--reuse-port` (true: on, whatever the file says).
+    pub reuse_port: bool,
 }
 
 impl ProxyConfig {
@@ -393,6 +408,9 @@ impl ProxyConfig {
             self.congestion = c;
             self.listeners.iter_mut().for_each(|l| l.congestion = c);
             self.groups.iter_mut().for_each(|g| g.congestion = c);
+        }
+        if o.reuse_port {
+            self.reuse_port = true;
         }
         self.overrides = o;
     }
@@ -421,6 +439,7 @@ impl ProxyConfig {
         kv("pipe_size", quote(&format_bytes(self.pipe_bytes)));
         kv("splice", quote(self.splice.as_str()));
         kv("smart_connect", self.smart_connect.to_string());
+        kv("reuse_port", self.reuse_port.to_string());
         kv("congestion", quote(congestion_str(&self.congestion)));
         kv("drain_timeout", quote(&format_duration(self.drain_timeout)));
 
@@ -513,10 +532,9 @@ fn from_flags_with(
     backends: &[String],
     resolve: Resolver<'_>,
 ) -> Result<ProxyConfig, String> {
+    // An address equal to the admin address (the default one, or --admin) is refused once
+    // --admin is applied (`cli::proxy_config`).
     let address = parse_address(laddr, resolve).map_err(|e| format!("--laddr: {e}"))?;
-    if address == DEFAULT_ADMIN_ADDRESS {
-        return Err(format!("--laddr: {address} is the admin (/metrics) address; pick another port"));
-    }
     let balance: Balance = lb.parse().map_err(|e| format!("--lb: {e}"))?;
     if timeout.is_zero() {
         return Err("--timeout: must be > 0 (e.g. 3s)".into());
@@ -545,13 +563,14 @@ fn from_flags_with(
         source: None,
         threads: DEFAULT_THREADS,
         cpu_affinity: CpuAffinity::default(),
-        max_connections: DEFAULT_MAX_CONNECTIONS,
+        max_connections: default_max_connections(),
         balance,
         retries: DEFAULT_RETRIES,
         buffer_bytes: DEFAULT_BUFFER_BYTES,
         pipe_bytes: DEFAULT_PIPE_BYTES,
         splice: DEFAULT_SPLICE,
         smart_connect: DEFAULT_SMART_CONNECT,
+        reuse_port: DEFAULT_REUSE_PORT,
         congestion: DEFAULT_CONGESTION,
         overrides: Overrides::default(),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -562,7 +581,7 @@ fn from_flags_with(
             name: format!("{DEFAULT_LISTENER_NAME_PREFIX}0"),
             address,
             group: 0,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: default_max_connections(),
             congestion: DEFAULT_CONGESTION,
         }],
         groups: vec![GroupConfig {
@@ -589,6 +608,7 @@ struct FileConfig {
     pipe_size: Option<Spanned<Text>>,
     splice: Option<Spanned<String>>,
     smart_connect: Option<bool>,
+    reuse_port: Option<bool>,
     congestion: Option<Spanned<String>>,
     drain_timeout: Option<Spanned<Text>>,
     timeouts: Option<TimeoutsFile>,
@@ -836,7 +856,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
     let cpu_affinity = cpu_affinity_key(cx, file.cpu_affinity)?;
 
     let (max_connections, span) = split(file.max_connections);
-    let max_connections = max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let max_connections = max_connections.unwrap_or_else(default_max_connections);
     if max_connections == 0 {
         return Err(cx.err("max_connections", span, "must be >= 1 (it caps client sessions)"));
     }
@@ -897,6 +917,7 @@ fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> Result<Prox
         pipe_bytes,
         splice,
         smart_connect: file.smart_connect.unwrap_or(DEFAULT_SMART_CONNECT),
+        reuse_port: file.reuse_port.unwrap_or(DEFAULT_REUSE_PORT),
         congestion,
         overrides: Overrides::default(),
         drain_timeout,
@@ -1443,13 +1464,14 @@ mod tests {
             source: Some(PathBuf::from(FILE)),
             threads: DEFAULT_THREADS,
             cpu_affinity: CpuAffinity::Off,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: default_max_connections(),
             balance: DEFAULT_BALANCE,
             retries: DEFAULT_RETRIES,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             pipe_bytes: DEFAULT_PIPE_BYTES,
             splice: DEFAULT_SPLICE,
             smart_connect: DEFAULT_SMART_CONNECT,
+            reuse_port: DEFAULT_REUSE_PORT,
             congestion: DEFAULT_CONGESTION,
             overrides: Overrides::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -1460,7 +1482,7 @@ mod tests {
                 name: "listener0".into(),
                 address: v4([127, 0, 0, 1], 4000),
                 group: 0,
-                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connections: default_max_connections(),
                 congestion: DEFAULT_CONGESTION,
             }],
             groups: vec![GroupConfig {
@@ -1477,7 +1499,7 @@ mod tests {
             }],
         };
         assert_eq!(cfg, want);
-        assert_eq!(cfg.memory_bound_bytes(), 10_000 * 2 * 16 * 1024);
+        assert_eq!(cfg.memory_bound_bytes(), default_max_connections() as u64 * 2 * 16 * 1024);
     }
 
     /// Every key set to something other than its default.
@@ -1654,7 +1676,7 @@ congestion = "system"
         assert_eq!(cfg.source.as_deref(), Some(path.as_path()));
         // The example shows every default; only listeners and backends are examples.
         assert_eq!(cfg.threads, DEFAULT_THREADS);
-        assert_eq!(cfg.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(cfg.max_connections, default_max_connections());
         assert_eq!(cfg.balance, DEFAULT_BALANCE);
         assert_eq!(cfg.retries, DEFAULT_RETRIES);
         assert_eq!(cfg.buffer_bytes, DEFAULT_BUFFER_BYTES);
@@ -1666,7 +1688,7 @@ congestion = "system"
         assert_eq!(cfg.congestion, DEFAULT_CONGESTION);
         assert!(!cfg.listeners.is_empty() && !cfg.groups.is_empty());
         for l in &cfg.listeners {
-            assert_eq!(l.max_connections, DEFAULT_MAX_CONNECTIONS);
+            assert_eq!(l.max_connections, default_max_connections());
         }
         let b = &cfg.groups[0].backends[0];
         assert_eq!((b.weight, b.backup, b.state), (DEFAULT_WEIGHT, false, DEFAULT_STATE));
@@ -1772,7 +1794,6 @@ congestion = "system"
         // (laddr, lb, timeout, backends, fragment of the error)
         let bad: &[(&str, &str, Duration, &[&str], &str)] = &[
             ("127.0.0.1", "p2c", secs(3), &["127.0.0.1:8001"], "--laddr"),
-            ("127.0.0.1:9100", "p2c", secs(3), &["127.0.0.1:8001"], "admin"),
             ("127.0.0.1:4000", "fastest", secs(3), &["127.0.0.1:8001"], "--lb"),
             ("127.0.0.1:4000", "p2c", Duration::ZERO, &["127.0.0.1:8001"], "--timeout"),
             ("127.0.0.1:4000", "p2c", secs(3), &[], "no backend"),

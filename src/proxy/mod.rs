@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use crate::error::Error;
+use crate::net::accept::Admission;
 use crate::reactor::Pool;
 use crate::sys::Signal;
 use config::ProxyConfig;
@@ -112,9 +113,19 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     // Bind every listener on every reactor before anything runs: a bind error ends start-up.
     let mut per_reactor: Vec<Vec<std::net::TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for l in &cfg.listeners {
-        let (addr, socks) = crate::net::listen::reuseport_group(l.address, threads, crate::net::listen::LISTEN_BACKLOG)
-            .map_err(|source| Error::Bind { addr: l.address, source })?;
+    use crate::net::listen::{self, ListenTuning, Sharing};
+    let sharing = Sharing::from_flag(cfg.reuse_port);
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let (addr, socks) =
+            listen::group(l.address, threads, listen::LISTEN_BACKLOG, &ListenTuning::default(), sharing).map_err(
+                |source| {
+                    let (key, share) = match &cfg.source {
+                        Some(p) => (format!("{}: listener[{i}].address", p.display()), "set reuse_port = true"),
+                        None => ("--laddr".to_string(), "pass --reuse-port"),
+                    };
+                    Error::bind(key, l.address, source, Some(share))
+                },
+            )?;
         bound.push(addr);
         for (r, s) in socks.into_iter().enumerate() {
             // Linux copies TCP_NODELAY from the listener to every accepted socket: set once
@@ -139,7 +150,13 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     let metrics = Arc::new(Mutex::new(String::new()));
     let admin = match cfg.admin {
         Some(a) => {
-            let l = stats::bind_admin(a).map_err(|source| Error::Bind { addr: a, source })?;
+            let l = stats::bind_admin(a).map_err(|source| {
+                let key = match (&cfg.source, cfg.overrides.admin) {
+                    (Some(p), None) => format!("{}: admin.address", p.display()),
+                    _ => "--admin".to_string(),
+                };
+                Error::bind(format!("{key} (the /metrics endpoint)"), a, source, None)
+            })?;
             let addr = l.local_addr()?;
             let text = metrics.clone();
             std::thread::Builder::new().name("admin".into()).spawn(move || stats::serve_admin(l, text))?;
@@ -148,11 +165,16 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         None => None,
     };
     let (tx, rx) = crossbeam_channel::bounded::<Report>(threads * 16);
+    // Connection limits are the process's, not a reactor's share: each listener's inside the
+    // global one, counted over every reactor.
+    let global = Admission::new(cfg.max_connections, threads, None);
+    let gates: Vec<Arc<Admission>> =
+        cfg.listeners.iter().map(|l| Admission::new(l.max_connections, threads, Some(global.clone()))).collect();
     let shared = Arc::new(cfg);
     let handlers: Vec<ProxyReactor> = per_reactor
         .into_iter()
         .enumerate()
-        .map(|(id, ls)| ProxyReactor::new(shared.clone(), id, threads, ls, tx.clone()))
+        .map(|(id, ls)| ProxyReactor::new(shared.clone(), id, gates.clone(), ls, tx.clone()))
         .collect();
     drop(tx);
     if let Some((cpu, e)) = steer_error {
@@ -160,6 +182,9 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         log::warn!("SO_INCOMING_CPU (CPU {cpu}): {e}; connections are spread by hash, not by CPU");
     }
     let (pool, refused) = Pool::spawn_pinned("proxy", handlers, TICK, placement.cpus.as_deref()).map_err(Error::Io)?;
+    for g in &gates {
+        g.set_wakers(pool.wakers());
+    }
     for (id, cpu, e) in &refused {
         log::warn!("reactor {id}: cannot pin to CPU {cpu}: {e}; it runs unpinned");
         placement.summary.push_str(&format!("; reactor {id} NOT pinned to CPU {cpu}: {e}"));
@@ -355,8 +380,9 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
         || new.cpu_affinity != cur.cpu_affinity
         || new.max_connections != cur.max_connections
         || new.admin != cur.admin
+        || new.reuse_port != cur.reuse_port
     {
-        log::warn!("proxy: reload: listener (address, cap, congestion), threads, cpu_affinity, max_connections and admin changes need a restart; keeping the running ones");
+        log::warn!("proxy: reload: listener (address, cap, congestion), threads, cpu_affinity, max_connections, reuse_port and admin changes need a restart; keeping the running ones");
     }
     for l in &cur.listeners {
         if !new.groups.iter().any(|g| g.name == cur.groups[l.group].name) {
@@ -383,6 +409,7 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
     new.cpu_affinity = cur.cpu_affinity.clone();
     new.max_connections = cur.max_connections;
     new.admin = cur.admin;
+    new.reuse_port = cur.reuse_port;
     log::info!("proxy: reloaded {}: {} backends in {} groups", path.display(), backend_count(&new), new.groups.len());
     Some(new)
 }

@@ -49,7 +49,7 @@ use super::config::{AdminState, ProxyConfig, SpliceMode};
 use super::lb::{Balance, Candidate, Picker};
 use super::session::{reset_on_close, Bufs, CloseReason, Moved, Pipe, Pump};
 use super::stats::ProxyStats;
-use crate::net::accept::{Acceptor, TIMER_RESUME_ACCEPT};
+use crate::net::accept::{Acceptor, Admission, Slot, TIMER_RESUME_ACCEPT};
 use crate::net::connect::{self, DialOpts, DialState};
 use crate::net::Cause;
 use crate::reactor::{listener_index, listener_token, role_token, slab, Cx, Handler, Readiness, Ready, Slab};
@@ -128,10 +128,11 @@ struct Group {
 }
 
 struct Listener {
-    /// Accept batch, cap stop/resume and EMFILE pauses (shared with the other servers).
+    /// Accept batch, cap stop/resume and EMFILE pauses (shared with the other servers). Its
+    /// admission is the listener's `max_connections` inside the global one, both counted over
+    /// every reactor.
     acceptor: Acceptor,
     group: usize,
-    cap: usize,
     active: usize,
 }
 
@@ -156,6 +157,8 @@ struct Session {
     /// Bytes forwarded client -> server and server -> client (access log).
     c2s_bytes: u64,
     s2c_bytes: u64,
+    /// Its place under the listener's and the global `max_connections`, freed with it.
+    _slot: Slot,
 }
 
 struct Check {
@@ -238,27 +241,30 @@ fn jittered(interval: Duration, pct: u32, rng: &mut fastrand::Rng) -> Duration {
 }
 
 impl ProxyReactor {
-    /// `listeners[i]` is this reactor's SO_REUSEPORT socket for `cfg.listeners[i]`.
+    /// `listeners[i]` is this reactor's SO_REUSEPORT socket for `cfg.listeners[i]`, and
+    /// `gates[i]` that listener's connection limit, shared by every reactor (see
+    /// [`Admission`]; its parent is the global `max_connections`).
     pub fn new(
         cfg: Arc<ProxyConfig>,
         id: usize,
-        threads: usize,
+        gates: Vec<Arc<Admission>>,
         listeners: Vec<std::net::TcpListener>,
         report: Sender<Report>,
     ) -> Self {
         let (backends, groups) = build_backends(&cfg);
         let ls = listeners
             .into_iter()
+            .zip(gates)
             .zip(&cfg.listeners)
             .enumerate()
-            .map(|(i, (l, lc))| Listener {
-                acceptor: Acceptor::new(l, listener_token(i), format!("listener {}", lc.name)),
+            .map(|(i, ((l, gate), lc))| Listener {
+                acceptor: Acceptor::new(l, listener_token(i), format!("listener {}", lc.name), gate),
                 group: lc.group,
-                cap: lc.max_connections.div_ceil(threads).max(1),
                 active: 0,
             })
             .collect::<Vec<_>>();
-        let share = cfg.max_connections.div_ceil(threads).max(1);
+        // The limit is the process's: this reactor may hold all of it.
+        let share = cfg.max_connections.max(1);
         let stats = ProxyStats::new(ls.len(), backends.len());
         ProxyReactor {
             listeners: ls,
@@ -323,11 +329,8 @@ impl ProxyReactor {
             return;
         }
         let mut taken = 0;
-        loop {
-            let l = &mut self.listeners[i];
-            let full = l.active >= l.cap || self.sessions.is_full();
-            let Some((sock, peer)) = l.acceptor.next(cx, &mut taken, full) else { break };
-            self.start(cx, i, sock, peer);
+        while let Some((sock, peer, slot)) = self.listeners[i].acceptor.next(cx, &mut taken) {
+            self.start(cx, i, sock, peer, slot);
         }
     }
 
@@ -335,13 +338,6 @@ impl ProxyReactor {
     fn pause(&mut self, cx: &mut Cx, i: usize, what: &str, e: &io::Error) {
         if let Some(l) = self.listeners.get_mut(i) {
             l.acceptor.pause(cx, what, e);
-        }
-    }
-
-    fn maybe_resume(&mut self, cx: &mut Cx) {
-        let global_ok = self.sessions.len() * 10 < self.sessions.capacity() * 9;
-        for l in self.listeners.iter_mut() {
-            l.acceptor.resume_if(cx, global_ok && l.active * 10 < l.cap * 9);
         }
     }
 
@@ -451,7 +447,7 @@ impl ProxyReactor {
         }
     }
 
-    fn start(&mut self, cx: &mut Cx, li: usize, client: TcpStream, peer: SocketAddr) {
+    fn start(&mut self, cx: &mut Cx, li: usize, client: TcpStream, peer: SocketAddr, slot: Slot) {
         self.stats.listener_accepted[li] += 1;
         self.purge_timers(cx);
         // TCP_NODELAY is inherited from the listener (set in `proxy::run`): no syscall here.
@@ -505,6 +501,7 @@ impl ProxyReactor {
             peer,
             c2s_bytes: 0,
             s2c_bytes: 0,
+            _slot: slot,
         };
         let tok = match self.sessions.insert(s) {
             Ok(tok) => tok,
@@ -653,8 +650,6 @@ impl ProxyReactor {
                 s.s2c_bytes
             );
         }
-        drop(s);
-        self.maybe_resume(cx);
     }
 
     // ----------------------------------------------------------------------------------------
@@ -1164,6 +1159,15 @@ impl Handler for ProxyReactor {
         let _ = self.report.try_send(r);
     }
 
+    fn on_wake(&mut self, cx: &mut Cx) {
+        if self.draining || self.gated {
+            return;
+        }
+        for l in self.listeners.iter_mut() {
+            l.acceptor.on_wake(cx);
+        }
+    }
+
     fn finished(&self) -> bool {
         self.draining && self.sessions.is_empty()
     }
@@ -1203,7 +1207,7 @@ address = "127.0.0.1:2"
     fn reactor() -> (ProxyReactor, crossbeam_channel::Receiver<Report>) {
         let cfg = crate::proxy::config::from_str(std::path::Path::new("t.toml"), CONF).unwrap();
         let (tx, rx) = crossbeam_channel::bounded(16);
-        (ProxyReactor::new(Arc::new(cfg), 1, 2, Vec::new(), tx), rx)
+        (ProxyReactor::new(Arc::new(cfg), 1, Vec::new(), Vec::new(), tx), rx)
     }
 
     /// Whether `pick` can still choose backend 0 at `now` (round-robin over two backends: two

@@ -141,6 +141,9 @@ pub trait Handler: Send + 'static {
     fn on_command(&mut self, cx: &mut Cx, cmd: Self::Cmd);
     /// Called every tick (stats flush, sweeps).
     fn on_tick(&mut self, cx: &mut Cx);
+    /// The reactor's waker fired (commands, or a connection slot freed on another reactor:
+    /// see [`crate::net::accept::Admission`]). Acceptors stopped at a limit look again.
+    fn on_wake(&mut self, _cx: &mut Cx) {}
     /// When true after a loop turn, the reactor calls `on_exit` and the thread ends.
     fn finished(&self) -> bool;
     /// Last call on the reactor thread: flush final stats.
@@ -229,6 +232,11 @@ impl<C: Send + 'static> Pool<C> {
         self.handles.len()
     }
 
+    /// Reactor `i`'s waker at index `i` (for [`crate::net::accept::Admission::set_wakers`]).
+    pub fn wakers(&self) -> Vec<Arc<Waker>> {
+        self.handles.iter().map(|h| h.waker.clone()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.handles.is_empty()
     }
@@ -290,6 +298,7 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
             let token = ev.token();
             if token == WAKER {
                 drain_commands(&rx, &mut handler, &mut cx);
+                handler.on_wake(&mut cx);
             } else {
                 handler.on_ready(&mut cx, token, Ready::from_event(ev));
             }

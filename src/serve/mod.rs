@@ -3,11 +3,13 @@
 //! reactors), the test fixture, and the proxy's demo backend.
 //!
 //! Accept rules are the shared [`Acceptor`]'s: a bounded batch per wake-up, stop at the
-//! per-reactor connection cap and resume below 90% of it, EMFILE/ENFILE pause with a timer
-//! (counted, logged at most every 5 s). Nothing spins and nothing exits.
+//! process's connection limit (one [`Admission`] for all reactors) and resume as soon as a
+//! connection closes anywhere, EMFILE/ENFILE pause with a timer (counted, logged at most every
+//! 5 s). Nothing spins and nothing exits.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
@@ -15,7 +17,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use crate::buf::Ring;
-use crate::net::accept::Acceptor;
+use crate::net::accept::{Acceptor, Admission, Slot};
 use crate::net::tune::SockBufs;
 use crate::reactor::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::sys::Signal;
@@ -26,7 +28,15 @@ pub const READ_BUDGET: usize = 256 * 1024;
 pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// Echo ring per connection.
 pub const ECHO_RING_BYTES: usize = 16 * 1024;
+/// `--max-conns` without the flag: this, or what the open-file limit allows when lower.
 pub const DEFAULT_MAX_CONNS: usize = 100_000;
+
+/// The default `--max-conns`: [`DEFAULT_MAX_CONNS`], or one connection per descriptor of the
+/// (raised) open-file limit past [`crate::sys::FD_RESERVE`], whichever is lower.
+pub fn default_max_conns() -> usize {
+    let fit = crate::sys::open_file_limit().saturating_sub(crate::sys::FD_RESERVE).max(1);
+    DEFAULT_MAX_CONNS.min(usize::try_from(fit).unwrap_or(usize::MAX))
+}
 /// Slab tag of sink connections (goon's dials use tag 0).
 pub const SINK_TAG: u8 = 1;
 
@@ -71,6 +81,8 @@ struct SinkConn {
     /// Echo mode only.
     ring: Option<Ring>,
     read_eof: bool,
+    /// Its place under the connection limit, freed with the connection.
+    _slot: Slot,
 }
 
 /// The accept-and-serve component, embeddable in any role's reactor.
@@ -84,11 +96,12 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(listener: std::net::TcpListener, mode: Mode, max_conns: usize, bufs: SockBufs) -> Sink {
+    /// `gate` is the connection limit shared by every sink of the process.
+    pub fn new(listener: std::net::TcpListener, mode: Mode, gate: Arc<Admission>, bufs: SockBufs) -> Sink {
         Sink {
             mode,
-            acceptor: Acceptor::new(listener, listener_token(0), "the listener"),
-            conns: Slab::new(SINK_TAG, max_conns.max(1), 0),
+            conns: Slab::new(SINK_TAG, gate.cap(), 0),
+            acceptor: Acceptor::new(listener, listener_token(0), "the listener", gate),
             bufs,
             stats: SinkStats::default(),
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
@@ -119,18 +132,24 @@ impl Sink {
         }
     }
 
+    /// The reactor's waker fired: a slot may have been freed.
+    pub fn on_wake(&mut self, cx: &mut Cx) {
+        self.acceptor.on_wake(cx);
+    }
+
     fn accept(&mut self, cx: &mut Cx) {
         let mut taken = 0;
-        while let Some((sock, _peer)) = self.acceptor.next(cx, &mut taken, self.conns.is_full()) {
-            self.adopt(cx, sock);
+        while let Some((sock, _peer, slot)) = self.acceptor.next(cx, &mut taken) {
+            self.adopt(cx, sock, slot);
         }
         self.stats.accept_pauses = self.acceptor.pauses;
     }
 
-    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream) {
+    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, slot: Slot) {
         let _ = self.bufs.apply(socket2::SockRef::from(&sock));
         let ring = (self.mode == Mode::Echo).then(|| Ring::new(ECHO_RING_BYTES));
-        let conn = SinkConn { sock, rd: Readiness::new(Ready::READABLE | Ready::HUP), ring, read_eof: false };
+        let conn =
+            SinkConn { sock, rd: Readiness::new(Ready::READABLE | Ready::HUP), ring, read_eof: false, _slot: slot };
         let Ok(token) = self.conns.insert(conn) else { return };
         let registered = match self.conns.get_mut(token) {
             Some(c) => cx.registry.register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE),
@@ -146,11 +165,10 @@ impl Sink {
         self.stats.peak_active = self.stats.peak_active.max(self.stats.active);
     }
 
-    fn close(&mut self, cx: &mut Cx, token: Token) {
+    fn close(&mut self, _cx: &mut Cx, token: Token) {
         if self.conns.remove(token).is_some() {
             self.stats.closed += 1;
             self.stats.active -= 1;
-            self.acceptor.on_close(cx, self.conns.len(), self.conns.capacity());
         }
     }
 
@@ -296,6 +314,10 @@ impl Handler for ServeReactor {
         let _ = self.stats_tx.try_send((cx.id, self.sink.stats, false));
     }
 
+    fn on_wake(&mut self, cx: &mut Cx) {
+        self.sink.on_wake(cx);
+    }
+
     fn finished(&self) -> bool {
         self.stopping
     }
@@ -315,6 +337,8 @@ pub struct ServeConfig {
     pub threads: usize,
     pub interval: Duration,
     pub bufs: SockBufs,
+    /// `--reuse-port`: share the address with other processes (see [`crate::net::listen`]).
+    pub reuse_port: bool,
 }
 
 /// Final numbers of a serve run.
@@ -332,25 +356,33 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<ServeReport, crate::error::Error> {
     let threads = cfg.threads.max(1);
-    let (addr, listeners) =
-        crate::net::listen::reuseport_group(cfg.listen, threads, crate::net::listen::LISTEN_BACKLOG)
-            .map_err(|source| crate::error::Error::Bind { addr: cfg.listen, source })?;
-    let per_reactor = cfg.max_conns.div_ceil(threads).max(1);
+    use crate::net::listen::{self, ListenTuning, Sharing};
+    let (addr, listeners) = listen::group(
+        cfg.listen,
+        threads,
+        listen::LISTEN_BACKLOG,
+        &ListenTuning::default(),
+        Sharing::from_flag(cfg.reuse_port),
+    )
+    .map_err(|source| crate::error::Error::bind("--listen", cfg.listen, source, Some("pass --reuse-port")))?;
+    // The limit is the process's: any reactor may hold all of it.
+    let gate = Admission::new(cfg.max_conns, threads, None);
     let (stats_tx, stats_rx) = crossbeam_channel::bounded(threads * 8);
     let handlers: Vec<ServeReactor> = listeners
         .into_iter()
         .map(|l| ServeReactor {
-            sink: Sink::new(l, cfg.mode, per_reactor, cfg.bufs),
+            sink: Sink::new(l, cfg.mode, gate.clone(), cfg.bufs),
             stats_tx: stats_tx.clone(),
             stopping: false,
         })
         .collect();
     let pool = Pool::spawn("serve", handlers, Duration::from_millis(100)).map_err(crate::error::Error::Io)?;
+    gate.set_wakers(pool.wakers());
     let _ = writeln!(
         out,
         "netforge serve: listening on {addr} (mode {}, {threads} reactors, max {} connections)",
         format!("{:?}", cfg.mode).to_lowercase(),
-        per_reactor * threads
+        gate.cap()
     );
     let _ = out.flush();
     let mut per: Vec<SinkStats> = vec![SinkStats::default(); threads];

@@ -3,6 +3,7 @@
 mod bp;
 mod goon;
 mod limits;
+mod listen;
 mod proxy;
 mod serve;
 mod util;

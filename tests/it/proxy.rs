@@ -662,7 +662,8 @@ const FD_LIMIT: usize = 64;
 fn out_of_descriptors_pauses_accepts_without_spinning_then_recovers() {
     with_timeout(T, || {
         let (_b, b) = echo_serve();
-        let path = write_conf(&conf(&[b], "threads = 1\nsplice = \"off\"", NO_HEALTH));
+        // The default max_connections would fit the limit: ask for more than it allows.
+        let path = write_conf(&conf(&[b], "threads = 1\nsplice = \"off\"\nmax_connections = 1000", NO_HEALTH));
         // `ulimit -n` sets the soft and the hard limit, so the proxy cannot raise it.
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(format!("ulimit -n {FD_LIMIT} && exec \"$0\" proxy --conf \"$1\""));

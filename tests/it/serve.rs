@@ -96,8 +96,9 @@ fn max_conns_stops_accepting_and_resumes() {
 fn out_of_descriptors_pauses_accepting_then_recovers() {
     with_timeout(T, || {
         // 40 descriptors (soft and hard: netforge raises soft to hard): a few go to epoll, wakers, stdio and the listener; the rest run out.
+        // The default --max-conns would fit the limit: ask for more than it allows.
         let script = format!(
-            "ulimit -n 40 && exec {} serve --listen 127.0.0.1:0 --mode echo --threads 1 --interval 0",
+            "ulimit -n 40 && exec {} serve --listen 127.0.0.1:0 --mode echo --threads 1 --interval 0 --max-conns 1000",
             crate::util::BIN
         );
         let mut cmd = std::process::Command::new("sh");
