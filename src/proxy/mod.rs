@@ -12,6 +12,7 @@
 //! signals into commands: SIGTERM/SIGINT drain (a second one stops at once), SIGHUP reloads
 //! the file, SIGUSR1 prints a summary line.
 
+pub mod admin;
 pub mod config;
 pub mod lb;
 pub mod reactor;

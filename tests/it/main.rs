@@ -3,5 +3,6 @@
 mod bp;
 mod goon;
 mod proxy;
+mod proxy_admin;
 mod serve;
 mod util;
