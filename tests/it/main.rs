@@ -4,5 +4,6 @@ mod bp;
 mod goon;
 mod proxy;
 mod proxy_admin;
+mod proxy_reload;
 mod serve;
 mod util;
