@@ -159,8 +159,11 @@ fn a_reload_that_turns_health_checks_on_resets_no_new_session() {
         std::fs::write(&path, conf(&[backend], "threads = 2", health)).unwrap();
         px.p.signal(1);
         wait_stderr(&px.p, Duration::from_secs(10), "proxy: reloaded");
-        let at_reload = ok.load(Ordering::Relaxed);
-        wait_for(at_reload + SESSIONS_AFTER_RELOAD, "after the reload");
+        // Reactor 0 has its first result; the other reactor learns it a tick or so later.
+        let first = wait_stderr(&px.p, Duration::from_secs(10), "backend b0");
+        assert!(first.contains("is UP"), "{first}");
+        let at_result = ok.load(Ordering::Relaxed);
+        wait_for(at_result + SESSIONS_AFTER_RELOAD, "after the first health result");
         stop.store(true, Ordering::Relaxed);
         for c in clients {
             c.join().unwrap();
@@ -268,7 +271,28 @@ fn the_first_health_round_logs_every_backends_state_including_one_down_from_the_
         // A reload that adds a backend with a wrong address: its first check is logged too.
         std::fs::write(&path, conf(&[good, typo, typo2], "threads = 2", health)).unwrap();
         px.p.signal(1);
-        let line = wait_stderr(&px.p, Duration::from_secs(10), "backend b2");
+        // The kept backends keep their state: no first check again, b1 never shown UP.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = px.p.stderr.recv_timeout(left).unwrap_or_else(|_| panic!("no line about b2 within 10 s"));
+            assert!(!line.contains("backend b0") && !line.contains("backend b1"), "{line}");
+            if line.contains("backend b2") {
+                break line;
+            }
+        };
         assert!(line.contains(&format!("backend b2 {typo2} is DOWN")) && line.contains("first health check"), "{line}");
+        let up =
+            |m: &str, b: &str| metric(m, &format!("netforge_proxy_backend_up{{group=\"default\",backend=\"{b}\"}}"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = metrics(px.admin);
+            assert_eq!((up(&m, "b0"), up(&m, "b1")), (Some(1.0), Some(0.0)), "{m}");
+            if up(&m, "b2") == Some(0.0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "b2 not DOWN in /metrics:\n{m}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
 }
