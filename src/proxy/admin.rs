@@ -125,7 +125,8 @@ enum Phase {
 
 struct Conn {
     sock: TcpStream,
-    accepted: Instant,
+    /// Accept order (loop time is shared by a whole accept batch; this is not).
+    seq: u64,
     deadline: Instant,
     phase: Phase,
 }
@@ -147,6 +148,8 @@ pub struct Admin {
     evicted: u64,
     timed_out: u64,
     last_evict_log: Option<Instant>,
+    /// Connections accepted so far (the next one's `seq`).
+    accepted: u64,
 }
 
 impl Admin {
@@ -161,6 +164,7 @@ impl Admin {
             evicted: 0,
             timed_out: 0,
             last_evict_log: None,
+            accepted: 0,
         })
     }
 
@@ -171,7 +175,8 @@ impl Admin {
                 self.evict_oldest(cx);
             }
             let deadline = cx.now + ADMIN_HEAD_TIMEOUT;
-            let conn = Conn { sock, accepted: cx.now, deadline, phase: Phase::Head(Vec::new()) };
+            let conn = Conn { sock, seq: self.accepted, deadline, phase: Phase::Head(Vec::new()) };
+            self.accepted += 1;
             // Full only if eviction found nothing, which cannot be at the bound: drop it.
             let Ok(token) = self.conns.insert(conn) else { continue };
             let Some(c) = self.conns.get_mut(token) else { continue };
@@ -198,14 +203,14 @@ impl Admin {
     /// At the connection bound: closes the oldest connection still sending its head (the
     /// slowest, since a scraper sends its head at once), else the oldest of all.
     fn evict_oldest(&mut self, cx: &mut Cx) {
-        let mut oldest: Option<(bool, Instant, Token)> = None;
+        let mut oldest: Option<((bool, u64), Token)> = None;
         for (t, c) in self.conns.iter_mut() {
-            let key = (!matches!(c.phase, Phase::Head(_)), c.accepted, t);
-            if oldest.is_none_or(|o| (key.0, key.1) < (o.0, o.1)) {
-                oldest = Some(key);
+            let key = (!matches!(c.phase, Phase::Head(_)), c.seq);
+            if oldest.is_none_or(|(o, _)| key < o) {
+                oldest = Some((key, t));
             }
         }
-        let Some((_, _, token)) = oldest else { return };
+        let Some((_, token)) = oldest else { return };
         self.close(cx, token);
         self.evicted += 1;
         if self.last_evict_log.is_none_or(|t| cx.now.duration_since(t) >= EVICT_LOG_EVERY) {

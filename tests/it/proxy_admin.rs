@@ -109,6 +109,9 @@ fn scrapes_are_answered_within_a_second_while_hundreds_of_slow_and_idle_clients_
             SLOW + IDLE
         );
         assert!(open >= 256 - SCRAPES - 1 - 8, "only {open} of {} slow and idle clients were held open", SLOW + IDLE);
+        // The bound closed the oldest (the first slow clients), never the newest.
+        assert!(!still_open(&slow[0]), "the oldest connection was kept");
+        assert_eq!(idle.iter().filter(|s| still_open(s)).count(), IDLE, "newer connections were closed");
     });
 }
 
