@@ -12,9 +12,11 @@
 //! signals into commands: SIGTERM/SIGINT drain (a second one stops at once), SIGHUP reloads
 //! the file, SIGUSR1 prints a summary line.
 
+pub mod admin;
 pub mod config;
 pub mod lb;
 pub mod reactor;
+pub mod reload;
 pub mod session;
 pub mod stats;
 
@@ -55,8 +57,9 @@ impl PassiveRelay {
         PassiveRelay { generation: 0, until: vec![None; backends] }
     }
 
-    /// A new configuration: indices change meaning, and the reactors drop their marks on
-    /// reload, so the known deadlines go too. Returns the new generation.
+    /// A new configuration: indices change meaning, so the known deadlines go (the reactors
+    /// keep the marks of kept backends and report them again under the new generation, and a
+    /// reactor ignores a relayed deadline it already has). Returns the new generation.
     fn reload(&mut self, backends: usize) -> u64 {
         self.generation += 1;
         self.until = vec![None; backends];
@@ -235,13 +238,17 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         select! {
             recv(rx) -> msg => match msg {
                 Ok(r) => {
+                    // Reactor 0's view of the running configuration only: a report sent before
+                    // it applied a reload has another configuration's indices.
                     if r.id == 0
+                        && r.generation == passive.generation
                         && cfg.health.enabled
                         && r.stats.health.len() == up.len()
                         && (r.stats.health != up || (!opened && r.health_known))
                     {
                         up = r.stats.health.clone();
-                        let full = pool.broadcast(|_| Cmd::Health(up.clone()));
+                        let generation = passive.generation;
+                        let full = pool.broadcast(|_| Cmd::Health { generation, up: up.clone() });
                         if full > 0 {
                             log::warn!("proxy: {full} reactor queues full; health change delayed");
                         }
@@ -300,11 +307,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                         if full > 0 {
                             log::error!("proxy: reload not delivered to {full} reactors (queue full); send SIGHUP again");
                         }
-                        if new.health.enabled != cfg.health.enabled || backend_count(&new) != up.len() {
-                            up = vec![!new.health.enabled; backend_count(&new)];
-                        } else {
-                            up = remap_up(&cfg, &new, &up);
-                        }
+                        up = remap_up(&cfg, &new, &up);
                         cfg = new;
                         dirty = true;
                     }
@@ -335,7 +338,9 @@ fn sum(per: &[ProxyStats]) -> ProxyStats {
     t
 }
 
-/// Up states of `new`'s backends carried from `old` by (group, name, address).
+/// Up states of `new`'s backends after a reload, as the reactors set them: a backend checked
+/// before and after (same group, name and address) keeps its state; every other one is UP
+/// (health off, checks just turned on, or a new backend) until a check says otherwise.
 fn remap_up(old: &ProxyConfig, new: &ProxyConfig, up: &[bool]) -> Vec<bool> {
     let flat = |c: &ProxyConfig| -> Vec<(String, String, std::net::SocketAddr)> {
         c.groups
@@ -343,15 +348,19 @@ fn remap_up(old: &ProxyConfig, new: &ProxyConfig, up: &[bool]) -> Vec<bool> {
             .flat_map(|g| g.backends.iter().map(move |b| (g.name.clone(), b.name.clone(), b.address)))
             .collect()
     };
+    let checked = old.health.enabled && new.health.enabled;
     let o = flat(old);
     flat(new)
         .iter()
-        .map(|k| o.iter().position(|x| x == k).and_then(|i| up.get(i).copied()).unwrap_or(!new.health.enabled))
+        .map(|k| {
+            let kept = if checked { o.iter().position(|x| x == k) } else { None };
+            kept.and_then(|i| up.get(i).copied()).unwrap_or(true)
+        })
         .collect()
 }
 
-/// SIGHUP: re-reads the file. Listener changes need a restart; they are reported and the rest
-/// is applied. `None` when nothing can be applied.
+/// SIGHUP: re-reads the file. Changes to restart-only keys are named in a warning and not
+/// applied; the rest is. `None` when nothing can be applied.
 fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
     let Some(path) = cur.source.as_ref() else {
         log::warn!("proxy: SIGHUP ignored: the configuration came from flags, there is no file to re-read");
@@ -366,50 +375,19 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
     };
     // The command line overrides the file on every load, not only the first.
     new.apply_overrides(cur.overrides);
-    // Listeners stay as they are; each keeps forwarding to its group by name.
-    let same = new.listeners.len() == cur.listeners.len()
-        && new.listeners.iter().zip(&cur.listeners).all(|(a, b)| {
-            a.name == b.name
-                && a.address == b.address
-                && a.max_connections == b.max_connections
-                && a.congestion == b.congestion
-                && new.groups[a.group].name == cur.groups[b.group].name
-        });
-    if !same
-        || new.threads != cur.threads
-        || new.cpu_affinity != cur.cpu_affinity
-        || new.max_connections != cur.max_connections
-        || new.admin != cur.admin
-        || new.reuse_port != cur.reuse_port
-    {
-        log::warn!("proxy: reload: listener (address, cap, congestion), threads, cpu_affinity, max_connections, reuse_port and admin changes need a restart; keeping the running ones");
-    }
-    for l in &cur.listeners {
-        if !new.groups.iter().any(|g| g.name == cur.groups[l.group].name) {
-            log::error!(
-                "proxy: reload refused: listener {} forwards to group {}, which the new file does not define",
-                l.name,
-                cur.groups[l.group].name
-            );
+    // Every key is live or restart-only (decided in `reload`); restart-only changes keep their
+    // running values and are named, the rest applies.
+    match reload::keep_restart_only(cur, &mut new) {
+        Ok(changed) if changed.is_empty() => {}
+        Ok(changed) => log::warn!(
+            "proxy: reload: changes that need a restart, not applied (running values kept): {}",
+            changed.join(", ")
+        ),
+        Err(e) => {
+            log::error!("proxy: reload refused: {e}");
             return None;
         }
     }
-    let listeners = cur
-        .listeners
-        .iter()
-        .map(|l| {
-            let mut l = l.clone();
-            let name = &cur.groups[l.group].name;
-            l.group = new.groups.iter().position(|g| g.name == *name).unwrap_or(0);
-            l
-        })
-        .collect();
-    new.listeners = listeners;
-    new.threads = cur.threads;
-    new.cpu_affinity = cur.cpu_affinity.clone();
-    new.max_connections = cur.max_connections;
-    new.admin = cur.admin;
-    new.reuse_port = cur.reuse_port;
     log::info!("proxy: reloaded {}: {} backends in {} groups", path.display(), backend_count(&new), new.groups.len());
     Some(new)
 }

@@ -11,7 +11,16 @@
 //! `interval` ± jitter). Its up/down vector rides in its per-tick stats snapshot to the
 //! coordinator, which broadcasts a [`Cmd::Health`] to the other reactors when the vector changed.
 //! The snapshot is whole state, not an event, so a dropped stats message delays a change by one
-//! tick but never loses it. Reactor 0 applies its own results at once.
+//! tick but never loses it. Reactor 0 applies its own results at once. Vectors carry the
+//! configuration generation (below), so one from before a reload is never applied after it.
+//! Each backend's first result (at start-up, or when a reload starts its checks) is logged,
+//! whether UP or DOWN.
+//!
+//! Reloads. A backend the new configuration keeps (same group, name and address) keeps its
+//! health state and check counts on every reactor. Every other one starts UP: one whose checks
+//! start (checks turned on, or a new backend) serves until its first check result, which
+//! decides its state. So a reload never refuses a session to a healthy backend while reactor
+//! 0's first round runs and its results travel to the other reactors.
 //!
 //! Passive health is proxy-wide. `passive_fall` consecutive failed connects on live traffic on
 //! one reactor mark the backend down there for one check interval; that reactor logs the mark
@@ -22,7 +31,8 @@
 //! report or a full command queue delays the relay by a tick, never loses it. Flat backend
 //! indices only mean something within one configuration, so reports and relays carry the
 //! configuration generation (0 at start-up, one more per SIGHUP reload) and a mismatch is
-//! ignored; a reload clears passive marks on every reactor.
+//! ignored; a reload keeps the marks of the backends it keeps (each reactor remaps its own),
+//! and their next reports relay them again under the new generation.
 //!
 //! Start-up gate. With health checks on, every backend starts DOWN, so a client accepted
 //! before the first round finished would be reset with `no_backend`. The listeners are bound
@@ -72,8 +82,8 @@ const TIMERS_PER_SESSION: usize = 3;
 const REMOVED: usize = usize::MAX;
 
 pub enum Cmd {
-    /// Up/down per flat backend index, from reactor 0's checks.
-    Health(Vec<bool>),
+    /// Up/down per flat backend index of configuration `generation`, from reactor 0's checks.
+    Health { generation: u64, up: Vec<bool> },
     /// Another reactor took flat backend `backend` of configuration `generation` out by passive
     /// health: skip it until `until`.
     PassiveDown { generation: u64, backend: usize, until: Instant },
@@ -168,9 +178,19 @@ struct Check {
     rise: u32,
     fall: u32,
     up: bool,
-    /// No check has completed yet: the first success brings the backend up.
+    /// No check has completed yet: the first result decides the state (a success brings a
+    /// DOWN backend up, a failure takes an UP one down) and is logged, whatever it is.
     fresh: bool,
     timer_armed: bool,
+}
+
+/// What a backend's checks carry over a reload that keeps it (same group, name and address)
+/// with health checks on before and after.
+#[derive(Clone, Copy)]
+struct CheckCarry {
+    rise: u32,
+    fall: u32,
+    fresh: bool,
 }
 
 pub struct ProxyReactor {
@@ -829,7 +849,9 @@ impl ProxyReactor {
     // ----------------------------------------------------------------------------------------
     // Health checks (reactor 0)
 
-    fn start_checks(&mut self, cx: &mut Cx) {
+    /// (Re)starts the checks of every backend. `carry[i]` continues backend `i`'s counts (a
+    /// reload that kept it); without one it starts fresh from its current `up`.
+    fn start_checks(&mut self, cx: &mut Cx, carry: &[Option<CheckCarry>]) {
         for c in self.checks.iter_mut() {
             if let Some(mut s) = c.sock.take() {
                 let _ = cx.registry.deregister(&mut s);
@@ -840,17 +862,18 @@ impl ProxyReactor {
             self.checks.clear();
             return;
         }
-        // Up/down state carries over through `Backend::up`; counters restart.
+        // Up/down state carries over through `Backend::up`, counts through `carry`.
         let mut checks = Vec::with_capacity(self.backends.len());
-        for b in &self.backends {
+        for (i, b) in self.backends.iter().enumerate() {
+            let c = carry.get(i).copied().flatten().unwrap_or(CheckCarry { rise: 0, fall: 0, fresh: true });
             checks.push(Check {
                 sock: None,
                 started: cx.now,
                 next_at: cx.now,
-                rise: 0,
-                fall: 0,
+                rise: c.rise,
+                fall: c.fall,
                 up: b.up,
-                fresh: !b.up,
+                fresh: c.fresh,
                 timer_armed: false,
             });
         }
@@ -907,23 +930,33 @@ impl ProxyReactor {
         }
         c.next_at = cx.now + jittered(h.interval, h.jitter_pct, &mut self.rng);
         let b = &mut self.backends[i];
+        let was = c.up;
         match result {
             Ok(()) => {
                 c.fall = 0;
                 c.rise += 1;
-                if !c.up && (c.rise >= h.rise || c.fresh) {
-                    c.up = true;
-                    log::warn!("backend {} {} is UP ({} successful checks)", b.name, b.addr, c.rise);
-                }
+                c.up |= c.rise >= h.rise || c.fresh;
             }
-            Err(cause) => {
+            Err(_) => {
                 c.rise = 0;
                 c.fall += 1;
-                if c.up && c.fall >= h.fall {
-                    c.up = false;
-                    log::warn!("backend {} {} is DOWN ({} failed checks: {})", b.name, b.addr, c.fall, cause.name());
-                }
+                c.up &= c.fall < h.fall && !c.fresh;
             }
+        }
+        match (c.fresh, c.up, result) {
+            // The first result of every backend is logged, DOWN ones louder: a backend whose
+            // address is wrong is DOWN from the start and would otherwise never be mentioned.
+            (true, true, _) => log::info!("backend {} {} is UP after its first health check", b.name, b.addr),
+            (true, false, Err(cause)) => {
+                log::warn!("backend {} {} is DOWN after its first health check ({})", b.name, b.addr, cause.name())
+            }
+            (false, true, _) if !was => {
+                log::warn!("backend {} {} is UP ({} successful checks)", b.name, b.addr, c.rise)
+            }
+            (false, false, Err(cause)) if was => {
+                log::warn!("backend {} {} is DOWN ({} failed checks: {})", b.name, b.addr, c.fall, cause.name())
+            }
+            _ => {}
         }
         c.fresh = false;
         b.up = c.up;
@@ -993,10 +1026,16 @@ impl ProxyReactor {
     // ----------------------------------------------------------------------------------------
     // Reload
 
-    /// Applies configuration `generation`. Passive marks and consecutive-failure counts start
-    /// afresh; counters of kept backends carry over.
+    /// Applies configuration `generation`. A backend kept by it (same group, name and address)
+    /// keeps its state: health (up/down and check counts, when checks run before and after),
+    /// passive mark and counters. Every other backend is UP, serving, until a check says
+    /// otherwise: one whose checks start now (checks turned on, or new) has its first result
+    /// decide, so turning checks on never refuses a session to a healthy backend while the
+    /// first round runs.
     fn reload(&mut self, cx: &mut Cx, cfg: Arc<ProxyConfig>, generation: u64) {
         let (mut backends, groups) = build_backends(&cfg);
+        let checked = self.cfg.health.enabled && cfg.health.enabled;
+        let mut carry: Vec<Option<CheckCarry>> = vec![None; backends.len()];
         let mut map = vec![REMOVED; self.backends.len()];
         let mut fails = vec![0u64; backends.len()];
         let mut passive = vec![0u64; backends.len()];
@@ -1007,10 +1046,16 @@ impl ProxyReactor {
                 .backends
                 .iter()
                 .position(|ob| self.cfg.groups[ob.group].name == *gname && ob.addr == nb.addr && ob.name == nb.name);
+            nb.up = true;
             if let Some(oi) = found {
                 let ob = &self.backends[oi];
-                nb.up = if cfg.health.enabled == self.cfg.health.enabled { ob.up } else { !cfg.health.enabled };
+                if checked {
+                    nb.up = ob.up;
+                    carry[ni] = self.checks.get(oi).map(|c| CheckCarry { rise: c.rise, fall: c.fall, fresh: c.fresh });
+                }
                 nb.active = ob.active;
+                nb.passive_fails = ob.passive_fails;
+                nb.passive_down_until = ob.passive_down_until;
                 map[oi] = ni;
                 fails[ni] = self.stats.backend_connect_failures.get(oi).copied().unwrap_or(0);
                 passive[ni] = self.stats.backend_passive_down.get(oi).copied().unwrap_or(0);
@@ -1035,7 +1080,7 @@ impl ProxyReactor {
         self.groups = groups;
         self.cfg = cfg;
         self.generation = generation;
-        self.start_checks(cx);
+        self.start_checks(cx, &carry);
     }
 }
 
@@ -1054,7 +1099,7 @@ impl Handler for ProxyReactor {
     fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
         let cap = self.sessions.capacity() * TIMERS_PER_SESSION + self.backends.len() * 2 + 4096;
         cx.timers.set_capacity(cap);
-        self.start_checks(cx);
+        self.start_checks(cx, &[]);
         if self.cfg.health.enabled {
             cx.arm(cx.now + self.cfg.health.timeout + OPEN_GRACE, role_token(0), T_OPEN);
             self.maybe_open(cx);
@@ -1109,8 +1154,10 @@ impl Handler for ProxyReactor {
 
     fn on_command(&mut self, cx: &mut Cx, cmd: Cmd) {
         match cmd {
-            Cmd::Health(up) => {
-                if cx.id != 0 && up.len() == self.backends.len() {
+            Cmd::Health { generation, up } => {
+                // Another generation's indices name other backends (a reload that did not
+                // reach this reactor, or a vector sent before it): ignored.
+                if cx.id != 0 && generation == self.generation && up.len() == self.backends.len() {
                     for (b, u) in self.backends.iter_mut().zip(up) {
                         b.up = u;
                     }

@@ -6,10 +6,8 @@
 //! `/metrics` text, which the admin thread serves.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::config::ProxyConfig;
 use super::session::CloseReason;
@@ -223,77 +221,14 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
     o
 }
 
-/// Largest request head the admin endpoint reads.
-pub const ADMIN_MAX_REQUEST: usize = 8 * 1024;
-/// Read/write deadline per admin connection.
-pub const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Serves `GET /metrics` (HTTP/1.0 or 1.1, `Connection: close`) from the latest rendered text.
-/// One connection at a time on its own thread: the admin port is for a scraper, not for
-/// traffic, and every read and write has a deadline, so a stuck client costs at most
-/// `ADMIN_IO_TIMEOUT` and never touches a reactor.
-/// How long the admin thread waits after EMFILE/ENFILE before it accepts again.
-const ADMIN_EXHAUSTION_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
-
+/// Serves `GET /metrics` (HTTP/1.0 or 1.1, `Connection: close`) from the latest rendered text,
+/// on the calling thread, for as long as the process runs: a non-blocking reactor where no
+/// client can hold up another (see [`super::admin`] for its bounds). It never touches a proxy
+/// reactor.
 pub fn serve_admin(listener: TcpListener, text: Arc<Mutex<String>>) {
-    for conn in listener.incoming() {
-        let conn = match conn {
-            Ok(c) => c,
-            Err(e) if crate::net::is_exhaustion(&e) => {
-                // A blocking accept fails at once while the process is out of descriptors:
-                // back off instead of spinning (this thread is not a reactor; it may sleep).
-                std::thread::sleep(ADMIN_EXHAUSTION_PAUSE);
-                continue;
-            }
-            Err(_) => continue,
-        };
-        let _ = answer(conn, &text);
+    if let Err(e) = super::admin::serve(listener, text) {
+        log::error!("proxy: admin endpoint stopped: {e}");
     }
-}
-
-fn answer(mut s: TcpStream, text: &Mutex<String>) -> std::io::Result<()> {
-    s.set_read_timeout(Some(ADMIN_IO_TIMEOUT))?;
-    s.set_write_timeout(Some(ADMIN_IO_TIMEOUT))?;
-    let mut buf = vec![0u8; ADMIN_MAX_REQUEST];
-    let mut len = 0;
-    let path = loop {
-        if len == buf.len() {
-            return respond(&mut s, "431 Request Header Fields Too Large", "request too large\n");
-        }
-        let n = s.read(&mut buf[len..])?;
-        if n == 0 {
-            return Ok(());
-        }
-        len += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(_)) => {
-                if req.method != Some("GET") {
-                    return respond(&mut s, "405 Method Not Allowed", "only GET\n");
-                }
-                break req.path.unwrap_or("/").to_string();
-            }
-            Ok(httparse::Status::Partial) => continue,
-            Err(_) => return respond(&mut s, "400 Bad Request", "bad request\n"),
-        }
-    };
-    if path == "/metrics" || path.starts_with("/metrics?") {
-        let body = text.lock().map(|t| t.clone()).unwrap_or_default();
-        respond(&mut s, "200 OK", &body)
-    } else {
-        respond(&mut s, "404 Not Found", "try /metrics\n")
-    }
-}
-
-fn respond(s: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())?;
-    s.flush()
 }
 
 /// Binds the admin address (port 0 resolves to a free port).

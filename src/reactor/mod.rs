@@ -255,6 +255,16 @@ impl<C: Send + 'static> Pool<C> {
     }
 }
 
+/// Runs `handler` as reactor `id` on the calling thread until it finishes: a role's side loop
+/// that takes no commands (the proxy's admin endpoint), on a thread the role already owns.
+pub fn run_here<H: Handler>(id: usize, handler: H, tick: Duration) -> io::Result<()> {
+    let poll = Poll::new()?;
+    // No sender ever sends: nothing registers a waker, so the channel is never looked at.
+    let (_commands, rx) = crossbeam_channel::bounded::<H::Cmd>(1);
+    run(id, poll, rx, handler, tick);
+    Ok(())
+}
+
 /// Serves at most `COMMAND_BATCH` commands; more waiting means another turn (deferred waker).
 fn drain_commands<H: Handler>(rx: &Receiver<H::Cmd>, handler: &mut H, cx: &mut Cx) {
     for cmd in rx.try_iter().take(COMMAND_BATCH) {

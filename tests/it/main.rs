@@ -5,5 +5,7 @@ mod goon;
 mod limits;
 mod listen;
 mod proxy;
+mod proxy_admin;
+mod proxy_reload;
 mod serve;
 mod util;
