@@ -16,7 +16,9 @@
 //! long time; the kernel still delivers it after we exit).
 //!
 //! Exit status: 0 for a completed run whatever the verdict (the verdict is the measurement, not
-//! a failure), 1 when a connection cannot be established or the configuration is wrong.
+//! a failure); 1 when a connection cannot be established, the configuration is wrong, or
+//! nothing could be measured (every connection ended before its first sample: reset, closed,
+//! the other protocol, no handshake answer), always with the reason.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -44,6 +46,8 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for the server's reply to our WebSocket Close frame.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Server frames one connection may consume per wake-up before yielding to the others.
+pub const RECV_BATCH: usize = 64;
 /// Capacity of the reactor → coordinator channel.
 const REPORT_QUEUE: usize = 1024;
 const TIMER_PACE: u8 = 1;
@@ -83,6 +87,11 @@ struct Conn {
     opened: Instant,
     phase_until: Option<Instant>,
     pace_armed: bool,
+    /// At least one sample of this connection was taken while it was open.
+    sampled: bool,
+    /// TCP mode: the first bytes the server sent were looked at (an HTTP answer means the
+    /// server speaks WebSocket).
+    peeked: bool,
 }
 
 impl Conn {
@@ -113,7 +122,7 @@ enum Msg {
     Samples(Vec<(usize, Sample)>),
     FirstEagain { conn: usize, bytes: u64, total: u64 },
     Failed(String),
-    Done { finals: Vec<(usize, Sample)>, cut_short: u64, resets: u64 },
+    Done { finals: Vec<(usize, Sample)>, cut_short: u64, resets: u64, unmeasured: u64, why: Option<String> },
 }
 
 pub enum ClientCmd {
@@ -132,6 +141,8 @@ struct ClientReactor {
     any_eagain: bool,
     out: Sender<Msg>,
     failed: bool,
+    /// Why the first connection that ended without a single sample ended.
+    unmeasured_why: Option<String>,
 }
 
 fn dial(cfg: &ClientConfig, target: SocketAddr) -> io::Result<TcpStream> {
@@ -159,6 +170,13 @@ enum Step {
     More,
 }
 
+/// Whether the first bytes the server sent on a raw TCP connection are an HTTP response (a
+/// WebSocket server answering our payload as a malformed request). Peeks: nothing is consumed.
+fn speaks_http(s: &TcpStream) -> bool {
+    let mut head = [0u8; 5];
+    matches!(s.peek(&mut head), Ok(n) if n >= 4 && head[..n.min(5)].starts_with(&b"HTTP/"[..n.min(5)]))
+}
+
 impl ClientReactor {
     fn fail(&mut self, why: String) {
         if !self.failed {
@@ -168,6 +186,18 @@ impl ClientReactor {
         for c in &mut self.conns {
             c.phase = Phase::Done;
             c.io = Io::None;
+        }
+    }
+
+    /// Connection `i` ended early for `why`; remembered as the reason the run could not measure
+    /// when it was never sampled.
+    fn lost(&mut self, i: usize, why: String) {
+        if self.conns[i].sampled {
+            log::warn!("bp client: connection {i}: {why}");
+        } else {
+            // Reported once, in the final lines or as the reason the run could not measure.
+            log::debug!("bp client: connection {i}: {why}");
+            self.unmeasured_why.get_or_insert(why);
         }
     }
 
@@ -205,14 +235,21 @@ impl ClientReactor {
         }
         match crate::net::connect::check(s) {
             crate::net::connect::DialState::Pending => Step::Idle,
+            crate::net::connect::DialState::Failed(e) if crate::net::connect::completed_before(s, &e) => {
+                self.fail(format!(
+                    "connect {}: the server accepted the connection and reset it at once ({e}): nothing to measure",
+                    self.target
+                ));
+                Step::Idle
+            }
             crate::net::connect::DialState::Failed(e) => {
                 self.fail(format!("connect {}: {e}", self.target));
                 Step::Idle
             }
             crate::net::connect::DialState::Connected => {
-                c.phase_until = None;
                 match self.cfg.protocol {
                     Protocol::Tcp => {
+                        c.phase_until = None;
                         c.phase = Phase::Open;
                         c.opened = cx.now;
                     }
@@ -232,11 +269,17 @@ impl ClientReactor {
         match hs.advance(s) {
             HandshakeStep::NotNow => Step::Idle,
             HandshakeStep::Failed(why) => {
-                self.fail(format!("WebSocket handshake with {}: {why}", self.target));
+                let hint = if why.starts_with("malformed response") {
+                    " (the answer is not HTTP: a raw TCP server? use --protocol tcp)"
+                } else {
+                    ""
+                };
+                self.fail(format!("WebSocket handshake with {}: {why}{hint}", self.target));
                 Step::Idle
             }
             HandshakeStep::Done { leftover } => {
                 c.hs = None;
+                c.phase_until = None;
                 let Io::Tcp(s) = std::mem::replace(&mut c.io, Io::None) else { return Step::Idle };
                 c.io = Io::Ws(Box::new(WsConn::client(Metered::new(s), leftover, self.cfg.ws_limits())));
                 c.phase = Phase::Open;
@@ -250,21 +293,26 @@ impl ClientReactor {
     fn write(&mut self, cx: &mut Cx, i: usize) -> Step {
         let rate = self.cfg.rate;
         let total = self.cfg.total;
-        let mut budget = WRITE_BUDGET;
+        let budget = WRITE_BUDGET;
         // Server frames (Close, Ping) and resets.
         let c = &mut self.conns[i];
+        let mut more_frames = false;
         if let Io::Ws(ws) = &mut c.io {
             if c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
-                loop {
+                // Frames past the batch wait in tungstenite's buffer, where no edge announces
+                // them: come back to them after the others had their turn.
+                more_frames = true;
+                for _ in 0..RECV_BATCH {
                     match ws.recv() {
                         Recv::Message(_) => {}
                         Recv::NotNow => {
                             c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                            more_frames = false;
                             break;
                         }
                         Recv::Closed(why) => {
-                            log::warn!("bp client: connection {i} closed by the server: {why:?}");
-                            self.resets += 1;
+                            self.resets += u64::from(why.by_peer());
+                            self.lost(i, why.describe("this client", "the server"));
                             self.end_conn(cx, i);
                             return Step::Idle;
                         }
@@ -272,6 +320,26 @@ impl ClientReactor {
                 }
             }
         }
+        if let Io::Tcp(s) = &c.io {
+            if !c.peeked && c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+                c.peeked = true;
+                if speaks_http(s) {
+                    self.fail(format!(
+                        "{}: the server answered with HTTP: it speaks WebSocket (or HTTP), not raw TCP; use --protocol websocket",
+                        self.target
+                    ));
+                    return Step::Idle;
+                }
+            }
+        }
+        let step = self.write_payloads(cx, i, budget, rate, total);
+        match step {
+            Step::Idle if more_frames && self.conns[i].phase != Phase::Done => Step::More,
+            step => step,
+        }
+    }
+
+    fn write_payloads(&mut self, cx: &mut Cx, i: usize, mut budget: usize, rate: u64, total: u64) -> Step {
         loop {
             let c = &mut self.conns[i];
             let partial = c.off > 0 || c.ws_pending;
@@ -313,8 +381,15 @@ impl ClientReactor {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
                     Err(e) => {
-                        log::warn!("bp client: connection {i}: write: {e}");
+                        if !c.peeked && speaks_http(s) {
+                            self.fail(format!(
+                                "{}: the server answered with HTTP and closed: it speaks WebSocket (or HTTP), not raw TCP; use --protocol websocket",
+                                self.target
+                            ));
+                            return Step::Idle;
+                        }
                         self.resets += 1;
+                        self.lost(i, format!("the server ended the connection (write: {e})"));
                         self.end_conn(cx, i);
                         return Step::Idle;
                     }
@@ -341,8 +416,8 @@ impl ClientReactor {
                             true
                         }
                         SendStatus::Closed(why) => {
-                            log::warn!("bp client: connection {i}: {why:?}");
-                            self.resets += 1;
+                            self.resets += u64::from(why.by_peer());
+                            self.lost(i, why.describe("this client", "the server"));
                             self.end_conn(cx, i);
                             return Step::Idle;
                         }
@@ -363,6 +438,7 @@ impl ClientReactor {
         let t = cx.now.saturating_duration_since(self.start);
         let c = &mut self.conns[i];
         if let Some(s) = c.sample(t) {
+            c.sampled = true;
             self.finals.push((i, s));
         }
         match &mut c.io {
@@ -423,8 +499,14 @@ impl ClientReactor {
                     cx.defer(Token(i));
                 }
                 Phase::Connecting | Phase::Handshake => {
+                    let why = if c.phase == Phase::Connecting {
+                        format!("not connected to {} when the run ended", self.target)
+                    } else {
+                        no_handshake_answer(self.target, "when the run ended")
+                    };
                     c.io = Io::None;
                     c.phase = Phase::Done;
+                    self.lost(i, why);
                 }
                 _ => {}
             }
@@ -459,6 +541,8 @@ impl Handler for ClientReactor {
                 opened: cx.now,
                 phase_until: Some(cx.now + CONNECT_TIMEOUT),
                 pace_armed: false,
+                sampled: false,
+                peeked: false,
             });
             cx.arm(cx.now + CONNECT_TIMEOUT, Token(i), TIMER_PHASE);
         }
@@ -493,8 +577,12 @@ impl Handler for ClientReactor {
                 }
                 c.phase_until = None;
                 match c.phase {
-                    Phase::Connecting | Phase::Handshake => {
+                    Phase::Connecting => {
                         self.fail(format!("connect {}: no connection within {CONNECT_TIMEOUT:?}", self.target));
+                    }
+                    Phase::Handshake => {
+                        let why = no_handshake_answer(self.target, &format!("within {CONNECT_TIMEOUT:?}"));
+                        self.fail(why);
                     }
                     Phase::Flushing => {
                         // The last payload did not fit in time: sample and drop it unfinished.
@@ -526,10 +614,14 @@ impl Handler for ClientReactor {
         let t = cx.now.saturating_duration_since(self.start);
         let samples: Vec<(usize, Sample)> = self
             .conns
-            .iter()
+            .iter_mut()
             .enumerate()
             .filter(|(_, c)| matches!(c.phase, Phase::Open | Phase::Flushing))
-            .filter_map(|(i, c)| c.sample(t).map(|s| (i, s)))
+            .filter_map(|(i, c)| {
+                let s = c.sample(t)?;
+                c.sampled = true;
+                Some((i, s))
+            })
             .collect();
         if !samples.is_empty() {
             let _ = self.out.try_send(Msg::Samples(samples));
@@ -541,12 +633,30 @@ impl Handler for ClientReactor {
     }
 
     fn on_exit(&mut self, _cx: &mut Cx) {
-        if !self.failed {
-            let finals = std::mem::take(&mut self.finals);
-            let msg = Msg::Done { finals, cut_short: self.cut_short, resets: self.resets };
-            let _ = self.out.send_timeout(msg, Duration::from_secs(1));
+        if self.failed {
+            return;
         }
+        let unmeasured = self.conns.iter().filter(|c| !c.sampled).count() as u64;
+        let why = self.unmeasured_why.take();
+        if unmeasured == self.conns.len() as u64 {
+            // Not one sample: there is no measurement to give a verdict on.
+            let why = why.unwrap_or_else(|| "the connections ended before the first sample".into());
+            let msg = Msg::Failed(format!("bp client: could not measure: {why}"));
+            let _ = self.out.send_timeout(msg, Duration::from_secs(1));
+            return;
+        }
+        let finals = std::mem::take(&mut self.finals);
+        let msg = Msg::Done { finals, cut_short: self.cut_short, resets: self.resets, unmeasured, why };
+        let _ = self.out.send_timeout(msg, Duration::from_secs(1));
     }
+}
+
+/// Why a WebSocket handshake got no answer: most often the server is a raw TCP one (it reads
+/// the upgrade request as payload and never answers).
+fn no_handshake_answer(target: SocketAddr, when: &str) -> String {
+    format!(
+        "WebSocket handshake with {target}: no answer {when} (a raw TCP server, such as bp server --protocol tcp, never answers; use --protocol tcp)"
+    )
 }
 
 /// Sums the connections' samples taken in one loop turn: bytes, EAGAINs and queues add up, the
@@ -605,6 +715,7 @@ pub fn run(
         any_eagain: false,
         out: tx,
         failed: false,
+        unmeasured_why: None,
     };
     let pool = Pool::spawn("bp-client", vec![reactor], cfg.sample_interval).map_err(crate::error::Error::Io)?;
     let _ = writeln!(
@@ -623,7 +734,7 @@ pub fn run(
     let mut last_line: Option<Sample> = None;
     let mut next_line = cfg.stats_interval;
     let mut stopping = false;
-    let (finals, cut_short, resets) = loop {
+    let (finals, cut_short, resets, unmeasured, unmeasured_why) = loop {
         select! {
             recv(rx) -> msg => match msg {
                 Ok(Msg::Samples(samples)) => {
@@ -648,7 +759,9 @@ pub fn run(
                     pool.join();
                     return Err(crate::error::Error::Io(io::Error::other(why)));
                 }
-                Ok(Msg::Done { finals, cut_short, resets }) => break (finals, cut_short, resets),
+                Ok(Msg::Done { finals, cut_short, resets, unmeasured, why }) => {
+                    break (finals, cut_short, resets, unmeasured, why)
+                }
                 Err(_) => {
                     pool.join();
                     return Err(crate::error::Error::Io(io::Error::other("bp client: the reactor ended without a report")));
@@ -697,6 +810,14 @@ pub fn run(
     );
     if cut_short > 0 || resets > 0 {
         let _ = writeln!(out, "connections cut short at the end: {cut_short}, closed by the server: {resets}");
+    }
+    if unmeasured > 0 {
+        let _ = writeln!(
+            out,
+            "connections never measured: {unmeasured} of {} ({})",
+            cfg.connections,
+            unmeasured_why.as_deref().unwrap_or("ended before the first sample")
+        );
     }
     let _ = out.flush();
     if let Some(path) = json {

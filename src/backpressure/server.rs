@@ -40,7 +40,7 @@ use tungstenite::Message;
 use super::config::{Protocol, ServerConfig};
 use super::http::{self, HeadParse, Route};
 use super::web::{self, DashboardSample};
-use super::ws::{Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
+use super::ws::{CloseReply, Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
 use crate::net::accept::Acceptor;
 use crate::net::tcp_info;
 use crate::reactor::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
@@ -52,10 +52,16 @@ pub const READ_BUDGET: usize = 256 * 1024;
 pub const DASHBOARD_QUEUE: usize = 1024;
 /// How often the coordinator prints a line while connections are open.
 pub const LINE_EVERY: Duration = Duration::from_secs(1);
+/// WebSocket frames one connection may consume per wake-up before yielding to the others (the
+/// rest stay in tungstenite's buffer: the connection is deferred, not left waiting for an edge).
+pub const RECV_BATCH: usize = 64;
+/// Longest wait for our reply to a peer's Close frame to fit in a full socket.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Slab tag of lab server connections.
 const SLAB_TAG: u8 = 2;
 const TIMER_READ: u8 = 1;
 const TIMER_HEAD: u8 = 2;
+const TIMER_LINGER: u8 = 3;
 
 /// Per-reactor counters, sent whole each tick (a lost message loses nothing).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -145,6 +151,9 @@ enum State {
     Ws(Box<WsConn<Metered<TcpStream>>>),
     /// WebSocket sample stream of a dashboard.
     Dashboard { ws: Box<WsConn<TcpStream>>, queue: VecDeque<Arc<str>> },
+    /// The peer closed a WebSocket (`/ws` or `/samples`) while its socket was full: writing our
+    /// Close reply, for at most [`CLOSE_LINGER`].
+    CloseReply(Box<dyn CloseReply + Send>),
     /// Transitional placeholder, never observed between calls.
     Gone,
 }
@@ -299,13 +308,52 @@ impl BpReactor {
             }
             State::Respond { .. } => respond(c),
             State::Dashboard { .. } => dashboard(c),
+            State::CloseReply(ws) => match ws.flush_close_reply() {
+                Flush::NotNow => {
+                    c.rd.event.remove(Ready::WRITABLE);
+                    Step::Idle
+                }
+                Flush::Done | Flush::Closed(_) => Step::Close,
+            },
             State::Gone => Step::Close,
         };
         match step {
             Step::Idle => {}
             Step::More => cx.defer(token),
-            Step::Close => self.close(cx, token),
+            Step::Close => self.close_or_linger(cx, token),
         }
+    }
+
+    /// Closes the connection, unless it is a WebSocket whose peer sent Close while the socket
+    /// was full: then it writes the reply first (on WRITABLE, for at most [`CLOSE_LINGER`]), so
+    /// every Close is answered.
+    fn close_or_linger(&mut self, cx: &mut Cx, token: Token) {
+        let Some(c) = self.conns.get_mut(token) else { return };
+        let unsent = match &c.state {
+            State::Ws(ws) => ws.close_reply_unsent(),
+            State::Dashboard { ws, .. } => ws.close_reply_unsent(),
+            _ => false,
+        };
+        if !unsent || self.stopping {
+            self.close(cx, token);
+            return;
+        }
+        // The connection stops counting as a payload stream or a dashboard now.
+        let read = c.read_bytes();
+        let reply: Box<dyn CloseReply + Send> = match std::mem::replace(&mut c.state, State::Gone) {
+            State::Ws(ws) => {
+                self.closed_read += read;
+                self.stats.active = self.stats.active.saturating_sub(1);
+                ws
+            }
+            State::Dashboard { ws, .. } => {
+                self.stats.dashboards = self.stats.dashboards.saturating_sub(1);
+                ws
+            }
+            _ => return self.close(cx, token),
+        };
+        c.state = State::CloseReply(reply);
+        cx.arm(cx.now + CLOSE_LINGER, token, TIMER_LINGER);
     }
 
     /// Samples every payload connection (TCP_INFO, SIOCINQ) and sends the report.
@@ -535,20 +583,27 @@ fn respond(c: &mut Conn) -> Step {
 
 fn dashboard(c: &mut Conn) -> Step {
     let State::Dashboard { ws, queue } = &mut c.state else { return Step::Close };
+    let mut more = false;
     if c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
-        // Dashboards send nothing we need; read to notice Close frames and pings.
-        for _ in 0..64 {
+        // Dashboards send nothing we need; read to notice Close frames and pings. Frames past
+        // the batch wait in tungstenite's buffer, where no edge will announce them: defer.
+        more = true;
+        for _ in 0..RECV_BATCH {
             match ws.recv() {
                 Recv::Message(_) => {}
                 Recv::NotNow => {
                     c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                    more = false;
                     break;
                 }
                 Recv::Closed(_) => return Step::Close,
             }
         }
     }
-    pump_dashboard(ws, queue, &mut c.rd)
+    match pump_dashboard(ws, queue, &mut c.rd) {
+        Step::Idle if more => Step::More,
+        step => step,
+    }
 }
 
 fn pump_dashboard(ws: &mut WsConn<TcpStream>, queue: &mut VecDeque<Arc<str>>, rd: &mut Readiness) -> Step {
@@ -618,6 +673,9 @@ impl Handler for BpReactor {
                     }
                 }
             }
+            TIMER_LINGER if self.conns.get(token).is_some_and(|c| matches!(c.state, State::CloseReply(_))) => {
+                self.close(cx, token);
+            }
             _ => {}
         }
     }
@@ -643,7 +701,7 @@ impl Handler for BpReactor {
                     }
                 }
                 for t in closing {
-                    self.close(cx, t);
+                    self.close_or_linger(cx, t);
                 }
             }
             ServerCmd::Stop => {
