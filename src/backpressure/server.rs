@@ -57,6 +57,18 @@ pub const LINE_EVERY: Duration = Duration::from_secs(1);
 pub const RECV_BATCH: usize = 64;
 /// Longest wait for our reply to a peer's Close frame to fit in a full socket.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Payload connections one reactor probes (TCP_INFO + SIOCINQ, two syscalls) per sample tick
+/// at most; the rest keep their "changed" mark and are probed at the next tick, starting
+/// after the last one probed, so none starves.
+pub const SAMPLE_BUDGET: usize = 2048;
+/// The slow clock of idle connections: every this long, one tick probes every payload
+/// connection nothing happened on (no event, no read) since its last probe, so each still sends
+/// the dashboards a sample well inside their 5 s "stale" limit; in between, its last sample
+/// stands. One sweep for all of them, not one per connection: the dashboards get one batch.
+pub const IDLE_RESAMPLE: Duration = Duration::from_secs(3);
+/// Bytes of dashboard frames gathered before a write (one write per batch of samples, not one
+/// per sample; the payload streams keep writing each frame at once).
+pub const DASHBOARD_WRITE_BUFFER: usize = 64 << 10;
 /// Slab tag of lab server connections.
 const SLAB_TAG: u8 = 2;
 const TIMER_READ: u8 = 1;
@@ -168,6 +180,32 @@ struct Conn {
     next_read: Instant,
     timer_armed: bool,
     first_zero: Option<Duration>,
+    probe: Probe,
+}
+
+/// What the sampler knows of a payload connection between probes. Only an event or a read can
+/// change what a probe would return (SIOCINQ grows when data arrives, which is an event; it
+/// shrinks and the window reopens when we read), so a connection with neither since its last
+/// probe is not probed again until [`IDLE_RESAMPLE`] has passed: idle connections cost no
+/// syscalls and send the dashboards nothing.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    /// Something happened since the last probe.
+    changed: bool,
+    /// When the last probe was taken; `None`: never.
+    at: Option<Instant>,
+    inq: u32,
+    rcv_wnd: Option<u32>,
+}
+
+impl Probe {
+    fn new() -> Probe {
+        Probe { changed: true, at: None, inq: 0, rcv_wnd: None }
+    }
+
+    fn due(&self, idle_sweep: bool) -> bool {
+        self.changed || idle_sweep || self.at.is_none()
+    }
 }
 
 impl Conn {
@@ -206,6 +244,10 @@ struct BpReactor {
     scratch: Box<[u8]>,
     out: Sender<Report>,
     stopping: bool,
+    /// Slab position where the next tick's probing starts (see [`SAMPLE_BUDGET`]).
+    sample_cursor: usize,
+    /// When the next tick probes the idle connections too (see [`IDLE_RESAMPLE`]).
+    next_idle_sweep: Instant,
 }
 
 impl BpReactor {
@@ -239,6 +281,7 @@ impl BpReactor {
             next_read: cx.now,
             timer_armed: false,
             first_zero: None,
+            probe: Probe::new(),
         };
         let Ok(token) = self.conns.insert(conn) else { return };
         let Some(c) = self.conns.get_mut(token) else { return };
@@ -285,6 +328,7 @@ impl BpReactor {
     fn serve(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
         let Some(c) = self.conns.get_mut(token) else { return };
         c.rd.event |= ready;
+        c.probe.changed = true;
         let step = match &mut c.state {
             State::Tcp(_) => read_tcp(c, cx, token, &self.cfg, &mut self.scratch),
             State::Ws(_) => read_ws(c, cx, token, &self.cfg, &mut self.stats),
@@ -356,30 +400,69 @@ impl BpReactor {
         cx.arm(cx.now + CLOSE_LINGER, token, TIMER_LINGER);
     }
 
-    /// Samples every payload connection (TCP_INFO, SIOCINQ) and sends the report.
+    /// Probes the payload connections that changed (TCP_INFO, SIOCINQ; at most
+    /// [`SAMPLE_BUDGET`] per tick, all of them for the final report), sums every connection's
+    /// latest numbers into the counters, and sends the report; only fresh probes go to the
+    /// dashboards.
     fn sample(&mut self, cx: &mut Cx, fin: bool) {
-        let mut samples = Vec::with_capacity(self.conns.len());
+        let mut samples = Vec::new();
         let (mut inq_sum, mut zero_conns, mut wnd_min, mut read) = (0u64, 0u64, None::<u32>, self.closed_read);
-        for (_, c) in self.conns.iter_mut() {
-            let Some(fd) = c.payload_fd() else { continue };
-            let inq = tcp_info::inq(fd).unwrap_or(0);
-            let rcv_wnd = tcp_info::tcp_info(fd).ok().and_then(|i| i.rcv_wnd);
-            let t = cx.now.saturating_duration_since(c.accepted);
-            if rcv_wnd == Some(0) {
-                zero_conns += 1;
-                self.stats.zero_window_samples += 1;
-                let first = *c.first_zero.get_or_insert(t);
-                let s = first.as_secs_f64();
-                self.stats.first_zero_s = Some(self.stats.first_zero_s.map_or(s, |f| f.min(s)));
-            }
-            if let Some(w) = rcv_wnd {
-                wnd_min = Some(wnd_min.map_or(w, |m| m.min(w)));
-            }
-            inq_sum += u64::from(inq);
-            let read_bytes = c.read_bytes();
-            read += read_bytes;
-            samples.push(ConnSample { conn: c.id, t: t.as_secs_f64(), read_bytes, inq, rcv_wnd });
+        let mut budget = if fin { usize::MAX } else { SAMPLE_BUDGET };
+        let idle_sweep = fin || cx.now >= self.next_idle_sweep;
+        if idle_sweep {
+            self.next_idle_sweep = cx.now + IDLE_RESAMPLE;
         }
+        // Two passes over the slab: from the cursor to the end, then from the start to it.
+        let cursor = self.sample_cursor;
+        let mut next_cursor = 0;
+        for pass in 0..2 {
+            for (slot, (_, c)) in self.conns.iter_mut().enumerate() {
+                if (pass == 0) != (slot >= cursor) {
+                    continue;
+                }
+                let Some(fd) = c.payload_fd() else { continue };
+                let t = cx.now.saturating_duration_since(c.accepted);
+                if c.probe.due(idle_sweep) {
+                    if budget == 0 {
+                        if next_cursor == 0 {
+                            next_cursor = slot;
+                        }
+                    } else {
+                        budget -= 1;
+                        c.probe = Probe {
+                            changed: false,
+                            at: Some(cx.now),
+                            inq: tcp_info::inq(fd).unwrap_or(0),
+                            rcv_wnd: tcp_info::tcp_info(fd).ok().and_then(|i| i.rcv_wnd),
+                        };
+                        if c.probe.rcv_wnd == Some(0) && c.first_zero.is_none() {
+                            let first = *c.first_zero.insert(t);
+                            let s = first.as_secs_f64();
+                            self.stats.first_zero_s = Some(self.stats.first_zero_s.map_or(s, |f| f.min(s)));
+                        }
+                        samples.push(ConnSample {
+                            conn: c.id,
+                            t: t.as_secs_f64(),
+                            read_bytes: c.read_bytes(),
+                            inq: c.probe.inq,
+                            rcv_wnd: c.probe.rcv_wnd,
+                        });
+                    }
+                }
+                // Every open connection counts at every tick, with its latest numbers.
+                let Probe { inq, rcv_wnd, .. } = c.probe;
+                if rcv_wnd == Some(0) {
+                    zero_conns += 1;
+                    self.stats.zero_window_samples += 1;
+                }
+                if let Some(w) = rcv_wnd {
+                    wnd_min = Some(wnd_min.map_or(w, |m| m.min(w)));
+                }
+                inq_sum += u64::from(inq);
+                read += c.read_bytes();
+            }
+        }
+        self.sample_cursor = next_cursor;
         self.stats.inq = inq_sum;
         self.stats.zero_window_conns = zero_conns;
         self.stats.rcv_wnd_min = wnd_min;
@@ -534,7 +617,7 @@ fn read_head(c: &mut Conn, cfg: &ServerConfig, limits: WsLimits, stats: &mut Ser
                     let dashboard = matches!(route, Route::Samples { .. });
                     if dashboard {
                         c.state = State::Dashboard {
-                            ws: Box::new(WsConn::server(sock, leftover, limits)),
+                            ws: Box::new(WsConn::server_buffered(sock, leftover, limits, DASHBOARD_WRITE_BUFFER)),
                             queue: VecDeque::with_capacity(64),
                         };
                     } else {
@@ -624,10 +707,16 @@ fn pump_dashboard(ws: &mut WsConn<TcpStream>, queue: &mut VecDeque<Arc<str>>, rd
             }
             SendStatus::Full(_) => {
                 queue.push_front(m);
-                return Step::Idle;
+                break;
             }
             SendStatus::Closed(_) => return Step::Close,
         }
+    }
+    // The frames gathered in the write buffer: one write.
+    match ws.flush() {
+        Flush::Done => {}
+        Flush::NotNow => rd.event.remove(Ready::WRITABLE),
+        Flush::Closed(_) => return Step::Close,
     }
     Step::Idle
 }
@@ -761,6 +850,8 @@ pub fn run(
             scratch: vec![0u8; cfg.read_size].into_boxed_slice(),
             out: tx.clone(),
             stopping: false,
+            sample_cursor: 0,
+            next_idle_sweep: Instant::now(),
         })
         .collect();
     drop(tx);

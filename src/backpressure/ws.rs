@@ -192,6 +192,18 @@ impl<S: Read + Write> WsConn<S> {
         Self::new(stream, leftover, Role::Server, limits)
     }
 
+    /// The server side of a stream that is not measured (the dashboards' samples): frames are
+    /// gathered up to `write_buffer` bytes and written together, on [`WsConn::flush`] or when
+    /// the buffer is full, instead of one write per frame.
+    pub fn server_buffered(stream: S, leftover: Vec<u8>, limits: WsLimits, write_buffer: usize) -> Self {
+        let mut config = limits.config();
+        config.write_buffer_size = write_buffer;
+        // tungstenite requires room beyond the write buffer.
+        config.max_write_buffer_size = config.max_write_buffer_size.max(write_buffer + MAX_CONTROL_FRAME + 1);
+        let ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(config));
+        WsConn { ws, closed: None, our_code: None, reply_unsent: false }
+    }
+
     /// The client side, after [`ClientHandshake`] finished; `leftover` is its `Done` payload.
     pub fn client(stream: S, leftover: Vec<u8>, limits: WsLimits) -> Self {
         Self::new(stream, leftover, Role::Client, limits)

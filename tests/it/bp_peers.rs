@@ -285,3 +285,57 @@ fn client_against_a_server_that_resets_exits_1() {
         }
     });
 }
+
+/// Text frames the server sends on `s` during `d` (reads until the deadline).
+fn text_frames_for(s: &mut TcpStream, d: Duration) -> Vec<String> {
+    let deadline = Instant::now() + d;
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let (mut buf, mut chunk, mut out) = (Vec::new(), vec![0u8; 64 * 1024], Vec::new());
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => panic!("the server closed the dashboard stream"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        // Server frames are unmasked.
+        while buf.len() >= 2 {
+            let (len, off) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < off + len {
+                break;
+            }
+            if buf[0] & 0x0f == 0x1 {
+                out.push(String::from_utf8_lossy(&buf[off..off + len]).into_owned());
+            }
+            buf.drain(..off + len);
+        }
+    }
+    out
+}
+
+#[test]
+fn idle_connections_are_not_sampled_every_tick() {
+    with_timeout(T, || {
+        const N: usize = 20;
+        // Ticks of 50 ms: 50 samples per connection in 2.5 s if every tick probed everything.
+        let (srv, addr) = bp_server(&["--protocol", "websocket", "--sample-interval", "50ms"]);
+        let mut dash = upgrade(addr, "/samples");
+        let _payload: Vec<TcpStream> = (0..N).map(|_| upgrade(addr, "/ws")).collect();
+        let frames = text_frames_for(&mut dash, Duration::from_millis(2500));
+        let mut per: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        for f in &frames {
+            let v: serde_json::Value = serde_json::from_str(f).unwrap_or_else(|e| panic!("{e}: {f}"));
+            *per.entry(v["conn"].as_u64().unwrap()).or_default() += 1;
+        }
+        // Each idle connection: its first sample, and at most one idle sweep (every 3 s) within
+        // the window; nothing else, since nothing happened on it.
+        assert_eq!(per.len(), N, "every connection is sampled once at least: {per:?}");
+        assert!(per.values().all(|&n| n <= 2), "idle connections were sampled again and again: {per:?}");
+        stop(srv);
+    });
+}
