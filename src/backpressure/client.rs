@@ -11,9 +11,11 @@
 //! is started; a payload partly in the kernel is completed (bounded by [`FLUSH_TIMEOUT`]: behind
 //! a zero window the rest may not fit for minutes, and such a connection is reported as cut
 //! short); then the final sample is taken (bytes written, SIOCOUTQ) and the connection is closed:
-//! TCP with a FIN after the queued data, WebSocket with a Close 1000 frame, waiting at most
-//! [`CLOSE_LINGER`] for the server's reply (a slow reader may not reach our Close frame for a
-//! long time; the kernel still delivers it after we exit).
+//! TCP with a FIN after the queued data, waiting at most [`DRAIN_LINGER`] for the server to
+//! acknowledge it, WebSocket with a Close 1000 frame, waiting at most [`CLOSE_LINGER`] for the
+//! server's reply. A connection with bytes still queued after that (a slow reader may not reach
+//! them for minutes) is reset with SO_LINGER 0, counted and reported, so nothing is left
+//! behind for the kernel to drain after we exit.
 //!
 //! Exit status: 0 for a completed run whatever the verdict (the verdict is the measurement, not
 //! a failure); 1 when a connection cannot be established, the configuration is wrong, or
@@ -45,6 +47,11 @@ pub const WRITE_BUDGET: usize = 1 << 20;
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for the server's reply to our WebSocket Close frame.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Longest wait, after our FIN at the end of a TCP run, for the server to acknowledge what is
+/// still queued. A connection with bytes still queued after it (or after [`FLUSH_TIMEOUT`] or
+/// [`CLOSE_LINGER`]) is aborted with a reset (SO_LINGER 0): left to the kernel, a slow server
+/// would drain it for minutes after we exit, and the next run would find it still there.
+pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Server frames one connection may consume per wake-up before yielding to the others.
 pub const RECV_BATCH: usize = 64;
@@ -63,6 +70,8 @@ enum Phase {
     Flushing,
     /// WebSocket Close sent; waiting for the reply.
     Closing,
+    /// TCP FIN sent after the last payload; waiting for the queue to be acknowledged.
+    Draining,
     Done,
 }
 
@@ -102,12 +111,16 @@ impl Conn {
         }
     }
 
-    fn fd(&self) -> Option<i32> {
+    fn stream(&self) -> Option<&TcpStream> {
         match &self.io {
-            Io::Tcp(s) => Some(s.as_raw_fd()),
-            Io::Ws(ws) => Some(ws.get_ref().get_ref().as_raw_fd()),
+            Io::Tcp(s) => Some(s),
+            Io::Ws(ws) => Some(ws.get_ref().get_ref()),
             Io::None => None,
         }
+    }
+
+    fn fd(&self) -> Option<i32> {
+        self.stream().map(AsRawFd::as_raw_fd)
     }
 
     fn sample(&self, t: Duration) -> Option<Sample> {
@@ -120,9 +133,21 @@ impl Conn {
 
 enum Msg {
     Samples(Vec<(usize, Sample)>),
-    FirstEagain { conn: usize, bytes: u64, total: u64 },
+    FirstEagain {
+        conn: usize,
+        bytes: u64,
+        total: u64,
+    },
     Failed(String),
-    Done { finals: Vec<(usize, Sample)>, cut_short: u64, resets: u64, unmeasured: u64, why: Option<String> },
+    Done {
+        finals: Vec<(usize, Sample)>,
+        cut_short: u64,
+        resets: u64,
+        unmeasured: u64,
+        why: Option<String>,
+        aborted: u64,
+        aborted_bytes: u64,
+    },
 }
 
 pub enum ClientCmd {
@@ -143,6 +168,9 @@ struct ClientReactor {
     failed: bool,
     /// Why the first connection that ended without a single sample ended.
     unmeasured_why: Option<String>,
+    /// Connections reset at the end with bytes still queued, and how many bytes.
+    aborted: u64,
+    aborted_bytes: u64,
 }
 
 fn dial(cfg: &ClientConfig, target: SocketAddr) -> io::Result<TcpStream> {
@@ -220,7 +248,7 @@ impl ClientReactor {
             Phase::Handshake => self.handshake(cx, i),
             Phase::Open | Phase::Flushing => self.write(cx, i),
             Phase::Closing => self.closing(i),
-            Phase::Done => Step::Idle,
+            Phase::Draining | Phase::Done => Step::Idle,
         };
         if let Step::More = step {
             cx.defer(Token(i));
@@ -449,8 +477,32 @@ impl ClientReactor {
                 cx.arm(cx.now + CLOSE_LINGER, Token(i), TIMER_PHASE);
                 cx.defer(Token(i));
             }
+            Io::Tcp(s) => {
+                // FIN after the queue; the reset comes if the server does not take it in time.
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                c.phase = Phase::Draining;
+                c.phase_until = Some(cx.now + DRAIN_LINGER);
+                cx.arm(cx.now + DRAIN_LINGER, Token(i), TIMER_PHASE);
+            }
             _ => self.end_conn(cx, i),
         }
+    }
+
+    /// The run is over for connection `i`: close it, with a reset when bytes are still queued
+    /// (see [`DRAIN_LINGER`]), and count that.
+    fn abort_or_close(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let queued = c.fd().map_or(0, |fd| tcp_info::outq(fd).unwrap_or(0));
+        if queued > 0 {
+            if let Some(s) = c.stream() {
+                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+            }
+            self.aborted += 1;
+            self.aborted_bytes += u64::from(queued);
+            log::debug!("bp client: connection {i}: reset at the end with {queued} B still queued");
+        }
+        c.io = Io::None;
+        c.phase = Phase::Done;
     }
 
     fn end_conn(&mut self, _cx: &mut Cx, i: usize) {
@@ -591,12 +643,9 @@ impl Handler for ClientReactor {
                         if let Some(s) = c.sample(t) {
                             self.finals.push((i, s));
                         }
-                        self.end_conn(cx, i);
+                        self.abort_or_close(i);
                     }
-                    Phase::Closing => {
-                        c.io = Io::None;
-                        c.phase = Phase::Done;
-                    }
+                    Phase::Closing | Phase::Draining => self.abort_or_close(i),
                     _ => {}
                 }
             }
@@ -626,6 +675,13 @@ impl Handler for ClientReactor {
         if !samples.is_empty() {
             let _ = self.out.try_send(Msg::Samples(samples));
         }
+        // Draining connections whose queue the server has acknowledged: a plain close.
+        for c in self.conns.iter_mut().filter(|c| c.phase == Phase::Draining) {
+            if c.fd().is_some_and(|fd| tcp_info::outq(fd).is_ok_and(|q| q == 0)) {
+                c.io = Io::None;
+                c.phase = Phase::Done;
+            }
+        }
     }
 
     fn finished(&self) -> bool {
@@ -646,7 +702,15 @@ impl Handler for ClientReactor {
             return;
         }
         let finals = std::mem::take(&mut self.finals);
-        let msg = Msg::Done { finals, cut_short: self.cut_short, resets: self.resets, unmeasured, why };
+        let msg = Msg::Done {
+            finals,
+            cut_short: self.cut_short,
+            resets: self.resets,
+            unmeasured,
+            why,
+            aborted: self.aborted,
+            aborted_bytes: self.aborted_bytes,
+        };
         let _ = self.out.send_timeout(msg, Duration::from_secs(1));
     }
 }
@@ -716,6 +780,8 @@ pub fn run(
         out: tx,
         failed: false,
         unmeasured_why: None,
+        aborted: 0,
+        aborted_bytes: 0,
     };
     let pool = Pool::spawn("bp-client", vec![reactor], cfg.sample_interval).map_err(crate::error::Error::Io)?;
     let _ = writeln!(
@@ -734,7 +800,7 @@ pub fn run(
     let mut last_line: Option<Sample> = None;
     let mut next_line = cfg.stats_interval;
     let mut stopping = false;
-    let (finals, cut_short, resets, unmeasured, unmeasured_why) = loop {
+    let (finals, cut_short, resets, unmeasured, unmeasured_why, aborted, aborted_bytes) = loop {
         select! {
             recv(rx) -> msg => match msg {
                 Ok(Msg::Samples(samples)) => {
@@ -759,8 +825,8 @@ pub fn run(
                     pool.join();
                     return Err(crate::error::Error::Io(io::Error::other(why)));
                 }
-                Ok(Msg::Done { finals, cut_short, resets, unmeasured, why }) => {
-                    break (finals, cut_short, resets, unmeasured, why)
+                Ok(Msg::Done { finals, cut_short, resets, unmeasured, why, aborted, aborted_bytes }) => {
+                    break (finals, cut_short, resets, unmeasured, why, aborted, aborted_bytes)
                 }
                 Err(_) => {
                     pool.join();
@@ -811,6 +877,13 @@ pub fn run(
     if cut_short > 0 || resets > 0 {
         let _ = writeln!(out, "connections cut short at the end: {cut_short}, closed by the server: {resets}");
     }
+    if aborted > 0 {
+        let _ = writeln!(
+            out,
+            "connections reset at the end: {aborted} ({aborted_bytes} B still queued that the server had not acknowledged; \
+             a reset instead of a FIN, so the server does not drain them after this run)"
+        );
+    }
     if unmeasured > 0 {
         let _ = writeln!(
             out,
@@ -828,7 +901,14 @@ pub fn run(
             map.insert("connections".into(), conns.into());
             map.insert(
                 "final".into(),
-                serde_json::json!({ "bytes_written": bytes_written, "outq": outq, "cut_short": cut_short, "resets": resets }),
+                serde_json::json!({
+                    "bytes_written": bytes_written,
+                    "outq": outq,
+                    "cut_short": cut_short,
+                    "resets": resets,
+                    "aborted": aborted,
+                    "aborted_bytes": aborted_bytes,
+                }),
             );
         }
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();

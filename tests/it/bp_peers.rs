@@ -339,3 +339,54 @@ fn idle_connections_are_not_sampled_every_tick() {
         stop(srv);
     });
 }
+
+/// How the slow test server saw its connection end.
+#[derive(Debug, PartialEq)]
+enum End {
+    Reset,
+    Eof,
+}
+
+#[test]
+fn client_ending_with_data_queued_resets_instead_of_leaving_it_behind() {
+    with_timeout(T, || {
+        // A slow reader with a small receive buffer: 1 KiB every 20 ms.
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.set_recv_buffer_size(8 * 1024).unwrap();
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        l.listen(16).unwrap();
+        let addr = l.local_addr().unwrap().as_socket().unwrap();
+        let l: TcpListener = l.into();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut buf = [0u8; 1024];
+            // Bounded: at 50 KiB/s, 3,000 reads are a minute, longer than the test waits.
+            for _ in 0..3000 {
+                match s.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = tx.send(End::Eof);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        let _ = tx.send(End::Reset);
+                        return;
+                    }
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e) => panic!("read: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(20)); // the slow reader's pace
+            }
+        });
+        let server = addr.to_string();
+        let (code, out, err) = run(&["bp", "client", "--server", &server, "--duration", "1s"], Duration::from_secs(20));
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("connections reset at the end: 1"), "{out}");
+        // The client has exited. Its megabytes of queued payload are gone with the reset; the
+        // server drains only its own small receive buffer, then sees the reset.
+        let end = rx.recv_timeout(Duration::from_secs(15)).expect("the server still sees the connection 15 s later");
+        assert_eq!(end, End::Reset);
+    });
+}
