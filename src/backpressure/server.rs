@@ -183,6 +183,30 @@ struct Conn {
     probe: Probe,
 }
 
+/// The probes one tick may take, and where the next tick resumes when they ran out: the first
+/// connection (in slab order, starting at the cursor) that was due and not probed.
+#[derive(Debug)]
+struct Budget {
+    left: usize,
+    resume: Option<usize>,
+}
+
+impl Budget {
+    fn new(left: usize) -> Budget {
+        Budget { left, resume: None }
+    }
+
+    /// Connection at position `slot` is due: may it be probed now?
+    fn take(&mut self, slot: usize) -> bool {
+        if self.left == 0 {
+            self.resume.get_or_insert(slot);
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
 /// What the sampler knows of a payload connection between probes. Only an event or a read can
 /// change what a probe would return (SIOCINQ grows when data arrives, which is an event; it
 /// shrinks and the window reopens when we read), so a connection with neither since its last
@@ -407,14 +431,13 @@ impl BpReactor {
     fn sample(&mut self, cx: &mut Cx, fin: bool) {
         let mut samples = Vec::new();
         let (mut inq_sum, mut zero_conns, mut wnd_min, mut read) = (0u64, 0u64, None::<u32>, self.closed_read);
-        let mut budget = if fin { usize::MAX } else { SAMPLE_BUDGET };
+        let mut budget = Budget::new(if fin { usize::MAX } else { SAMPLE_BUDGET });
         let idle_sweep = fin || cx.now >= self.next_idle_sweep;
         if idle_sweep {
             self.next_idle_sweep = cx.now + IDLE_RESAMPLE;
         }
         // Two passes over the slab: from the cursor to the end, then from the start to it.
         let cursor = self.sample_cursor;
-        let mut next_cursor = 0;
         for pass in 0..2 {
             for (slot, (_, c)) in self.conns.iter_mut().enumerate() {
                 if (pass == 0) != (slot >= cursor) {
@@ -422,32 +445,25 @@ impl BpReactor {
                 }
                 let Some(fd) = c.payload_fd() else { continue };
                 let t = cx.now.saturating_duration_since(c.accepted);
-                if c.probe.due(idle_sweep) {
-                    if budget == 0 {
-                        if next_cursor == 0 {
-                            next_cursor = slot;
-                        }
-                    } else {
-                        budget -= 1;
-                        c.probe = Probe {
-                            changed: false,
-                            at: Some(cx.now),
-                            inq: tcp_info::inq(fd).unwrap_or(0),
-                            rcv_wnd: tcp_info::tcp_info(fd).ok().and_then(|i| i.rcv_wnd),
-                        };
-                        if c.probe.rcv_wnd == Some(0) && c.first_zero.is_none() {
-                            let first = *c.first_zero.insert(t);
-                            let s = first.as_secs_f64();
-                            self.stats.first_zero_s = Some(self.stats.first_zero_s.map_or(s, |f| f.min(s)));
-                        }
-                        samples.push(ConnSample {
-                            conn: c.id,
-                            t: t.as_secs_f64(),
-                            read_bytes: c.read_bytes(),
-                            inq: c.probe.inq,
-                            rcv_wnd: c.probe.rcv_wnd,
-                        });
+                if c.probe.due(idle_sweep) && budget.take(slot) {
+                    c.probe = Probe {
+                        changed: false,
+                        at: Some(cx.now),
+                        inq: tcp_info::inq(fd).unwrap_or(0),
+                        rcv_wnd: tcp_info::tcp_info(fd).ok().and_then(|i| i.rcv_wnd),
+                    };
+                    if c.probe.rcv_wnd == Some(0) && c.first_zero.is_none() {
+                        let first = *c.first_zero.insert(t);
+                        let s = first.as_secs_f64();
+                        self.stats.first_zero_s = Some(self.stats.first_zero_s.map_or(s, |f| f.min(s)));
                     }
+                    samples.push(ConnSample {
+                        conn: c.id,
+                        t: t.as_secs_f64(),
+                        read_bytes: c.read_bytes(),
+                        inq: c.probe.inq,
+                        rcv_wnd: c.probe.rcv_wnd,
+                    });
                 }
                 // Every open connection counts at every tick, with its latest numbers.
                 let Probe { inq, rcv_wnd, .. } = c.probe;
@@ -462,7 +478,7 @@ impl BpReactor {
                 read += c.read_bytes();
             }
         }
-        self.sample_cursor = next_cursor;
+        self.sample_cursor = budget.resume.unwrap_or(0);
         self.stats.inq = inq_sum;
         self.stats.zero_window_conns = zero_conns;
         self.stats.rcv_wnd_min = wnd_min;
@@ -974,6 +990,42 @@ fn final_lines(s: &ServerStats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_budget_resumes_where_it_ran_out() {
+        // Ten connections due every tick, three probes per tick: each tick starts at the first
+        // one the last tick could not probe, so every connection is probed every fourth tick.
+        let mut cursor = 0;
+        let mut probed = [0u32; 10];
+        for _ in 0..8 {
+            let mut b = Budget::new(3);
+            let order = (cursor..10).chain(0..cursor);
+            let taken: Vec<usize> = order.filter(|&slot| b.take(slot)).collect();
+            assert_eq!(taken.len(), 3);
+            for s in taken {
+                probed[s] += 1;
+            }
+            cursor = b.resume.unwrap_or(0);
+        }
+        // 24 probes over 10 connections: none starves, none is probed more than once ahead.
+        assert!(probed.iter().all(|&n| n == 2 || n == 3), "{probed:?}");
+        assert_eq!(probed.iter().sum::<u32>(), 24);
+        // A budget that is not used up resumes at the start.
+        let mut b = Budget::new(5);
+        assert!((0..4).all(|s| b.take(s)));
+        assert_eq!(b.resume, None);
+    }
+
+    #[test]
+    fn an_idle_probe_is_due_only_on_the_sweep() {
+        let mut p = Probe::new();
+        assert!(p.due(false), "never probed");
+        p = Probe { changed: false, at: Some(Instant::now()), inq: 0, rcv_wnd: Some(65535) };
+        assert!(!p.due(false), "nothing happened: no probe");
+        assert!(p.due(true), "the idle sweep probes it");
+        p.changed = true;
+        assert!(p.due(false), "an event or a read: probe");
+    }
 
     #[test]
     fn stats_add_keeps_minimum_window_and_earliest_zero() {
