@@ -11,12 +11,16 @@
 //! is started; a payload partly in the kernel is completed (bounded by [`FLUSH_TIMEOUT`]: behind
 //! a zero window the rest may not fit for minutes, and such a connection is reported as cut
 //! short); then the final sample is taken (bytes written, SIOCOUTQ) and the connection is closed:
-//! TCP with a FIN after the queued data, WebSocket with a Close 1000 frame, waiting at most
-//! [`CLOSE_LINGER`] for the server's reply (a slow reader may not reach our Close frame for a
-//! long time; the kernel still delivers it after we exit).
+//! TCP with a FIN after the queued data, waiting at most [`DRAIN_LINGER`] for the server to
+//! acknowledge it, WebSocket with a Close 1000 frame, waiting at most [`CLOSE_LINGER`] for the
+//! server's reply. A connection with bytes still queued after that (a slow reader may not reach
+//! them for minutes) is reset with SO_LINGER 0, counted and reported, so nothing is left
+//! behind for the kernel to drain after we exit.
 //!
 //! Exit status: 0 for a completed run whatever the verdict (the verdict is the measurement, not
-//! a failure), 1 when a connection cannot be established or the configuration is wrong.
+//! a failure); 1 when a connection cannot be established, the configuration is wrong, or
+//! nothing could be measured (every connection ended before its first sample: reset, closed,
+//! the other protocol, no handshake answer), always with the reason.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -43,7 +47,14 @@ pub const WRITE_BUDGET: usize = 1 << 20;
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for the server's reply to our WebSocket Close frame.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Longest wait, after our FIN at the end of a TCP run, for the server to acknowledge what is
+/// still queued. A connection with bytes still queued after it (or after [`FLUSH_TIMEOUT`] or
+/// [`CLOSE_LINGER`]) is aborted with a reset (SO_LINGER 0): left to the kernel, a slow server
+/// would drain it for minutes after we exit, and the next run would find it still there.
+pub const DRAIN_LINGER: Duration = Duration::from_secs(1);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Server frames one connection may consume per wake-up before yielding to the others.
+pub const RECV_BATCH: usize = 64;
 /// Capacity of the reactor → coordinator channel.
 const REPORT_QUEUE: usize = 1024;
 const TIMER_PACE: u8 = 1;
@@ -59,6 +70,8 @@ enum Phase {
     Flushing,
     /// WebSocket Close sent; waiting for the reply.
     Closing,
+    /// TCP FIN sent after the last payload; waiting for the queue to be acknowledged.
+    Draining,
     Done,
 }
 
@@ -83,6 +96,11 @@ struct Conn {
     opened: Instant,
     phase_until: Option<Instant>,
     pace_armed: bool,
+    /// At least one sample of this connection was taken while it was open.
+    sampled: bool,
+    /// TCP mode: the first bytes the server sent were looked at (an HTTP answer means the
+    /// server speaks WebSocket).
+    peeked: bool,
 }
 
 impl Conn {
@@ -93,12 +111,16 @@ impl Conn {
         }
     }
 
-    fn fd(&self) -> Option<i32> {
+    fn stream(&self) -> Option<&TcpStream> {
         match &self.io {
-            Io::Tcp(s) => Some(s.as_raw_fd()),
-            Io::Ws(ws) => Some(ws.get_ref().get_ref().as_raw_fd()),
+            Io::Tcp(s) => Some(s),
+            Io::Ws(ws) => Some(ws.get_ref().get_ref()),
             Io::None => None,
         }
+    }
+
+    fn fd(&self) -> Option<i32> {
+        self.stream().map(AsRawFd::as_raw_fd)
     }
 
     fn sample(&self, t: Duration) -> Option<Sample> {
@@ -111,9 +133,21 @@ impl Conn {
 
 enum Msg {
     Samples(Vec<(usize, Sample)>),
-    FirstEagain { conn: usize, bytes: u64, total: u64 },
+    FirstEagain {
+        conn: usize,
+        bytes: u64,
+        total: u64,
+    },
     Failed(String),
-    Done { finals: Vec<(usize, Sample)>, cut_short: u64, resets: u64 },
+    Done {
+        finals: Vec<(usize, Sample)>,
+        cut_short: u64,
+        resets: u64,
+        unmeasured: u64,
+        why: Option<String>,
+        aborted: u64,
+        aborted_bytes: u64,
+    },
 }
 
 pub enum ClientCmd {
@@ -132,6 +166,11 @@ struct ClientReactor {
     any_eagain: bool,
     out: Sender<Msg>,
     failed: bool,
+    /// Why the first connection that ended without a single sample ended.
+    unmeasured_why: Option<String>,
+    /// Connections reset at the end with bytes still queued, and how many bytes.
+    aborted: u64,
+    aborted_bytes: u64,
 }
 
 fn dial(cfg: &ClientConfig, target: SocketAddr) -> io::Result<TcpStream> {
@@ -159,6 +198,13 @@ enum Step {
     More,
 }
 
+/// Whether the first bytes the server sent on a raw TCP connection are an HTTP response (a
+/// WebSocket server answering our payload as a malformed request). Peeks: nothing is consumed.
+fn speaks_http(s: &TcpStream) -> bool {
+    let mut head = [0u8; 5];
+    matches!(s.peek(&mut head), Ok(n) if n >= 4 && head[..n.min(5)].starts_with(&b"HTTP/"[..n.min(5)]))
+}
+
 impl ClientReactor {
     fn fail(&mut self, why: String) {
         if !self.failed {
@@ -168,6 +214,18 @@ impl ClientReactor {
         for c in &mut self.conns {
             c.phase = Phase::Done;
             c.io = Io::None;
+        }
+    }
+
+    /// Connection `i` ended early for `why`; remembered as the reason the run could not measure
+    /// when it was never sampled.
+    fn lost(&mut self, i: usize, why: String) {
+        if self.conns[i].sampled {
+            log::warn!("bp client: connection {i}: {why}");
+        } else {
+            // Reported once, in the final lines or as the reason the run could not measure.
+            log::debug!("bp client: connection {i}: {why}");
+            self.unmeasured_why.get_or_insert(why);
         }
     }
 
@@ -190,7 +248,7 @@ impl ClientReactor {
             Phase::Handshake => self.handshake(cx, i),
             Phase::Open | Phase::Flushing => self.write(cx, i),
             Phase::Closing => self.closing(i),
-            Phase::Done => Step::Idle,
+            Phase::Draining | Phase::Done => Step::Idle,
         };
         if let Step::More = step {
             cx.defer(Token(i));
@@ -205,14 +263,21 @@ impl ClientReactor {
         }
         match crate::net::connect::check(s) {
             crate::net::connect::DialState::Pending => Step::Idle,
+            crate::net::connect::DialState::Failed(e) if crate::net::connect::completed_before(s, &e) => {
+                self.fail(format!(
+                    "connect {}: the server accepted the connection and reset it at once ({e}): nothing to measure",
+                    self.target
+                ));
+                Step::Idle
+            }
             crate::net::connect::DialState::Failed(e) => {
                 self.fail(format!("connect {}: {e}", self.target));
                 Step::Idle
             }
             crate::net::connect::DialState::Connected => {
-                c.phase_until = None;
                 match self.cfg.protocol {
                     Protocol::Tcp => {
+                        c.phase_until = None;
                         c.phase = Phase::Open;
                         c.opened = cx.now;
                     }
@@ -232,11 +297,17 @@ impl ClientReactor {
         match hs.advance(s) {
             HandshakeStep::NotNow => Step::Idle,
             HandshakeStep::Failed(why) => {
-                self.fail(format!("WebSocket handshake with {}: {why}", self.target));
+                let hint = if why.starts_with("malformed response") {
+                    " (the answer is not HTTP: a raw TCP server? use --protocol tcp)"
+                } else {
+                    ""
+                };
+                self.fail(format!("WebSocket handshake with {}: {why}{hint}", self.target));
                 Step::Idle
             }
             HandshakeStep::Done { leftover } => {
                 c.hs = None;
+                c.phase_until = None;
                 let Io::Tcp(s) = std::mem::replace(&mut c.io, Io::None) else { return Step::Idle };
                 c.io = Io::Ws(Box::new(WsConn::client(Metered::new(s), leftover, self.cfg.ws_limits())));
                 c.phase = Phase::Open;
@@ -250,21 +321,26 @@ impl ClientReactor {
     fn write(&mut self, cx: &mut Cx, i: usize) -> Step {
         let rate = self.cfg.rate;
         let total = self.cfg.total;
-        let mut budget = WRITE_BUDGET;
+        let budget = WRITE_BUDGET;
         // Server frames (Close, Ping) and resets.
         let c = &mut self.conns[i];
+        let mut more_frames = false;
         if let Io::Ws(ws) = &mut c.io {
             if c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
-                loop {
+                // Frames past the batch wait in tungstenite's buffer, where no edge announces
+                // them: come back to them after the others had their turn.
+                more_frames = true;
+                for _ in 0..RECV_BATCH {
                     match ws.recv() {
                         Recv::Message(_) => {}
                         Recv::NotNow => {
                             c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                            more_frames = false;
                             break;
                         }
                         Recv::Closed(why) => {
-                            log::warn!("bp client: connection {i} closed by the server: {why:?}");
-                            self.resets += 1;
+                            self.resets += u64::from(why.by_peer());
+                            self.lost(i, why.describe("this client", "the server"));
                             self.end_conn(cx, i);
                             return Step::Idle;
                         }
@@ -272,6 +348,26 @@ impl ClientReactor {
                 }
             }
         }
+        if let Io::Tcp(s) = &c.io {
+            if !c.peeked && c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+                c.peeked = true;
+                if speaks_http(s) {
+                    self.fail(format!(
+                        "{}: the server answered with HTTP: it speaks WebSocket (or HTTP), not raw TCP; use --protocol websocket",
+                        self.target
+                    ));
+                    return Step::Idle;
+                }
+            }
+        }
+        let step = self.write_payloads(cx, i, budget, rate, total);
+        match step {
+            Step::Idle if more_frames && self.conns[i].phase != Phase::Done => Step::More,
+            step => step,
+        }
+    }
+
+    fn write_payloads(&mut self, cx: &mut Cx, i: usize, mut budget: usize, rate: u64, total: u64) -> Step {
         loop {
             let c = &mut self.conns[i];
             let partial = c.off > 0 || c.ws_pending;
@@ -313,8 +409,15 @@ impl ClientReactor {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
                     Err(e) => {
-                        log::warn!("bp client: connection {i}: write: {e}");
+                        if !c.peeked && speaks_http(s) {
+                            self.fail(format!(
+                                "{}: the server answered with HTTP and closed: it speaks WebSocket (or HTTP), not raw TCP; use --protocol websocket",
+                                self.target
+                            ));
+                            return Step::Idle;
+                        }
                         self.resets += 1;
+                        self.lost(i, format!("the server ended the connection (write: {e})"));
                         self.end_conn(cx, i);
                         return Step::Idle;
                     }
@@ -341,8 +444,8 @@ impl ClientReactor {
                             true
                         }
                         SendStatus::Closed(why) => {
-                            log::warn!("bp client: connection {i}: {why:?}");
-                            self.resets += 1;
+                            self.resets += u64::from(why.by_peer());
+                            self.lost(i, why.describe("this client", "the server"));
                             self.end_conn(cx, i);
                             return Step::Idle;
                         }
@@ -363,6 +466,7 @@ impl ClientReactor {
         let t = cx.now.saturating_duration_since(self.start);
         let c = &mut self.conns[i];
         if let Some(s) = c.sample(t) {
+            c.sampled = true;
             self.finals.push((i, s));
         }
         match &mut c.io {
@@ -373,8 +477,32 @@ impl ClientReactor {
                 cx.arm(cx.now + CLOSE_LINGER, Token(i), TIMER_PHASE);
                 cx.defer(Token(i));
             }
+            Io::Tcp(s) => {
+                // FIN after the queue; the reset comes if the server does not take it in time.
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                c.phase = Phase::Draining;
+                c.phase_until = Some(cx.now + DRAIN_LINGER);
+                cx.arm(cx.now + DRAIN_LINGER, Token(i), TIMER_PHASE);
+            }
             _ => self.end_conn(cx, i),
         }
+    }
+
+    /// The run is over for connection `i`: close it, with a reset when bytes are still queued
+    /// (see [`DRAIN_LINGER`]), and count that.
+    fn abort_or_close(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let queued = c.fd().map_or(0, |fd| tcp_info::outq(fd).unwrap_or(0));
+        if queued > 0 {
+            if let Some(s) = c.stream() {
+                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+            }
+            self.aborted += 1;
+            self.aborted_bytes += u64::from(queued);
+            log::debug!("bp client: connection {i}: reset at the end with {queued} B still queued");
+        }
+        c.io = Io::None;
+        c.phase = Phase::Done;
     }
 
     fn end_conn(&mut self, _cx: &mut Cx, i: usize) {
@@ -423,8 +551,14 @@ impl ClientReactor {
                     cx.defer(Token(i));
                 }
                 Phase::Connecting | Phase::Handshake => {
+                    let why = if c.phase == Phase::Connecting {
+                        format!("not connected to {} when the run ended", self.target)
+                    } else {
+                        no_handshake_answer(self.target, "when the run ended")
+                    };
                     c.io = Io::None;
                     c.phase = Phase::Done;
+                    self.lost(i, why);
                 }
                 _ => {}
             }
@@ -459,6 +593,8 @@ impl Handler for ClientReactor {
                 opened: cx.now,
                 phase_until: Some(cx.now + CONNECT_TIMEOUT),
                 pace_armed: false,
+                sampled: false,
+                peeked: false,
             });
             cx.arm(cx.now + CONNECT_TIMEOUT, Token(i), TIMER_PHASE);
         }
@@ -493,8 +629,12 @@ impl Handler for ClientReactor {
                 }
                 c.phase_until = None;
                 match c.phase {
-                    Phase::Connecting | Phase::Handshake => {
+                    Phase::Connecting => {
                         self.fail(format!("connect {}: no connection within {CONNECT_TIMEOUT:?}", self.target));
+                    }
+                    Phase::Handshake => {
+                        let why = no_handshake_answer(self.target, &format!("within {CONNECT_TIMEOUT:?}"));
+                        self.fail(why);
                     }
                     Phase::Flushing => {
                         // The last payload did not fit in time: sample and drop it unfinished.
@@ -503,12 +643,9 @@ impl Handler for ClientReactor {
                         if let Some(s) = c.sample(t) {
                             self.finals.push((i, s));
                         }
-                        self.end_conn(cx, i);
+                        self.abort_or_close(i);
                     }
-                    Phase::Closing => {
-                        c.io = Io::None;
-                        c.phase = Phase::Done;
-                    }
+                    Phase::Closing | Phase::Draining => self.abort_or_close(i),
                     _ => {}
                 }
             }
@@ -526,13 +663,24 @@ impl Handler for ClientReactor {
         let t = cx.now.saturating_duration_since(self.start);
         let samples: Vec<(usize, Sample)> = self
             .conns
-            .iter()
+            .iter_mut()
             .enumerate()
             .filter(|(_, c)| matches!(c.phase, Phase::Open | Phase::Flushing))
-            .filter_map(|(i, c)| c.sample(t).map(|s| (i, s)))
+            .filter_map(|(i, c)| {
+                let s = c.sample(t)?;
+                c.sampled = true;
+                Some((i, s))
+            })
             .collect();
         if !samples.is_empty() {
             let _ = self.out.try_send(Msg::Samples(samples));
+        }
+        // Draining connections whose queue the server has acknowledged: a plain close.
+        for c in self.conns.iter_mut().filter(|c| c.phase == Phase::Draining) {
+            if c.fd().is_some_and(|fd| tcp_info::outq(fd).is_ok_and(|q| q == 0)) {
+                c.io = Io::None;
+                c.phase = Phase::Done;
+            }
         }
     }
 
@@ -541,12 +689,38 @@ impl Handler for ClientReactor {
     }
 
     fn on_exit(&mut self, _cx: &mut Cx) {
-        if !self.failed {
-            let finals = std::mem::take(&mut self.finals);
-            let msg = Msg::Done { finals, cut_short: self.cut_short, resets: self.resets };
-            let _ = self.out.send_timeout(msg, Duration::from_secs(1));
+        if self.failed {
+            return;
         }
+        let unmeasured = self.conns.iter().filter(|c| !c.sampled).count() as u64;
+        let why = self.unmeasured_why.take();
+        if unmeasured == self.conns.len() as u64 {
+            // Not one sample: there is no measurement to give a verdict on.
+            let why = why.unwrap_or_else(|| "the connections ended before the first sample".into());
+            let msg = Msg::Failed(format!("bp client: could not measure: {why}"));
+            let _ = self.out.send_timeout(msg, Duration::from_secs(1));
+            return;
+        }
+        let finals = std::mem::take(&mut self.finals);
+        let msg = Msg::Done {
+            finals,
+            cut_short: self.cut_short,
+            resets: self.resets,
+            unmeasured,
+            why,
+            aborted: self.aborted,
+            aborted_bytes: self.aborted_bytes,
+        };
+        let _ = self.out.send_timeout(msg, Duration::from_secs(1));
     }
+}
+
+/// Why a WebSocket handshake got no answer: most often the server is a raw TCP one (it reads
+/// the upgrade request as payload and never answers).
+fn no_handshake_answer(target: SocketAddr, when: &str) -> String {
+    format!(
+        "WebSocket handshake with {target}: no answer {when} (a raw TCP server, such as bp server --protocol tcp, never answers; use --protocol tcp)"
+    )
 }
 
 /// Sums the connections' samples taken in one loop turn: bytes, EAGAINs and queues add up, the
@@ -605,6 +779,9 @@ pub fn run(
         any_eagain: false,
         out: tx,
         failed: false,
+        unmeasured_why: None,
+        aborted: 0,
+        aborted_bytes: 0,
     };
     let pool = Pool::spawn("bp-client", vec![reactor], cfg.sample_interval).map_err(crate::error::Error::Io)?;
     let _ = writeln!(
@@ -623,7 +800,7 @@ pub fn run(
     let mut last_line: Option<Sample> = None;
     let mut next_line = cfg.stats_interval;
     let mut stopping = false;
-    let (finals, cut_short, resets) = loop {
+    let (finals, cut_short, resets, unmeasured, unmeasured_why, aborted, aborted_bytes) = loop {
         select! {
             recv(rx) -> msg => match msg {
                 Ok(Msg::Samples(samples)) => {
@@ -649,7 +826,9 @@ pub fn run(
                     pool.join();
                     return Err(crate::error::Error::Io(io::Error::other(why)));
                 }
-                Ok(Msg::Done { finals, cut_short, resets }) => break (finals, cut_short, resets),
+                Ok(Msg::Done { finals, cut_short, resets, unmeasured, why, aborted, aborted_bytes }) => {
+                    break (finals, cut_short, resets, unmeasured, why, aborted, aborted_bytes)
+                }
                 Err(_) => {
                     pool.join();
                     return Err(crate::error::Error::Io(io::Error::other("bp client: the reactor ended without a report")));
@@ -699,6 +878,21 @@ pub fn run(
     if cut_short > 0 || resets > 0 {
         let _ = writeln!(out, "connections cut short at the end: {cut_short}, closed by the server: {resets}");
     }
+    if aborted > 0 {
+        let _ = writeln!(
+            out,
+            "connections reset at the end: {aborted} ({aborted_bytes} B still queued that the server had not acknowledged; \
+             a reset instead of a FIN, so the server does not drain them after this run)"
+        );
+    }
+    if unmeasured > 0 {
+        let _ = writeln!(
+            out,
+            "connections never measured: {unmeasured} of {} ({})",
+            cfg.connections,
+            unmeasured_why.as_deref().unwrap_or("ended before the first sample")
+        );
+    }
     let _ = out.flush();
     if let Some(path) = json {
         let mut doc = serde_json::to_value(agg.report()).unwrap_or_default();
@@ -708,7 +902,14 @@ pub fn run(
             map.insert("connections".into(), conns.into());
             map.insert(
                 "final".into(),
-                serde_json::json!({ "bytes_written": bytes_written, "outq": outq, "cut_short": cut_short, "resets": resets }),
+                serde_json::json!({
+                    "bytes_written": bytes_written,
+                    "outq": outq,
+                    "cut_short": cut_short,
+                    "resets": resets,
+                    "aborted": aborted,
+                    "aborted_bytes": aborted_bytes,
+                }),
             );
         }
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();

@@ -19,8 +19,9 @@
 //!
 //! ## Dashboard sample stream (`ws://HOST/samples`)
 //!
-//! The server sends one JSON text message per connection per `sample_interval`
-//! ([`web::DashboardSample`]):
+//! The server sends one JSON text message per connection per `sample_interval` for each
+//! connection something happened on since its last sample, and one per 3 s for idle ones
+//! ([`web::DashboardSample`]; see `server::IDLE_RESAMPLE`):
 //!
 //! ```text
 //! {"conn":7,"t":1.25,"read_bytes":12288,"inq":131072,"rcv_wnd":0,"client":null}

@@ -40,7 +40,7 @@ use tungstenite::Message;
 use super::config::{Protocol, ServerConfig};
 use super::http::{self, HeadParse, Route};
 use super::web::{self, DashboardSample};
-use super::ws::{Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
+use super::ws::{CloseReply, Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
 use crate::net::accept::{Acceptor, Admission, Slot};
 use crate::net::tcp_info;
 use crate::reactor::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
@@ -52,10 +52,28 @@ pub const READ_BUDGET: usize = 256 * 1024;
 pub const DASHBOARD_QUEUE: usize = 1024;
 /// How often the coordinator prints a line while connections are open.
 pub const LINE_EVERY: Duration = Duration::from_secs(1);
+/// WebSocket frames one connection may consume per wake-up before yielding to the others (the
+/// rest stay in tungstenite's buffer: the connection is deferred, not left waiting for an edge).
+pub const RECV_BATCH: usize = 64;
+/// Longest wait for our reply to a peer's Close frame to fit in a full socket.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// Payload connections one reactor probes (TCP_INFO + SIOCINQ, two syscalls) per sample tick
+/// at most; the rest keep their "changed" mark and are probed at the next tick, starting
+/// after the last one probed, so none starves.
+pub const SAMPLE_BUDGET: usize = 2048;
+/// The slow clock of idle connections: every this long, one tick probes every payload
+/// connection nothing happened on (no event, no read) since its last probe, so each still sends
+/// the dashboards a sample well inside their 5 s "stale" limit; in between, its last sample
+/// stands. One sweep for all of them, not one per connection: the dashboards get one batch.
+pub const IDLE_RESAMPLE: Duration = Duration::from_secs(3);
+/// Bytes of dashboard frames gathered before a write (one write per batch of samples, not one
+/// per sample; the payload streams keep writing each frame at once).
+pub const DASHBOARD_WRITE_BUFFER: usize = 64 << 10;
 /// Slab tag of lab server connections.
 const SLAB_TAG: u8 = 2;
 const TIMER_READ: u8 = 1;
 const TIMER_HEAD: u8 = 2;
+const TIMER_LINGER: u8 = 3;
 
 /// Per-reactor counters, sent whole each tick (a lost message loses nothing).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -145,6 +163,9 @@ enum State {
     Ws(Box<WsConn<Metered<TcpStream>>>),
     /// WebSocket sample stream of a dashboard.
     Dashboard { ws: Box<WsConn<TcpStream>>, queue: VecDeque<Arc<str>> },
+    /// The peer closed a WebSocket (`/ws` or `/samples`) while its socket was full: writing our
+    /// Close reply, for at most [`CLOSE_LINGER`].
+    CloseReply(Box<dyn CloseReply + Send>),
     /// Transitional placeholder, never observed between calls.
     Gone,
 }
@@ -161,6 +182,56 @@ struct Conn {
     first_zero: Option<Duration>,
     /// Its place under `max_connections` (the process's), freed with the connection.
     _slot: Slot,
+    probe: Probe,
+}
+
+/// The probes one tick may take, and where the next tick resumes when they ran out: the first
+/// connection (in slab order, starting at the cursor) that was due and not probed.
+#[derive(Debug)]
+struct Budget {
+    left: usize,
+    resume: Option<usize>,
+}
+
+impl Budget {
+    fn new(left: usize) -> Budget {
+        Budget { left, resume: None }
+    }
+
+    /// Connection at position `slot` is due: may it be probed now?
+    fn take(&mut self, slot: usize) -> bool {
+        if self.left == 0 {
+            self.resume.get_or_insert(slot);
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
+/// What the sampler knows of a payload connection between probes. Only an event or a read can
+/// change what a probe would return (SIOCINQ grows when data arrives, which is an event; it
+/// shrinks and the window reopens when we read), so a connection with neither since its last
+/// probe is not probed again until [`IDLE_RESAMPLE`] has passed: idle connections cost no
+/// syscalls and send the dashboards nothing.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    /// Something happened since the last probe.
+    changed: bool,
+    /// When the last probe was taken; `None`: never.
+    at: Option<Instant>,
+    inq: u32,
+    rcv_wnd: Option<u32>,
+}
+
+impl Probe {
+    fn new() -> Probe {
+        Probe { changed: true, at: None, inq: 0, rcv_wnd: None }
+    }
+
+    fn due(&self, idle_sweep: bool) -> bool {
+        self.changed || idle_sweep || self.at.is_none()
+    }
 }
 
 impl Conn {
@@ -199,6 +270,10 @@ struct BpReactor {
     scratch: Box<[u8]>,
     out: Sender<Report>,
     stopping: bool,
+    /// Slab position where the next tick's probing starts (see [`SAMPLE_BUDGET`]).
+    sample_cursor: usize,
+    /// When the next tick probes the idle connections too (see [`IDLE_RESAMPLE`]).
+    next_idle_sweep: Instant,
 }
 
 impl BpReactor {
@@ -233,6 +308,7 @@ impl BpReactor {
             timer_armed: false,
             first_zero: None,
             _slot: slot,
+            probe: Probe::new(),
         };
         let Ok(token) = self.conns.insert(conn) else { return };
         let Some(c) = self.conns.get_mut(token) else { return };
@@ -276,6 +352,7 @@ impl BpReactor {
     fn serve(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
         let Some(c) = self.conns.get_mut(token) else { return };
         c.rd.event |= ready;
+        c.probe.changed = true;
         let step = match &mut c.state {
             State::Tcp(_) => read_tcp(c, cx, token, &self.cfg, &mut self.scratch),
             State::Ws(_) => read_ws(c, cx, token, &self.cfg, &mut self.stats),
@@ -299,39 +376,109 @@ impl BpReactor {
             }
             State::Respond { .. } => respond(c),
             State::Dashboard { .. } => dashboard(c),
+            State::CloseReply(ws) => match ws.flush_close_reply() {
+                Flush::NotNow => {
+                    c.rd.event.remove(Ready::WRITABLE);
+                    Step::Idle
+                }
+                Flush::Done | Flush::Closed(_) => Step::Close,
+            },
             State::Gone => Step::Close,
         };
         match step {
             Step::Idle => {}
             Step::More => cx.defer(token),
-            Step::Close => self.close(cx, token),
+            Step::Close => self.close_or_linger(cx, token),
         }
     }
 
-    /// Samples every payload connection (TCP_INFO, SIOCINQ) and sends the report.
-    fn sample(&mut self, cx: &mut Cx, fin: bool) {
-        let mut samples = Vec::with_capacity(self.conns.len());
-        let (mut inq_sum, mut zero_conns, mut wnd_min, mut read) = (0u64, 0u64, None::<u32>, self.closed_read);
-        for (_, c) in self.conns.iter_mut() {
-            let Some(fd) = c.payload_fd() else { continue };
-            let inq = tcp_info::inq(fd).unwrap_or(0);
-            let rcv_wnd = tcp_info::tcp_info(fd).ok().and_then(|i| i.rcv_wnd);
-            let t = cx.now.saturating_duration_since(c.accepted);
-            if rcv_wnd == Some(0) {
-                zero_conns += 1;
-                self.stats.zero_window_samples += 1;
-                let first = *c.first_zero.get_or_insert(t);
-                let s = first.as_secs_f64();
-                self.stats.first_zero_s = Some(self.stats.first_zero_s.map_or(s, |f| f.min(s)));
-            }
-            if let Some(w) = rcv_wnd {
-                wnd_min = Some(wnd_min.map_or(w, |m| m.min(w)));
-            }
-            inq_sum += u64::from(inq);
-            let read_bytes = c.read_bytes();
-            read += read_bytes;
-            samples.push(ConnSample { conn: c.id, t: t.as_secs_f64(), read_bytes, inq, rcv_wnd });
+    /// Closes the connection, unless it is a WebSocket whose peer sent Close while the socket
+    /// was full: then it writes the reply first (on WRITABLE, for at most [`CLOSE_LINGER`]), so
+    /// every Close is answered.
+    fn close_or_linger(&mut self, cx: &mut Cx, token: Token) {
+        let Some(c) = self.conns.get_mut(token) else { return };
+        let unsent = match &c.state {
+            State::Ws(ws) => ws.close_reply_unsent(),
+            State::Dashboard { ws, .. } => ws.close_reply_unsent(),
+            _ => false,
+        };
+        if !unsent || self.stopping {
+            self.close(cx, token);
+            return;
         }
+        // The connection stops counting as a payload stream or a dashboard now.
+        let read = c.read_bytes();
+        let reply: Box<dyn CloseReply + Send> = match std::mem::replace(&mut c.state, State::Gone) {
+            State::Ws(ws) => {
+                self.closed_read += read;
+                self.stats.active = self.stats.active.saturating_sub(1);
+                ws
+            }
+            State::Dashboard { ws, .. } => {
+                self.stats.dashboards = self.stats.dashboards.saturating_sub(1);
+                ws
+            }
+            _ => return self.close(cx, token),
+        };
+        c.state = State::CloseReply(reply);
+        cx.arm(cx.now + CLOSE_LINGER, token, TIMER_LINGER);
+    }
+
+    /// Probes the payload connections that changed (TCP_INFO, SIOCINQ; at most
+    /// [`SAMPLE_BUDGET`] per tick, all of them for the final report), sums every connection's
+    /// latest numbers into the counters, and sends the report; only fresh probes go to the
+    /// dashboards.
+    fn sample(&mut self, cx: &mut Cx, fin: bool) {
+        let mut samples = Vec::new();
+        let (mut inq_sum, mut zero_conns, mut wnd_min, mut read) = (0u64, 0u64, None::<u32>, self.closed_read);
+        let mut budget = Budget::new(if fin { usize::MAX } else { SAMPLE_BUDGET });
+        let idle_sweep = fin || cx.now >= self.next_idle_sweep;
+        if idle_sweep {
+            self.next_idle_sweep = cx.now + IDLE_RESAMPLE;
+        }
+        // Two passes over the slab: from the cursor to the end, then from the start to it.
+        let cursor = self.sample_cursor;
+        for pass in 0..2 {
+            for (slot, (_, c)) in self.conns.iter_mut().enumerate() {
+                if (pass == 0) != (slot >= cursor) {
+                    continue;
+                }
+                let Some(fd) = c.payload_fd() else { continue };
+                let t = cx.now.saturating_duration_since(c.accepted);
+                if c.probe.due(idle_sweep) && budget.take(slot) {
+                    c.probe = Probe {
+                        changed: false,
+                        at: Some(cx.now),
+                        inq: tcp_info::inq(fd).unwrap_or(0),
+                        rcv_wnd: tcp_info::tcp_info(fd).ok().and_then(|i| i.rcv_wnd),
+                    };
+                    if c.probe.rcv_wnd == Some(0) && c.first_zero.is_none() {
+                        let first = *c.first_zero.insert(t);
+                        let s = first.as_secs_f64();
+                        self.stats.first_zero_s = Some(self.stats.first_zero_s.map_or(s, |f| f.min(s)));
+                    }
+                    samples.push(ConnSample {
+                        conn: c.id,
+                        t: t.as_secs_f64(),
+                        read_bytes: c.read_bytes(),
+                        inq: c.probe.inq,
+                        rcv_wnd: c.probe.rcv_wnd,
+                    });
+                }
+                // Every open connection counts at every tick, with its latest numbers.
+                let Probe { inq, rcv_wnd, .. } = c.probe;
+                if rcv_wnd == Some(0) {
+                    zero_conns += 1;
+                    self.stats.zero_window_samples += 1;
+                }
+                if let Some(w) = rcv_wnd {
+                    wnd_min = Some(wnd_min.map_or(w, |m| m.min(w)));
+                }
+                inq_sum += u64::from(inq);
+                read += c.read_bytes();
+            }
+        }
+        self.sample_cursor = budget.resume.unwrap_or(0);
         self.stats.inq = inq_sum;
         self.stats.zero_window_conns = zero_conns;
         self.stats.rcv_wnd_min = wnd_min;
@@ -486,7 +633,7 @@ fn read_head(c: &mut Conn, cfg: &ServerConfig, limits: WsLimits, stats: &mut Ser
                     let dashboard = matches!(route, Route::Samples { .. });
                     if dashboard {
                         c.state = State::Dashboard {
-                            ws: Box::new(WsConn::server(sock, leftover, limits)),
+                            ws: Box::new(WsConn::server_buffered(sock, leftover, limits, DASHBOARD_WRITE_BUFFER)),
                             queue: VecDeque::with_capacity(64),
                         };
                     } else {
@@ -535,20 +682,27 @@ fn respond(c: &mut Conn) -> Step {
 
 fn dashboard(c: &mut Conn) -> Step {
     let State::Dashboard { ws, queue } = &mut c.state else { return Step::Close };
+    let mut more = false;
     if c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
-        // Dashboards send nothing we need; read to notice Close frames and pings.
-        for _ in 0..64 {
+        // Dashboards send nothing we need; read to notice Close frames and pings. Frames past
+        // the batch wait in tungstenite's buffer, where no edge will announce them: defer.
+        more = true;
+        for _ in 0..RECV_BATCH {
             match ws.recv() {
                 Recv::Message(_) => {}
                 Recv::NotNow => {
                     c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                    more = false;
                     break;
                 }
                 Recv::Closed(_) => return Step::Close,
             }
         }
     }
-    pump_dashboard(ws, queue, &mut c.rd)
+    match pump_dashboard(ws, queue, &mut c.rd) {
+        Step::Idle if more => Step::More,
+        step => step,
+    }
 }
 
 fn pump_dashboard(ws: &mut WsConn<TcpStream>, queue: &mut VecDeque<Arc<str>>, rd: &mut Readiness) -> Step {
@@ -569,10 +723,16 @@ fn pump_dashboard(ws: &mut WsConn<TcpStream>, queue: &mut VecDeque<Arc<str>>, rd
             }
             SendStatus::Full(_) => {
                 queue.push_front(m);
-                return Step::Idle;
+                break;
             }
             SendStatus::Closed(_) => return Step::Close,
         }
+    }
+    // The frames gathered in the write buffer: one write.
+    match ws.flush() {
+        Flush::Done => {}
+        Flush::NotNow => rd.event.remove(Ready::WRITABLE),
+        Flush::Closed(_) => return Step::Close,
     }
     Step::Idle
 }
@@ -618,6 +778,9 @@ impl Handler for BpReactor {
                     }
                 }
             }
+            TIMER_LINGER if self.conns.get(token).is_some_and(|c| matches!(c.state, State::CloseReply(_))) => {
+                self.close(cx, token);
+            }
             _ => {}
         }
     }
@@ -643,7 +806,7 @@ impl Handler for BpReactor {
                     }
                 }
                 for t in closing {
-                    self.close(cx, t);
+                    self.close_or_linger(cx, t);
                 }
             }
             ServerCmd::Stop => {
@@ -717,6 +880,8 @@ pub fn run(
             scratch: vec![0u8; cfg.read_size].into_boxed_slice(),
             out: tx.clone(),
             stopping: false,
+            sample_cursor: 0,
+            next_idle_sweep: Instant::now(),
         })
         .collect();
     drop(tx);
@@ -840,6 +1005,42 @@ fn final_lines(s: &ServerStats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_budget_resumes_where_it_ran_out() {
+        // Ten connections due every tick, three probes per tick: each tick starts at the first
+        // one the last tick could not probe, so every connection is probed every fourth tick.
+        let mut cursor = 0;
+        let mut probed = [0u32; 10];
+        for _ in 0..8 {
+            let mut b = Budget::new(3);
+            let order = (cursor..10).chain(0..cursor);
+            let taken: Vec<usize> = order.filter(|&slot| b.take(slot)).collect();
+            assert_eq!(taken.len(), 3);
+            for s in taken {
+                probed[s] += 1;
+            }
+            cursor = b.resume.unwrap_or(0);
+        }
+        // 24 probes over 10 connections: none starves, none is probed more than once ahead.
+        assert!(probed.iter().all(|&n| n == 2 || n == 3), "{probed:?}");
+        assert_eq!(probed.iter().sum::<u32>(), 24);
+        // A budget that is not used up resumes at the start.
+        let mut b = Budget::new(5);
+        assert!((0..4).all(|s| b.take(s)));
+        assert_eq!(b.resume, None);
+    }
+
+    #[test]
+    fn an_idle_probe_is_due_only_on_the_sweep() {
+        let mut p = Probe::new();
+        assert!(p.due(false), "never probed");
+        p = Probe { changed: false, at: Some(Instant::now()), inq: 0, rcv_wnd: Some(65535) };
+        assert!(!p.due(false), "nothing happened: no probe");
+        assert!(p.due(true), "the idle sweep probes it");
+        p.changed = true;
+        assert!(p.due(false), "an event or a read: probe");
+    }
 
     #[test]
     fn stats_add_keeps_minimum_window_and_earliest_zero() {

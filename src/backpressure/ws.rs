@@ -39,6 +39,8 @@ pub const READ_CHUNK: usize = 4096;
 pub const MAX_FRAME_HEADER: usize = 14;
 /// Largest handshake response head the client accepts.
 pub const HANDSHAKE_RESPONSE_MAX: usize = 8192;
+/// Largest control frame (Close, Ping, Pong): 2 header bytes, 125 payload bytes, 4 mask bytes.
+pub const MAX_CONTROL_FRAME: usize = 2 + 125 + 4;
 /// Close code for a message or frame over our limits.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code for a protocol violation.
@@ -76,8 +78,10 @@ impl WsLimits {
         WebSocketConfig {
             // Hand every message to the socket at once: backpressure is measured in the kernel.
             write_buffer_size: 0,
-            // tungstenite panics unless max_write_buffer_size > write_buffer_size.
-            max_write_buffer_size: self.max_write_buffer_size.max(1),
+            // tungstenite panics unless max_write_buffer_size > write_buffer_size. Room for one
+            // control frame on top: the reply to a peer's Close (or Ping) must fit behind a
+            // partly written message, or tungstenite drops it when the message completes.
+            max_write_buffer_size: self.max_write_buffer_size.max(1) + MAX_CONTROL_FRAME,
             max_message_size: Some(self.max_message_size),
             max_frame_size: Some(self.max_frame_size),
             accept_unmasked_frames: false,
@@ -97,6 +101,36 @@ pub enum Closed {
     Reset,
     /// Any other transport error.
     Io(io::ErrorKind),
+}
+
+impl Closed {
+    /// One line for logs and reports, from the point of view of `us` talking to `peer`
+    /// (`"the server"`, `"this client"`): who closed, and why.
+    pub fn describe(self, us: &str, peer: &str) -> String {
+        match self {
+            Closed::ByPeer { code: Some(code) } => format!("closed by {peer} (close code {code})"),
+            Closed::ByPeer { code: None } => format!("closed by {peer} (no close code)"),
+            Closed::ByUs { code: CLOSE_TOO_BIG } => {
+                format!(
+                    "closed by {us}: {peer} sent a frame or message over the size limit (close code {CLOSE_TOO_BIG})"
+                )
+            }
+            Closed::ByUs { code: CLOSE_PROTOCOL } => {
+                format!("closed by {us}: {peer} broke the WebSocket protocol (close code {CLOSE_PROTOCOL})")
+            }
+            Closed::ByUs { code: CLOSE_INVALID_DATA } => {
+                format!("closed by {us}: {peer} sent text that is not UTF-8 (close code {CLOSE_INVALID_DATA})")
+            }
+            Closed::ByUs { code } => format!("closed by {us} (close code {code})"),
+            Closed::Reset => format!("{peer} ended the connection without a close handshake (EOF or reset)"),
+            Closed::Io(kind) => format!("connection error: {kind}"),
+        }
+    }
+
+    /// True when the peer ended the connection (its Close, EOF or reset), false when we did.
+    pub fn by_peer(self) -> bool {
+        !matches!(self, Closed::ByUs { .. })
+    }
 }
 
 /// Result of [`WsConn::recv`].
@@ -146,6 +180,9 @@ pub struct WsConn<S: Read + Write> {
     closed: Option<Closed>,
     /// Code of the Close frame we sent, once we sent one.
     our_code: Option<u16>,
+    /// Our reply to the peer's Close frame is (partly) still in tungstenite's buffer: the
+    /// socket was full when it was queued. See [`WsConn::flush_close_reply`].
+    reply_unsent: bool,
 }
 
 impl<S: Read + Write> WsConn<S> {
@@ -155,6 +192,18 @@ impl<S: Read + Write> WsConn<S> {
         Self::new(stream, leftover, Role::Server, limits)
     }
 
+    /// The server side of a stream that is not measured (the dashboards' samples): frames are
+    /// gathered up to `write_buffer` bytes and written together, on [`WsConn::flush`] or when
+    /// the buffer is full, instead of one write per frame.
+    pub fn server_buffered(stream: S, leftover: Vec<u8>, limits: WsLimits, write_buffer: usize) -> Self {
+        let mut config = limits.config();
+        config.write_buffer_size = write_buffer;
+        // tungstenite requires room beyond the write buffer.
+        config.max_write_buffer_size = config.max_write_buffer_size.max(write_buffer + MAX_CONTROL_FRAME + 1);
+        let ws = WebSocket::from_partially_read(stream, leftover, Role::Server, Some(config));
+        WsConn { ws, closed: None, our_code: None, reply_unsent: false }
+    }
+
     /// The client side, after [`ClientHandshake`] finished; `leftover` is its `Done` payload.
     pub fn client(stream: S, leftover: Vec<u8>, limits: WsLimits) -> Self {
         Self::new(stream, leftover, Role::Client, limits)
@@ -162,7 +211,7 @@ impl<S: Read + Write> WsConn<S> {
 
     fn new(stream: S, leftover: Vec<u8>, role: Role, limits: WsLimits) -> Self {
         let ws = WebSocket::from_partially_read(stream, leftover, role, Some(limits.config()));
-        WsConn { ws, closed: None, our_code: None }
+        WsConn { ws, closed: None, our_code: None, reply_unsent: false }
     }
 
     pub fn get_ref(&self) -> &S {
@@ -189,7 +238,9 @@ impl<S: Read + Write> WsConn<S> {
                 Ok(Message::Close(frame)) => {
                     // Either the peer's own Close (tungstenite queued our reply: send it now if the
                     // socket takes it) or the peer's answer to ours.
-                    let _ = self.ws.flush();
+                    let flushed = self.ws.flush();
+                    self.reply_unsent =
+                        matches!(flushed, Err(WsError::Io(ref e)) if e.kind() == io::ErrorKind::WouldBlock);
                     let closed = match self.our_code {
                         Some(code) => Closed::ByUs { code },
                         None => Closed::ByPeer { code: frame.map(|f| u16::from(f.code)) },
@@ -243,6 +294,39 @@ impl<S: Read + Write> WsConn<S> {
                     Outcome::Closed(c) => Flush::Closed(c),
                 },
             };
+        }
+    }
+
+    /// True when the peer's Close was received but our reply did not fit in the socket yet:
+    /// keep the connection and call [`WsConn::flush_close_reply`] on WRITABLE (with a
+    /// deadline), so the peer gets its answer instead of a bare FIN or reset.
+    pub fn close_reply_unsent(&self) -> bool {
+        self.reply_unsent
+    }
+
+    /// Writes what is left of our reply to the peer's Close frame. `Done` once it is all in the
+    /// socket (or there is none), `NotNow` while the socket is full.
+    pub fn flush_close_reply(&mut self) -> Flush {
+        if !self.reply_unsent {
+            return Flush::Done;
+        }
+        match self.ws.flush() {
+            Err(WsError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                Flush::NotNow
+            }
+            // Ok, or tungstenite's "closed, drop the stream now": the reply went out.
+            Ok(()) | Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
+                self.reply_unsent = false;
+                Flush::Done
+            }
+            Err(WsError::Io(e)) => {
+                self.reply_unsent = false;
+                Flush::Closed(Closed::Io(e.kind()))
+            }
+            Err(_) => {
+                self.reply_unsent = false;
+                Flush::Done
+            }
         }
     }
 
@@ -300,6 +384,18 @@ impl<S: Read + Write> WsConn<S> {
             _ => Closed::Io(K::Other),
         };
         Outcome::Closed(self.finish(closed))
+    }
+}
+
+/// A connection whose reply to the peer's Close frame is still being written (the socket was
+/// full): what the server keeps of a WebSocket, of either stream type, until the reply is out.
+pub trait CloseReply {
+    fn flush_close_reply(&mut self) -> Flush;
+}
+
+impl<S: Read + Write> CloseReply for WsConn<S> {
+    fn flush_close_reply(&mut self) -> Flush {
+        WsConn::flush_close_reply(self)
     }
 }
 
@@ -623,6 +719,44 @@ mod tests {
         drop(server);
         assert_eq!(recv_closed(&mut client), Closed::ByUs { code: 1000 });
         assert!(matches!(client.send(Message::Binary(vec![1])), SendStatus::Closed(Closed::ByUs { code: 1000 })));
+    }
+
+    #[test]
+    fn close_reply_waits_for_room_in_a_full_socket() {
+        let (mut client, mut server) = ws_pair(WsLimits::for_payload(16 * 1024, 1 << 20), limits(1 << 20));
+        // Fill the server → client direction: the client does not read yet.
+        until("a full socket", || match server.send(Message::Binary(vec![3u8; 16 * 1024])) {
+            SendStatus::Sent => None,
+            SendStatus::Queued | SendStatus::Full(_) => Some(()),
+            SendStatus::Closed(c) => panic!("closed: {c:?}"),
+        });
+        assert_eq!(client.close(1000, "bye"), Flush::Done);
+        // The server sees the Close while part of a data frame waits in its buffer; the reply
+        // is queued behind it (it fits: room for one control frame is kept).
+        assert_eq!(recv_closed(&mut server), Closed::ByPeer { code: Some(1000) });
+        // The client reads (and drops) the data frames, which makes room: the reply goes out,
+        // and the client sees the answer to its Close.
+        let closed = until("the close reply", || {
+            let _ = server.flush_close_reply();
+            match client.recv() {
+                Recv::Closed(c) => Some(c),
+                _ => None,
+            }
+        });
+        assert_eq!(closed, Closed::ByUs { code: 1000 });
+        assert!(!server.close_reply_unsent());
+    }
+
+    #[test]
+    fn closed_describes_who_closed() {
+        let us = "this client";
+        let peer = "the server";
+        assert_eq!(Closed::ByPeer { code: Some(1000) }.describe(us, peer), "closed by the server (close code 1000)");
+        let too_big = Closed::ByUs { code: CLOSE_TOO_BIG }.describe(us, peer);
+        assert!(too_big.starts_with("closed by this client: the server sent") && too_big.contains("1009"), "{too_big}");
+        assert!(Closed::Reset.describe(us, peer).starts_with("the server ended the connection"));
+        assert!(Closed::ByPeer { code: None }.by_peer() && Closed::Reset.by_peer());
+        assert!(!Closed::ByUs { code: 1000 }.by_peer());
     }
 
     #[test]

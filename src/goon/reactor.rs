@@ -18,7 +18,7 @@ use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use crate::net::connect::{check, dial, DialOpts, DialState};
+use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::Cause;
 use crate::reactor::{role_index, role_token, Cx, Handler, Ready, Slab};
 use crate::serve::Sink;
@@ -304,20 +304,20 @@ impl GoonReactor {
         if !d.established {
             match check(&d.sock) {
                 DialState::Pending => return,
+                DialState::Failed(e) if completed_before(&d.sock, &e) => {
+                    // The handshake completed and the peer reset before this wake-up: the
+                    // connection was Established, and the reset closed it.
+                    log::debug!("r{} t{:x} established, then reset by the peer", cx.id, token.0);
+                    self.establish(cx, token);
+                    self.close_established(token);
+                    return;
+                }
                 DialState::Failed(e) => {
                     let cause = Cause::from_io(&e);
                     self.fail_dial(cx, token, cause);
                     return;
                 }
-                DialState::Connected => {
-                    d.established = true;
-                    let rtt = cx.now.saturating_duration_since(d.since);
-                    self.counts.dialing -= 1;
-                    self.counts.established += 1;
-                    self.counts.established_total += 1;
-                    self.concurrency.up();
-                    self.connect.record(rtt);
-                }
+                DialState::Connected => self.establish(cx, token),
             }
             if !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
                 return;
@@ -342,10 +342,28 @@ impl GoonReactor {
                 Err(_) => break,
             }
         }
-        self.conns.remove(token);
-        self.counts.established -= 1;
-        self.concurrency.down();
-        self.counts.closed += 1;
+        self.close_established(token);
+    }
+
+    /// Dialing → Established.
+    fn establish(&mut self, cx: &Cx, token: Token) {
+        let Some(d) = self.conns.get_mut(token) else { return };
+        d.established = true;
+        let rtt = cx.now.saturating_duration_since(d.since);
+        self.counts.dialing -= 1;
+        self.counts.established += 1;
+        self.counts.established_total += 1;
+        self.concurrency.up();
+        self.connect.record(rtt);
+    }
+
+    /// Established → Closed (the peer's FIN or reset).
+    fn close_established(&mut self, token: Token) {
+        if self.conns.remove(token).is_some() {
+            self.counts.established -= 1;
+            self.concurrency.down();
+            self.counts.closed += 1;
+        }
     }
 
     fn report(&mut self, dial_done: bool, exited: bool) -> Update {

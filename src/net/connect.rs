@@ -81,6 +81,24 @@ pub fn check(stream: &mio::net::TcpStream) -> DialState {
     }
 }
 
+/// Whether a dial that `check` reported as `Failed(err)` had completed its handshake before the
+/// error: the peer accepted and then reset (or closed and reset) before this side looked. Such a
+/// connection was established, and what the peer did next ends it; it is not a failed dial.
+///
+/// The kernel reports a reset of a socket still in SYN_SENT as `ECONNREFUSED`, and a reset
+/// after the handshake as `ECONNRESET` (`EPIPE` after the peer's FIN). Where `TCP_INFO` has
+/// `tcpi_bytes_acked` (Linux 4.1+), the peer's acknowledgement of our SYN (1 byte) is the
+/// evidence; otherwise the errno is.
+pub fn completed_before(stream: &mio::net::TcpStream, err: &io::Error) -> bool {
+    if !matches!(err.raw_os_error(), Some(libc::ECONNRESET) | Some(libc::EPIPE)) {
+        return false;
+    }
+    match super::tcp_info::tcp_info(stream.as_raw_fd()).map(|i| i.bytes_acked) {
+        Ok(Some(acked)) => acked >= 1,
+        _ => true,
+    }
+}
+
 /// Parses `--source-ip` values: an address, a CIDR (`127.0.0.0/30`, network and broadcast
 /// excluded for prefixes < 31), or an inclusive range (`127.0.0.2-127.0.0.9`). At most
 /// `MAX_SOURCE_IPS` addresses in all.
@@ -194,11 +212,37 @@ mod tests {
             match check(&s) {
                 DialState::Failed(e) => {
                     assert_eq!(crate::net::Cause::from_io(&e), crate::net::Cause::Refused);
+                    assert!(!completed_before(&s, &e), "a refused dial never completed");
                     break;
                 }
                 DialState::Pending => assert!(std::time::Instant::now() < deadline, "no result"),
                 DialState::Connected => panic!("connected to a closed port"),
             }
+        }
+    }
+
+    #[test]
+    fn reset_after_accept_is_a_completed_handshake() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut s = dial(l.local_addr().unwrap(), None, &DialOpts::default()).unwrap();
+        let (a, _) = l.accept().unwrap();
+        SockRef::from(&a).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        drop(a);
+        let mut poll = mio::Poll::new().unwrap();
+        poll.registry().register(&mut s, mio::Token(0), mio::Interest::READABLE).unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // Wait for the reset to land before the first look, as it does under load.
+        while !events.iter().any(|e| e.is_read_closed() || e.is_error()) {
+            assert!(std::time::Instant::now() < deadline, "no reset seen");
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(100))).unwrap();
+        }
+        match check(&s) {
+            DialState::Failed(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
+                assert!(completed_before(&s, &e));
+            }
+            other => panic!("expected the reset, got {other:?}"),
         }
     }
 }

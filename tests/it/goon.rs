@@ -79,6 +79,30 @@ fn peer_close_counts_as_closed_and_exit_0() {
 }
 
 #[test]
+fn peer_reset_after_accept_counts_as_closed_and_exit_0() {
+    with_timeout(T, || {
+        const N: usize = 200;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        // Accept each connection and reset it at once (SO_LINGER 0, then close): the handshake
+        // has completed, so goon must count each one as Established, then Closed.
+        std::thread::spawn(move || {
+            for s in l.incoming().take(N) {
+                let Ok(s) = s else { continue };
+                socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+                drop(s);
+            }
+        });
+        let n = N.to_string();
+        let (code, out, err) = run(&["goon", "127.0.0.1", &port, "-c", &n, "-s", "0", "--hold", "30s", "-y"], T);
+        assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+        assert_eq!(last_status(&out), [N as u64, 0, 0, N as u64, 0, 0], "{out}");
+        assert!(out.contains(&format!("Total established connections: {N}")), "{out}");
+        assert!(!out.contains("Errors by cause"), "{out}");
+    });
+}
+
+#[test]
 fn unaccepted_backlog_times_out() {
     with_timeout(T, || {
         // Backlog 1 and nobody accepting: the queue fills, later SYNs are dropped.

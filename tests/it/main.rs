@@ -1,6 +1,7 @@
 //! Integration tests: the real binary over real sockets on loopback, every wait bounded.
 
 mod bp;
+mod bp_peers;
 mod goon;
 mod limits;
 mod listen;
