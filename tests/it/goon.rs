@@ -201,6 +201,40 @@ fn above_the_fd_limit_is_refused_before_dialing() {
 }
 
 #[test]
+fn more_connections_than_local_ports_is_refused_before_dialing() {
+    with_timeout(T, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("Linux port range");
+        let (lo, hi) = match range.split_whitespace().collect::<Vec<_>>()[..] {
+            [lo, hi] => (lo.parse::<u64>().unwrap(), hi.parse::<u64>().unwrap()),
+            _ => panic!("unexpected ip_local_port_range {range:?}"),
+        };
+        let ports = 2 * (hi - lo + 1);
+        let c = (ports + 1).to_string();
+        let started = Instant::now();
+        // Two source addresses (one written twice: it counts once) give two ranges; one more
+        // connection than that cannot all dial.
+        let (code, out, err) = run(
+            &["goon", "127.0.0.1", &port, "-c", &c, "-s", "0", "--source-ip", "127.0.0.2-127.0.0.3,127.0.0.3", "-y"],
+            T,
+        );
+        assert_eq!(code, 1, "stdout {out}\nstderr {err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "refused at once, not after slow dials");
+        let why: Vec<&str> = err.lines().filter(|l| l.starts_with("netforge: ")).collect();
+        assert_eq!(why.len(), 1, "one error line: {err}");
+        let want = format!(
+            "{c} connections to 127.0.0.1:{port} need {c} local ports but 2 source addresses have only {ports}"
+        );
+        assert!(why[0].contains(&want), "want {want:?} in {err}");
+        assert!(why[0].contains("at least 3 source addresses"), "{err}");
+        assert!(!out.contains("Total:"), "must not dial: {out}");
+        assert!(l.accept().is_err(), "nothing may have been dialed");
+    });
+}
+
+#[test]
 fn ipv6_loopback() {
     with_timeout(T, || {
         if TcpListener::bind("[::1]:0").is_err() {
