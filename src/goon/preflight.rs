@@ -1,6 +1,7 @@
 //! The preflight: before any dial, make sure the machine can hold the run, and say plainly
 //! what to change when it cannot. Printed as one short block on stderr.
 
+use crate::stats::counted;
 use crate::sys::FdLimit;
 
 /// Descriptors the process needs beside the connections (epoll, wakers, listeners, stdio).
@@ -43,11 +44,6 @@ pub fn local_ports(lo: u32, hi: u32, sources: usize) -> Ports {
     Ports { per_source, sources, total: per_source.saturating_mul(sources) }
 }
 
-/// `1 source address`, `2 source addresses`.
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 pub fn check(plan: &Plan) -> Preflight {
     let Plan { fd, sockets, threads, target, sources, port_range, conntrack_max, connections } = *plan;
     let mut lines = Vec::new();
@@ -74,7 +70,7 @@ pub fn check(plan: &Plan) -> Preflight {
         lines.push(format!(
             "local ports: {} per source address ({lo}-{hi}) x {} = {} for {target}",
             ports.per_source,
-            plural(ports.sources, "source address", "source addresses"),
+            counted(ports.sources, "source address", "source addresses"),
             ports.total
         ));
         if connections > ports.total {
@@ -84,13 +80,13 @@ pub fn check(plan: &Plan) -> Preflight {
             let short = format!(
                 "{connections} connections to {target} need {connections} local ports but {} {} only {} ({lo}-{hi} each); \
                  use at least {} source addresses (--source-ip, e.g. 127.0.0.2-127.0.0.9 on loopback: {} ports each), \
-                 widen net.ipv4.ip_local_port_range, or ask for at most {} connections",
-                plural(ports.sources, "source address", "source addresses"),
+                 widen net.ipv4.ip_local_port_range, or ask for at most {}",
+                counted(ports.sources, "source address", "source addresses"),
                 if ports.sources == 1 { "has" } else { "have" },
                 ports.total,
                 connections.div_ceil(ports.per_source.max(1)),
                 ports.per_source,
-                ports.total
+                counted(ports.total, "connection", "connections")
             );
             refusal = Some(match refusal {
                 Some(fds) => format!("{short}; also {fds}"),

@@ -348,9 +348,10 @@ pub fn run(
     let pool = Pool::spawn("serve", handlers, Duration::from_millis(100)).map_err(crate::error::Error::Io)?;
     let _ = writeln!(
         out,
-        "netforge serve: listening on {addr} (mode {}, {threads} reactors, max {} connections)",
+        "netforge serve: listening on {addr} (mode {}, {}, max {})",
         format!("{:?}", cfg.mode).to_lowercase(),
-        per_reactor * threads
+        crate::stats::counted(threads as u64, "reactor", "reactors"),
+        crate::stats::counted((per_reactor * threads) as u64, "connection", "connections")
     );
     let _ = out.flush();
     let mut per: Vec<SinkStats> = vec![SinkStats::default(); threads];

@@ -59,6 +59,14 @@ fn slow_reader_reaches_the_client(protocol: &'static str) {
         let (srv, addr) = bp_server(&["--protocol", protocol]);
         let (out, doc) = bp_client(addr, &["--protocol", protocol, "--duration", "2s"], protocol);
         assert!(out.contains("backpressure reached the client: YES"), "{out}");
+        // The header counts in the right number; each live line says its rate is the
+        // application's write rate.
+        assert!(out.lines().next().is_some_and(|l| l.contains(", 1 connection, ")), "{out}");
+        let live: Vec<&str> = out.lines().filter(|l| l.starts_with("t=")).collect();
+        assert!(
+            !live.is_empty() && live.iter().all(|l| l.contains("  app_write=") && l.contains(" MB/s  snd_wnd=")),
+            "{out}"
+        );
         // From TCP_INFO, not timing: the peer advertised a zero window in sampled points.
         assert!(zero_window_points(&doc) > 0, "no snd_wnd == 0 sample: {doc}");
         assert!(doc["summary"]["zero_window_samples"].as_u64().unwrap() > 0);

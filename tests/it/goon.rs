@@ -41,6 +41,69 @@ fn thousand_connections_to_serve_all_establish() {
             .starts_with("Response time percentiles for 1000 successful connections p50/p90/p99/p99.9/max = "));
         assert!(!out.contains("Time to error"));
         assert!(err.contains("preflight"), "{err}");
+        // 1,000 connections: a per-connection memory figure is worth printing.
+        assert!(out.contains("Dial phase: 1000 connections resolved in "), "{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with("Memory: ") && l.ends_with(" B per established connection)")),
+            "{out}"
+        );
+        assert_percentiles_within_max(&out);
+    });
+}
+
+/// The percentiles line's values never exceed the exact max printed on the stats line.
+fn assert_percentiles_within_max(out: &str) {
+    let secs = |v: &str| -> f64 {
+        let (num, mul) = if let Some(n) = v.strip_suffix("µs") {
+            (n, 1e-6)
+        } else if let Some(n) = v.strip_suffix("ms") {
+            (n, 1e-3)
+        } else if let Some(n) = v.strip_suffix("ns") {
+            (n, 1e-9)
+        } else {
+            (v.strip_suffix('s').unwrap_or_else(|| panic!("duration {v:?}")), 1.0)
+        };
+        num.parse::<f64>().unwrap_or_else(|_| panic!("duration {v:?}")) * mul
+    };
+    let values = |prefix: &str| -> Vec<f64> {
+        let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {out}"));
+        line.rsplit(" = ").next().unwrap().split('/').map(secs).collect()
+    };
+    let max = values("Response time stats")[2];
+    let ps = values("Response time percentiles");
+    assert_eq!(ps.len(), 5, "{out}");
+    assert!(ps.iter().all(|p| *p <= max), "percentiles {ps:?} above the max {max}:\n{out}");
+    assert_eq!(ps[4], max, "the percentiles line ends with the exact max:\n{out}");
+}
+
+#[test]
+fn one_failed_dial_is_singular_and_the_debug_line_names_both_ends() {
+    with_timeout(T, || {
+        let (_closed, addr) = refusing_addr();
+        let mut cmd = netforge();
+        cmd.env_remove("RUST_LOG").args(["goon", "127.0.0.1", &addr.port().to_string(), "-c", "1", "-y", "-d"]);
+        let (status, out, err) = Proc::spawn(cmd).finish(T);
+        assert_eq!(status.code(), Some(2), "{out}{err}");
+        assert!(out.contains("Time to error stats for 1 failed connection min/avg/max/dev = "), "{out}");
+        assert!(out.contains("Dial phase: 1 connection resolved in "), "{out}");
+        assert!(!out.contains("per established connection"), "{out}");
+        let line = err.lines().find(|l| l.contains("failed: refused")).unwrap_or_else(|| panic!("no -d line: {err}"));
+        assert!(line.contains(&format!("dial {addr} from 127.0.0.1:")), "target and local address: {line}");
+        let local = line.split(" from ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+        let local: SocketAddr = local.parse().unwrap_or_else(|_| panic!("local address in {line}"));
+        assert_ne!(local.port(), 0, "{line}");
+    });
+}
+
+#[test]
+fn few_connections_print_no_per_connection_memory() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0"]);
+        let (code, out, err) = run(&["goon", "127.0.0.1", &addr.port().to_string(), "-c", "10", "-s", "0", "-y"], T);
+        assert_eq!(code, 0, "{out}{err}");
+        let mem = out.lines().find(|l| l.starts_with("Memory: RSS ")).unwrap_or_else(|| panic!("{out}"));
+        assert!(!mem.contains("per established connection"), "10 connections: {mem}");
+        assert_percentiles_within_max(&out);
     });
 }
 
@@ -283,7 +346,11 @@ fn json_result_parses_and_histogram_round_trips() {
         let enc = v["connect_time"]["histogram_v2_deflate_base64"].as_str().unwrap();
         let h = netforge::stats::Latency::decode_hist(enc).unwrap();
         assert_eq!(h.len(), 200);
-        assert_eq!(h.value_at_quantile(0.5), v["connect_time"]["p50_us"].as_u64().unwrap());
+        // The report's percentiles are the histogram's, clamped to the exact [min, max].
+        let (min_us, max_us) =
+            (v["connect_time"]["min_us"].as_f64().unwrap(), v["connect_time"]["max_us"].as_f64().unwrap());
+        let want = (h.value_at_quantile(0.5) as f64).clamp(min_us, max_us) as u64;
+        assert_eq!(v["connect_time"]["p50_us"].as_u64().unwrap(), want);
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
