@@ -496,6 +496,15 @@ fn metrics_are_prometheus_text() {
             series += 1;
         }
         assert!(series > 20, "{m}");
+        // The README's metrics table lists every family /metrics exports.
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let section =
+            readme.split("### Metrics\n").nth(1).and_then(|r| r.split("\n### ").next()).expect("README metrics");
+        let families: Vec<&str> = m.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        assert!(families.len() >= 17, "{m}");
+        for f in families {
+            assert!(section.contains(&format!("| `{f}` |")), "README.md's metrics table lacks {f}");
+        }
         for want in [
             "netforge_proxy_connections_total{listener=\"listener0\"} 1",
             "netforge_proxy_backend_up{group=\"default\",backend=\"b0\"} 1",
