@@ -267,7 +267,7 @@ fn hostile_input_closes_that_connection_only() {
 fn chromium() -> Option<PathBuf> {
     let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).find(|p| p.exists());
     if found.is_none() {
-        println!("skipped: chromium not installed");
+        crate::util::cannot_run("browser tests", "chromium is not installed (apt-get install chromium)");
     }
     found
 }

@@ -161,30 +161,47 @@ fn unaccepted_backlog_times_out() {
 }
 
 #[test]
-fn rate_never_overshoots() {
+fn rate_paces_the_dials_and_never_overshoots() {
     with_timeout(T, || {
+        const N: usize = 200;
+        const RATE: f64 = 200.0;
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port().to_string();
-        l.set_nonblocking(true).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        // Accept (and keep) everything until told to stop and the queue is empty.
+        // Accept exactly N, keeping each with the Instant the server saw it: the dial times as the
+        // target sees them.
         let acceptor = std::thread::spawn(move || {
-            let mut held = Vec::new();
-            loop {
-                match l.accept() {
-                    Ok((s, _)) => held.push(s),
-                    Err(_) if stop2.load(std::sync::atomic::Ordering::SeqCst) => return held.len(),
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
+            let mut held = Vec::with_capacity(N);
+            for _ in 0..N {
+                let (s, _) = l.accept().unwrap();
+                held.push((Instant::now(), s));
             }
+            (l, held)
         });
-        let (code, out, _) = run(&["goon", "127.0.0.1", &port, "-c", "150", "--rate", "600", "-y"], T);
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let accepted = acceptor.join().unwrap();
-        assert_eq!(code, 0, "{out}");
-        assert_eq!(last_status(&out), [150, 0, 150, 0, 0, 0]);
-        assert_eq!(accepted, 150, "server-side accepted count must be exactly N\n{out}");
+        let (code, out, err) =
+            run(&["goon", "127.0.0.1", &port, "-c", &N.to_string(), "--rate", &RATE.to_string(), "-y"], T);
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(last_status(&out), [N as u64, 0, N as u64, 0, 0, 0]);
+        let (l, held) = acceptor.join().unwrap();
+        // No connection beyond N reached the server.
+        l.set_nonblocking(true).unwrap();
+        assert!(l.accept().is_err(), "more than {N} connections arrived\n{out}");
+        // N dials at RATE/s span (N - 1) / RATE seconds. Pacing timers fire at or after their
+        // deadline, so the spread cannot be much shorter; a busy machine may stretch it. A burst
+        // (the rate ignored) takes a few ms; half the rate takes twice as long.
+        let times: Vec<Instant> = held.iter().map(|(t, _)| *t).collect();
+        let spread = (times[N - 1] - times[0]).as_secs_f64();
+        let want = (N - 1) as f64 / RATE;
+        assert!(
+            spread >= 0.8 * want && spread <= 1.6 * want,
+            "{N} accepts spread over {spread:.3} s, want about {want:.3} s at {RATE}/s"
+        );
+        // Evenly paced, not bursts: each half of the span saw about half of the accepts.
+        let mid = times[0] + (times[N - 1] - times[0]) / 2;
+        let first_half = times.iter().filter(|t| **t < mid).count();
+        assert!(
+            (N * 3 / 10..=N * 7 / 10).contains(&first_half),
+            "{first_half} of {N} accepts in the first half of {spread:.3} s"
+        );
     });
 }
 
@@ -301,7 +318,7 @@ fn more_connections_than_local_ports_is_refused_before_dialing() {
 fn ipv6_loopback() {
     with_timeout(T, || {
         if TcpListener::bind("[::1]:0").is_err() {
-            eprintln!("skipped: no IPv6 loopback on this machine");
+            crate::util::cannot_run("ipv6_loopback", "no IPv6 loopback (sysctl -w net.ipv6.conf.lo.disable_ipv6=0)");
             return;
         }
         let (_srv, addr) = serve(&["--listen", "[::1]:0", "--interval", "0"]);
@@ -407,7 +424,10 @@ fn source_ips_spread_dials() {
 /// Runs goon under a pseudo-terminal (util-linux `script`) answering the prompt with `answer`.
 fn prompt_run(answer: &str, port: u16) -> Option<(i32, String)> {
     if std::process::Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: `script` (util-linux) is not installed, no pseudo-terminal for the prompt");
+        crate::util::cannot_run(
+            "confirmation_prompt_on_a_terminal",
+            "`script` is not installed (apt-get install bsdutils), no pseudo-terminal for the prompt",
+        );
         return None;
     }
     use std::io::Write;
