@@ -27,7 +27,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +115,7 @@ impl ServerStats {
 #[derive(Clone, Copy, Debug)]
 struct ConnSample {
     conn: u64,
+    peer: SocketAddr,
     t: f64,
     read_bytes: u64,
     inq: u32,
@@ -151,6 +152,8 @@ enum State {
 
 struct Conn {
     id: u64,
+    /// The client's address and port, as the dashboard names the connection.
+    peer: SocketAddr,
     accepted: Instant,
     rd: Readiness,
     state: State,
@@ -202,13 +205,13 @@ struct BpReactor {
 impl BpReactor {
     fn accept(&mut self, cx: &mut Cx) {
         let mut taken = 0;
-        while let Some((sock, _peer)) = self.acceptor.next(cx, &mut taken, self.conns.is_full()) {
-            self.adopt(cx, sock);
+        while let Some((sock, peer)) = self.acceptor.next(cx, &mut taken, self.conns.is_full()) {
+            self.adopt(cx, sock, peer);
         }
         self.stats.accept_pauses = self.acceptor.pauses;
     }
 
-    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream) {
+    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, peer: SocketAddr) {
         // Closed connections' read/head timers linger until their deadlines: drop them before
         // connection churn fills the heap.
         crate::reactor::purge_closed(cx.timers, &self.conns);
@@ -223,6 +226,7 @@ impl BpReactor {
         };
         let conn = Conn {
             id,
+            peer,
             accepted: cx.now,
             rd: Readiness::new(Ready::ALL),
             state,
@@ -330,7 +334,7 @@ impl BpReactor {
             inq_sum += u64::from(inq);
             let read_bytes = c.read_bytes();
             read += read_bytes;
-            samples.push(ConnSample { conn: c.id, t: t.as_secs_f64(), read_bytes, inq, rcv_wnd });
+            samples.push(ConnSample { conn: c.id, peer: c.peer, t: t.as_secs_f64(), read_bytes, inq, rcv_wnd });
         }
         self.stats.inq = inq_sum;
         self.stats.zero_window_conns = zero_conns;
@@ -746,7 +750,7 @@ pub fn run(
                 done[r.id] |= r.fin;
                 if !r.samples.is_empty() && !r.fin {
                     let batch: Vec<Arc<str>> = r.samples.iter().map(|s| Arc::from(DashboardSample {
-                        conn: s.conn, t: s.t, read_bytes: s.read_bytes, inq: s.inq, rcv_wnd: s.rcv_wnd, client: None,
+                        conn: s.conn, peer: s.peer, t: s.t, read_bytes: s.read_bytes, inq: s.inq, rcv_wnd: s.rcv_wnd,
                     }.to_json())).collect();
                     let batch = Arc::new(batch);
                     pool.broadcast(|_| ServerCmd::Samples(batch.clone()));
