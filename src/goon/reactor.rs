@@ -277,7 +277,12 @@ impl GoonReactor {
             }
             Err(e) => {
                 let cause = Cause::from_io(&e);
-                let from = source.map_or_else(|| "the kernel's choice".to_string(), |ip| ip.to_string());
+                // No socket, so no port yet: the source address, or `*` where the kernel picks.
+                let from = match source {
+                    None => "*:*".to_string(),
+                    Some(IpAddr::V4(ip)) => format!("{ip}:*"),
+                    Some(IpAddr::V6(ip)) => format!("[{ip}]:*"),
+                };
                 log::debug!("r{} dial {} from {from} failed: {} ({e})", cx.id, self.target, cause.name());
                 self.record_error(cx, cause, since);
                 !matches!(cause, Cause::NoPorts | Cause::NoFds)
