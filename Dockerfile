@@ -1,6 +1,7 @@
 # netforge: multi-stage build, slim runtime image with only the binary.
 #   docker build -t netforge .
-#   docker run --rm --ulimit nofile=200000:200000 netforge goon --connections 50000 --sleep 0 -y
+#   docker run --rm netforge goon --connections 9000 --sleep 0 -y
+#   docker run --rm --ulimit nofile=200000:200000 netforge goon --connections 50000 --sleep 0 --source-ip 127.0.0.1-127.0.0.2 -y
 #   docker run --rm -p 8080:8080 netforge bp server
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src

@@ -21,7 +21,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 sockets,
                 threads: cfg.threads,
                 target: &target,
-                sources: cfg.sources.len(),
+                sources: cfg.sources.iter().collect::<std::collections::BTreeSet<_>>().len(),
                 port_range: crate::sys::local_port_range(),
                 conntrack_max: crate::sys::conntrack_max(),
                 connections: cfg.connections,

@@ -786,10 +786,10 @@ pub fn run(
     let pool = Pool::spawn("bp-client", vec![reactor], cfg.sample_interval).map_err(crate::error::Error::Io)?;
     let _ = writeln!(
         out,
-        "netforge bp client: {} to {} ({target}), {} connection(s), {} B payloads at {}",
+        "netforge bp client: {} to {} ({target}), {}, {} B payloads at {}",
         cfg.protocol,
         cfg.server,
-        cfg.connections,
+        crate::stats::counted(cfg.connections as u64, "connection", "connections"),
         cfg.payload_size,
         if cfg.rate == 0 { "full speed".to_string() } else { format!("{}/s", cfg.rate) }
     );

@@ -24,25 +24,21 @@
 //! ([`web::DashboardSample`]; see `server::IDLE_RESAMPLE`):
 //!
 //! ```text
-//! {"conn":7,"t":1.25,"read_bytes":12288,"inq":131072,"rcv_wnd":0,"client":null}
+//! {"conn":7,"peer":"127.0.0.1:54321","t":1.25,"read_bytes":12288,"inq":131072,"rcv_wnd":0}
 //!
 //! conn        u64          server-side connection id (stable for the connection's life)
+//! peer        string       the client's address and port, as the server accepted it
 //! t           f64          seconds since the connection was accepted
 //! read_bytes  u64          bytes the server application has read so far (cumulative)
 //! inq         u32          SIOCINQ: bytes received by the kernel and not yet read
 //! rcv_wnd     u32 | null   tcpi_rcv_wnd: window last advertised to the client; 0 = zero window;
 //!                          null where the kernel (< 6.2) does not report it
-//! client      object|null  the sender's own view when the server has it, else null:
-//!   sent_bytes  u64          bytes the client has pushed (cumulative)
-//!   buffered    u64 | null   bytes waiting on the client side (SIOCOUTQ, or a browser's
-//!                            WebSocket.bufferedAmount)
-//!   snd_wnd     u32 | null   the window the client sees
-//!   state       string|null  "flowing" | "window-limited" | "zero-window"
 //! ```
 //!
-//! The dashboard derives the server's read rate from `read_bytes`, and the client's push rate
-//! from `client.sent_bytes`, or, when `client` is null, the arrival rate at the server's kernel
-//! from `read_bytes + inq`.
+//! The dashboard derives the server's read rate from `read_bytes` and the arrival rate at the
+//! server's kernel from `read_bytes + inq`. (The sender's own view, its send buffer and window,
+//! is the client's to report: `bp client` prints it, the browser client shows its
+//! `bufferedAmount`.)
 
 pub mod client;
 pub mod config;

@@ -27,7 +27,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,6 +133,7 @@ impl ServerStats {
 #[derive(Clone, Copy, Debug)]
 struct ConnSample {
     conn: u64,
+    peer: SocketAddr,
     t: f64,
     read_bytes: u64,
     inq: u32,
@@ -172,6 +173,8 @@ enum State {
 
 struct Conn {
     id: u64,
+    /// The client's address and port, as the dashboard names the connection.
+    peer: SocketAddr,
     accepted: Instant,
     rd: Readiness,
     state: State,
@@ -279,13 +282,13 @@ struct BpReactor {
 impl BpReactor {
     fn accept(&mut self, cx: &mut Cx) {
         let mut taken = 0;
-        while let Some((sock, _peer, slot)) = self.acceptor.next(cx, &mut taken) {
-            self.adopt(cx, sock, slot);
+        while let Some((sock, peer, slot)) = self.acceptor.next(cx, &mut taken) {
+            self.adopt(cx, sock, peer, slot);
         }
         self.stats.accept_pauses = self.acceptor.pauses;
     }
 
-    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, slot: Slot) {
+    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, peer: SocketAddr, slot: Slot) {
         // Closed connections' read/head timers linger until their deadlines: drop them before
         // connection churn fills the heap.
         crate::reactor::purge_closed(cx.timers, &self.conns);
@@ -300,6 +303,7 @@ impl BpReactor {
         };
         let conn = Conn {
             id,
+            peer,
             accepted: cx.now,
             rd: Readiness::new(Ready::ALL),
             state,
@@ -459,6 +463,7 @@ impl BpReactor {
                     }
                     samples.push(ConnSample {
                         conn: c.id,
+                        peer: c.peer,
                         t: t.as_secs_f64(),
                         read_bytes: c.read_bytes(),
                         inq: c.probe.inq,
@@ -926,7 +931,7 @@ pub fn run(
                 done[r.id] |= r.fin;
                 if !r.samples.is_empty() && !r.fin {
                     let batch: Vec<Arc<str>> = r.samples.iter().map(|s| Arc::from(DashboardSample {
-                        conn: s.conn, t: s.t, read_bytes: s.read_bytes, inq: s.inq, rcv_wnd: s.rcv_wnd, client: None,
+                        conn: s.conn, peer: s.peer, t: s.t, read_bytes: s.read_bytes, inq: s.inq, rcv_wnd: s.rcv_wnd,
                     }.to_json())).collect();
                     let batch = Arc::new(batch);
                     pool.broadcast(|_| ServerCmd::Samples(batch.clone()));

@@ -408,16 +408,17 @@ fn opt(v: Option<u32>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-/// One live line per stats interval: throughput since `prev` (the sample of the previous line;
-/// `None` for the first line: since the start), then the current window, queues and state.
-///
-/// `t=   1.00s    2.10 MB/s  snd_wnd=       0  outq=  1048576  notsent=  1048576  ZERO WINDOW (probe backoff 1)`
+/// One live line per stats interval: the application's write rate since `prev` (the sample of
+/// the previous line; `None` for the first line: since the start), i.e. bytes `write(2)`
+/// accepted per second, what the client handed the kernel and not what crossed the wire; then
+/// the current window, queues and state:
+/// `t=   1.00s  app_write=    2.10 MB/s  snd_wnd=       0  outq=  1048576  notsent=  1048576  ZERO WINDOW (probe backoff 1)`
 pub fn interval_line(prev: Option<&Sample>, cur: &Sample, state: WindowState) -> String {
     let (t0, b0) = prev.map_or((Duration::ZERO, 0), |p| (p.t, p.bytes_written));
     let dt = cur.t.saturating_sub(t0).as_secs_f64();
     let rate = if dt > 0.0 { cur.bytes_written.saturating_sub(b0) as f64 / dt / 1e6 } else { 0.0 };
     format!(
-        "t={:>7.2}s {:>8.2} MB/s  snd_wnd={:>8}  outq={:>9}  notsent={:>9}  {state}",
+        "t={:>7.2}s  app_write={:>8.2} MB/s  snd_wnd={:>8}  outq={:>9}  notsent={:>9}  {state}",
         cur.t.as_secs_f64(),
         rate,
         opt(cur.snd_wnd),
@@ -641,12 +642,12 @@ mod tests {
         let state = WindowState::classify(Some(&prev), &cur);
         assert_eq!(
             interval_line(Some(&prev), &cur, state),
-            "t=   2.00s     2.10 MB/s  snd_wnd=       0  outq=  2000000  notsent=  1000000  ZERO WINDOW (probe backoff 2)"
+            "t=   2.00s  app_write=    2.10 MB/s  snd_wnd=       0  outq=  2000000  notsent=  1000000  ZERO WINDOW (probe backoff 2)"
         );
         let first = Sample { notsent: None, snd_wnd: None, ..sample(500, 1_000_000, 0, 0, 0, 0) };
         assert_eq!(
             interval_line(None, &first, WindowState::Flowing),
-            "t=   0.50s     2.00 MB/s  snd_wnd=       -  outq=        0  notsent=        -  flowing"
+            "t=   0.50s  app_write=    2.00 MB/s  snd_wnd=       -  outq=        0  notsent=        -  flowing"
         );
         let same_time = interval_line(Some(&prev), &prev, WindowState::Flowing);
         assert!(same_time.contains("    0.00 MB/s"), "{same_time}");

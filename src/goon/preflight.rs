@@ -1,6 +1,7 @@
 //! The preflight: before any dial, make sure the machine can hold the run, and say plainly
 //! what to change when it cannot. Printed as one short block on stderr.
 
+use crate::stats::counted;
 use crate::sys::FdLimit;
 
 /// Descriptors the process needs beside the connections (epoll, wakers, listeners, stdio).
@@ -27,10 +28,26 @@ pub struct Plan<'a> {
     pub connections: u64,
 }
 
+/// The local ports one destination can be dialed from: each source address has the whole
+/// `ip_local_port_range` (IP_BIND_ADDRESS_NO_PORT lets the kernel pick the port per 4-tuple).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub per_source: u64,
+    pub sources: u64,
+    pub total: u64,
+}
+
+/// Ports for `sources` source addresses (0 = the kernel's choice: one address).
+pub fn local_ports(lo: u32, hi: u32, sources: usize) -> Ports {
+    let per_source = u64::from(hi.saturating_sub(lo)) + u64::from(hi >= lo);
+    let sources = sources.max(1) as u64;
+    Ports { per_source, sources, total: per_source.saturating_mul(sources) }
+}
+
 pub fn check(plan: &Plan) -> Preflight {
     let Plan { fd, sockets, threads, target, sources, port_range, conntrack_max, connections } = *plan;
     let mut lines = Vec::new();
-    let need = sockets + reserved_fds(threads);
+    let need = sockets.saturating_add(reserved_fds(threads));
     let raised = if fd.before < fd.soft {
         format!("soft limit raised {} -> {}", fd.before, fd.soft)
     } else {
@@ -48,19 +65,33 @@ pub fn check(plan: &Plan) -> Preflight {
             want = (need + 1024).next_power_of_two().max(need + 1024)
         ));
     }
-    let sources = sources.max(1) as u64;
     if let Some((lo, hi)) = port_range {
-        let per = (hi - lo + 1) as u64;
+        let ports = local_ports(lo, hi, sources);
         lines.push(format!(
-            "local ports: {per} per source address ({lo}-{hi}) x {sources} source address(es) = {} for {target}",
-            per * sources
+            "local ports: {} per source address ({lo}-{hi}) x {} = {} for {target}",
+            ports.per_source,
+            counted(ports.sources, "source address", "source addresses"),
+            ports.total
         ));
-        if connections > per * sources {
-            lines.push(format!(
-                "WARNING: {connections} connections to one destination need more than {} local ports: add source addresses \
-                 (--source-ip 127.0.0.2-127.0.0.9 on loopback; each adds {per}) or widen net.ipv4.ip_local_port_range",
-                per * sources
-            ));
+        if connections > ports.total {
+            // Each connection to one destination needs its own (source address, port) pair: past
+            // this count every further dial would fail with EADDRNOTAVAIL after the kernel has
+            // searched the whole range, slowly, so the run stops here instead.
+            let short = format!(
+                "{connections} connections to {target} need {connections} local ports but {} {} only {} ({lo}-{hi} each); \
+                 use at least {} source addresses (--source-ip, e.g. 127.0.0.2-127.0.0.9 on loopback: {} ports each), \
+                 widen net.ipv4.ip_local_port_range, or ask for at most {}",
+                counted(ports.sources, "source address", "source addresses"),
+                if ports.sources == 1 { "has" } else { "have" },
+                ports.total,
+                connections.div_ceil(ports.per_source.max(1)),
+                ports.per_source,
+                counted(ports.total, "connection", "connections")
+            );
+            refusal = Some(match refusal {
+                Some(fds) => format!("{short}; also {fds}"),
+                None => short,
+            });
         }
     }
     if let Some(max) = conntrack_max {
@@ -68,7 +99,7 @@ pub fn check(plan: &Plan) -> Preflight {
             lines.push(format!(
                 "WARNING: nf_conntrack_max is {max}, below {connections}: a stateful firewall on this host may drop the excess \
                  (sysctl -w net.netfilter.nf_conntrack_max={})",
-                connections * 2
+                connections.saturating_mul(2)
             ));
         } else {
             lines.push(format!("conntrack: nf_conntrack_max {max}"));
@@ -101,7 +132,53 @@ mod tests {
         });
         let r = p.refusal.unwrap();
         assert!(r.contains("30048") && r.contains("ulimit") && r.contains("LimitNOFILE"), "{r}");
-        assert!(p.lines.iter().any(|l| l.contains("WARNING") && l.contains("--source-ip")));
+        // 30,000 > 28,232 ports of one source: the same line says so, with the fix.
+        assert!(r.contains("need 30000 local ports") && r.contains("at least 2 source addresses"), "{r}");
+        assert!(!r.contains('\n'), "one line: {r}");
+    }
+
+    fn ports_plan<'a>(fd: &'a FdLimit, connections: u64, sources: usize) -> Plan<'a> {
+        Plan {
+            fd,
+            sockets: connections,
+            threads: 2,
+            target: "127.0.0.1:80",
+            sources,
+            port_range: Some((32768, 60999)),
+            conntrack_max: None,
+            connections,
+        }
+    }
+
+    #[test]
+    fn port_arithmetic() {
+        assert_eq!(local_ports(32768, 60999, 0), Ports { per_source: 28232, sources: 1, total: 28232 });
+        assert_eq!(local_ports(32768, 60999, 1).total, 28232);
+        assert_eq!(local_ports(32768, 60999, 8).total, 8 * 28232);
+        assert_eq!(local_ports(1024, 65535, 2).total, 2 * 64512);
+        assert_eq!(local_ports(5000, 5000, 3).total, 3, "a one-port range");
+        assert_eq!(local_ports(6000, 5000, 3).total, 0, "an inverted range has no port");
+        assert_eq!(local_ports(0, u32::MAX, 4096).per_source, 1 << 32, "no overflow");
+    }
+
+    #[test]
+    fn refuses_more_connections_than_local_ports() {
+        let fd = fd(1 << 20, 1 << 20);
+        // Exactly the range fits; one more does not.
+        assert!(check(&ports_plan(&fd, 28232, 0)).refusal.is_none());
+        let r = check(&ports_plan(&fd, 28233, 0)).refusal.expect("one port short");
+        assert!(r.starts_with("28233 connections to 127.0.0.1:80 need 28233 local ports"), "{r}");
+        assert!(r.contains("1 source address has only 28232 (32768-60999 each)"), "{r}");
+        assert!(r.contains("at least 2 source addresses") && r.contains("at most 28232 connections"), "{r}");
+        assert!(!r.contains("open files"), "the descriptors suffice: {r}");
+        // Each source address adds a whole range.
+        assert!(check(&ports_plan(&fd, 50_000, 2)).refusal.is_none());
+        let r = check(&ports_plan(&fd, 100_000, 3)).refusal.expect("3 x 28232 < 100000");
+        assert!(r.contains("3 source addresses have only 84696") && r.contains("at least 4 source addresses"), "{r}");
+        // Without a readable range nothing is claimed.
+        let mut p = ports_plan(&fd, 100_000, 0);
+        p.port_range = None;
+        assert!(check(&p).refusal.is_none());
     }
 
     #[test]
@@ -120,6 +197,9 @@ mod tests {
         });
         assert!(p.refusal.is_none());
         assert!(p.lines.iter().all(|l| !l.contains("WARNING")), "{:?}", p.lines);
-        assert!(p.lines[1].contains("56464"), "{:?}", p.lines);
+        assert_eq!(
+            p.lines[1],
+            "local ports: 28232 per source address (32768-60999) x 2 source addresses = 56464 for 127.0.0.1:80"
+        );
     }
 }

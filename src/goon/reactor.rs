@@ -277,7 +277,13 @@ impl GoonReactor {
             }
             Err(e) => {
                 let cause = Cause::from_io(&e);
-                log::debug!("r{} dial {}: {e}", cx.id, self.target);
+                // No socket, so no port yet: the source address, or `*` where the kernel picks.
+                let from = match source {
+                    None => "*:*".to_string(),
+                    Some(IpAddr::V4(ip)) => format!("{ip}:*"),
+                    Some(IpAddr::V6(ip)) => format!("[{ip}]:*"),
+                };
+                log::debug!("r{} dial {} from {from} failed: {} ({e})", cx.id, self.target, cause.name());
                 self.record_error(cx, cause, since);
                 !matches!(cause, Cause::NoPorts | Cause::NoFds)
             }
@@ -295,7 +301,16 @@ impl GoonReactor {
         if let Some(d) = self.conns.remove(token) {
             self.counts.dialing -= 1;
             self.record_error(cx, cause, d.since);
-            log::debug!("r{} t{:x} dial failed: {}", cx.id, token.0, cause.name());
+            if log::log_enabled!(log::Level::Debug) {
+                let from = d.sock.local_addr().map_or_else(|e| format!("? ({e})"), |a| a.to_string());
+                log::debug!(
+                    "r{} dial {} from {from} failed: {} after {}",
+                    cx.id,
+                    self.target,
+                    cause.name(),
+                    crate::units::go_duration(cx.now.saturating_duration_since(d.since))
+                );
+            }
         }
     }
 

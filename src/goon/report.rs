@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{status_line, GoonConfig, GoonReport};
 use crate::net::Cause;
-use crate::stats::Latency;
+use crate::stats::{counted, Latency};
 use crate::units::go_duration;
 
 /// `host(ip):port`, or `ip:port` when the host is the IP (IPv6 in brackets).
@@ -23,6 +23,18 @@ pub fn target_label(host: &str, target: SocketAddr) -> String {
     }
 }
 
+/// Below this many established connections the RSS growth is mostly the run's fixed cost
+/// (thread stacks, slabs, histograms touched for the first time), not the connections', so a
+/// per-connection figure would mislead (10 connections: 177 KB "each").
+pub const PER_CONNECTION_MIN: u64 = 1000;
+
+/// `(RSS when all were dialed - RSS at start) / established`, where that means something.
+pub fn per_connection_bytes(r: &GoonReport) -> Option<f64> {
+    let at = r.rss_dial_done_kib?;
+    let n = r.counts.established;
+    (n >= PER_CONNECTION_MIN).then(|| at.saturating_sub(r.rss_start_kib).saturating_mul(1024) as f64 / n as f64)
+}
+
 pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn Write) {
     let mut text = String::new();
     text.push_str(&format!("--- {} tcp test statistics ---\n", target_label(&cfg.host, target)));
@@ -34,20 +46,20 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
     text.push_str(&format!("Number of established connections on closure: {}\n", r.counts.established));
     if !r.connect.is_empty() {
         text.push_str(&format!(
-            "Response time stats for {} successful connections min/avg/max/dev = {}\n",
-            r.connect.count,
+            "Response time stats for {} min/avg/max/dev = {}\n",
+            counted(r.connect.count, "successful connection", "successful connections"),
             r.connect.min_avg_max_dev()
         ));
         text.push_str(&format!(
-            "Response time percentiles for {} successful connections p50/p90/p99/p99.9/max = {}\n",
-            r.connect.count,
+            "Response time percentiles for {} p50/p90/p99/p99.9/max = {}\n",
+            counted(r.connect.count, "successful connection", "successful connections"),
             r.connect.percentiles_line()
         ));
     }
     if !r.fail.is_empty() {
         text.push_str(&format!(
-            "Time to error stats for {} failed connections min/avg/max/dev = {}\n",
-            r.fail.count,
+            "Time to error stats for {} min/avg/max/dev = {}\n",
+            counted(r.fail.count, "failed connection", "failed connections"),
             r.fail.min_avg_max_dev()
         ));
         let causes: Vec<String> = Cause::ALL
@@ -61,8 +73,8 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
         Some(d) => {
             let rate = r.counts.established_total as f64 / d.as_secs_f64().max(1e-9);
             text.push_str(&format!(
-                "Dial phase: {} connections resolved in {} ({:.0} established/s)\n",
-                cfg.connections,
+                "Dial phase: {} resolved in {} ({:.0} established/s)\n",
+                counted(cfg.connections, "connection", "connections"),
                 go_duration(d),
                 rate
             ));
@@ -75,11 +87,8 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
         r.rss_dial_done_kib.map_or("-".to_string(), |v| v.to_string()),
         r.rss_peak_kib
     ));
-    if let (Some(at), n) = (r.rss_dial_done_kib, r.counts.established) {
-        if n > 0 {
-            let per = (at.saturating_sub(r.rss_start_kib) * 1024) as f64 / n as f64;
-            text.push_str(&format!(" ({per:.0} B per established connection)"));
-        }
+    if let Some(per) = per_connection_bytes(r) {
+        text.push_str(&format!(" ({per:.0} B per established connection)"));
     }
     text.push('\n');
     if r.interrupted {
@@ -164,6 +173,34 @@ pub fn json(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::goon::reactor::Counts;
+
+    fn report(established: u64, start_kib: u64, dialed_kib: Option<u64>) -> GoonReport {
+        GoonReport {
+            counts: Counts { established, ..Counts::default() },
+            not_initiated: 0,
+            max_established: established,
+            connect: Latency::new(),
+            fail: Latency::new(),
+            dial_phase: None,
+            elapsed: std::time::Duration::ZERO,
+            interrupted: false,
+            rss_start_kib: start_kib,
+            rss_dial_done_kib: dialed_kib,
+            rss_peak_kib: dialed_kib.unwrap_or(start_kib),
+        }
+    }
+
+    #[test]
+    fn per_connection_memory_only_for_many_connections() {
+        // 10 connections and 1.7 MiB of start-up growth: no "177,357 B per connection".
+        assert_eq!(per_connection_bytes(&report(10, 4000, Some(5732))), None);
+        assert_eq!(per_connection_bytes(&report(999, 4000, Some(5000))), None);
+        assert_eq!(per_connection_bytes(&report(1000, 4000, Some(5000))), Some(1024.0));
+        assert_eq!(per_connection_bytes(&report(9000, 4236, Some(7364))), Some(3128.0 * 1024.0 / 9000.0));
+        assert_eq!(per_connection_bytes(&report(5000, 4000, None)), None, "never dialed to the end");
+        assert_eq!(per_connection_bytes(&report(5000, 6000, Some(5000))), Some(0.0), "RSS shrank");
+    }
 
     #[test]
     fn labels() {

@@ -29,6 +29,7 @@ use crossbeam_channel::{select, Receiver};
 use crate::error::Error;
 use crate::net::accept::Admission;
 use crate::reactor::Pool;
+use crate::stats::counted;
 use crate::sys::Signal;
 use config::ProxyConfig;
 use reactor::{Cmd, ProxyReactor, Report};
@@ -195,8 +196,12 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     let mut cfg = shared;
     for (l, addr) in cfg.listeners.iter().zip(&bound) {
         let g = &cfg.groups[l.group];
-        let _ =
-            writeln!(out, "netforge proxy: listening on {addr} -> group {} ({} backends)", g.name, g.backends.len());
+        let _ = writeln!(
+            out,
+            "netforge proxy: listening on {addr} -> group {} ({})",
+            g.name,
+            counted(g.backends.len() as u64, "backend", "backends")
+        );
     }
     match admin {
         Some(a) => {
@@ -250,7 +255,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                         let generation = passive.generation;
                         let full = pool.broadcast(|_| Cmd::Health { generation, up: up.clone() });
                         if full > 0 {
-                            log::warn!("proxy: {full} reactor queues full; health change delayed");
+                            log::warn!("proxy: {} full; health change delayed", counted(full as u64, "reactor queue", "reactor queues"));
                         }
                     }
                     for (backend, until) in passive.news(r.generation, &r.passive_down) {
@@ -266,7 +271,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                         if full == 0 {
                             passive.relayed(backend, until);
                         } else {
-                            log::warn!("proxy: {full} reactor queues full; passive DOWN mark relay delayed");
+                            log::warn!("proxy: {} full; passive DOWN mark relay delayed", counted(full as u64, "reactor queue", "reactor queues"));
                         }
                     }
                     if r.id == 0 && !opened && r.health_known {
@@ -291,8 +296,8 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                         draining = true;
                         let until = Instant::now() + cfg.drain_timeout;
                         log::info!(
-                            "proxy: draining {} sessions for up to {:?} (signal again to stop now)",
-                            sum(&per).active,
+                            "proxy: draining {} for up to {:?} (signal again to stop now)",
+                            counted(sum(&per).active, "session", "sessions"),
                             cfg.drain_timeout
                         );
                         pool.broadcast(|_| Cmd::Drain(until));
@@ -305,7 +310,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                         let generation = passive.reload(backend_count(&new));
                         let full = pool.broadcast(|_| Cmd::Reload(new.clone(), generation));
                         if full > 0 {
-                            log::error!("proxy: reload not delivered to {full} reactors (queue full); send SIGHUP again");
+                            log::error!("proxy: reload not delivered to {} (queue full); send SIGHUP again", counted(full as u64, "reactor", "reactors"));
                         }
                         up = remap_up(&cfg, &new, &up);
                         cfg = new;
@@ -324,7 +329,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     let t = sum(&per);
     let cut: u64 = cuts.iter().sum();
     let _ = writeln!(out, "{}", summary(&t, &up, cut));
-    let _ = writeln!(out, "netforge proxy: stopped; {cut} sessions cut");
+    let _ = writeln!(out, "netforge proxy: stopped; {} cut", counted(cut, "session", "sessions"));
     let _ = out.flush();
     pool.join();
     Ok(())
@@ -388,7 +393,12 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
             return None;
         }
     }
-    log::info!("proxy: reloaded {}: {} backends in {} groups", path.display(), backend_count(&new), new.groups.len());
+    log::info!(
+        "proxy: reloaded {}: {} in {}",
+        path.display(),
+        counted(backend_count(&new) as u64, "backend", "backends"),
+        counted(new.groups.len() as u64, "group", "groups")
+    );
     Some(new)
 }
 

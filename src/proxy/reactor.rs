@@ -1135,7 +1135,11 @@ impl Handler for ProxyReactor {
             }
             T_DRAIN => {
                 if token == role_token(0) && !self.sessions.is_empty() {
-                    log::debug!("r{} drain timeout: cutting {} sessions", cx.id, self.sessions.len());
+                    log::debug!(
+                        "r{} drain timeout: cutting {}",
+                        cx.id,
+                        crate::stats::counted(self.sessions.len() as u64, "session", "sessions")
+                    );
                     self.cut_all(cx);
                 }
             }

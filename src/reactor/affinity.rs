@@ -96,8 +96,8 @@ impl CpuAffinity {
             CpuAffinity::Auto => Plan {
                 cpus: None,
                 summary: format!(
-                    "reactors not pinned: {threads} reactors on {} allowed CPUs ({}); \"auto\" pins only one reactor per CPU (cpu_affinity = \"auto\")",
-                    allowed.len(),
+                    "reactors not pinned: {threads} reactors on {} ({}); \"auto\" pins only one reactor per CPU (cpu_affinity = \"auto\")",
+                    crate::stats::counted(allowed.len() as u64, "allowed CPU", "allowed CPUs"),
                     sys::format_cpus(allowed)
                 ),
             },

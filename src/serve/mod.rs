@@ -380,9 +380,10 @@ pub fn run(
     gate.set_wakers(pool.wakers());
     let _ = writeln!(
         out,
-        "netforge serve: listening on {addr} (mode {}, {threads} reactors, max {} connections)",
+        "netforge serve: listening on {addr} (mode {}, {}, max {})",
         format!("{:?}", cfg.mode).to_lowercase(),
-        gate.cap()
+        crate::stats::counted(threads as u64, "reactor", "reactors"),
+        crate::stats::counted(gate.cap() as u64, "connection", "connections")
     );
     let _ = out.flush();
     let mut per: Vec<SinkStats> = vec![SinkStats::default(); threads];

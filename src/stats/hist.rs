@@ -96,9 +96,14 @@ impl Latency {
         Duration::from_nanos(var.sqrt().round() as u64)
     }
 
-    /// Percentile from the histogram (µs resolution).
+    /// Percentile from the histogram (µs resolution), clamped to the exact `[min, max]`: a
+    /// histogram bucket reports its highest equivalent value, which can lie above the largest
+    /// sample (and µs truncation below the smallest), and a p99 above the max is never true.
     pub fn percentile(&self, q: f64) -> Duration {
-        Duration::from_micros(self.hist.value_at_quantile(q / 100.0))
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.hist.value_at_quantile(q / 100.0)).clamp(self.min(), self.max())
     }
 
     /// `min/avg/max/dev` in Go's duration format.
@@ -191,6 +196,26 @@ mod tests {
         assert_eq!(a.min_avg_max_dev(), "1ms/3ms/6ms/1.870829ms");
         let p50 = a.percentile(50.0).as_micros();
         assert!((1990..=2010).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn percentiles_stay_within_the_exact_min_and_max() {
+        // 28.693885 ms lands in a bucket whose highest equivalent value is 28.703 ms.
+        let mut a = Latency::new();
+        a.record(Duration::from_nanos(1_006_327));
+        a.record(Duration::from_nanos(28_693_885));
+        assert!(a.hist.value_at_quantile(0.999) > 28_693, "the bucket's top lies above the max");
+        for q in [50.0, 90.0, 99.0, 99.9, 100.0] {
+            let p = a.percentile(q);
+            assert!(p >= a.min() && p <= a.max(), "p{q} = {p:?} outside [{:?}, {:?}]", a.min(), a.max());
+        }
+        assert_eq!(a.percentile(99.9), a.max());
+        assert_eq!(a.percentiles_line(), "1.006327ms/28.693885ms/28.693885ms/28.693885ms/28.693885ms");
+        // Below 1 µs, truncation would put the p50 under the min.
+        let mut b = Latency::new();
+        b.record(Duration::from_nanos(1_500));
+        assert_eq!(b.percentile(50.0), Duration::from_nanos(1_500));
+        assert_eq!(Latency::new().percentile(99.0), Duration::ZERO);
     }
 
     #[test]

@@ -5,3 +5,20 @@
 pub mod hist;
 
 pub use hist::Latency;
+
+/// A count with its noun in the right number: `1 session`, `0 sessions`, `2 sessions`. Every
+/// role's output goes through this for a count it prints before a noun.
+pub fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counted_nouns() {
+        assert_eq!(super::counted(0u64, "session", "sessions"), "0 sessions");
+        assert_eq!(super::counted(1u64, "session", "sessions"), "1 session");
+        assert_eq!(super::counted(2u32, "address", "addresses"), "2 addresses");
+    }
+}

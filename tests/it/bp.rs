@@ -59,6 +59,14 @@ fn slow_reader_reaches_the_client(protocol: &'static str) {
         let (srv, addr) = bp_server(&["--protocol", protocol]);
         let (out, doc) = bp_client(addr, &["--protocol", protocol, "--duration", "2s"], protocol);
         assert!(out.contains("backpressure reached the client: YES"), "{out}");
+        // The header counts in the right number; each live line says its rate is the
+        // application's write rate.
+        assert!(out.lines().next().is_some_and(|l| l.contains(", 1 connection, ")), "{out}");
+        let live: Vec<&str> = out.lines().filter(|l| l.starts_with("t=")).collect();
+        assert!(
+            !live.is_empty() && live.iter().all(|l| l.contains("  app_write=") && l.contains(" MB/s  snd_wnd=")),
+            "{out}"
+        );
         // From TCP_INFO, not timing: the peer advertised a zero window in sampled points.
         assert!(zero_window_points(&doc) > 0, "no snd_wnd == 0 sample: {doc}");
         assert!(doc["summary"]["zero_window_samples"].as_u64().unwrap() > 0);
@@ -259,7 +267,7 @@ fn hostile_input_closes_that_connection_only() {
 fn chromium() -> Option<PathBuf> {
     let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).find(|p| p.exists());
     if found.is_none() {
-        println!("skipped: chromium not installed");
+        crate::util::cannot_run("browser tests", "chromium is not installed (apt-get install chromium)");
     }
     found
 }
@@ -388,7 +396,7 @@ fn browser_client_pushes_and_the_server_counts() {
 }
 
 #[test]
-fn dashboard_receives_samples() {
+fn dashboard_receives_samples_and_names_each_client() {
     let Some(bin) = chromium() else { return };
     with_timeout(Duration::from_secs(120), move || {
         let (srv, addr) = bp_server(&["--protocol", "websocket"]);
@@ -398,13 +406,33 @@ fn dashboard_receives_samples() {
         let client = Proc::spawn(cmd);
         // The client is connected once its first interval line is out.
         client.wait_line(Duration::from_secs(10), |l| l.starts_with("t="));
-        // Watch the live page: the samples counter must move.
-        let expr = "(document.getElementById('samples') || {}).textContent || ''";
-        let text = watch_page(&bin, &format!("http://{addr}/"), expr, Duration::from_secs(15), |v| {
-            v.trim().parse::<u64>().is_ok_and(|n| n > 0)
-        });
-        let seen: u64 = text.trim().parse().unwrap_or(0);
-        assert!(seen > 0, "the dashboard received no samples (samples counter: {text:?})");
+        // A connection of our own, whose address:port the dashboard must name on its card.
+        let mut own = upgrade(addr);
+        let mine = own.local_addr().unwrap().to_string();
+        own.write_all(&frame_header(1024)).unwrap();
+        own.write_all(&[7u8; 1024]).unwrap();
+        // Watch the live page: the samples counter must move and a card must name our client.
+        let expr = "JSON.stringify({samples: (document.getElementById('samples') || {}).textContent || '', \
+                    peers: Array.from(document.querySelectorAll('.f-peer')).map((e) => e.textContent), \
+                    text: document.body.innerText})";
+        let page = |v: &str| serde_json::from_str::<serde_json::Value>(v).unwrap_or_default();
+        let done = |v: &str| {
+            let p = page(v);
+            let n = p["samples"].as_str().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+            n > 0 && p["peers"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(mine.as_str())))
+        };
+        let text = watch_page(&bin, &format!("http://{addr}/"), expr, Duration::from_secs(15), done);
+        assert!(done(&text), "the dashboard got no samples or names no card {mine}: {text}");
+        let p = page(&text);
+        let body = p["text"].as_str().unwrap_or("");
+        assert!(!body.contains("client n/a"), "an empty client view is shown: {body}");
+        assert!(body.contains("reopens it only once enough space is free"), "no line on the zero window: {body}");
+        // Every card names an address:port.
+        for peer in p["peers"].as_array().unwrap() {
+            let peer = peer.as_str().unwrap();
+            assert!(peer.parse::<SocketAddr>().is_ok(), "card names {peer:?}, not an address:port");
+        }
+        drop(own);
         drop(client);
         stop(srv);
     });

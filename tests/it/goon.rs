@@ -41,6 +41,69 @@ fn thousand_connections_to_serve_all_establish() {
             .starts_with("Response time percentiles for 1000 successful connections p50/p90/p99/p99.9/max = "));
         assert!(!out.contains("Time to error"));
         assert!(err.contains("preflight"), "{err}");
+        // 1,000 connections: a per-connection memory figure is worth printing.
+        assert!(out.contains("Dial phase: 1000 connections resolved in "), "{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with("Memory: ") && l.ends_with(" B per established connection)")),
+            "{out}"
+        );
+        assert_percentiles_within_max(&out);
+    });
+}
+
+/// The percentiles line's values never exceed the exact max printed on the stats line.
+fn assert_percentiles_within_max(out: &str) {
+    let secs = |v: &str| -> f64 {
+        let (num, mul) = if let Some(n) = v.strip_suffix("µs") {
+            (n, 1e-6)
+        } else if let Some(n) = v.strip_suffix("ms") {
+            (n, 1e-3)
+        } else if let Some(n) = v.strip_suffix("ns") {
+            (n, 1e-9)
+        } else {
+            (v.strip_suffix('s').unwrap_or_else(|| panic!("duration {v:?}")), 1.0)
+        };
+        num.parse::<f64>().unwrap_or_else(|_| panic!("duration {v:?}")) * mul
+    };
+    let values = |prefix: &str| -> Vec<f64> {
+        let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {out}"));
+        line.rsplit(" = ").next().unwrap().split('/').map(secs).collect()
+    };
+    let max = values("Response time stats")[2];
+    let ps = values("Response time percentiles");
+    assert_eq!(ps.len(), 5, "{out}");
+    assert!(ps.iter().all(|p| *p <= max), "percentiles {ps:?} above the max {max}:\n{out}");
+    assert_eq!(ps[4], max, "the percentiles line ends with the exact max:\n{out}");
+}
+
+#[test]
+fn one_failed_dial_is_singular_and_the_debug_line_names_both_ends() {
+    with_timeout(T, || {
+        let (_closed, addr) = refusing_addr();
+        let mut cmd = netforge();
+        cmd.env_remove("RUST_LOG").args(["goon", "127.0.0.1", &addr.port().to_string(), "-c", "1", "-y", "-d"]);
+        let (status, out, err) = Proc::spawn(cmd).finish(T);
+        assert_eq!(status.code(), Some(2), "{out}{err}");
+        assert!(out.contains("Time to error stats for 1 failed connection min/avg/max/dev = "), "{out}");
+        assert!(out.contains("Dial phase: 1 connection resolved in "), "{out}");
+        assert!(!out.contains("per established connection"), "{out}");
+        let line = err.lines().find(|l| l.contains("failed: refused")).unwrap_or_else(|| panic!("no -d line: {err}"));
+        assert!(line.contains(&format!("dial {addr} from 127.0.0.1:")), "target and local address: {line}");
+        let local = line.split(" from ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+        let local: SocketAddr = local.parse().unwrap_or_else(|_| panic!("local address in {line}"));
+        assert_ne!(local.port(), 0, "{line}");
+    });
+}
+
+#[test]
+fn few_connections_print_no_per_connection_memory() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0"]);
+        let (code, out, err) = run(&["goon", "127.0.0.1", &addr.port().to_string(), "-c", "10", "-s", "0", "-y"], T);
+        assert_eq!(code, 0, "{out}{err}");
+        let mem = out.lines().find(|l| l.starts_with("Memory: RSS ")).unwrap_or_else(|| panic!("{out}"));
+        assert!(!mem.contains("per established connection"), "10 connections: {mem}");
+        assert_percentiles_within_max(&out);
     });
 }
 
@@ -122,30 +185,47 @@ fn unaccepted_backlog_times_out() {
 }
 
 #[test]
-fn rate_never_overshoots() {
+fn rate_paces_the_dials_and_never_overshoots() {
     with_timeout(T, || {
+        const N: usize = 200;
+        const RATE: f64 = 200.0;
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port().to_string();
-        l.set_nonblocking(true).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = stop.clone();
-        // Accept (and keep) everything until told to stop and the queue is empty.
+        // Accept exactly N, keeping each with the Instant the server saw it: the dial times as the
+        // target sees them.
         let acceptor = std::thread::spawn(move || {
-            let mut held = Vec::new();
-            loop {
-                match l.accept() {
-                    Ok((s, _)) => held.push(s),
-                    Err(_) if stop2.load(std::sync::atomic::Ordering::SeqCst) => return held.len(),
-                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
-                }
+            let mut held = Vec::with_capacity(N);
+            for _ in 0..N {
+                let (s, _) = l.accept().unwrap();
+                held.push((Instant::now(), s));
             }
+            (l, held)
         });
-        let (code, out, _) = run(&["goon", "127.0.0.1", &port, "-c", "150", "--rate", "600", "-y"], T);
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let accepted = acceptor.join().unwrap();
-        assert_eq!(code, 0, "{out}");
-        assert_eq!(last_status(&out), [150, 0, 150, 0, 0, 0]);
-        assert_eq!(accepted, 150, "server-side accepted count must be exactly N\n{out}");
+        let (code, out, err) =
+            run(&["goon", "127.0.0.1", &port, "-c", &N.to_string(), "--rate", &RATE.to_string(), "-y"], T);
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(last_status(&out), [N as u64, 0, N as u64, 0, 0, 0]);
+        let (l, held) = acceptor.join().unwrap();
+        // No connection beyond N reached the server.
+        l.set_nonblocking(true).unwrap();
+        assert!(l.accept().is_err(), "more than {N} connections arrived\n{out}");
+        // N dials at RATE/s span (N - 1) / RATE seconds. Pacing timers fire at or after their
+        // deadline, so the spread cannot be much shorter; a busy machine may stretch it. A burst
+        // (the rate ignored) takes a few ms; half the rate takes twice as long.
+        let times: Vec<Instant> = held.iter().map(|(t, _)| *t).collect();
+        let spread = (times[N - 1] - times[0]).as_secs_f64();
+        let want = (N - 1) as f64 / RATE;
+        assert!(
+            spread >= 0.8 * want && spread <= 1.6 * want,
+            "{N} accepts spread over {spread:.3} s, want about {want:.3} s at {RATE}/s"
+        );
+        // Evenly paced, not bursts: each half of the span saw about half of the accepts.
+        let mid = times[0] + (times[N - 1] - times[0]) / 2;
+        let first_half = times.iter().filter(|t| **t < mid).count();
+        assert!(
+            (N * 3 / 10..=N * 7 / 10).contains(&first_half),
+            "{first_half} of {N} accepts in the first half of {spread:.3} s"
+        );
     });
 }
 
@@ -228,10 +308,44 @@ fn above_the_fd_limit_is_refused_before_dialing() {
 }
 
 #[test]
+fn more_connections_than_local_ports_is_refused_before_dialing() {
+    with_timeout(T, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("Linux port range");
+        let (lo, hi) = match range.split_whitespace().collect::<Vec<_>>()[..] {
+            [lo, hi] => (lo.parse::<u64>().unwrap(), hi.parse::<u64>().unwrap()),
+            _ => panic!("unexpected ip_local_port_range {range:?}"),
+        };
+        let ports = 2 * (hi - lo + 1);
+        let c = (ports + 1).to_string();
+        let started = Instant::now();
+        // Two source addresses (one written twice: it counts once) give two ranges; one more
+        // connection than that cannot all dial.
+        let (code, out, err) = run(
+            &["goon", "127.0.0.1", &port, "-c", &c, "-s", "0", "--source-ip", "127.0.0.2-127.0.0.3,127.0.0.3", "-y"],
+            T,
+        );
+        assert_eq!(code, 1, "stdout {out}\nstderr {err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "refused at once, not after slow dials");
+        let why: Vec<&str> = err.lines().filter(|l| l.starts_with("netforge: ")).collect();
+        assert_eq!(why.len(), 1, "one error line: {err}");
+        let want = format!(
+            "{c} connections to 127.0.0.1:{port} need {c} local ports but 2 source addresses have only {ports}"
+        );
+        assert!(why[0].contains(&want), "want {want:?} in {err}");
+        assert!(why[0].contains("at least 3 source addresses"), "{err}");
+        assert!(!out.contains("Total:"), "must not dial: {out}");
+        assert!(l.accept().is_err(), "nothing may have been dialed");
+    });
+}
+
+#[test]
 fn ipv6_loopback() {
     with_timeout(T, || {
         if TcpListener::bind("[::1]:0").is_err() {
-            eprintln!("skipped: no IPv6 loopback on this machine");
+            crate::util::cannot_run("ipv6_loopback", "no IPv6 loopback (sysctl -w net.ipv6.conf.lo.disable_ipv6=0)");
             return;
         }
         let (_srv, addr) = serve(&["--listen", "[::1]:0", "--interval", "0"]);
@@ -276,7 +390,11 @@ fn json_result_parses_and_histogram_round_trips() {
         let enc = v["connect_time"]["histogram_v2_deflate_base64"].as_str().unwrap();
         let h = netforge::stats::Latency::decode_hist(enc).unwrap();
         assert_eq!(h.len(), 200);
-        assert_eq!(h.value_at_quantile(0.5), v["connect_time"]["p50_us"].as_u64().unwrap());
+        // The report's percentiles are the histogram's, clamped to the exact [min, max].
+        let (min_us, max_us) =
+            (v["connect_time"]["min_us"].as_f64().unwrap(), v["connect_time"]["max_us"].as_f64().unwrap());
+        let want = (h.value_at_quantile(0.5) as f64).clamp(min_us, max_us) as u64;
+        assert_eq!(v["connect_time"]["p50_us"].as_u64().unwrap(), want);
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
@@ -333,7 +451,10 @@ fn source_ips_spread_dials() {
 /// Runs goon under a pseudo-terminal (util-linux `script`) answering the prompt with `answer`.
 fn prompt_run(answer: &str, port: u16) -> Option<(i32, String)> {
     if std::process::Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: `script` (util-linux) is not installed, no pseudo-terminal for the prompt");
+        crate::util::cannot_run(
+            "confirmation_prompt_on_a_terminal",
+            "`script` is not installed (apt-get install bsdutils), no pseudo-terminal for the prompt",
+        );
         return None;
     }
     use std::io::Write;

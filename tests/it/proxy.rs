@@ -109,17 +109,24 @@ fn wait_metrics(admin: SocketAddr, d: Duration, what: &str, pred: impl Fn(&str) 
     }
 }
 
-/// A std echo server on a thread that counts the connections it accepted.
+/// A std echo server on a thread that counts the connections it accepted. Its port is held
+/// (`HeldPort`) for the whole test, so after `kill` it refuses connects and no other test can
+/// take the port.
 struct Echo {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// The accepting thread's listener (same socket): shut down to stop listening.
+    listener: TcpListener,
+    _port: crate::util::HeldPort,
 }
 
 impl Echo {
     fn start() -> Echo {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
+        let port = crate::util::HeldPort::new();
+        let l = port.listen();
+        let listener = l.try_clone().unwrap();
+        let addr = port.addr;
         let accepted = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, st) = (accepted.clone(), stop.clone());
@@ -138,14 +145,20 @@ impl Echo {
                 });
             }
         });
-        Echo { addr, accepted, stop }
+        Echo { addr, accepted, stop, listener, _port: port }
+    }
+
+    /// Stops listening, as if the process died: new connects are refused, the port stays held.
+    /// (`shutdown` on a listening socket ends its listen state and wakes the blocked `accept`.)
+    fn kill(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = socket2::SockRef::from(&self.listener).shutdown(Shutdown::Read);
     }
 }
 
 impl Drop for Echo {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.addr);
+        self.kill();
     }
 }
 
@@ -419,8 +432,10 @@ fn passive_down_mark_reaches_every_reactor() {
 #[test]
 fn health_checks_take_a_backend_down_and_up() {
     with_timeout(T, || {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = l.local_addr().unwrap();
+        // The port stays held while b0 is down, so no other test can take it before it is up again.
+        let port = crate::util::HeldPort::new();
+        let a = port.addr;
+        let l = port.listen();
         let other = Echo::start();
         let health = "interval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\njitter_pct = 0";
         let px = proxy(&conf(&[a, other.addr], "threads = 2", health));
@@ -434,7 +449,7 @@ fn health_checks_take_a_backend_down_and_up() {
             assert_eq!(roundtrip(px.addr, &[i; 4]), vec![i; 4]);
         }
         assert_eq!(other.accepted.load(Ordering::Relaxed), before + 6);
-        let _l = TcpListener::bind(a).unwrap();
+        let _l = port.listen();
         wait_metrics(px.admin, Duration::from_secs(10), "b0 up again", |m| metric(m, up) == Some(1.0));
         px.p.signal(15);
         let (status, _, err) = px.p.finish(Duration::from_secs(20));
@@ -496,6 +511,15 @@ fn metrics_are_prometheus_text() {
             series += 1;
         }
         assert!(series > 20, "{m}");
+        // The README's metrics table lists every family /metrics exports.
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let section =
+            readme.split("### Metrics\n").nth(1).and_then(|r| r.split("\n### ").next()).expect("README metrics");
+        let families: Vec<&str> = m.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        assert!(families.len() >= 17, "{m}");
+        for f in families {
+            assert!(section.contains(&format!("| `{f}` |")), "README.md's metrics table lacks {f}");
+        }
         for want in [
             "netforge_proxy_connections_total{listener=\"listener0\"} 1",
             "netforge_proxy_backend_up{group=\"default\",backend=\"b0\"} 1",
@@ -735,20 +759,21 @@ fn short_session(addr: SocketAddr, i: u32) -> std::io::Result<()> {
 #[test]
 fn killing_a_backend_under_load_fails_no_client_session() {
     with_timeout(T, || {
-        let (_s0, b0) = echo_serve();
-        let (s1, b1) = echo_serve();
+        let e0 = Echo::start();
+        let e1 = Echo::start();
+        let (b0, b1) = (e0.addr, e1.addr);
         let px = proxy(&conf(&[b0, b1], "threads = 2\nretries = 2\nbalance = \"round_robin\"", FAST_HEALTH));
         wait_metrics(px.admin, Duration::from_secs(10), "both backends up", |m| {
             metric(m, &backend_up("b0")) == Some(1.0) && metric(m, &backend_up("b1")) == Some(1.0)
         });
         const SESSIONS: u32 = 400;
         const KILL_AFTER: u32 = 100;
-        let mut s1 = Some(s1);
         let mut failures = Vec::new();
         for i in 0..SESSIONS {
             if i == KILL_AFTER {
-                // SIGKILL: the listener vanishes, new connects to b1 are refused.
-                drop(s1.take());
+                // As if killed: the listener vanishes, new connects to b1 are refused (and the
+                // port stays held, so no other test's listener can appear there).
+                e1.kill();
             }
             if let Err(e) = short_session(px.addr, i) {
                 failures.push(format!("session {i}: {e}"));
@@ -767,8 +792,9 @@ fn killing_a_backend_under_load_fails_no_client_session() {
 #[test]
 fn backup_takes_sessions_only_while_the_primary_is_down() {
     with_timeout(T, || {
-        let (s0, b0) = echo_serve();
-        let (_s1, b1) = echo_serve();
+        let e0 = Echo::start();
+        let e1 = Echo::start();
+        let (b0, b1) = (e0.addr, e1.addr);
         let text = conf(&[b0, b1], "threads = 2", FAST_HEALTH).replace(
             &format!("name = \"b1\"\naddress = \"{b1}\"\n"),
             &format!("name = \"b1\"\naddress = \"{b1}\"\nbackup = true\n"),
@@ -785,7 +811,7 @@ fn backup_takes_sessions_only_while_the_primary_is_down() {
             metric(m, &backend_sessions("b0")) == Some(20.0)
         });
         assert_eq!(metric(&m, &backend_sessions("b1")), Some(0.0), "the backup took traffic:\n{m}");
-        drop(s0);
+        e0.kill();
         wait_metrics(px.admin, Duration::from_secs(10), "b0 down", |m| metric(m, &backend_up("b0")) == Some(0.0));
         for i in 0..20u8 {
             assert_eq!(roundtrip(px.addr, &[i; 64]), vec![i; 64]);
@@ -1246,7 +1272,12 @@ fn a_pinned_reactor_serves_the_connections_made_on_its_cpu() {
         let want: Vec<String> = cpus.iter().map(usize::to_string).collect();
         assert_eq!(reactor_cpus(px.p.child.id(), cpus.len()), want);
         if cpus.len() < 2 || kernel_version() < (6, 1) {
-            eprintln!("steering not checked: {} allowed CPU(s), kernel {:?}", cpus.len(), kernel_version());
+            let why = format!(
+                "SO_INCOMING_CPU steering needs 2 allowed CPUs and Linux 6.1 (have {} and {:?})",
+                cpus.len(),
+                kernel_version()
+            );
+            crate::util::cannot_run("a_pinned_reactor_serves_the_connections_made_on_its_cpu", &why);
             return;
         }
         // Clients pinned to each CPU in turn; which reactor served each session is in the

@@ -1,6 +1,6 @@
 //! Test plumbing: deadlines on every wait, child processes that cannot outlive a test.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -152,6 +152,54 @@ pub fn parse_status(line: &str) -> Option<[u64; 6]> {
         out[i] = v.parse().ok()?;
     }
     Some(out)
+}
+
+/// Whether this run is CI: `CI=true` (CI services set it; so does `.ci/run`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A test that cannot run on this machine (a missing tool, no IPv6 loopback, too few CPUs, an
+/// old kernel). Under CI that fails the test: `.ci/run` provides what the tests need. Elsewhere
+/// it says so on the process's real stderr (not the harness's captured output, so `cargo test`
+/// shows the line) and the caller returns.
+pub fn cannot_run(test: &str, why: &str) {
+    assert!(!in_ci(), "{test}: {why}; under CI (CI=true) every test must run: see .ci/run");
+    let _ = writeln!(std::io::stderr(), "NOT RUN: {test}: {why} (this fails under CI=true)");
+}
+
+/// A port on 127.0.0.1 that stays this test's while the value lives, whether or not something
+/// listens on it: a bound SO_REUSEPORT socket that never listens holds it (connects to it are
+/// refused, and the kernel hands it to no other bind or connect), and `listen` opens a listener
+/// on the same port beside it. Dropping that listener makes the port refuse again without
+/// releasing it, so a test can take a backend down and up again without another test taking
+/// the port in between (which a closed-then-rebound listener allows).
+pub struct HeldPort {
+    _holder: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+fn reuseport_socket() -> socket2::Socket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s
+}
+
+impl HeldPort {
+    pub fn new() -> HeldPort {
+        let s = reuseport_socket();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        HeldPort { _holder: s, addr }
+    }
+
+    /// A listener on the held port (up); drop it to refuse again (down).
+    pub fn listen(&self) -> std::net::TcpListener {
+        let s = reuseport_socket();
+        s.bind(&self.addr.into()).unwrap();
+        s.listen(128).unwrap();
+        s.into()
+    }
 }
 
 /// An address on 127.0.0.1 where every connect is refused, reserved for as long as the returned
