@@ -8,6 +8,7 @@ pub mod cli;
 pub mod conffile;
 pub mod error;
 pub mod goon;
+pub mod http;
 pub mod net;
 pub mod proxy;
 pub mod reactor;

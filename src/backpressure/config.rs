@@ -58,8 +58,8 @@ pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 1 << 20;
 pub const DEFAULT_MAX_FRAME_SIZE: u64 = 256 << 10;
-pub const DEFAULT_HTTP_HEAD_MAX: u64 = 8192;
-pub const DEFAULT_HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_HTTP_HEAD_MAX: u64 = crate::http::HEAD_LIMIT as u64;
+pub const DEFAULT_HTTP_HEAD_TIMEOUT: Duration = crate::http::HEAD_DEADLINE;
 
 // ---- client defaults ------------------------------------------------------------------------
 

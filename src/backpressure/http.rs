@@ -1,17 +1,9 @@
-//! Sans-io handling of the one HTTP request the lab server reads per connection in WebSocket
-//! mode: a page (`/`, `/client`) or a WebSocket upgrade (`/ws` for payloads, `/samples` for the
-//! dashboard's live stream).
-//!
-//! The caller accumulates bytes in a buffer of at most `max` bytes and calls [`parse_head`] after
-//! each read; nothing here does I/O or allocates per byte. A complete head yields its length, so
-//! bytes the client pipelined after it (the first WebSocket frames) can be handed on untouched.
-//! Every page response says `Connection: close`: one request per connection keeps the server's
-//! state machine to "head, then either a response or a WebSocket".
+//! The lab server's routing of the one HTTP request it reads per connection in WebSocket mode:
+//! a page (`/`, `/client`) or a WebSocket upgrade (`/ws` for payloads, `/samples` for the
+//! dashboard's live stream). The head itself is parsed by [`crate::http`], bounded by
+//! `http_head_max` bytes and `http_head_timeout`.
 
-use tungstenite::handshake::derive_accept_key;
-
-/// Most request headers we parse; more is a 431.
-pub const MAX_HEADERS: usize = 32;
+use crate::http::{self, HeadError, Parse, Version};
 
 /// Where a complete request head goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +30,7 @@ pub enum HttpError {
     Malformed,
     /// A method other than GET (405).
     MethodNotAllowed,
-    /// Head longer than the limit, or more than [`MAX_HEADERS`] headers (431).
+    /// Head longer than the limit, or more than [`http::MAX_HEADERS`] headers (431).
     HeadTooLarge,
 }
 
@@ -53,12 +45,12 @@ impl HttpError {
 
     /// The complete response to send before closing.
     pub fn response(self) -> Vec<u8> {
-        let body = format!("{} {}\n", self.status(), reason(self.status()));
-        let extra = match self {
-            HttpError::MethodNotAllowed => "Allow: GET\r\n",
-            _ => "",
+        let body = format!("{} {}\n", self.status(), http::reason(self.status()));
+        let allow: &[(&str, &str)] = match self {
+            HttpError::MethodNotAllowed => &[("Cache-Control", "no-store"), ("Allow", "GET")],
+            _ => &[("Cache-Control", "no-store")],
         };
-        build(self.status(), "text/plain; charset=utf-8", extra, body.as_bytes())
+        http::response(Version::Http11, self.status(), "text/plain; charset=utf-8", allow, body.as_bytes())
     }
 }
 
@@ -73,125 +65,42 @@ pub enum HeadParse {
     Error(HttpError),
 }
 
-/// Parses the request head at the start of `buf`, looking at no more than `max` bytes.
+/// Parses and routes the request head at the start of `buf`, looking at no more than `max` bytes.
 pub fn parse_head(buf: &[u8], max: usize) -> HeadParse {
-    let window = &buf[..buf.len().min(max)];
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(window) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= max => return HeadParse::Error(HttpError::HeadTooLarge),
-        Ok(httparse::Status::Partial) => return HeadParse::Partial,
-        Err(httparse::Error::TooManyHeaders) => return HeadParse::Error(HttpError::HeadTooLarge),
-        Err(_) => return HeadParse::Error(HttpError::Malformed),
+    let head = match http::parse_head(buf, max) {
+        Parse::Partial => return HeadParse::Partial,
+        Parse::Error(HeadError::Malformed) => return HeadParse::Error(HttpError::Malformed),
+        Parse::Error(HeadError::TooLarge | HeadError::TooManyHeaders) => {
+            return HeadParse::Error(HttpError::HeadTooLarge)
+        }
+        Parse::Complete(head) => head,
     };
-    // A complete parse always has method, path and version.
-    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return HeadParse::Error(HttpError::Malformed);
-    };
-    if method != "GET" {
+    if head.method != "GET" {
         return HeadParse::Error(HttpError::MethodNotAllowed);
     }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
+    let path = head.path();
     let route = match path {
         "/" | "/dashboard" => Route::Dashboard,
         "/client" => Route::WebClient,
-        "/ws" | "/samples" => match upgrade_key(version, req.headers) {
+        "/ws" | "/samples" => match head.websocket_key.map(str::to_string) {
             Some(key) if path == "/ws" => Route::WsUpgrade { key },
             Some(key) => Route::Samples { key },
             None => Route::BadUpgrade,
         },
         _ => Route::NotFound,
     };
-    HeadParse::Complete { route, head_len }
+    HeadParse::Complete { route, head_len: head.consumed }
 }
 
-/// Does `value` (a comma-separated header value) contain `token`, ignoring case?
-fn has_token(value: &[u8], token: &str) -> bool {
-    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// A Sec-WebSocket-Key is base64 of 16 bytes: 22 base64 characters and `==`.
-fn valid_key(key: &[u8]) -> bool {
-    key.len() == 24
-        && key.ends_with(b"==")
-        && key[..22].iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-}
-
-/// The Sec-WebSocket-Key of a valid RFC 6455 upgrade request, or `None`.
-fn upgrade_key(version: u8, headers: &[httparse::Header<'_>]) -> Option<String> {
-    if version < 1 {
-        return None; // WebSocket needs HTTP/1.1
-    }
-    let (mut upgrade, mut connection, mut ws_version, mut key) = (false, false, false, None);
-    for h in headers {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("upgrade") {
-            upgrade |= has_token(h.value, "websocket");
-        } else if name.eq_ignore_ascii_case("connection") {
-            connection |= has_token(h.value, "upgrade");
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            ws_version = h.value.trim_ascii() == b"13";
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            if key.is_some() {
-                return None; // duplicated
-            }
-            key = Some(h.value.trim_ascii());
-        }
-    }
-    let key = key.filter(|k| valid_key(k))?;
-    if !(upgrade && connection && ws_version) {
-        return None;
-    }
-    // valid_key admits only ASCII, so this never fails.
-    std::str::from_utf8(key).ok().map(str::to_string)
-}
-
-/// Standard reason phrase of the statuses this server sends.
-pub fn reason(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
-}
-
-fn build(status: u16, content_type: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra_headers}Connection: close\r\n\r\n",
-        reason(status),
-        body.len()
-    );
-    let mut out = Vec::with_capacity(head.len() + body.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-/// A complete `Connection: close` response with a body.
+/// A complete `Connection: close` response with a body, never cached.
 pub fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
-    build(status, content_type, "", body)
-}
-
-/// The 101 response accepting a WebSocket upgrade with Sec-WebSocket-Key `key`.
-pub fn upgrade_response(key: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-        derive_accept_key(key.as_bytes())
-    )
-    .into_bytes()
+    http::response(Version::Http11, status, content_type, &[("Cache-Control", "no-store")], body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{upgrade_response, MAX_HEADERS};
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
     const MAX: usize = 8192;

@@ -633,7 +633,7 @@ fn read_head(c: &mut Conn, cfg: &ServerConfig, limits: WsLimits, stats: &mut Ser
             let leftover = buf[head_len..filled].to_vec();
             match route {
                 Route::WsUpgrade { ref key } | Route::Samples { ref key }
-                    if write_small(&sock, &http::upgrade_response(key)) =>
+                    if write_small(&sock, &crate::http::upgrade_response(key)) =>
                 {
                     let dashboard = matches!(route, Route::Samples { .. });
                     if dashboard {

@@ -186,7 +186,7 @@ pub struct WsConn<S: Read + Write> {
 }
 
 impl<S: Read + Write> WsConn<S> {
-    /// The server side, after [`super::http::upgrade_response`] was written. `leftover` holds
+    /// The server side, after [`crate::http::upgrade_response`] was written. `leftover` holds
     /// the bytes that followed the request head (frames the client sent right away).
     pub fn server(stream: S, leftover: Vec<u8>, limits: WsLimits) -> Self {
         Self::new(stream, leftover, Role::Server, limits)
@@ -506,7 +506,7 @@ pub enum ResponseCheck {
 /// Checks the server's response to [`client_request`] with `key`.
 pub fn check_response(buf: &[u8], key: &str) -> ResponseCheck {
     let window = &buf[..buf.len().min(HANDSHAKE_RESPONSE_MAX)];
-    let mut headers = [httparse::EMPTY_HEADER; super::http::MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; crate::http::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(window) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -525,10 +525,7 @@ pub fn check_response(buf: &[u8], key: &str) -> ResponseCheck {
     }
     let header =
         |name: &str| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.trim_ascii());
-    let token = |name: &str, want: &str| {
-        header(name)
-            .is_some_and(|v| v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(want.as_bytes())))
-    };
+    let token = |name: &str, want: &str| header(name).is_some_and(|v| crate::http::has_token(v, want));
     if !token("upgrade", "websocket") {
         return ResponseCheck::Rejected("response lacks Upgrade: websocket".into());
     }
@@ -661,7 +658,7 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         });
-        stream.write_all(&http::upgrade_response(&key)).unwrap();
+        stream.write_all(&crate::http::upgrade_response(&key)).unwrap();
         buf[head_len..filled].to_vec()
     }
 
@@ -858,7 +855,7 @@ mod tests {
 
     #[test]
     fn response_checks() {
-        let ok = String::from_utf8(http::upgrade_response(KEY)).unwrap();
+        let ok = String::from_utf8(crate::http::upgrade_response(KEY)).unwrap();
         let cases: Vec<(String, ResponseCheck)> = vec![
             (ok.clone(), ResponseCheck::Accepted { head_len: ok.len() }),
             (ok[..ok.len() - 1].to_string(), ResponseCheck::Partial),
@@ -931,7 +928,7 @@ mod tests {
 
     #[test]
     fn client_handshake_resumes_after_would_block() {
-        let response = http::upgrade_response(KEY);
+        let response = crate::http::upgrade_response(KEY);
         let (a, b) = response.split_at(30);
         let mut frame_after = b.to_vec();
         frame_after.extend_from_slice(&[0x81, 0x01, b'x']);

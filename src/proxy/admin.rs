@@ -6,9 +6,9 @@
 //! and a few hundred such clients in the backlog starve every scrape. Here every connection is
 //! non-blocking and served as its bytes arrive, and each is bounded in time, size and number:
 //!
-//! - the whole request head must arrive within [`ADMIN_HEAD_TIMEOUT`] of the accept (a
+//! - the whole request head must arrive within [`http::HEAD_DEADLINE`] of the accept (a
 //!   trickle of bytes does not extend it); a late one gets a 408 and is closed;
-//! - the head is read into at most [`ADMIN_MAX_REQUEST`] bytes; a longer one gets a 431;
+//! - the head is read into at most [`http::HEAD_LIMIT`] bytes; a longer one gets a 431;
 //! - the response is built once, is the only write buffer the connection has, and must be
 //!   taken by the client within [`ADMIN_WRITE_TIMEOUT`];
 //! - at most [`ADMIN_MAX_CONNECTIONS`] connections are open; when a new one arrives at the
@@ -16,7 +16,8 @@
 //!   a flood of idle or slow clients cannot lock a scraper out: it only shortens their wait;
 //! - every response says `Connection: close`, and the connection closes once it is written.
 //!
-//! The request parsing is sans-io ([`parse_request`]); the reactor only moves bytes.
+//! The request parsing is sans-io ([`crate::http`], routed by [`parse_request`]); the reactor
+//! only moves bytes.
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
@@ -26,19 +27,14 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::http::{self, HeadError, Parse, Version, HEAD_DEADLINE, HEAD_LIMIT};
 use crate::net::accept::{Acceptor, Admission, TIMER_RESUME_ACCEPT};
 use crate::reactor::{listener_index, listener_token, purge_closed, Cx, Handler, Ready, Slab};
 
-/// Largest request head the admin endpoint reads.
-pub const ADMIN_MAX_REQUEST: usize = 8 * 1024;
-/// Deadline for the whole request head, counted from the accept.
-pub const ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline for the client to take the whole response, counted from the complete head.
 pub const ADMIN_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections open at once; the oldest is closed to make room for a new one.
 pub const ADMIN_MAX_CONNECTIONS: usize = 256;
-/// Most request headers parsed; more is a 400.
-const MAX_HEADERS: usize = 32;
 /// The reactor's tick: it has no periodic work, this only caps the poll timeout.
 const ADMIN_TICK: Duration = Duration::from_secs(1);
 /// Slab tag of admin connections (the admin reactor hosts nothing else).
@@ -59,45 +55,29 @@ pub enum Request {
     NotFound,
     /// A method other than GET.
     MethodNotAllowed,
-    /// Not HTTP/1.x, or too many headers.
+    /// Not HTTP/1.x, or more than [`http::MAX_HEADERS`] headers.
     Malformed,
-    /// [`ADMIN_MAX_REQUEST`] bytes and still no end of head.
+    /// `max` bytes and still no end of head.
     TooLarge,
 }
 
 /// Looks at the bytes of a request head received so far (at most `max` of them count).
 pub fn parse_request(buf: &[u8], max: usize) -> Request {
-    let window = &buf[..buf.len().min(max)];
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(window) {
-        Ok(httparse::Status::Complete(_)) => {
-            if req.method != Some("GET") {
-                return Request::MethodNotAllowed;
-            }
-            let path = req.path.unwrap_or("/");
-            if path == "/metrics" || path.starts_with("/metrics?") {
-                Request::Metrics
-            } else {
-                Request::NotFound
-            }
-        }
-        Ok(httparse::Status::Partial) if buf.len() >= max => Request::TooLarge,
-        Ok(httparse::Status::Partial) => Request::Partial,
-        Err(_) => Request::Malformed,
+    match http::parse_head(buf, max) {
+        Parse::Partial => Request::Partial,
+        Parse::Error(HeadError::TooLarge) => Request::TooLarge,
+        // Too many headers is a bad request here, not a 431: a scraper sends a handful.
+        Parse::Error(HeadError::Malformed | HeadError::TooManyHeaders) => Request::Malformed,
+        Parse::Complete(head) if head.method != "GET" => Request::MethodNotAllowed,
+        // The query string is ignored; anything else after the path is another path.
+        Parse::Complete(head) if head.target.split('?').next() == Some("/metrics") => Request::Metrics,
+        Parse::Complete(_) => Request::NotFound,
     }
 }
 
-/// A complete `Connection: close` response.
-pub fn response(status: &str, body: &str) -> Vec<u8> {
-    let head = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut out = Vec::with_capacity(head.len() + body.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body.as_bytes());
-    out
+/// A complete `Connection: close` response in the Prometheus text format.
+pub fn response(status: u16, body: &str) -> Vec<u8> {
+    http::response(Version::Http10, status, "text/plain; version=0.0.4", &[], body.as_bytes())
 }
 
 /// The response to a complete head (`metrics` is the latest rendered text); `None` while
@@ -107,17 +87,17 @@ fn answer(req: Request, metrics: &Mutex<String>) -> Option<Vec<u8>> {
         Request::Partial => return None,
         Request::Metrics => {
             let body = metrics.lock().map(|t| t.clone()).unwrap_or_default();
-            response("200 OK", &body)
+            response(200, &body)
         }
-        Request::NotFound => response("404 Not Found", "try /metrics\n"),
-        Request::MethodNotAllowed => response("405 Method Not Allowed", "only GET\n"),
-        Request::Malformed => response("400 Bad Request", "bad request\n"),
-        Request::TooLarge => response("431 Request Header Fields Too Large", "request too large\n"),
+        Request::NotFound => response(404, "try /metrics\n"),
+        Request::MethodNotAllowed => response(405, "only GET\n"),
+        Request::Malformed => response(400, "bad request\n"),
+        Request::TooLarge => response(431, "request too large\n"),
     })
 }
 
 enum Phase {
-    /// Reading the head; never longer than [`ADMIN_MAX_REQUEST`].
+    /// Reading the head; never longer than [`HEAD_LIMIT`].
     Head(Vec<u8>),
     /// Writing the response from `off`.
     Write { out: Vec<u8>, off: usize },
@@ -167,7 +147,7 @@ impl Admin {
             ),
             conns: Slab::new(CONN_TAG, ADMIN_MAX_CONNECTIONS, 0),
             metrics,
-            scratch: vec![0u8; ADMIN_MAX_REQUEST].into_boxed_slice(),
+            scratch: vec![0u8; HEAD_LIMIT].into_boxed_slice(),
             evicted: 0,
             timed_out: 0,
             last_evict_log: None,
@@ -181,7 +161,7 @@ impl Admin {
             if self.conns.is_full() {
                 self.evict_oldest(cx);
             }
-            let deadline = cx.now + ADMIN_HEAD_TIMEOUT;
+            let deadline = cx.now + HEAD_DEADLINE;
             let conn = Conn { sock, seq: self.accepted, deadline, phase: Phase::Head(Vec::new()) };
             self.accepted += 1;
             // Full only if eviction found nothing, which cannot be at the bound: drop it.
@@ -241,7 +221,7 @@ impl Admin {
         let step = match &mut c.phase {
             Phase::Head(buf) => match read_head(&mut c.sock, buf, &mut self.scratch) {
                 Err(()) => Step::Close,
-                Ok(()) => match answer(parse_request(buf, ADMIN_MAX_REQUEST), &self.metrics) {
+                Ok(()) => match answer(parse_request(buf, HEAD_LIMIT), &self.metrics) {
                     None => Step::Wait,
                     Some(out) => {
                         c.phase = Phase::Write { out, off: 0 };
@@ -269,7 +249,7 @@ impl Admin {
         }
         if let Phase::Head(_) = c.phase {
             // One non-blocking attempt: the socket's buffer is empty, so it fits.
-            let _ = c.sock.write(&response("408 Request Timeout", "request timeout\n"));
+            let _ = c.sock.write(&response(408, "request timeout\n"));
         }
         self.timed_out += 1;
         log::debug!("admin: connection cut by its deadline ({} so far)", self.timed_out);
@@ -277,11 +257,11 @@ impl Admin {
     }
 }
 
-/// Reads what the socket has into `buf`, up to [`ADMIN_MAX_REQUEST`] bytes in all. `Err` when
+/// Reads what the socket has into `buf`, up to [`HEAD_LIMIT`] bytes in all. `Err` when
 /// the peer closed or the socket failed before a response was due.
 fn read_head(sock: &mut TcpStream, buf: &mut Vec<u8>, scratch: &mut [u8]) -> Result<(), ()> {
     loop {
-        let room = ADMIN_MAX_REQUEST.saturating_sub(buf.len()).min(scratch.len());
+        let room = HEAD_LIMIT.saturating_sub(buf.len()).min(scratch.len());
         if room == 0 {
             return Ok(()); // full: the parse answers 431 (or the head is complete)
         }
@@ -362,6 +342,7 @@ pub fn serve(listener: TcpListener, metrics: Arc<Mutex<String>>) -> io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::MAX_HEADERS;
 
     const MAX: usize = 1024;
 
