@@ -97,6 +97,9 @@ pub const HTTP_HEAD_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 pub const MEMORY_LIMIT_BYTES: u64 = 4 << 30;
 pub const PAYLOAD_SIZE_MAX: u64 = 16 << 20;
 pub const RATE_MAX: u64 = 1_000_000;
+/// Payloads per connection: TOML's largest integer, so `--total` and `total` take the same
+/// values (only compared with a count, never multiplied).
+pub const TOTAL_MAX: u64 = i64::MAX as u64;
 pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
 pub const CLIENT_CONNECTIONS_MAX: u64 = 10_000;
 pub const PATH_MAX_LEN: usize = 1024;
@@ -689,8 +692,9 @@ pub fn client_from(
     let server = HostPort::parse(f.server.trim()).map_err(|e| o.err("server", e))?;
     let payload_size = o.range("payload_size", f.payload_size.0, 1, PAYLOAD_SIZE_MAX)? as usize;
     let rate = o.range("rate", f.rate, 0, RATE_MAX)?;
+    let total = o.range("total", f.total, 0, TOTAL_MAX)?;
     let duration = o.duration("duration", f.duration.0, Duration::ZERO, DURATION_MAX)?;
-    if duration.is_zero() && f.total == 0 {
+    if duration.is_zero() && total == 0 {
         return Err(o.err("duration", "0 with total = 0 would never end: set a duration or a total"));
     }
     let connections = o.range("connections", f.connections, 1, CLIENT_CONNECTIONS_MAX)? as usize;
@@ -724,7 +728,7 @@ pub fn client_from(
         server,
         payload_size,
         rate,
-        total: f.total,
+        total,
         duration: (!duration.is_zero()).then_some(duration),
         connections,
         sndbuf,
@@ -979,6 +983,10 @@ mod tests {
         let c = client_from(cfile.clone(), path, None, &flags).unwrap();
         assert_eq!((c.rate, c.sndbuf, c.path.as_str()), (9, Some(4096), "/x"));
         assert_eq!(c.server.authority(), "example.com:80");
+        // The flag has the key's range, also for overrides built by hand.
+        let huge = ClientOverrides { total: Some(u64::MAX), ..Default::default() };
+        let err = client_from(cfile.clone(), path, None, &huge).unwrap_err().to_string();
+        assert_eq!(err, "command line: --total: 18446744073709551615 is out of range 0..=9223372036854775807");
         let bad = ClientOverrides { total: Some(0), duration: Some(Duration::ZERO), ..Default::default() };
         assert!(client_from(cfile, path, None, &bad)
             .unwrap_err()

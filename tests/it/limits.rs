@@ -38,6 +38,11 @@ const DURATIONS: &[&str] =
     &["0", "-1s", "1ns", "8760h", "8761h", "999999999h", "1e308s", "1e-300s", "NaNs", "inf", "18446744073709551615s"];
 const SIZES: &[&str] = &["0", "-1", "1", "1KiB", "256MiB", "3GiB", "4GiB", "18446744073709551615", "1e308"];
 const RATES: &[&str] = &["0", "-1", "1e-300", "0.001", "10000000", "1e308", "NaN", "inf"];
+/// Ranges shared by several flags, as the refusals spell them.
+const THREADS: &str = "0..=1024";
+const SOCKBUF: &str = "1024..=268435456";
+const MSS: &str = "536..=65495";
+const INTERVAL: &str = "whole seconds 0..=31536000 or a duration 0s..=8760h0m0s";
 /// TOML values: integers at and past i64, floats (NaN, huge, tiny), and strings with units.
 const TOML_VALUES: &[&str] = &[
     "0",
@@ -51,10 +56,11 @@ const TOML_VALUES: &[&str] = &[
     "\"4GiB\"",
 ];
 
-/// What a refused run's one stderr line must start with, after `netforge: `: the flag, or the
-/// file with a line and column and then the key path.
+/// What a refused run's one stderr line must start with, after `netforge: `: the flag and its
+/// range (as `--help` and the README give it), or the file with a line and column and then the
+/// key path.
 enum Names {
-    Flag(String),
+    Flag { flag: String, range: String },
     Key { file: PathBuf, key: String },
 }
 
@@ -140,8 +146,9 @@ fn check_all(cases: Vec<Case>, workers: usize) -> (usize, usize) {
                     assert_eq!(r.stderr.len(), 1, "{:?}: refused with {} stderr lines\n{all}", c.args, r.stderr.len());
                     let line = r.stderr[0].strip_prefix("netforge: ").unwrap_or_else(|| panic!("{:?}: {all}", c.args));
                     match &c.names {
-                        Names::Flag(flag) => {
-                            assert!(line.contains(flag.as_str()), "{:?}: {line:?} lacks {flag}", c.args)
+                        Names::Flag { flag, range } => {
+                            assert!(line.contains(flag.as_str()), "{:?}: {line:?} lacks {flag}", c.args);
+                            assert!(line.contains(range.as_str()), "{:?}: {line:?} lacks the range {range}", c.args);
                         }
                         Names::Key { file, key } => {
                             let rest = line
@@ -170,11 +177,14 @@ fn check_all(cases: Vec<Case>, workers: usize) -> (usize, usize) {
     handles.into_iter().map(|h| h.join().unwrap()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
-/// One case per value of each flag in `flags`, over `base` (flag, value) pairs; the flag under
-/// test replaces its base value.
-fn flag_cases(prefix: &[&str], base: &[(&str, &str)], flags: &[(&str, &[&str])], grace: Duration) -> Vec<Case> {
+/// One case per value of each (flag, range, values) in `flags`, over `base` (flag, value)
+/// pairs; the flag under test replaces its base value. A refusal must name the flag and the
+/// range.
+type Flags<'a> = &'a [(&'a str, &'a str, &'a [&'a str])];
+
+fn flag_cases(prefix: &[&str], base: &[(&str, &str)], flags: Flags<'_>, grace: Duration) -> Vec<Case> {
     let mut cases = Vec::new();
-    for (flag, values) in flags {
+    for (flag, range, values) in flags {
         for v in *values {
             let mut args: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
             for (f, bv) in base.iter().filter(|(f, _)| f != flag) {
@@ -185,7 +195,7 @@ fn flag_cases(prefix: &[&str], base: &[(&str, &str)], flags: &[(&str, &[&str])],
             }
             args.push(flag.to_string());
             args.push(v.to_string());
-            cases.push(Case { args, names: Names::Flag(flag.to_string()), grace });
+            cases.push(Case { args, names: Names::Flag { flag: flag.to_string(), range: range.to_string() }, grace });
         }
     }
     cases
@@ -196,17 +206,17 @@ fn goon_flags_at_their_bounds() {
     with_timeout(T, || {
         let (_closed, addr) = refusing_addr();
         let port = addr.port().to_string();
-        let flags: &[(&str, &[&str])] = &[
-            ("--connections", COUNTS),
-            ("--sleep", COUNTS),
-            ("--dial-timeout", COUNTS),
-            ("--interval", COUNTS),
-            ("--hold", DURATIONS),
-            ("--rate", RATES),
-            ("--threads", COUNTS),
-            ("--sndbuf", SIZES),
-            ("--rcvbuf", SIZES),
-            ("--socket-mem", SIZES),
+        let flags: Flags<'_> = &[
+            ("--connections", "1..=16777216", COUNTS),
+            ("--sleep", "0..=31536000000", COUNTS),
+            ("--dial-timeout", "1..=31536000000", COUNTS),
+            ("--interval", INTERVAL, COUNTS),
+            ("--hold", "0s..=8760h0m0s", DURATIONS),
+            ("--rate", "0.001..=10000000", RATES),
+            ("--threads", THREADS, COUNTS),
+            ("--sndbuf", SOCKBUF, SIZES),
+            ("--rcvbuf", SOCKBUF, SIZES),
+            ("--socket-mem", "1048576..=1099511627776", SIZES),
         ];
         let base = [("-y", ""), ("--connections", "1"), ("--interval", "1"), ("--threads", "1")];
         let cases = flag_cases(&["goon", "127.0.0.1", &port], &base, flags, Duration::from_secs(10));
@@ -218,16 +228,16 @@ fn goon_flags_at_their_bounds() {
 #[test]
 fn serve_and_proxy_flags_at_their_bounds() {
     with_timeout(T, || {
-        let flags: &[(&str, &[&str])] = &[
-            ("--max-conns", COUNTS),
-            ("--threads", COUNTS),
-            ("--interval", COUNTS),
-            ("--sndbuf", SIZES),
-            ("--rcvbuf", SIZES),
+        let flags: Flags<'_> = &[
+            ("--max-conns", "1..=16777216", COUNTS),
+            ("--threads", THREADS, COUNTS),
+            ("--interval", INTERVAL, COUNTS),
+            ("--sndbuf", SOCKBUF, SIZES),
+            ("--rcvbuf", SOCKBUF, SIZES),
         ];
         let base = [("--listen", "127.0.0.1:0"), ("--threads", "1")];
         let mut cases = flag_cases(&["serve"], &base, flags, Duration::from_millis(200));
-        let flags: &[(&str, &[&str])] = &[("--threads", COUNTS), ("--timeout", DURATIONS)];
+        let flags: Flags<'_> = &[("--threads", THREADS, COUNTS), ("--timeout", "1ns..=8760h0m0s", DURATIONS)];
         let base = [("--laddr", "127.0.0.1:0"), ("--print-config", "")];
         cases.extend(flag_cases(&["proxy", "127.0.0.1:1"], &base, flags, Duration::from_secs(10)));
         let (refused, accepted) = check_all(cases, 2);
@@ -242,34 +252,43 @@ fn bp_flags_at_their_bounds() {
         cmd.args(["bp", "server", "--listen", "127.0.0.1:0", "--read-delay", "0", "--threads", "1"]);
         let (_server, addr) = spawn_listening(cmd);
         let server = addr.to_string();
-        let flags: &[(&str, &[&str])] = &[
-            ("--read-size", SIZES),
-            ("--read-delay", DURATIONS),
-            ("--rcvbuf", SIZES),
-            ("--mss", COUNTS),
-            ("--sample-interval", DURATIONS),
-            ("--max-connections", COUNTS),
-            ("--max-message-size", SIZES),
-            ("--max-frame-size", SIZES),
-            ("--http-head-max", SIZES),
-            ("--http-head-timeout", DURATIONS),
-            ("--threads", COUNTS),
+        // The ranges of the keys of the same name (README, conf/bp-*.toml).
+        let flags: Flags<'_> = &[
+            ("--read-size", "1..=1048576", SIZES),
+            ("--read-delay", "0s..=10m0s", DURATIONS),
+            ("--rcvbuf", SOCKBUF, SIZES),
+            ("--mss", MSS, COUNTS),
+            ("--sample-interval", "10ms..=1h0m0s", DURATIONS),
+            ("--max-connections", "1..=65536", COUNTS),
+            ("--max-message-size", "1024..=67108864", SIZES),
+            ("--max-frame-size", "1024..=67108864", SIZES),
+            ("--http-head-max", "1024..=65536", SIZES),
+            ("--http-head-timeout", "100ms..=1m0s", DURATIONS),
+            ("--threads", THREADS, COUNTS),
         ];
-        let base = [("--listen", "127.0.0.1:0"), ("--threads", "1")];
+        // A small frame limit, so that a message limit within its range is accepted.
+        let base = [("--listen", "127.0.0.1:0"), ("--threads", "1"), ("--max-frame-size", "1KiB")];
         let mut cases = flag_cases(&["bp", "server"], &base, flags, Duration::from_millis(200));
-        let flags: &[(&str, &[&str])] = &[
-            ("--payload-size", SIZES),
-            ("--rate", COUNTS),
-            ("--total", COUNTS),
-            ("--duration", DURATIONS),
-            ("--connections", COUNTS),
-            ("--sndbuf", SIZES),
-            ("--notsent-lowat", SIZES),
-            ("--mss", COUNTS),
-            ("--sample-interval", DURATIONS),
-            ("--stats-interval", DURATIONS),
+        let flags: Flags<'_> = &[
+            ("--payload-size", "1..=16777216", SIZES),
+            ("--rate", "0..=1000000", COUNTS),
+            ("--total", "0..=9223372036854775807", COUNTS),
+            ("--duration", "0s..=24h0m0s", DURATIONS),
+            ("--connections", "1..=10000", COUNTS),
+            ("--sndbuf", SOCKBUF, SIZES),
+            ("--notsent-lowat", "1024..=268435456", SIZES),
+            ("--mss", MSS, COUNTS),
+            ("--sample-interval", "10ms..=1h0m0s", DURATIONS),
+            // At least --sample-interval, at most 1h.
+            ("--stats-interval", "1h0m0s", DURATIONS),
         ];
-        let base = [("--server", server.as_str()), ("--duration", "300ms"), ("--payload-size", "1KiB")];
+        // A total, so that --duration 0 is a run, not a clash (the duration still ends it).
+        let base = [
+            ("--server", server.as_str()),
+            ("--duration", "300ms"),
+            ("--payload-size", "1KiB"),
+            ("--total", "1000000"),
+        ];
         cases.extend(flag_cases(&["bp", "client"], &base, flags, Duration::from_millis(500)));
         let (refused, accepted) = check_all(cases, 2);
         assert!(refused > 80 && accepted > 20, "refused {refused}, accepted {accepted}");
@@ -432,7 +451,8 @@ fn config_paths_that_are_not_regular_files_are_refused_at_once() {
                 let mut args: Vec<String> = role.iter().map(|s| s.to_string()).collect();
                 args.extend(["--conf".to_string(), path.to_str().unwrap().to_string()]);
                 let started = Instant::now();
-                let c = Case { args: args.clone(), names: Names::Flag(String::new()), grace: Duration::ZERO };
+                let names = Names::Flag { flag: String::new(), range: String::new() };
+                let c = Case { args: args.clone(), names, grace: Duration::ZERO };
                 let r = run_case(&c);
                 assert!(!r.started, "{args:?} started");
                 assert_eq!(r.code, 1, "{args:?}: {:?}", r.stderr);
