@@ -78,8 +78,9 @@ struct Ran {
     stderr: Vec<String>,
 }
 
-/// Runs one case to its end, bounded in time.
-fn run_case(c: &Case) -> Ran {
+/// Runs one case to its end, bounded in time; `Err` when the child hangs (no output and no exit
+/// within [`FIRST_OUTPUT`], or no exit within [`EXIT`] of its end or of SIGTERM): it is killed.
+fn run_case(c: &Case) -> Result<Ran, String> {
     let mut cmd = netforge();
     cmd.args(&c.args);
     let mut p = Proc::spawn(cmd);
@@ -101,7 +102,7 @@ fn run_case(c: &Case) -> Ran {
                 }
                 Err(_) => err_rx = never(),
             },
-            default(left) => panic!("{:?}: neither output nor exit within {FIRST_OUTPUT:?}", c.args),
+            default(left) => return Err(format!("neither output nor exit within {FIRST_OUTPUT:?}")),
         }
     };
     if started {
@@ -114,15 +115,70 @@ fn run_case(c: &Case) -> Ran {
             p.signal(15);
         }
     }
+    let until = Instant::now() + EXIT;
+    while matches!(p.child.try_wait(), Ok(None)) {
+        if Instant::now() >= until {
+            return Err(format!("did not exit within {EXIT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (status, _out, err) = p.finish(EXIT);
     stderr.extend(err.lines().map(str::to_string));
-    Ran { code: status.code().unwrap_or(-1), started, stderr }
+    Ok(Ran { code: status.code().unwrap_or(-1), started, stderr })
 }
 
-/// Runs every case on `workers` threads and checks each outcome; returns how many were
-/// refused and how many accepted, so a caller can check that both kinds occurred.
+/// Whether a run satisfied the rules: `Ok(true)` accepted, `Ok(false)` refused as it should
+/// be, `Err` what was wrong.
+fn judge(c: &Case, r: &Ran) -> Result<bool, String> {
+    let all = r.stderr.join(" | ");
+    if r.code == 101 {
+        return Err(format!("exit 101: {all}"));
+    }
+    if all.contains("panicked") {
+        return Err(format!("panicked: {all}"));
+    }
+    if r.started {
+        return Ok(true);
+    }
+    if r.code != 1 {
+        return Err(format!("refused with exit {}: {all}", r.code));
+    }
+    if r.stderr.len() != 1 {
+        return Err(format!("refused with {} stderr lines: {all}", r.stderr.len()));
+    }
+    let line = r.stderr[0].strip_prefix("netforge: ").ok_or_else(|| format!("no `netforge: ` prefix: {all}"))?;
+    match &c.names {
+        Names::Flag { flag, range } => {
+            if !line.contains(flag.as_str()) {
+                return Err(format!("{line:?} lacks {flag}"));
+            }
+            if !line.contains(range.as_str()) {
+                return Err(format!("{line:?} lacks the range {range}"));
+            }
+        }
+        Names::Key { file, key } => {
+            let rest = line
+                .strip_prefix(&format!("{}:", file.display()))
+                .ok_or_else(|| format!("{line:?} does not start with the file"))?;
+            let mut parts = rest.splitn(3, ':');
+            let (l, col) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if l.parse::<usize>().is_err() || col.parse::<usize>().is_err() {
+                return Err(format!("{line:?} lacks line:col"));
+            }
+            if !parts.next().unwrap_or("").starts_with(&format!(" {key}: ")) {
+                return Err(format!("{line:?} does not name {key}"));
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Runs every case on `workers` threads and checks each outcome; fails listing every case
+/// that broke a rule. Returns how many were refused and how many accepted, so a caller can
+/// check that both kinds occurred.
 fn check_all(cases: Vec<Case>, workers: usize) -> (usize, usize) {
-    let (tx, rx) = crossbeam_channel::bounded::<Case>(cases.len());
+    let total = cases.len();
+    let (tx, rx) = crossbeam_channel::bounded::<Case>(total);
     for c in cases {
         tx.send(c).unwrap();
     }
@@ -131,50 +187,27 @@ fn check_all(cases: Vec<Case>, workers: usize) -> (usize, usize) {
         .map(|_| {
             let rx = rx.clone();
             std::thread::spawn(move || {
-                let (mut refused, mut accepted) = (0, 0);
+                let (mut refused, mut accepted, mut failed) = (0, 0, Vec::new());
                 for c in rx.iter() {
-                    let r = run_case(&c);
-                    let all = r.stderr.join("\n");
-                    assert_ne!(r.code, 101, "{:?}: exit 101\n{all}", c.args);
-                    assert!(!all.contains("panicked"), "{:?}: panicked\n{all}", c.args);
-                    if r.started {
-                        accepted += 1;
-                        continue;
-                    }
-                    refused += 1;
-                    assert_eq!(r.code, 1, "{:?}: refused with exit {}\n{all}", c.args, r.code);
-                    assert_eq!(r.stderr.len(), 1, "{:?}: refused with {} stderr lines\n{all}", c.args, r.stderr.len());
-                    let line = r.stderr[0].strip_prefix("netforge: ").unwrap_or_else(|| panic!("{:?}: {all}", c.args));
-                    match &c.names {
-                        Names::Flag { flag, range } => {
-                            assert!(line.contains(flag.as_str()), "{:?}: {line:?} lacks {flag}", c.args);
-                            assert!(line.contains(range.as_str()), "{:?}: {line:?} lacks the range {range}", c.args);
-                        }
-                        Names::Key { file, key } => {
-                            let rest = line
-                                .strip_prefix(&format!("{}:", file.display()))
-                                .unwrap_or_else(|| panic!("{:?}: {line:?} does not start with the file", c.args));
-                            let mut parts = rest.splitn(3, ':');
-                            let (l, col) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                            assert!(
-                                l.parse::<usize>().is_ok() && col.parse::<usize>().is_ok(),
-                                "{:?}: {line:?} lacks line:col",
-                                c.args
-                            );
-                            let tail = parts.next().unwrap_or("");
-                            assert!(
-                                tail.starts_with(&format!(" {key}: ")),
-                                "{:?}: {line:?} does not name {key}",
-                                c.args
-                            );
-                        }
+                    match run_case(&c).and_then(|r| judge(&c, &r)) {
+                        Ok(true) => accepted += 1,
+                        Ok(false) => refused += 1,
+                        Err(why) => failed.push(format!("{:?}: {why}", c.args)),
                     }
                 }
-                (refused, accepted)
+                (refused, accepted, failed)
             })
         })
         .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    let (mut refused, mut accepted, mut failed) = (0, 0, Vec::new());
+    for h in handles {
+        let (r, a, f) = h.join().unwrap();
+        refused += r;
+        accepted += a;
+        failed.extend(f);
+    }
+    assert!(failed.is_empty(), "{} of {total} cases failed:\n{}", failed.len(), failed.join("\n"));
+    (refused, accepted)
 }
 
 /// One case per value of each (flag, range, values) in `flags`, over `base` (flag, value)
@@ -434,7 +467,8 @@ fn bp_toml_keys_at_their_bounds() {
 /// Not-a-file config paths, in every role that takes one: each is refused at once with one line.
 #[test]
 fn config_paths_that_are_not_regular_files_are_refused_at_once() {
-    with_timeout(Duration::from_secs(120), || {
+    with_timeout(Duration::from_secs(300), || {
+        let (mut failed, mut n) = (Vec::new(), 0);
         let dir = Scratch::new("paths");
         let fifo = dir.0.join("fifo.toml");
         assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
@@ -453,15 +487,22 @@ fn config_paths_that_are_not_regular_files_are_refused_at_once() {
                 let started = Instant::now();
                 let names = Names::Flag { flag: String::new(), range: String::new() };
                 let c = Case { args: args.clone(), names, grace: Duration::ZERO };
-                let r = run_case(&c);
-                assert!(!r.started, "{args:?} started");
-                assert_eq!(r.code, 1, "{args:?}: {:?}", r.stderr);
-                assert_eq!(r.stderr.len(), 1, "{args:?}: {:?}", r.stderr);
                 let want = format!("netforge: {}: cannot read: {what}", path.display());
-                assert!(r.stderr[0].starts_with(&want), "{args:?}: {:?}, want {want:?}", r.stderr[0]);
-                assert!(started.elapsed() < Duration::from_secs(10), "{args:?} took {:?}", started.elapsed());
+                n += 1;
+                let outcome = run_case(&c).and_then(|r| match r {
+                    Ran { started: true, .. } => Err("started".to_string()),
+                    Ran { code: 1, stderr, .. } if stderr.len() == 1 && stderr[0].starts_with(&want) => Ok(()),
+                    Ran { code, stderr, .. } => Err(format!("exit {code}, stderr {stderr:?}, want {want:?}")),
+                });
+                let took = started.elapsed();
+                match outcome {
+                    Ok(()) if took >= Duration::from_secs(10) => failed.push(format!("{args:?}: took {took:?}")),
+                    Ok(()) => {}
+                    Err(e) => failed.push(format!("{args:?}: {e} (after {took:?})")),
+                }
             }
         }
+        assert!(failed.is_empty(), "{} of {n} cases failed:\n{}", failed.len(), failed.join("\n"));
     });
 }
 
