@@ -109,7 +109,7 @@ pub fn sockbuf(v: u64) -> Result<Option<u32>, String> {
         // SOCKBUF_MAX < u32::MAX, so the narrowing never truncates.
         n => in_range(n, SOCKBUF_MIN, SOCKBUF_MAX)
             .map(|n| Some(n as u32))
-            .map_err(|e| format!("{e} (or 0 for the kernel's default)")),
+            .map_err(|e| format!("{e}, or 0 for the kernel's default")),
     }
 }
 

@@ -40,7 +40,7 @@ const SIZES: &[&str] = &["0", "-1", "1", "1KiB", "256MiB", "3GiB", "4GiB", "1844
 const RATES: &[&str] = &["0", "-1", "1e-300", "0.001", "10000000", "1e308", "NaN", "inf"];
 /// Ranges shared by several flags, as the refusals spell them.
 const THREADS: &str = "0..=1024";
-const SOCKBUF: &str = "1024..=268435456";
+const SOCKBUF: &str = "1024..=268435456, or 0";
 const MSS: &str = "536..=65495";
 const INTERVAL: &str = "whole seconds 0..=31536000 or a duration 0s..=8760h0m0s";
 /// TOML values: integers at and past i64, floats (NaN, huge, tiny), and strings with units.
@@ -66,6 +66,8 @@ enum Names {
 
 struct Case {
     args: Vec<String>,
+    /// The value under test of a flag case: one outside the flag's range must be refused.
+    value: Option<String>,
     names: Names,
     /// How long a started run may go on by itself before it is sent SIGTERM.
     grace: Duration,
@@ -138,7 +140,10 @@ fn judge(c: &Case, r: &Ran) -> Result<bool, String> {
         return Err(format!("panicked: {all}"));
     }
     if r.started {
-        return Ok(true);
+        return match (&c.names, &c.value) {
+            (Names::Flag { range, .. }, Some(v)) if outside(v, range) => Err(format!("accepted {v}, outside {range}")),
+            _ => Ok(true),
+        };
     }
     if r.code != 1 {
         return Err(format!("refused with exit {}: {all}", r.code));
@@ -171,6 +176,39 @@ fn judge(c: &Case, r: &Ran) -> Result<bool, String> {
         }
     }
     Ok(false)
+}
+
+/// Whether `value` (a number, or a size in KiB/MiB/GiB) lies outside the first `MIN..=MAX` in
+/// `range` (`, or 0` after it: 0 is allowed too). `false` where either is not a plain number
+/// (durations, NaN): those are left to the checks on the refusal.
+fn outside(value: &str, range: &str) -> bool {
+    let num = |s: &str| -> Option<f64> {
+        let s = s.trim().trim_end_matches(',');
+        for (unit, mult) in [("KiB", 1024.0), ("MiB", 1048576.0), ("GiB", 1073741824.0)] {
+            if let Some(n) = s.strip_suffix(unit) {
+                return n.parse::<f64>().ok().map(|n| n * mult);
+            }
+        }
+        s.parse::<f64>().ok().filter(|n| !n.is_nan())
+    };
+    let Some((lo, hi)) = range.split_whitespace().find_map(|t| t.split_once("..=")) else {
+        return false;
+    };
+    match (num(value), num(lo), num(hi)) {
+        (Some(0.0), _, _) if range.contains(", or 0") => false,
+        (Some(v), Some(lo), Some(hi)) => v < lo || v > hi,
+        _ => false,
+    }
+}
+
+#[test]
+fn outside_reads_ranges_as_the_refusals_spell_them() {
+    assert!(outside("4GiB", "1024..=268435456, or 0") && outside("1", "1024..=268435456, or 0"));
+    assert!(!outside("0", "1024..=268435456, or 0") && outside("0", "1024..=268435456"));
+    assert!(!outside("256MiB", "1024..=268435456, or 0") && !outside("1KiB", "1024..=268435456"));
+    assert!(outside("4294967296", "0..=1024") && outside("-1", "0..=1024") && !outside("1024", "0..=1024"));
+    assert!(outside("1e-300", "0.001..=10000000") && outside("inf", "0.001..=10000000"));
+    assert!(outside("31536001", INTERVAL) && !outside("NaN", "0..=1024") && !outside("8761h", "0s..=8760h0m0s"));
 }
 
 /// Runs every case on `workers` threads and checks each outcome; fails listing every case
@@ -228,7 +266,8 @@ fn flag_cases(prefix: &[&str], base: &[(&str, &str)], flags: Flags<'_>, grace: D
             }
             args.push(flag.to_string());
             args.push(v.to_string());
-            cases.push(Case { args, names: Names::Flag { flag: flag.to_string(), range: range.to_string() }, grace });
+            let names = Names::Flag { flag: flag.to_string(), range: range.to_string() };
+            cases.push(Case { args, value: Some(v.to_string()), names, grace });
         }
     }
     cases
@@ -364,7 +403,12 @@ fn file_cases(
     for (k, key) in keys.iter().enumerate() {
         for (v, value) in TOML_VALUES.iter().enumerate() {
             let file = dir.write(&format!("{prefix}-k{k}v{v}.toml"), &render(key, value));
-            cases.push(Case { args: args(&file), names: Names::Key { file, key: key.to_string() }, grace });
+            cases.push(Case {
+                args: args(&file),
+                value: None,
+                names: Names::Key { file, key: key.to_string() },
+                grace,
+            });
         }
     }
     cases
@@ -486,7 +530,7 @@ fn config_paths_that_are_not_regular_files_are_refused_at_once() {
                 args.extend(["--conf".to_string(), path.to_str().unwrap().to_string()]);
                 let started = Instant::now();
                 let names = Names::Flag { flag: String::new(), range: String::new() };
-                let c = Case { args: args.clone(), names, grace: Duration::ZERO };
+                let c = Case { args: args.clone(), value: None, names, grace: Duration::ZERO };
                 let want = format!("netforge: {}: cannot read: {what}", path.display());
                 n += 1;
                 let outcome = run_case(&c).and_then(|r| match r {
