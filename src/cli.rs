@@ -556,7 +556,7 @@ pub struct BpServerArgs {
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = parse_sockbuf)]
     pub rcvbuf: Option<u64>,
-    /// TCP_MAXSEG of accepted sockets, 536..=65495 [default: the kernel's].
+    /// TCP_MAXSEG of accepted sockets, 536..=32767 [default: the kernel's].
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
           value_parser = parse_mss)]
     pub mss: Option<u32>,
@@ -635,7 +635,7 @@ pub struct BpClientArgs {
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = |s: &str| parse_bytes_in(s, bp::SOCKBUF_MIN, bp::SOCKBUF_MAX))]
     pub notsent_lowat: Option<u64>,
-    /// TCP_MAXSEG of each connection, 536..=65495 [default: the kernel's].
+    /// TCP_MAXSEG of each connection, 536..=32767 [default: the kernel's].
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
           value_parser = parse_mss)]
     pub mss: Option<u32>,

@@ -82,8 +82,11 @@ pub const READ_DELAY_MAX: Duration = Duration::from_secs(600);
 /// (see `units::SOCKBUF_MAX` for why).
 pub const SOCKBUF_MIN: u64 = crate::units::SOCKBUF_MIN;
 pub const SOCKBUF_MAX: u64 = crate::units::SOCKBUF_MAX;
+/// TCP_MAXSEG: 536 (the smallest MSS every IPv4 host must take) to 32767, the most Linux's
+/// setsockopt takes (`MAX_TCP_WINDOW`; above it the call fails with EINVAL, which surfaced as
+/// `bind ...: Invalid argument` on the server and `connect ...: Invalid argument` on the client).
 pub const MSS_MIN: u32 = 536;
-pub const MSS_MAX: u32 = 65495;
+pub const MSS_MAX: u32 = 32767;
 pub const SAMPLE_INTERVAL_MIN: Duration = Duration::from_millis(10);
 pub const INTERVAL_MAX: Duration = Duration::from_secs(3600);
 pub const MAX_CONNECTIONS_LIMIT: u64 = 65_536;
@@ -829,7 +832,7 @@ mod tests {
             ("read_size = 0\n", "bp-server.toml:1:13: read_size: 0 is out of range 1..=1048576"),
             ("read_delay = \"2h\"\n", "bp-server.toml:1:14: read_delay: 2h0m0s is out of range 0s..=10m0s"),
             ("listen = \"localhost:80\"\n", "bp-server.toml:1:10: listen: \"localhost:80\" is not IP:PORT"),
-            ("mss = 100\n", "bp-server.toml:1:7: mss: 100 is out of range 536..=65495"),
+            ("mss = 100\n", "bp-server.toml:1:7: mss: 100 is out of range 536..=32767"),
             ("rcvbuf = 10\n", "bp-server.toml:1:10: rcvbuf: 10 is out of range 1024..=268435456"),
             ("rcvbuf = \"3GiB\"\n", "bp-server.toml:1:10: rcvbuf: 3221225472 is out of range 1024..=268435456"),
             (

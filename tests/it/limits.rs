@@ -41,8 +41,12 @@ const RATES: &[&str] = &["0", "-1", "1e-300", "0.001", "10000000", "1e308", "NaN
 /// Ranges shared by several flags, as the refusals spell them.
 const THREADS: &str = "0..=1024";
 const SOCKBUF: &str = "1024..=268435456, or 0";
-const MSS: &str = "536..=65495";
+const MSS: &str = "536..=32767";
 const INTERVAL: &str = "whole seconds 0..=31536000 or a duration 0s..=8760h0m0s";
+/// `--mss`: [`COUNTS`] and both ends of its range and just past them; a value in range must
+/// start (the kernel refuses TCP_MAXSEG above 32767).
+const MSS_VALUES: &[&str] =
+    &["0", "-1", "535", "536", "32767", "32768", "65495", "4294967296", "18446744073709551615", "1e-300", "NaN"];
 /// TOML values: integers at and past i64, floats (NaN, huge, tiny), and strings with units.
 const TOML_VALUES: &[&str] = &[
     "0",
@@ -329,7 +333,7 @@ fn bp_flags_at_their_bounds() {
             ("--read-size", "1..=1048576", SIZES),
             ("--read-delay", "0s..=10m0s", DURATIONS),
             ("--rcvbuf", SOCKBUF, SIZES),
-            ("--mss", MSS, COUNTS),
+            ("--mss", MSS, MSS_VALUES),
             ("--sample-interval", "10ms..=1h0m0s", DURATIONS),
             ("--max-connections", "1..=65536", COUNTS),
             ("--max-message-size", "1024..=67108864", SIZES),
@@ -349,7 +353,7 @@ fn bp_flags_at_their_bounds() {
             ("--connections", "1..=10000", COUNTS),
             ("--sndbuf", SOCKBUF, SIZES),
             ("--notsent-lowat", "1024..=268435456", SIZES),
-            ("--mss", MSS, COUNTS),
+            ("--mss", MSS, MSS_VALUES),
             ("--sample-interval", "10ms..=1h0m0s", DURATIONS),
             // At least --sample-interval, at most 1h.
             ("--stats-interval", "1h0m0s", DURATIONS),
