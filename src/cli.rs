@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backpressure::config as bp;
 use crate::error::Error;
 use crate::goon::GoonConfig;
 use crate::net::tune::SockBufs;
 use crate::serve::{Mode, ServeConfig};
-use crate::units::{self, parse_bytes, parse_duration, parse_int, parse_sockbuf, parse_threads};
-use crate::units::{CONNS_MAX, MAX_DURATION_MS};
+use crate::units::{self, parse_bytes_in, parse_duration_in, parse_int, parse_sockbuf, parse_threads};
+use crate::units::{CONNS_MAX, MAX_DURATION, MAX_DURATION_MS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,7 +61,8 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "ALGO")]
     pub lb: Option<String>,
     /// Backend connect timeout, e.g. 3s; above 0, at most 8760h (quick start) [default: 3s].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_duration_in(s, Duration::from_nanos(1), MAX_DURATION))]
     pub timeout: Option<Duration>,
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
@@ -120,7 +122,8 @@ pub struct GoonArgs {
     pub assume_yes: bool,
     /// Keep established connections open this long after the last dial (e.g. 30s, 2m; at most
     /// 8760h); ends early if the peer has closed them all.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration, default_value = "0")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, default_value = "0",
+          value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, MAX_DURATION))]
     pub hold: Duration,
     /// Dial at this many connections per second instead of --sleep, 0.001..=10000000.
     #[arg(long, value_name = "PER_SECOND", allow_hyphen_values = true, value_parser = parse_rate)]
@@ -194,7 +197,8 @@ pub const RATE_MAX: f64 = 10_000_000.0;
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
-    let v: f64 = t.parse().map_err(|_| format!("{t:?} is not a number of connections per second"))?;
+    let v: f64 =
+        t.parse().map_err(|_| format!("{t:?} is not a number of connections per second in {RATE_MIN}..={RATE_MAX}"))?;
     if !(v.is_finite() && (RATE_MIN..=RATE_MAX).contains(&v)) {
         return Err(format!("{t} is out of range {RATE_MIN}..={RATE_MAX} connections per second"));
     }
@@ -203,7 +207,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// `--socket-mem`: 1MiB..=1TiB.
 fn parse_socket_mem(s: &str) -> Result<u64, String> {
-    units::in_range(parse_bytes(s)?, 1 << 20, 1 << 40)
+    parse_bytes_in(s, 1 << 20, 1 << 40)
 }
 
 /// Reactor threads: the flag (already checked to be 0..=1024 where parsed), 0 or none meaning
@@ -545,6 +549,12 @@ fn parse_protocol(s: &str) -> Result<crate::backpressure::config::Protocol, Stri
     }
 }
 
+/// `--mss` of bp server and client: TCP_MAXSEG, the range of the `mss` key.
+fn parse_mss(s: &str) -> Result<u32, String> {
+    // MSS_MAX < u32::MAX, so the narrowing never truncates.
+    parse_int(s, u64::from(bp::MSS_MIN), u64::from(bp::MSS_MAX)).map(|n| n as u32)
+}
+
 /// Flags of `netforge bp server`; each given flag replaces the config file's key (same name,
 /// same range). Sizes take a unit (`1KiB`), durations too (`100ms`).
 #[derive(Args, Debug)]
@@ -562,36 +572,46 @@ pub struct BpServerArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<String>,
     /// Bytes per read, 1..=1MiB [default: 1KiB].
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_bytes_in(s, 1, bp::READ_SIZE_MAX))]
     pub read_size: Option<u64>,
     /// Wait between reads, 0..=10m; 0 = read as fast as data comes [default: 100ms].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, bp::READ_DELAY_MAX))]
     pub read_delay: Option<Duration>,
     /// SO_RCVBUF of the listener, inherited by accepted sockets: 1KiB..=256MiB, or 0 for the
     /// kernel's default (autotuning) [default: 64KiB].
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = parse_sockbuf)]
     pub rcvbuf: Option<u64>,
-    /// TCP_MAXSEG of accepted sockets, 536..=65495 [default: the kernel's].
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    /// TCP_MAXSEG of accepted sockets, 536..=32767 [default: the kernel's].
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = parse_mss)]
     pub mss: Option<u32>,
     /// How often each connection's socket is sampled for the dashboard, 10ms..=1h
     /// [default: 100ms].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_duration_in(s, bp::SAMPLE_INTERVAL_MIN, bp::INTERVAL_MAX))]
     pub sample_interval: Option<Duration>,
     /// Most connections (lab and dashboard) at once, 1..=65536 [default: 1024].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_int(s, 1, bp::MAX_CONNECTIONS_LIMIT))]
     pub max_connections: Option<u64>,
     /// Largest WebSocket message accepted, 1KiB..=64MiB [default: 1MiB].
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_bytes_in(s, bp::WS_SIZE_MIN, bp::WS_MESSAGE_LIMIT))]
     pub max_message_size: Option<u64>,
     /// Largest WebSocket frame accepted, 1KiB..=max-message-size [default: 256KiB].
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_bytes_in(s, bp::WS_SIZE_MIN, bp::WS_MESSAGE_LIMIT))]
     pub max_frame_size: Option<u64>,
     /// Largest HTTP request head (pages and WebSocket upgrades), 1KiB..=64KiB [default: 8KiB].
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_bytes_in(s, bp::HTTP_HEAD_MIN, bp::HTTP_HEAD_LIMIT))]
     pub http_head_max: Option<u64>,
     /// Time a client has to send its whole HTTP request head, 100ms..=1m [default: 5s].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_duration_in(s, bp::HTTP_HEAD_TIMEOUT_MIN, bp::HTTP_HEAD_TIMEOUT_MAX))]
     pub http_head_timeout: Option<Duration>,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
@@ -618,37 +638,48 @@ pub struct BpClientArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub server: Option<String>,
     /// Bytes per payload (one write; one WebSocket message), 1..=16MiB [default: 16KiB].
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_bytes_in(s, 1, bp::PAYLOAD_SIZE_MAX))]
     pub payload_size: Option<u64>,
     /// Payloads per second per connection, 0..=1000000; 0 = as fast as the socket takes them
     /// [default: 128].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_int(s, 0, bp::RATE_MAX))]
     pub rate: Option<u64>,
-    /// Payloads per connection; 0 = unlimited, the duration ends the run [default: 0].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Payloads per connection, 0..=9223372036854775807 (TOML's largest integer); 0 =
+    /// unlimited, the duration ends the run [default: 0].
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_int(s, 0, bp::TOTAL_MAX))]
     pub total: Option<u64>,
     /// Length of the run, 0..=24h; 0 = until --total payloads are sent [default: 5s].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, bp::DURATION_MAX))]
     pub duration: Option<Duration>,
     /// Connections pushing in parallel, 1..=10000 [default: 1].
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_int(s, 1, bp::CLIENT_CONNECTIONS_MAX))]
     pub connections: Option<u64>,
     /// SO_SNDBUF of each connection: 1KiB..=256MiB, or 0 for the kernel's default
     /// (autotuning) [default: 0].
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = parse_sockbuf)]
     pub sndbuf: Option<u64>,
     /// TCP_NOTSENT_LOWAT of each connection, 1KiB..=256MiB [default: unset, the kernel's].
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_bytes)]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_bytes_in(s, bp::SOCKBUF_MIN, bp::SOCKBUF_MAX))]
     pub notsent_lowat: Option<u64>,
-    /// TCP_MAXSEG of each connection, 536..=65495 [default: the kernel's].
-    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    /// TCP_MAXSEG of each connection, 536..=32767 [default: the kernel's].
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
+          value_parser = parse_mss)]
     pub mss: Option<u32>,
     /// How often each socket is sampled (TCP_INFO, queues), 10ms..=1h [default: 100ms].
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_duration_in(s, bp::SAMPLE_INTERVAL_MIN, bp::INTERVAL_MAX))]
     pub sample_interval: Option<Duration>,
     /// Time between status lines: whole seconds or a duration, sample-interval..=1h; 0 = no
     /// status lines, only the final report (the same in every role) [default: 1s].
-    #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = units::parse_interval)]
+    #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, 
+          value_parser = |s: &str| units::parse_interval_in(s, bp::INTERVAL_MAX))]
     pub stats_interval: Option<Duration>,
     /// WebSocket request path [default: /ws].
     #[arg(long, value_name = "PATH")]

@@ -168,13 +168,17 @@ impl Spans {
     }
 
     /// The key whose name or value covers byte `pos`: the key whose name is there, else the
-    /// innermost value around it.
+    /// innermost value around it. Entries are recorded parent first, so among values of equal
+    /// span the last recorded is the innermost: the only element of an array of tables spans
+    /// exactly what the array does, and an error about it (a missing `address`) names
+    /// `listener[0]`, not `listener`.
     pub fn key_at(&self, pos: usize) -> Option<&str> {
         let covers = |r: &Range<usize>| r.start <= pos && (pos < r.end || r.is_empty() && pos == r.start);
         if let Some(e) = self.entries.iter().rev().find(|e| covers(&e.key) && e.key != e.value) {
             return Some(&e.path);
         }
-        self.entries.iter().filter(|e| covers(&e.value)).min_by_key(|e| e.value.len()).map(|e| e.path.as_str())
+        // `min_by_key` keeps the first of equal minima: iterate innermost first.
+        self.entries.iter().rev().filter(|e| covers(&e.value)).min_by_key(|e| e.value.len()).map(|e| e.path.as_str())
     }
 
     /// Byte span of the value of `path` (`timeouts.connect`, `backend[1].weight`), if written.
@@ -376,9 +380,21 @@ mod tests {
             assert!(line.starts_with(want), "{text:?}: got {line:?}, want {want:?}...");
             assert!(!line.contains('\n'), "{line}");
         }
-        // A missing required key names the table it is missing from.
-        let line = parse::<Nested>(Path::new("x.toml"), "[[item]]\nweight = 1\n").unwrap_err().to_string();
-        assert!(line.starts_with("x.toml:1:1: item") && line.contains(": missing field `address`"), "{line}");
+        // A missing required key names the element it is missing from, also when that element
+        // is the array's only one (its span is the array's), last one, or an inline table.
+        let missing: &[(&str, &str)] = &[
+            ("[[item]]\nweight = 1\n", "x.toml:1:1: item[0]: missing field `address`"),
+            ("[[item]]\n", "x.toml:1:1: item[0]: missing field `address`"),
+            ("top = 1\n[[item]]\n", "x.toml:2:1: item[0]: missing field `address`"),
+            ("[[item]]\naddress = \"a\"\n[[item]]\nweight = 1\n", "x.toml:3:1: item[1]: missing field `address`"),
+            ("[[item]]\nweight = 1\n[[item]]\naddress = \"a\"\n", "x.toml:1:1: item[0]: missing field `address`"),
+            ("item = [{ weight = 1 }]\n", "x.toml:1:9: item[0]: missing field `address`"),
+            ("item = [{ address = \"a\" }, {}]\n", "x.toml:1:28: item[1]: missing field `address`"),
+        ];
+        for (text, want) in missing {
+            let line = parse::<Nested>(Path::new("x.toml"), text).unwrap_err().to_string();
+            assert_eq!(line, *want, "{text:?}");
+        }
         // A value toml cannot even parse still names its key, found by reading the text.
         let text = "[[item]]\naddress = \"a\"\n[[item]]\naddress = \"b\"\nweight = 18446744073709551615\n";
         let line = parse::<Nested>(Path::new("x.toml"), text).unwrap_err().to_string();

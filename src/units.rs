@@ -50,11 +50,39 @@ pub fn duration_in(v: Duration, min: Duration, max: Duration) -> Result<Duration
 /// `-i` in every role: the time between status lines, as whole seconds (`1`, tcpgoon's form)
 /// or a duration (`500ms`, `1m`), at most [`MAX_DURATION`]; `0` means no periodic lines.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    parse_interval_in(s, MAX_DURATION)
+}
+
+/// [`parse_interval`] with a lower maximum (`bp client -i`: 1h). Every refusal ends with the
+/// range, in both forms.
+pub fn parse_interval_in(s: &str, max: Duration) -> Result<Duration, String> {
     let t = s.trim();
+    let expected = || format!("whole seconds 0..={} or a duration 0s..={}", max.as_secs(), go_duration(max));
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return parse_int(t, 0, MAX_DURATION_SECS).map(Duration::from_secs).map_err(|e| format!("{e} seconds"));
+        return match t.parse::<u64>() {
+            Ok(n) if n <= max.as_secs() => Ok(Duration::from_secs(n)),
+            _ => Err(format!("{t} is out of range: {}", expected())),
+        };
     }
-    parse_duration(t)
+    let d = parse_duration(t).map_err(|e| format!("{e}; range: {}", expected()))?;
+    if d > max {
+        return Err(format!("{} is out of range: {}", go_duration(d), expected()));
+    }
+    Ok(d)
+}
+
+/// A size within `min..=max` (`bp server --read-size`): [`parse_bytes`], then the range; a
+/// value that is no size at all (`-1`) is refused with the range too.
+pub fn parse_bytes_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let v = parse_bytes(s).map_err(|e| format!("{e}; range {min}..={max}"))?;
+    in_range(v, min, max)
+}
+
+/// A duration within `min..=max` (`proxy --timeout`, `bp client --duration`): [`parse_duration`],
+/// then the range; a value that is no duration at all (`-1s`) is refused with the range too.
+pub fn parse_duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let v = parse_duration(s).map_err(|e| format!("{e}; range {}..={}", go_duration(min), go_duration(max)))?;
+    duration_in(v, min, max)
 }
 
 /// A decimal integer within `min..=max` (no sign, no unit), for flags that take a count.
@@ -81,13 +109,14 @@ pub fn sockbuf(v: u64) -> Result<Option<u32>, String> {
         // SOCKBUF_MAX < u32::MAX, so the narrowing never truncates.
         n => in_range(n, SOCKBUF_MIN, SOCKBUF_MAX)
             .map(|n| Some(n as u32))
-            .map_err(|e| format!("{e} (or 0 for the kernel's default)")),
+            .map_err(|e| format!("{e}, or 0 for the kernel's default")),
     }
 }
 
 /// `--sndbuf` / `--rcvbuf` as written: a size with a unit, checked by [`sockbuf`].
 pub fn parse_sockbuf(s: &str) -> Result<u64, String> {
-    let v = parse_bytes(s)?;
+    let v = parse_bytes(s)
+        .map_err(|e| format!("{e}; range {SOCKBUF_MIN}..={SOCKBUF_MAX}, or 0 for the kernel's default"))?;
     sockbuf(v)?;
     Ok(v)
 }
@@ -248,7 +277,35 @@ mod tests {
         assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_interval("31536000"), Ok(MAX_DURATION));
         for bad in ["-1", "31536001", "18446744073709551615", "9223372036854775807", "1e-300", "NaN", "999999999h"] {
-            assert!(parse_interval(bad).is_err(), "{bad}");
+            let e = parse_interval(bad).unwrap_err();
+            assert!(e.ends_with("whole seconds 0..=31536000 or a duration 0s..=8760h0m0s"), "{bad}: {e}");
+        }
+        let hour = Duration::from_secs(3600);
+        assert_eq!(parse_interval_in("3600", hour), Ok(hour));
+        assert_eq!(parse_interval_in("1h", hour), Ok(hour));
+        for bad in ["3601", "61m", "-1", "8760h"] {
+            let e = parse_interval_in(bad, hour).unwrap_err();
+            assert!(e.ends_with("whole seconds 0..=3600 or a duration 0s..=1h0m0s"), "{bad}: {e}");
+        }
+    }
+
+    /// A size or duration that is no number at all, or out of range, is refused naming the range.
+    #[test]
+    fn ranged_sizes_and_durations_name_their_range() {
+        assert_eq!(parse_bytes_in("1KiB", 1, 1 << 20), Ok(1024));
+        for bad in ["0", "-1", "2MiB", "1e308", "18446744073709551616"] {
+            let e = parse_bytes_in(bad, 1, 1 << 20).unwrap_err();
+            assert!(e.contains("1..=1048576"), "{bad}: {e}");
+        }
+        for bad in ["-1", "1e308", "4GiB"] {
+            let e = parse_sockbuf(bad).unwrap_err();
+            assert!(e.contains("1024..=268435456"), "{bad}: {e}");
+        }
+        let (lo, hi) = (Duration::from_millis(10), Duration::from_secs(3600));
+        assert_eq!(parse_duration_in("10ms", lo, hi), Ok(lo));
+        for bad in ["0", "1ms", "-1s", "2h", "NaNs", "1e308s", "999999999h"] {
+            let e = parse_duration_in(bad, lo, hi).unwrap_err();
+            assert!(e.contains("10ms..=1h0m0s"), "{bad}: {e}");
         }
     }
 

@@ -82,8 +82,11 @@ pub const READ_DELAY_MAX: Duration = Duration::from_secs(600);
 /// (see `units::SOCKBUF_MAX` for why).
 pub const SOCKBUF_MIN: u64 = crate::units::SOCKBUF_MIN;
 pub const SOCKBUF_MAX: u64 = crate::units::SOCKBUF_MAX;
+/// TCP_MAXSEG: 536 (the smallest MSS every IPv4 host must take) to 32767, the most Linux's
+/// setsockopt takes (`MAX_TCP_WINDOW`; above it the call fails with EINVAL, which surfaced as
+/// `bind ...: Invalid argument` on the server and `connect ...: Invalid argument` on the client).
 pub const MSS_MIN: u32 = 536;
-pub const MSS_MAX: u32 = 65495;
+pub const MSS_MAX: u32 = 32767;
 pub const SAMPLE_INTERVAL_MIN: Duration = Duration::from_millis(10);
 pub const INTERVAL_MAX: Duration = Duration::from_secs(3600);
 pub const MAX_CONNECTIONS_LIMIT: u64 = 65_536;
@@ -97,6 +100,9 @@ pub const HTTP_HEAD_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 pub const MEMORY_LIMIT_BYTES: u64 = 4 << 30;
 pub const PAYLOAD_SIZE_MAX: u64 = 16 << 20;
 pub const RATE_MAX: u64 = 1_000_000;
+/// Payloads per connection: TOML's largest integer, so `--total` and `total` take the same
+/// values (only compared with a count, never multiplied).
+pub const TOTAL_MAX: u64 = i64::MAX as u64;
 pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
 pub const CLIENT_CONNECTIONS_MAX: u64 = 10_000;
 pub const PATH_MAX_LEN: usize = 1024;
@@ -698,8 +704,9 @@ pub fn client_from(
     let server = HostPort::parse(f.server.trim()).map_err(|e| o.err("server", e))?;
     let payload_size = o.range("payload_size", f.payload_size.0, 1, PAYLOAD_SIZE_MAX)? as usize;
     let rate = o.range("rate", f.rate, 0, RATE_MAX)?;
+    let total = o.range("total", f.total, 0, TOTAL_MAX)?;
     let duration = o.duration("duration", f.duration.0, Duration::ZERO, DURATION_MAX)?;
-    if duration.is_zero() && f.total == 0 {
+    if duration.is_zero() && total == 0 {
         return Err(o.err("duration", "0 with total = 0 would never end: set a duration or a total"));
     }
     let connections = o.range("connections", f.connections, 1, CLIENT_CONNECTIONS_MAX)? as usize;
@@ -733,7 +740,7 @@ pub fn client_from(
         server,
         payload_size,
         rate,
-        total: f.total,
+        total,
         duration: (!duration.is_zero()).then_some(duration),
         connections,
         sndbuf,
@@ -834,7 +841,7 @@ mod tests {
             ("read_size = 0\n", "bp-server.toml:1:13: read_size: 0 is out of range 1..=1048576"),
             ("read_delay = \"2h\"\n", "bp-server.toml:1:14: read_delay: 2h0m0s is out of range 0s..=10m0s"),
             ("listen = \"localhost:80\"\n", "bp-server.toml:1:10: listen: \"localhost:80\" is not IP:PORT"),
-            ("mss = 100\n", "bp-server.toml:1:7: mss: 100 is out of range 536..=65495"),
+            ("mss = 100\n", "bp-server.toml:1:7: mss: 100 is out of range 536..=32767"),
             ("rcvbuf = 10\n", "bp-server.toml:1:10: rcvbuf: 10 is out of range 1024..=268435456"),
             ("rcvbuf = \"3GiB\"\n", "bp-server.toml:1:10: rcvbuf: 3221225472 is out of range 1024..=268435456"),
             (
@@ -988,6 +995,10 @@ mod tests {
         let c = client_from(cfile.clone(), path, None, &flags).unwrap();
         assert_eq!((c.rate, c.sndbuf, c.path.as_str()), (9, Some(4096), "/x"));
         assert_eq!(c.server.authority(), "example.com:80");
+        // The flag has the key's range, also for overrides built by hand.
+        let huge = ClientOverrides { total: Some(u64::MAX), ..Default::default() };
+        let err = client_from(cfile.clone(), path, None, &huge).unwrap_err().to_string();
+        assert_eq!(err, "command line: --total: 18446744073709551615 is out of range 0..=9223372036854775807");
         let bad = ClientOverrides { total: Some(0), duration: Some(Duration::ZERO), ..Default::default() };
         assert!(client_from(cfile, path, None, &bad)
             .unwrap_err()

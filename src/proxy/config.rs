@@ -1457,6 +1457,37 @@ mod tests {
         }
     }
 
+    /// An element of `[[listener]]` or `[[backend]]` missing its required `address` is named
+    /// by its index, wherever it stands (first, only, last, inline), never by the array alone.
+    #[test]
+    fn a_table_missing_its_address_is_named_by_index() {
+        let listener = "[[listener]]\naddress = \"127.0.0.1:4000\"\n";
+        let backend = "[[backend]]\naddress = \"127.0.0.1:8001\"\n";
+        let cases: Vec<(String, &str)> = vec![
+            (format!("[[listener]]\n{backend}"), "bad.toml:1:1: listener[0]: missing field `address`"),
+            (format!("[[listener]]\nname = \"a\"\n{backend}"), "bad.toml:1:1: listener[0]: missing field `address`"),
+            (format!("{backend}[[listener]]\n"), "bad.toml:3:1: listener[0]: missing field `address`"),
+            (format!("{listener}[[listener]]\n{backend}"), "bad.toml:3:1: listener[1]: missing field `address`"),
+            (format!("{listener}[[backend]]\n"), "bad.toml:3:1: backend[0]: missing field `address`"),
+            (format!("{listener}[[backend]]\nweight = 2\n"), "bad.toml:3:1: backend[0]: missing field `address`"),
+            (
+                format!("{listener}{backend}[[backend]]\nweight = 2\n"),
+                "bad.toml:5:1: backend[1]: missing field `address`",
+            ),
+            (format!("backend = [{{ weight = 2 }}]\n{listener}"), "bad.toml:1:12: backend[0]: missing field `address`"),
+            // A group (a table of tables, no required key) still names its path.
+            (
+                format!("{listener}{backend}[groups.web]\nbalance = 3\n"),
+                "bad.toml:6:11: groups.web.balance: invalid type",
+            ),
+        ];
+        for (text, want) in &cases {
+            let msg = parse(text).unwrap_err().to_string();
+            assert!(msg.starts_with(want), "{msg:?}, want {want:?}…\n{text}");
+            assert!(!msg.contains('\n'), "{msg:?}");
+        }
+    }
+
     #[test]
     fn minimal_config_takes_every_default() {
         let cfg = parse(MIN).unwrap();
