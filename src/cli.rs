@@ -66,7 +66,7 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub print_config: bool,
     /// Reactor threads, 0..=1024, 0 = one per core (overrides `threads` in the file)
-    /// [default: 0].
+    /// [default: the file's `threads`; 0 without --conf].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Admin (/metrics) address, overriding the file's; "" disables it.
