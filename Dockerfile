@@ -18,7 +18,9 @@ COPY conf /etc/netforge
 # listens on 0.0.0.0:$PORT, so `docker run -p 8080:8080 netforge bp server` is reachable from
 # outside the container. goon, serve and proxy ignore it.
 ENV PORT=8080
-# The lab server and the proxy's admin endpoint listen here by default.
+# 8080: `bp server` (PORT above). 9100: the proxy's admin endpoint (/metrics), which listens on
+# 127.0.0.1:9100 by default, so inside a container only `--admin 0.0.0.0:9100` (or that
+# [admin] address in the file) makes it reachable through `-p 9100:9100`.
 EXPOSE 8080 9100
 ENTRYPOINT ["netforge"]
 CMD ["--help"]

@@ -68,7 +68,7 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub print_config: bool,
     /// Reactor threads, 0..=1024, 0 = one per core (overrides `threads` in the file)
-    /// [default: 0].
+    /// [default: the file's `threads`; 0 without --conf].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Admin (/metrics) address, overriding the file's; "" disables it.
@@ -128,8 +128,9 @@ pub struct GoonArgs {
     /// Dial at this many connections per second instead of --sleep, 0.001..=10000000.
     #[arg(long, value_name = "PER_SECOND", allow_hyphen_values = true, value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Source address(es) to dial from, repeatable: an IP, a CIDR (127.0.1.0/24) or a range
-    /// (127.0.0.2-127.0.0.9). Each adds a full ephemeral port range per target.
+    /// Source address(es) to dial from, repeatable: an IP, a CIDR (127.0.1.0/24; /20../32, IPv6
+    /// /116../128) or a range (127.0.0.2-127.0.0.9), at most 4096 addresses in all. Each adds a
+    /// full ephemeral port range per target.
     #[arg(long = "source-ip", value_name = "IP|CIDR|RANGE")]
     pub source_ip: Vec<String>,
     /// Write the whole result (config, counts, errors, percentiles, HdrHistograms) as JSON.

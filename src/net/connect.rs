@@ -129,7 +129,10 @@ fn expand_source(spec: &str, out: &mut Vec<IpAddr>) -> Result<(), String> {
                     return Err(bad("range end is below its start"));
                 }
                 if (b - a) as usize >= MAX_SOURCE_IPS {
-                    return Err(bad("range too large"));
+                    return Err(bad(&format!(
+                        "range of {} addresses is too large (at most {MAX_SOURCE_IPS})",
+                        u64::from(b - a) + 1
+                    )));
                 }
                 out.extend((a..=b).map(|n| IpAddr::V4(n.into())));
             }
@@ -139,7 +142,8 @@ fn expand_source(spec: &str, out: &mut Vec<IpAddr>) -> Result<(), String> {
                     return Err(bad("range end is below its start"));
                 }
                 if b - a >= MAX_SOURCE_IPS as u128 {
-                    return Err(bad("range too large"));
+                    let n = (b - a).saturating_add(1);
+                    return Err(bad(&format!("range of {n} addresses is too large (at most {MAX_SOURCE_IPS})")));
                 }
                 out.extend((a..=b).map(|n| IpAddr::V6(n.into())));
             }
@@ -194,6 +198,17 @@ mod tests {
         for bad in ["nope", "127.0.0.9-127.0.0.1", "127.0.0.1-::1", "10.0.0.0/8", "127.0.0.1/40"] {
             assert!(parse_sources(&[bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_source_range_over_the_limit_names_its_size_and_the_limit() {
+        assert_eq!(parse_sources(&["10.0.0.0-10.0.15.255".into()]).unwrap().len(), MAX_SOURCE_IPS);
+        let err = parse_sources(&["10.0.0.0-10.0.16.0".into()]).unwrap_err();
+        assert_eq!(err, "--source-ip \"10.0.0.0-10.0.16.0\": range of 4097 addresses is too large (at most 4096)");
+        let err = parse_sources(&["0.0.0.0-255.255.255.255".into()]).unwrap_err();
+        assert!(err.contains("range of 4294967296 addresses"), "{err}");
+        let err = parse_sources(&["::-ffff::".into()]).unwrap_err();
+        assert!(err.ends_with(&format!("is too large (at most {MAX_SOURCE_IPS})")), "{err}");
     }
 
     #[test]

@@ -1348,3 +1348,24 @@ fn threads_and_admin_flags_survive_a_reload_without_a_restart_warning() {
         assert!(line.contains("need a restart"), "{line}");
     });
 }
+
+/// `--threads` left out keeps the file's `threads`, and `--help` says so instead of a flat 0.
+#[test]
+fn threads_flag_defaults_to_the_files_value() {
+    with_timeout(T, || {
+        let path = write_conf(&conf(&["127.0.0.1:8001".parse().unwrap()], "threads = 3", NO_HEALTH));
+        let file = path.to_str().unwrap();
+        let first_line = |args: &[&str]| {
+            let (code, out, err) = run(args, Duration::from_secs(10));
+            assert_eq!(code, 0, "{args:?}: {err}");
+            out.lines().next().unwrap_or_default().to_string()
+        };
+        assert_eq!(first_line(&["proxy", "--conf", file, "--print-config"]), "threads = 3");
+        assert_eq!(first_line(&["proxy", "--conf", file, "--print-config", "--threads", "2"]), "threads = 2");
+        assert_eq!(first_line(&["proxy", "--print-config", "127.0.0.1:8001"]), "threads = 0");
+        let (code, help, _) = run(&["proxy", "--help"], Duration::from_secs(10));
+        assert_eq!(code, 0);
+        let line = help.lines().find(|l| l.trim_start().starts_with("--threads")).unwrap_or_else(|| panic!("{help}"));
+        assert!(line.ends_with("[default: the file's `threads`; 0 without --conf]"), "{line}");
+    });
+}
