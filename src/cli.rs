@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::Error;
 use crate::goon::GoonConfig;
 use crate::net::tune::SockBufs;
-use crate::serve::{Mode, ServeConfig};
+use crate::serve::ServeConfig;
+use crate::target::Mode;
 use crate::units::{self, parse_bytes, parse_duration, parse_int, parse_sockbuf, parse_threads};
 use crate::units::{CONNS_MAX, MAX_DURATION_MS};
 
@@ -51,105 +52,105 @@ pub enum Cmd {
 pub struct ProxyArgs {
     /// Configuration file (see conf/lb.toml); excludes --laddr/--lb/--timeout and BACKEND.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["laddr", "lb", "timeout", "backends"])]
-    pub conf: Option<PathBuf>,
+    pub(crate) conf: Option<PathBuf>,
     /// Address to listen on (quick start) [default: 127.0.0.1:4000].
     #[arg(long, value_name = "IP:PORT")]
-    pub laddr: Option<String>,
+    pub(crate) laddr: Option<String>,
     /// Load-balancing algorithm: random, p2c, round_robin or least_conn (quick start)
     /// [default: p2c].
     #[arg(long, value_name = "ALGO")]
-    pub lb: Option<String>,
+    pub(crate) lb: Option<String>,
     /// Backend connect timeout, e.g. 3s; above 0, at most 8760h (quick start) [default: 3s].
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
-    pub print_config: bool,
+    pub(crate) print_config: bool,
     /// Reactor threads, 0..=1024, 0 = one per core (overrides `threads` in the file)
     /// [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Admin (/metrics) address, overriding the file's; "" disables it.
     #[arg(long)]
-    pub admin: Option<String>,
+    pub(crate) admin: Option<String>,
     /// TCP congestion control of the client and backend sockets (health checks keep the
     /// kernel's default), overriding the file's keys, also on SIGHUP: an algorithm the kernel
     /// has (e.g. cubic), or "system" for its default.
     #[arg(long, value_name = "NAME")]
-    pub congestion: Option<String>,
+    pub(crate) congestion: Option<String>,
     /// Share the listener addresses with other processes listening on them with SO_REUSEPORT
     /// (the kernel spreads new connections over all of them), like reuse_port = true in the
     /// file. Without it, an address another process listens on is refused.
     #[arg(long)]
-    pub reuse_port: bool,
+    pub(crate) reuse_port: bool,
     /// Backends, host:port (quick start).
     #[arg(value_name = "BACKEND")]
-    pub backends: Vec<String>,
+    pub(crate) backends: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub struct GoonArgs {
     /// Target host name or IP address (IPv6 as ::1 or [::1]); resolved once, then dialed by IP.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Target TCP port (1-65535).
-    pub port: Option<String>,
+    pub(crate) port: Option<String>,
     /// Number of connections you want to open, 1..=16777216.
     #[arg(short = 'c', long, value_name = "N", allow_hyphen_values = true, default_value_t = 100,
           value_parser = |s: &str| parse_int(s, 1, CONNS_MAX))]
-    pub connections: u64,
+    pub(crate) connections: u64,
     /// Time you want to sleep between connections, in ms, 0..=31536000000 (365 days)
     /// [default: 10].
     #[arg(short = 's', long, value_name = "MS", allow_hyphen_values = true, conflicts_with = "rate",
           value_parser = |s: &str| parse_int(s, 0, MAX_DURATION_MS))]
-    pub sleep: Option<u64>,
+    pub(crate) sleep: Option<u64>,
     /// Connection dialing timeout, in ms, 1..=31536000000 (365 days).
     #[arg(short = 't', long = "dial-timeout", value_name = "MS", allow_hyphen_values = true, default_value_t = 5000,
           value_parser = |s: &str| parse_int(s, 1, MAX_DURATION_MS))]
-    pub dial_timeout: u64,
+    pub(crate) dial_timeout: u64,
     /// Time between stats updates: whole seconds or a duration (500ms), at most 365 days;
     /// 0 = no status lines, only the final report (the same in every role).
     #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
           value_parser = units::parse_interval)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Print debugging information to the standard error.
     #[arg(short = 'd', long)]
     pub debug: bool,
     /// Force execution without asking for confirmation.
     #[arg(short = 'y', long = "assume-yes")]
-    pub assume_yes: bool,
+    pub(crate) assume_yes: bool,
     /// Keep established connections open this long after the last dial (e.g. 30s, 2m; at most
     /// 8760h); ends early if the peer has closed them all.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = parse_duration, default_value = "0")]
-    pub hold: Duration,
+    pub(crate) hold: Duration,
     /// Dial at this many connections per second instead of --sleep, 0.001..=10000000.
     #[arg(long, value_name = "PER_SECOND", allow_hyphen_values = true, value_parser = parse_rate)]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Source address(es) to dial from, repeatable: an IP, a CIDR (127.0.1.0/24) or a range
     /// (127.0.0.2-127.0.0.9). Each adds a full ephemeral port range per target.
     #[arg(long = "source-ip", value_name = "IP|CIDR|RANGE")]
-    pub source_ip: Vec<String>,
+    pub(crate) source_ip: Vec<String>,
     /// Write the whole result (config, counts, errors, percentiles, HdrHistograms) as JSON.
     #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
     /// Close connections with RST (SO_LINGER 0) so no TIME_WAIT is left behind.
     #[arg(long)]
-    pub linger_rst: bool,
+    pub(crate) linger_rst: bool,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// SO_SNDBUF for every socket (e.g. 4KiB): 1KiB..=256MiB, or 0 for the kernel's default
     /// [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
-    pub sndbuf: Option<u64>,
+    pub(crate) sndbuf: Option<u64>,
     /// SO_RCVBUF for every socket (e.g. 4KiB), set before connect: 1KiB..=256MiB, or 0 for the
     /// kernel's default [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
-    pub rcvbuf: Option<u64>,
+    pub(crate) rcvbuf: Option<u64>,
     /// Kernel socket-buffer budget for the whole run (e.g. 512MiB), 1MiB..=1TiB, split over
     /// the sockets where --sndbuf/--rcvbuf are not given (each gets 4KiB..=256MiB).
     #[arg(long = "socket-mem", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_socket_mem)]
-    pub socket_mem: Option<u64>,
+    pub(crate) socket_mem: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -157,40 +158,40 @@ pub struct GoonArgs {
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port, printed on the first line).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// What to do with each connection.
     #[arg(long, value_enum, default_value_t = Mode::Hold)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Most connections held at once, 1..=16777216, counted over all reactors; beyond it clients
     /// wait in the kernel's listen backlog until one closes [default: 100000, or the open-file
     /// limit minus 64 when that is lower].
     #[arg(long = "max-conns", value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| parse_int(s, 1, CONNS_MAX).map(|n| n as usize))]
-    pub max_conns: Option<usize>,
+    pub(crate) max_conns: Option<usize>,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Time between stats lines: whole seconds or a duration (500ms), at most 365 days;
     /// 0 = no status lines, only the final report (the same in every role).
     #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
           value_parser = units::parse_interval)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// SO_SNDBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
-    pub sndbuf: Option<u64>,
+    pub(crate) sndbuf: Option<u64>,
     /// SO_RCVBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
-    pub rcvbuf: Option<u64>,
+    pub(crate) rcvbuf: Option<u64>,
     /// Share the --listen address with other processes listening on it with SO_REUSEPORT (the
     /// kernel spreads new connections over all of them). Without it, an address another
     /// process listens on is refused.
     #[arg(long)]
-    pub reuse_port: bool,
+    pub(crate) reuse_port: bool,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
-pub const RATE_MIN: f64 = 0.001;
-pub const RATE_MAX: f64 = 10_000_000.0;
+pub(crate) const RATE_MIN: f64 = 0.001;
+pub(crate) const RATE_MAX: f64 = 10_000_000.0;
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -208,7 +209,7 @@ fn parse_socket_mem(s: &str) -> Result<u64, String> {
 
 /// Reactor threads: the flag (already checked to be 0..=1024 where parsed), 0 or none meaning
 /// one per core.
-pub fn threads(flag: Option<usize>) -> usize {
+pub(crate) fn threads(flag: Option<usize>) -> usize {
     flag.filter(|n| *n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .min(units::THREADS_MAX as usize)
@@ -219,7 +220,7 @@ fn usage(msg: String) -> Error {
 }
 
 /// Parses a port argument: 1..=65535.
-pub fn parse_port(text: &str) -> Result<u16, Error> {
+pub(crate) fn parse_port(text: &str) -> Result<u16, Error> {
     match text.trim().parse::<i64>() {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
         Ok(p) => Err(usage(format!("invalid port {p}: must be 1-65535"))),
@@ -228,7 +229,7 @@ pub fn parse_port(text: &str) -> Result<u16, Error> {
 }
 
 /// Resolves `host` once (blocking; only ever called before the reactors start).
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
+pub(crate) fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.is_empty() {
         return Err(usage("empty host".into()));
@@ -244,7 +245,7 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
 }
 
 /// Checks goon's flags and builds its config (resolving the target).
-pub fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
+pub(crate) fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
     // Ranges were checked where clap parsed each value (see the value parsers above); this
     // repeats the checks for a GoonArgs built by hand.
     let check = |flag: &str, v: u64, min: u64, max: u64| {
@@ -299,7 +300,7 @@ pub fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
     })
 }
 
-pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
+pub(crate) fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
     let listen: SocketAddr = a
         .listen
         .parse()
@@ -325,10 +326,10 @@ pub fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
 }
 
 /// `proxy --laddr` when the quick start does not give one.
-pub const DEFAULT_LADDR: &str = "127.0.0.1:4000";
+pub(crate) const DEFAULT_LADDR: &str = "127.0.0.1:4000";
 
 /// Builds the proxy config from `--conf` or the quick-start flags, then applies `--admin`.
-pub fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, Error> {
+pub(crate) fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyConfig, Error> {
     use crate::proxy::config;
     let mut cfg = match &a.conf {
         Some(path) => config::load(path)?,
@@ -431,12 +432,12 @@ pub fn one_line_clap_error(rendered: &str, usage: &str) -> String {
 }
 
 /// tcpgoon's confirmation: `y`/`yes` continue, anything else (empty included) aborts.
-pub fn confirm_answer(line: &str) -> bool {
+pub(crate) fn confirm_answer(line: &str) -> bool {
     matches!(line.trim_end_matches(['\r', '\n']).trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 /// Asks on stderr; refuses when stdin is not a terminal (a script must pass -y).
-pub fn confirm(cfg: &GoonConfig) -> Result<bool, Error> {
+pub(crate) fn confirm(cfg: &GoonConfig) -> Result<bool, Error> {
     if !std::io::stdin().is_terminal() {
         return Err(usage(
             "refusing to start without confirmation: stdin is not a terminal; pass -y/--assume-yes to run unattended"
@@ -658,7 +659,7 @@ pub struct BpClientArgs {
     pub json: Option<PathBuf>,
 }
 
-pub fn bp_server_config(a: &BpServerArgs) -> Result<crate::backpressure::config::ServerConfig, Error> {
+pub(crate) fn bp_server_config(a: &BpServerArgs) -> Result<crate::backpressure::config::ServerConfig, Error> {
     let flags = crate::backpressure::config::ServerOverrides {
         protocol: a.protocol,
         listen: a.listen.clone(),
@@ -680,7 +681,7 @@ pub fn bp_server_config(a: &BpServerArgs) -> Result<crate::backpressure::config:
 
 /// Where `bp server`'s listen address came from, as a bind error names it: `--listen`, `$PORT`
 /// or `FILE: listen` (the precedence of [`crate::backpressure::config::load_server`]).
-pub fn bp_listen_key(a: &BpServerArgs) -> String {
+pub(crate) fn bp_listen_key(a: &BpServerArgs) -> String {
     let port_env = std::env::var("PORT").ok().filter(|p| !p.trim().is_empty());
     match (&a.listen, port_env, &a.conf) {
         (Some(_), _, _) => "--listen".into(),
@@ -690,7 +691,7 @@ pub fn bp_listen_key(a: &BpServerArgs) -> String {
     }
 }
 
-pub fn bp_client_config(a: &BpClientArgs) -> Result<crate::backpressure::config::ClientConfig, Error> {
+pub(crate) fn bp_client_config(a: &BpClientArgs) -> Result<crate::backpressure::config::ClientConfig, Error> {
     let flags = crate::backpressure::config::ClientOverrides {
         protocol: a.protocol,
         server: a.server.clone(),
