@@ -1,10 +1,10 @@
 //! Userspace readiness, as mio's edge-triggered epoll requires.
 //!
 //! Sockets are registered once for `READABLE | WRITABLE`. Each edge is OR-ed into `event`; a
-//! role acts on `event & interest`. `event` bits are cleared only when a syscall says
-//! `WouldBlock`; `interest` bits are cleared when a buffer is full (stop reading) or empty (stop
-//! writing). Nothing is reregistered and no edge is lost: work left when a per-wake-up budget
-//! ran out stays in `event`, and the token is queued on the reactor's pending list.
+//! role acts on the bits of `event` its buffers allow (no reading into a full ring, no writing
+//! from an empty one). `event` bits are cleared only when a syscall says `WouldBlock`.
+//! Nothing is reregistered and no edge is lost: work left when a per-wake-up budget ran out
+//! stays in `event`, and the token is queued on the reactor's pending list.
 
 use std::ops::{BitAnd, BitOr, BitOrAssign};
 
