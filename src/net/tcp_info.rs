@@ -56,7 +56,7 @@ pub const TCP_INFO_MIN_LEN: usize = OFF_SND_CWND + 4;
 /// kernel's struct is too short to contain them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpInfo {
-    /// `tcpi_state`: 1 = ESTABLISHED (see [`TCP_ESTABLISHED`]).
+    /// `tcpi_state`: 1 = ESTABLISHED (`TCP_ESTABLISHED` in the kernel).
     pub state: u8,
     /// Unanswered zero-window probes (or keepalives) sent.
     pub probes: u8,
