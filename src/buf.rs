@@ -15,6 +15,7 @@ impl Ring {
         Ring { buf: vec![0u8; capacity.max(1)].into_boxed_slice(), head: 0, len: 0 }
     }
 
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }

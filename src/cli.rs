@@ -13,7 +13,8 @@ use crate::backpressure::config as bp;
 use crate::error::Error;
 use crate::goon::GoonConfig;
 use crate::net::tune::SockBufs;
-use crate::serve::{Mode, ServeConfig};
+use crate::serve::ServeConfig;
+use crate::target::Mode;
 use crate::units::{self, parse_bytes_in, parse_duration_in, parse_int, parse_sockbuf, parse_threads};
 use crate::units::{CONNS_MAX, MAX_DURATION, MAX_DURATION_MS};
 
@@ -52,108 +53,108 @@ pub enum Cmd {
 pub struct ProxyArgs {
     /// Configuration file (see conf/lb.toml); excludes --laddr/--lb/--timeout and BACKEND.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["laddr", "lb", "timeout", "backends"])]
-    pub conf: Option<PathBuf>,
+    pub(crate) conf: Option<PathBuf>,
     /// Address to listen on (quick start) [default: 127.0.0.1:4000].
     #[arg(long, value_name = "IP:PORT")]
-    pub laddr: Option<String>,
+    pub(crate) laddr: Option<String>,
     /// Load-balancing algorithm: random, p2c, round_robin or least_conn (quick start)
     /// [default: p2c].
     #[arg(long, value_name = "ALGO")]
-    pub lb: Option<String>,
+    pub(crate) lb: Option<String>,
     /// Backend connect timeout, e.g. 3s; above 0, at most 8760h (quick start) [default: 3s].
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = |s: &str| parse_duration_in(s, Duration::from_nanos(1), MAX_DURATION))]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Print the resolved configuration as TOML and exit.
     #[arg(long)]
-    pub print_config: bool,
+    pub(crate) print_config: bool,
     /// Reactor threads, 0..=1024, 0 = one per core (overrides `threads` in the file)
     /// [default: the file's `threads`; 0 without --conf].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Admin (/metrics) address, overriding the file's; "" disables it.
     #[arg(long)]
-    pub admin: Option<String>,
+    pub(crate) admin: Option<String>,
     /// TCP congestion control of the client and backend sockets (health checks keep the
     /// kernel's default), overriding the file's keys, also on SIGHUP: an algorithm the kernel
     /// has (e.g. cubic), or "system" for its default.
     #[arg(long, value_name = "NAME")]
-    pub congestion: Option<String>,
+    pub(crate) congestion: Option<String>,
     /// Share the listener addresses with other processes listening on them with SO_REUSEPORT
     /// (the kernel spreads new connections over all of them), like reuse_port = true in the
     /// file. Without it, an address another process listens on is refused.
     #[arg(long)]
-    pub reuse_port: bool,
+    pub(crate) reuse_port: bool,
     /// Backends, host:port (quick start).
     #[arg(value_name = "BACKEND")]
-    pub backends: Vec<String>,
+    pub(crate) backends: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub struct GoonArgs {
     /// Target host name or IP address (IPv6 as ::1 or [::1]); resolved once, then dialed by IP.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Target TCP port (1-65535).
-    pub port: Option<String>,
+    pub(crate) port: Option<String>,
     /// Number of connections you want to open, 1..=16777216.
     #[arg(short = 'c', long, value_name = "N", allow_hyphen_values = true, default_value_t = 100,
           value_parser = |s: &str| parse_int(s, 1, CONNS_MAX))]
-    pub connections: u64,
+    pub(crate) connections: u64,
     /// Time you want to sleep between connections, in ms, 0..=31536000000 (365 days)
     /// [default: 10].
     #[arg(short = 's', long, value_name = "MS", allow_hyphen_values = true, conflicts_with = "rate",
           value_parser = |s: &str| parse_int(s, 0, MAX_DURATION_MS))]
-    pub sleep: Option<u64>,
+    pub(crate) sleep: Option<u64>,
     /// Connection dialing timeout, in ms, 1..=31536000000 (365 days).
     #[arg(short = 't', long = "dial-timeout", value_name = "MS", allow_hyphen_values = true, default_value_t = 5000,
           value_parser = |s: &str| parse_int(s, 1, MAX_DURATION_MS))]
-    pub dial_timeout: u64,
+    pub(crate) dial_timeout: u64,
     /// Time between stats updates: whole seconds or a duration (500ms), at most 365 days;
     /// 0 = no status lines, only the final report (the same in every role).
     #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
           value_parser = units::parse_interval)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Print debugging information to the standard error.
     #[arg(short = 'd', long)]
     pub debug: bool,
     /// Force execution without asking for confirmation.
     #[arg(short = 'y', long = "assume-yes")]
-    pub assume_yes: bool,
+    pub(crate) assume_yes: bool,
     /// Keep established connections open this long after the last dial (e.g. 30s, 2m; at most
     /// 8760h); ends early if the peer has closed them all.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true, default_value = "0",
           value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, MAX_DURATION))]
-    pub hold: Duration,
+    pub(crate) hold: Duration,
     /// Dial at this many connections per second instead of --sleep, 0.001..=10000000.
     #[arg(long, value_name = "PER_SECOND", allow_hyphen_values = true, value_parser = parse_rate)]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Source address(es) to dial from, repeatable: an IP, a CIDR (127.0.1.0/24; /20../32, IPv6
     /// /116../128) or a range (127.0.0.2-127.0.0.9), at most 4096 addresses in all. Each adds a
     /// full ephemeral port range per target.
     #[arg(long = "source-ip", value_name = "IP|CIDR|RANGE")]
-    pub source_ip: Vec<String>,
+    pub(crate) source_ip: Vec<String>,
     /// Write the whole result (config, counts, errors, percentiles, HdrHistograms) as JSON.
     #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
     /// Close connections with RST (SO_LINGER 0) so no TIME_WAIT is left behind.
     #[arg(long)]
-    pub linger_rst: bool,
+    pub(crate) linger_rst: bool,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// SO_SNDBUF for every socket (e.g. 4KiB): 1KiB..=256MiB, or 0 for the kernel's default
     /// [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
-    pub sndbuf: Option<u64>,
+    pub(crate) sndbuf: Option<u64>,
     /// SO_RCVBUF for every socket (e.g. 4KiB), set before connect: 1KiB..=256MiB, or 0 for the
     /// kernel's default [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
-    pub rcvbuf: Option<u64>,
+    pub(crate) rcvbuf: Option<u64>,
     /// Kernel socket-buffer budget for the whole run (e.g. 512MiB), 1MiB..=1TiB, split over
     /// the sockets where --sndbuf/--rcvbuf are not given (each gets 4KiB..=256MiB).
     #[arg(long = "socket-mem", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_socket_mem)]
-    pub socket_mem: Option<u64>,
+    pub(crate) socket_mem: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -161,35 +162,35 @@ pub struct GoonArgs {
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port, printed on the first line).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// What to do with each connection.
     #[arg(long, value_enum, default_value_t = Mode::Hold)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Most connections held at once, 1..=16777216, counted over all reactors; beyond it clients
     /// wait in the kernel's listen backlog until one closes [default: 100000, or the open-file
     /// limit minus 64 when that is lower].
     #[arg(long = "max-conns", value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| parse_int(s, 1, CONNS_MAX).map(|n| n as usize))]
-    pub max_conns: Option<usize>,
+    pub(crate) max_conns: Option<usize>,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Time between stats lines: whole seconds or a duration (500ms), at most 365 days;
     /// 0 = no status lines, only the final report (the same in every role).
     #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
           value_parser = units::parse_interval)]
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// SO_SNDBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
-    pub sndbuf: Option<u64>,
+    pub(crate) sndbuf: Option<u64>,
     /// SO_RCVBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
-    pub rcvbuf: Option<u64>,
+    pub(crate) rcvbuf: Option<u64>,
     /// Share the --listen address with other processes listening on it with SO_REUSEPORT (the
     /// kernel spreads new connections over all of them). Without it, an address another
     /// process listens on is refused.
     #[arg(long)]
-    pub reuse_port: bool,
+    pub(crate) reuse_port: bool,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
@@ -563,65 +564,65 @@ fn parse_mss(s: &str) -> Result<u32, String> {
 pub struct BpServerArgs {
     /// Config file (see conf/bp-server.toml) [default: none, the built-in defaults apply].
     #[arg(long, value_name = "FILE")]
-    pub conf: Option<PathBuf>,
+    pub(crate) conf: Option<PathBuf>,
     /// tcp or websocket [default: tcp].
     #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
-    pub protocol: Option<crate::backpressure::config::Protocol>,
+    pub(crate) protocol: Option<crate::backpressure::config::Protocol>,
     /// IP:PORT to listen on (port 0 picks a free port, printed on the first line). Unset:
     /// the file's listen with its port replaced by $PORT, else 0.0.0.0:$PORT when $PORT is set,
     /// else 127.0.0.1:8080. This flag ignores $PORT [default: 127.0.0.1:8080].
     #[arg(long, value_name = "IP:PORT")]
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// Bytes per read, 1..=1MiB [default: 1KiB].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = |s: &str| parse_bytes_in(s, 1, bp::READ_SIZE_MAX))]
-    pub read_size: Option<u64>,
+    pub(crate) read_size: Option<u64>,
     /// Wait between reads, 0..=10m; 0 = read as fast as data comes [default: 100ms].
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, bp::READ_DELAY_MAX))]
-    pub read_delay: Option<Duration>,
+    pub(crate) read_delay: Option<Duration>,
     /// SO_RCVBUF of the listener, inherited by accepted sockets: 1KiB..=256MiB, or 0 for the
     /// kernel's default (autotuning) [default: 64KiB].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = parse_sockbuf)]
-    pub rcvbuf: Option<u64>,
+    pub(crate) rcvbuf: Option<u64>,
     /// TCP_MAXSEG of accepted sockets, 536..=32767 [default: the kernel's].
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
           value_parser = parse_mss)]
-    pub mss: Option<u32>,
+    pub(crate) mss: Option<u32>,
     /// How often each connection's socket is sampled for the dashboard, 10ms..=1h
     /// [default: 100ms].
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = |s: &str| parse_duration_in(s, bp::SAMPLE_INTERVAL_MIN, bp::INTERVAL_MAX))]
-    pub sample_interval: Option<Duration>,
+    pub(crate) sample_interval: Option<Duration>,
     /// Most connections (lab and dashboard) at once, 1..=65536 [default: 1024].
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| parse_int(s, 1, bp::MAX_CONNECTIONS_LIMIT))]
-    pub max_connections: Option<u64>,
+    pub(crate) max_connections: Option<u64>,
     /// Largest WebSocket message accepted, 1KiB..=64MiB [default: 1MiB].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = |s: &str| parse_bytes_in(s, bp::WS_SIZE_MIN, bp::WS_MESSAGE_LIMIT))]
-    pub max_message_size: Option<u64>,
+    pub(crate) max_message_size: Option<u64>,
     /// Largest WebSocket frame accepted, 1KiB..=max-message-size [default: 256KiB].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = |s: &str| parse_bytes_in(s, bp::WS_SIZE_MIN, bp::WS_MESSAGE_LIMIT))]
-    pub max_frame_size: Option<u64>,
+    pub(crate) max_frame_size: Option<u64>,
     /// Largest HTTP request head (pages and WebSocket upgrades), 1KiB..=64KiB [default: 8KiB].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = |s: &str| parse_bytes_in(s, bp::HTTP_HEAD_MIN, bp::HTTP_HEAD_LIMIT))]
-    pub http_head_max: Option<u64>,
+    pub(crate) http_head_max: Option<u64>,
     /// Time a client has to send its whole HTTP request head, 100ms..=1m [default: 5s].
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = |s: &str| parse_duration_in(s, bp::HTTP_HEAD_TIMEOUT_MIN, bp::HTTP_HEAD_TIMEOUT_MAX))]
-    pub http_head_timeout: Option<Duration>,
+    pub(crate) http_head_timeout: Option<Duration>,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
-    pub threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Share the listen address with other processes listening on it with SO_REUSEPORT (the
     /// kernel spreads new connections over all of them). Without it (or reuse_port = true in
     /// the file), an address another process listens on is refused [default: off].
     #[arg(long)]
-    pub reuse_port: bool,
+    pub(crate) reuse_port: bool,
 }
 
 /// Flags of `netforge bp client`; each given flag replaces the config file's key (same name,
@@ -631,63 +632,63 @@ pub struct BpServerArgs {
 pub struct BpClientArgs {
     /// Config file (see conf/bp-client.toml) [default: none, the built-in defaults apply].
     #[arg(long, value_name = "FILE")]
-    pub conf: Option<PathBuf>,
+    pub(crate) conf: Option<PathBuf>,
     /// tcp or websocket [default: tcp].
     #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
-    pub protocol: Option<crate::backpressure::config::Protocol>,
+    pub(crate) protocol: Option<crate::backpressure::config::Protocol>,
     /// HOST:PORT of the server (resolved once at start-up) [default: 127.0.0.1:8080].
     #[arg(long, value_name = "HOST:PORT")]
-    pub server: Option<String>,
+    pub(crate) server: Option<String>,
     /// Bytes per payload (one write; one WebSocket message), 1..=16MiB [default: 16KiB].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = |s: &str| parse_bytes_in(s, 1, bp::PAYLOAD_SIZE_MAX))]
-    pub payload_size: Option<u64>,
+    pub(crate) payload_size: Option<u64>,
     /// Payloads per second per connection, 0..=1000000; 0 = as fast as the socket takes them
     /// [default: 128].
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| parse_int(s, 0, bp::RATE_MAX))]
-    pub rate: Option<u64>,
+    pub(crate) rate: Option<u64>,
     /// Payloads per connection, 0..=9223372036854775807 (TOML's largest integer); 0 =
     /// unlimited, the duration ends the run [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| parse_int(s, 0, bp::TOTAL_MAX))]
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
     /// Length of the run, 0..=24h; 0 = until --total payloads are sent [default: 5s].
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, bp::DURATION_MAX))]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Connections pushing in parallel, 1..=10000 [default: 1].
     #[arg(long, value_name = "N", allow_hyphen_values = true,
           value_parser = |s: &str| parse_int(s, 1, bp::CLIENT_CONNECTIONS_MAX))]
-    pub connections: Option<u64>,
+    pub(crate) connections: Option<u64>,
     /// SO_SNDBUF of each connection: 1KiB..=256MiB, or 0 for the kernel's default
     /// (autotuning) [default: 0].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = parse_sockbuf)]
-    pub sndbuf: Option<u64>,
+    pub(crate) sndbuf: Option<u64>,
     /// TCP_NOTSENT_LOWAT of each connection, 1KiB..=256MiB [default: unset, the kernel's].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
           value_parser = |s: &str| parse_bytes_in(s, bp::SOCKBUF_MIN, bp::SOCKBUF_MAX))]
-    pub notsent_lowat: Option<u64>,
+    pub(crate) notsent_lowat: Option<u64>,
     /// TCP_MAXSEG of each connection, 536..=32767 [default: the kernel's].
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true,
           value_parser = parse_mss)]
-    pub mss: Option<u32>,
+    pub(crate) mss: Option<u32>,
     /// How often each socket is sampled (TCP_INFO, queues), 10ms..=1h [default: 100ms].
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
           value_parser = |s: &str| parse_duration_in(s, bp::SAMPLE_INTERVAL_MIN, bp::INTERVAL_MAX))]
-    pub sample_interval: Option<Duration>,
+    pub(crate) sample_interval: Option<Duration>,
     /// Time between status lines: whole seconds or a duration, sample-interval..=1h; 0 = no
     /// status lines, only the final report (the same in every role) [default: 1s].
     #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, 
           value_parser = |s: &str| units::parse_interval_in(s, bp::INTERVAL_MAX))]
-    pub stats_interval: Option<Duration>,
+    pub(crate) stats_interval: Option<Duration>,
     /// WebSocket request path [default: /ws].
     #[arg(long, value_name = "PATH")]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// Write the verdict, summary and full time series as JSON [default: none].
     #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
 }
 
 pub fn bp_server_config(a: &BpServerArgs) -> Result<crate::backpressure::config::ServerConfig, Error> {

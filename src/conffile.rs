@@ -12,6 +12,9 @@ use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Label used in errors about a command-line flag (`command line: --read-size: ...`).
+pub const FLAGS_LABEL: &str = "command line";
+
 /// One-line config error: `FILE:LINE:COL: message` or `FILE: key.path: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
-use crate::conffile::ConfigError;
+pub use crate::conffile::{ConfigError, FLAGS_LABEL};
 
 #[derive(Debug)]
 pub enum Error {

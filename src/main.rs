@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     match netforge::app::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            use netforge::backpressure::config::FLAGS_LABEL;
+            use netforge::error::FLAGS_LABEL;
             let flag = match &e {
                 netforge::error::Error::Usage(_) => true,
                 netforge::error::Error::Config(c) => c.path == std::path::Path::new(FLAGS_LABEL),

@@ -36,34 +36,18 @@ pub fn raise_nofile() -> io::Result<FdLimit> {
 
 /// Descriptors a server keeps beside its connections (listeners, epoll, wakers, stdio, the
 /// admin endpoint); default limits leave this many of the open-file limit free.
-pub const FD_RESERVE: u64 = 64;
+pub(crate) const FD_RESERVE: u64 = 64;
 
 /// The soft open-file limit netforge runs with: raised to the hard limit first (as every role
 /// does before it starts). Default connection limits derive from it, so that a default start
 /// fits whatever limit the machine has.
-pub fn open_file_limit() -> u64 {
+pub(crate) fn open_file_limit() -> u64 {
     raise_nofile().map_or(u64::MAX, |l| l.soft)
-}
-
-/// Sets the soft open-file limit (tests use it to provoke EMFILE in a child process).
-#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
-pub fn set_nofile_soft(soft: u64) -> io::Result<()> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: as in `raise_nofile`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    lim.rlim_cur = soft.min(lim.rlim_max as u64) as libc::rlim_t;
-    // SAFETY: as in `raise_nofile`.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Signals netforge handles. They are blocked in every thread and taken by one `sigwait` thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     Interrupt,
     Terminate,
     Hangup,
@@ -81,7 +65,7 @@ const HANDLED: [(libc::c_int, Signal); 4] = [
 /// any other thread starts, so every thread inherits the mask) and starts a thread that
 /// `sigwait`s for them and forwards each on the returned bounded channel. No handler runs in
 /// signal context, and nothing polls.
-pub fn route_signals() -> io::Result<crossbeam_channel::Receiver<Signal>> {
+pub(crate) fn route_signals() -> io::Result<crossbeam_channel::Receiver<Signal>> {
     // SAFETY: `set` is a zeroed sigset_t initialised by sigemptyset before use; the calls only
     // touch that struct and the thread's own mask.
     let set = unsafe {
@@ -112,17 +96,8 @@ pub fn route_signals() -> io::Result<crossbeam_channel::Receiver<Signal>> {
     Ok(rx)
 }
 
-/// Sends `signal` to this process (tests and the self-stop path use it).
-pub fn raise(signal: Signal) {
-    let sig = HANDLED.iter().find(|(_, s)| *s == signal).map_or(libc::SIGTERM, |(n, _)| *n);
-    // SAFETY: kill on our own pid with a valid signal number has no memory effects.
-    unsafe {
-        libc::kill(libc::getpid(), sig);
-    }
-}
-
 /// `net.ipv4.ip_local_port_range` as (low, high), if readable.
-pub fn local_port_range() -> Option<(u32, u32)> {
+pub(crate) fn local_port_range() -> Option<(u32, u32)> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     let mut it = text.split_whitespace().map(|s| s.parse::<u32>());
     match (it.next(), it.next()) {
@@ -132,12 +107,12 @@ pub fn local_port_range() -> Option<(u32, u32)> {
 }
 
 /// `net.netfilter.nf_conntrack_max`, when conntrack is loaded.
-pub fn conntrack_max() -> Option<u64> {
+pub(crate) fn conntrack_max() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max").ok()?.trim().parse().ok()
 }
 
 /// (VmRSS, VmHWM) of this process in KiB.
-pub fn rss_kib() -> Option<(u64, u64)> {
+pub(crate) fn rss_kib() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
     let field = |name: &str| -> Option<u64> {
         text.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse().ok()
@@ -146,7 +121,7 @@ pub fn rss_kib() -> Option<(u64, u64)> {
 }
 
 /// Largest CPU number a `cpu_set_t` can name (`CPU_SETSIZE`).
-pub const MAX_CPU: usize = 1023;
+pub(crate) const MAX_CPU: usize = 1023;
 
 /// The CPUs the calling thread may run on (`sched_getaffinity`), ascending: the process's set
 /// when called from a thread that was never pinned (netforge pins only reactor threads). A
@@ -168,8 +143,9 @@ pub fn pin_thread(cpu: usize) -> io::Result<()> {
     if cpu > MAX_CPU {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("CPU {cpu} is above {MAX_CPU}")));
     }
-    // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_SET writes bit `cpu` < CPU_SETSIZE.
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes bit `cpu` of `set`, and `cpu` is below CPU_SETSIZE (checked above).
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {

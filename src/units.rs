@@ -12,8 +12,6 @@ use std::time::Duration;
 /// timeout or run, and small enough that `Instant::now() + d`, `d * connections` and the
 /// millisecond/second conversions below can never overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-/// [`MAX_DURATION`] in seconds, for second-valued flags (`serve -i`, `goon -i`).
-pub const MAX_DURATION_SECS: u64 = MAX_DURATION.as_secs();
 /// [`MAX_DURATION`] in milliseconds, for millisecond-valued flags (`goon -s`, `goon -t`).
 pub const MAX_DURATION_MS: u64 = MAX_DURATION.as_secs() * 1000;
 /// Reactor threads, every role (`--threads`, `threads` in lb.toml): `0` means one per core.

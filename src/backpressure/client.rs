@@ -24,7 +24,7 @@
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -119,8 +119,8 @@ impl Conn {
         }
     }
 
-    fn fd(&self) -> Option<i32> {
-        self.stream().map(AsRawFd::as_raw_fd)
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.stream().map(AsFd::as_fd)
     }
 
     fn sample(&self, t: Duration) -> Option<Sample> {
@@ -183,7 +183,7 @@ fn dial(cfg: &ClientConfig, target: SocketAddr) -> io::Result<TcpStream> {
     }
     sock.set_nodelay(true)?;
     if let Some(n) = cfg.notsent_lowat {
-        tcp_info::set_notsent_lowat(sock.as_raw_fd(), n)?;
+        tcp_info::set_notsent_lowat(sock.as_fd(), n)?;
     }
     match sock.connect(&target.into()) {
         Ok(()) => {}
@@ -584,7 +584,7 @@ impl Handler for ClientReactor {
                 phase: Phase::Connecting,
                 io: Io::Tcp(s),
                 hs: None,
-                rd: Readiness::new(Ready::ALL),
+                rd: Readiness::default(),
                 off: 0,
                 ws_pending: false,
                 payloads: 0,
@@ -749,14 +749,6 @@ fn aggregate(samples: &[(usize, Sample)]) -> Option<Sample> {
     Some(a)
 }
 
-/// Final numbers of a client run.
-#[derive(Debug, Clone)]
-pub struct ClientReport {
-    pub verdict: String,
-    pub bytes_written: u64,
-    pub outq: u64,
-}
-
 /// Runs the client to the end of its duration or total (or SIGINT/SIGTERM).
 pub fn run(
     cfg: &ClientConfig,
@@ -764,7 +756,7 @@ pub fn run(
     json: Option<PathBuf>,
     signals: &Receiver<Signal>,
     out: &mut dyn Write,
-) -> Result<ClientReport, crate::error::Error> {
+) -> Result<(), crate::error::Error> {
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(REPORT_QUEUE);
     let start = Instant::now();
     let reactor = ClientReactor {
@@ -916,7 +908,7 @@ pub fn run(
         std::fs::write(&path, text)
             .map_err(|e| crate::error::Error::Io(io::Error::new(e.kind(), format!("write {}: {e}", path.display()))))?;
     }
-    Ok(ClientReport { verdict: verdict_line, bytes_written, outq })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::ws::WsLimits;
-use crate::conffile::{self, ConfigError};
+use crate::conffile::{self, ConfigError, FLAGS_LABEL};
 use crate::units::{parse_bytes, parse_duration};
 
 // ---- server defaults ------------------------------------------------------------------------
@@ -115,8 +115,6 @@ pub const CLIENT_WS_MAX_INCOMING: usize = 64 << 10;
 /// Label used in errors when no config file was given.
 pub const DEFAULTS_LABEL: &str = "(defaults)";
 const ENV_LABEL: &str = "environment";
-/// Label used in errors about a command-line flag (`command line: --read-size: ...`).
-pub const FLAGS_LABEL: &str = "command line";
 
 /// Wire protocol of the lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

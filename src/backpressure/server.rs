@@ -28,7 +28,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -246,10 +246,10 @@ impl Conn {
         }
     }
 
-    fn payload_fd(&self) -> Option<i32> {
+    fn payload_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.state {
-            State::Tcp(s) => Some(s.as_raw_fd()),
-            State::Ws(ws) => Some(ws.get_ref().get_ref().as_raw_fd()),
+            State::Tcp(s) => Some(s.as_fd()),
+            State::Ws(ws) => Some(ws.get_ref().get_ref().as_fd()),
             _ => None,
         }
     }
@@ -305,7 +305,7 @@ impl BpReactor {
             id,
             peer,
             accepted: cx.now,
-            rd: Readiness::new(Ready::ALL),
+            rd: Readiness::default(),
             state,
             tcp_read: 0,
             next_read: cx.now,
@@ -844,12 +844,6 @@ impl Handler for BpReactor {
     fn on_exit(&mut self, _cx: &mut Cx) {}
 }
 
-/// Final numbers of a server run.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ServerReport {
-    pub totals: ServerStats,
-}
-
 /// Runs the lab server until SIGINT/SIGTERM. The first stdout line names the bound address.
 /// `listen_key` names where `cfg.listen` came from (see [`crate::cli::bp_listen_key`]).
 pub fn run(
@@ -858,7 +852,7 @@ pub fn run(
     threads: usize,
     signals: &Receiver<Signal>,
     out: &mut dyn Write,
-) -> Result<ServerReport, crate::error::Error> {
+) -> Result<(), crate::error::Error> {
     let threads = threads.max(1);
     let tuning = crate::net::listen::ListenTuning { rcvbuf: cfg.rcvbuf.map(|v| v as usize), mss: cfg.mss };
     let sharing = crate::net::listen::Sharing::from_flag(cfg.reuse_port);
@@ -958,7 +952,7 @@ pub fn run(
     let _ = writeln!(out, "{}", final_lines(&totals));
     let _ = out.flush();
     pool.join();
-    Ok(ServerReport { totals })
+    Ok(())
 }
 
 fn sum(per: &[ServerStats]) -> ServerStats {

@@ -110,10 +110,6 @@ impl WindowState {
             WindowState::ZeroWindow { .. } => "zero-window",
         }
     }
-
-    pub fn is_zero(self) -> bool {
-        matches!(self, WindowState::ZeroWindow { .. })
-    }
 }
 
 impl fmt::Display for WindowState {
@@ -280,12 +276,8 @@ impl Analysis {
         state
     }
 
-    /// The last sample pushed.
-    pub fn last(&self) -> Option<&Sample> {
-        self.prev.as_ref()
-    }
-
     /// The time series kept so far (at most the cap).
+    #[cfg(test)]
     pub fn series(&self) -> &[Point] {
         &self.series
     }

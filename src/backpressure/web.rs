@@ -18,6 +18,7 @@ pub const DASHBOARD_HTML: &str = include_str!("web/dashboard.html");
 /// `GET /client`: pushes payloads over `ws://HOST/ws` and shows `bufferedAmount`.
 pub const CLIENT_HTML: &str = include_str!("web/client.html");
 /// Upper bound on each page's size (checked by a test).
+#[cfg(test)]
 pub const PAGE_MAX_BYTES: usize = 20 * 1024;
 
 /// One message of the dashboard's sample stream (schema in the `backpressure` module docs).

@@ -15,7 +15,7 @@
 //! | `ConnectionClosed` / `AlreadyClosed` | `Closed::ByPeer` / `Closed::ByUs`          | drop                             |
 //! | EOF or RST without a close handshake | `Closed::Reset`                            | drop                             |
 //!
-//! Memory is bounded: tungstenite 0.24 reads in fixed 4 KiB chunks ([`READ_CHUNK`]; it has no
+//! Memory is bounded: tungstenite 0.24 reads in fixed 4 KiB chunks (it has no
 //! `read_buffer_size` knob) and keeps at most one frame (`max_frame_size`) plus one message being
 //! reassembled (`max_message_size`); [`WsLimits`] sets a real `max_write_buffer_size` (the
 //! default is unlimited) and `write_buffer_size = 0`, so a message is handed to the socket at
@@ -33,8 +33,6 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-/// tungstenite 0.24's fixed read chunk: each read from the stream asks for at most this much.
-pub const READ_CHUNK: usize = 4096;
 /// Largest WebSocket frame header (2 + 8 length + 4 mask bytes).
 pub const MAX_FRAME_HEADER: usize = 14;
 /// Largest handshake response head the client accepts.
@@ -138,6 +136,7 @@ impl Closed {
 pub enum Recv {
     /// A complete message. Ping and Pong are returned too (the Pong reply to a Ping is queued
     /// automatically); callers that only want data ignore them.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the lab only counts messages; tests read them"))]
     Message(Message),
     /// Nothing complete yet: wait for the next READABLE edge (or budget refill, see [`Metered`]).
     NotNow,
@@ -154,6 +153,7 @@ pub enum SendStatus {
     Queued,
     /// Refused: the write buffer has no room. Stop producing, flush on WRITABLE, then retry
     /// with the returned message.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the lab drops a refused message; tests read it"))]
     Full(Message),
     Closed(Closed),
 }
@@ -220,11 +220,6 @@ impl<S: Read + Write> WsConn<S> {
 
     pub fn get_mut(&mut self) -> &mut S {
         self.ws.get_mut()
-    }
-
-    /// `Some` once the connection is over.
-    pub fn closed(&self) -> Option<Closed> {
-        self.closed
     }
 
     /// Reads until one message is complete, the stream would block, or the connection ends.
@@ -420,6 +415,7 @@ impl<S> Metered<S> {
     }
 
     /// Counts bytes; reads stop after `budget` bytes until [`Metered::refill`].
+    #[cfg(test)]
     pub fn with_read_budget(inner: S, budget: usize) -> Self {
         Metered { budget: Some(budget), ..Metered::new(inner) }
     }
@@ -445,10 +441,6 @@ impl<S> Metered<S> {
 
     pub fn get_ref(&self) -> &S {
         &self.inner
-    }
-
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
     }
 }
 

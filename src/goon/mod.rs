@@ -22,9 +22,9 @@ use crate::net::accept::Admission;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
 use crate::reactor::Pool;
-use crate::serve::{Mode, Sink};
 use crate::stats::Latency;
 use crate::sys::Signal;
+use crate::target::{Mode, Sink};
 use crate::units::MAX_DURATION;
 use reactor::{Concurrency, Counts, GoonCmd, GoonReactor, Pace, ReactorPlan, Update};
 
@@ -52,7 +52,7 @@ pub struct GoonConfig {
     pub sources: Vec<IpAddr>,
     pub linger_rst: bool,
     pub threads: usize,
-    pub bufs: SockBufs,
+    pub(crate) bufs: SockBufs,
     pub json: Option<PathBuf>,
     /// Stressing the in-process sink (no host/port given): its listeners, one per reactor.
     pub builtin: bool,

@@ -21,8 +21,8 @@ use mio::{Interest, Token};
 use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::Cause;
 use crate::reactor::{role_index, role_token, Cx, Handler, Ready, Slab};
-use crate::serve::Sink;
 use crate::stats::Latency;
+use crate::target::Sink;
 
 /// Dials started per loop turn at most.
 pub const CONNECT_BATCH: usize = 128;

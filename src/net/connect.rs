@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -42,10 +42,10 @@ pub fn dial(target: SocketAddr, source: Option<IpAddr>, opts: &DialOpts) -> io::
         c.apply(SockRef::from(&sock))?;
     }
     if opts.delay_ack {
-        super::tcp_info::set_quickack(sock.as_raw_fd(), false)?;
+        super::tcp_info::set_quickack(sock.as_fd(), false)?;
     }
     if let Some(ip) = source {
-        super::tcp_info::set_bind_address_no_port(sock.as_raw_fd(), true)?;
+        super::tcp_info::set_bind_address_no_port(sock.as_fd(), true)?;
         sock.bind(&SocketAddr::new(ip, 0).into())?;
     }
     match sock.connect(&target.into()) {
@@ -93,7 +93,7 @@ pub fn completed_before(stream: &mio::net::TcpStream, err: &io::Error) -> bool {
     if !matches!(err.raw_os_error(), Some(libc::ECONNRESET) | Some(libc::EPIPE)) {
         return false;
     }
-    match super::tcp_info::tcp_info(stream.as_raw_fd()).map(|i| i.bytes_acked) {
+    match super::tcp_info::tcp_info(stream.as_fd()).map(|i| i.bytes_acked) {
         Ok(Some(acked)) => acked >= 1,
         _ => true,
     }

@@ -3,18 +3,18 @@
 //! `tcp_info`) the kernel socket state the backpressure lab shows: TCP_INFO, SIOCINQ/SIOCOUTQ; and (in `splice`) the
 //! kernel pipes the proxy forwards through without copying.
 
-pub mod accept;
-pub mod connect;
-pub mod listen;
-pub mod splice;
-pub mod tcp_info;
+pub(crate) mod accept;
+pub(crate) mod connect;
+pub(crate) mod listen;
+pub(crate) mod splice;
+pub(crate) mod tcp_info;
 pub mod tune;
 
 use std::io;
 
 /// Coarse cause of a socket failure, for counters and reports (no allocation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Cause {
+pub(crate) enum Cause {
     Refused,
     Timeout,
     Reset,
@@ -64,7 +64,7 @@ impl Cause {
 
 /// True for the errors that mean "this process (or the system) is out of descriptors/memory":
 /// an accept loop must pause, not spin.
-pub fn is_exhaustion(e: &io::Error) -> bool {
+pub(crate) fn is_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
 }
 

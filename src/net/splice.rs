@@ -9,10 +9,11 @@
 //! a stall of the reactor.
 //!
 //! Besides `sys.rs` and `tcp_info.rs`, this is the only module with `unsafe`: each block wraps
-//! one libc call on file descriptors this module owns or borrows for the call.
+//! one libc call, with a `// SAFETY:` note, on descriptors this module owns or borrows for the
+//! call (`OwnedFd`, `BorrowedFd`).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// One non-blocking kernel pipe. The descriptors close on drop.
 pub struct KernelPipe {
@@ -53,27 +54,27 @@ impl KernelPipe {
 
     /// Moves up to `len` bytes from the socket `src` into the pipe. `Ok(0)` is EOF on `src`.
     /// `WouldBlock` means the socket has no data *or* the pipe has no free slot.
-    pub fn fill_from(&self, src: &impl AsRawFd, len: usize) -> io::Result<usize> {
-        splice(src.as_raw_fd(), self.wr.as_raw_fd(), len)
+    pub fn fill_from(&self, src: &impl AsFd, len: usize) -> io::Result<usize> {
+        splice(src.as_fd(), self.wr.as_fd(), len)
     }
 
     /// Moves up to `len` bytes from the pipe to the socket `dst`. `WouldBlock` means the socket's
     /// send buffer is full (the caller only calls this with bytes in the pipe).
-    pub fn drain_to(&self, dst: &impl AsRawFd, len: usize) -> io::Result<usize> {
-        splice(self.rd.as_raw_fd(), dst.as_raw_fd(), len)
+    pub fn drain_to(&self, dst: &impl AsFd, len: usize) -> io::Result<usize> {
+        splice(self.rd.as_fd(), dst.as_fd(), len)
     }
 }
 
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
     loop {
-        // SAFETY: both descriptors are open for the duration of the call (borrowed from owners
+        // SAFETY: both descriptors are open for the duration of the call (`BorrowedFd`s of owners
         // that outlive it); null offsets mean "use the file position", as pipes and sockets
         // require. No user memory is passed.
         let n = unsafe {
             libc::splice(
-                from,
+                from.as_raw_fd(),
                 std::ptr::null_mut(),
-                to,
+                to.as_raw_fd(),
                 std::ptr::null_mut(),
                 len,
                 libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,

@@ -1,9 +1,9 @@
 //! Kernel socket introspection for the backpressure lab: `TCP_INFO`, the unread and unsent queue
 //! sizes (`SIOCINQ`, `SIOCOUTQ`) and the few socket options std and socket2 do not offer.
 //!
-//! This is the only module in netforge with `unsafe` code. Every unsafe block is one libc call on
-//! a caller-provided descriptor with a buffer we own and size correctly; the kernel validates
-//! the descriptor (a bad one is `EBADF`, never undefined behaviour on our side).
+//! One of the three modules with `unsafe` code (with `sys.rs` and `splice.rs`). Every unsafe
+//! block is one libc call, with a `// SAFETY:` note, on a descriptor the caller lends as a
+//! `BorrowedFd` (so it stays open for the call) and a buffer we own and size correctly.
 //!
 //! Why these numbers matter for flow control (see `backpressure`):
 //! - the *receiver's* `inq` grows while the application does not read; when it reaches the
@@ -19,17 +19,14 @@
 
 use std::io;
 
-#[cfg(unix)]
-pub use std::os::fd::RawFd;
-/// Placeholder so the module compiles on targets without file descriptors.
-#[cfg(not(unix))]
-pub type RawFd = i32;
+use std::os::fd::BorrowedFd;
 
 /// Size of the buffer handed to `getsockopt(TCP_INFO)`; larger than any 6.x `struct tcp_info`
 /// the fields below need (the kernel copies `min(len, sizeof)` and reports the length).
 pub const TCP_INFO_BUF_LEN: usize = 256;
 
 /// `tcpi_state` value of an established connection (`TCP_ESTABLISHED` in the kernel).
+#[cfg(test)]
 pub const TCP_ESTABLISHED: u8 = 1;
 
 /// `IP_BIND_ADDRESS_NO_PORT` (Linux ≥ 4.2): defer the source-port choice from `bind` to
@@ -59,7 +56,7 @@ pub const TCP_INFO_MIN_LEN: usize = OFF_SND_CWND + 4;
 /// kernel's struct is too short to contain them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpInfo {
-    /// `tcpi_state`: 1 = ESTABLISHED (see [`TCP_ESTABLISHED`]).
+    /// `tcpi_state`: 1 = ESTABLISHED (`TCP_ESTABLISHED` in the kernel).
     pub state: u8,
     /// Unanswered zero-window probes (or keepalives) sent.
     pub probes: u8,
@@ -125,6 +122,7 @@ pub fn parse(buf: &[u8]) -> TcpInfo {
 }
 
 /// Human name of a `tcpi_state` value (for logs and the live view).
+#[cfg(test)]
 pub fn state_name(state: u8) -> &'static str {
     match state {
         1 => "ESTABLISHED",
@@ -143,43 +141,44 @@ pub fn state_name(state: u8) -> &'static str {
 }
 
 /// Reads `TCP_INFO` for the TCP socket `fd`.
-pub fn tcp_info(fd: RawFd) -> io::Result<TcpInfo> {
+pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     sys::tcp_info(fd)
 }
 
 /// Bytes received and not yet read by the application (`SIOCINQ`, a.k.a. `FIONREAD`).
-pub fn inq(fd: RawFd) -> io::Result<u32> {
+pub fn inq(fd: BorrowedFd<'_>) -> io::Result<u32> {
     sys::inq(fd)
 }
 
 /// Bytes in the send queue: written by the application and not yet acknowledged by the peer,
 /// sent or not (`SIOCOUTQ`, a.k.a. `TIOCOUTQ`).
-pub fn outq(fd: RawFd) -> io::Result<u32> {
+pub fn outq(fd: BorrowedFd<'_>) -> io::Result<u32> {
     sys::outq(fd)
 }
 
 /// Sets `TCP_NOTSENT_LOWAT`: the socket reports writable only while fewer than `bytes` are
 /// unsent, which keeps the queue of stale data in the kernel small.
-pub fn set_notsent_lowat(fd: RawFd, bytes: u32) -> io::Result<()> {
+pub fn set_notsent_lowat(fd: BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
     let value =
         i32::try_from(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "notsent_lowat too large"))?;
     sys::set_int(fd, Opt::NotsentLowat, value)
 }
 
 /// Reads back `TCP_NOTSENT_LOWAT` (the kernel's default is "unlimited", `u32::MAX`).
-pub fn notsent_lowat(fd: RawFd) -> io::Result<u32> {
+#[cfg(test)]
+pub fn notsent_lowat(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // The kernel stores it as an unsigned int and returns it bit for bit.
     sys::get_int(fd, Opt::NotsentLowat).map(|v| v as u32)
 }
 
 /// Sets `IP_BIND_ADDRESS_NO_PORT` (see [`IP_BIND_ADDRESS_NO_PORT`]); call before `bind`.
-pub fn set_bind_address_no_port(fd: RawFd, on: bool) -> io::Result<()> {
+pub fn set_bind_address_no_port(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     sys::set_int(fd, Opt::BindAddressNoPort, i32::from(on))
 }
 
 /// Sets `TCP_QUICKACK`: acknowledge at once instead of delaying ACKs (the kernel clears it
 /// again on its own, so callers re-arm it after reads when they need it).
-pub fn set_quickack(fd: RawFd, on: bool) -> io::Result<()> {
+pub fn set_quickack(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     sys::set_int(fd, Opt::QuickAck, i32::from(on))
 }
 
@@ -193,9 +192,10 @@ enum Opt {
 
 #[cfg(target_os = "linux")]
 mod sys {
-    use super::{parse, Opt, RawFd, TcpInfo, TCP_INFO_BUF_LEN, TCP_INFO_MIN_LEN};
+    use super::{parse, Opt, TcpInfo, TCP_INFO_BUF_LEN, TCP_INFO_MIN_LEN};
     use std::io;
     use std::mem::size_of;
+    use std::os::fd::{AsRawFd, BorrowedFd};
 
     impl Opt {
         fn level_name(self) -> (libc::c_int, libc::c_int) {
@@ -212,14 +212,15 @@ mod sys {
     #[repr(C, align(8))]
     struct InfoBuf([u8; TCP_INFO_BUF_LEN]);
 
-    pub fn tcp_info(fd: RawFd) -> io::Result<TcpInfo> {
+    pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
         let mut buf = InfoBuf([0u8; TCP_INFO_BUF_LEN]);
         let mut len = TCP_INFO_BUF_LEN as libc::socklen_t;
         // SAFETY: `buf` is a live, writable TCP_INFO_BUF_LEN-byte buffer and `len` holds exactly
         // that size, so the kernel writes at most `len` bytes into it and stores the length it
         // wrote back into `len`. An invalid or non-TCP `fd` makes the call fail with -1/errno.
-        let rc =
-            unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, buf.0.as_mut_ptr().cast(), &mut len) };
+        let rc = unsafe {
+            libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, buf.0.as_mut_ptr().cast(), &mut len)
+        };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -230,11 +231,11 @@ mod sys {
         Ok(parse(&buf.0[..len]))
     }
 
-    fn ioctl_int(fd: RawFd, request: libc::Ioctl) -> io::Result<u32> {
+    fn ioctl_int(fd: BorrowedFd<'_>, request: libc::Ioctl) -> io::Result<u32> {
         let mut value: libc::c_int = 0;
         // SAFETY: SIOCINQ and SIOCOUTQ take a pointer to one `int` which the kernel fills;
         // `value` is a live, writable c_int for the duration of the call.
-        let rc = unsafe { libc::ioctl(fd, request, &mut value as *mut libc::c_int) };
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut value as *mut libc::c_int) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -242,22 +243,22 @@ mod sys {
         Ok(value.max(0) as u32)
     }
 
-    pub fn inq(fd: RawFd) -> io::Result<u32> {
+    pub fn inq(fd: BorrowedFd<'_>) -> io::Result<u32> {
         ioctl_int(fd, libc::FIONREAD)
     }
 
-    pub fn outq(fd: RawFd) -> io::Result<u32> {
+    pub fn outq(fd: BorrowedFd<'_>) -> io::Result<u32> {
         ioctl_int(fd, libc::TIOCOUTQ)
     }
 
-    pub fn set_int(fd: RawFd, opt: Opt, value: i32) -> io::Result<()> {
+    pub fn set_int(fd: BorrowedFd<'_>, opt: Opt, value: i32) -> io::Result<()> {
         let (level, name) = opt.level_name();
         let value: libc::c_int = value;
         // SAFETY: `value` is a live c_int and the length passed is exactly its size; the kernel
         // only reads from the pointer.
         let rc = unsafe {
             libc::setsockopt(
-                fd,
+                fd.as_raw_fd(),
                 level,
                 name,
                 (&value as *const libc::c_int).cast(),
@@ -270,13 +271,15 @@ mod sys {
         Ok(())
     }
 
-    pub fn get_int(fd: RawFd, opt: Opt) -> io::Result<i32> {
+    #[cfg(test)]
+    pub fn get_int(fd: BorrowedFd<'_>, opt: Opt) -> io::Result<i32> {
         let (level, name) = opt.level_name();
         let mut value: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: `value` is a live, writable c_int and `len` is its exact size, so the kernel
         // writes at most that many bytes and reports the length in `len`.
-        let rc = unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut len) };
+        let rc =
+            unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, (&mut value as *mut libc::c_int).cast(), &mut len) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -286,30 +289,32 @@ mod sys {
 
 #[cfg(not(target_os = "linux"))]
 mod sys {
-    use super::{Opt, RawFd, TcpInfo};
+    use super::{Opt, TcpInfo};
     use std::io;
+    use std::os::fd::BorrowedFd;
 
     fn unsupported<T>() -> io::Result<T> {
         Err(io::Error::new(io::ErrorKind::Unsupported, "TCP introspection needs Linux"))
     }
 
-    pub fn tcp_info(_fd: RawFd) -> io::Result<TcpInfo> {
+    pub fn tcp_info(_fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
         unsupported()
     }
 
-    pub fn inq(_fd: RawFd) -> io::Result<u32> {
+    pub fn inq(_fd: BorrowedFd<'_>) -> io::Result<u32> {
         unsupported()
     }
 
-    pub fn outq(_fd: RawFd) -> io::Result<u32> {
+    pub fn outq(_fd: BorrowedFd<'_>) -> io::Result<u32> {
         unsupported()
     }
 
-    pub fn set_int(_fd: RawFd, _opt: Opt, _value: i32) -> io::Result<()> {
+    pub fn set_int(_fd: BorrowedFd<'_>, _opt: Opt, _value: i32) -> io::Result<()> {
         unsupported()
     }
 
-    pub fn get_int(_fd: RawFd, _opt: Opt) -> io::Result<i32> {
+    #[cfg(test)]
+    pub fn get_int(_fd: BorrowedFd<'_>, _opt: Opt) -> io::Result<i32> {
         unsupported()
     }
 }
@@ -404,7 +409,7 @@ mod tests {
         use super::super::*;
         use std::io::{Read, Write};
         use std::net::{SocketAddr, TcpListener, TcpStream};
-        use std::os::fd::AsRawFd;
+        use std::os::fd::AsFd;
         use std::time::{Duration, Instant};
 
         const DEADLINE: Duration = Duration::from_secs(2);
@@ -444,56 +449,59 @@ mod tests {
             let (mut client, server) = pair();
             const N: usize = 10_000;
             client.write_all(&[7u8; N]).unwrap();
-            let unread = eventually(|| inq(server.as_raw_fd()).unwrap(), |&n| n as usize == N);
+            let unread = eventually(|| inq(server.as_fd()).unwrap(), |&n| n as usize == N);
             assert_eq!(unread as usize, N, "peer's unread queue");
             // Loopback ACKs at once: everything written is acknowledged, nothing queued.
-            let queued = eventually(|| outq(client.as_raw_fd()).unwrap(), |&n| n == 0);
+            let queued = eventually(|| outq(client.as_fd()).unwrap(), |&n| n == 0);
             assert_eq!(queued, 0, "sender's unacked+unsent queue");
-            assert_eq!(inq(client.as_raw_fd()).unwrap(), 0);
+            assert_eq!(inq(client.as_fd()).unwrap(), 0);
         }
 
         #[test]
         fn tcp_info_on_established_socket() {
             let (mut client, mut server) = pair();
-            let info = tcp_info(client.as_raw_fd()).unwrap();
+            let info = tcp_info(client.as_fd()).unwrap();
             assert_eq!(info.state, TCP_ESTABLISHED);
             assert!(info.snd_mss > 0 && info.snd_cwnd > 0, "{info:?}");
             // Every field of a 6.x kernel is present.
             assert!(info.rcv_wnd.is_some() && info.snd_wnd.is_some() && info.busy_time_us.is_some(), "{info:?}");
             // The counters include the SYN's sequence number on some paths, so compare deltas.
             let acked0 = info.bytes_acked.unwrap();
-            let received0 = tcp_info(server.as_raw_fd()).unwrap().bytes_received.unwrap();
+            let received0 = tcp_info(server.as_fd()).unwrap().bytes_received.unwrap();
             client.write_all(b"ping").unwrap();
             let mut got = [0u8; 4];
             server.read_exact(&mut got).unwrap();
-            let acked = eventually(|| tcp_info(client.as_raw_fd()).unwrap().bytes_acked, |a| *a == Some(acked0 + 4));
+            let acked = eventually(|| tcp_info(client.as_fd()).unwrap().bytes_acked, |a| *a == Some(acked0 + 4));
             assert_eq!(acked, Some(acked0 + 4));
-            assert_eq!(tcp_info(server.as_raw_fd()).unwrap().bytes_received, Some(received0 + 4));
+            assert_eq!(tcp_info(server.as_fd()).unwrap().bytes_received, Some(received0 + 4));
         }
 
         #[test]
         fn bad_descriptor_is_an_error_not_a_crash() {
-            assert!(tcp_info(-1).is_err());
-            assert!(inq(-1).is_err());
-            assert!(outq(-1).is_err());
-            assert!(set_quickack(-1, true).is_err());
+            // A `BorrowedFd` is always open, so the bad descriptor is one that is no socket.
+            let null = std::fs::File::open("/dev/null").unwrap();
+            let fd = null.as_fd();
+            assert!(tcp_info(fd).is_err());
+            assert!(inq(fd).is_err());
+            assert!(outq(fd).is_err());
+            assert!(set_quickack(fd, true).is_err());
             // A UDP socket has no TCP_INFO.
             let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            assert!(tcp_info(udp.as_raw_fd()).is_err());
+            assert!(tcp_info(udp.as_fd()).is_err());
         }
 
         #[test]
         fn socket_options_round_trip() {
             let (client, _server) = pair();
-            let fd = client.as_raw_fd();
+            let fd = client.as_fd();
             set_notsent_lowat(fd, 16_384).unwrap();
             assert_eq!(notsent_lowat(fd).unwrap(), 16_384);
             set_quickack(fd, true).unwrap();
             let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            set_bind_address_no_port(sock.as_raw_fd(), true).unwrap();
-            assert_eq!(sys::get_int(sock.as_raw_fd(), Opt::BindAddressNoPort).unwrap(), 1);
-            set_bind_address_no_port(sock.as_raw_fd(), false).unwrap();
-            assert_eq!(sys::get_int(sock.as_raw_fd(), Opt::BindAddressNoPort).unwrap(), 0);
+            set_bind_address_no_port(sock.as_fd(), true).unwrap();
+            assert_eq!(sys::get_int(sock.as_fd(), Opt::BindAddressNoPort).unwrap(), 1);
+            set_bind_address_no_port(sock.as_fd(), false).unwrap();
+            assert_eq!(sys::get_int(sock.as_fd(), Opt::BindAddressNoPort).unwrap(), 0);
             assert!(set_notsent_lowat(fd, u32::MAX).is_err());
         }
 
@@ -527,18 +535,18 @@ mod tests {
                             Err(e) => panic!("write: {e}"),
                         }
                     }
-                    (tcp_info(client.as_raw_fd()).unwrap(), eagain)
+                    (tcp_info(client.as_fd()).unwrap(), eagain)
                 },
                 |(i, eagain)| i.snd_wnd == Some(0) && *eagain > 0,
             );
             assert_eq!(info.snd_wnd, Some(0), "sender never saw a zero window: {info:?}, wrote {written}");
             assert!(eagain > 0, "writes never blocked after {written} bytes");
-            let rcv = tcp_info(server.as_raw_fd()).unwrap();
+            let rcv = tcp_info(server.as_fd()).unwrap();
             assert_eq!(rcv.rcv_wnd, Some(0), "receiver did not advertise zero: {rcv:?}");
             // Every byte written is either unread at the peer or still queued here (a pending
             // delayed ACK can count a byte on both sides for a moment, hence the wait).
             let (unread, queued) = eventually(
-                || (inq(server.as_raw_fd()).unwrap() as usize, outq(client.as_raw_fd()).unwrap() as usize),
+                || (inq(server.as_fd()).unwrap() as usize, outq(client.as_fd()).unwrap() as usize),
                 |&(u, q)| u + q == written,
             );
             assert!(unread > 0 && queued > 0, "unread {unread}, queued {queued}");

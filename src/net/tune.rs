@@ -16,7 +16,7 @@ pub struct Congestion {
 
 impl Congestion {
     /// TCP_CA_NAME_MAX (16) less the terminating NUL.
-    pub const MAX_LEN: usize = 15;
+    pub(crate) const MAX_LEN: usize = 15;
 
     /// Checks `name` against the kernel by setting it on a throwaway socket, so a name the
     /// kernel lacks or this user may not use is refused at load time, not on every socket.
@@ -54,19 +54,19 @@ impl Congestion {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Built from a checked ASCII &str.
         std::str::from_utf8(&self.name[..usize::from(self.len)]).unwrap_or("")
     }
 
     /// Sets TCP_CONGESTION on `sock` (a listener passes it on to every accepted socket).
     #[cfg(target_os = "linux")]
-    pub fn apply(&self, sock: SockRef<'_>) -> std::io::Result<()> {
+    pub(crate) fn apply(&self, sock: SockRef<'_>) -> std::io::Result<()> {
         sock.set_tcp_congestion(&self.name[..usize::from(self.len)])
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn apply(&self, _sock: SockRef<'_>) -> std::io::Result<()> {
+    pub(crate) fn apply(&self, _sock: SockRef<'_>) -> std::io::Result<()> {
         Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "TCP_CONGESTION is Linux-only here"))
     }
 }
@@ -85,10 +85,10 @@ fn sysctl_list(name: &str) -> String {
 }
 
 /// Smallest buffer a budget may give a socket: below this the kernel rounds up anyway.
-pub const MIN_BUDGET_BUF: usize = 4096;
+pub(crate) const MIN_BUDGET_BUF: usize = 4096;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockBufs {
+pub(crate) struct SockBufs {
     pub sndbuf: Option<usize>,
     pub rcvbuf: Option<usize>,
 }
@@ -96,7 +96,7 @@ pub struct SockBufs {
 impl SockBufs {
     /// Explicit sizes win; otherwise a budget (bytes of kernel buffer for all sockets) is
     /// split evenly over `sockets`, half to each direction; otherwise kernel defaults.
-    pub fn policy(sndbuf: Option<usize>, rcvbuf: Option<usize>, budget: Option<u64>, sockets: u64) -> SockBufs {
+    pub(crate) fn policy(sndbuf: Option<usize>, rcvbuf: Option<usize>, budget: Option<u64>, sockets: u64) -> SockBufs {
         // Capped at the shared SO_*BUF maximum: the kernel takes a C int (see units::SOCKBUF_MAX).
         let per_dir = budget
             .map(|b| (b / sockets.max(1) / 2).min(crate::units::SOCKBUF_MAX) as usize)
@@ -104,7 +104,7 @@ impl SockBufs {
         SockBufs { sndbuf: sndbuf.or(per_dir), rcvbuf: rcvbuf.or(per_dir) }
     }
 
-    pub fn apply(&self, sock: SockRef<'_>) -> std::io::Result<()> {
+    pub(crate) fn apply(&self, sock: SockRef<'_>) -> std::io::Result<()> {
         if let Some(n) = self.sndbuf {
             sock.set_send_buffer_size(n)?;
         }

@@ -416,6 +416,7 @@ impl ProxyConfig {
     }
 
     /// Worst-case ring memory: every session at the cap with both rings allocated.
+    #[cfg(test)]
     pub fn memory_bound_bytes(&self) -> u64 {
         (self.max_connections as u64).saturating_mul(2).saturating_mul(self.buffer_bytes as u64)
     }
@@ -508,11 +509,13 @@ pub fn load(path: &Path) -> Result<ProxyConfig, ConfigError> {
 
 /// Parses and validates `text`, read from `path` (named in errors), resolving hostnames with the
 /// system resolver.
+#[cfg(test)]
 pub fn from_str(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
     from_str_with(path, text, &mut system_resolve)
 }
 
 /// [`from_str`] with the hostname resolver passed in (tests use a fake one).
+#[cfg(test)]
 fn from_str_with(path: &Path, text: &str, resolve: Resolver<'_>) -> Result<ProxyConfig, ConfigError> {
     let file = conffile::parse::<FileConfig>(path, text)?;
     validate(file, &Cx { path, text }, resolve)

@@ -35,6 +35,7 @@ pub enum Balance {
 
 impl Balance {
     /// Every algorithm, in the order the docs list them.
+    #[cfg(test)]
     pub const ALL: [Balance; 4] = [Balance::Random, Balance::P2c, Balance::RoundRobin, Balance::LeastConn];
 
     /// Canonical lowercase name, as written by `--print-config`.
@@ -123,6 +124,7 @@ impl Picker {
 
     /// Adapts to a group of `n` backends: existing round-robin state is kept, new backends start
     /// at zero, removed ones are forgotten.
+    #[cfg(test)]
     pub fn resize(&mut self, n: usize) {
         self.current.resize(n, 0);
     }

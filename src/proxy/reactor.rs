@@ -503,7 +503,7 @@ impl ProxyReactor {
             log::debug!("r{} session {peer} -> - closed: {} after 0.000s, c->s 0 B, s->c 0 B", cx.id, reason.name());
             return;
         };
-        let all = Readiness::new(Ready::ALL);
+        let all = Readiness::default();
         let now = cx.now;
         let s = Session {
             pipe: Pipe::new(client, all, server, all),
@@ -756,7 +756,7 @@ impl ProxyReactor {
                     return;
                 }
                 s.pipe.server = server;
-                s.pipe.srd = Readiness::new(Ready::ALL);
+                s.pipe.srd = Readiness::default();
                 s.backend = nb;
                 s.attempt_started = cx.now;
                 let deadline = cx.now + self.cfg.timeouts.connect;

@@ -205,6 +205,7 @@ impl<T> Pool<T> {
     }
 
     /// Free items kept for reuse.
+    #[cfg(test)]
     pub fn cached(&self) -> usize {
         self.free.len()
     }
@@ -680,11 +681,6 @@ impl Pipe {
         }
     }
 
-    /// Bytes held by the proxy (rings and pipes, both directions).
-    pub fn buffered(&self) -> usize {
-        self.c2s.parked() + self.s2c.parked()
-    }
-
     /// Gives this session's rings and pipes back to the reactor's pools (at close).
     pub fn release(&mut self, bufs: &mut Bufs) {
         self.c2s.release(bufs);
@@ -695,11 +691,6 @@ impl Pipe {
 /// Sets SO_LINGER 0 so that dropping `s` sends RST instead of FIN.
 pub fn reset_on_close(s: &TcpStream) {
     let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
-}
-
-/// Maps a failed connect to the passive-health cause shown in logs.
-pub fn connect_cause(e: &io::Error) -> crate::net::Cause {
-    crate::net::Cause::from_io(e)
 }
 
 #[cfg(test)]
@@ -723,7 +714,7 @@ mod tests {
     fn half_close(mode: SpliceMode) {
         let (mut c_peer, c) = pair();
         let (mut s_peer, s) = pair();
-        let all = Readiness { event: Ready::ALL, interest: Ready::ALL };
+        let all = Readiness { event: Ready::ALL };
         let mut p = Pipe::new(c, all, s, all);
         let mut b = bufs(mode);
         c_peer.write_all(&[5u8; 3000]).unwrap();
@@ -768,7 +759,7 @@ mod tests {
     fn unread_bytes_park_in_one_ring_and_reading_stops_when_it_is_full() {
         let (mut c_peer, c) = pair();
         let (mut s_peer, s) = pair();
-        let all = Readiness { event: Ready::ALL, interest: Ready::ALL };
+        let all = Readiness { event: Ready::ALL };
         let mut p = Pipe::new(c, all, s, all);
         let mut b = bufs(SpliceMode::Off);
         c_peer.set_nonblocking(true).unwrap();
@@ -984,7 +975,7 @@ mod tests {
     fn auto_mode_goes_back_to_copy_after_small_reads() {
         let (mut c_peer, c) = pair();
         let (mut s_peer, s) = pair();
-        let all = Readiness { event: Ready::ALL, interest: Ready::ALL };
+        let all = Readiness { event: Ready::ALL };
         let mut p = Pipe::new(c, all, s, all);
         let mut b = bufs(SpliceMode::Auto);
         // 1024-byte scratch: 3000 queued bytes fill the first read.

@@ -228,17 +228,9 @@ impl<C: Send + 'static> Pool<C> {
         Ok((Pool { handles, threads }, refused))
     }
 
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
     /// Reactor `i`'s waker at index `i` (for [`crate::net::accept::Admission::set_wakers`]).
     pub fn wakers(&self) -> Vec<Arc<Waker>> {
         self.handles.iter().map(|h| h.waker.clone()).collect()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 
     /// Sends `make(i)` to every reactor; returns how many queues were full.

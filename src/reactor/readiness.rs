@@ -1,10 +1,10 @@
 //! Userspace readiness, as mio's edge-triggered epoll requires.
 //!
 //! Sockets are registered once for `READABLE | WRITABLE`. Each edge is OR-ed into `event`; a
-//! role acts on `event & interest`. `event` bits are cleared only when a syscall says
-//! `WouldBlock`; `interest` bits are cleared when a buffer is full (stop reading) or empty (stop
-//! writing). Nothing is reregistered and no edge is lost: work left when a per-wake-up budget
-//! ran out stays in `event`, and the token is queued on the reactor's pending list.
+//! role acts on the bits of `event` its buffers allow (no reading into a full ring, no writing
+//! from an empty one). `event` bits are cleared only when a syscall says `WouldBlock`.
+//! Nothing is reregistered and no edge is lost: work left when a per-wake-up budget ran out
+//! stays in `event`, and the token is queued on the reactor's pending list.
 
 use std::ops::{BitAnd, BitOr, BitOrAssign};
 
@@ -19,6 +19,7 @@ impl Ready {
     pub const HUP: Ready = Ready(4);
     /// EPOLLERR: a pending socket error (read it with `take_error`).
     pub const ERROR: Ready = Ready(8);
+    #[cfg(test)]
     pub const ALL: Ready = Ready(15);
 
     pub fn from_event(ev: &mio::event::Event) -> Ready {
@@ -45,10 +46,6 @@ impl Ready {
 
     pub fn intersects(self, other: Ready) -> bool {
         self.0 & other.0 != 0
-    }
-
-    pub fn insert(&mut self, other: Ready) {
-        self.0 |= other.0;
     }
 
     pub fn remove(&mut self, other: Ready) {
@@ -88,24 +85,11 @@ impl std::fmt::Debug for Ready {
     }
 }
 
-/// Edge state of one socket.
+/// Edge state of one socket: what the kernel has signalled and no syscall has yet refuted.
+/// A connection acts on `event` and clears bits on `WouldBlock`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
-    /// What the kernel has signalled and no syscall has yet refuted.
     pub event: Ready,
-    /// What the connection wants now.
-    pub interest: Ready,
-}
-
-impl Readiness {
-    pub fn new(interest: Ready) -> Readiness {
-        Readiness { event: Ready::EMPTY, interest }
-    }
-
-    /// The bits to act on.
-    pub fn actionable(&self) -> Ready {
-        self.event & self.interest
-    }
 }
 
 #[cfg(test)]
@@ -113,16 +97,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn actionable_is_event_and_interest() {
-        let mut r = Readiness::new(Ready::READABLE);
-        r.event |= Ready::WRITABLE;
-        assert!(r.actionable().is_empty());
-        r.event |= Ready::READABLE;
-        assert_eq!(r.actionable(), Ready::READABLE);
-        r.interest.insert(Ready::WRITABLE);
-        assert_eq!(r.actionable(), Ready::READABLE | Ready::WRITABLE);
+    fn ready_bits_and_names() {
+        let mut r = Readiness::default();
+        r.event |= Ready::WRITABLE | Ready::READABLE;
         r.event.remove(Ready::READABLE);
-        assert_eq!(r.actionable(), Ready::WRITABLE);
+        assert_eq!(r.event, Ready::WRITABLE);
         assert!(Ready::ALL.contains(Ready::HUP | Ready::ERROR));
         assert_eq!(format!("{:?}", Ready::READABLE | Ready::HUP), "Ready(R|HUP)");
     }

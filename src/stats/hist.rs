@@ -10,8 +10,8 @@ use hdrhistogram::Histogram;
 use crate::units::go_duration;
 
 /// Highest value the histogram tracks, in µs; larger samples saturate to it.
-pub const HIST_MAX_US: u64 = 60_000_000;
-pub const HIST_SIGFIG: u8 = 3;
+pub(crate) const HIST_MAX_US: u64 = 60_000_000;
+pub(crate) const HIST_SIGFIG: u8 = 3;
 
 #[derive(Clone, Debug)]
 pub struct Latency {
@@ -30,13 +30,13 @@ impl Default for Latency {
 }
 
 impl Latency {
-    pub fn new() -> Latency {
+    pub(crate) fn new() -> Latency {
         let hist =
             Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("constant histogram bounds are valid");
         Latency { hist, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0.0 }
     }
 
-    pub fn record(&mut self, d: Duration) {
+    pub(crate) fn record(&mut self, d: Duration) {
         let ns = d.as_nanos().min(u64::MAX as u128) as u64;
         self.hist.saturating_record((ns / 1000).clamp(1, HIST_MAX_US));
         self.count += 1;
@@ -46,18 +46,18 @@ impl Latency {
         self.sum_sq_ns += (ns as f64) * (ns as f64);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// Moves the contents out, leaving an empty recorder (the per-interval swap).
-    pub fn take(&mut self) -> Latency {
+    pub(crate) fn take(&mut self) -> Latency {
         let mut out = Latency::new();
         std::mem::swap(self, &mut out);
         out
     }
 
-    pub fn merge(&mut self, other: &Latency) {
+    pub(crate) fn merge(&mut self, other: &Latency) {
         if other.count == 0 {
             return;
         }
@@ -70,15 +70,15 @@ impl Latency {
         self.sum_sq_ns += other.sum_sq_ns;
     }
 
-    pub fn min(&self) -> Duration {
+    pub(crate) fn min(&self) -> Duration {
         Duration::from_nanos(if self.count == 0 { 0 } else { self.min_ns })
     }
 
-    pub fn max(&self) -> Duration {
+    pub(crate) fn max(&self) -> Duration {
         Duration::from_nanos(self.max_ns)
     }
 
-    pub fn mean(&self) -> Duration {
+    pub(crate) fn mean(&self) -> Duration {
         if self.count == 0 {
             return Duration::ZERO;
         }
@@ -86,7 +86,7 @@ impl Latency {
     }
 
     /// Population standard deviation (what tcpgoon's `dev` is).
-    pub fn stddev(&self) -> Duration {
+    pub(crate) fn stddev(&self) -> Duration {
         if self.count == 0 {
             return Duration::ZERO;
         }
@@ -99,7 +99,7 @@ impl Latency {
     /// Percentile from the histogram (µs resolution), clamped to the exact `[min, max]`: a
     /// histogram bucket reports its highest equivalent value, which can lie above the largest
     /// sample (and µs truncation below the smallest), and a p99 above the max is never true.
-    pub fn percentile(&self, q: f64) -> Duration {
+    pub(crate) fn percentile(&self, q: f64) -> Duration {
         if self.count == 0 {
             return Duration::ZERO;
         }
@@ -107,7 +107,7 @@ impl Latency {
     }
 
     /// `min/avg/max/dev` in Go's duration format.
-    pub fn min_avg_max_dev(&self) -> String {
+    pub(crate) fn min_avg_max_dev(&self) -> String {
         format!(
             "{}/{}/{}/{}",
             go_duration(self.min()),
@@ -118,14 +118,14 @@ impl Latency {
     }
 
     /// `p50/p90/p99/p99.9/max`.
-    pub fn percentiles_line(&self) -> String {
+    pub(crate) fn percentiles_line(&self) -> String {
         let ps: Vec<String> = [50.0, 90.0, 99.0, 99.9].iter().map(|q| go_duration(self.percentile(*q))).collect();
         format!("{}/{}", ps.join("/"), go_duration(self.max()))
     }
 
     /// HdrHistogram V2 (deflate) encoding in base64: the form HdrHistogram's log tools read,
     /// so results from several machines can be merged later.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut buf = Vec::new();
         match V2DeflateSerializer::new().serialize(&self.hist, &mut buf) {
             Ok(_) => base64_encode(&buf),

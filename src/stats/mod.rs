@@ -2,13 +2,13 @@
 //! and the coordinator merges (no `Mutex<Histogram>` on a hot path), and their text and JSON
 //! forms.
 
-pub mod hist;
+pub(crate) mod hist;
 
 pub use hist::Latency;
 
 /// A count with its noun in the right number: `1 session`, `0 sessions`, `2 sessions`. Every
 /// role's output goes through this for a count it prints before a noun.
-pub fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
+pub(crate) fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
     let n = n.into();
     format!("{n} {}", if n == 1 { one } else { many })
 }

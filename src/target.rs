@@ -1,0 +1,260 @@
+//! The target: accepts on one SO_REUSEPORT listener and holds, echoes or discards. Embedded as
+//! a [`Sink`] in the reactors of `netforge serve` (the standalone target, the test fixture and
+//! the proxy's demo backend) and of goon (its built-in default target).
+//!
+//! Accept rules are the shared [`Acceptor`]'s: a bounded batch per wake-up, stop at the
+//! process's connection limit (one [`Admission`] for all reactors) and resume as soon as a
+//! connection closes anywhere, EMFILE/ENFILE pause with a timer (counted, logged at most every
+//! 5 s). Nothing spins and nothing exits.
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use crate::buf::Ring;
+use crate::net::accept::{Acceptor, Admission, Slot};
+use crate::net::tune::SockBufs;
+use crate::reactor::{listener_token, Cx, Readiness, Ready, Slab};
+
+/// Bytes read from one connection per wake-up before yielding to the others.
+pub const READ_BUDGET: usize = 256 * 1024;
+/// Per-reactor scratch buffer for discarded reads.
+pub const SCRATCH_BYTES: usize = 64 * 1024;
+/// Echo ring per connection.
+pub const ECHO_RING_BYTES: usize = 16 * 1024;
+/// Slab tag of sink connections (goon's dials use tag 0).
+pub const SINK_TAG: u8 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Accept and keep connections; never write; close on peer EOF or reset.
+    Hold,
+    /// Echo every byte back; half-close is honoured (our FIN follows the peer's once flushed).
+    Echo,
+    /// Read and drop everything.
+    Discard,
+}
+
+/// Per-reactor counters, sent whole (not as deltas) each tick: a lost message loses nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub active: u64,
+    pub peak_active: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub accept_pauses: u64,
+}
+
+impl SinkStats {
+    pub fn add(&mut self, o: &SinkStats) {
+        self.accepted += o.accepted;
+        self.closed += o.closed;
+        self.active += o.active;
+        self.peak_active += o.peak_active;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.accept_pauses += o.accept_pauses;
+    }
+}
+
+struct SinkConn {
+    sock: TcpStream,
+    rd: Readiness,
+    /// Echo mode only.
+    ring: Option<Ring>,
+    read_eof: bool,
+    /// Its place under the connection limit, freed with the connection.
+    _slot: Slot,
+}
+
+/// The accept-and-serve component, embeddable in any role's reactor.
+pub struct Sink {
+    mode: Mode,
+    acceptor: Acceptor,
+    conns: Slab<SinkConn>,
+    bufs: SockBufs,
+    pub stats: SinkStats,
+    scratch: Box<[u8]>,
+}
+
+impl Sink {
+    /// `gate` is the connection limit shared by every sink of the process.
+    pub fn new(listener: std::net::TcpListener, mode: Mode, gate: Arc<Admission>, bufs: SockBufs) -> Sink {
+        Sink {
+            mode,
+            conns: Slab::new(SINK_TAG, gate.cap(), 0),
+            acceptor: Acceptor::new(listener, listener_token(0), "the listener", gate),
+            bufs,
+            stats: SinkStats::default(),
+            scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
+        }
+    }
+
+    pub fn register(&mut self, cx: &mut Cx) -> io::Result<()> {
+        self.acceptor.register(cx.registry)
+    }
+
+    /// Whether this sink handles `token`.
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.acceptor.token() || self.conns.owns(token)
+    }
+
+    pub fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        if token == self.acceptor.token() {
+            self.acceptor.note_ready(ready);
+            self.accept(cx);
+            return;
+        }
+        self.serve(cx, token, ready);
+    }
+
+    pub fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+        if token == self.acceptor.token() && self.acceptor.on_timer(kind) {
+            self.accept(cx);
+        }
+    }
+
+    /// The reactor's waker fired: a slot may have been freed.
+    pub fn on_wake(&mut self, cx: &mut Cx) {
+        self.acceptor.on_wake(cx);
+    }
+
+    fn accept(&mut self, cx: &mut Cx) {
+        let mut taken = 0;
+        while let Some((sock, _peer, slot)) = self.acceptor.next(cx, &mut taken) {
+            self.adopt(cx, sock, slot);
+        }
+        self.stats.accept_pauses = self.acceptor.pauses;
+    }
+
+    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, slot: Slot) {
+        let _ = self.bufs.apply(socket2::SockRef::from(&sock));
+        let ring = (self.mode == Mode::Echo).then(|| Ring::new(ECHO_RING_BYTES));
+        let conn = SinkConn { sock, rd: Readiness::default(), ring, read_eof: false, _slot: slot };
+        let Ok(token) = self.conns.insert(conn) else { return };
+        let registered = match self.conns.get_mut(token) {
+            Some(c) => cx.registry.register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE),
+            None => return,
+        };
+        if let Err(e) = registered {
+            log::debug!("r{} register: {e}", cx.id);
+            self.conns.remove(token);
+            return;
+        }
+        self.stats.accepted += 1;
+        self.stats.active += 1;
+        self.stats.peak_active = self.stats.peak_active.max(self.stats.active);
+    }
+
+    fn close(&mut self, _cx: &mut Cx, token: Token) {
+        if self.conns.remove(token).is_some() {
+            self.stats.closed += 1;
+            self.stats.active -= 1;
+        }
+    }
+
+    fn serve(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+        let mode = self.mode;
+        let Some(c) = self.conns.get_mut(token) else { return };
+        c.rd.event |= ready;
+        let outcome = match mode {
+            Mode::Hold | Mode::Discard => drain(c, &mut self.scratch, &mut self.stats),
+            Mode::Echo => echo(c, &mut self.stats),
+        };
+        match outcome {
+            Outcome::Idle => {}
+            Outcome::More => cx.defer(token),
+            Outcome::Close => self.close(cx, token),
+        }
+    }
+
+    /// Closes every connection (shutdown path).
+    pub fn close_all(&mut self, cx: &mut Cx) {
+        for t in self.conns.tokens() {
+            self.close(cx, t);
+        }
+    }
+}
+
+enum Outcome {
+    Idle,
+    More,
+    Close,
+}
+
+fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome {
+    if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+        return Outcome::Idle;
+    }
+    let mut budget = READ_BUDGET;
+    while budget > 0 {
+        match c.sock.read(scratch) {
+            Ok(0) => return Outcome::Close,
+            Ok(n) => {
+                stats.bytes_in += n as u64;
+                budget = budget.saturating_sub(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                return Outcome::Idle;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Outcome::Close,
+        }
+    }
+    Outcome::More
+}
+
+fn echo(c: &mut SinkConn, stats: &mut SinkStats) -> Outcome {
+    let Some(ring) = c.ring.as_mut() else { return Outcome::Close };
+    let mut budget = READ_BUDGET;
+    loop {
+        let mut progressed = false;
+        // Write what we hold first: that frees ring space for reading.
+        if c.rd.event.contains(Ready::WRITABLE) && !ring.is_empty() {
+            match ring.write_to(&mut c.sock) {
+                Ok(n) => {
+                    stats.bytes_out += n as u64;
+                    progressed = n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd.event.remove(Ready::WRITABLE),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Outcome::Close,
+            }
+        }
+        if c.read_eof && ring.is_empty() {
+            // Peer's FIN, everything echoed: send ours. The peer closing its read side ends it.
+            let _ = c.sock.shutdown(Shutdown::Write);
+            return Outcome::Close;
+        }
+        if budget == 0 {
+            return Outcome::More;
+        }
+        if !c.read_eof && !ring.is_full() && c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            match ring.read_from(&mut c.sock) {
+                Ok(0) => {
+                    c.read_eof = true;
+                    progressed = true;
+                }
+                Ok(n) => {
+                    stats.bytes_in += n as u64;
+                    budget = budget.saturating_sub(n);
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd.event.remove(Ready::READABLE | Ready::HUP),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Outcome::Close,
+            }
+        }
+        if !progressed {
+            // Ring full and socket unwritable, or nothing to read: wait for an edge.
+            return Outcome::Idle;
+        }
+    }
+}
