@@ -12,7 +12,7 @@ use crate::error::Error;
 pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.cmd {
         Cmd::Goon(args) => {
-            let cfg = crate::cli::goon_config(&args)?;
+            let cfg = crate::goon::args::goon_config(&args)?;
             let fd = crate::sys::raise_nofile()?;
             let sockets = if cfg.builtin { cfg.connections * 2 } else { cfg.connections };
             let target = if cfg.builtin { "the built-in sink".to_string() } else { cfg.target.to_string() };
@@ -34,7 +34,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             if let Some(why) = pre.refusal {
                 return Err(Error::Preflight(format!("preflight: {why}")));
             }
-            if !cfg.builtin && !args.assume_yes && !crate::cli::confirm(&cfg)? {
+            if !cfg.builtin && !args.assume_yes && !crate::goon::args::confirm(&cfg)? {
                 let _ = writeln!(err, "Execution aborted by the user.");
                 return Ok(1);
             }
@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             Ok(report.exit_code())
         }
         Cmd::Serve(args) => {
-            let cfg = crate::cli::serve_config(&args)?;
+            let cfg = crate::serve::args::serve_config(&args)?;
             let fd = crate::sys::raise_nofile()?;
             if (cfg.max_conns as u64).saturating_add(crate::sys::FD_RESERVE) > fd.soft {
                 log::warn!(
@@ -60,7 +60,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             Ok(0)
         }
         Cmd::Proxy(args) => {
-            let cfg = crate::cli::proxy_config(&args)?;
+            let cfg = crate::proxy::args::proxy_config(&args)?;
             if args.print_config {
                 let stdout = std::io::stdout();
                 let _ = write!(stdout.lock(), "{}", cfg.to_toml());
@@ -83,17 +83,17 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         }
         // ---- backpressure lab (bp) --------------------------------------------------------
         Cmd::Bp(BpCmd::Server(args)) => {
-            let cfg = crate::cli::bp_server_config(&args)?;
+            let cfg = crate::backpressure::args::bp_server_config(&args)?;
             let threads = crate::cli::threads(args.threads);
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
             let stdout = std::io::stdout();
-            let key = crate::cli::bp_listen_key(&args);
+            let key = crate::backpressure::args::bp_listen_key(&args);
             crate::backpressure::server::run(&cfg, &key, threads, &signals, &mut stdout.lock())?;
             Ok(0)
         }
         Cmd::Bp(BpCmd::Client(args)) => {
-            let cfg = crate::cli::bp_client_config(&args)?;
+            let cfg = crate::backpressure::args::bp_client_config(&args)?;
             let target = crate::cli::resolve(&cfg.server.host, cfg.server.port)?;
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;

@@ -40,6 +40,7 @@
 //! is the client's to report: `bp client` prints it, the browser client shows its
 //! `bufferedAmount`.)
 
+pub(crate) mod args;
 pub mod client;
 pub mod config;
 pub mod http;

@@ -845,7 +845,7 @@ impl Handler for BpReactor {
 }
 
 /// Runs the lab server until SIGINT/SIGTERM. The first stdout line names the bound address.
-/// `listen_key` names where `cfg.listen` came from (see [`crate::cli::bp_listen_key`]).
+/// `listen_key` names where `cfg.listen` came from (see [`crate::backpressure::args::bp_listen_key`]).
 pub fn run(
     cfg: &ServerConfig,
     listen_key: &str,

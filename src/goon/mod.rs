@@ -5,6 +5,7 @@
 //! from the reactors' latest counts, ends the run (all dials resolved, then `--hold`; or a
 //! signal) and prints the final report (`report.rs`).
 
+pub(crate) mod args;
 pub mod preflight;
 pub mod reactor;
 pub mod report;

@@ -13,6 +13,7 @@
 //! the file, SIGUSR1 prints a summary line.
 
 pub mod admin;
+pub(crate) mod args;
 pub mod config;
 pub mod lb;
 pub mod reactor;

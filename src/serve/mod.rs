@@ -2,6 +2,8 @@
 //! echoes or discards, each reactor running one [`Sink`] (the component goon embeds too; see
 //! [`crate::target`] for its accept rules). Nothing spins and nothing exits.
 
+pub(crate) mod args;
+
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

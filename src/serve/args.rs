@@ -1,0 +1,75 @@
+//! `netforge serve`'s flags and their translation into [`ServeConfig`]. Values are checked here
+//! and refused with one line naming the flag.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::cli::{threads, usage};
+use crate::error::Error;
+use crate::net::tune::SockBufs;
+use crate::serve::ServeConfig;
+use crate::target::Mode;
+use crate::units::{self, parse_int, parse_sockbuf, parse_threads, CONNS_MAX};
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port, printed on the first line).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+    /// What to do with each connection.
+    #[arg(long, value_enum, default_value_t = Mode::Hold)]
+    pub(crate) mode: Mode,
+    /// Most connections held at once, 1..=16777216, counted over all reactors; beyond it clients
+    /// wait in the kernel's listen backlog until one closes [default: 100000, or the open-file
+    /// limit minus 64 when that is lower].
+    #[arg(long = "max-conns", value_name = "N", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_int(s, 1, CONNS_MAX).map(|n| n as usize))]
+    pub(crate) max_conns: Option<usize>,
+    /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
+    pub(crate) threads: Option<usize>,
+    /// Time between stats lines: whole seconds or a duration (500ms), at most 365 days;
+    /// 0 = no status lines, only the final report (the same in every role).
+    #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
+          value_parser = units::parse_interval)]
+    pub(crate) interval: Duration,
+    /// SO_SNDBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
+    pub(crate) sndbuf: Option<u64>,
+    /// SO_RCVBUF for accepted sockets: 1KiB..=256MiB, or 0 for the kernel's default [default: 0].
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_sockbuf)]
+    pub(crate) rcvbuf: Option<u64>,
+    /// Share the --listen address with other processes listening on it with SO_REUSEPORT (the
+    /// kernel spreads new connections over all of them). Without it, an address another
+    /// process listens on is refused.
+    #[arg(long)]
+    pub(crate) reuse_port: bool,
+}
+
+pub(crate) fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
+    let listen: SocketAddr = a
+        .listen
+        .parse()
+        .map_err(|_| usage(format!("--listen {:?}: expected IP:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)", a.listen)))?;
+    let bad = |flag: &str, v: u64, e: String| usage(format!("invalid value '{v}' for '{flag}': {e}"));
+    // The flag's parser already checked 1..=CONNS_MAX.
+    let max_conns = a.max_conns.unwrap_or_else(crate::serve::default_max_conns);
+    let interval = units::duration_in(a.interval, Duration::ZERO, units::MAX_DURATION)
+        .map_err(|e| usage(format!("invalid value for '--interval': {e}")))?;
+    let sockbuf = |flag: &str, v: Option<u64>| match v {
+        None => Ok(None),
+        Some(v) => units::sockbuf(v).map(|b| b.map(|b| b as usize)).map_err(|e| bad(flag, v, e)),
+    };
+    Ok(ServeConfig {
+        listen,
+        mode: a.mode,
+        max_conns,
+        threads: threads(a.threads),
+        interval,
+        bufs: SockBufs { sndbuf: sockbuf("--sndbuf", a.sndbuf)?, rcvbuf: sockbuf("--rcvbuf", a.rcvbuf)? },
+        reuse_port: a.reuse_port,
+    })
+}
