@@ -1,0 +1,131 @@
+//! The quick-start flags (`--laddr`, `--lb`, `--timeout`, backends) → a [`ProxyConfig`].
+
+use std::time::Duration;
+
+use super::address::{parse_address, system_resolve, Resolver};
+use super::defaults::*;
+use super::types::*;
+use crate::proxy::lb::Balance;
+use crate::reactor::affinity::CpuAffinity;
+
+/// The quick-start interface: `netforge proxy --laddr ADDR --lb ALGO --timeout DUR BACKEND...`.
+/// `timeout` is the backend connect timeout; everything else takes its default. One listener
+/// (`listener0`) forwards to one group (`default`) of weight-1 backends named as written.
+pub fn from_flags(laddr: &str, lb: &str, timeout: Duration, backends: &[String]) -> Result<ProxyConfig, String> {
+    from_flags_with(laddr, lb, timeout, backends, &mut system_resolve)
+}
+
+pub(super) fn from_flags_with(
+    laddr: &str,
+    lb: &str,
+    timeout: Duration,
+    backends: &[String],
+    resolve: Resolver<'_>,
+) -> Result<ProxyConfig, String> {
+    // An address equal to the admin address (the default one, or --admin) is refused once
+    // --admin is applied (`cli::proxy_config`).
+    let address = parse_address(laddr, resolve).map_err(|e| format!("--laddr: {e}"))?;
+    let balance: Balance = lb.parse().map_err(|e| format!("--lb: {e}"))?;
+    if timeout.is_zero() {
+        return Err("--timeout: must be > 0 (e.g. 3s)".into());
+    }
+    if backends.is_empty() {
+        return Err("no backend given (list them after the flags, e.g. 127.0.0.1:8001 127.0.0.1:8002)".into());
+    }
+    let mut list: Vec<BackendConfig> = Vec::with_capacity(backends.len());
+    for (i, text) in backends.iter().enumerate() {
+        let addr = parse_address(text, resolve).map_err(|e| format!("backend {}: {e}", i + 1))?;
+        if addr.port() == 0 {
+            return Err(format!("backend {}: {text:?} has port 0, which cannot be connected to", i + 1));
+        }
+        if let Some(j) = list.iter().position(|b| b.address == addr) {
+            return Err(format!("backend {}: {text:?} duplicates backend {} (list each backend once)", i + 1, j + 1));
+        }
+        list.push(BackendConfig {
+            name: text.trim().to_string(),
+            address: addr,
+            weight: DEFAULT_WEIGHT,
+            backup: false,
+            state: DEFAULT_STATE,
+        });
+    }
+    Ok(ProxyConfig {
+        source: None,
+        threads: DEFAULT_THREADS,
+        cpu_affinity: CpuAffinity::default(),
+        max_connections: default_max_connections(),
+        balance,
+        retries: DEFAULT_RETRIES,
+        buffer_bytes: DEFAULT_BUFFER_BYTES,
+        pipe_bytes: DEFAULT_PIPE_BYTES,
+        splice: DEFAULT_SPLICE,
+        smart_connect: DEFAULT_SMART_CONNECT,
+        reuse_port: DEFAULT_REUSE_PORT,
+        congestion: DEFAULT_CONGESTION,
+        overrides: Overrides::default(),
+        drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        timeouts: Timeouts { connect: timeout, ..Timeouts::default() },
+        health: HealthConfig::default(),
+        admin: Some(DEFAULT_ADMIN_ADDRESS),
+        listeners: vec![ListenerConfig {
+            name: format!("{DEFAULT_LISTENER_NAME_PREFIX}0"),
+            address,
+            group: 0,
+            max_connections: default_max_connections(),
+            congestion: DEFAULT_CONGESTION,
+        }],
+        groups: vec![GroupConfig {
+            name: DEFAULT_GROUP.to_string(),
+            balance,
+            backends: list,
+            congestion: DEFAULT_CONGESTION,
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::config::fixtures::*;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn flags() {
+        let b = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let secs = Duration::from_secs;
+        let ok = from_flags_with(
+            "127.0.0.1:4000",
+            "P2C",
+            secs(3),
+            &b(&["127.0.0.1:8001", "localhost:8002"]),
+            &mut fake_resolve,
+        )
+        .unwrap();
+        assert_eq!(ok.source, None);
+        assert_eq!(ok.balance, Balance::P2c);
+        assert_eq!(ok.timeouts.connect, secs(3));
+        assert_eq!(ok.listeners[0].address, v4([127, 0, 0, 1], 4000));
+        let g = &ok.groups[0];
+        assert_eq!((g.name.as_str(), g.balance), (DEFAULT_GROUP, Balance::P2c));
+        let got: Vec<(&str, SocketAddr)> = g.backends.iter().map(|x| (x.name.as_str(), x.address)).collect();
+        assert_eq!(
+            got,
+            vec![("127.0.0.1:8001", v4([127, 0, 0, 1], 8001)), ("localhost:8002", v4([127, 0, 0, 1], 8002))]
+        );
+
+        // (laddr, lb, timeout, backends, fragment of the error)
+        let bad: &[(&str, &str, Duration, &[&str], &str)] = &[
+            ("127.0.0.1", "p2c", secs(3), &["127.0.0.1:8001"], "--laddr"),
+            ("127.0.0.1:4000", "fastest", secs(3), &["127.0.0.1:8001"], "--lb"),
+            ("127.0.0.1:4000", "p2c", Duration::ZERO, &["127.0.0.1:8001"], "--timeout"),
+            ("127.0.0.1:4000", "p2c", secs(3), &[], "no backend"),
+            ("127.0.0.1:4000", "p2c", secs(3), &["127.0.0.1:8001", "nosuch.invalid:1"], "backend 2"),
+            ("127.0.0.1:4000", "p2c", secs(3), &["127.0.0.1:0"], "port 0"),
+            ("127.0.0.1:4000", "p2c", secs(3), &["127.0.0.1:8001", "localhost:8001"], "duplicates backend 1"),
+        ];
+        for (laddr, lb, timeout, backends, want) in bad {
+            let err = from_flags_with(laddr, lb, *timeout, &b(backends), &mut fake_resolve).unwrap_err();
+            assert!(err.contains(want) && !err.contains('\n'), "{err:?} lacks {want:?}");
+        }
+    }
+}
