@@ -23,7 +23,7 @@ pub(super) fn from_flags_with(
     resolve: Resolver<'_>,
 ) -> Result<ProxyConfig, String> {
     // An address equal to the admin address (the default one, or --admin) is refused once
-    // --admin is applied (`cli::proxy_config`).
+    // --admin is applied (`proxy::args::proxy_config`).
     let address = parse_address(laddr, resolve).map_err(|e| format!("--laddr: {e}"))?;
     let balance: Balance = lb.parse().map_err(|e| format!("--lb: {e}"))?;
     if timeout.is_zero() {
