@@ -584,7 +584,7 @@ fn sighup_reloads_backends_and_sigusr1_prints_a_summary() {
         let text = conf(&[first.addr], "threads = 2", NO_HEALTH);
         let path = write_conf(&text);
         let mut cmd = netforge();
-        cmd.arg("proxy").arg("--conf").arg(&path);
+        cmd.arg("proxy").arg("--conf").arg(&path).env("RUST_LOG", "info");
         let p = Proc::spawn(cmd);
         let line = p.line(Duration::from_secs(10));
         let addr: SocketAddr = line
@@ -592,22 +592,38 @@ fn sighup_reloads_backends_and_sigusr1_prints_a_summary() {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("{line}"));
-        let _admin = p.line(Duration::from_secs(10));
+        let line = p.line(Duration::from_secs(10));
+        let admin: SocketAddr = line
+            .strip_prefix("netforge proxy: metrics on http://")
+            .and_then(|r| r.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
         assert_eq!(roundtrip(addr, b"one"), b"one");
         assert_eq!(first.accepted.load(Ordering::Relaxed), 1);
-        // Same listener, a different backend: applied to new sessions after SIGHUP.
+        let m = metrics(admin);
+        assert_eq!(metric(&m, "netforge_proxy_config_generation"), Some(0.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_config_generation_applied"), Some(0.0), "{m}");
+        // Same listener, a different backend: applied to new sessions after SIGHUP, by each
+        // reactor when it takes the command. Once the coordinator says every reactor runs the
+        // new generation, no session may reach the old backend.
         std::fs::write(&path, conf(&[second.addr], "threads = 2", NO_HEALTH)).unwrap();
         p.signal(1);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while second.accepted.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "reload not applied");
-            assert_eq!(roundtrip(addr, b"x"), b"x");
-        }
-        let before = first.accepted.load(Ordering::Relaxed);
-        for _ in 0..5 {
+        let sent = wait_stderr(&p, Duration::from_secs(10), "proxy: reloaded");
+        assert!(sent.ends_with("1 backend in 1 group; generation 1 sent to the reactors"), "{sent}");
+        let applied = wait_stderr(&p, Duration::from_secs(10), "applied by every reactor");
+        assert!(
+            applied.ends_with("proxy: configuration generation 1 applied by every reactor (2 reactors)"),
+            "{applied}"
+        );
+        let m = metrics(admin);
+        assert_eq!(metric(&m, "netforge_proxy_config_generation"), Some(1.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_config_generation_applied"), Some(1.0), "{m}");
+        // Enough sessions that both reactors take some (the kernel spreads them by port hash).
+        for _ in 0..20 {
             assert_eq!(roundtrip(addr, b"y"), b"y");
         }
-        assert_eq!(first.accepted.load(Ordering::Relaxed), before, "the old backend got sessions after the reload");
+        assert_eq!(first.accepted.load(Ordering::Relaxed), 1, "the old backend got sessions after the reload");
+        assert_eq!(second.accepted.load(Ordering::Relaxed), 20);
         p.signal(10);
         let summary = p.wait_line(Duration::from_secs(10), |l| l.starts_with("proxy: active"));
         assert!(summary.contains("errors 0"), "{summary}");
@@ -741,6 +757,14 @@ fn backend_sessions(b: &str) -> String {
     format!("netforge_proxy_backend_sessions_total{{group=\"default\",backend=\"{b}\"}}")
 }
 
+/// Sessions closed so far, every reason summed.
+fn closed_sessions(m: &str) -> f64 {
+    m.lines()
+        .filter(|l| l.starts_with("netforge_proxy_sessions_closed_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// One short session: connect, 64 bytes out, the same 64 back, close.
 fn short_session(addr: SocketAddr, i: u32) -> std::io::Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
@@ -780,8 +804,13 @@ fn killing_a_backend_under_load_fails_no_client_session() {
             }
         }
         assert!(failures.is_empty(), "{} client failures: {failures:?}", failures.len());
-        let m =
-            wait_metrics(px.admin, Duration::from_secs(10), "b1 down", |m| metric(m, &backend_up("b1")) == Some(0.0));
+        // Each reactor's counters reach /metrics on its next report: wait until every session
+        // is counted closed (a reactor's report of its last close also carries that session's
+        // backend), then compare. A session counted twice or never is still seen below.
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "b1 down and every session closed", |m| {
+            metric(m, &backend_up("b1")) == Some(0.0) && closed_sessions(m) >= f64::from(SESSIONS)
+        });
+        assert_eq!(closed_sessions(&m), f64::from(SESSIONS), "{m}");
         assert_eq!(metric(&m, &backend_up("b0")), Some(1.0), "{m}");
         assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"connect_failed\"}"), Some(0.0), "{m}");
         let served = metric(&m, &backend_sessions("b0")).unwrap() + metric(&m, &backend_sessions("b1")).unwrap();
