@@ -1377,3 +1377,61 @@ fn threads_and_admin_flags_survive_a_reload_without_a_restart_warning() {
         assert!(line.contains("need a restart"), "{line}");
     });
 }
+
+/// A backend that completes every handshake and at once resets the connection: its sessions end
+/// `server_reset`, whether the reactor saw the connect before the reset or only after it. They
+/// are established sessions the backend aborted, not failed connects: never retried elsewhere
+/// (the client's bytes may have reached it), never a passive-health failure.
+#[test]
+fn a_backend_that_accepts_then_resets_aborts_sessions_and_fails_no_connect() {
+    with_timeout(T, || {
+        let port = crate::util::HeldPort::new();
+        let l = port.listen();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
+            }
+        });
+        let echo = Echo::start();
+        let health = "enabled = false\npassive_fall = 1";
+        let px = proxy(&conf(&[port.addr, echo.addr], "threads = 1\nretries = 2\nbalance = \"round_robin\"", health));
+        // Bursts from several clients at once: the reactor dials many backends per wake-up, so
+        // some resets land before it looks at the connect.
+        const CLIENTS: u32 = 4;
+        const EACH: u32 = 50;
+        let addr = px.addr;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let _ = short_session(addr, c * EACH + i);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let n = f64::from(CLIENTS * EACH);
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "every session closed", |m| closed_sessions(m) >= n);
+        let failures = |b: &str| {
+            metric(
+                m.as_str(),
+                &format!("netforge_proxy_backend_connect_failures_total{{group=\"default\",backend=\"{b}\"}}"),
+            )
+        };
+        assert_eq!(closed_sessions(&m), n, "{m}");
+        assert_eq!(failures("b0"), Some(0.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"connect_failed\"}"), Some(0.0), "{m}");
+        assert_eq!(
+            metric(&m, "netforge_proxy_backend_passive_down_total{group=\"default\",backend=\"b0\"}"),
+            Some(0.0),
+            "{m}"
+        );
+        let (s0, s1) = (metric(&m, &backend_sessions("b0")).unwrap(), metric(&m, &backend_sessions("b1")).unwrap());
+        assert_eq!(s0 + s1, n, "{m}");
+        // Round robin over two backends, nothing retried: half each, and b0's all reset.
+        assert_eq!(s0, n / 2.0, "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"server_reset\"}"), Some(s0), "{m}");
+    });
+}
