@@ -322,13 +322,15 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                     if let Some(new) = reload(&cfg) {
                         let new = Arc::new(new);
                         let generation = passive.reload(backend_count(&new));
-                        let full = pool.broadcast(|_| Cmd::Reload(new.clone(), generation));
+                        // Logged before the reactors have it, so it precedes anything they log
+                        // about the new configuration (a first health check result).
                         log::info!(
-                            "proxy: reloaded {}: {} in {}; generation {generation} sent to the reactors",
+                            "proxy: reloaded {}: {} in {}; generation {generation} goes to the reactors",
                             new.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
                             counted(backend_count(&new) as u64, "backend", "backends"),
                             counted(new.groups.len() as u64, "group", "groups")
                         );
+                        let full = pool.broadcast(|_| Cmd::Reload(new.clone(), generation));
                         if full > 0 {
                             log::error!("proxy: reload not delivered to {} (queue full); send SIGHUP again", counted(full as u64, "reactor", "reactors"));
                         }

@@ -609,7 +609,7 @@ fn sighup_reloads_backends_and_sigusr1_prints_a_summary() {
         std::fs::write(&path, conf(&[second.addr], "threads = 2", NO_HEALTH)).unwrap();
         p.signal(1);
         let sent = wait_stderr(&p, Duration::from_secs(10), "proxy: reloaded");
-        assert!(sent.ends_with("1 backend in 1 group; generation 1 sent to the reactors"), "{sent}");
+        assert!(sent.ends_with("1 backend in 1 group; generation 1 goes to the reactors"), "{sent}");
         let applied = wait_stderr(&p, Duration::from_secs(10), "applied by every reactor");
         assert!(
             applied.ends_with("proxy: configuration generation 1 applied by every reactor (2 reactors)"),
