@@ -442,13 +442,20 @@ fn health_checks_take_a_backend_down_and_up() {
         let up = "netforge_proxy_backend_up{group=\"default\",backend=\"b0\"}";
         wait_metrics(px.admin, Duration::from_secs(10), "b0 up", |m| metric(m, up) == Some(1.0));
         drop(l);
-        wait_metrics(px.admin, Duration::from_secs(10), "b0 down", |m| metric(m, up) == Some(0.0));
-        // Sessions now all go to the healthy backend (a DOWN backend is never picked).
-        let before = other.accepted.load(Ordering::Relaxed);
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "b0 down", |m| metric(m, up) == Some(0.0));
+        // Sessions now all go to the healthy backend. Counted by the proxy, not by the echo
+        // server, which also counts the health checks (one every 100 ms).
+        let (closed, b0, b1) =
+            (closed_sessions(&m), metric(&m, &backend_sessions("b0")), metric(&m, &backend_sessions("b1")).unwrap());
         for i in 0..6u8 {
             assert_eq!(roundtrip(px.addr, &[i; 4]), vec![i; 4]);
         }
-        assert_eq!(other.accepted.load(Ordering::Relaxed), before + 6);
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "6 more sessions closed", |m| {
+            closed_sessions(m) >= closed + 6.0
+        });
+        assert_eq!(closed_sessions(&m), closed + 6.0, "{m}");
+        assert_eq!(metric(&m, &backend_sessions("b1")), Some(b1 + 6.0), "{m}");
+        assert_eq!(metric(&m, &backend_sessions("b0")), b0, "{m}");
         let _l = port.listen();
         wait_metrics(px.admin, Duration::from_secs(10), "b0 up again", |m| metric(m, up) == Some(1.0));
         px.p.signal(15);
