@@ -30,7 +30,9 @@ pub const PROC_NET_MAX_BYTES: u64 = 64 << 20;
 /// Most processes and descriptors [`holder`] looks at, and how long it may take.
 pub const HOLDER_MAX_PROCS: usize = 65_536;
 pub const HOLDER_MAX_FDS: usize = 1_000_000;
-pub const HOLDER_BUDGET: Duration = Duration::from_millis(500);
+/// Only an error path waits for it; a loaded machine with tens of thousands of descriptors
+/// open can need more than half a second to read every link.
+pub const HOLDER_BUDGET: Duration = Duration::from_secs(2);
 
 /// Whether other processes may listen on a group's address too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -218,35 +220,53 @@ pub fn holder(addr: SocketAddr) -> Option<String> {
         .find(|l| l.addr.is_ipv4() == addr.is_ipv4() && overlaps(l.addr.ip(), addr.ip()))
         .or_else(|| found.iter().find(|l| l.addr.ip().is_unspecified()))?;
     let who = match find_pid(l.inode) {
-        Some(pid) if pid == std::process::id() => "this process".to_string(),
-        Some(pid) => {
+        Found::Pid(pid) if pid == std::process::id() => "this process".to_string(),
+        Found::Pid(pid) => {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             format!("pid {pid} ({})", comm.trim())
         }
-        None => format!("a process of uid {} not visible to this user", l.uid),
+        Found::NotVisible => format!("a process of uid {} not visible to this user", l.uid),
+        Found::CutShort => format!("a process of uid {} (the search of /proc for its pid was cut short)", l.uid),
     };
     Some(format!("{who} listens on {}", l.addr))
 }
 
-fn find_pid(inode: u64) -> Option<u32> {
-    let deadline = Instant::now() + HOLDER_BUDGET;
+/// What the scan of `/proc/*/fd` for a socket inode found.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    Pid(u32),
+    /// Every process this user may look at was searched: the holder is not among them.
+    NotVisible,
+    /// A bound ran out first: the holder may well be visible, it was not reached.
+    CutShort,
+}
+
+fn find_pid(inode: u64) -> Found {
+    find_pid_within(inode, HOLDER_BUDGET, HOLDER_MAX_FDS)
+}
+
+fn find_pid_within(inode: u64, budget: Duration, max_fds: usize) -> Found {
+    let deadline = Instant::now() + budget;
     let mut fds = 0usize;
-    let procs = std::fs::read_dir("/proc").ok()?;
-    for entry in procs.take(HOLDER_MAX_PROCS).flatten() {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Found::NotVisible };
+    for (n, entry) in procs.flatten().enumerate() {
+        if n >= HOLDER_MAX_PROCS {
+            return Found::CutShort;
+        }
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
         for fd in dir.flatten() {
             fds += 1;
-            if fds > HOLDER_MAX_FDS || Instant::now() > deadline {
-                return None;
+            if fds > max_fds || Instant::now() > deadline {
+                return Found::CutShort;
             }
             let link = std::fs::read_link(fd.path()).ok();
             if link.as_ref().and_then(|l| l.to_str()).and_then(parse_socket_link) == Some(inode) {
-                return Some(pid);
+                return Found::Pid(pid);
             }
         }
     }
-    None
+    Found::NotVisible
 }
 
 #[cfg(test)]
@@ -305,6 +325,17 @@ mod tests {
             group(addr, 2, 16, &ListenTuning::default(), Sharing::ReusePort).unwrap_err().kind(),
             io::ErrorKind::AddrInUse
         );
+    }
+
+    #[test]
+    fn a_scan_that_runs_out_of_its_bounds_says_so_instead_of_not_visible() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = socket_inode(std::os::fd::AsRawFd::as_raw_fd(&l)).expect("a socket inode");
+        assert_eq!(find_pid_within(inode, Duration::from_secs(10), HOLDER_MAX_FDS), Found::Pid(std::process::id()));
+        assert_eq!(find_pid_within(inode, Duration::from_secs(10), 0), Found::CutShort);
+        assert_eq!(find_pid_within(inode, Duration::ZERO, HOLDER_MAX_FDS), Found::CutShort);
+        // No descriptor has inode 0: every process searched, none holds it.
+        assert_eq!(find_pid_within(0, Duration::from_secs(10), HOLDER_MAX_FDS), Found::NotVisible);
     }
 
     #[test]

@@ -220,6 +220,10 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     let mut done = vec![false; threads];
     let mut up: Vec<bool> = vec![!cfg.health.enabled; backend_count(&cfg)];
     let mut passive = PassiveRelay::new(backend_count(&cfg));
+    // The configuration generation each reactor's latest report ran, and the last one logged as
+    // applied by every reactor: a reload is in force only once all of them run it.
+    let mut running = vec![0u64; threads];
+    let mut announced = 0u64;
     let mut draining = false;
     // Start-up gate: reactors other than 0 accept once told the first health round is complete.
     let mut opened = !cfg.health.enabled;
@@ -228,11 +232,20 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     loop {
         if dirty {
             let t = sum(&per);
-            let text = stats::render(&cfg, &t, &up);
+            let generations = stats::Generations { loaded: passive.generation, applied: applied(&running) };
+            let text = stats::render(&cfg, &t, &up, generations);
             if let Ok(mut m) = metrics.lock() {
                 *m = text;
             }
             dirty = false;
+            // Logged after /metrics shows it, so a reader of either sees the same state.
+            if announced < passive.generation && generations.applied == passive.generation {
+                announced = passive.generation;
+                log::info!(
+                    "proxy: configuration generation {announced} applied by every reactor ({})",
+                    counted(threads as u64, "reactor", "reactors")
+                );
+            }
         }
         if done.iter().all(|d| *d) {
             break;
@@ -280,6 +293,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                         // round's results. A full queue is retried on the next report.
                         opened = pool.broadcast(|_| Cmd::Open) == 0;
                     }
+                    running[r.id] = r.generation;
                     cuts[r.id] = r.cut;
                     done[r.id] |= r.done;
                     per[r.id] = r.stats;
@@ -309,6 +323,14 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
                     if let Some(new) = reload(&cfg) {
                         let new = Arc::new(new);
                         let generation = passive.reload(backend_count(&new));
+                        // Logged before the reactors have it, so it precedes anything they log
+                        // about the new configuration (a first health check result).
+                        log::info!(
+                            "proxy: reloaded {}: {} in {}; generation {generation} goes to the reactors",
+                            new.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                            counted(backend_count(&new) as u64, "backend", "backends"),
+                            counted(new.groups.len() as u64, "group", "groups")
+                        );
                         let full = pool.broadcast(|_| Cmd::Reload(new.clone(), generation));
                         if full > 0 {
                             log::error!("proxy: reload not delivered to {} (queue full); send SIGHUP again", counted(full as u64, "reactor", "reactors"));
@@ -334,6 +356,11 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     let _ = out.flush();
     pool.join();
     Ok(())
+}
+
+/// The configuration generation every reactor runs: the lowest one reported.
+fn applied(running: &[u64]) -> u64 {
+    running.iter().copied().min().unwrap_or(0)
 }
 
 fn sum(per: &[ProxyStats]) -> ProxyStats {
@@ -394,12 +421,6 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
             return None;
         }
     }
-    log::info!(
-        "proxy: reloaded {}: {} in {}",
-        path.display(),
-        counted(backend_count(&new) as u64, "backend", "backends"),
-        counted(new.groups.len() as u64, "group", "groups")
-    );
     Some(new)
 }
 

@@ -689,19 +689,18 @@ impl ProxyReactor {
                 // Client bytes wait in the kernel until the backend answers.
                 return;
             }
-            // A connecting socket signals EPOLLOUT only once the handshake completed, and
-            // EPOLLERR/EPOLLHUP when it failed: a WRITABLE edge without those is a connect,
-            // with no SO_ERROR/getpeername round trip. Anything else takes the full check.
-            let state = if ready.contains(Ready::WRITABLE) && !ready.intersects(Ready::ERROR | Ready::HUP) {
-                DialState::Connected
-            } else {
-                connect::check(&s.pipe.server)
-            };
-            match state {
-                DialState::Pending => return,
-                DialState::Connected => self.connected(tok, cx.now),
-                DialState::Failed(e) => {
-                    self.retry(cx, tok, Cause::from_io(&e));
+            match dial_outcome(&s.pipe.server, ready) {
+                Dialed::Pending => return,
+                Dialed::Connected => self.connected(tok, cx.now),
+                Dialed::Aborted => {
+                    // Established, so a session of that backend; its reset ends it like one
+                    // seen a moment later on the first read would.
+                    self.connected(tok, cx.now);
+                    self.close(cx, tok, CloseReason::ServerReset);
+                    return;
+                }
+                Dialed::Failed(cause) => {
+                    self.retry(cx, tok, cause);
                     return;
                 }
             }
@@ -1006,10 +1005,12 @@ impl ProxyReactor {
         }
         let Some(c) = self.checks.get(i) else { return };
         let Some(s) = c.sock.as_ref() else { return };
-        match connect::check(s) {
-            DialState::Pending => {}
-            DialState::Connected => self.check_done(cx, i, Ok(())),
-            DialState::Failed(e) => self.check_done(cx, i, Err(Cause::from_io(&e))),
+        // A check is a TCP handshake: one the backend completed and then reset passed it, as
+        // it would have had this reactor looked before the reset.
+        match dial_outcome(s, Ready::ALL) {
+            Dialed::Pending => {}
+            Dialed::Connected | Dialed::Aborted => self.check_done(cx, i, Ok(())),
+            Dialed::Failed(cause) => self.check_done(cx, i, Err(cause)),
         }
     }
 
@@ -1081,6 +1082,38 @@ impl ProxyReactor {
         self.cfg = cfg;
         self.generation = generation;
         self.start_checks(cx, &carry);
+    }
+}
+
+/// What an edge on a connecting backend socket means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dialed {
+    /// Spurious wake-up: the handshake is still under way.
+    Pending,
+    Connected,
+    /// The backend completed the handshake and reset the connection before this side looked.
+    /// That is an established session the server aborted (HAProxy counts it so, not as a
+    /// connect error): no retry elsewhere, since the client's first bytes may already have
+    /// reached it (smart_connect), and no passive-health failure, since the backend accepts.
+    Aborted,
+    /// The connect itself failed (refused, unreachable, ..): passive health and a retry.
+    Failed(Cause),
+}
+
+/// Classifies `ready` on connecting socket `sock`. A connecting socket signals EPOLLOUT only
+/// once the handshake completed, and EPOLLERR/EPOLLHUP when it failed: a WRITABLE edge without
+/// those is a connect, with no SO_ERROR/getpeername round trip. Anything else takes the full
+/// check, where a reset after the handshake (see [`connect::completed_before`]) is told apart
+/// from a failed handshake.
+fn dial_outcome(sock: &TcpStream, ready: Ready) -> Dialed {
+    if ready.contains(Ready::WRITABLE) && !ready.intersects(Ready::ERROR | Ready::HUP) {
+        return Dialed::Connected;
+    }
+    match connect::check(sock) {
+        DialState::Pending => Dialed::Pending,
+        DialState::Connected => Dialed::Connected,
+        DialState::Failed(e) if connect::completed_before(sock, &e) => Dialed::Aborted,
+        DialState::Failed(e) => Dialed::Failed(Cause::from_io(&e)),
     }
 }
 
@@ -1334,5 +1367,43 @@ address = "127.0.0.1:2"
         assert!(rx.try_recv().is_err());
         // The tick report carries the relayed deadline; the coordinator sees nothing new in it.
         assert_eq!(r.make_report(1, false, true).passive_down, vec![Some(until), None]);
+    }
+
+    /// Waits (up to 5 s) for an edge on `s` that carries a reset or an error.
+    fn reset_edge(s: &mut TcpStream) -> Ready {
+        let mut poll = mio::Poll::new().unwrap();
+        poll.registry().register(s, Token(0), Interest::READABLE | Interest::WRITABLE).unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let mut ready = Ready::EMPTY;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ready.intersects(Ready::ERROR | Ready::HUP) {
+            assert!(Instant::now() < deadline, "no reset seen");
+            poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
+            for e in events.iter() {
+                ready |= Ready::from_event(e);
+            }
+        }
+        ready
+    }
+
+    #[test]
+    fn a_backend_that_accepts_then_resets_aborted_a_session_it_did_not_refuse_one() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut s = connect::dial(l.local_addr().unwrap(), None, &DialOpts::default()).unwrap();
+        let (a, _) = l.accept().unwrap();
+        socket2::SockRef::from(&a).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(a);
+        // The reset lands before the first look, as it does on a busy reactor.
+        let ready = reset_edge(&mut s);
+        assert_eq!(dial_outcome(&s, ready), Dialed::Aborted);
+
+        // Bound but not listening (so no other test can take the port): the connect is
+        // refused, a failure fed to passive health and retried.
+        let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let port = held.local_addr().unwrap().as_socket().unwrap().port();
+        let mut s = connect::dial(([127, 0, 0, 1], port).into(), None, &DialOpts::default()).unwrap();
+        let ready = reset_edge(&mut s);
+        assert_eq!(dial_outcome(&s, ready), Dialed::Failed(Cause::Refused));
     }
 }

@@ -117,8 +117,17 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Configuration generations (0 at start-up, one more per SIGHUP reload sent to the reactors).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Generations {
+    /// The latest one the coordinator loaded and sent.
+    pub loaded: u64,
+    /// The one every reactor runs (the lowest any reactor's latest report carries).
+    pub applied: u64,
+}
+
 /// Prometheus text exposition (version 0.0.4) of the summed counters.
-pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
+pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool], g: Generations) -> String {
     let mut o = String::with_capacity(4096);
     let family = |o: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -218,6 +227,20 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool]) -> String {
     let _ = writeln!(o, "netforge_proxy_backend_connect_seconds_count {}", t.connect_count);
     family(&mut o, "netforge_proxy_accept_pauses_total", "counter", "Listener pauses on EMFILE/ENFILE.");
     let _ = writeln!(o, "netforge_proxy_accept_pauses_total {}", t.accept_pauses);
+    family(
+        &mut o,
+        "netforge_proxy_config_generation",
+        "gauge",
+        "Configuration generation: 0 at start-up, one more per SIGHUP reload sent to the reactors.",
+    );
+    let _ = writeln!(o, "netforge_proxy_config_generation {}", g.loaded);
+    family(
+        &mut o,
+        "netforge_proxy_config_generation_applied",
+        "gauge",
+        "Configuration generation every reactor runs: a reload is in force once this equals netforge_proxy_config_generation.",
+    );
+    let _ = writeln!(o, "netforge_proxy_config_generation_applied {}", g.applied);
     o
 }
 
@@ -251,9 +274,11 @@ mod tests {
         let mut t = ProxyStats::default();
         t.add(&r0);
         t.add(&r1);
-        let m = render(&cfg, &t, &[true, true]);
+        let m = render(&cfg, &t, &[true, true], Generations { loaded: 2, applied: 1 });
         assert!(m.contains("# TYPE netforge_proxy_backend_passive_down_total counter\n"), "{m}");
         assert!(m.contains("\nnetforge_proxy_backend_passive_down_total{group=\"default\",backend=\"a\"} 3\n"), "{m}");
         assert!(m.contains("\nnetforge_proxy_backend_passive_down_total{group=\"g\",backend=\"b\"} 1\n"), "{m}");
+        assert!(m.contains("\nnetforge_proxy_config_generation 2\n"), "{m}");
+        assert!(m.contains("\nnetforge_proxy_config_generation_applied 1\n"), "{m}");
     }
 }

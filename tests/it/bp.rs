@@ -483,16 +483,18 @@ fn proxy_to(addr: SocketAddr) -> (Proc, SocketAddr) {
 /// reading from the client once the backend's window is closed, so the zero window reaches the
 /// client's own socket.
 ///
-/// The client pushes 32 MiB/s (2,048 payloads of 16 KiB a second) for 3 s: more than every
-/// buffer on the path can hold even fully autotuned (the proxy's client socket may grow its
-/// receive buffer to `tcp_rmem`'s maximum, 32 MiB on common kernels, before its rings fill), so
-/// the zero window must reach the client however the two processes are scheduled. At the
-/// default 2 MiB/s, 6 MiB could all fit on a busy machine and the run rightly said NO.
+/// The client pushes as fast as the sockets take data for 3 s: more than every buffer on the
+/// path can hold even fully autotuned (the proxy's client socket may grow its receive buffer to
+/// `tcp_rmem`'s maximum, 32 MiB on common kernels, before its rings fill), so the zero window
+/// must reach the client however the processes are scheduled.
 fn slow_reader_through_the_proxy(protocol: &'static str) {
     with_timeout(T, move || {
         let (srv, addr) = bp_server(&["--protocol", protocol]);
         let (px, paddr) = proxy_to(addr);
-        let args = ["--protocol", protocol, "--duration", "3s", "--rate", "2048"];
+        // As fast as the sockets take it: the path holds megabytes (both hops' socket buffers
+        // and the proxy's rings) before the zero window can reach the client, which at the
+        // default 2 MB/s took over 2.5 s of a 3 s run, and longer on a loaded machine.
+        let args = ["--protocol", protocol, "--duration", "3s", "--rate", "0"];
         let (out, doc) = bp_client(paddr, &args, &format!("proxy-{protocol}"));
         assert!(out.contains("backpressure reached the client: YES"), "{out}");
         assert!(zero_window_points(&doc) > 0, "no snd_wnd == 0 sample behind the proxy: {doc}");

@@ -442,13 +442,20 @@ fn health_checks_take_a_backend_down_and_up() {
         let up = "netforge_proxy_backend_up{group=\"default\",backend=\"b0\"}";
         wait_metrics(px.admin, Duration::from_secs(10), "b0 up", |m| metric(m, up) == Some(1.0));
         drop(l);
-        wait_metrics(px.admin, Duration::from_secs(10), "b0 down", |m| metric(m, up) == Some(0.0));
-        // Sessions now all go to the healthy backend (a DOWN backend is never picked).
-        let before = other.accepted.load(Ordering::Relaxed);
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "b0 down", |m| metric(m, up) == Some(0.0));
+        // Sessions now all go to the healthy backend. Counted by the proxy, not by the echo
+        // server, which also counts the health checks (one every 100 ms).
+        let (closed, b0, b1) =
+            (closed_sessions(&m), metric(&m, &backend_sessions("b0")), metric(&m, &backend_sessions("b1")).unwrap());
         for i in 0..6u8 {
             assert_eq!(roundtrip(px.addr, &[i; 4]), vec![i; 4]);
         }
-        assert_eq!(other.accepted.load(Ordering::Relaxed), before + 6);
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "6 more sessions closed", |m| {
+            closed_sessions(m) >= closed + 6.0
+        });
+        assert_eq!(closed_sessions(&m), closed + 6.0, "{m}");
+        assert_eq!(metric(&m, &backend_sessions("b1")), Some(b1 + 6.0), "{m}");
+        assert_eq!(metric(&m, &backend_sessions("b0")), b0, "{m}");
         let _l = port.listen();
         wait_metrics(px.admin, Duration::from_secs(10), "b0 up again", |m| metric(m, up) == Some(1.0));
         px.p.signal(15);
@@ -584,7 +591,7 @@ fn sighup_reloads_backends_and_sigusr1_prints_a_summary() {
         let text = conf(&[first.addr], "threads = 2", NO_HEALTH);
         let path = write_conf(&text);
         let mut cmd = netforge();
-        cmd.arg("proxy").arg("--conf").arg(&path);
+        cmd.arg("proxy").arg("--conf").arg(&path).env("RUST_LOG", "info");
         let p = Proc::spawn(cmd);
         let line = p.line(Duration::from_secs(10));
         let addr: SocketAddr = line
@@ -592,22 +599,38 @@ fn sighup_reloads_backends_and_sigusr1_prints_a_summary() {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("{line}"));
-        let _admin = p.line(Duration::from_secs(10));
+        let line = p.line(Duration::from_secs(10));
+        let admin: SocketAddr = line
+            .strip_prefix("netforge proxy: metrics on http://")
+            .and_then(|r| r.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
         assert_eq!(roundtrip(addr, b"one"), b"one");
         assert_eq!(first.accepted.load(Ordering::Relaxed), 1);
-        // Same listener, a different backend: applied to new sessions after SIGHUP.
+        let m = metrics(admin);
+        assert_eq!(metric(&m, "netforge_proxy_config_generation"), Some(0.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_config_generation_applied"), Some(0.0), "{m}");
+        // Same listener, a different backend: applied to new sessions after SIGHUP, by each
+        // reactor when it takes the command. Once the coordinator says every reactor runs the
+        // new generation, no session may reach the old backend.
         std::fs::write(&path, conf(&[second.addr], "threads = 2", NO_HEALTH)).unwrap();
         p.signal(1);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while second.accepted.load(Ordering::Relaxed) == 0 {
-            assert!(Instant::now() < deadline, "reload not applied");
-            assert_eq!(roundtrip(addr, b"x"), b"x");
-        }
-        let before = first.accepted.load(Ordering::Relaxed);
-        for _ in 0..5 {
+        let sent = wait_stderr(&p, Duration::from_secs(10), "proxy: reloaded");
+        assert!(sent.ends_with("1 backend in 1 group; generation 1 goes to the reactors"), "{sent}");
+        let applied = wait_stderr(&p, Duration::from_secs(10), "applied by every reactor");
+        assert!(
+            applied.ends_with("proxy: configuration generation 1 applied by every reactor (2 reactors)"),
+            "{applied}"
+        );
+        let m = metrics(admin);
+        assert_eq!(metric(&m, "netforge_proxy_config_generation"), Some(1.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_config_generation_applied"), Some(1.0), "{m}");
+        // Enough sessions that both reactors take some (the kernel spreads them by port hash).
+        for _ in 0..20 {
             assert_eq!(roundtrip(addr, b"y"), b"y");
         }
-        assert_eq!(first.accepted.load(Ordering::Relaxed), before, "the old backend got sessions after the reload");
+        assert_eq!(first.accepted.load(Ordering::Relaxed), 1, "the old backend got sessions after the reload");
+        assert_eq!(second.accepted.load(Ordering::Relaxed), 20);
         p.signal(10);
         let summary = p.wait_line(Duration::from_secs(10), |l| l.starts_with("proxy: active"));
         assert!(summary.contains("errors 0"), "{summary}");
@@ -741,6 +764,14 @@ fn backend_sessions(b: &str) -> String {
     format!("netforge_proxy_backend_sessions_total{{group=\"default\",backend=\"{b}\"}}")
 }
 
+/// Sessions closed so far, every reason summed.
+fn closed_sessions(m: &str) -> f64 {
+    m.lines()
+        .filter(|l| l.starts_with("netforge_proxy_sessions_closed_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// One short session: connect, 64 bytes out, the same 64 back, close.
 fn short_session(addr: SocketAddr, i: u32) -> std::io::Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
@@ -780,8 +811,13 @@ fn killing_a_backend_under_load_fails_no_client_session() {
             }
         }
         assert!(failures.is_empty(), "{} client failures: {failures:?}", failures.len());
-        let m =
-            wait_metrics(px.admin, Duration::from_secs(10), "b1 down", |m| metric(m, &backend_up("b1")) == Some(0.0));
+        // Each reactor's counters reach /metrics on its next report: wait until every session
+        // is counted closed (a reactor's report of its last close also carries that session's
+        // backend), then compare. A session counted twice or never is still seen below.
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "b1 down and every session closed", |m| {
+            metric(m, &backend_up("b1")) == Some(0.0) && closed_sessions(m) >= f64::from(SESSIONS)
+        });
+        assert_eq!(closed_sessions(&m), f64::from(SESSIONS), "{m}");
         assert_eq!(metric(&m, &backend_up("b0")), Some(1.0), "{m}");
         assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"connect_failed\"}"), Some(0.0), "{m}");
         let served = metric(&m, &backend_sessions("b0")).unwrap() + metric(&m, &backend_sessions("b1")).unwrap();
@@ -1367,5 +1403,63 @@ fn threads_flag_defaults_to_the_files_value() {
         assert_eq!(code, 0);
         let line = help.lines().find(|l| l.trim_start().starts_with("--threads")).unwrap_or_else(|| panic!("{help}"));
         assert!(line.ends_with("[default: the file's `threads`; 0 without --conf]"), "{line}");
+    });
+}
+
+/// A backend that completes every handshake and at once resets the connection: its sessions end
+/// `server_reset`, whether the reactor saw the connect before the reset or only after it. They
+/// are established sessions the backend aborted, not failed connects: never retried elsewhere
+/// (the client's bytes may have reached it), never a passive-health failure.
+#[test]
+fn a_backend_that_accepts_then_resets_aborts_sessions_and_fails_no_connect() {
+    with_timeout(T, || {
+        let port = crate::util::HeldPort::new();
+        let l = port.listen();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let _ = socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO));
+            }
+        });
+        let echo = Echo::start();
+        let health = "enabled = false\npassive_fall = 1";
+        let px = proxy(&conf(&[port.addr, echo.addr], "threads = 1\nretries = 2\nbalance = \"round_robin\"", health));
+        // Bursts from several clients at once: the reactor dials many backends per wake-up, so
+        // some resets land before it looks at the connect.
+        const CLIENTS: u32 = 4;
+        const EACH: u32 = 50;
+        let addr = px.addr;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let _ = short_session(addr, c * EACH + i);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let n = f64::from(CLIENTS * EACH);
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "every session closed", |m| closed_sessions(m) >= n);
+        let failures = |b: &str| {
+            metric(
+                m.as_str(),
+                &format!("netforge_proxy_backend_connect_failures_total{{group=\"default\",backend=\"{b}\"}}"),
+            )
+        };
+        assert_eq!(closed_sessions(&m), n, "{m}");
+        assert_eq!(failures("b0"), Some(0.0), "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"connect_failed\"}"), Some(0.0), "{m}");
+        assert_eq!(
+            metric(&m, "netforge_proxy_backend_passive_down_total{group=\"default\",backend=\"b0\"}"),
+            Some(0.0),
+            "{m}"
+        );
+        let (s0, s1) = (metric(&m, &backend_sessions("b0")).unwrap(), metric(&m, &backend_sessions("b1")).unwrap());
+        assert_eq!(s0 + s1, n, "{m}");
+        // Round robin over two backends, nothing retried: half each, and b0's all reset.
+        assert_eq!(s0, n / 2.0, "{m}");
+        assert_eq!(metric(&m, "netforge_proxy_errors_total{cause=\"server_reset\"}"), Some(s0), "{m}");
     });
 }

@@ -15,8 +15,11 @@ const T: Duration = Duration::from_secs(90);
 const SLOW: usize = 150;
 const IDLE: usize = 150;
 const SCRAPES: usize = 5;
-/// Each scrape must be answered within this, every time.
-const SCRAPE_WITHIN: Duration = Duration::from_secs(1);
+/// Each scrape must be answered within this, every time. An answered scrape takes milliseconds;
+/// one starved by the slow clients would wait at least the 5 s head deadline of the connections
+/// ahead of it. Half that leaves room for a loaded 2-core machine's scheduling and still tells
+/// the two apart.
+const SCRAPE_WITHIN: Duration = Duration::from_millis(2500);
 
 /// A proxy from the quick-start flags (one reactor, a refusing backend: no traffic is needed)
 /// and its admin address.
@@ -65,7 +68,7 @@ fn still_open(s: &TcpStream) -> bool {
 }
 
 #[test]
-fn scrapes_are_answered_within_a_second_while_hundreds_of_slow_and_idle_clients_hold_connections() {
+fn scrapes_are_answered_promptly_while_hundreds_of_slow_and_idle_clients_hold_connections() {
     with_timeout(T, || {
         let (_p, admin, _hold) = proxy_with_admin();
         assert!(scrape(admin).0.starts_with("HTTP/1.0 200"));
