@@ -306,6 +306,12 @@ impl ClientReactor {
                 Step::Idle
             }
             HandshakeStep::Done { leftover } => {
+                // Frames that came in the same read as the 101 are already in user space, where
+                // no edge will announce them (this visit may even be a deferred one that saw no
+                // READABLE at all): read them as if the socket had signalled.
+                if !leftover.is_empty() {
+                    c.rd.event |= Ready::READABLE;
+                }
                 c.hs = None;
                 c.phase_until = None;
                 let Io::Tcp(s) = std::mem::replace(&mut c.io, Io::None) else { return Step::Idle };

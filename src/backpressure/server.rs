@@ -631,6 +631,11 @@ fn read_head(c: &mut Conn, cfg: &ServerConfig, limits: WsLimits, stats: &mut Ser
         }
         HeadParse::Complete { route, head_len } => {
             let leftover = buf[head_len..filled].to_vec();
+            // Bytes sent with the head (the first frames) are in user space now: no edge will
+            // announce them, so the next visit reads as if the socket had signalled.
+            if !leftover.is_empty() {
+                c.rd.event |= Ready::READABLE;
+            }
             match route {
                 Route::WsUpgrade { ref key } | Route::Samples { ref key }
                     if write_small(&sock, &crate::http::upgrade_response(key)) =>
