@@ -392,9 +392,43 @@ pub struct Pipe {
     pub s2c: Flow,
 }
 
-enum Side {
-    Client,
-    Server,
+/// One direction of a session, for one pass of the pump: the socket it reads and the socket it
+/// writes with their readiness, its [`Flow`] (the ring or the pipe, EOF and shutdown state),
+/// and the counters it adds to.
+struct Direction<'a> {
+    src: &'a mut TcpStream,
+    srd: &'a mut Readiness,
+    dst: &'a mut TcpStream,
+    drd: &'a mut Readiness,
+    flow: &'a mut Flow,
+    /// Bytes written to `dst`, and of those the ones moved by splice(2).
+    moved: &'a mut u64,
+    spliced: &'a mut u64,
+    /// How the session ends on an error on `src`, and on one on `dst`.
+    src_reset: CloseReason,
+    dst_reset: CloseReason,
+    /// The opposite direction already forwarded its FIN, so this direction's FIN ends the
+    /// session.
+    other_shut: bool,
+}
+
+/// What one pass over a [`Direction`] did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Step {
+    /// Something happened (bytes moved, EOF seen or forwarded, a call interrupted): pass again.
+    progressed: bool,
+    /// The source was read from / the destination written to.
+    src_active: bool,
+    dst_active: bool,
+}
+
+/// How a read of a direction's source ended.
+enum Fill {
+    /// No read: the ring or the pipe is full (backpressure), or the pipe cannot tell an empty
+    /// socket from taken slots. The source's edge is kept.
+    Held,
+    /// The read's result: the byte count (0 at EOF) or its error.
+    Done(io::Result<usize>),
 }
 
 /// Writes `data` to `dst` until done or `WouldBlock`; returns how much went out.
@@ -415,94 +449,115 @@ fn write_through(dst: &mut TcpStream, drd: &mut Readiness, data: &[u8]) -> io::R
     Ok(off)
 }
 
-/// Moves bytes in one direction as far as the edges, the buffers and the budget allow.
-/// `other_shut`: the opposite direction already forwarded its FIN, so this direction's FIN
-/// ends the session. Returns (anything happened, source touched, destination touched).
-#[allow(clippy::too_many_arguments)]
-fn flow(
-    src: &mut TcpStream,
-    srd: &mut Readiness,
-    dst: &mut TcpStream,
-    drd: &mut Readiness,
-    f: &mut Flow,
-    bufs: &mut Bufs,
-    budget: &mut usize,
-    moved: &mut u64,
-    spliced: &mut u64,
-    now: Instant,
-    src_side: Side,
-    other_shut: bool,
-) -> Result<(bool, bool, bool), CloseReason> {
-    let (src_reset, dst_reset) = match src_side {
-        Side::Client => (CloseReason::ClientReset, CloseReason::ServerReset),
-        Side::Server => (CloseReason::ServerReset, CloseReason::ClientReset),
-    };
-    let mut progressed = false;
-    let (mut src_act, mut dst_act) = (false, false);
-    // Write parked bytes first: that frees room for the read below, and keeps the order.
-    if let Some(ring) = f.ring.as_mut() {
-        if !ring.is_empty() && drd.event.contains(Ready::WRITABLE) {
-            match ring.write_to(dst) {
-                Ok(n) => {
-                    *moved += n as u64;
-                    progressed |= n > 0;
-                    dst_act = true;
+impl Direction<'_> {
+    /// Moves bytes as far as the edges, the buffers and the shared read `budget` allow: parked
+    /// bytes out first, then the FIN once nothing is parked, then one read by splice or copy.
+    fn flow(&mut self, bufs: &mut Bufs, budget: &mut usize, now: Instant) -> Result<Step, CloseReason> {
+        let mut step = Step::default();
+        // Write parked bytes first: that frees room for the read below, and keeps the order.
+        self.flush(bufs, &mut step)?;
+        let f = &mut *self.flow;
+        if f.eof && f.parked() == 0 && !f.shut {
+            // Our FIN follows the peer's only after every byte before it went out (ring and pipe).
+            f.shut = true;
+            step.progressed = true;
+            // When the other direction is already shut, the session closes right after this: the
+            // close sends the FIN (both receive queues are empty, both peers sent theirs), so the
+            // shutdown(2) would only be a syscall more.
+            if self.other_shut {
+                return Ok(step);
+            }
+            if let Err(e) = self.dst.shutdown(Shutdown::Write) {
+                if e.kind() != ErrorKind::NotConnected {
+                    return Err(self.dst_reset);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => drd.event.remove(Ready::WRITABLE),
-                Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
-                Err(_) => return Err(dst_reset),
             }
         }
-        if ring.is_empty() {
-            if let Some(r) = f.ring.take() {
-                bufs.rings.give(r);
-            }
+        if f.eof || *budget == 0 || !self.srd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            return Ok(step);
         }
+        if bufs.splice == SpliceMode::Auto && f.auto.settle(f.piped) {
+            bufs.switches_to_copy += 1;
+        }
+        let spliced = if f.splices(bufs.splice) { self.splice(bufs, *budget) } else { None };
+        let read = match spliced {
+            Some(r) => r,
+            None => self.copy(bufs, &mut step)?,
+        };
+        let read = match read {
+            Fill::Held => return Ok(step),
+            Fill::Done(r) => r,
+        };
+        match read {
+            Ok(0) => {
+                self.flow.eof = true;
+                self.flow.eof_at = Some(now);
+                step.progressed = true;
+                step.src_active = true;
+            }
+            Ok(n) => {
+                *budget = budget.saturating_sub(n);
+                step.progressed = true;
+                step.src_active = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => self.srd.event.remove(Ready::READABLE | Ready::HUP),
+            Err(e) if e.kind() == ErrorKind::Interrupted => step.progressed = true,
+            Err(_) => return Err(self.src_reset),
+        }
+        Ok(step)
     }
-    if f.piped > 0 && drd.event.contains(Ready::WRITABLE) {
-        if let Some(p) = f.pipe.as_ref() {
-            match p.drain_to(dst, f.piped) {
-                Ok(n) => {
-                    f.piped -= n.min(f.piped);
-                    *moved += n as u64;
-                    *spliced += n as u64;
-                    progressed |= n > 0;
-                    dst_act = true;
+
+    /// Writes what waits in the ring (copy path) or the pipe (splice path) to `dst`, and gives
+    /// a drained ring or pipe back to its pool.
+    fn flush(&mut self, bufs: &mut Bufs, step: &mut Step) -> Result<(), CloseReason> {
+        let f = &mut *self.flow;
+        if let Some(ring) = f.ring.as_mut() {
+            if !ring.is_empty() && self.drd.event.contains(Ready::WRITABLE) {
+                match ring.write_to(self.dst) {
+                    Ok(n) => {
+                        *self.moved += n as u64;
+                        step.progressed |= n > 0;
+                        step.dst_active = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => self.drd.event.remove(Ready::WRITABLE),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => step.progressed = true,
+                    Err(_) => return Err(self.dst_reset),
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => drd.event.remove(Ready::WRITABLE),
-                Err(_) => return Err(dst_reset),
+            }
+            if ring.is_empty() {
+                if let Some(r) = f.ring.take() {
+                    bufs.rings.give(r);
+                }
             }
         }
-    }
-    if f.piped == 0 {
-        if let Some(p) = f.pipe.take() {
-            bufs.pipes.give(p);
-        }
-    }
-    if f.eof && f.parked() == 0 && !f.shut {
-        // Our FIN follows the peer's only after every byte before it went out (ring and pipe).
-        f.shut = true;
-        progressed = true;
-        // When the other direction is already shut, the session closes right after this: the
-        // close sends the FIN (both receive queues are empty, both peers sent theirs), so the
-        // shutdown(2) would only be a syscall more.
-        if other_shut {
-            return Ok((progressed, src_act, dst_act));
-        }
-        if let Err(e) = dst.shutdown(Shutdown::Write) {
-            if e.kind() != ErrorKind::NotConnected {
-                return Err(dst_reset);
+        if f.piped > 0 && self.drd.event.contains(Ready::WRITABLE) {
+            if let Some(p) = f.pipe.as_ref() {
+                match p.drain_to(self.dst, f.piped) {
+                    Ok(n) => {
+                        f.piped -= n.min(f.piped);
+                        *self.moved += n as u64;
+                        *self.spliced += n as u64;
+                        step.progressed |= n > 0;
+                        step.dst_active = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => self.drd.event.remove(Ready::WRITABLE),
+                    Err(_) => return Err(self.dst_reset),
+                }
             }
         }
+        if f.piped == 0 {
+            if let Some(p) = f.pipe.take() {
+                bufs.pipes.give(p);
+            }
+        }
+        Ok(())
     }
-    if f.eof || *budget == 0 || !srd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
-        return Ok((progressed, src_act, dst_act));
-    }
-    let mut read = None;
-    if bufs.splice == SpliceMode::Auto && f.auto.settle(f.piped) {
-        bufs.switches_to_copy += 1;
-    }
-    if f.splices(bufs.splice) {
+
+    /// The splice path's read: up to `budget` bytes from `src` into the pipe (taken from the
+    /// pool first if need be). `None` when no pipe could be had: this direction copies from now
+    /// on, starting with this read.
+    fn splice(&mut self, bufs: &mut Bufs, budget: usize) -> Option<Fill> {
+        let f = &mut *self.flow;
         if f.pipe.is_none() {
             let size = bufs.pipe_bytes;
             match bufs.pipes.take(|| KernelPipe::new(size)) {
@@ -515,108 +570,89 @@ fn flow(
                 }
             }
         }
-        if let Some(p) = f.pipe.as_ref() {
-            let room = p.capacity().saturating_sub(f.piped);
-            if room == 0 {
-                // Pipe full: no read until the peer takes some (backpressure). A peer that
-                // slow makes this a bulk flow whatever the read sizes were.
+        let p = f.pipe.as_ref()?;
+        let room = p.capacity().saturating_sub(f.piped);
+        if room == 0 {
+            // Pipe full: no read until the peer takes some (backpressure). A peer that
+            // slow makes this a bulk flow whatever the read sizes were.
+            f.full(bufs);
+            return Some(Fill::Held);
+        }
+        let asked = room.min(budget);
+        Some(match p.fill_from(self.src, asked) {
+            Ok(n) => {
+                f.piped += n;
+                if n > 0 && bufs.splice == SpliceMode::Auto {
+                    f.auto.on_splice_fill(n, asked, bufs.buffer_bytes);
+                }
+                Fill::Done(Ok(n))
+            }
+            Err(e) if f.piped == 0 => {
+                // Nothing in flight (an empty socket, or an error): an idle direction
+                // holds no pipe.
+                if let Some(p) = f.pipe.take() {
+                    bufs.pipes.give(p);
+                }
+                Fill::Done(Err(e))
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && f.piped > 0 => {
+                // Either the socket is empty or every pipe slot is taken (a slot may hold
+                // less than a page). Keep the edge: the read is tried again once the pipe
+                // drained, and an empty pipe gives an unambiguous answer.
+                Fill::Held
+            }
+            Err(e) => Fill::Done(Err(e)),
+        })
+    }
+
+    /// The copy path's read: into the parked ring when there is one, else into the scratch
+    /// buffer, written straight through to `dst`, and only what `dst` did not take parked.
+    fn copy(&mut self, bufs: &mut Bufs, step: &mut Step) -> Result<Fill, CloseReason> {
+        let f = &mut *self.flow;
+        if let Some(ring) = f.ring.as_mut() {
+            if ring.is_full() {
+                // Backpressure: the peer is slow, stop reading its source.
                 f.full(bufs);
-                return Ok((progressed, src_act, dst_act));
+                return Ok(Fill::Held);
             }
-            let asked = room.min(*budget);
-            read = Some(match p.fill_from(src, asked) {
-                Ok(n) => {
-                    f.piped += n;
-                    if n > 0 && bufs.splice == SpliceMode::Auto {
-                        f.auto.on_splice_fill(n, asked, bufs.buffer_bytes);
-                    }
-                    Ok(n)
-                }
-                Err(e) if f.piped == 0 => {
-                    // Nothing in flight (an empty socket, or an error): an idle direction
-                    // holds no pipe.
-                    if let Some(p) = f.pipe.take() {
-                        bufs.pipes.give(p);
-                    }
-                    Err(e)
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock && f.piped > 0 => {
-                    // Either the socket is empty or every pipe slot is taken (a slot may hold
-                    // less than a page). Keep the edge: the read is tried again once the pipe
-                    // drained, and an empty pipe gives an unambiguous answer.
-                    return Ok((progressed, src_act, dst_act));
-                }
-                Err(e) => Err(e),
-            });
+            return Ok(Fill::Done(ring.read_from(self.src)));
         }
-    }
-    let read = match read {
-        Some(r) => r,
-        None => match f.ring.as_mut() {
-            Some(ring) => {
-                if ring.is_full() {
-                    // Backpressure: the peer is slow, stop reading its source.
+        if !bufs.rings.can_take() {
+            // Cannot happen while the pool bound is 2 × sessions; never read what
+            // could not be parked.
+            return Ok(Fill::Held);
+        }
+        match self.src.read(&mut bufs.scratch) {
+            Ok(n) if n > 0 => {
+                if n == bufs.scratch.len() {
                     f.full(bufs);
-                    return Ok((progressed, src_act, dst_act));
                 }
-                ring.read_from(src)
-            }
-            None => {
-                if !bufs.rings.can_take() {
-                    // Cannot happen while the pool bound is 2 × sessions; never read what
-                    // could not be parked.
-                    return Ok((progressed, src_act, dst_act));
+                if n < bufs.scratch.len() {
+                    // A short read took everything the socket had queued: the next
+                    // read would be EAGAIN, so drop the edge now and save that syscall.
+                    // Bytes arriving later raise a new edge (EPOLLET fires on every
+                    // arrival). HUP stays: a FIN queued behind these bytes was
+                    // signalled before this read, and the next pump reads the 0.
+                    self.srd.event.remove(Ready::READABLE);
                 }
-                match src.read(&mut bufs.scratch) {
-                    Ok(n) if n > 0 => {
-                        if n == bufs.scratch.len() {
-                            f.full(bufs);
-                        }
-                        if n < bufs.scratch.len() {
-                            // A short read took everything the socket had queued: the next
-                            // read would be EAGAIN, so drop the edge now and save that syscall.
-                            // Bytes arriving later raise a new edge (EPOLLET fires on every
-                            // arrival). HUP stays: a FIN queued behind these bytes was
-                            // signalled before this read, and the next pump reads the 0.
-                            srd.event.remove(Ready::READABLE);
-                        }
-                        let sent = if drd.event.contains(Ready::WRITABLE) {
-                            match write_through(dst, drd, &bufs.scratch[..n]) {
-                                Ok(w) => w,
-                                Err(_) => return Err(dst_reset),
-                            }
-                        } else {
-                            0
-                        };
-                        *moved += sent as u64;
-                        dst_act |= sent > 0;
-                        if sent < n {
-                            f.ring = Some(bufs.park_scratch(sent..n).ok_or(src_reset)?);
-                        }
-                        Ok(n)
+                let sent = if self.drd.event.contains(Ready::WRITABLE) {
+                    match write_through(self.dst, self.drd, &bufs.scratch[..n]) {
+                        Ok(w) => w,
+                        Err(_) => return Err(self.dst_reset),
                     }
-                    r => r,
+                } else {
+                    0
+                };
+                *self.moved += sent as u64;
+                step.dst_active |= sent > 0;
+                if sent < n {
+                    f.ring = Some(bufs.park_scratch(sent..n).ok_or(self.src_reset)?);
                 }
+                Ok(Fill::Done(Ok(n)))
             }
-        },
-    };
-    match read {
-        Ok(0) => {
-            f.eof = true;
-            f.eof_at = Some(now);
-            progressed = true;
-            src_act = true;
+            r => Ok(Fill::Done(r)),
         }
-        Ok(n) => {
-            *budget = budget.saturating_sub(n);
-            progressed = true;
-            src_act = true;
-        }
-        Err(e) if e.kind() == ErrorKind::WouldBlock => srd.event.remove(Ready::READABLE | Ready::HUP),
-        Err(e) if e.kind() == ErrorKind::Interrupted => progressed = true,
-        Err(_) => return Err(src_reset),
     }
-    Ok((progressed, src_act, dst_act))
 }
 
 impl Pipe {
@@ -625,54 +661,58 @@ impl Pipe {
         Pipe { client, crd, server, srd, c2s: Flow::default(), s2c: Flow::default() }
     }
 
+    /// Client to server, counted in `moved`.
+    fn upstream<'a>(&'a mut self, moved: &'a mut Moved) -> Direction<'a> {
+        Direction {
+            src: &mut self.client,
+            srd: &mut self.crd,
+            dst: &mut self.server,
+            drd: &mut self.srd,
+            flow: &mut self.c2s,
+            moved: &mut moved.client_to_server,
+            spliced: &mut moved.spliced,
+            src_reset: CloseReason::ClientReset,
+            dst_reset: CloseReason::ServerReset,
+            other_shut: self.s2c.shut,
+        }
+    }
+
+    /// Server to client, counted in `moved`.
+    fn downstream<'a>(&'a mut self, moved: &'a mut Moved) -> Direction<'a> {
+        Direction {
+            src: &mut self.server,
+            srd: &mut self.srd,
+            dst: &mut self.client,
+            drd: &mut self.crd,
+            flow: &mut self.s2c,
+            moved: &mut moved.server_to_client,
+            spliced: &mut moved.spliced,
+            src_reset: CloseReason::ServerReset,
+            dst_reset: CloseReason::ClientReset,
+            other_shut: self.c2s.shut,
+        }
+    }
+
     /// Moves bytes both ways until nothing moves, the budget is spent, or an error ends it.
     pub fn pump(&mut self, now: Instant, moved: &mut Moved, bufs: &mut Bufs) -> Pump {
         let mut budget = READ_BUDGET;
         loop {
-            let up = flow(
-                &mut self.client,
-                &mut self.crd,
-                &mut self.server,
-                &mut self.srd,
-                &mut self.c2s,
-                bufs,
-                &mut budget,
-                &mut moved.client_to_server,
-                &mut moved.spliced,
-                now,
-                Side::Client,
-                self.s2c.shut,
-            );
-            let (p1, ca, sa) = match up {
-                Ok(v) => v,
+            let up = match self.upstream(moved).flow(bufs, &mut budget, now) {
+                Ok(step) => step,
                 Err(r) => return Pump::Close(r),
             };
-            moved.client_active |= ca;
-            moved.server_active |= sa;
-            let down = flow(
-                &mut self.server,
-                &mut self.srd,
-                &mut self.client,
-                &mut self.crd,
-                &mut self.s2c,
-                bufs,
-                &mut budget,
-                &mut moved.server_to_client,
-                &mut moved.spliced,
-                now,
-                Side::Server,
-                self.c2s.shut,
-            );
-            let (p2, sa, ca) = match down {
-                Ok(v) => v,
+            moved.client_active |= up.src_active;
+            moved.server_active |= up.dst_active;
+            let down = match self.downstream(moved).flow(bufs, &mut budget, now) {
+                Ok(step) => step,
                 Err(r) => return Pump::Close(r),
             };
-            moved.client_active |= ca;
-            moved.server_active |= sa;
+            moved.client_active |= down.dst_active;
+            moved.server_active |= down.src_active;
             if self.c2s.shut && self.s2c.shut {
                 return Pump::Done;
             }
-            if !(p1 || p2) {
+            if !(up.progressed || down.progressed) {
                 return Pump::Idle;
             }
             if budget == 0 {
