@@ -240,8 +240,8 @@ mod tests {
 
     use mio::{Interest, Token};
 
-    use super::super::Report;
     use super::*;
+    use crate::proxy::reactor::Report;
 
     const CONF: &str = r#"
 balance = "round_robin"
