@@ -23,6 +23,7 @@
 //! role says it is finished. Roles plug in through [`Handler`].
 
 pub mod affinity;
+pub(crate) mod coordinator;
 pub mod readiness;
 pub mod slab;
 pub mod timer;
