@@ -905,10 +905,8 @@ struct Coordinated {
 impl Role for Coordinated {
     type Report = Msg;
 
-    fn max_wait(&self) -> Duration {
-        // Only the reactor's messages and signals move this loop.
-        Duration::from_secs(3600)
-    }
+    // Only the reactor's messages and signals move this loop.
+    const MAX_WAIT: Duration = Duration::from_secs(3600);
 
     fn on_report(&mut self, msg: Msg, _ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
         match msg {

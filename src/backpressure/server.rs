@@ -924,9 +924,7 @@ struct Coordinated {
 impl Role for Coordinated {
     type Report = Report;
 
-    fn max_wait(&self) -> Duration {
-        Duration::from_millis(200)
-    }
+    const MAX_WAIT: Duration = Duration::from_millis(200);
 
     fn wake_at(&self, ctl: &Ctl) -> Option<Instant> {
         // No interval lines while stopping.

@@ -262,9 +262,7 @@ impl Coordinated {
 impl Role for Coordinated {
     type Report = Update;
 
-    fn max_wait(&self) -> Duration {
-        Duration::from_millis(500)
-    }
+    const MAX_WAIT: Duration = Duration::from_millis(500);
 
     fn wake_at(&self, ctl: &Ctl) -> Option<Instant> {
         let mut wake = self.interval.next().unwrap_or_else(|| Instant::now() + IDLE_WAKE);

@@ -125,7 +125,7 @@ pub(crate) trait Role {
     type Report;
 
     /// The longest the loop sleeps when nothing arrives and nothing is due.
-    fn max_wait(&self) -> Duration;
+    const MAX_WAIT: Duration;
 
     /// When the role next wants a turn (an interval line, the end of a hold).
     fn wake_at(&self, _ctl: &Ctl) -> Option<Instant> {
@@ -181,8 +181,8 @@ pub(crate) fn run<R: Role>(
             return;
         }
         let now = Instant::now();
-        let wake = role.wake_at(&ctl).map_or(role.max_wait(), |at| at.saturating_duration_since(now));
-        let wait = wake.min(role.max_wait());
+        let wake = role.wake_at(&ctl).map_or(R::MAX_WAIT, |at| at.saturating_duration_since(now));
+        let wait = wake.min(R::MAX_WAIT);
         let flow = select! {
             recv(reports) -> msg => match msg {
                 Ok(r) => role.on_report(r, &mut ctl, out),

@@ -157,9 +157,7 @@ struct Coordinated {
 impl Role for Coordinated {
     type Report = (usize, SinkStats, bool);
 
-    fn max_wait(&self) -> Duration {
-        Duration::from_millis(500)
-    }
+    const MAX_WAIT: Duration = Duration::from_millis(500);
 
     fn wake_at(&self, _ctl: &Ctl) -> Option<Instant> {
         self.interval.next()
