@@ -212,3 +212,129 @@ pub(crate) fn run<R: Role>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default, Debug, PartialEq)]
+    struct Sum(u64, bool);
+
+    impl Snapshot for Sum {
+        fn merge(&mut self, o: &Sum) {
+            self.0 += o.0;
+            self.1 |= o.1;
+        }
+    }
+
+    #[derive(Default)]
+    struct Probe {
+        events: Vec<String>,
+        grace: Option<Duration>,
+    }
+
+    impl Role for Probe {
+        type Report = u64;
+        const MAX_WAIT: Duration = Duration::from_millis(20);
+
+        fn on_report(&mut self, r: u64, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+            self.events.push(format!("report {r}"));
+            if r == 0 {
+                Flow::Exit
+            } else {
+                Flow::Continue
+            }
+        }
+
+        fn on_turn(&mut self, _now: Instant, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+            Flow::Continue
+        }
+
+        fn on_stop(&mut self, ctl: &mut Ctl) {
+            self.events.push("stop".into());
+            ctl.stop(self.grace.map(|g| Instant::now() + g));
+        }
+
+        fn on_user1(&mut self, out: &mut dyn Write) {
+            let _ = writeln!(out, "summary");
+            self.events.push("user1".into());
+        }
+
+        fn on_hangup(&mut self, ctl: &mut Ctl, _out: &mut dyn Write) {
+            self.events.push(format!("hangup stopping={}", ctl.stopping()));
+        }
+
+        fn on_late(&mut self) {
+            self.events.push("late".into());
+        }
+    }
+
+    /// Runs `role` on its own thread; the run must end within 5 s.
+    fn run_bounded(mut role: Probe, reports: Receiver<u64>, signals: Receiver<Signal>) -> (Probe, String) {
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            run(&mut role, &reports, &signals, &mut out);
+            let _ = done_tx.send((role, String::from_utf8(out).unwrap()));
+        });
+        done_rx.recv_timeout(Duration::from_secs(5)).expect("the coordinator loop ended")
+    }
+
+    #[test]
+    fn signals_reach_their_hooks_and_a_second_stop_ends_the_loop() {
+        let (_rtx, rrx) = crossbeam_channel::bounded::<u64>(4);
+        let (stx, srx) = crossbeam_channel::bounded(8);
+        for s in [Signal::User1, Signal::Interrupt, Signal::Hangup, Signal::Terminate] {
+            stx.send(s).unwrap();
+        }
+        let (role, out) = run_bounded(Probe::default(), rrx, srx);
+        assert_eq!(role.events, ["user1", "stop", "hangup stopping=true"]);
+        assert_eq!(out, "summary\n");
+    }
+
+    #[test]
+    fn the_grace_deadline_ends_the_loop_and_reports_closing_end_it() {
+        let (_rtx, rrx) = crossbeam_channel::bounded::<u64>(4);
+        let (stx, srx) = crossbeam_channel::bounded(8);
+        stx.send(Signal::Interrupt).unwrap();
+        let started = Instant::now();
+        let probe = Probe { grace: Some(Duration::from_millis(100)), ..Probe::default() };
+        let (role, _) = run_bounded(probe, rrx, srx);
+        assert_eq!(role.events, ["stop", "late"]);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+
+        let (rtx, rrx) = crossbeam_channel::bounded::<u64>(4);
+        rtx.send(7).unwrap();
+        drop(rtx);
+        let (_stx, srx) = crossbeam_channel::bounded(8);
+        let (role, _) = run_bounded(Probe::default(), rrx, srx);
+        assert_eq!(role.events, ["report 7"]);
+    }
+
+    #[test]
+    fn reports_merge_the_latest_of_each_reactor() {
+        let mut r = Reports::<Sum>::new(2);
+        r.set(0, Sum(3, false), false);
+        r.set(0, Sum(5, false), false);
+        r.set(1, Sum(2, true), true);
+        assert_eq!(r.total(), Sum(7, true));
+        assert!(!r.all_done());
+        r.set(0, Sum(6, false), true);
+        r.set(0, Sum(6, false), false);
+        assert!(r.all_done(), "a last report stays last");
+        assert_eq!(r.total(), Sum(8, true));
+    }
+
+    #[test]
+    fn an_interval_fires_once_per_catch_up_and_never_when_zero() {
+        let t0 = Instant::now();
+        let mut i = Interval::new(t0, Duration::from_secs(1));
+        assert!(!i.due(t0));
+        assert!(i.due(t0 + Duration::from_millis(3500)));
+        assert_eq!(i.next(), Some(t0 + Duration::from_secs(4)));
+        assert!(!i.due(t0 + Duration::from_millis(3900)));
+        let mut off = Interval::new(t0, Duration::ZERO);
+        assert!(!off.due(t0 + Duration::from_secs(3600)));
+        assert_eq!(off.next(), None);
+    }
+}
