@@ -51,8 +51,8 @@ pub struct SinkStats {
     pub accept_pauses: u64,
 }
 
-impl SinkStats {
-    pub fn add(&mut self, o: &SinkStats) {
+impl crate::reactor::coordinator::Snapshot for SinkStats {
+    fn merge(&mut self, o: &SinkStats) {
         self.accepted += o.accepted;
         self.closed += o.closed;
         self.active += o.active;

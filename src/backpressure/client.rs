@@ -28,7 +28,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
@@ -38,6 +38,7 @@ use super::config::{ClientConfig, Protocol};
 use super::verdict::{self, Analysis, Sample};
 use super::ws::{ClientHandshake, Flush, HandshakeStep, Metered, Recv, SendStatus, WsConn};
 use crate::net::tcp_info;
+use crate::reactor::coordinator::{self, Ctl, Flow, Role};
 use crate::reactor::{role_index, role_token, Cx, Handler, Pool, Readiness, Ready};
 use crate::sys::Signal;
 
@@ -793,51 +794,28 @@ pub fn run(
     );
     let _ = out.flush();
     let cap = (verdict::SERIES_CAP / cfg.connections).max(64);
-    let mut per: Vec<Analysis> = (0..cfg.connections).map(|_| Analysis::with_series_cap(cap)).collect();
-    let mut agg = Analysis::new();
-    let mut last_line: Option<Sample> = None;
-    let mut next_line = cfg.stats_interval;
-    let mut stopping = false;
-    let (finals, cut_short, resets, unmeasured, unmeasured_why, aborted, aborted_bytes) = loop {
-        select! {
-            recv(rx) -> msg => match msg {
-                Ok(Msg::Samples(samples)) => {
-                    for (i, s) in &samples {
-                        per[*i].push(*s);
-                    }
-                    if let Some(a) = aggregate(&samples) {
-                        let state = agg.push(a);
-                        // stats_interval 0: no periodic lines (as `-i 0` in every role).
-                        if !cfg.stats_interval.is_zero() && a.t >= next_line {
-                            let _ = writeln!(out, "{}", verdict::interval_line(last_line.as_ref(), &a, state));
-                            let _ = out.flush();
-                            last_line = Some(a);
-                            next_line += cfg.stats_interval;
-                        }
-                    }
-                }
-                Ok(Msg::FirstEagain { conn, bytes, total }) => {
-                    per[conn].note_first_eagain(bytes);
-                    agg.note_first_eagain(total);
-                }
-                Ok(Msg::Failed(why)) => {
-                    pool.join();
-                    return Err(crate::error::Error::Io(io::Error::other(why)));
-                }
-                Ok(Msg::Done { finals, cut_short, resets, unmeasured, why, aborted, aborted_bytes }) => {
-                    break (finals, cut_short, resets, unmeasured, why, aborted, aborted_bytes)
-                }
-                Err(_) => {
-                    pool.join();
-                    return Err(crate::error::Error::Io(io::Error::other("bp client: the reactor ended without a report")));
-                }
-            },
-            recv(signals) -> sig => if let Ok(Signal::Interrupt | Signal::Terminate) = sig {
-                if !stopping {
-                    stopping = true;
-                    pool.broadcast(|_| ClientCmd::Stop);
-                }
-            },
+    let mut role = Coordinated {
+        pool,
+        stats_interval: cfg.stats_interval,
+        per: (0..cfg.connections).map(|_| Analysis::with_series_cap(cap)).collect(),
+        agg: Analysis::new(),
+        last_line: None,
+        next_line: cfg.stats_interval,
+        end: None,
+    };
+    coordinator::run(&mut role, &rx, signals, out);
+    let Coordinated { pool, mut per, mut agg, end, .. } = role;
+    let (finals, cut_short, resets, unmeasured, unmeasured_why, aborted, aborted_bytes) = match end {
+        Some(Msg::Done { finals, cut_short, resets, unmeasured, why, aborted, aborted_bytes }) => {
+            (finals, cut_short, resets, unmeasured, why, aborted, aborted_bytes)
+        }
+        Some(Msg::Failed(why)) => {
+            pool.join();
+            return Err(crate::error::Error::Io(io::Error::other(why)));
+        }
+        _ => {
+            pool.join();
+            return Err(crate::error::Error::Io(io::Error::other("bp client: the reactor ended without a report")));
         }
     };
     pool.join();
@@ -915,6 +893,70 @@ pub fn run(
             .map_err(|e| crate::error::Error::Io(io::Error::new(e.kind(), format!("write {}: {e}", path.display()))))?;
     }
     Ok(())
+}
+
+/// The coordinator's side of `bp client`: per-connection and aggregate analysis, interval
+/// lines on the samples' own clock, until the reactor's last message.
+struct Coordinated {
+    pool: Pool<ClientCmd>,
+    stats_interval: Duration,
+    per: Vec<Analysis>,
+    agg: Analysis,
+    last_line: Option<Sample>,
+    next_line: Duration,
+    /// `Done` or `Failed`, once it arrives.
+    end: Option<Msg>,
+}
+
+impl Role for Coordinated {
+    type Report = Msg;
+
+    // Only the reactor's messages and signals move this loop.
+    const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+    fn on_report(&mut self, msg: Msg, _ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
+        match msg {
+            Msg::Samples(samples) => {
+                for (i, s) in &samples {
+                    self.per[*i].push(*s);
+                }
+                if let Some(a) = aggregate(&samples) {
+                    let state = self.agg.push(a);
+                    // stats_interval 0: no periodic lines (as `-i 0` in every role).
+                    if !self.stats_interval.is_zero() && a.t >= self.next_line {
+                        let _ = writeln!(out, "{}", verdict::interval_line(self.last_line.as_ref(), &a, state));
+                        let _ = out.flush();
+                        self.last_line = Some(a);
+                        self.next_line += self.stats_interval;
+                    }
+                }
+                Flow::Continue
+            }
+            Msg::FirstEagain { conn, bytes, total } => {
+                self.per[conn].note_first_eagain(bytes);
+                self.agg.note_first_eagain(total);
+                Flow::Continue
+            }
+            end @ (Msg::Failed(_) | Msg::Done { .. }) => {
+                self.end = Some(end);
+                Flow::Exit
+            }
+        }
+    }
+
+    fn on_turn(&mut self, _now: Instant, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+        Flow::Continue
+    }
+
+    fn on_stop(&mut self, ctl: &mut Ctl) {
+        // No deadline: the reactor ends its connections and reports.
+        self.pool.broadcast(|_| ClientCmd::Stop);
+        ctl.stop(None);
+    }
+
+    fn on_stop_again(&mut self, _ctl: &mut Ctl) -> Flow {
+        Flow::Continue
+    }
 }
 
 #[cfg(test)]

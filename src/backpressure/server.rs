@@ -32,7 +32,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use tungstenite::Message;
@@ -43,6 +43,7 @@ use super::web::{self, DashboardSample};
 use super::ws::{CloseReply, Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
 use crate::net::accept::{Acceptor, Admission, Slot};
 use crate::net::tcp_info;
+use crate::reactor::coordinator::{self, Ctl, Flow, Interval, Reports, Role, Snapshot};
 use crate::reactor::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::sys::Signal;
 
@@ -103,8 +104,8 @@ pub struct ServerStats {
     pub accept_pauses: u64,
 }
 
-impl ServerStats {
-    fn add(&mut self, o: &ServerStats) {
+impl Snapshot for ServerStats {
+    fn merge(&mut self, o: &ServerStats) {
         self.accepted += o.accepted;
         self.closed += o.closed;
         self.active += o.active;
@@ -900,72 +901,94 @@ pub fn run(
     );
     let _ = out.flush();
     let start = Instant::now();
-    let mut per = vec![ServerStats::default(); threads];
-    let mut done = vec![false; threads];
-    let mut next_line = start + LINE_EVERY;
-    let mut last_read = 0u64;
-    let mut stop_deadline: Option<Instant> = None;
-    loop {
-        if done.iter().all(|d| *d) {
-            break;
-        }
-        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
-            log::warn!("bp server: reactors did not report within the stop deadline");
-            break;
-        }
-        let now = Instant::now();
-        if stop_deadline.is_none() && now >= next_line {
-            let total = sum(&per);
-            if total.active > 0 || total.bytes_read != last_read {
-                let _ = writeln!(out, "{}", interval_line(now - start, &total, total.bytes_read - last_read));
-                let _ = out.flush();
-            }
-            last_read = total.bytes_read;
-            next_line += LINE_EVERY;
-        }
-        let wait = next_line.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
-        select! {
-            recv(rx) -> msg => if let Ok(r) = msg {
-                per[r.id] = r.stats;
-                done[r.id] |= r.fin;
-                if !r.samples.is_empty() && !r.fin {
-                    let batch: Vec<Arc<str>> = r.samples.iter().map(|s| Arc::from(DashboardSample {
-                        conn: s.conn, peer: s.peer, t: s.t, read_bytes: s.read_bytes, inq: s.inq, rcv_wnd: s.rcv_wnd,
-                    }.to_json())).collect();
-                    let batch = Arc::new(batch);
-                    pool.broadcast(|_| ServerCmd::Samples(batch.clone()));
-                }
-            },
-            recv(signals) -> sig => match sig {
-                Ok(Signal::Interrupt) | Ok(Signal::Terminate) => {
-                    if stop_deadline.is_some() {
-                        break;
-                    }
-                    pool.broadcast(|_| ServerCmd::Stop);
-                    stop_deadline = Some(Instant::now() + Duration::from_secs(5));
-                }
-                Ok(Signal::User1) => {
-                    let total = sum(&per);
-                    let _ = writeln!(out, "{}", interval_line(start.elapsed(), &total, 0));
-                }
-                _ => {}
-            },
-            default(wait) => {}
-        }
-    }
-    let totals = sum(&per);
+    let mut role = Coordinated {
+        pool,
+        start,
+        reports: Reports::new(threads),
+        interval: Interval::new(start, LINE_EVERY),
+        last_read: 0,
+    };
+    coordinator::run(&mut role, &rx, signals, out);
+    let totals = role.reports.total();
     let _ = writeln!(out, "{}", final_lines(&totals));
     let _ = out.flush();
-    pool.join();
+    role.pool.join();
     Ok(())
 }
 
-fn sum(per: &[ServerStats]) -> ServerStats {
-    let mut t = ServerStats::default();
-    for s in per {
-        t.add(s);
+/// The coordinator's side of `bp server`: interval lines, and dashboard samples relayed to
+/// every reactor (a dashboard connected to one sees the connections of all).
+struct Coordinated {
+    pool: Pool<ServerCmd>,
+    start: Instant,
+    reports: Reports<ServerStats>,
+    interval: Interval,
+    last_read: u64,
+}
+
+impl Role for Coordinated {
+    type Report = Report;
+
+    const MAX_WAIT: Duration = Duration::from_millis(200);
+
+    fn wake_at(&self, ctl: &Ctl) -> Option<Instant> {
+        // No interval lines while stopping.
+        self.interval.next().filter(|_| !ctl.stopping())
     }
-    t
+
+    fn on_report(&mut self, r: Report, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+        self.reports.set(r.id, r.stats, r.fin);
+        if !r.samples.is_empty() && !r.fin {
+            let batch: Vec<Arc<str>> = r
+                .samples
+                .iter()
+                .map(|s| {
+                    Arc::from(
+                        DashboardSample {
+                            conn: s.conn,
+                            peer: s.peer,
+                            t: s.t,
+                            read_bytes: s.read_bytes,
+                            inq: s.inq,
+                            rcv_wnd: s.rcv_wnd,
+                        }
+                        .to_json(),
+                    )
+                })
+                .collect();
+            let batch = Arc::new(batch);
+            self.pool.broadcast(|_| ServerCmd::Samples(batch.clone()));
+        }
+        Flow::Continue
+    }
+
+    fn on_turn(&mut self, now: Instant, ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
+        if self.reports.all_done() {
+            return Flow::Exit;
+        }
+        if !ctl.stopping() && self.interval.due(now) {
+            let total = self.reports.total();
+            if total.active > 0 || total.bytes_read != self.last_read {
+                let _ = writeln!(out, "{}", interval_line(now - self.start, &total, total.bytes_read - self.last_read));
+                let _ = out.flush();
+            }
+            self.last_read = total.bytes_read;
+        }
+        Flow::Continue
+    }
+
+    fn on_stop(&mut self, ctl: &mut Ctl) {
+        self.pool.broadcast(|_| ServerCmd::Stop);
+        ctl.stop(Some(Instant::now() + Duration::from_secs(5)));
+    }
+
+    fn on_user1(&mut self, out: &mut dyn Write) {
+        let _ = writeln!(out, "{}", interval_line(self.start.elapsed(), &self.reports.total(), 0));
+    }
+
+    fn on_late(&mut self) {
+        log::warn!("bp server: reactors did not report within the stop deadline");
+    }
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -1058,7 +1081,10 @@ mod tests {
             ..Default::default()
         };
         let c = ServerStats { rcv_wnd_min: None, first_zero_s: Some(0.2), ..Default::default() };
-        let t = sum(&[a, b, c]);
+        let mut t = ServerStats::default();
+        for s in [a, b, c] {
+            t.merge(&s);
+        }
         assert_eq!((t.active, t.bytes_read, t.rcv_wnd_min, t.first_zero_s), (3, 15, Some(0), Some(0.2)));
         let line = interval_line(Duration::from_secs(2), &t, 5);
         assert!(

@@ -16,12 +16,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::Receiver;
 
 use crate::error::Error;
 use crate::net::accept::Admission;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
+use crate::reactor::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
 use crate::reactor::Pool;
 use crate::stats::Latency;
 use crate::sys::Signal;
@@ -185,97 +186,25 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         g.set_wakers(pool.wakers());
     }
 
-    let mut per: Vec<Counts> = vec![Counts::default(); threads];
-    let mut dial_done = vec![false; threads];
-    let mut exited = vec![false; threads];
-    let mut connect = Latency::new();
-    let mut fail = Latency::new();
-    let mut dial_phase = None;
-    let mut rss_dial_done_kib = None;
-    let mut hold_until: Option<Instant> = None;
-    let mut stop_sent_at: Option<Instant> = None;
-    let mut interrupted = false;
-    // `-i 0`: no periodic lines, only the final report.
-    let mut next_print = (!cfg.interval.is_zero()).then(|| started + cfg.interval);
-
-    let sum = |per: &[Counts]| {
-        let mut c = Counts::default();
-        for p in per {
-            c.add(p);
-        }
-        c
+    let mut role = Coordinated {
+        pool,
+        total,
+        hold: cfg.hold,
+        started,
+        reports: Reports::new(threads),
+        dial_done: vec![false; threads],
+        connect: Latency::new(),
+        fail: Latency::new(),
+        dial_phase: None,
+        rss_dial_done_kib: None,
+        hold_until: None,
+        interrupted: false,
+        // `-i 0`: no periodic lines, only the final report.
+        interval: Interval::new(started, cfg.interval),
     };
-
-    loop {
-        let now = Instant::now();
-        if let Some(at) = next_print.as_mut().filter(|at| now >= **at) {
-            let c = sum(&per);
-            let _ = writeln!(out, "{}", status_line(total, &c, total - c.dialed.min(total)));
-            let _ = out.flush();
-            while *at <= now {
-                *at += cfg.interval;
-            }
-        }
-        if exited.iter().all(|e| *e) {
-            break;
-        }
-        if stop_sent_at.is_none() {
-            if let Some(until) = hold_until {
-                // Nothing left to hold (the peer closed everything): the hold ends early.
-                let c = sum(&per);
-                if now >= until || (c.established == 0 && c.dialing == 0) {
-                    pool.broadcast(|_| GoonCmd::Stop);
-                    stop_sent_at = Some(now);
-                }
-            }
-        } else if stop_sent_at.is_some_and(|t| now.duration_since(t) > STOP_GRACE) {
-            log::warn!("goon: reactors did not report within {STOP_GRACE:?} of stop; reporting what arrived");
-            break;
-        }
-        let mut wake = next_print.unwrap_or(now + IDLE_WAKE);
-        if let Some(until) = hold_until {
-            if stop_sent_at.is_none() {
-                wake = wake.min(until);
-            }
-        }
-        let wait = wake.saturating_duration_since(now).min(Duration::from_millis(500));
-        select! {
-            recv(rx) -> msg => match msg {
-                Ok(u) => {
-                    per[u.reactor] = u.counts;
-                    if let Some(l) = &u.connect { connect.merge(l); }
-                    if let Some(l) = &u.fail { fail.merge(l); }
-                    dial_done[u.reactor] |= u.dial_done;
-                    exited[u.reactor] |= u.exited;
-                    if hold_until.is_none() && dial_done.iter().all(|d| *d) {
-                        let now = Instant::now();
-                        dial_phase = Some(now - started);
-                        rss_dial_done_kib = crate::sys::rss_kib().map(|r| r.0);
-                        hold_until = Some(now + cfg.hold);
-                    }
-                }
-                Err(_) => break,
-            },
-            recv(signals) -> sig => match sig {
-                Ok(Signal::Interrupt) | Ok(Signal::Terminate) => {
-                    if stop_sent_at.is_some() {
-                        // Second signal: report what we have, now.
-                        break;
-                    }
-                    interrupted = true;
-                    pool.broadcast(|_| GoonCmd::Stop);
-                    stop_sent_at = Some(Instant::now());
-                }
-                Ok(Signal::User1) => {
-                    let c = sum(&per);
-                    let _ = writeln!(out, "{}", status_line(total, &c, total - c.dialed.min(total)));
-                }
-                _ => {}
-            },
-            default(wait) => {}
-        }
-    }
-    let counts = sum(&per);
+    coordinator::run(&mut role, &rx, signals, out);
+    let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, .. } = role;
+    let counts = reports.total();
     let report = GoonReport {
         not_initiated: total - counts.dialed.min(total),
         counts,
@@ -299,6 +228,98 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     pool.broadcast(|_| GoonCmd::Exit);
     pool.join();
     Ok(report)
+}
+
+/// The coordinator's side of `goon`: interval lines, the end of the dial phase, the hold.
+struct Coordinated {
+    pool: Pool<GoonCmd>,
+    total: u64,
+    hold: Duration,
+    started: Instant,
+    reports: Reports<Counts>,
+    dial_done: Vec<bool>,
+    connect: Latency,
+    fail: Latency,
+    dial_phase: Option<Duration>,
+    rss_dial_done_kib: Option<u64>,
+    hold_until: Option<Instant>,
+    interrupted: bool,
+    interval: Interval,
+}
+
+impl Coordinated {
+    fn line(&self) -> String {
+        let c = self.reports.total();
+        status_line(self.total, &c, self.total - c.dialed.min(self.total))
+    }
+
+    fn stop(&mut self, ctl: &mut Ctl, now: Instant) {
+        self.pool.broadcast(|_| GoonCmd::Stop);
+        ctl.stop(Some(now + STOP_GRACE));
+    }
+}
+
+impl Role for Coordinated {
+    type Report = Update;
+
+    const MAX_WAIT: Duration = Duration::from_millis(500);
+
+    fn wake_at(&self, ctl: &Ctl) -> Option<Instant> {
+        let mut wake = self.interval.next().unwrap_or_else(|| Instant::now() + IDLE_WAKE);
+        if let Some(until) = self.hold_until.filter(|_| !ctl.stopping()) {
+            wake = wake.min(until);
+        }
+        Some(wake)
+    }
+
+    fn on_report(&mut self, u: Update, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+        if let Some(l) = &u.connect {
+            self.connect.merge(l);
+        }
+        if let Some(l) = &u.fail {
+            self.fail.merge(l);
+        }
+        self.dial_done[u.reactor] |= u.dial_done;
+        self.reports.set(u.reactor, u.counts, u.exited);
+        if self.hold_until.is_none() && self.dial_done.iter().all(|d| *d) {
+            let now = Instant::now();
+            self.dial_phase = Some(now - self.started);
+            self.rss_dial_done_kib = crate::sys::rss_kib().map(|r| r.0);
+            self.hold_until = Some(now + self.hold);
+        }
+        Flow::Continue
+    }
+
+    fn on_turn(&mut self, now: Instant, ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
+        if self.interval.due(now) {
+            let _ = writeln!(out, "{}", self.line());
+            let _ = out.flush();
+        }
+        if self.reports.all_done() {
+            return Flow::Exit;
+        }
+        if let Some(until) = self.hold_until.filter(|_| !ctl.stopping()) {
+            // Nothing left to hold (the peer closed everything): the hold ends early.
+            let c = self.reports.total();
+            if now >= until || (c.established == 0 && c.dialing == 0) {
+                self.stop(ctl, now);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_stop(&mut self, ctl: &mut Ctl) {
+        self.interrupted = true;
+        self.stop(ctl, Instant::now());
+    }
+
+    fn on_user1(&mut self, out: &mut dyn Write) {
+        let _ = writeln!(out, "{}", self.line());
+    }
+
+    fn on_late(&mut self) {
+        log::warn!("goon: reactors did not report within {STOP_GRACE:?} of stop; reporting what arrived");
+    }
 }
 
 #[cfg(test)]

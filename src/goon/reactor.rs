@@ -74,8 +74,8 @@ pub struct Counts {
     pub errors: [u64; 7],
 }
 
-impl Counts {
-    pub fn add(&mut self, o: &Counts) {
+impl crate::reactor::coordinator::Snapshot for Counts {
+    fn merge(&mut self, o: &Counts) {
         self.dialed += o.dialed;
         self.dialing += o.dialing;
         self.established += o.established;

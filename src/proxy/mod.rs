@@ -25,10 +25,11 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::Receiver;
 
 use crate::error::Error;
 use crate::net::accept::Admission;
+use crate::reactor::coordinator::{self, Ctl, Flow, Reports, Role};
 use crate::reactor::Pool;
 use crate::stats::counted;
 use crate::sys::Signal;
@@ -194,9 +195,24 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         log::warn!("reactor {id}: cannot pin to CPU {cpu}: {e}; it runs unpinned");
         placement.summary.push_str(&format!("; reactor {id} NOT pinned to CPU {cpu}: {e}"));
     }
-    let mut cfg = shared;
-    for (l, addr) in cfg.listeners.iter().zip(&bound) {
-        let g = &cfg.groups[l.group];
+    let cfg = shared;
+    let mut role = Coordinated {
+        up: vec![!cfg.health.enabled; backend_count(&cfg)],
+        passive: PassiveRelay::new(backend_count(&cfg)),
+        // Start-up gate: reactors other than 0 accept once told the first health round is complete.
+        opened: !cfg.health.enabled,
+        cfg,
+        pool,
+        metrics,
+        threads,
+        reports: Reports::new(threads),
+        cuts: vec![0; threads],
+        running: vec![0; threads],
+        announced: 0,
+        dirty: true,
+    };
+    for (l, addr) in role.cfg.listeners.iter().zip(&bound) {
+        let g = &role.cfg.groups[l.group];
         let _ = writeln!(
             out,
             "netforge proxy: listening on {addr} -> group {} ({})",
@@ -214,161 +230,175 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
     }
     let _ = writeln!(out, "netforge proxy: {}", placement.summary);
     let _ = out.flush();
+    coordinator::run(&mut role, &rx, signals, out);
+    let t = role.reports.total();
+    let cut: u64 = role.cuts.iter().sum();
+    let _ = writeln!(out, "{}", summary(&t, &role.up, cut));
+    let _ = writeln!(out, "netforge proxy: stopped; {} cut", counted(cut, "session", "sessions"));
+    let _ = out.flush();
+    role.pool.join();
+    Ok(())
+}
 
-    let mut per: Vec<ProxyStats> = vec![ProxyStats::default(); threads];
-    let mut cuts = vec![0u64; threads];
-    let mut done = vec![false; threads];
-    let mut up: Vec<bool> = vec![!cfg.health.enabled; backend_count(&cfg)];
-    let mut passive = PassiveRelay::new(backend_count(&cfg));
-    // The configuration generation each reactor's latest report ran, and the last one logged as
-    // applied by every reactor: a reload is in force only once all of them run it.
-    let mut running = vec![0u64; threads];
-    let mut announced = 0u64;
-    let mut draining = false;
-    // Start-up gate: reactors other than 0 accept once told the first health round is complete.
-    let mut opened = !cfg.health.enabled;
-    let mut deadline: Option<Instant> = None;
-    let mut dirty = true;
-    loop {
-        if dirty {
-            let t = sum(&per);
-            let generations = stats::Generations { loaded: passive.generation, applied: applied(&running) };
-            let text = stats::render(&cfg, &t, &up, generations);
-            if let Ok(mut m) = metrics.lock() {
-                *m = text;
-            }
-            dirty = false;
-            // Logged after /metrics shows it, so a reader of either sees the same state.
-            if announced < passive.generation && generations.applied == passive.generation {
-                announced = passive.generation;
-                log::info!(
-                    "proxy: configuration generation {announced} applied by every reactor ({})",
-                    counted(threads as u64, "reactor", "reactors")
+/// The coordinator's side of the proxy: /metrics, the health and passive-mark relays, the
+/// start-up gate, drain and stop, reloads.
+struct Coordinated {
+    cfg: Arc<ProxyConfig>,
+    pool: Pool<Cmd>,
+    metrics: Arc<Mutex<String>>,
+    threads: usize,
+    reports: Reports<ProxyStats>,
+    cuts: Vec<u64>,
+    up: Vec<bool>,
+    passive: PassiveRelay,
+    /// The configuration generation each reactor's latest report ran, and the last one logged
+    /// as applied by every reactor: a reload is in force only once all of them run it.
+    running: Vec<u64>,
+    announced: u64,
+    opened: bool,
+    /// /metrics is behind the reports.
+    dirty: bool,
+}
+
+impl Role for Coordinated {
+    type Report = Report;
+
+    const MAX_WAIT: Duration = Duration::from_millis(200);
+
+    fn on_report(&mut self, r: Report, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+        let pool = &self.pool;
+        // Reactor 0's view of the running configuration only: a report sent before it applied
+        // a reload has another configuration's indices.
+        if r.id == 0
+            && r.generation == self.passive.generation
+            && self.cfg.health.enabled
+            && r.stats.health.len() == self.up.len()
+            && (r.stats.health != self.up || (!self.opened && r.health_known))
+        {
+            self.up = r.stats.health.clone();
+            let generation = self.passive.generation;
+            let full = pool.broadcast(|_| Cmd::Health { generation, up: self.up.clone() });
+            if full > 0 {
+                log::warn!(
+                    "proxy: {} full; health change delayed",
+                    counted(full as u64, "reactor queue", "reactor queues")
                 );
             }
         }
-        if done.iter().all(|d| *d) {
-            break;
+        for (backend, until) in self.passive.news(r.generation, &r.passive_down) {
+            // Every reactor but the one that marked it; a full queue is retried on that
+            // reactor's next report (a reactor ignores a deadline it has).
+            let generation = self.passive.generation;
+            let mut full = 0;
+            for (i, h) in pool.handles.iter().enumerate() {
+                if i != r.id && h.send(Cmd::PassiveDown { generation, backend, until }).is_err() {
+                    full += 1;
+                }
+            }
+            if full == 0 {
+                self.passive.relayed(backend, until);
+            } else {
+                log::warn!(
+                    "proxy: {} full; passive DOWN mark relay delayed",
+                    counted(full as u64, "reactor queue", "reactor queues")
+                );
+            }
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            log::warn!("proxy: reactors did not finish within the drain deadline");
-            break;
+        if r.id == 0 && !self.opened && r.health_known {
+            // Queued behind the Health command: a reactor opens knowing the first round's
+            // results. A full queue is retried on the next report.
+            self.opened = pool.broadcast(|_| Cmd::Open) == 0;
         }
-        select! {
-            recv(rx) -> msg => match msg {
-                Ok(r) => {
-                    // Reactor 0's view of the running configuration only: a report sent before
-                    // it applied a reload has another configuration's indices.
-                    if r.id == 0
-                        && r.generation == passive.generation
-                        && cfg.health.enabled
-                        && r.stats.health.len() == up.len()
-                        && (r.stats.health != up || (!opened && r.health_known))
-                    {
-                        up = r.stats.health.clone();
-                        let generation = passive.generation;
-                        let full = pool.broadcast(|_| Cmd::Health { generation, up: up.clone() });
-                        if full > 0 {
-                            log::warn!("proxy: {} full; health change delayed", counted(full as u64, "reactor queue", "reactor queues"));
-                        }
-                    }
-                    for (backend, until) in passive.news(r.generation, &r.passive_down) {
-                        // Every reactor but the one that marked it; a full queue is retried
-                        // on that reactor's next report (a reactor ignores a deadline it has).
-                        let generation = passive.generation;
-                        let mut full = 0;
-                        for (i, h) in pool.handles.iter().enumerate() {
-                            if i != r.id && h.send(Cmd::PassiveDown { generation, backend, until }).is_err() {
-                                full += 1;
-                            }
-                        }
-                        if full == 0 {
-                            passive.relayed(backend, until);
-                        } else {
-                            log::warn!("proxy: {} full; passive DOWN mark relay delayed", counted(full as u64, "reactor queue", "reactor queues"));
-                        }
-                    }
-                    if r.id == 0 && !opened && r.health_known {
-                        // Queued behind the Health command: a reactor opens knowing the first
-                        // round's results. A full queue is retried on the next report.
-                        opened = pool.broadcast(|_| Cmd::Open) == 0;
-                    }
-                    running[r.id] = r.generation;
-                    cuts[r.id] = r.cut;
-                    done[r.id] |= r.done;
-                    per[r.id] = r.stats;
-                    dirty = true;
-                }
-                Err(_) => break,
-            },
-            recv(signals) -> sig => match sig {
-                Ok(Signal::Interrupt) | Ok(Signal::Terminate) => {
-                    if draining {
-                        log::warn!("proxy: second signal: closing every session now");
-                        pool.broadcast(|_| Cmd::Stop);
-                        deadline = Some(Instant::now() + EXIT_GRACE);
-                    } else {
-                        draining = true;
-                        let until = Instant::now() + cfg.drain_timeout;
-                        log::info!(
-                            "proxy: draining {} for up to {:?} (signal again to stop now)",
-                            counted(sum(&per).active, "session", "sessions"),
-                            cfg.drain_timeout
-                        );
-                        pool.broadcast(|_| Cmd::Drain(until));
-                        deadline = Some(until + EXIT_GRACE);
-                    }
-                }
-                Ok(Signal::Hangup) => {
-                    if let Some(new) = reload(&cfg) {
-                        let new = Arc::new(new);
-                        let generation = passive.reload(backend_count(&new));
-                        // Logged before the reactors have it, so it precedes anything they log
-                        // about the new configuration (a first health check result).
-                        log::info!(
-                            "proxy: reloaded {}: {} in {}; generation {generation} goes to the reactors",
-                            new.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-                            counted(backend_count(&new) as u64, "backend", "backends"),
-                            counted(new.groups.len() as u64, "group", "groups")
-                        );
-                        let full = pool.broadcast(|_| Cmd::Reload(new.clone(), generation));
-                        if full > 0 {
-                            log::error!("proxy: reload not delivered to {} (queue full); send SIGHUP again", counted(full as u64, "reactor", "reactors"));
-                        }
-                        up = remap_up(&cfg, &new, &up);
-                        cfg = new;
-                        dirty = true;
-                    }
-                }
-                Ok(Signal::User1) => {
-                    let _ = writeln!(out, "{}", summary(&sum(&per), &up, cuts.iter().sum()));
-                    let _ = out.flush();
-                }
-                Err(_) => {}
-            },
-            default(Duration::from_millis(200)) => {}
+        self.running[r.id] = r.generation;
+        self.cuts[r.id] = r.cut;
+        self.reports.set(r.id, r.stats, r.done);
+        self.dirty = true;
+        Flow::Continue
+    }
+
+    fn on_turn(&mut self, _now: Instant, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+        if self.dirty {
+            let t = self.reports.total();
+            let generations = stats::Generations { loaded: self.passive.generation, applied: applied(&self.running) };
+            let text = stats::render(&self.cfg, &t, &self.up, generations);
+            if let Ok(mut m) = self.metrics.lock() {
+                *m = text;
+            }
+            self.dirty = false;
+            // Logged after /metrics shows it, so a reader of either sees the same state.
+            if self.announced < self.passive.generation && generations.applied == self.passive.generation {
+                self.announced = self.passive.generation;
+                log::info!(
+                    "proxy: configuration generation {} applied by every reactor ({})",
+                    self.announced,
+                    counted(self.threads as u64, "reactor", "reactors")
+                );
+            }
+        }
+        if self.reports.all_done() {
+            Flow::Exit
+        } else {
+            Flow::Continue
         }
     }
-    let t = sum(&per);
-    let cut: u64 = cuts.iter().sum();
-    let _ = writeln!(out, "{}", summary(&t, &up, cut));
-    let _ = writeln!(out, "netforge proxy: stopped; {} cut", counted(cut, "session", "sessions"));
-    let _ = out.flush();
-    pool.join();
-    Ok(())
+
+    fn on_stop(&mut self, ctl: &mut Ctl) {
+        let until = Instant::now() + self.cfg.drain_timeout;
+        log::info!(
+            "proxy: draining {} for up to {:?} (signal again to stop now)",
+            counted(self.reports.total().active, "session", "sessions"),
+            self.cfg.drain_timeout
+        );
+        self.pool.broadcast(|_| Cmd::Drain(until));
+        ctl.stop(Some(until + EXIT_GRACE));
+    }
+
+    fn on_stop_again(&mut self, ctl: &mut Ctl) -> Flow {
+        log::warn!("proxy: second signal: closing every session now");
+        self.pool.broadcast(|_| Cmd::Stop);
+        ctl.stop(Some(Instant::now() + EXIT_GRACE));
+        Flow::Continue
+    }
+
+    fn on_user1(&mut self, out: &mut dyn Write) {
+        let _ = writeln!(out, "{}", summary(&self.reports.total(), &self.up, self.cuts.iter().sum()));
+        let _ = out.flush();
+    }
+
+    fn on_hangup(&mut self, _ctl: &mut Ctl, _out: &mut dyn Write) {
+        let Some(new) = reload(&self.cfg) else {
+            return;
+        };
+        let new = Arc::new(new);
+        let generation = self.passive.reload(backend_count(&new));
+        // Logged before the reactors have it, so it precedes anything they log about the new
+        // configuration (a first health check result).
+        log::info!(
+            "proxy: reloaded {}: {} in {}; generation {generation} goes to the reactors",
+            new.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            counted(backend_count(&new) as u64, "backend", "backends"),
+            counted(new.groups.len() as u64, "group", "groups")
+        );
+        let full = self.pool.broadcast(|_| Cmd::Reload(new.clone(), generation));
+        if full > 0 {
+            log::error!(
+                "proxy: reload not delivered to {} (queue full); send SIGHUP again",
+                counted(full as u64, "reactor", "reactors")
+            );
+        }
+        self.up = remap_up(&self.cfg, &new, &self.up);
+        self.cfg = new;
+        self.dirty = true;
+    }
+
+    fn on_late(&mut self) {
+        log::warn!("proxy: reactors did not finish within the drain deadline");
+    }
 }
 
 /// The configuration generation every reactor runs: the lowest one reported.
 fn applied(running: &[u64]) -> u64 {
     running.iter().copied().min().unwrap_or(0)
-}
-
-fn sum(per: &[ProxyStats]) -> ProxyStats {
-    let mut t = ProxyStats::default();
-    for s in per {
-        t.add(s);
-    }
-    t
 }
 
 /// Up states of `new`'s backends after a reload, as the reactors set them: a backend checked

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::config::ProxyConfig;
 use super::session::CloseReason;
+use crate::reactor::coordinator::Snapshot;
 
 /// Upper bounds (µs) of the connect-time histogram buckets; a final `+Inf` bucket follows.
 pub const CONNECT_BUCKETS_US: [u64; 9] = [500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
@@ -79,8 +80,10 @@ impl ProxyStats {
         self.connect_sum_us += us;
         self.connect_count += 1;
     }
+}
 
-    pub fn add(&mut self, o: &ProxyStats) {
+impl Snapshot for ProxyStats {
+    fn merge(&mut self, o: &ProxyStats) {
         add_vec(&mut self.listener_accepted, &o.listener_accepted);
         add_vec(&mut self.listener_active, &o.listener_active);
         add_vec(&mut self.backend_sessions, &o.backend_sessions);
@@ -107,7 +110,9 @@ impl ProxyStats {
         self.accept_pauses += o.accept_pauses;
         self.active += o.active;
     }
+}
 
+impl ProxyStats {
     pub fn errors(&self) -> u64 {
         CloseReason::ALL.iter().filter(|r| **r != CloseReason::Done).map(|r| self.closes[r.index()]).sum()
     }
@@ -272,8 +277,8 @@ mod tests {
         r0.backend_passive_down[0] = 1;
         r1.backend_passive_down = vec![2, 1];
         let mut t = ProxyStats::default();
-        t.add(&r0);
-        t.add(&r1);
+        t.merge(&r0);
+        t.merge(&r1);
         let m = render(&cfg, &t, &[true, true], Generations { loaded: 2, applied: 1 });
         assert!(m.contains("# TYPE netforge_proxy_backend_passive_down_total counter\n"), "{m}");
         assert!(m.contains("\nnetforge_proxy_backend_passive_down_total{group=\"default\",backend=\"a\"} 3\n"), "{m}");

@@ -20,9 +20,11 @@
 //! One loop turn: poll (timeout = 0 if tokens are pending, else the next timer deadline capped
 //! at the tick) → dispatch events → serve the pending list (work left over when a per-wake-up
 //! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → exit when the
-//! role says it is finished. Roles plug in through [`Handler`].
+//! role says it is finished. Roles plug in through [`Handler`] on the reactors and through
+//! [`coordinator::Role`] on the calling thread (reports, signals, interval lines, grace deadline).
 
 pub mod affinity;
+pub(crate) mod coordinator;
 pub mod readiness;
 pub mod slab;
 pub mod timer;

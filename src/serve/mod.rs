@@ -8,11 +8,12 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use mio::Token;
 
 use crate::net::accept::Admission;
 use crate::net::tune::SockBufs;
+use crate::reactor::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
 use crate::reactor::{Cx, Handler, Pool, Ready};
 use crate::sys::Signal;
 use crate::target::{Mode, Sink, SinkStats};
@@ -128,71 +129,79 @@ pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -
         crate::stats::counted(gate.cap() as u64, "connection", "connections")
     );
     let _ = out.flush();
-    let mut per: Vec<SinkStats> = vec![SinkStats::default(); threads];
-    let mut done = vec![false; threads];
-    let mut last_printed = SinkStats::default();
-    let interval = if cfg.interval.is_zero() { Duration::from_secs(3600) } else { cfg.interval };
-    let mut next_print = Instant::now() + interval;
-    let mut stopping = false;
-    let mut stop_deadline = None;
-    let mut peak_active = 0;
-    loop {
-        let total = sum(&per);
-        if !cfg.interval.is_zero() && Instant::now() >= next_print {
-            if total != last_printed {
-                let _ = writeln!(out, "{}", serve_line(&total));
-                let _ = out.flush();
-                last_printed = total;
-            }
-            next_print += interval;
-        }
-        if done.iter().all(|d| *d) {
-            break;
-        }
-        if let Some(deadline) = stop_deadline {
-            if Instant::now() >= deadline {
-                log::warn!("serve: reactors did not report within the stop deadline");
-                break;
-            }
-        }
-        let wait = next_print.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
-        select! {
-            recv(stats_rx) -> msg => if let Ok((id, s, fin)) = msg {
-                per[id] = s;
-                done[id] |= fin;
-                peak_active = peak_active.max(sum(&per).active);
-            },
-            recv(signals) -> sig => match sig {
-                Ok(Signal::Interrupt) | Ok(Signal::Terminate) => {
-                    if stopping {
-                        break;
-                    }
-                    stopping = true;
-                    pool.broadcast(|_| ServeCmd::Stop);
-                    stop_deadline = Some(Instant::now() + Duration::from_secs(5));
-                }
-                Ok(Signal::User1) => {
-                    let _ = writeln!(out, "{}", serve_line(&sum(&per)));
-                }
-                _ => {}
-            },
-            default(wait) => {}
-        }
-    }
-    let mut totals = sum(&per);
+    let mut role = Coordinated {
+        pool,
+        reports: Reports::new(threads),
+        interval: Interval::new(Instant::now(), cfg.interval),
+        last_printed: SinkStats::default(),
+        peak_active: 0,
+    };
+    coordinator::run(&mut role, &stats_rx, signals, out);
+    let mut totals = role.reports.total();
     // Per-reactor peaks do not add up to a global peak; report what the coordinator saw.
-    totals.peak_active = peak_active;
+    totals.peak_active = role.peak_active;
     let _ = writeln!(out, "{}", serve_final(&totals));
     let _ = out.flush();
     Ok(())
 }
 
-fn sum(per: &[SinkStats]) -> SinkStats {
-    let mut t = SinkStats::default();
-    for s in per {
-        t.add(s);
+/// The coordinator's side of `serve`.
+struct Coordinated {
+    pool: Pool<ServeCmd>,
+    reports: Reports<SinkStats>,
+    interval: Interval,
+    last_printed: SinkStats,
+    peak_active: u64,
+}
+
+impl Role for Coordinated {
+    type Report = (usize, SinkStats, bool);
+
+    const MAX_WAIT: Duration = Duration::from_millis(500);
+
+    fn wake_at(&self, _ctl: &Ctl) -> Option<Instant> {
+        self.interval.next()
     }
-    t
+
+    fn on_report(&mut self, (id, s, fin): Self::Report, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+        self.reports.set(id, s, fin);
+        self.peak_active = self.peak_active.max(self.reports.total().active);
+        Flow::Continue
+    }
+
+    fn on_closed(&mut self) -> Flow {
+        // `run` keeps a sender: this does not happen.
+        Flow::Continue
+    }
+
+    fn on_turn(&mut self, now: Instant, _ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
+        if self.interval.due(now) {
+            let total = self.reports.total();
+            if total != self.last_printed {
+                let _ = writeln!(out, "{}", serve_line(&total));
+                let _ = out.flush();
+                self.last_printed = total;
+            }
+        }
+        if self.reports.all_done() {
+            Flow::Exit
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn on_stop(&mut self, ctl: &mut Ctl) {
+        self.pool.broadcast(|_| ServeCmd::Stop);
+        ctl.stop(Some(Instant::now() + Duration::from_secs(5)));
+    }
+
+    fn on_user1(&mut self, out: &mut dyn Write) {
+        let _ = writeln!(out, "{}", serve_line(&self.reports.total()));
+    }
+
+    fn on_late(&mut self) {
+        log::warn!("serve: reactors did not report within the stop deadline");
+    }
 }
 
 fn serve_line(s: &SinkStats) -> String {
