@@ -12,15 +12,14 @@
 
 pub mod app;
 pub(crate) mod backpressure;
-pub(crate) mod buf;
 pub mod cli;
 pub(crate) mod conffile;
+pub(crate) mod engine;
 pub mod error;
 pub(crate) mod goon;
 pub(crate) mod http;
 pub mod net;
 pub(crate) mod proxy;
-pub(crate) mod reactor;
 pub(crate) mod serve;
 pub mod stats;
 pub mod sys;

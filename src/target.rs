@@ -14,10 +14,10 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use crate::buf::Ring;
-use crate::net::accept::{Acceptor, Admission, Slot};
+use crate::engine::accept::{Acceptor, Admission, Slot};
+use crate::engine::buf::Ring;
+use crate::engine::{listener_token, Cx, Readiness, Ready, Slab};
 use crate::net::tune::SockBufs;
-use crate::reactor::{listener_token, Cx, Readiness, Ready, Slab};
 
 /// Bytes read from one connection per wake-up before yielding to the others.
 pub const READ_BUDGET: usize = 256 * 1024;
@@ -51,7 +51,7 @@ pub struct SinkStats {
     pub accept_pauses: u64,
 }
 
-impl crate::reactor::coordinator::Snapshot for SinkStats {
+impl crate::engine::coordinator::Snapshot for SinkStats {
     fn merge(&mut self, o: &SinkStats) {
         self.accepted += o.accepted;
         self.closed += o.closed;

@@ -37,9 +37,9 @@ use tungstenite::Message;
 use super::config::{ClientConfig, Protocol};
 use super::verdict::{self, Analysis, Sample};
 use super::ws::{ClientHandshake, Flush, HandshakeStep, Metered, Recv, SendStatus, WsConn};
+use crate::engine::coordinator::{self, Ctl, Flow, Role};
+use crate::engine::{role_index, role_token, Cx, Handler, Pool, Readiness, Ready};
 use crate::net::tcp_info;
-use crate::reactor::coordinator::{self, Ctl, Flow, Role};
-use crate::reactor::{role_index, role_token, Cx, Handler, Pool, Readiness, Ready};
 use crate::sys::Signal;
 
 /// Bytes one connection may write per wake-up before yielding to the others.

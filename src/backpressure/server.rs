@@ -41,10 +41,10 @@ use super::config::{Protocol, ServerConfig};
 use super::http::{self, HeadParse, Route};
 use super::web::{self, DashboardSample};
 use super::ws::{CloseReply, Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
-use crate::net::accept::{Acceptor, Admission, Slot};
+use crate::engine::accept::{Acceptor, Admission, Slot};
+use crate::engine::coordinator::{self, Ctl, Flow, Interval, Reports, Role, Snapshot};
+use crate::engine::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::net::tcp_info;
-use crate::reactor::coordinator::{self, Ctl, Flow, Interval, Reports, Role, Snapshot};
-use crate::reactor::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::sys::Signal;
 
 /// Bytes one connection may read per wake-up when `read_delay` is 0.
@@ -292,7 +292,7 @@ impl BpReactor {
     fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, peer: SocketAddr, slot: Slot) {
         // Closed connections' read/head timers linger until their deadlines: drop them before
         // connection churn fills the heap.
-        crate::reactor::purge_closed(cx.timers, &self.conns);
+        crate::engine::purge_closed(cx.timers, &self.conns);
         self.next_id += 1;
         // Connection ids are unique across reactors: reactor index in the low bits.
         let id = self.next_id * 64 + cx.id as u64 % 64;

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::engine::accept::Admission;
+use crate::engine::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
+use crate::engine::Pool;
 use crate::error::Error;
-use crate::net::accept::Admission;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
-use crate::reactor::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
-use crate::reactor::Pool;
 use crate::stats::Latency;
 use crate::sys::Signal;
 use crate::target::{Mode, Sink};

@@ -18,9 +18,9 @@ use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::engine::{role_index, role_token, Cx, Handler, Ready, Slab};
 use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::Cause;
-use crate::reactor::{role_index, role_token, Cx, Handler, Ready, Slab};
 use crate::stats::Latency;
 use crate::target::Sink;
 
@@ -74,7 +74,7 @@ pub struct Counts {
     pub errors: [u64; 7],
 }
 
-impl crate::reactor::coordinator::Snapshot for Counts {
+impl crate::engine::coordinator::Snapshot for Counts {
     fn merge(&mut self, o: &Counts) {
         self.dialed += o.dialed;
         self.dialing += o.dialing;

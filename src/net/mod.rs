@@ -3,7 +3,6 @@
 //! `tcp_info`) the kernel socket state the backpressure lab shows: TCP_INFO, SIOCINQ/SIOCOUTQ; and (in `splice`) the
 //! kernel pipes the proxy forwards through without copying.
 
-pub(crate) mod accept;
 pub(crate) mod connect;
 pub(crate) mod listen;
 pub(crate) mod splice;

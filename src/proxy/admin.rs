@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::engine::accept::{Acceptor, Admission, TIMER_RESUME_ACCEPT};
+use crate::engine::{listener_index, listener_token, purge_closed, Cx, Handler, Ready, Slab};
 use crate::http::{self, HeadError, Parse, Version, HEAD_DEADLINE, HEAD_LIMIT};
-use crate::net::accept::{Acceptor, Admission, TIMER_RESUME_ACCEPT};
-use crate::reactor::{listener_index, listener_token, purge_closed, Cx, Handler, Ready, Slab};
 
 /// Deadline for the client to take the whole response, counted from the complete head.
 pub const ADMIN_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -336,7 +336,7 @@ impl Handler for Admin {
 
 /// Serves the admin endpoint on the calling thread, for as long as the process runs.
 pub fn serve(listener: TcpListener, metrics: Arc<Mutex<String>>) -> io::Result<()> {
-    crate::reactor::run_here(0, Admin::new(listener, metrics)?, ADMIN_TICK)
+    crate::engine::run_here(0, Admin::new(listener, metrics)?, ADMIN_TICK)
 }
 
 #[cfg(test)]

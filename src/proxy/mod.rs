@@ -3,7 +3,7 @@
 //! The pure parts are tested without sockets: `config` turns `lb.toml` or the quick-start flags
 //! into a validated [`config::ProxyConfig`], and `lb` picks a backend for each new session from a
 //! snapshot of the group's health, weights and live session counts. `session` moves the bytes of
-//! one client/backend pair, `reactor` is the per-thread [`crate::reactor::Handler`] (listeners,
+//! one client/backend pair, `reactor` is the per-thread [`crate::engine::Handler`] (listeners,
 //! sessions, health checks on reactor 0), `stats` sums the reactors' counters into `/metrics`.
 //!
 //! The coordinator (this module's [`run`], on the main thread) owns no socket but the admin
@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
+use crate::engine::accept::Admission;
+use crate::engine::coordinator::{self, Ctl, Flow, Reports, Role};
+use crate::engine::Pool;
 use crate::error::Error;
-use crate::net::accept::Admission;
-use crate::reactor::coordinator::{self, Ctl, Flow, Reports, Role};
-use crate::reactor::Pool;
 use crate::stats::counted;
 use crate::sys::Signal;
 use config::ProxyConfig;

@@ -68,9 +68,9 @@ use super::config::{AdminState, ProxyConfig};
 use super::lb::{Balance, Candidate, Picker};
 use super::session::{Bufs, Pipe};
 use super::stats::ProxyStats;
-use crate::net::accept::{Acceptor, Admission, Slot};
+use crate::engine::accept::{Acceptor, Admission, Slot};
+use crate::engine::{listener_token, Slab};
 use crate::net::connect::DialOpts;
-use crate::reactor::{listener_token, Slab};
 
 pub const SESSION_TAG: u8 = 2;
 /// Set on a session token to name its backend socket (the low bit of the slab tag).

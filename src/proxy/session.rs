@@ -54,7 +54,7 @@ use std::io::{self, ErrorKind};
 use mio::net::TcpStream;
 
 use super::config::SpliceMode;
-use crate::buf::Ring;
+use crate::engine::buf::Ring;
 use crate::net::splice::KernelPipe;
 
 pub use pump::{Moved, Pipe, Pump};

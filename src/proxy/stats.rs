@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::config::ProxyConfig;
 use super::session::CloseReason;
-use crate::reactor::coordinator::Snapshot;
+use crate::engine::coordinator::Snapshot;
 
 /// Upper bounds (µs) of the connect-time histogram buckets; a final `+Inf` bucket follows.
 pub const CONNECT_BUCKETS_US: [u64; 9] = [500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use mio::Token;
 
-use crate::net::accept::Admission;
+use crate::engine::accept::Admission;
+use crate::engine::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
+use crate::engine::{Cx, Handler, Pool, Ready};
 use crate::net::tune::SockBufs;
-use crate::reactor::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
-use crate::reactor::{Cx, Handler, Pool, Ready};
 use crate::sys::Signal;
 use crate::target::{Mode, Sink, SinkStats};
 

@@ -153,9 +153,9 @@ pub(super) fn bare_or_quoted(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::affinity::CpuAffinity;
     use crate::proxy::config::fixtures::*;
     use crate::proxy::config::flags::from_flags_with;
-    use crate::reactor::affinity::CpuAffinity;
     use crate::units;
 
     #[test]

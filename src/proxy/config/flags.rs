@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::address::{parse_address, system_resolve, Resolver};
 use super::defaults::*;
 use super::types::*;
+use crate::engine::affinity::CpuAffinity;
 use crate::proxy::lb::Balance;
-use crate::reactor::affinity::CpuAffinity;
 
 /// The quick-start interface: `netforge proxy --laddr ADDR --lb ALGO --timeout DUR BACKEND...`.
 /// `timeout` is the backend connect timeout; everything else takes its default. One listener

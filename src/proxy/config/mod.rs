@@ -13,10 +13,12 @@
 //! default made explicit, and that text loads back into an equal config.
 //!
 //! One thing a file: `types` (the validated config), `defaults` (the named defaults and bounds),
-//! `file` (the serde mirror), `validate`, `address` (parsing and resolving), `flags` (the quick
+//! `file` (the serde mirror), `validate`, `address` (parsing and resolving), `affinity` (the
+//! `cpu_affinity` syntax), `flags` (the quick
 //! start) and `emit` (`--print-config`).
 
 mod address;
+mod affinity;
 mod defaults;
 mod emit;
 mod file;

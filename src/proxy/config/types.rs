@@ -7,9 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::defaults::*;
+use crate::engine::affinity::CpuAffinity;
 use crate::net::tune::Congestion;
 use crate::proxy::lb::Balance;
-use crate::reactor::affinity::CpuAffinity;
 
 /// The validated proxy configuration.
 #[derive(Clone, Debug, PartialEq)]

@@ -15,9 +15,9 @@ use super::emit::{bare_or_quoted, format_bytes};
 use super::file::*;
 use super::types::*;
 use crate::conffile::{self, ConfigError};
+use crate::engine::affinity::CpuAffinity;
 use crate::net::tune::Congestion;
 use crate::proxy::lb::Balance;
-use crate::reactor::affinity::CpuAffinity;
 use crate::units;
 
 /// Where errors point.

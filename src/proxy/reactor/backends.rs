@@ -7,11 +7,11 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use super::{Backend, CheckCarry, Group, ProxyReactor, REMOVED};
+use crate::engine::{Cx, Ready};
 use crate::net::connect::{self, DialOpts, DialState};
 use crate::net::Cause;
 use crate::proxy::config::{AdminState, ProxyConfig};
 use crate::proxy::lb::{Candidate, Picker};
-use crate::reactor::{Cx, Ready};
 
 pub(super) fn build_backends(cfg: &ProxyConfig) -> (Vec<Backend>, Vec<Group>) {
     let mut backends = Vec::new();

@@ -7,8 +7,8 @@ use std::time::Duration;
 use mio::Token;
 
 use super::{Cmd, ProxyReactor, HEALTH_TAG, OPEN_GRACE, SESSION_TAG, TIMERS_PER_SESSION, T_DRAIN, T_HEALTH, T_OPEN};
-use crate::net::accept::TIMER_RESUME_ACCEPT;
-use crate::reactor::{listener_index, role_token, slab, Cx, Handler, Ready};
+use crate::engine::accept::TIMER_RESUME_ACCEPT;
+use crate::engine::{listener_index, role_token, slab, Cx, Handler, Ready};
 
 impl Handler for ProxyReactor {
     type Cmd = Cmd;

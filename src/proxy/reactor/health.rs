@@ -8,10 +8,10 @@ use mio::{Interest, Token};
 
 use super::backends::{dial_outcome, Dialed};
 use super::{Check, CheckCarry, ProxyReactor, HEALTH_TAG, T_HEALTH};
+use crate::engine::{Cx, Ready};
 use crate::net::connect::{self, DialOpts};
 use crate::net::Cause;
 use crate::proxy::config::AdminState;
-use crate::reactor::{Cx, Ready};
 
 fn health_token(idx: usize, epoch: u32) -> Token {
     Token(idx | ((epoch as usize & 0xFF_FFFF) << 32) | (HEALTH_TAG << 56))

@@ -10,11 +10,11 @@ use mio::{Interest, Token};
 
 use super::backends::{dial_outcome, Dialed};
 use super::{ProxyReactor, Session, REMOVED, SERVER_BIT, T_CONNECT, T_FIN, T_IDLE};
-use crate::net::accept::Slot;
+use crate::engine::accept::Slot;
+use crate::engine::{Cx, Readiness, Ready};
 use crate::net::Cause;
 use crate::proxy::config::{ProxyConfig, SpliceMode};
 use crate::proxy::session::{reset_on_close, CloseReason, Moved, Pipe, Pump};
-use crate::reactor::{Cx, Readiness, Ready};
 
 impl ProxyReactor {
     // ----------------------------------------------------------------------------------------
@@ -39,7 +39,7 @@ impl ProxyReactor {
 
     /// Drops the timer entries of closed sessions before the heap fills (see `purge_closed`).
     fn purge_timers(&mut self, cx: &mut Cx) {
-        let purged = crate::reactor::purge_closed(cx.timers, &self.sessions);
+        let purged = crate::engine::purge_closed(cx.timers, &self.sessions);
         if purged > 0 {
             log::debug!("r{} timers: purged {purged} entries of closed sessions", cx.id);
         }

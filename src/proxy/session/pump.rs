@@ -10,10 +10,10 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use super::{AutoPath, Bufs, CloseReason, READ_BUDGET};
-use crate::buf::Ring;
+use crate::engine::buf::Ring;
+use crate::engine::{Readiness, Ready};
 use crate::net::splice::KernelPipe;
 use crate::proxy::config::SpliceMode;
-use crate::reactor::{Readiness, Ready};
 
 /// One direction: bytes read from `src` go straight to `dst`; what `dst` did not take waits
 /// in `ring` (copy path) or `pipe` (splice path), never both.

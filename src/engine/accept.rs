@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token, Waker};
 
-use crate::reactor::{Cx, Ready};
+use super::{Cx, Ready};
 
 pub const ACCEPT_BATCH: usize = 256;
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
@@ -266,7 +266,7 @@ impl Acceptor {
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if super::is_exhaustion(&e) => {
+                Err(e) if crate::net::is_exhaustion(&e) => {
                     self.pause(cx, "accept", &e);
                     return None;
                 }

@@ -1,5 +1,11 @@
 //! The engine: a fixed pool of mio reactor threads, one per core, that owns every socket.
 //!
+//! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`]), `slab` (the
+//! generation-tagged connection table), `timer` (the timer heap), `readiness` (userspace
+//! readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
+//! and [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]) and `affinity` (reactor placement
+//! on CPUs).
+//!
 //! ```text
 //!                 signals (sigwait thread)
 //!                         │ crossbeam (bounded)
@@ -23,7 +29,9 @@
 //! role says it is finished. Roles plug in through [`Handler`] on the reactors and through
 //! [`coordinator::Role`] on the calling thread (reports, signals, interval lines, grace deadline).
 
+pub(crate) mod accept;
 pub mod affinity;
+pub(crate) mod buf;
 pub(crate) mod coordinator;
 pub mod readiness;
 pub mod slab;
@@ -144,7 +152,7 @@ pub trait Handler: Send + 'static {
     /// Called every tick (stats flush, sweeps).
     fn on_tick(&mut self, cx: &mut Cx);
     /// The reactor's waker fired (commands, or a connection slot freed on another reactor:
-    /// see [`crate::net::accept::Admission`]). Acceptors stopped at a limit look again.
+    /// see [`accept::Admission`]). Acceptors stopped at a limit look again.
     fn on_wake(&mut self, _cx: &mut Cx) {}
     /// When true after a loop turn, the reactor calls `on_exit` and the thread ends.
     fn finished(&self) -> bool;
@@ -230,7 +238,7 @@ impl<C: Send + 'static> Pool<C> {
         Ok((Pool { handles, threads }, refused))
     }
 
-    /// Reactor `i`'s waker at index `i` (for [`crate::net::accept::Admission::set_wakers`]).
+    /// Reactor `i`'s waker at index `i` (for [`accept::Admission::set_wakers`]).
     pub fn wakers(&self) -> Vec<Arc<Waker>> {
         self.handles.iter().map(|h| h.waker.clone()).collect()
     }
