@@ -1,5 +1,6 @@
 //! netforge: one engine (mio reactors + a coordinator) and the roles on it: the connection
 //! stressor (`goon`), its target (`serve`), the L4 proxy (`proxy`) and the backpressure lab (`bp`).
+//! README.md's Architecture section draws the layers, the threads and how a role plugs in.
 //!
 //! Only what the binary, the integration tests and the benches use is `pub`; everything else is
 //! `pub(crate)`, so the dead-code lint sees all of it.
