@@ -123,6 +123,27 @@ pub struct Report {
     pub passive_down: Vec<Option<Instant>>,
 }
 
+/// How log lines name a backend: `name addr`, or the address alone when the name is the
+/// address (a backend given without `name`).
+struct Label<'a>(&'a Backend);
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        if b.name == b.addr.to_string() {
+            write!(f, "{}", b.addr)
+        } else {
+            write!(f, "{} {}", b.name, b.addr)
+        }
+    }
+}
+
+impl Backend {
+    fn label(&self) -> Label<'_> {
+        Label(self)
+    }
+}
+
 struct Backend {
     group: usize,
     name: String,

@@ -73,9 +73,8 @@ impl ProxyReactor {
         let interval = self.cfg.health.interval;
         be.passive_down_until = Some(now + interval);
         log::warn!(
-            "r{id} backend {} {} is DOWN proxy-wide for {interval:?} ({} failed connects: {})",
-            be.name,
-            be.addr,
+            "r{id} backend {} is DOWN proxy-wide for {interval:?} ({} failed connects: {})",
+            be.label(),
             be.passive_fails,
             cause.name()
         );
@@ -101,7 +100,7 @@ impl ProxyReactor {
         }
         be.passive_down_until = Some(until);
         be.passive_fails = 0;
-        log::debug!("r{id} backend {} {} is DOWN (passive mark of another reactor)", be.name, be.addr);
+        log::debug!("r{id} backend {} is DOWN (passive mark of another reactor)", be.label());
     }
 
     /// Picks and dials until a dial is under way; `None` when every attempt failed at once.
@@ -274,6 +273,16 @@ address = "127.0.0.1:2"
     /// picks include it whenever it is usable).
     fn picks_dead(r: &mut ProxyReactor, now: Instant) -> bool {
         (0..2).any(|_| r.pick(now, 0, &[]) == Some(0))
+    }
+
+    /// A named backend is `name addr` in the log; one without a name (its name is its address)
+    /// is the address once, not twice.
+    #[test]
+    fn log_lines_name_a_backend_once() {
+        let (mut r, _rx) = reactor();
+        assert_eq!(r.backends[0].label().to_string(), "dead 127.0.0.1:1");
+        r.backends[0].name = r.backends[0].addr.to_string();
+        assert_eq!(r.backends[0].label().to_string(), "127.0.0.1:1");
     }
 
     #[test]

@@ -126,15 +126,15 @@ impl ProxyReactor {
         match (c.fresh, c.up, result) {
             // The first result of every backend is logged, DOWN ones louder: a backend whose
             // address is wrong is DOWN from the start and would otherwise never be mentioned.
-            (true, true, _) => log::info!("backend {} {} is UP after its first health check", b.name, b.addr),
+            (true, true, _) => log::info!("backend {} is UP after its first health check", b.label()),
             (true, false, Err(cause)) => {
-                log::warn!("backend {} {} is DOWN after its first health check ({})", b.name, b.addr, cause.name())
+                log::warn!("backend {} is DOWN after its first health check ({})", b.label(), cause.name())
             }
             (false, true, _) if !was => {
-                log::warn!("backend {} {} is UP ({} successful checks)", b.name, b.addr, c.rise)
+                log::warn!("backend {} is UP ({} successful checks)", b.label(), c.rise)
             }
             (false, false, Err(cause)) if was => {
-                log::warn!("backend {} {} is DOWN ({} failed checks: {})", b.name, b.addr, c.fall, cause.name())
+                log::warn!("backend {} is DOWN ({} failed checks: {})", b.label(), c.fall, cause.name())
             }
             _ => {}
         }
