@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::util::{netforge, refusing_addr, run, with_timeout, Proc};
+use crate::util::{netforge, raw, refusing_addr, run, with_timeout, ws_upgrade, Proc};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -170,13 +170,6 @@ fn client_that_cannot_connect_exits_1() {
     });
 }
 
-fn raw(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
 /// Sends `req` and reads until the server closes.
 fn exchange(addr: SocketAddr, req: &[u8]) -> String {
     let mut s = raw(addr);
@@ -186,22 +179,9 @@ fn exchange(addr: SocketAddr, req: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
+/// Opens `/ws` on the lab server.
 fn upgrade(addr: SocketAddr) -> TcpStream {
-    let mut s = raw(addr);
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    s
+    ws_upgrade(addr, "/ws")
 }
 
 /// A masked binary frame header for `len` payload bytes.

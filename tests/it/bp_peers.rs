@@ -6,10 +6,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::util::{netforge, run, spawn_listening, with_timeout, Proc};
+use crate::util::{netforge, run, spawn_listening, with_timeout, ws_upgrade, Proc};
 
 const T: Duration = Duration::from_secs(60);
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 fn bp_server(args: &[&str]) -> (Proc, SocketAddr) {
     let mut cmd = netforge();
@@ -17,28 +16,9 @@ fn bp_server(args: &[&str]) -> (Proc, SocketAddr) {
     spawn_listening(cmd)
 }
 
-fn raw(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
 /// Opens `path` on the lab server as a WebSocket; returns the stream after the 101 head.
 fn upgrade(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut s = raw(addr);
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    s
+    ws_upgrade(addr, path)
 }
 
 /// One frame with `opcode` and `payload`, masked when `mask` (client to server).

@@ -5,22 +5,16 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::util::{netforge, run, spawn_listening, with_timeout, Proc};
+use crate::util::{netforge, run, spawn_listening, spawn_proxy, with_timeout, write_temp, Proc};
 
 const T: Duration = Duration::from_secs(90);
 /// How long a refused start may take before the test fails.
 const REFUSE_WITHIN: Duration = Duration::from_secs(20);
 
-static CONF_SEQ: AtomicUsize = AtomicUsize::new(0);
-
 fn write_conf(name: &str, text: &str) -> String {
-    let n = CONF_SEQ.fetch_add(1, Ordering::Relaxed);
-    let p = std::env::temp_dir().join(format!("netforge-listen-{}-{n}-{name}", std::process::id()));
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
+    write_temp(name, text).to_string_lossy().into_owned()
 }
 
 /// Runs netforge with `args`, expects exit 1 within [`REFUSE_WITHIN`] and exactly one error line
@@ -37,20 +31,7 @@ fn refused(args: &[&str]) -> String {
 
 /// A proxy started by `cmd`: its listener and admin addresses from the first two lines.
 fn start_proxy(cmd: Command) -> (Proc, SocketAddr, SocketAddr) {
-    let p = Proc::spawn(cmd);
-    let first = p.line(Duration::from_secs(10));
-    let addr = first
-        .strip_prefix("netforge proxy: listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    let second = p.line(Duration::from_secs(10));
-    let admin = second
-        .strip_prefix("netforge proxy: metrics on http://")
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected admin line: {second}"));
-    (p, addr, admin)
+    spawn_proxy(cmd)
 }
 
 fn proxy_cmd(args: &[&str]) -> Command {

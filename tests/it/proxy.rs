@@ -9,28 +9,19 @@ use std::time::{Duration, Instant};
 
 use std::process::Command;
 
-use crate::util::{netforge, refusing_addr, run, serve, with_timeout, Proc, BIN};
+use crate::util::{
+    admin_line, netforge, proxy_conf, refusing_addr, run, serve, spawn_proxy, with_timeout, write_temp, Proc, BIN,
+};
 
 const T: Duration = Duration::from_secs(60);
 
-static CONF_SEQ: AtomicUsize = AtomicUsize::new(0);
-
 fn write_conf(text: &str) -> std::path::PathBuf {
-    let n = CONF_SEQ.fetch_add(1, Ordering::Relaxed);
-    let p = std::env::temp_dir().join(format!("netforge-it-{}-{n}.toml", std::process::id()));
-    std::fs::write(&p, text).unwrap();
-    p
+    write_temp("lb.toml", text)
 }
 
 /// A config with one listener on a free port, the admin endpoint on another, and `backends`.
 fn conf(backends: &[SocketAddr], top: &str, health: &str) -> String {
-    let mut s =
-        format!("{top}\n[timeouts]\nconnect = \"1s\"\n[health]\n{health}\n[admin]\naddress = \"127.0.0.1:0\"\n");
-    s.push_str("[[listener]]\naddress = \"127.0.0.1:0\"\n");
-    for (i, b) in backends.iter().enumerate() {
-        s.push_str(&format!("[[backend]]\nname = \"b{i}\"\naddress = \"{b}\"\n"));
-    }
-    s
+    proxy_conf(backends, top, health)
 }
 
 struct Proxy {
@@ -58,19 +49,7 @@ fn proxy(text: &str) -> Proxy {
 /// Spawns `cmd` (a `netforge proxy`, possibly behind `sh -c ... exec`) and reads the listener
 /// and admin addresses from its first two lines.
 fn start_proxy(cmd: Command) -> Proxy {
-    let p = Proc::spawn(cmd);
-    let first = p.line(Duration::from_secs(10));
-    let addr = first
-        .strip_prefix("netforge proxy: listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    let second = p.line(Duration::from_secs(10));
-    let admin = second
-        .strip_prefix("netforge proxy: metrics on http://")
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected admin line: {second}"));
+    let (p, addr, admin) = spawn_proxy(cmd);
     Proxy { p, addr, admin }
 }
 
@@ -599,12 +578,7 @@ fn sighup_reloads_backends_and_sigusr1_prints_a_summary() {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("{line}"));
-        let line = p.line(Duration::from_secs(10));
-        let admin: SocketAddr = line
-            .strip_prefix("netforge proxy: metrics on http://")
-            .and_then(|r| r.strip_suffix("/metrics"))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
+        let admin = admin_line(&p);
         assert_eq!(roundtrip(addr, b"one"), b"one");
         assert_eq!(first.accepted.load(Ordering::Relaxed), 1);
         let m = metrics(admin);
@@ -1000,12 +974,7 @@ fn smart_connect_forwards_early_bytes_and_retries_them_after_a_refused_connect()
         };
         let main = addr(p.line(Duration::from_secs(10)));
         let hold = addr(p.line(Duration::from_secs(10)));
-        let admin: SocketAddr = p
-            .line(Duration::from_secs(10))
-            .strip_prefix("netforge proxy: metrics on http://")
-            .and_then(|r| r.strip_suffix("/metrics"))
-            .and_then(|a| a.parse().ok())
-            .expect("admin line");
+        let admin = admin_line(&p);
         let mut holder = held_session(hold);
         for round in 0..4u8 {
             let msg: Vec<u8> = (0..3000u32).map(|i| (i as u8).wrapping_mul(7).wrapping_add(round)).collect();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::util::{netforge, refusing_addr, with_timeout, Proc};
+use crate::util::{admin_line, netforge, refusing_addr, with_timeout, Proc};
 
 const T: Duration = Duration::from_secs(90);
 /// Slow clients (a byte per second) and idle ones (nothing after connecting): together more
@@ -30,12 +30,7 @@ fn proxy_with_admin() -> (Proc, SocketAddr, socket2::Socket) {
     cmd.arg(backend.to_string());
     let p = Proc::spawn(cmd);
     let _listening = p.line(Duration::from_secs(10));
-    let line = p.line(Duration::from_secs(10));
-    let admin = line
-        .strip_prefix("netforge proxy: metrics on http://")
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected admin line: {line}"));
+    let admin = admin_line(&p);
     (p, admin, hold)
 }
 

@@ -4,32 +4,21 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::util::{netforge, refusing_addr, serve, with_timeout, Proc};
+use crate::util::{netforge, proxy_conf, refusing_addr, serve, spawn_proxy, with_timeout, write_temp, Proc};
 
 const T: Duration = Duration::from_secs(90);
 
-static CONF_SEQ: AtomicUsize = AtomicUsize::new(0);
-
 fn write_conf(text: &str) -> std::path::PathBuf {
-    let n = CONF_SEQ.fetch_add(1, Ordering::Relaxed);
-    let p = std::env::temp_dir().join(format!("netforge-it-reload-{}-{n}.toml", std::process::id()));
-    std::fs::write(&p, text).unwrap();
-    p
+    write_temp("reload.toml", text)
 }
 
 /// One listener, the admin endpoint, `top` keys, a `[health]` table and `backends` b0, b1, ...
 fn conf(backends: &[SocketAddr], top: &str, health: &str) -> String {
-    let mut s =
-        format!("{top}\n[timeouts]\nconnect = \"1s\"\n[health]\n{health}\n[admin]\naddress = \"127.0.0.1:0\"\n");
-    s.push_str("[[listener]]\naddress = \"127.0.0.1:0\"\n");
-    for (i, b) in backends.iter().enumerate() {
-        s.push_str(&format!("[[backend]]\nname = \"b{i}\"\naddress = \"{b}\"\n"));
-    }
-    s
+    proxy_conf(backends, top, health)
 }
 
 struct Proxy {
@@ -43,19 +32,7 @@ fn proxy(text: &str) -> (Proxy, std::path::PathBuf) {
     let path = write_conf(text);
     let mut cmd = netforge();
     cmd.arg("proxy").arg("--conf").arg(&path).env("RUST_LOG", "info");
-    let p = Proc::spawn(cmd);
-    let first = p.line(Duration::from_secs(10));
-    let addr = first
-        .strip_prefix("netforge proxy: listening on ")
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    let second = p.line(Duration::from_secs(10));
-    let admin = second
-        .strip_prefix("netforge proxy: metrics on http://")
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected admin line: {second}"));
+    let (p, addr, admin) = spawn_proxy(cmd);
     (Proxy { p, addr, admin }, path)
 }
 

@@ -211,3 +211,72 @@ pub fn refusing_addr() -> (socket2::Socket, SocketAddr) {
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     (s, addr)
 }
+
+/// Reads the proxy's `netforge proxy: metrics on http://ADDR/metrics` line (its next stdout
+/// line after the listener lines) and returns ADDR.
+pub fn admin_line(p: &Proc) -> SocketAddr {
+    let line = p.line(Duration::from_secs(10));
+    line.strip_prefix("netforge proxy: metrics on http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected admin line: {line}"))
+}
+
+/// A proxy with one listener started by `cmd`: it, its listener and its admin address, from its
+/// first two stdout lines.
+pub fn spawn_proxy(cmd: Command) -> (Proc, SocketAddr, SocketAddr) {
+    let (p, addr) = spawn_listening(cmd);
+    let admin = admin_line(&p);
+    (p, addr, admin)
+}
+
+static TEMP_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Writes `text` to a file of its own in the temp directory (`tag` in its name) and returns
+/// its path.
+pub fn write_temp(tag: &str, text: &str) -> std::path::PathBuf {
+    let n = TEMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("netforge-it-{}-{n}-{tag}", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// An lb.toml: `top` keys, connect timeout 1s, a `[health]` table, the admin endpoint and one
+/// listener on free ports, and `backends` named b0, b1, ...
+pub fn proxy_conf(backends: &[SocketAddr], top: &str, health: &str) -> String {
+    let mut s =
+        format!("{top}\n[timeouts]\nconnect = \"1s\"\n[health]\n{health}\n[admin]\naddress = \"127.0.0.1:0\"\n");
+    s.push_str("[[listener]]\naddress = \"127.0.0.1:0\"\n");
+    for (i, b) in backends.iter().enumerate() {
+        s.push_str(&format!("[[backend]]\nname = \"b{i}\"\naddress = \"{b}\"\n"));
+    }
+    s
+}
+
+/// A blocking client connection with 10 s read and write timeouts.
+pub fn raw(addr: SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Opens `path` on a WebSocket server; returns the stream after the 101 head (read a byte at a
+/// time, so no frame after it is consumed).
+pub fn ws_upgrade(addr: SocketAddr, path: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    let mut s = raw(addr);
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
