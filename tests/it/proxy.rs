@@ -10,18 +10,14 @@ use std::time::{Duration, Instant};
 use std::process::Command;
 
 use crate::util::{
-    admin_line, netforge, proxy_conf, refusing_addr, run, serve, spawn_proxy, with_timeout, write_temp, Proc, BIN,
+    admin_line, netforge, proxy_conf as conf, refusing_addr, run, serve, spawn_proxy, with_timeout, write_temp, Proc,
+    BIN,
 };
 
 const T: Duration = Duration::from_secs(60);
 
 fn write_conf(text: &str) -> std::path::PathBuf {
     write_temp("lb.toml", text)
-}
-
-/// A config with one listener on a free port, the admin endpoint on another, and `backends`.
-fn conf(backends: &[SocketAddr], top: &str, health: &str) -> String {
-    proxy_conf(backends, top, health)
 }
 
 struct Proxy {

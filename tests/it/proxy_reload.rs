@@ -8,17 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::util::{netforge, proxy_conf, refusing_addr, serve, spawn_proxy, with_timeout, write_temp, Proc};
+use crate::util::{netforge, proxy_conf as conf, refusing_addr, serve, spawn_proxy, with_timeout, write_temp, Proc};
 
 const T: Duration = Duration::from_secs(90);
 
 fn write_conf(text: &str) -> std::path::PathBuf {
     write_temp("reload.toml", text)
-}
-
-/// One listener, the admin endpoint, `top` keys, a `[health]` table and `backends` b0, b1, ...
-fn conf(backends: &[SocketAddr], top: &str, health: &str) -> String {
-    proxy_conf(backends, top, health)
 }
 
 struct Proxy {
