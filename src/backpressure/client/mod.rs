@@ -21,6 +21,8 @@
 //! a failure); 1 when a connection cannot be established, the configuration is wrong, or
 //! nothing could be measured (every connection ended before its first sample: reset, closed,
 //! the other protocol, no handshake answer), always with the reason.
+//!
+//! [`Analysis`]: super::verdict::Analysis
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -52,6 +52,8 @@ impl<S: Read + Write> WsConn<S> {
     }
 
     /// The client side, after [`ClientHandshake`] finished; `leftover` is its `Done` payload.
+    ///
+    /// [`ClientHandshake`]: super::ClientHandshake
     pub fn client(stream: S, leftover: Vec<u8>, limits: WsLimits) -> Self {
         Self::new(stream, leftover, Role::Client, limits)
     }

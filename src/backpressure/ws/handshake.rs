@@ -68,6 +68,8 @@ pub enum HandshakeStep {
     /// Waiting for the socket: call again on the next READABLE or WRITABLE edge.
     NotNow,
     /// Upgraded; pass `leftover` (frames that came with the response) to [`WsConn::client`].
+    ///
+    /// [`WsConn::client`]: super::WsConn::client
     Done {
         leftover: Vec<u8>,
     },
