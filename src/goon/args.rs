@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::cli::{resolve, threads, usage};
+use crate::cli::usage;
+use crate::config::{resolve, resolve_threads as threads};
 use crate::error::Error;
 use crate::goon::GoonConfig;
 use crate::net::tune::SockBufs;
@@ -80,6 +81,10 @@ pub struct GoonArgs {
     /// the sockets where --sndbuf/--rcvbuf are not given (each gets 4KiB..=256MiB).
     #[arg(long = "socket-mem", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_socket_mem)]
     pub(crate) socket_mem: Option<u64>,
+    /// Print the resolved configuration (flags and defaults, the target's address, threads and
+    /// buffer sizes as they will run) as TOML and exit, before the preflight and the prompt.
+    #[arg(long)]
+    pub(crate) print_config: bool,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
