@@ -1,10 +1,12 @@
 //! `lb.toml` (or the quick-start flags) → a validated [`ProxyConfig`].
 //!
 //! Two stages, as in sozu and ripgrep: serde reads the file into private `*File` structs that
-//! mirror the TOML exactly (`deny_unknown_fields` on every table, no `flatten`, every value kept
-//! with its byte span), then `validate` turns them into the public types, applying the named
-//! `DEFAULT_*` consts and refusing anything the proxy could not run with. Every error is one line
-//! naming the file, the line/column when the value was written, and the key path
+//! mirror the TOML exactly (`deny_unknown_fields` on every table, no `flatten`), with the shared
+//! value types of [`crate::config`], so a value that is no size, duration, keyword or address is
+//! refused as the file is read; then `validate` turns them into the public types, applying the
+//! named `DEFAULT_*` consts and refusing anything the proxy could not run with. Every error is
+//! one line naming the file, the line/column where the key is written (or the end of the file,
+//! for a key that is missing), and the key path
 //! (`lb.toml:14:11: backend[1].address: duplicates backend[0] in group "default" ...`).
 //!
 //! Hostnames are resolved here, once, at load time (the reactors never block on DNS). Backends
