@@ -55,22 +55,16 @@ pub struct ServeArgs {
 
 pub(crate) fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
     let listen = parse_ip_port(&a.listen).map_err(|e| usage(format!("--listen: {e}")))?;
-    let bad = |flag: &str, v: u64, e: String| usage(format!("invalid value '{v}' for '{flag}': {e}"));
-    // The flag's parser already checked 1..=CONNS_MAX.
+    // The flags' parsers already checked every range.
     let max_conns = a.max_conns.unwrap_or_else(crate::serve::default_max_conns);
-    let interval = units::duration_in(a.interval, Duration::ZERO, units::MAX_DURATION)
-        .map_err(|e| usage(format!("invalid value for '--interval': {e}")))?;
-    let sockbuf = |flag: &str, v: Option<u64>| match v {
-        None => Ok(None),
-        Some(v) => units::sockbuf(v).map(|b| b.map(|b| b as usize)).map_err(|e| bad(flag, v, e)),
-    };
+    let sockbuf = |v: Option<u64>| v.and_then(|v| units::sockbuf(v).ok().flatten()).map(|b| b as usize);
     Ok(ServeConfig {
         listen,
         mode: a.mode,
         max_conns,
         threads: threads(a.threads),
-        interval,
-        bufs: SockBufs { sndbuf: sockbuf("--sndbuf", a.sndbuf)?, rcvbuf: sockbuf("--rcvbuf", a.rcvbuf)? },
+        interval: a.interval,
+        bufs: SockBufs { sndbuf: sockbuf(a.sndbuf), rcvbuf: sockbuf(a.rcvbuf) },
         reuse_port: a.reuse_port,
     })
 }
