@@ -13,6 +13,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.cmd {
         Cmd::Goon(args) => {
             let cfg = crate::goon::args::goon_config(&args)?;
+            if args.print_config {
+                return print_config(&crate::config::to_toml(&cfg));
+            }
             let fd = crate::sys::raise_nofile()?;
             let sockets = if cfg.builtin { cfg.connections * 2 } else { cfg.connections };
             let target = if cfg.builtin { "the built-in sink".to_string() } else { cfg.target.to_string() };
@@ -45,6 +48,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         }
         Cmd::Serve(args) => {
             let cfg = crate::serve::args::serve_config(&args)?;
+            if args.print_config {
+                return print_config(&crate::config::to_toml(&cfg));
+            }
             let fd = crate::sys::raise_nofile()?;
             if (cfg.max_conns as u64).saturating_add(crate::sys::FD_RESERVE) > fd.soft {
                 log::warn!(
@@ -62,11 +68,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Cmd::Proxy(args) => {
             let cfg = crate::proxy::args::proxy_config(&args)?;
             if args.print_config {
-                let stdout = std::io::stdout();
-                let _ = write!(stdout.lock(), "{}", cfg.to_toml());
-                return Ok(0);
+                return print_config(&cfg.to_toml());
             }
-            let threads = crate::cli::threads(Some(cfg.threads));
+            let threads = crate::config::resolve_threads(Some(cfg.threads));
             let fd = crate::sys::raise_nofile()?;
             let need = (cfg.max_connections as u64).saturating_mul(2).saturating_add(crate::sys::FD_RESERVE);
             if need > fd.soft {
@@ -84,7 +88,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         // ---- backpressure lab (bp) --------------------------------------------------------
         Cmd::Bp(BpCmd::Server(args)) => {
             let cfg = crate::backpressure::args::bp_server_config(&args)?;
-            let threads = crate::cli::threads(args.threads);
+            if args.print_config {
+                return print_config(&crate::config::to_toml(&cfg.to_file()));
+            }
+            let threads = crate::config::resolve_threads(args.threads);
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
             let stdout = std::io::stdout();
@@ -94,7 +101,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         }
         Cmd::Bp(BpCmd::Client(args)) => {
             let cfg = crate::backpressure::args::bp_client_config(&args)?;
-            let target = crate::cli::resolve(&cfg.server.host, cfg.server.port)?;
+            if args.print_config {
+                return print_config(&crate::config::to_toml(&cfg.to_file()));
+            }
+            let target = crate::config::resolve(&cfg.server.host, cfg.server.port)?;
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
             let stdout = std::io::stdout();
@@ -103,4 +113,11 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             Ok(0)
         } // ---- end of backpressure lab ----------------------------------------------------
     }
+}
+
+/// `--print-config` of every role: the resolved config as TOML on stdout, then exit 0.
+fn print_config(toml: &str) -> Result<u8, Error> {
+    let stdout = std::io::stdout();
+    stdout.lock().write_all(toml.as_bytes())?;
+    Ok(0)
 }

@@ -1,10 +1,8 @@
 //! Command line: the top-level clap definitions (`Cli`, `Cmd`, `BpCmd`) and what every role's
-//! flags share: thread count, name resolution, usage errors, the usage line of `--help` and
+//! flags share: usage errors, the usage line of `--help` and
 //! one-line clap errors. Each role's flags and their translation into its config live in the
 //! role (`goon::args`, `serve::args`, `proxy::args`, `backpressure::args`); values are checked
 //! there and refused with one line naming the flag, so nothing below sees an unchecked argument.
-
-use std::net::{SocketAddr, ToSocketAddrs};
 
 use clap::{Parser, Subcommand};
 
@@ -13,7 +11,6 @@ use crate::error::Error;
 pub use crate::goon::args::GoonArgs;
 pub use crate::proxy::args::ProxyArgs;
 pub use crate::serve::args::ServeArgs;
-use crate::units;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,32 +52,8 @@ pub enum BpCmd {
     Client(BpClientArgs),
 }
 
-/// Reactor threads: the flag (already checked to be 0..=1024 where parsed), 0 or none meaning
-/// one per core.
-pub fn threads(flag: Option<usize>) -> usize {
-    flag.filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .min(units::THREADS_MAX as usize)
-}
-
 pub(crate) fn usage(msg: String) -> Error {
     Error::Usage(msg)
-}
-
-/// Resolves `host` once (blocking; only ever called before the reactors start).
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.is_empty() {
-        return Err(usage("empty host".into()));
-    }
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let mut addrs = (bare, port).to_socket_addrs().map_err(|source| Error::Resolve { host: bare.into(), source })?;
-    addrs.next().ok_or_else(|| Error::Resolve {
-        host: bare.into(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-    })
 }
 
 /// The subcommand path (`["bp", "client"]`) named by a command line (`argv` without the
@@ -163,11 +136,5 @@ mod tests {
         assert!(help("lb").contains(&format!("[default: {}]", DEFAULT_BALANCE.as_str())), "{}", help("lb"));
         let t = crate::units::go_duration(DEFAULT_CONNECT_TIMEOUT);
         assert!(help("timeout").contains(&format!("[default: {t}]")), "{}", help("timeout"));
-    }
-
-    #[test]
-    fn v6_literals_resolve_without_dns() {
-        assert_eq!(resolve("::1", 80).unwrap(), "[::1]:80".parse().unwrap());
-        assert_eq!(resolve("[::1]", 80).unwrap(), "[::1]:80".parse().unwrap());
     }
 }

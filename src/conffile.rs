@@ -149,25 +149,45 @@ impl Spans {
         s
     }
 
-    fn walk(&mut self, prefix: &str, node: Node) {
+    /// Records the entries below `node` and returns the span they cover (for a table that only a
+    /// dotted header makes, which toml gives no span of its own).
+    fn walk(&mut self, prefix: &str, node: Node) -> Option<Range<usize>> {
+        let mut covered: Option<Range<usize>> = None;
+        let mut add = |r: &Range<usize>| {
+            covered = Some(match covered.take() {
+                None => r.clone(),
+                Some(c) => c.start.min(r.start)..c.end.max(r.end),
+            })
+        };
         match node {
             Node::Table(entries) => {
                 for (key, value) in entries {
-                    let path =
-                        if prefix.is_empty() { key.get_ref().clone() } else { format!("{prefix}.{}", key.get_ref()) };
-                    self.entries.push(Entry { path: path.clone(), key: key.span(), value: value.span() });
-                    self.walk(&path, value.into_inner());
+                    let path = if prefix.is_empty() { key.name.clone() } else { format!("{prefix}.{}", key.name) };
+                    let at = self.entries.len();
+                    self.entries.push(Entry { path: path.clone(), key: 0..0, value: 0..0 });
+                    let inner = self.walk(&path, value.node);
+                    let span = value.span.or(inner).or(key.span.clone()).unwrap_or(0..0);
+                    // A key with no span of its own is located by its value.
+                    self.entries[at].key = key.span.unwrap_or_else(|| span.clone());
+                    self.entries[at].value = span.clone();
+                    add(&span);
                 }
             }
             Node::Array(items) => {
                 for (i, item) in items.into_iter().enumerate() {
                     let path = format!("{prefix}[{i}]");
-                    self.entries.push(Entry { path: path.clone(), key: item.span(), value: item.span() });
-                    self.walk(&path, item.into_inner());
+                    let at = self.entries.len();
+                    self.entries.push(Entry { path: path.clone(), key: 0..0, value: 0..0 });
+                    let inner = self.walk(&path, item.node);
+                    let span = item.span.or(inner).unwrap_or(0..0);
+                    self.entries[at].key = span.clone();
+                    self.entries[at].value = span.clone();
+                    add(&span);
                 }
             }
             Node::Leaf => {}
         }
+        covered
     }
 
     /// The key whose name or value covers byte `pos`: the key whose name is there, else the
@@ -243,56 +263,124 @@ fn key_by_scan(text: &str, pos: usize) -> Option<String> {
     })
 }
 
-/// Any TOML value, keeping the spans of keys and values (toml fills `Spanned` at every level).
+/// Any TOML value, keeping the spans of keys and values where toml gives them.
 enum Node {
-    Table(Vec<(Spanned<String>, Spanned<Node>)>),
-    Array(Vec<Spanned<Node>>),
+    Table(Vec<(Key, Val)>),
+    Array(Vec<Val>),
     Leaf,
+}
+
+/// serde_spanned's protocol (toml 0.8): a struct of this name and these fields asks toml for a
+/// span, which it hands over as a map (start, end, value) when it has one, and as the bare
+/// value when it has none: the name of a table only a dotted header makes (`groups` in
+/// `[groups.web]`) and that table itself. `Spanned<T>` refuses the bare form (a whole document
+/// would lose its spans); [`Key`] and [`Val`] take both.
+const SPANNED: &str = "$__serde_spanned_private_Spanned";
+const SPANNED_START: &str = "$__serde_spanned_private_start";
+const SPANNED_END: &str = "$__serde_spanned_private_end";
+const SPANNED_FIELDS: &[&str] = &[SPANNED_START, SPANNED_END, "$__serde_spanned_private_value"];
+
+/// A table key and, where toml knows it, its span.
+struct Key {
+    name: String,
+    span: Option<Range<usize>>,
+}
+
+/// A value and, where toml knows it, its span.
+struct Val {
+    node: Node,
+    span: Option<Range<usize>>,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(Key { name: v.to_string(), span: None })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Key, A::Error> {
+                let s = Spanned::<String>::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Key { span: Some(s.span()), name: s.into_inner() })
+            }
+        }
+        d.deserialize_struct(SPANNED, SPANNED_FIELDS, V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Val {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Val, D::Error> {
+        d.deserialize_struct(SPANNED, SPANNED_FIELDS, NodeVisitor { spanned: true })
+    }
 }
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Node;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any TOML value")
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
-                Ok(Node::Leaf)
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<Spanned<Node>>()? {
-                    items.push(item);
-                }
-                Ok(Node::Array(items))
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<Spanned<String>>()? {
-                    let value = map.next_value::<Spanned<Node>>()?;
-                    // A datetime arrives as a one-key map with toml's private marker key.
-                    if !key.get_ref().starts_with("$__toml_private") {
-                        entries.push((key, value));
+        d.deserialize_any(NodeVisitor { spanned: false }).map(|v| v.node)
+    }
+}
+
+/// Reads any value; with `spanned`, a map may be the span protocol rather than a table.
+struct NodeVisitor {
+    spanned: bool,
+}
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Val;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any TOML value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val, E> {
+        Ok(Val { node: Node::Leaf, span: None })
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Val, E> {
+        Ok(Val { node: Node::Leaf, span: None })
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Val, E> {
+        Ok(Val { node: Node::Leaf, span: None })
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Val, E> {
+        Ok(Val { node: Node::Leaf, span: None })
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Val, E> {
+        Ok(Val { node: Node::Leaf, span: None })
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Val, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Val>()? {
+            items.push(item);
+        }
+        Ok(Val { node: Node::Array(items), span: None })
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Val, A::Error> {
+        let mut entries = Vec::new();
+        let mut first = true;
+        while let Some(key) = map.next_key::<Key>()? {
+            if first && self.spanned && key.name == SPANNED_START {
+                // The span protocol: start, end, then the value itself.
+                let start: usize = map.next_value()?;
+                let (mut end, mut node) = (start, Node::Leaf);
+                while let Some(k) = map.next_key::<Key>()? {
+                    if k.name == SPANNED_END {
+                        end = map.next_value()?;
+                    } else {
+                        node = map.next_value::<Node>()?;
                     }
                 }
-                Ok(Node::Table(entries))
+                return Ok(Val { node, span: Some(start..end) });
+            }
+            first = false;
+            let value = map.next_value::<Val>()?;
+            // A datetime arrives as a one-key map with toml's private marker key.
+            if !key.name.starts_with("$__toml_private") {
+                entries.push((key, value));
             }
         }
-        d.deserialize_any(V)
+        Ok(Val { node: Node::Table(entries), span: None })
     }
 }
 
@@ -419,6 +507,12 @@ mod tests {
         assert_eq!(at("arr[1].c"), Some((7, 5)));
         assert_eq!(at("nope"), None);
         assert_eq!(s.key_at(text.find("c = 3").unwrap()), Some("arr[1].c"));
+        // A dotted table header keeps every span of the document.
+        let text = "a = 1\n[g.web]\nb = 2\n";
+        let s = Spans::of(text);
+        assert_eq!(s.value_of("a").map(|r| line_col(text, r.start)), Some((1, 5)));
+        assert_eq!(s.value_of("g.web.b").map(|r| line_col(text, r.start)), Some((3, 5)));
+        assert_eq!(s.value_of("g.web").map(|r| line_col(text, r.start).0), Some(2));
     }
 
     #[test]

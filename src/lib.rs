@@ -15,6 +15,7 @@ pub mod app;
 pub(crate) mod backpressure;
 pub mod cli;
 pub(crate) mod conffile;
+pub(crate) mod config;
 pub(crate) mod engine;
 pub mod error;
 pub(crate) mod goon;

@@ -28,15 +28,16 @@ pub const ECHO_RING_BYTES: usize = 16 * 1024;
 /// Slab tag of sink connections (goon's dials use tag 0).
 pub const SINK_TAG: u8 = 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Accept and keep connections; never write; close on peer EOF or reset.
-    Hold,
-    /// Echo every byte back; half-close is honoured (our FIN follows the peer's once flushed).
-    Echo,
-    /// Read and drop everything.
-    Discard,
+crate::keyword! {
+    /// What `serve` (and goon's built-in sink) does with each connection.
+    pub enum Mode("mode") {
+        /// Accept and keep connections; never write; close on peer EOF or reset.
+        Hold = "hold",
+        /// Echo every byte back; half-close is honoured (our FIN follows the peer's once flushed).
+        Echo = "echo",
+        /// Read and drop everything.
+        Discard = "discard",
+    }
 }
 
 /// Per-reactor counters, sent whole (not as deltas) each tick: a lost message loses nothing.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::cli::{resolve, threads, usage};
+use crate::cli::usage;
+use crate::config::{resolve, resolve_threads as threads};
 use crate::error::Error;
 use crate::goon::GoonConfig;
 use crate::net::tune::SockBufs;
@@ -80,6 +81,10 @@ pub struct GoonArgs {
     /// the sockets where --sndbuf/--rcvbuf are not given (each gets 4KiB..=256MiB).
     #[arg(long = "socket-mem", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_socket_mem)]
     pub(crate) socket_mem: Option<u64>,
+    /// Print the resolved configuration (flags and defaults, the target's address, threads and
+    /// buffer sizes as they will run) as TOML and exit, before the preflight and the prompt.
+    #[arg(long)]
+    pub(crate) print_config: bool,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
@@ -112,26 +117,10 @@ pub(crate) fn parse_port(text: &str) -> Result<u16, Error> {
 
 /// Checks goon's flags and builds its config (resolving the target).
 pub(crate) fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
-    // Ranges were checked where clap parsed each value (see the value parsers above); this
-    // repeats the checks for a GoonArgs built by hand.
-    let check = |flag: &str, v: u64, min: u64, max: u64| {
-        units::in_range(v, min, max).map_err(|e| usage(format!("invalid value '{v}' for '{flag}': {e}")))
-    };
-    let connections = check("--connections", a.connections, 1, CONNS_MAX)?;
-    let sleep = check("--sleep", a.sleep.unwrap_or(10), 0, MAX_DURATION_MS)?;
-    let dial_timeout = check("--dial-timeout", a.dial_timeout, 1, MAX_DURATION_MS)?;
-    let interval = units::duration_in(a.interval, Duration::ZERO, units::MAX_DURATION)
-        .map_err(|e| usage(format!("invalid value for '--interval': {e}")))?;
-    if let Some(r) = a.rate {
-        parse_rate(&r.to_string()).map_err(|e| usage(format!("invalid value '{r}' for '--rate': {e}")))?;
-    }
-    let sockbuf = |flag: &str, v: Option<u64>| {
-        v.map(units::sockbuf)
-            .transpose()
-            .map(Option::flatten)
-            .map_err(|e| usage(format!("invalid value '{}' for '{flag}': {e}", v.unwrap_or(0))))
-    };
-    let (sndbuf, rcvbuf) = (sockbuf("--sndbuf", a.sndbuf)?, sockbuf("--rcvbuf", a.rcvbuf)?);
+    // Ranges were checked where clap parsed each value (see the value parsers above).
+    let sockbuf = |v: Option<u64>| v.and_then(|v| units::sockbuf(v).ok().flatten());
+    let (connections, sleep, dial_timeout) = (a.connections, a.sleep.unwrap_or(10), a.dial_timeout);
+    let (sndbuf, rcvbuf) = (sockbuf(a.sndbuf), sockbuf(a.rcvbuf));
     let (host, target, builtin) = match (&a.host, &a.port) {
         (None, None) => ("127.0.0.1".to_string(), SocketAddr::from(([127, 0, 0, 1], 0)), true),
         (Some(h), None) => return Err(usage(format!("missing <port> after host {h:?}"))),
@@ -155,7 +144,7 @@ pub(crate) fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
         sleep: Duration::from_millis(sleep),
         rate: a.rate,
         dial_timeout: Duration::from_millis(dial_timeout),
-        interval,
+        interval: a.interval,
         hold: a.hold,
         sources,
         linger_rst: a.linger_rst,

@@ -39,25 +39,33 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait of the coordinator loop when no status line is due (`-i 0`).
 const IDLE_WAKE: Duration = Duration::from_millis(500);
 
-#[derive(Clone, Debug)]
+/// Options of `netforge goon`, resolved (flags, defaults and the target's address);
+/// `--print-config` writes them as TOML.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct GoonConfig {
     /// The host as the user wrote it (for the report header).
     pub host: String,
     pub target: SocketAddr,
     pub connections: u64,
+    #[serde(serialize_with = "crate::config::duration")]
     pub sleep: Duration,
     /// Connections per second; overrides `sleep` when set.
     pub rate: Option<f64>,
+    #[serde(serialize_with = "crate::config::duration")]
     pub dial_timeout: Duration,
+    #[serde(serialize_with = "crate::config::duration")]
     pub interval: Duration,
+    #[serde(serialize_with = "crate::config::duration")]
     pub hold: Duration,
     pub sources: Vec<IpAddr>,
     pub linger_rst: bool,
+    /// Resolved: never 0.
     pub threads: usize,
-    pub(crate) bufs: SockBufs,
     pub json: Option<PathBuf>,
     /// Stressing the in-process sink (no host/port given): its listeners, one per reactor.
     pub builtin: bool,
+    #[serde(rename = "socket_buffers", serialize_with = "crate::config::sockbufs")]
+    pub(crate) bufs: SockBufs,
 }
 
 /// Everything a run measured.

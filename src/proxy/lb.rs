@@ -17,69 +17,18 @@
 //! [`Picker::resize`].
 
 use std::cmp::Ordering;
-use std::fmt;
-use std::str::FromStr;
 
-/// Load-balancing algorithm of a backend group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Balance {
-    /// Weighted random.
-    Random,
-    /// Power of two choices: two distinct weighted random draws, the less loaded one wins.
-    P2c,
-    /// Smooth weighted round-robin (nginx's algorithm).
-    RoundRobin,
-    /// Fewest live sessions per unit of weight; random among equals.
-    LeastConn,
-}
-
-impl Balance {
-    /// Every algorithm, in the order the docs list them.
-    #[cfg(test)]
-    pub const ALL: [Balance; 4] = [Balance::Random, Balance::P2c, Balance::RoundRobin, Balance::LeastConn];
-
-    /// Canonical lowercase name, as written by `--print-config`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::Random => "random",
-            Balance::P2c => "p2c",
-            Balance::RoundRobin => "round_robin",
-            Balance::LeastConn => "least_conn",
-        }
-    }
-}
-
-impl fmt::Display for Balance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A balance name that is none of the known algorithms.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnknownBalance(pub String);
-
-impl fmt::Display for UnknownBalance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown balance algorithm {:?} (use random, p2c, round_robin or least_conn)", self.0)
-    }
-}
-
-impl std::error::Error for UnknownBalance {}
-
-impl FromStr for Balance {
-    type Err = UnknownBalance;
-
-    /// Any case; `-` and `_` are interchangeable; `roundrobin`, `rr` and `leastconn` are accepted.
-    fn from_str(s: &str) -> Result<Balance, UnknownBalance> {
-        let name = s.trim().to_ascii_lowercase().replace('-', "_");
-        match name.as_str() {
-            "random" => Ok(Balance::Random),
-            "p2c" => Ok(Balance::P2c),
-            "round_robin" | "roundrobin" | "rr" => Ok(Balance::RoundRobin),
-            "least_conn" | "leastconn" => Ok(Balance::LeastConn),
-            _ => Err(UnknownBalance(s.to_string())),
-        }
+crate::keyword! {
+    /// Load-balancing algorithm of a backend group.
+    pub enum Balance("balance algorithm") {
+        /// Weighted random.
+        Random = "random",
+        /// Power of two choices: two distinct weighted random draws, the less loaded one wins.
+        P2c = "p2c",
+        /// Smooth weighted round-robin (nginx's algorithm).
+        RoundRobin = "round_robin" | "roundrobin" | "rr",
+        /// Fewest live sessions per unit of weight; random among equals.
+        LeastConn = "least_conn" | "leastconn",
     }
 }
 

@@ -1,12 +1,12 @@
 //! `netforge serve`'s flags and their translation into [`ServeConfig`]. Values are checked here
 //! and refused with one line naming the flag.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::cli::{threads, usage};
+use crate::cli::usage;
+use crate::config::{parse_ip_port, resolve_threads as threads};
 use crate::error::Error;
 use crate::net::tune::SockBufs;
 use crate::serve::ServeConfig;
@@ -47,29 +47,24 @@ pub struct ServeArgs {
     /// process listens on is refused.
     #[arg(long)]
     pub(crate) reuse_port: bool,
+    /// Print the resolved configuration (flags and defaults, threads and buffer sizes as they
+    /// will run) as TOML and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
 }
 
 pub(crate) fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
-    let listen: SocketAddr = a
-        .listen
-        .parse()
-        .map_err(|_| usage(format!("--listen {:?}: expected IP:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)", a.listen)))?;
-    let bad = |flag: &str, v: u64, e: String| usage(format!("invalid value '{v}' for '{flag}': {e}"));
-    // The flag's parser already checked 1..=CONNS_MAX.
+    let listen = parse_ip_port(&a.listen).map_err(|e| usage(format!("--listen: {e}")))?;
+    // The flags' parsers already checked every range.
     let max_conns = a.max_conns.unwrap_or_else(crate::serve::default_max_conns);
-    let interval = units::duration_in(a.interval, Duration::ZERO, units::MAX_DURATION)
-        .map_err(|e| usage(format!("invalid value for '--interval': {e}")))?;
-    let sockbuf = |flag: &str, v: Option<u64>| match v {
-        None => Ok(None),
-        Some(v) => units::sockbuf(v).map(|b| b.map(|b| b as usize)).map_err(|e| bad(flag, v, e)),
-    };
+    let sockbuf = |v: Option<u64>| v.and_then(|v| units::sockbuf(v).ok().flatten()).map(|b| b as usize);
     Ok(ServeConfig {
         listen,
         mode: a.mode,
         max_conns,
         threads: threads(a.threads),
-        interval,
-        bufs: SockBufs { sndbuf: sockbuf("--sndbuf", a.sndbuf)?, rcvbuf: sockbuf("--rcvbuf", a.rcvbuf)? },
+        interval: a.interval,
+        bufs: SockBufs { sndbuf: sockbuf(a.sndbuf), rcvbuf: sockbuf(a.rcvbuf) },
         reuse_port: a.reuse_port,
     })
 }

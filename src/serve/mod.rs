@@ -81,17 +81,21 @@ impl Handler for ServeReactor {
     }
 }
 
-/// Options of `netforge serve`.
-#[derive(Clone, Debug)]
+/// Options of `netforge serve`, resolved (flags and defaults); `--print-config` writes them as
+/// TOML with the key names of the flags.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub mode: Mode,
     pub max_conns: usize,
+    /// Resolved: never 0.
     pub threads: usize,
+    #[serde(serialize_with = "crate::config::duration")]
     pub interval: Duration,
-    pub(crate) bufs: SockBufs,
     /// `--reuse-port`: share the address with other processes (see [`crate::net::listen`]).
     pub reuse_port: bool,
+    #[serde(rename = "socket_buffers", serialize_with = "crate::config::sockbufs")]
+    pub(crate) bufs: SockBufs,
 }
 
 /// Runs the server until SIGINT/SIGTERM (or `stop` receives), printing a line per interval

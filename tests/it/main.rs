@@ -5,6 +5,7 @@ mod bp_peers;
 mod goon;
 mod limits;
 mod listen;
+mod print_config;
 mod proxy;
 mod proxy_admin;
 mod proxy_reload;

@@ -1,18 +1,19 @@
 //! `netforge bp client`: its defaults, `bp-client.toml` as written, its flags, the server's
 //! `host:port`, and the validated [`ClientConfig`] (file, then flags).
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Dur, Origins, Protocol};
+use super::{parse_mss, parse_protocol, ByteSize, Dur, HostPort, Origins, Protocol};
 use super::{
     DEFAULTS_LABEL, DEFAULT_PROTOCOL, DEFAULT_SAMPLE_INTERVAL, INTERVAL_MAX, MEMORY_LIMIT_BYTES, SAMPLE_INTERVAL_MIN,
 };
+use super::{SOCKBUF_MAX, SOCKBUF_MIN};
 use crate::backpressure::ws::WsLimits;
 use crate::conffile::{self, ConfigError};
+use crate::units::{parse_bytes_in, parse_duration_in, parse_int, parse_interval_in, parse_sockbuf};
 
 // ---- defaults -------------------------------------------------------------------------------
 
@@ -40,109 +41,65 @@ pub const PATH_MAX_LEN: usize = 1024;
 /// Largest message the client accepts from the server (it expects only control frames).
 pub const CLIENT_WS_MAX_INCOMING: usize = 64 << 10;
 
-/// `bp-client.toml` as written (every key optional).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClientFile {
-    pub protocol: Protocol,
-    pub server: String,
-    pub payload_size: ByteSize,
-    pub rate: u64,
-    pub total: u64,
-    pub duration: Dur,
-    pub connections: u64,
-    pub sndbuf: Option<ByteSize>,
-    pub notsent_lowat: Option<ByteSize>,
-    pub mss: Option<u32>,
-    pub sample_interval: Dur,
-    pub stats_interval: Dur,
-    pub path: String,
-}
-
-impl Default for ClientFile {
-    fn default() -> Self {
-        ClientFile {
-            protocol: DEFAULT_PROTOCOL,
-            server: DEFAULT_SERVER.to_string(),
-            payload_size: ByteSize(DEFAULT_PAYLOAD_SIZE),
-            rate: DEFAULT_RATE,
-            total: DEFAULT_TOTAL,
-            duration: Dur(DEFAULT_DURATION),
-            connections: DEFAULT_CONNECTIONS,
-            sndbuf: None,
-            notsent_lowat: None,
-            mss: None,
-            sample_interval: Dur(DEFAULT_SAMPLE_INTERVAL),
-            stats_interval: Dur(DEFAULT_STATS_INTERVAL),
-            path: DEFAULT_PATH.to_string(),
-        }
-    }
-}
-
-/// Client values given as command-line flags; each `Some` replaces the file's key.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClientOverrides {
-    pub protocol: Option<Protocol>,
-    pub server: Option<String>,
-    pub payload_size: Option<u64>,
-    pub rate: Option<u64>,
-    pub total: Option<u64>,
-    pub duration: Option<Duration>,
-    pub connections: Option<u64>,
-    pub sndbuf: Option<u64>,
-    pub notsent_lowat: Option<u64>,
-    pub mss: Option<u32>,
-    pub sample_interval: Option<Duration>,
-    pub stats_interval: Option<Duration>,
-    pub path: Option<String>,
-}
-
-/// `host:port` of the server the client pushes to. The host is resolved by the caller at start-up
-/// (never inside a reactor) and is sent as the WebSocket `Host` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    /// Host name or IP literal, IPv6 without brackets.
-    pub host: String,
-    pub port: u16,
-}
-
-impl HostPort {
-    /// Parses `host:port`, `1.2.3.4:port` or `[::1]:port`.
-    pub fn parse(s: &str) -> Result<HostPort, String> {
-        let expected = || format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, example.com:443)");
-        let (host, port) = s.rsplit_once(':').ok_or_else(expected)?;
-        let port: u16 = port.parse().ok().filter(|&p| p != 0).ok_or_else(expected)?;
-        let host = match host.strip_prefix('[') {
-            Some(rest) => {
-                let inner = rest.strip_suffix(']').ok_or_else(expected)?;
-                inner.parse::<std::net::Ipv6Addr>().map_err(|_| expected())?;
-                inner
-            }
-            None if host.contains(':') => {
-                return Err(format!("{s:?}: write IPv6 addresses in brackets, e.g. [::1]:8080"))
-            }
-            None => host,
-        };
-        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
-        if host.is_empty() || host.len() > 253 || !host.chars().all(valid) {
-            return Err(expected());
-        }
-        Ok(HostPort { host: host.to_string(), port })
-    }
-
-    /// The value for an HTTP `Host` header (brackets around IPv6 literals).
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl fmt::Display for HostPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.authority())
+crate::layer! {
+    /// `bp-client.toml` as written, and the flags of the same names: every key optional, each
+    /// given flag replacing the file's key (same name, same range). Sizes take a unit (`16KiB`),
+    /// durations too (`5s`).
+    #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, clap::Args)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClientFile {
+        /// tcp or websocket [default: tcp].
+        #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
+        pub protocol: Option<Protocol>,
+        /// HOST:PORT of the server (resolved once at start-up) [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "HOST:PORT")]
+        pub server: Option<String>,
+        /// Bytes per payload (one write; one WebSocket message), 1..=16MiB [default: 16KiB].
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_bytes_in(s, 1, PAYLOAD_SIZE_MAX).map(ByteSize))]
+        pub payload_size: Option<ByteSize>,
+        /// Payloads per second per connection, 0..=1000000; 0 = as fast as the socket takes them
+        /// [default: 128].
+        #[arg(long, value_name = "N", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_int(s, 0, RATE_MAX))]
+        pub rate: Option<u64>,
+        /// Payloads per connection, 0..=9223372036854775807 (TOML's largest integer); 0 =
+        /// unlimited, the duration ends the run [default: 0].
+        #[arg(long, value_name = "N", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_int(s, 0, TOTAL_MAX))]
+        pub total: Option<u64>,
+        /// Length of the run, 0..=24h; 0 = until --total payloads are sent [default: 5s].
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, DURATION_MAX).map(Dur))]
+        pub duration: Option<Dur>,
+        /// Connections pushing in parallel, 1..=10000 [default: 1].
+        #[arg(long, value_name = "N", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_int(s, 1, CLIENT_CONNECTIONS_MAX))]
+        pub connections: Option<u64>,
+        /// SO_SNDBUF of each connection: 1KiB..=256MiB, or 0 for the kernel's default
+        /// (autotuning) [default: 0].
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_sockbuf(s).map(ByteSize))]
+        pub sndbuf: Option<ByteSize>,
+        /// TCP_NOTSENT_LOWAT of each connection, 1KiB..=256MiB [default: unset, the kernel's].
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_bytes_in(s, SOCKBUF_MIN, SOCKBUF_MAX).map(ByteSize))]
+        pub notsent_lowat: Option<ByteSize>,
+        /// TCP_MAXSEG of each connection, 536..=32767 [default: the kernel's].
+        #[arg(long, value_name = "BYTES", allow_hyphen_values = true, value_parser = parse_mss)]
+        pub mss: Option<u32>,
+        /// How often each socket is sampled (TCP_INFO, queues), 10ms..=1h [default: 100ms].
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_duration_in(s, SAMPLE_INTERVAL_MIN, INTERVAL_MAX).map(Dur))]
+        pub sample_interval: Option<Dur>,
+        /// Time between status lines: whole seconds or a duration, sample-interval..=1h; 0 = no
+        /// status lines, only the final report (the same in every role) [default: 1s].
+        #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_interval_in(s, INTERVAL_MAX).map(Dur))]
+        pub stats_interval: Option<Dur>,
+        /// WebSocket request path [default: /ws].
+        #[arg(long, value_name = "PATH")]
+        pub path: Option<String>,
     }
 }
 
@@ -176,7 +133,7 @@ impl ClientConfig {
 }
 
 /// Loads the client config: `path` (or the defaults when `None`), then the flags.
-pub fn load_client(path: Option<&Path>, flags: &ClientOverrides) -> Result<ClientConfig, ConfigError> {
+pub fn load_client(path: Option<&Path>, flags: &ClientFile) -> Result<ClientConfig, ConfigError> {
     match path {
         Some(p) => {
             let (file, text) = conffile::load::<ClientFile>(p)?;
@@ -191,45 +148,37 @@ pub fn client_from(
     mut f: ClientFile,
     path: &Path,
     text: Option<&str>,
-    flags: &ClientOverrides,
+    flags: &ClientFile,
 ) -> Result<ClientConfig, ConfigError> {
     let mut o = Origins::new(path, text);
-    o.overlay(&mut f.protocol, flags.protocol, "protocol");
-    o.overlay(&mut f.server, flags.server.clone(), "server");
-    o.overlay(&mut f.payload_size, flags.payload_size, "payload_size");
-    o.overlay(&mut f.rate, flags.rate, "rate");
-    o.overlay(&mut f.total, flags.total, "total");
-    o.overlay(&mut f.duration, flags.duration, "duration");
-    o.overlay(&mut f.connections, flags.connections, "connections");
-    o.overlay(&mut f.sndbuf, flags.sndbuf.map(ByteSize), "sndbuf");
-    o.overlay(&mut f.notsent_lowat, flags.notsent_lowat.map(ByteSize), "notsent_lowat");
-    o.overlay(&mut f.mss, flags.mss, "mss");
-    o.overlay(&mut f.sample_interval, flags.sample_interval, "sample_interval");
-    o.overlay(&mut f.stats_interval, flags.stats_interval, "stats_interval");
-    o.overlay(&mut f.path, flags.path.clone(), "path");
+    o.given(f.overlay(flags));
+    let dur = |v: Option<Dur>, default: Duration| v.map_or(default, |d| d.0);
 
-    let server = HostPort::parse(f.server.trim()).map_err(|e| o.err("server", e))?;
-    let payload_size = o.range("payload_size", f.payload_size.0, 1, PAYLOAD_SIZE_MAX)? as usize;
-    let rate = o.range("rate", f.rate, 0, RATE_MAX)?;
-    let total = o.range("total", f.total, 0, TOTAL_MAX)?;
-    let duration = o.duration("duration", f.duration.0, Duration::ZERO, DURATION_MAX)?;
+    let server = HostPort::parse(f.server.as_deref().unwrap_or(DEFAULT_SERVER)).map_err(|e| o.err("server", e))?;
+    let payload_size = f.payload_size.map_or(DEFAULT_PAYLOAD_SIZE, |b| b.0);
+    let payload_size = o.range("payload_size", payload_size, 1, PAYLOAD_SIZE_MAX)? as usize;
+    let rate = o.range("rate", f.rate.unwrap_or(DEFAULT_RATE), 0, RATE_MAX)?;
+    let total = o.range("total", f.total.unwrap_or(DEFAULT_TOTAL), 0, TOTAL_MAX)?;
+    let duration = o.duration("duration", dur(f.duration, DEFAULT_DURATION), Duration::ZERO, DURATION_MAX)?;
     if duration.is_zero() && total == 0 {
         return Err(o.err("duration", "0 with total = 0 would never end: set a duration or a total"));
     }
-    let connections = o.range("connections", f.connections, 1, CLIENT_CONNECTIONS_MAX)? as usize;
+    let connections = f.connections.unwrap_or(DEFAULT_CONNECTIONS);
+    let connections = o.range("connections", connections, 1, CLIENT_CONNECTIONS_MAX)? as usize;
     let sndbuf = o.sockbuf("sndbuf", f.sndbuf)?;
     let notsent_lowat = o.lowat("notsent_lowat", f.notsent_lowat)?;
     let mss = o.mss("mss", f.mss)?;
-    let sample_interval = o.duration("sample_interval", f.sample_interval.0, SAMPLE_INTERVAL_MIN, INTERVAL_MAX)?;
+    let sample_interval = dur(f.sample_interval, DEFAULT_SAMPLE_INTERVAL);
+    let sample_interval = o.duration("sample_interval", sample_interval, SAMPLE_INTERVAL_MIN, INTERVAL_MAX)?;
     // 0: no periodic status lines, only the final report (as `-i 0` in every role).
-    let stats_interval = match f.stats_interval.0 {
+    let stats_interval = match dur(f.stats_interval, DEFAULT_STATS_INTERVAL) {
         Duration::ZERO => Duration::ZERO,
         d => o.duration("stats_interval", d, sample_interval, INTERVAL_MAX).map_err(|mut e| {
             e.msg.push_str(" (or 0 for no periodic lines)");
             e
         })?,
     };
-    let path = f.path.trim().to_string();
+    let path = f.path.as_deref().unwrap_or(DEFAULT_PATH).trim().to_string();
     if !path.starts_with('/') || path.len() > PATH_MAX_LEN || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(o.err("path", format!("{path:?} must start with '/', have no spaces or control characters and be at most {PATH_MAX_LEN} bytes")));
     }
@@ -243,7 +192,7 @@ pub fn client_from(
     }
 
     Ok(ClientConfig {
-        protocol: f.protocol,
+        protocol: f.protocol.unwrap_or(DEFAULT_PROTOCOL),
         server,
         payload_size,
         rate,
@@ -259,23 +208,24 @@ pub fn client_from(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        let ok = [
-            ("127.0.0.1:8080", "127.0.0.1", 8080, "127.0.0.1:8080"),
-            ("[::1]:80", "::1", 80, "[::1]:80"),
-            ("lb.example.com:443", "lb.example.com", 443, "lb.example.com:443"),
-        ];
-        for (text, host, port, authority) in ok {
-            let hp = HostPort::parse(text).unwrap();
-            assert_eq!((hp.host.as_str(), hp.port, hp.authority()), (host, port, authority.to_string()));
-        }
-        for bad in ["", ":80", "host", "host:0", "host:99999", "[::1:80", "[nope]:80", "a b:80", "a/b:80"] {
-            assert!(HostPort::parse(bad).is_err(), "{bad:?}");
+impl ClientConfig {
+    /// The file that loads back as this config, every key written (`--print-config`).
+    pub fn to_file(&self) -> ClientFile {
+        let sockbuf = |v: Option<u32>| v.map(|n| ByteSize(u64::from(n)));
+        ClientFile {
+            protocol: Some(self.protocol),
+            server: Some(self.server.authority()),
+            payload_size: Some(ByteSize(self.payload_size as u64)),
+            rate: Some(self.rate),
+            total: Some(self.total),
+            duration: Some(Dur(self.duration.unwrap_or_default())),
+            connections: Some(self.connections as u64),
+            sndbuf: Some(sockbuf(self.sndbuf).unwrap_or_default()),
+            notsent_lowat: sockbuf(self.notsent_lowat),
+            mss: self.mss,
+            sample_interval: Some(Dur(self.sample_interval)),
+            stats_interval: Some(Dur(self.stats_interval)),
+            path: Some(self.path.clone()),
         }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! Three layers, lowest first: the built-in defaults (named consts of `server`, `client` and
 //! this file), the TOML file (`--conf`, optional), then for the server the `PORT` environment
-//! variable, and finally command-line flags ([`ServerOverrides`], [`ClientOverrides`]).
-//! Validation runs once on the merged result and names where a bad value came from:
-//! `bp-server.toml: read_size: ...`, `environment: PORT: ...` or `command line: --read-size: ...`.
+//! variable, and finally command-line flags, which fill the same struct the file fills
+//! ([`ServerFile`], [`ClientFile`], flattened into the clap args). Validation runs once on the
+//! merged result and names where a bad value came from: `bp-server.toml:3:13: read_size: ...`,
+//! `environment: PORT: ...` or `command line: --read-size: ...`. `--print-config` writes the
+//! validated result back as the same struct, every key explicit.
 //!
 //! ## `PORT` (the PaaS convention)
 //!
@@ -31,8 +33,8 @@
 //!   zero window and blocked writes to look at.
 //!
 //! `server` holds the server's defaults, file, flags and validation, `client` the client's; this
-//! file what both share: the protocol, the size and duration values of the files, the bounds
-//! both check, and where an error points.
+//! file what both share: the protocol, the bounds both check, and where an error points (sizes,
+//! durations and addresses are the shared types of [`crate::config`]).
 
 mod client;
 mod server;
@@ -40,15 +42,11 @@ mod server;
 pub(crate) use client::*;
 pub(crate) use server::*;
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
-
 use crate::conffile::{self, ConfigError, FLAGS_LABEL};
-use crate::units::{parse_bytes, parse_duration};
+pub(crate) use crate::config::{ByteSize, Dur, HostPort};
 
 // ---- shared defaults and limits -------------------------------------------------------------
 
@@ -72,90 +70,25 @@ pub const MEMORY_LIMIT_BYTES: u64 = 4 << 30;
 pub const DEFAULTS_LABEL: &str = "(defaults)";
 const ENV_LABEL: &str = "environment";
 
-/// Wire protocol of the lab.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// Raw TCP: the payload bytes are the stream.
-    Tcp,
-    /// WebSocket: one binary message per payload; the server also serves the web pages.
-    Websocket,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Websocket => "websocket",
-        })
+crate::keyword! {
+    /// Wire protocol of the lab.
+    pub enum Protocol("protocol") {
+        /// Raw TCP: the payload bytes are the stream.
+        Tcp = "tcp",
+        /// WebSocket: one binary message per payload; the server also serves the web pages.
+        Websocket = "websocket" | "ws",
     }
 }
 
-/// A byte size in a config file: an integer (`65536`) or a string with a unit (`"64KiB"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl From<u64> for ByteSize {
-    fn from(v: u64) -> Self {
-        ByteSize(v)
-    }
+/// `--mss` of bp server and client: TCP_MAXSEG, the range of the `mss` key.
+pub(super) fn parse_mss(s: &str) -> Result<u32, String> {
+    // MSS_MAX < u32::MAX, so the narrowing never truncates.
+    crate::units::parse_int(s, u64::from(MSS_MIN), u64::from(MSS_MAX)).map(|n| n as u32)
 }
 
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size in bytes, e.g. 65536 or \"64KiB\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom(format!("size {v} is negative")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                parse_bytes(v).map(ByteSize).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A duration in a config file: a string with a unit (`"100ms"`, `"1m30s"`) or the integer 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl From<Duration> for Dur {
-    fn from(v: Duration) -> Self {
-        Dur(v)
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration string, e.g. \"100ms\" or \"5s\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                match v {
-                    0 => Ok(Dur(Duration::ZERO)),
-                    _ => Err(E::custom(format!("duration {v} needs a unit: write it as a string, e.g. \"{v}ms\""))),
-                }
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
-                parse_duration(v).map(Dur).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
-    }
+/// `--protocol`: the keyword in any case.
+pub(super) fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    s.parse().map_err(|e: crate::config::UnknownKeyword| e.to_string())
 }
 
 /// Where each value came from, so an error names the file, the environment or the flag.
@@ -208,12 +141,9 @@ impl<'a> Origins<'a> {
         Some(conffile::line_col(text, pos))
     }
 
-    /// Replaces `slot` with the flag's value, if any, and remembers that the key came from a flag.
-    pub(super) fn overlay<T, U: Into<T>>(&mut self, slot: &mut T, flag: Option<U>, key: &'static str) {
-        if let Some(v) = flag {
-            *slot = v.into();
-            self.flags.push(key);
-        }
+    /// Records the keys the command line gave (see [`crate::layer!`]'s `overlay`).
+    pub(super) fn given(&mut self, keys: Vec<&'static str>) {
+        self.flags.extend(keys);
     }
 
     pub(super) fn range(&self, key: &'static str, v: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -278,12 +208,12 @@ mod tests {
 
     fn server_text(text: &str) -> Result<ServerConfig, ConfigError> {
         let path = Path::new("bp-server.toml");
-        server_from(conffile::parse(path, text)?, path, Some(text), &ServerOverrides::default(), None)
+        server_from(conffile::parse(path, text)?, path, Some(text), &ServerFile::default(), None)
     }
 
     fn client_text(text: &str) -> Result<ClientConfig, ConfigError> {
         let path = Path::new("bp-client.toml");
-        client_from(conffile::parse(path, text)?, path, Some(text), &ClientOverrides::default())
+        client_from(conffile::parse(path, text)?, path, Some(text), &ClientFile::default())
     }
 
     fn conf(name: &str) -> std::path::PathBuf {
@@ -292,14 +222,14 @@ mod tests {
 
     #[test]
     fn defaults_without_a_file() {
-        let s = load_server(None, &ServerOverrides::default(), None).unwrap();
+        let s = load_server(None, &ServerFile::default(), None).unwrap();
         assert_eq!(s.protocol, Protocol::Tcp);
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!((s.read_size, s.read_delay), (1024, Duration::from_millis(100)));
         assert_eq!(s.rcvbuf, Some(64 * 1024));
         assert_eq!(s.mss, None);
         assert_eq!((s.max_message_size, s.max_frame_size), (1 << 20, 256 << 10));
-        let c = load_client(None, &ClientOverrides::default()).unwrap();
+        let c = load_client(None, &ClientFile::default()).unwrap();
         assert_eq!(c.server, HostPort { host: "127.0.0.1".into(), port: 8080 });
         assert_eq!((c.payload_size, c.rate, c.total), (16384, 128, 0));
         assert_eq!(c.duration, Some(Duration::from_secs(5)));
@@ -313,8 +243,8 @@ mod tests {
     /// module docs for the arithmetic).
     #[test]
     fn defaults_fill_the_window_in_well_under_a_second() {
-        let s = load_server(None, &ServerOverrides::default(), None).unwrap();
-        let c = load_client(None, &ClientOverrides::default()).unwrap();
+        let s = load_server(None, &ServerFile::default(), None).unwrap();
+        let c = load_client(None, &ClientFile::default()).unwrap();
         let drain = s.read_size as f64 / s.read_delay.as_secs_f64();
         let push = (c.rate * c.payload_size as u64) as f64;
         // The kernel doubles SO_RCVBUF; the window can never exceed the doubled buffer.
@@ -330,10 +260,10 @@ mod tests {
 
     #[test]
     fn example_files_load_and_match_the_defaults() {
-        let s = load_server(Some(&conf("bp-server.toml")), &ServerOverrides::default(), None).unwrap();
-        assert_eq!(s, load_server(None, &ServerOverrides::default(), None).unwrap());
-        let c = load_client(Some(&conf("bp-client.toml")), &ClientOverrides::default()).unwrap();
-        assert_eq!(c, load_client(None, &ClientOverrides::default()).unwrap());
+        let s = load_server(Some(&conf("bp-server.toml")), &ServerFile::default(), None).unwrap();
+        assert_eq!(s, load_server(None, &ServerFile::default(), None).unwrap());
+        let c = load_client(Some(&conf("bp-client.toml")), &ClientFile::default()).unwrap();
+        assert_eq!(c, load_client(None, &ClientFile::default()).unwrap());
     }
 
     #[test]
@@ -434,16 +364,16 @@ mod tests {
     fn precedence_file_then_port_then_flags() {
         let path = Path::new("s.toml");
         let file: ServerFile = conffile::parse(path, "listen = \"127.0.0.1:7000\"\nread_size = 2048\n").unwrap();
-        let none = ServerOverrides::default();
+        let none = ServerFile::default();
         // PORT replaces the file's port.
         let s = server_from(file.clone(), path, None, &none, Some("7001")).unwrap();
         assert_eq!(s.listen, "127.0.0.1:7001".parse().unwrap());
         assert_eq!(s.read_size, 2048);
         // Flags beat both.
-        let flags = ServerOverrides {
+        let flags = ServerFile {
             listen: Some("127.0.0.1:7002".into()),
-            read_size: Some(512),
-            read_delay: Some(Duration::from_millis(5)),
+            read_size: Some(ByteSize(512)),
+            read_delay: Some(Dur(Duration::from_millis(5))),
             ..Default::default()
         };
         let s = server_from(file.clone(), path, None, &flags, Some("7001")).unwrap();
@@ -452,29 +382,56 @@ mod tests {
         // Errors name their source.
         let err = server_from(file.clone(), path, None, &none, Some("x")).unwrap_err();
         assert_eq!(err.to_string(), "environment: PORT: \"x\" is not a TCP port (1-65535)");
-        let bad = ServerOverrides { read_size: Some(0), ..Default::default() };
+        let bad = ServerFile { read_size: Some(ByteSize(0)), ..Default::default() };
         let err = server_from(file, path, None, &bad, None).unwrap_err();
         assert_eq!(err.to_string(), "command line: --read-size: 0 is out of range 1..=1048576");
         // A default that clashes with a flag names the flag.
-        let small = ServerOverrides { max_message_size: Some(1024), ..Default::default() };
+        let small = ServerFile { max_message_size: Some(ByteSize(1024)), ..Default::default() };
         let err = load_server(None, &small, None).unwrap_err().to_string();
         assert!(err.starts_with("command line: --max-message-size: max_frame_size: 262144 exceeds"), "{err}");
 
         let cfile: ClientFile = conffile::parse(path, "rate = 5\nserver = \"example.com:80\"\n").unwrap();
         let flags =
-            ClientOverrides { rate: Some(9), sndbuf: Some(4096), path: Some("/x".into()), ..Default::default() };
+            ClientFile { rate: Some(9), sndbuf: Some(ByteSize(4096)), path: Some("/x".into()), ..Default::default() };
         let c = client_from(cfile.clone(), path, None, &flags).unwrap();
         assert_eq!((c.rate, c.sndbuf, c.path.as_str()), (9, Some(4096), "/x"));
         assert_eq!(c.server.authority(), "example.com:80");
         // The flag has the key's range, also for overrides built by hand.
-        let huge = ClientOverrides { total: Some(u64::MAX), ..Default::default() };
+        let huge = ClientFile { total: Some(u64::MAX), ..Default::default() };
         let err = client_from(cfile.clone(), path, None, &huge).unwrap_err().to_string();
         assert_eq!(err, "command line: --total: 18446744073709551615 is out of range 0..=9223372036854775807");
-        let bad = ClientOverrides { total: Some(0), duration: Some(Duration::ZERO), ..Default::default() };
+        let bad = ClientFile { total: Some(0), duration: Some(Dur(Duration::ZERO)), ..Default::default() };
         assert!(client_from(cfile, path, None, &bad)
             .unwrap_err()
             .to_string()
             .starts_with("command line: --duration: "));
+    }
+
+    /// `--print-config` writes every key; what it writes loads back into the same config.
+    #[test]
+    fn printed_configs_load_back_the_same() {
+        let servers = [
+            "",
+            "protocol = \"websocket\"\nlisten = \"[::1]:9000\"\nread_size = \"4KiB\"\nread_delay = \"1s500ms\"\n\
+             rcvbuf = 0\nmss = 1460\nmax_message_size = 5000\nmax_frame_size = 4096\nreuse_port = true\n",
+        ];
+        for text in servers {
+            let s = server_text(text).unwrap();
+            let printed = crate::config::to_toml(&s.to_file());
+            assert_eq!(server_text(&printed).unwrap(), s, "{printed}");
+            assert_eq!(crate::config::to_toml(&server_text(&printed).unwrap().to_file()), printed);
+        }
+        let clients = [
+            "",
+            "protocol = \"ws\"\nserver = \"[::1]:80\"\ntotal = 100\nduration = 0\nsndbuf = \"256KiB\"\n\
+             notsent_lowat = 16384\nmss = 600\nstats_interval = 0\npath = \"/x\"\n",
+        ];
+        for text in clients {
+            let c = client_text(text).unwrap();
+            let printed = crate::config::to_toml(&c.to_file());
+            assert_eq!(client_text(&printed).unwrap(), c, "{printed}");
+            assert!(printed.starts_with("protocol = "), "{printed}");
+        }
     }
 
     #[test]

@@ -5,14 +5,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{ByteSize, Dur, Origins, Protocol};
+use super::{parse_mss, parse_protocol, ByteSize, Dur, Origins, Protocol};
 use super::{
     DEFAULTS_LABEL, DEFAULT_PROTOCOL, DEFAULT_SAMPLE_INTERVAL, INTERVAL_MAX, MEMORY_LIMIT_BYTES, SAMPLE_INTERVAL_MIN,
 };
 use crate::backpressure::ws::WsLimits;
 use crate::conffile::{self, ConfigError};
+use crate::config::parse_ip_port;
+use crate::units::{parse_bytes_in, parse_duration_in, parse_int, parse_sockbuf};
 
 // ---- defaults -------------------------------------------------------------------------------
 
@@ -45,64 +47,68 @@ pub const HTTP_HEAD_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 /// a dashboard that falls this far behind gets samples dropped, not buffered.
 pub const SERVER_WS_WRITE_BUFFER: u64 = 256 << 10;
 
-/// `bp-server.toml` as written (every key optional).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerFile {
-    pub protocol: Protocol,
-    /// `None` when the file has no `listen` key (then `PORT` or [`DEFAULT_LISTEN`] decide).
-    pub listen: Option<String>,
-    pub read_size: ByteSize,
-    pub read_delay: Dur,
-    pub rcvbuf: ByteSize,
-    pub mss: Option<u32>,
-    pub sample_interval: Dur,
-    pub max_connections: u64,
-    pub max_message_size: ByteSize,
-    pub max_frame_size: ByteSize,
-    pub http_head_max: ByteSize,
-    pub http_head_timeout: Dur,
-    /// Share `listen` with other processes listening with SO_REUSEPORT instead of refusing.
-    pub reuse_port: bool,
-}
-
-impl Default for ServerFile {
-    fn default() -> Self {
-        ServerFile {
-            protocol: DEFAULT_PROTOCOL,
-            listen: None,
-            read_size: ByteSize(DEFAULT_READ_SIZE),
-            read_delay: Dur(DEFAULT_READ_DELAY),
-            rcvbuf: ByteSize(DEFAULT_RCVBUF),
-            mss: None,
-            sample_interval: Dur(DEFAULT_SAMPLE_INTERVAL),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_message_size: ByteSize(DEFAULT_MAX_MESSAGE_SIZE),
-            max_frame_size: ByteSize(DEFAULT_MAX_FRAME_SIZE),
-            http_head_max: ByteSize(DEFAULT_HTTP_HEAD_MAX),
-            http_head_timeout: Dur(DEFAULT_HTTP_HEAD_TIMEOUT),
-            reuse_port: false,
-        }
+crate::layer! {
+    /// `bp-server.toml` as written, and the flags of the same names: every key optional, each
+    /// given flag replacing the file's key (same name, same range). Sizes take a unit (`1KiB`),
+    /// durations too (`100ms`).
+    #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, clap::Args)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServerFile {
+        /// tcp or websocket [default: tcp].
+        #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
+        pub protocol: Option<Protocol>,
+        /// IP:PORT to listen on (port 0 picks a free port, printed on the first line). Unset:
+        /// the file's listen with its port replaced by $PORT, else 0.0.0.0:$PORT when $PORT is
+        /// set, else 127.0.0.1:8080. This flag ignores $PORT [default: 127.0.0.1:8080].
+        #[arg(long, value_name = "IP:PORT")]
+        pub listen: Option<String>,
+        /// Bytes per read, 1..=1MiB [default: 1KiB].
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_bytes_in(s, 1, READ_SIZE_MAX).map(ByteSize))]
+        pub read_size: Option<ByteSize>,
+        /// Wait between reads, 0..=10m; 0 = read as fast as data comes [default: 100ms].
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, READ_DELAY_MAX).map(Dur))]
+        pub read_delay: Option<Dur>,
+        /// SO_RCVBUF of the listener, inherited by accepted sockets: 1KiB..=256MiB, or 0 for the
+        /// kernel's default (autotuning) [default: 64KiB].
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_sockbuf(s).map(ByteSize))]
+        pub rcvbuf: Option<ByteSize>,
+        /// TCP_MAXSEG of accepted sockets, 536..=32767 [default: the kernel's].
+        #[arg(long, value_name = "BYTES", allow_hyphen_values = true, value_parser = parse_mss)]
+        pub mss: Option<u32>,
+        /// How often each connection's socket is sampled for the dashboard, 10ms..=1h
+        /// [default: 100ms].
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_duration_in(s, SAMPLE_INTERVAL_MIN, INTERVAL_MAX).map(Dur))]
+        pub sample_interval: Option<Dur>,
+        /// Most connections (lab and dashboard) at once, 1..=65536 [default: 1024].
+        #[arg(long, value_name = "N", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_int(s, 1, MAX_CONNECTIONS_LIMIT))]
+        pub max_connections: Option<u64>,
+        /// Largest WebSocket message accepted, 1KiB..=64MiB [default: 1MiB].
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_bytes_in(s, WS_SIZE_MIN, WS_MESSAGE_LIMIT).map(ByteSize))]
+        pub max_message_size: Option<ByteSize>,
+        /// Largest WebSocket frame accepted, 1KiB..=max-message-size [default: 256KiB].
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_bytes_in(s, WS_SIZE_MIN, WS_MESSAGE_LIMIT).map(ByteSize))]
+        pub max_frame_size: Option<ByteSize>,
+        /// Largest HTTP request head (pages and WebSocket upgrades), 1KiB..=64KiB [default: 8KiB].
+        #[arg(long, value_name = "SIZE", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_bytes_in(s, HTTP_HEAD_MIN, HTTP_HEAD_LIMIT).map(ByteSize))]
+        pub http_head_max: Option<ByteSize>,
+        /// Time a client has to send its whole HTTP request head, 100ms..=1m [default: 5s].
+        #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+              value_parser = |s: &str| parse_duration_in(s, HTTP_HEAD_TIMEOUT_MIN, HTTP_HEAD_TIMEOUT_MAX).map(Dur))]
+        pub http_head_timeout: Option<Dur>,
+        /// Share the listen address with other processes listening on it with SO_REUSEPORT (the
+        /// kernel spreads new connections over all of them). Without it (or reuse_port = true in
+        /// the file), an address another process listens on is refused [default: off].
+        #[arg(long, num_args = 0, default_missing_value = "true")]
+        pub reuse_port: Option<bool>,
     }
-}
-
-/// Server values given as command-line flags; each `Some` replaces the file's key.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ServerOverrides {
-    pub protocol: Option<Protocol>,
-    pub listen: Option<String>,
-    pub read_size: Option<u64>,
-    pub read_delay: Option<Duration>,
-    pub rcvbuf: Option<u64>,
-    pub mss: Option<u32>,
-    pub sample_interval: Option<Duration>,
-    pub max_connections: Option<u64>,
-    pub max_message_size: Option<u64>,
-    pub max_frame_size: Option<u64>,
-    pub http_head_max: Option<u64>,
-    pub http_head_timeout: Option<Duration>,
-    /// `--reuse-port` (`Some(true)` when given).
-    pub reuse_port: Option<bool>,
 }
 
 /// Validated server configuration.
@@ -152,7 +158,7 @@ pub fn apply_port_env(listen: SocketAddr, port: Option<&str>) -> Result<SocketAd
 /// Loads the server config: `path` (or the defaults when `None`), then `PORT`, then the flags.
 pub fn load_server(
     path: Option<&Path>,
-    flags: &ServerOverrides,
+    flags: &ServerFile,
     port_env: Option<&str>,
 ) -> Result<ServerConfig, ConfigError> {
     match path {
@@ -170,33 +176,19 @@ pub fn server_from(
     mut f: ServerFile,
     path: &Path,
     text: Option<&str>,
-    flags: &ServerOverrides,
+    flags: &ServerFile,
     port_env: Option<&str>,
 ) -> Result<ServerConfig, ConfigError> {
     let mut o = Origins::new(path, text);
-    o.overlay(&mut f.protocol, flags.protocol, "protocol");
-    o.overlay(&mut f.listen, flags.listen.clone().map(Some), "listen");
-    o.overlay(&mut f.read_size, flags.read_size, "read_size");
-    o.overlay(&mut f.read_delay, flags.read_delay, "read_delay");
-    o.overlay(&mut f.rcvbuf, flags.rcvbuf, "rcvbuf");
-    o.overlay(&mut f.mss, flags.mss, "mss");
-    o.overlay(&mut f.sample_interval, flags.sample_interval, "sample_interval");
-    o.overlay(&mut f.max_connections, flags.max_connections, "max_connections");
-    o.overlay(&mut f.max_message_size, flags.max_message_size, "max_message_size");
-    o.overlay(&mut f.max_frame_size, flags.max_frame_size, "max_frame_size");
-    o.overlay(&mut f.http_head_max, flags.http_head_max, "http_head_max");
-    o.overlay(&mut f.http_head_timeout, flags.http_head_timeout, "http_head_timeout");
-    o.overlay(&mut f.reuse_port, flags.reuse_port, "reuse_port");
+    o.given(f.overlay(flags));
+    let size = |v: Option<ByteSize>, default: u64| v.map_or(default, |b| b.0);
+    let dur = |v: Option<Dur>, default: Duration| v.map_or(default, |d| d.0);
+    let protocol = f.protocol.unwrap_or(DEFAULT_PROTOCOL);
 
     let port_env = port_env.map(str::trim).filter(|p| !p.is_empty());
     let addr = match (&f.listen, port_env) {
         (Some(text), port) => {
-            let addr: SocketAddr = text.trim().parse().map_err(|_| {
-                o.err(
-                    "listen",
-                    format!("{text:?} is not IP:PORT (e.g. 127.0.0.1:8080, [::]:8080); host names are not resolved"),
-                )
-            })?;
+            let addr = parse_ip_port(text).map_err(|e| o.err("listen", e))?;
             match port {
                 // PORT beats the file but not an explicit --listen flag.
                 Some(p) if flags.listen.is_none() => {
@@ -214,27 +206,33 @@ pub fn server_from(
         (None, None) => DEFAULT_LISTEN.parse().map_err(|_| o.err("listen", "bad built-in default"))?,
     };
 
-    let read_size = o.range("read_size", f.read_size.0, 1, READ_SIZE_MAX)? as usize;
-    let read_delay = o.duration("read_delay", f.read_delay.0, Duration::ZERO, READ_DELAY_MAX)?;
-    let rcvbuf = o.sockbuf("rcvbuf", Some(f.rcvbuf))?;
+    let read_size = o.range("read_size", size(f.read_size, DEFAULT_READ_SIZE), 1, READ_SIZE_MAX)? as usize;
+    let read_delay = o.duration("read_delay", dur(f.read_delay, DEFAULT_READ_DELAY), Duration::ZERO, READ_DELAY_MAX)?;
+    let rcvbuf = o.sockbuf("rcvbuf", Some(ByteSize(size(f.rcvbuf, DEFAULT_RCVBUF))))?;
     let mss = o.mss("mss", f.mss)?;
-    let sample_interval = o.duration("sample_interval", f.sample_interval.0, SAMPLE_INTERVAL_MIN, INTERVAL_MAX)?;
-    let max_connections = o.range("max_connections", f.max_connections, 1, MAX_CONNECTIONS_LIMIT)? as usize;
-    let max_message_size = o.range("max_message_size", f.max_message_size.0, WS_SIZE_MIN, WS_MESSAGE_LIMIT)?;
-    let max_frame_size = o.range("max_frame_size", f.max_frame_size.0, WS_SIZE_MIN, WS_MESSAGE_LIMIT)?;
+    let sample_interval = dur(f.sample_interval, DEFAULT_SAMPLE_INTERVAL);
+    let sample_interval = o.duration("sample_interval", sample_interval, SAMPLE_INTERVAL_MIN, INTERVAL_MAX)?;
+    let max_connections = f.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let max_connections = o.range("max_connections", max_connections, 1, MAX_CONNECTIONS_LIMIT)? as usize;
+    let max_message_size = size(f.max_message_size, DEFAULT_MAX_MESSAGE_SIZE);
+    let max_message_size = o.range("max_message_size", max_message_size, WS_SIZE_MIN, WS_MESSAGE_LIMIT)?;
+    let max_frame_size = size(f.max_frame_size, DEFAULT_MAX_FRAME_SIZE);
+    let max_frame_size = o.range("max_frame_size", max_frame_size, WS_SIZE_MIN, WS_MESSAGE_LIMIT)?;
     if max_frame_size > max_message_size {
         return Err(o.err(
             "max_frame_size",
             format!("{max_frame_size} exceeds max_message_size ({max_message_size}); a frame is at most one message"),
         ));
     }
-    let http_head_max = o.range("http_head_max", f.http_head_max.0, HTTP_HEAD_MIN, HTTP_HEAD_LIMIT)?;
+    let http_head_max = size(f.http_head_max, DEFAULT_HTTP_HEAD_MAX);
+    let http_head_max = o.range("http_head_max", http_head_max, HTTP_HEAD_MIN, HTTP_HEAD_LIMIT)?;
+    let http_head_timeout = dur(f.http_head_timeout, DEFAULT_HTTP_HEAD_TIMEOUT);
     let http_head_timeout =
-        o.duration("http_head_timeout", f.http_head_timeout.0, HTTP_HEAD_TIMEOUT_MIN, HTTP_HEAD_TIMEOUT_MAX)?;
+        o.duration("http_head_timeout", http_head_timeout, HTTP_HEAD_TIMEOUT_MIN, HTTP_HEAD_TIMEOUT_MAX)?;
 
     // Worst case per connection: the read buffer, the HTTP head buffer, and for WebSocket one
     // frame being assembled, one message being reassembled and the write buffer.
-    let ws = match f.protocol {
+    let ws = match protocol {
         Protocol::Tcp => 0,
         Protocol::Websocket => max_message_size + max_frame_size + SERVER_WS_WRITE_BUFFER,
     };
@@ -250,7 +248,7 @@ pub fn server_from(
     }
 
     Ok(ServerConfig {
-        protocol: f.protocol,
+        protocol,
         listen: addr,
         read_size,
         read_delay,
@@ -262,8 +260,30 @@ pub fn server_from(
         max_frame_size: max_frame_size as usize,
         http_head_max: http_head_max as usize,
         http_head_timeout,
-        reuse_port: f.reuse_port,
+        reuse_port: f.reuse_port.unwrap_or(false),
     })
+}
+
+impl ServerConfig {
+    /// The file that loads back as this config, every key written (`--print-config`).
+    pub fn to_file(&self) -> ServerFile {
+        let size = |n: usize| Some(ByteSize(n as u64));
+        ServerFile {
+            protocol: Some(self.protocol),
+            listen: Some(self.listen.to_string()),
+            read_size: size(self.read_size),
+            read_delay: Some(Dur(self.read_delay)),
+            rcvbuf: Some(ByteSize(self.rcvbuf.map_or(0, u64::from))),
+            mss: self.mss,
+            sample_interval: Some(Dur(self.sample_interval)),
+            max_connections: Some(self.max_connections as u64),
+            max_message_size: size(self.max_message_size),
+            max_frame_size: size(self.max_frame_size),
+            http_head_max: size(self.http_head_max),
+            http_head_timeout: Some(Dur(self.http_head_timeout)),
+            reuse_port: Some(self.reuse_port),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -296,11 +316,11 @@ mod tests {
     #[test]
     fn port_env_without_a_listen_address_means_all_interfaces() {
         let path = Path::new("s.toml");
-        let none = ServerOverrides::default();
+        let none = ServerFile::default();
         let keyless: ServerFile = conffile::parse(path, "read_size = 2048\n").unwrap();
         let keyed: ServerFile = conffile::parse(path, "listen = \"127.0.0.1:7000\"\n").unwrap();
-        let flag = ServerOverrides { listen: Some("127.0.0.1:7002".into()), ..Default::default() };
-        let cases: &[(&str, &ServerFile, &ServerOverrides, Option<&str>, &str)] = &[
+        let flag = ServerFile { listen: Some("127.0.0.1:7002".into()), ..Default::default() };
+        let cases: &[(&str, &ServerFile, &ServerFile, Option<&str>, &str)] = &[
             ("defaults, no PORT", &ServerFile::default(), &none, None, "127.0.0.1:8080"),
             ("defaults, empty PORT", &ServerFile::default(), &none, Some(" "), "127.0.0.1:8080"),
             ("defaults, PORT", &ServerFile::default(), &none, Some("8080"), "0.0.0.0:8080"),
@@ -321,7 +341,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error_naming_it() {
-        let err = load_server(Some(Path::new("/nonexistent/bp.toml")), &ServerOverrides::default(), None).unwrap_err();
+        let err = load_server(Some(Path::new("/nonexistent/bp.toml")), &ServerFile::default(), None).unwrap_err();
         assert!(err.to_string().starts_with("/nonexistent/bp.toml: cannot read: "), "{err}");
     }
 }

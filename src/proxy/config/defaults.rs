@@ -51,8 +51,6 @@ pub const DEFAULT_SPLICE: SpliceMode = SpliceMode::Auto;
 pub const DEFAULT_SMART_CONNECT: bool = true;
 /// TCP congestion control of the proxy's sockets; `None` keeps the kernel's default.
 pub const DEFAULT_CONGESTION: Option<Congestion> = None;
-/// How `congestion` spells "the kernel's default".
-pub const SYSTEM_CONGESTION: &str = "system";
 /// Listeners refuse an address another process listens on (see `crate::net::listen`).
 pub const DEFAULT_REUSE_PORT: bool = false;
 /// Graceful shutdown budget; 0 = close every session at once.

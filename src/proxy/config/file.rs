@@ -1,28 +1,32 @@
 //! `lb.toml` as written: serde structs that mirror the file (`deny_unknown_fields` on every
-//! table, no `flatten`), every value kept with its span so validation errors can point at it.
+//! table, no `flatten`), read with the shared value types, so a value that is no size, duration,
+//! keyword or address is refused while the file is read, at its line and column. The same
+//! structs, filled from a validated config with every key explicit, are what `--print-config`
+//! writes.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::de::{Deserializer, Visitor};
-use serde::Deserialize;
-use toml::Spanned;
+use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize)]
+use super::types::{AdminState, SpliceMode};
+use crate::config::{ByteSize, Dur, HostPort};
+use crate::proxy::lb::Balance;
+
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
-    pub(super) threads: Option<Spanned<usize>>,
-    pub(super) cpu_affinity: Option<Spanned<toml::Value>>,
-    pub(super) max_connections: Option<Spanned<usize>>,
-    pub(super) balance: Option<Spanned<String>>,
-    pub(super) retries: Option<Spanned<u32>>,
-    pub(super) buffer_size: Option<Spanned<Text>>,
-    pub(super) pipe_size: Option<Spanned<Text>>,
-    pub(super) splice: Option<Spanned<String>>,
+    pub(super) threads: Option<usize>,
+    pub(super) cpu_affinity: Option<toml::Value>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) balance: Option<Balance>,
+    pub(super) retries: Option<u32>,
+    pub(super) buffer_size: Option<ByteSize>,
+    pub(super) pipe_size: Option<ByteSize>,
+    pub(super) splice: Option<SpliceMode>,
     pub(super) smart_connect: Option<bool>,
     pub(super) reuse_port: Option<bool>,
-    pub(super) congestion: Option<Spanned<String>>,
-    pub(super) drain_timeout: Option<Spanned<Text>>,
+    pub(super) congestion: Option<String>,
+    pub(super) drain_timeout: Option<Dur>,
     pub(super) timeouts: Option<TimeoutsFile>,
     pub(super) health: Option<HealthFile>,
     pub(super) admin: Option<AdminFile>,
@@ -31,88 +35,63 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) backend: Vec<BackendFile>,
     #[serde(default)]
-    pub(super) groups: BTreeMap<String, Spanned<GroupFile>>,
+    pub(super) groups: BTreeMap<String, GroupFile>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TimeoutsFile {
-    pub(super) connect: Option<Spanned<Text>>,
-    pub(super) client_idle: Option<Spanned<Text>>,
-    pub(super) server_idle: Option<Spanned<Text>>,
-    pub(super) client_fin: Option<Spanned<Text>>,
-    pub(super) server_fin: Option<Spanned<Text>>,
-    pub(super) max_lifetime: Option<Spanned<Text>>,
+    pub(super) connect: Option<Dur>,
+    pub(super) client_idle: Option<Dur>,
+    pub(super) server_idle: Option<Dur>,
+    pub(super) client_fin: Option<Dur>,
+    pub(super) server_fin: Option<Dur>,
+    pub(super) max_lifetime: Option<Dur>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HealthFile {
     pub(super) enabled: Option<bool>,
-    pub(super) interval: Option<Spanned<Text>>,
-    pub(super) timeout: Option<Spanned<Text>>,
-    pub(super) rise: Option<Spanned<u32>>,
-    pub(super) fall: Option<Spanned<u32>>,
-    pub(super) jitter_pct: Option<Spanned<u32>>,
-    pub(super) passive_fall: Option<Spanned<u32>>,
+    pub(super) interval: Option<Dur>,
+    pub(super) timeout: Option<Dur>,
+    pub(super) rise: Option<u32>,
+    pub(super) fall: Option<u32>,
+    pub(super) jitter_pct: Option<u32>,
+    pub(super) passive_fall: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AdminFile {
-    pub(super) address: Option<Spanned<String>>,
+    /// `""` disables the endpoint.
+    pub(super) address: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListenerFile {
-    pub(super) name: Option<Spanned<String>>,
-    pub(super) address: Spanned<String>,
-    pub(super) group: Option<Spanned<String>>,
-    pub(super) max_connections: Option<Spanned<usize>>,
-    pub(super) congestion: Option<Spanned<String>>,
+    pub(super) name: Option<String>,
+    pub(super) address: HostPort,
+    pub(super) group: Option<String>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) congestion: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BackendFile {
-    pub(super) name: Option<Spanned<String>>,
-    pub(super) address: Spanned<String>,
-    pub(super) group: Option<Spanned<String>>,
-    pub(super) weight: Option<Spanned<u32>>,
+    pub(super) name: Option<String>,
+    pub(super) address: HostPort,
+    pub(super) group: Option<String>,
+    pub(super) weight: Option<u32>,
     pub(super) backup: Option<bool>,
-    pub(super) state: Option<Spanned<String>>,
+    pub(super) state: Option<AdminState>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct GroupFile {
-    pub(super) balance: Option<Spanned<String>>,
-    pub(super) congestion: Option<Spanned<String>>,
-}
-
-/// A duration or size as written: a string (`"3s"`, `"16KiB"`) or an integer (`0`, `65536`),
-/// parsed by `units` during validation so the error names the key.
-pub(super) struct Text(pub(super) String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
-        struct TextVisitor;
-        impl Visitor<'_> for TextVisitor {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string such as \"3s\" or \"16KiB\", or an integer")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-        }
-        d.deserialize_any(TextVisitor)
-    }
+    pub(super) balance: Option<Balance>,
+    pub(super) congestion: Option<String>,
 }

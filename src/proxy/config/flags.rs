@@ -1,11 +1,15 @@
-//! The quick-start flags (`--laddr`, `--lb`, `--timeout`, backends) → a [`ProxyConfig`].
+//! The quick-start flags (`--laddr`, `--lb`, `--timeout`, backends) → a [`ProxyConfig`]: the
+//! flags are checked here, each refusal naming its flag, then written into the file's own
+//! structs and validated as a file is, so the quick start takes every default the file would.
 
+use std::path::Path;
 use std::time::Duration;
 
-use super::address::{parse_address, system_resolve, Resolver};
 use super::defaults::*;
+use super::file::*;
 use super::types::*;
-use crate::engine::affinity::CpuAffinity;
+use super::validate::{validate, Cx};
+use crate::config::{parse_address, system_resolve, Dur, HostPort, Resolver};
 use crate::proxy::lb::Balance;
 
 /// The quick-start interface: `netforge proxy --laddr ADDR --lb ALGO --timeout DUR BACKEND...`.
@@ -32,55 +36,44 @@ pub(super) fn from_flags_with(
     if backends.is_empty() {
         return Err("no backend given (list them after the flags, e.g. 127.0.0.1:8001 127.0.0.1:8002)".into());
     }
-    let mut list: Vec<BackendConfig> = Vec::with_capacity(backends.len());
+    let mut list: Vec<BackendFile> = Vec::with_capacity(backends.len());
     for (i, text) in backends.iter().enumerate() {
         let addr = parse_address(text, resolve).map_err(|e| format!("backend {}: {e}", i + 1))?;
         if addr.port() == 0 {
             return Err(format!("backend {}: {text:?} has port 0, which cannot be connected to", i + 1));
         }
-        if let Some(j) = list.iter().position(|b| b.address == addr) {
+        if let Some(j) = list.iter().position(|b| b.address == HostPort::from(addr)) {
             return Err(format!("backend {}: {text:?} duplicates backend {} (list each backend once)", i + 1, j + 1));
         }
-        list.push(BackendConfig {
-            name: text.trim().to_string(),
-            address: addr,
-            weight: DEFAULT_WEIGHT,
-            backup: false,
-            state: DEFAULT_STATE,
+        list.push(BackendFile {
+            name: Some(text.trim().to_string()),
+            address: HostPort::from(addr),
+            group: None,
+            weight: None,
+            backup: None,
+            state: None,
         });
     }
-    Ok(ProxyConfig {
-        source: None,
-        threads: DEFAULT_THREADS,
-        cpu_affinity: CpuAffinity::default(),
-        max_connections: default_max_connections(),
-        balance,
-        retries: DEFAULT_RETRIES,
-        buffer_bytes: DEFAULT_BUFFER_BYTES,
-        pipe_bytes: DEFAULT_PIPE_BYTES,
-        splice: DEFAULT_SPLICE,
-        smart_connect: DEFAULT_SMART_CONNECT,
-        reuse_port: DEFAULT_REUSE_PORT,
-        congestion: DEFAULT_CONGESTION,
-        overrides: Overrides::default(),
-        drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-        timeouts: Timeouts { connect: timeout, ..Timeouts::default() },
-        health: HealthConfig::default(),
-        admin: Some(DEFAULT_ADMIN_ADDRESS),
-        listeners: vec![ListenerConfig {
-            name: format!("{DEFAULT_LISTENER_NAME_PREFIX}0"),
-            address,
-            group: 0,
-            max_connections: default_max_connections(),
-            congestion: DEFAULT_CONGESTION,
+    let file = FileConfig {
+        balance: Some(balance),
+        timeouts: Some(TimeoutsFile { connect: Some(Dur(timeout)), ..TimeoutsFile::default() }),
+        // Checked against the listener once --admin is known.
+        admin: Some(AdminFile { address: Some(String::new()) }),
+        listener: vec![ListenerFile {
+            name: None,
+            address: HostPort::from(address),
+            group: None,
+            max_connections: None,
+            congestion: None,
         }],
-        groups: vec![GroupConfig {
-            name: DEFAULT_GROUP.to_string(),
-            balance,
-            backends: list,
-            congestion: DEFAULT_CONGESTION,
-        }],
-    })
+        backend: list,
+        ..FileConfig::default()
+    };
+    let cx = Cx { path: Path::new(crate::conffile::FLAGS_LABEL), text: "" };
+    let mut cfg = validate(file, &cx, resolve).map_err(|e| e.to_string())?;
+    cfg.source = None;
+    cfg.admin = Some(DEFAULT_ADMIN_ADDRESS);
+    Ok(cfg)
 }
 
 #[cfg(test)]

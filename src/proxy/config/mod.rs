@@ -1,10 +1,12 @@
 //! `lb.toml` (or the quick-start flags) → a validated [`ProxyConfig`].
 //!
 //! Two stages, as in sozu and ripgrep: serde reads the file into private `*File` structs that
-//! mirror the TOML exactly (`deny_unknown_fields` on every table, no `flatten`, every value kept
-//! with its byte span), then `validate` turns them into the public types, applying the named
-//! `DEFAULT_*` consts and refusing anything the proxy could not run with. Every error is one line
-//! naming the file, the line/column when the value was written, and the key path
+//! mirror the TOML exactly (`deny_unknown_fields` on every table, no `flatten`), with the shared
+//! value types of [`crate::config`], so a value that is no size, duration, keyword or address is
+//! refused as the file is read; then `validate` turns them into the public types, applying the
+//! named `DEFAULT_*` consts and refusing anything the proxy could not run with. Every error is
+//! one line naming the file, the line/column where the key is written (or the end of the file,
+//! for a key that is missing), and the key path
 //! (`lb.toml:14:11: backend[1].address: duplicates backend[0] in group "default" ...`).
 //!
 //! Hostnames are resolved here, once, at load time (the reactors never block on DNS). Backends
@@ -13,11 +15,11 @@
 //! default made explicit, and that text loads back into an equal config.
 //!
 //! One thing a file: `types` (the validated config), `defaults` (the named defaults and bounds),
-//! `file` (the serde mirror), `validate`, `address` (parsing and resolving), `affinity` (the
-//! `cpu_affinity` syntax), `flags` (the quick
-//! start) and `emit` (`--print-config`).
+//! `file` (the serde mirror, read and written with the shared value types of [`crate::config`]),
+//! `validate` (the top-level keys, timeouts and health), `topology` (listeners, backends and
+//! groups), `affinity` (the `cpu_affinity` syntax), `flags` (the quick start) and `emit`
+//! (`--print-config`, by serializing the file structs).
 
-mod address;
 mod affinity;
 mod defaults;
 mod emit;
@@ -25,6 +27,9 @@ mod file;
 #[cfg(test)]
 mod fixtures;
 mod flags;
+#[cfg(test)]
+mod tests;
+mod topology;
 mod types;
 mod validate;
 
@@ -35,9 +40,9 @@ pub(crate) use flags::from_flags;
 pub(crate) use types::*;
 
 use crate::conffile::{self, ConfigError};
-use address::system_resolve;
+use crate::config::system_resolve;
 #[cfg(test)]
-use address::Resolver;
+use crate::config::Resolver;
 use file::FileConfig;
 use validate::{validate, Cx};
 
@@ -59,36 +64,4 @@ pub fn from_str(path: &Path, text: &str) -> Result<ProxyConfig, ConfigError> {
 fn from_str_with(path: &Path, text: &str, resolve: Resolver<'_>) -> Result<ProxyConfig, ConfigError> {
     let file = conffile::parse::<FileConfig>(path, text)?;
     validate(file, &Cx { path, text }, resolve)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proxy::config::fixtures::*;
-
-    #[test]
-    fn example_file_loads_with_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/lb.toml");
-        let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cfg.source.as_deref(), Some(path.as_path()));
-        // The example shows every default; only listeners and backends are examples.
-        assert_eq!(cfg.threads, DEFAULT_THREADS);
-        assert_eq!(cfg.max_connections, default_max_connections());
-        assert_eq!(cfg.balance, DEFAULT_BALANCE);
-        assert_eq!(cfg.retries, DEFAULT_RETRIES);
-        assert_eq!(cfg.buffer_bytes, DEFAULT_BUFFER_BYTES);
-        assert_eq!(cfg.splice, DEFAULT_SPLICE);
-        assert_eq!(cfg.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
-        assert_eq!(cfg.timeouts, Timeouts::default());
-        assert_eq!(cfg.health, HealthConfig::default());
-        assert_eq!(cfg.admin, Some(DEFAULT_ADMIN_ADDRESS));
-        assert_eq!(cfg.congestion, DEFAULT_CONGESTION);
-        assert!(!cfg.listeners.is_empty() && !cfg.groups.is_empty());
-        for l in &cfg.listeners {
-            assert_eq!(l.max_connections, default_max_connections());
-        }
-        let b = &cfg.groups[0].backends[0];
-        assert_eq!((b.weight, b.backup, b.state), (DEFAULT_WEIGHT, false, DEFAULT_STATE));
-        assert_round_trip(&cfg);
-    }
 }

@@ -1,14 +1,13 @@
 //! The validated configuration the proxy runs with, and its keyword types.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use super::defaults::*;
 use crate::engine::affinity::CpuAffinity;
 use crate::net::tune::Congestion;
+pub(crate) use crate::proxy::args::Overrides;
 use crate::proxy::lb::Balance;
 
 /// The validated proxy configuration.
@@ -166,123 +165,30 @@ pub struct BackendConfig {
     pub state: AdminState,
 }
 
-/// Whether the proxy moves bytes with splice(2) through a pipe instead of user-space rings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpliceMode {
-    /// Per direction: copy small reads, splice once a read fills the buffer (or a parked ring
-    /// fills: a bulk flow), and copy again after a few splice reads in a row that each moved
-    /// less than a quarter of the buffer (an interactive flow), once the pipe has drained.
-    Auto,
-    /// Always splice (a direction copies only when no pipe can be created).
-    On,
-    /// Always copy through the rings.
-    Off,
-}
-
-impl SpliceMode {
-    /// Canonical lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SpliceMode::Auto => "auto",
-            SpliceMode::On => "on",
-            SpliceMode::Off => "off",
-        }
+crate::keyword! {
+    /// Whether the proxy moves bytes with splice(2) through a pipe instead of user-space rings.
+    pub enum SpliceMode("splice mode") {
+        /// Per direction: copy small reads, splice once a read fills the buffer (or a parked ring
+        /// fills: a bulk flow), and copy again after a few splice reads in a row that each moved
+        /// less than a quarter of the buffer (an interactive flow), once the pipe has drained.
+        Auto = "auto",
+        /// Always splice (a direction copies only when no pipe can be created).
+        On = "on",
+        /// Always copy through the rings.
+        Off = "off",
     }
 }
 
-impl fmt::Display for SpliceMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::keyword! {
+    /// Operator-set state of a backend.
+    pub enum AdminState("backend state") {
+        /// Takes new sessions when healthy.
+        Ready = "ready",
+        /// No new sessions; existing ones run to their end.
+        Drain = "drain",
+        /// No new sessions and no health checks.
+        Maint = "maint",
     }
-}
-
-impl FromStr for SpliceMode {
-    type Err = UnknownName;
-
-    /// `auto`, `on` or `off`, any case.
-    fn from_str(s: &str) -> Result<SpliceMode, UnknownName> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(SpliceMode::Auto),
-            "on" => Ok(SpliceMode::On),
-            "off" => Ok(SpliceMode::Off),
-            _ => Err(UnknownName { kind: "splice mode", name: s.to_string(), choices: "auto, on or off" }),
-        }
-    }
-}
-
-/// Operator-set state of a backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdminState {
-    /// Takes new sessions when healthy.
-    Ready,
-    /// No new sessions; existing ones run to their end.
-    Drain,
-    /// No new sessions and no health checks.
-    Maint,
-}
-
-impl AdminState {
-    /// Canonical lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdminState::Ready => "ready",
-            AdminState::Drain => "drain",
-            AdminState::Maint => "maint",
-        }
-    }
-}
-
-impl fmt::Display for AdminState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for AdminState {
-    type Err = UnknownName;
-
-    /// `ready`, `drain` or `maint`, any case.
-    fn from_str(s: &str) -> Result<AdminState, UnknownName> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "ready" => Ok(AdminState::Ready),
-            "drain" => Ok(AdminState::Drain),
-            "maint" => Ok(AdminState::Maint),
-            _ => Err(UnknownName { kind: "backend state", name: s.to_string(), choices: "ready, drain or maint" }),
-        }
-    }
-}
-
-/// A keyword that is none of the accepted ones.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnknownName {
-    /// What was being named (`splice mode`).
-    pub kind: &'static str,
-    /// What was written.
-    pub name: String,
-    /// The accepted names, for the message.
-    pub choices: &'static str,
-}
-
-impl fmt::Display for UnknownName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown {} {:?} (use {})", self.kind, self.name, self.choices)
-    }
-}
-
-impl std::error::Error for UnknownName {}
-
-/// Command-line flags that override the file (`None`: not given). A reload applies them to the
-/// re-read file again, so the file never undoes them and an unchanged file asks for no restart.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Overrides {
-    /// `--threads`.
-    pub threads: Option<usize>,
-    /// `--admin` (`Some(None)`: disabled).
-    pub admin: Option<Option<SocketAddr>>,
-    /// `--congestion`, for every listener and group (`Some(None)`: the kernel's default).
-    pub congestion: Option<Option<Congestion>>,
-    /// `--reuse-port` (true: on, whatever the file says).
-    pub reuse_port: bool,
 }
 
 impl ProxyConfig {
