@@ -6,8 +6,14 @@
 //! process's connection limit (one [`Admission`] for all reactors) and resume as soon as a
 //! connection closes anywhere, EMFILE/ENFILE pause with a timer (counted, logged at most every
 //! 5 s). Nothing spins and nothing exits.
+//!
+//! Echo buffers are lazy, as the proxy's are: a read lands in the reactor's scratch buffer and
+//! is written straight back; only the bytes the peer did not take are parked in a ring borrowed
+//! from the reactor's [`BufPool`], given back (cleared, not zeroed) once they went out. An idle
+//! echo connection holds its socket and a few words, no ring; a busy one at most one ring of
+//! [`ECHO_RING_BYTES`], and a full ring stops reading it (backpressure to the sender).
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 
@@ -16,6 +22,7 @@ use mio::{Interest, Token};
 
 use crate::engine::accept::{Acceptor, Admission, Slot};
 use crate::engine::buf::Ring;
+use crate::engine::pool::{BufPool, PoolStats};
 use crate::engine::{listener_token, Cx, Readiness, Ready, Slab};
 use crate::net::tune::SockBufs;
 
@@ -23,8 +30,11 @@ use crate::net::tune::SockBufs;
 pub const READ_BUDGET: usize = 256 * 1024;
 /// Per-reactor scratch buffer for discarded reads.
 pub const SCRATCH_BYTES: usize = 64 * 1024;
-/// Echo ring per connection.
+/// Echo: the most one read takes, and the size of the ring a connection borrows for the bytes
+/// its peer did not read back yet.
 pub const ECHO_RING_BYTES: usize = 16 * 1024;
+/// Echo: free rings a reactor keeps for reuse (its pool's high-water mark), 1 MiB.
+pub const ECHO_RING_CACHE: usize = 64;
 /// Slab tag of sink connections (goon's dials use tag 0).
 pub const SINK_TAG: u8 = 1;
 
@@ -50,6 +60,8 @@ pub struct SinkStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub accept_pauses: u64,
+    /// Echo: the reactor's ring pool.
+    pub rings: PoolStats,
 }
 
 impl crate::engine::coordinator::Snapshot for SinkStats {
@@ -61,13 +73,15 @@ impl crate::engine::coordinator::Snapshot for SinkStats {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.accept_pauses += o.accept_pauses;
+        self.rings.merge(&o.rings);
     }
 }
 
 struct SinkConn {
     sock: TcpStream,
     rd: Readiness,
-    /// Echo mode only.
+    /// Echo mode only: bytes read and not yet written back, in a ring borrowed from the pool;
+    /// `None` while there are none.
     ring: Option<Ring>,
     read_eof: bool,
     /// Its place under the connection limit, freed with the connection.
@@ -82,18 +96,22 @@ pub struct Sink {
     bufs: SockBufs,
     pub stats: SinkStats,
     scratch: Box<[u8]>,
+    /// Echo rings: at most one per connection out at once.
+    rings: BufPool<Ring>,
 }
 
 impl Sink {
     /// `gate` is the connection limit shared by every sink of the process.
     pub fn new(listener: std::net::TcpListener, mode: Mode, gate: Arc<Admission>, bufs: SockBufs) -> Sink {
+        let cap = gate.cap();
         Sink {
             mode,
-            conns: Slab::new(SINK_TAG, gate.cap(), 0),
+            conns: Slab::new(SINK_TAG, cap, 0),
             acceptor: Acceptor::new(listener, listener_token(0), "the listener", gate),
             bufs,
             stats: SinkStats::default(),
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
+            rings: BufPool::new(ECHO_RING_BYTES, cap, ECHO_RING_CACHE),
         }
     }
 
@@ -121,6 +139,12 @@ impl Sink {
         }
     }
 
+    /// From the reactor's tick: trims the ring cache of an idle reactor (see [`BufPool::sweep`]).
+    pub fn sweep(&mut self, now: std::time::Instant) {
+        self.rings.sweep(now);
+        self.stats.rings = self.rings.stats();
+    }
+
     /// The reactor's waker fired: a slot may have been freed.
     pub fn on_wake(&mut self, cx: &mut Cx) {
         self.acceptor.on_wake(cx);
@@ -136,8 +160,7 @@ impl Sink {
 
     fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, slot: Slot) {
         let _ = self.bufs.apply(socket2::SockRef::from(&sock));
-        let ring = (self.mode == Mode::Echo).then(|| Ring::new(ECHO_RING_BYTES));
-        let conn = SinkConn { sock, rd: Readiness::default(), ring, read_eof: false, _slot: slot };
+        let conn = SinkConn { sock, rd: Readiness::default(), ring: None, read_eof: false, _slot: slot };
         let Ok(token) = self.conns.insert(conn) else { return };
         let registered = match self.conns.get_mut(token) {
             Some(c) => cx.registry.register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE),
@@ -154,7 +177,11 @@ impl Sink {
     }
 
     fn close(&mut self, _cx: &mut Cx, token: Token) {
-        if self.conns.remove(token).is_some() {
+        if let Some(c) = self.conns.remove(token) {
+            if let Some(r) = c.ring {
+                self.rings.give(r);
+                self.stats.rings = self.rings.stats();
+            }
             self.stats.closed += 1;
             self.stats.active -= 1;
         }
@@ -166,7 +193,11 @@ impl Sink {
         c.rd.event |= ready;
         let outcome = match mode {
             Mode::Hold | Mode::Discard => drain(c, &mut self.scratch, &mut self.stats),
-            Mode::Echo => echo(c, &mut self.stats),
+            Mode::Echo => {
+                let o = echo(c, &mut self.scratch[..ECHO_RING_BYTES], &mut self.rings, &mut self.stats);
+                self.stats.rings = self.rings.stats();
+                o
+            }
         };
         match outcome {
             Outcome::Idle => {}
@@ -212,24 +243,34 @@ fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome
     Outcome::More
 }
 
-fn echo(c: &mut SinkConn, stats: &mut SinkStats) -> Outcome {
-    let Some(ring) = c.ring.as_mut() else { return Outcome::Close };
+/// Echoes what `c` has to give: parked bytes out first (that frees ring room and keeps the
+/// order), the FIN once everything went back, then one read. A read without a parked ring goes
+/// into `scratch` and straight back to the socket; what the socket did not take is parked in a
+/// ring from `rings`. With no ring to be had (the pool's bound), the connection is not read:
+/// its bytes wait in the kernel.
+fn echo(c: &mut SinkConn, scratch: &mut [u8], rings: &mut BufPool<Ring>, stats: &mut SinkStats) -> Outcome {
     let mut budget = READ_BUDGET;
     loop {
         let mut progressed = false;
-        // Write what we hold first: that frees ring space for reading.
-        if c.rd.event.contains(Ready::WRITABLE) && !ring.is_empty() {
-            match ring.write_to(&mut c.sock) {
-                Ok(n) => {
-                    stats.bytes_out += n as u64;
-                    progressed = n > 0;
+        if let Some(ring) = c.ring.as_mut() {
+            if c.rd.event.contains(Ready::WRITABLE) && !ring.is_empty() {
+                match ring.write_to(&mut c.sock) {
+                    Ok(n) => {
+                        stats.bytes_out += n as u64;
+                        progressed = n > 0;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd.event.remove(Ready::WRITABLE),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Outcome::Close,
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd.event.remove(Ready::WRITABLE),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Outcome::Close,
+            }
+            if ring.is_empty() {
+                if let Some(r) = c.ring.take() {
+                    rings.give(r);
+                }
             }
         }
-        if c.read_eof && ring.is_empty() {
+        if c.read_eof && c.ring.is_none() {
             // Peer's FIN, everything echoed: send ours. The peer closing its read side ends it.
             let _ = c.sock.shutdown(Shutdown::Write);
             return Outcome::Close;
@@ -237,20 +278,31 @@ fn echo(c: &mut SinkConn, stats: &mut SinkStats) -> Outcome {
         if budget == 0 {
             return Outcome::More;
         }
-        if !c.read_eof && !ring.is_full() && c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
-            match ring.read_from(&mut c.sock) {
-                Ok(0) => {
+        if !c.read_eof && c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            let read = match c.ring.as_mut() {
+                // Full: no read until the peer takes some (backpressure).
+                Some(ring) if ring.is_full() => None,
+                Some(ring) => Some(ring.read_from(&mut c.sock)),
+                // No ring could park what the peer does not take: leave the bytes in the kernel.
+                None if !rings.can_take() => None,
+                None => Some(echo_through(c, scratch, rings, stats)),
+            };
+            match read {
+                None => {}
+                Some(Ok(0)) => {
                     c.read_eof = true;
                     progressed = true;
                 }
-                Ok(n) => {
+                Some(Ok(n)) => {
                     stats.bytes_in += n as u64;
                     budget = budget.saturating_sub(n);
                     progressed = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd.event.remove(Ready::READABLE | Ready::HUP),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Outcome::Close,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.rd.event.remove(Ready::READABLE | Ready::HUP)
+                }
+                Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Some(Err(_)) => return Outcome::Close,
             }
         }
         if !progressed {
@@ -258,4 +310,34 @@ fn echo(c: &mut SinkConn, stats: &mut SinkStats) -> Outcome {
             return Outcome::Idle;
         }
     }
+}
+
+/// One read into `scratch`, written back at once; the rest parked in a ring from `rings` (the
+/// caller checked that one can be had). The read's result, as `Ring::read_from` gives it.
+fn echo_through(
+    c: &mut SinkConn,
+    scratch: &mut [u8],
+    rings: &mut BufPool<Ring>,
+    stats: &mut SinkStats,
+) -> io::Result<usize> {
+    let n = c.sock.read(scratch)?;
+    let mut sent = 0;
+    while sent < n && c.rd.event.contains(Ready::WRITABLE) {
+        match c.sock.write(&scratch[sent..n]) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(w) => sent += w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.rd.event.remove(Ready::WRITABLE),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    stats.bytes_out += sent as u64;
+    if sent < n {
+        let mut ring = rings.take()?;
+        let rest = &scratch[sent..n];
+        ring.spare_mut()[..rest.len()].copy_from_slice(rest);
+        ring.commit(rest.len());
+        c.ring = Some(ring);
+    }
+    Ok(n)
 }

@@ -1,6 +1,8 @@
 //! `Ring`: a fixed-capacity byte ring for one direction of a connection. It never grows: when
 //! it is full the owner stops reading that socket, which is what turns a slow consumer into
-//! TCP backpressure on the producer instead of memory growth here.
+//! TCP backpressure on the producer instead of memory growth here. Rings are borrowed from and
+//! returned to a reactor's [`super::pool::BufPool`]; [`Ring::clear`] resets one for reuse
+//! without touching its bytes.
 
 use std::io::{self, Read, Write};
 
@@ -32,7 +34,8 @@ impl Ring {
         self.len == self.buf.len()
     }
 
-    /// Forgets the contents (a ring going back to its pool).
+    /// Forgets the contents (a ring going back to its pool): head and length reset, the bytes
+    /// left as they are, so reuse costs no memset.
     pub fn clear(&mut self) {
         self.head = 0;
         self.len = 0;

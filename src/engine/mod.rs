@@ -3,8 +3,9 @@
 //! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`]), `slab` (the
 //! generation-tagged connection table), `timer` (the timer heap), `readiness` (userspace
 //! readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
-//! and [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]) and `affinity` (reactor placement
-//! on CPUs).
+//! and [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]), `pool` (the bounded per-reactor
+//! [`pool::BufPool`] of rings and pipes every role borrows buffers from) and `affinity` (reactor
+//! placement on CPUs).
 //!
 //! ```text
 //!                 signals (sigwait thread)
@@ -33,6 +34,7 @@ pub(crate) mod accept;
 pub mod affinity;
 pub(crate) mod buf;
 pub(crate) mod coordinator;
+pub(crate) mod pool;
 pub mod readiness;
 pub mod slab;
 pub mod timer;

@@ -307,8 +307,8 @@ impl ProxyReactor {
         }
         self.stats.active = self.sessions.len() as u64;
         self.stats.health = self.checks.iter().map(|c| c.up).collect();
-        self.stats.rings_in_use = self.bufs.rings.in_use() as u64;
-        self.stats.pipes_in_use = self.bufs.pipes.in_use() as u64;
+        self.stats.rings = self.bufs.rings.stats();
+        self.stats.pipes = self.bufs.pipes.stats();
         self.stats.splice_fallbacks = self.bufs.splice_fallbacks;
         self.stats.switches_to_splice = self.bufs.switches_to_splice;
         self.stats.switches_to_copy = self.bufs.switches_to_copy;

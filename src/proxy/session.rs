@@ -49,12 +49,11 @@
 
 mod pump;
 
-use std::io::{self, ErrorKind};
-
 use mio::net::TcpStream;
 
 use super::config::SpliceMode;
 use crate::engine::buf::Ring;
+use crate::engine::pool::BufPool;
 use crate::net::splice::KernelPipe;
 
 pub use pump::{Moved, Pipe, Pump};
@@ -123,9 +122,11 @@ impl CloseReason {
 
 /// Bytes a session may read per wake-up (both directions together) before it yields.
 pub const READ_BUDGET: usize = 256 * 1024;
-/// Free rings a reactor keeps for reuse; drained rings beyond this are freed.
+/// High-water mark of a reactor's cache of free rings: drained rings beyond it are freed, and
+/// the engine's pool sweep trims the cache of an idle reactor below it (see [`BufPool`]).
 pub const RING_CACHE: usize = 8;
-/// Free kernel pipes a reactor keeps open for reuse; drained pipes beyond this are closed.
+/// High-water mark of a reactor's cache of open, empty kernel pipes: drained pipes beyond it
+/// are closed.
 pub const PIPE_CACHE: usize = 8;
 /// `splice = "auto"`: a splice read is small when it moved less than `buffer_size / 4` (4 KiB
 /// with the default 16 KiB buffer, one or two MSS-sized segments). The switch up to splice
@@ -187,75 +188,19 @@ impl AutoPath {
     }
 }
 
-/// A bounded per-reactor pool: at most `limit` items out at once, at most `cache` kept free.
-pub struct Pool<T> {
-    free: Vec<T>,
-    out: usize,
-    limit: usize,
-    cache: usize,
-}
-
-impl<T> Pool<T> {
-    pub fn new(limit: usize, cache: usize) -> Pool<T> {
-        Pool { free: Vec::new(), out: 0, limit, cache }
-    }
-
-    /// Items handed out and not yet given back.
-    pub fn in_use(&self) -> usize {
-        self.out
-    }
-
-    /// Free items kept for reuse.
-    #[cfg(test)]
-    pub fn cached(&self) -> usize {
-        self.free.len()
-    }
-
-    pub fn can_take(&self) -> bool {
-        self.out < self.limit
-    }
-
-    /// A cached item, or a new one from `make`; an error when `limit` items are out.
-    pub fn take(&mut self, make: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-        if self.out >= self.limit {
-            return Err(io::Error::new(ErrorKind::OutOfMemory, "buffer pool exhausted"));
-        }
-        let item = match self.free.pop() {
-            Some(i) => i,
-            None => make()?,
-        };
-        self.out += 1;
-        Ok(item)
-    }
-
-    /// Returns a reusable item: cached while the cache has room, freed otherwise.
-    pub fn give(&mut self, item: T) {
-        self.out = self.out.saturating_sub(1);
-        if self.free.len() < self.cache {
-            self.free.push(item);
-        }
-    }
-
-    /// Returns an item that must not be reused (a pipe with bytes still in it): freed.
-    pub fn discard(&mut self, item: T) {
-        self.out = self.out.saturating_sub(1);
-        drop(item);
-    }
-}
-
 /// What every session of one reactor shares: the read scratch buffer and the ring and pipe
-/// pools. A session owns no buffer while idle; it borrows a ring only for bytes its peer did
-/// not take, and a pipe only while spliced bytes are in flight.
+/// pools (the engine's [`BufPool`]). A session owns no buffer while idle; it borrows a ring only
+/// for bytes its peer did not take, and a pipe only while spliced bytes are in flight.
 pub struct Bufs {
     /// Every copy-path read lands here first and is written straight through to the peer.
     pub scratch: Box<[u8]>,
-    pub rings: Pool<Ring>,
-    pub pipes: Pool<KernelPipe>,
+    /// Rings of `buffer_bytes`.
+    pub rings: BufPool<Ring>,
+    /// Pipes of the requested capacity `pipe_size`, independent of `buffer_bytes`: a pipe
+    /// smaller than the 256 KiB default makes every splice move fewer pages, for more CPU per byte.
+    pub pipes: BufPool<KernelPipe>,
     /// Capacity of each ring (and of the scratch buffer).
     pub buffer_bytes: usize,
-    /// Requested capacity of each pipe (`pipe_size`), independent of `buffer_bytes`: a pipe
-    /// smaller than the 256 KiB default makes every splice move fewer pages, for more CPU per byte.
-    pub pipe_bytes: usize,
     pub splice: SpliceMode,
     /// Pipes that could not be created (EMFILE, ENFILE): those sessions copy instead.
     pub splice_fallbacks: u64,
@@ -271,10 +216,9 @@ impl Bufs {
     pub fn new(buffer_bytes: usize, pipe_bytes: usize, sessions: usize, splice: SpliceMode) -> Bufs {
         Bufs {
             scratch: vec![0u8; buffer_bytes.max(1)].into_boxed_slice(),
-            rings: Pool::new(sessions.saturating_mul(2), RING_CACHE),
-            pipes: Pool::new(sessions.saturating_mul(2), PIPE_CACHE),
+            rings: BufPool::new(buffer_bytes, sessions.saturating_mul(2), RING_CACHE),
+            pipes: BufPool::new(pipe_bytes, sessions.saturating_mul(2), PIPE_CACHE),
             buffer_bytes,
-            pipe_bytes,
             splice,
             splice_fallbacks: 0,
             switches_to_splice: 0,
@@ -285,12 +229,17 @@ impl Bufs {
     /// A ring from the pool holding `scratch[range]`: the bytes of a read the peer did not
     /// take. `None` when the pool is out (cannot happen while its bound is 2 × sessions).
     pub fn park_scratch(&mut self, range: std::ops::Range<usize>) -> Option<Ring> {
-        let size = self.buffer_bytes;
-        let mut ring = self.rings.take(|| Ok(Ring::new(size))).ok()?;
+        let mut ring = self.rings.take().ok()?;
         let rest = &self.scratch[range];
         ring.spare_mut()[..rest.len()].copy_from_slice(rest);
         ring.commit(rest.len());
         Some(ring)
+    }
+
+    /// From the reactor's tick: trims the pools' caches of an idle reactor (see [`BufPool::sweep`]).
+    pub fn sweep(&mut self, now: std::time::Instant) {
+        self.rings.sweep(now);
+        self.pipes.sweep(now);
     }
 }
 
@@ -442,19 +391,5 @@ mod tests {
             a.on_splice_fill(1, B, B);
         }
         assert!(!a.settle(0) && !a.bulk());
-    }
-
-    #[test]
-    fn pool_is_bounded_and_caches_a_few() {
-        let mut pool: Pool<u32> = Pool::new(3, 1);
-        let a = pool.take(|| Ok(1)).unwrap();
-        let b = pool.take(|| Ok(2)).unwrap();
-        let c = pool.take(|| Ok(3)).unwrap();
-        assert!(pool.take(|| Ok(4)).is_err(), "a fourth item past the bound");
-        pool.give(a);
-        pool.give(b);
-        pool.discard(c);
-        assert_eq!((pool.in_use(), pool.cached()), (0, 1));
-        assert_eq!(pool.take(|| Ok(9)).unwrap(), 1, "the cached item is reused");
     }
 }

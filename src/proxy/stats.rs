@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use super::config::ProxyConfig;
 use super::session::CloseReason;
 use crate::engine::coordinator::Snapshot;
+use crate::engine::pool::PoolStats;
 
 /// Upper bounds (µs) of the connect-time histogram buckets; a final `+Inf` bucket follows.
 pub const CONNECT_BUCKETS_US: [u64; 9] = [500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000, 5_000_000];
@@ -39,10 +40,11 @@ pub struct ProxyStats {
     pub switches_to_copy: u64,
     /// Sessions whose first client bytes left with the backend handshake's last ACK.
     pub smart_connects: u64,
-    /// Pooled rings holding parked bytes now (gauge).
-    pub rings_in_use: u64,
-    /// Pooled pipes holding spliced bytes now (gauge).
-    pub pipes_in_use: u64,
+    /// The ring pool: rings holding parked bytes now (`in_use`), free ones cached, and the
+    /// created / freed / exhausted counts.
+    pub rings: PoolStats,
+    /// The pipe pool: pipes holding spliced bytes now, cached empty ones, and the counts.
+    pub pipes: PoolStats,
     pub connect_buckets: [u64; N_BUCKETS],
     pub connect_sum_us: u64,
     pub connect_count: u64,
@@ -103,8 +105,8 @@ impl Snapshot for ProxyStats {
         self.switches_to_splice += o.switches_to_splice;
         self.switches_to_copy += o.switches_to_copy;
         self.smart_connects += o.smart_connects;
-        self.rings_in_use += o.rings_in_use;
-        self.pipes_in_use += o.pipes_in_use;
+        self.rings.merge(&o.rings);
+        self.pipes.merge(&o.pipes);
         self.connect_sum_us += o.connect_sum_us;
         self.connect_count += o.connect_count;
         self.accept_pauses += o.accept_pauses;
@@ -218,8 +220,40 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool], g: Generations) ->
     );
     let _ = writeln!(o, "netforge_proxy_smart_connects_total {}", t.smart_connects);
     family(&mut o, "netforge_proxy_buffers_in_use", "gauge", "Pooled buffers holding bytes that wait for a slow peer.");
-    let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"ring\"}} {}", t.rings_in_use);
-    let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"pipe\"}} {}", t.pipes_in_use);
+    let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"ring\"}} {}", t.rings.in_use);
+    let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"pipe\"}} {}", t.pipes.in_use);
+    family(
+        &mut o,
+        "netforge_proxy_buffers_cached",
+        "gauge",
+        "Free pooled buffers kept for reuse (at most the high-water mark).",
+    );
+    let _ = writeln!(o, "netforge_proxy_buffers_cached{{kind=\"ring\"}} {}", t.rings.cached);
+    let _ = writeln!(o, "netforge_proxy_buffers_cached{{kind=\"pipe\"}} {}", t.pipes.cached);
+    family(
+        &mut o,
+        "netforge_proxy_buffers_created_total",
+        "counter",
+        "Pooled buffers allocated because the cache was empty.",
+    );
+    let _ = writeln!(o, "netforge_proxy_buffers_created_total{{kind=\"ring\"}} {}", t.rings.created);
+    let _ = writeln!(o, "netforge_proxy_buffers_created_total{{kind=\"pipe\"}} {}", t.pipes.created);
+    family(
+        &mut o,
+        "netforge_proxy_buffers_freed_total",
+        "counter",
+        "Pooled buffers freed: returned past the high-water mark, trimmed while idle, or not reusable.",
+    );
+    let _ = writeln!(o, "netforge_proxy_buffers_freed_total{{kind=\"ring\"}} {}", t.rings.freed);
+    let _ = writeln!(o, "netforge_proxy_buffers_freed_total{{kind=\"pipe\"}} {}", t.pipes.freed);
+    family(
+        &mut o,
+        "netforge_proxy_buffers_exhausted_total",
+        "counter",
+        "Buffer takes refused because the pool's bound was reached.",
+    );
+    let _ = writeln!(o, "netforge_proxy_buffers_exhausted_total{{kind=\"ring\"}} {}", t.rings.exhausted);
+    let _ = writeln!(o, "netforge_proxy_buffers_exhausted_total{{kind=\"pipe\"}} {}", t.pipes.exhausted);
     family(&mut o, "netforge_proxy_backend_connect_seconds", "histogram", "Backend connect time.");
     let mut cum = 0;
     for (i, b) in CONNECT_BUCKETS_US.iter().enumerate() {

@@ -64,6 +64,7 @@ impl Handler for ServeReactor {
     }
 
     fn on_tick(&mut self, cx: &mut Cx) {
+        self.sink.sweep(cx.now);
         let _ = self.stats_tx.try_send((cx.id, self.sink.stats, false));
     }
 
@@ -209,15 +210,28 @@ impl Role for Coordinated {
 }
 
 fn serve_line(s: &SinkStats) -> String {
-    format!(
+    let mut line = format!(
         "serve: active {}, accepted {}, closed {}, bytes in {}, bytes out {}, accept pauses {}",
         s.active, s.accepted, s.closed, s.bytes_in, s.bytes_out, s.accept_pauses
-    )
+    );
+    // Echo only, once a ring was ever needed: the pool's gauges.
+    if s.rings.created > 0 {
+        line += &format!(", echo rings in use {}, cached {}", s.rings.in_use, s.rings.cached);
+    }
+    line
 }
 
 fn serve_final(s: &SinkStats) -> String {
-    format!(
+    let mut out = format!(
         "--- netforge serve statistics ---\naccepted {}, peak active {}, closed {}, bytes in {}, bytes out {}, accept pauses {}",
         s.accepted, s.peak_active, s.closed, s.bytes_in, s.bytes_out, s.accept_pauses
-    )
+    );
+    if s.rings.created > 0 {
+        let r = &s.rings;
+        out += &format!(
+            "\necho rings: created {}, freed {}, cached {}, exhausted {}",
+            r.created, r.freed, r.cached, r.exhausted
+        );
+    }
+    out
 }

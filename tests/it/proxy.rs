@@ -237,6 +237,76 @@ fn hundred_half_close_exchanges_are_byte_exact_splice_auto() {
     hundred_half_close_exchanges("auto");
 }
 
+/// Sessions whose backend does not read park the bytes in pooled rings, one per session, and
+/// stop reading their clients; once the backend has read everything the rings are back in the
+/// pool, which keeps at most its high-water mark (8) of them and frees the rest. The counts
+/// add up: created = cached + freed with none in use, and no take was refused.
+#[test]
+fn parked_rings_go_back_to_a_pool_that_caches_at_most_its_high_water_mark() {
+    with_timeout(Duration::from_secs(120), || {
+        const N: usize = 12;
+        let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+        let px = proxy(&conf(&[backend.local_addr().unwrap()], "threads = 1\nsplice = \"off\"", NO_HEALTH));
+        let clients: Vec<TcpStream> = (0..N).map(|_| client(px.addr)).collect();
+        backend.set_nonblocking(false).unwrap();
+        let accepted: Vec<TcpStream> = (0..N).map(|_| backend.accept().unwrap().0).collect();
+        for c in &clients {
+            c.set_nonblocking(true).unwrap();
+        }
+        // Write until every session holds a full ring: the proxy's socket buffers to the
+        // backend fill first, then one ring each, then it stops reading the clients.
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        'fill: loop {
+            for _ in 0..16 {
+                for mut c in &clients {
+                    match c.write(&chunk) {
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => panic!("client write: {e}"),
+                    }
+                }
+            }
+            let m = metrics(px.admin);
+            if metric(&m, "netforge_proxy_buffers_in_use{kind=\"ring\"}") == Some(N as f64) {
+                break 'fill;
+            }
+            assert!(Instant::now() < deadline, "not every session parked bytes after {sent} bytes:\n{m}");
+        }
+        for c in &clients {
+            c.set_nonblocking(false).unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+        }
+        // The backend reads it all: each session's FIN follows its parked bytes.
+        let mut got = 0usize;
+        for mut b in accepted {
+            b.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut sink = Vec::new();
+            b.read_to_end(&mut sink).unwrap();
+            got += sink.len();
+        }
+        assert_eq!(got, sent);
+        let m = wait_metrics(px.admin, Duration::from_secs(10), "rings back in the pool", |m| {
+            metric(m, "netforge_proxy_buffers_in_use{kind=\"ring\"}") == Some(0.0)
+        });
+        let ring = |family: &str| {
+            metric(&m, &format!("{family}{{kind=\"ring\"}}")).unwrap_or_else(|| panic!("{family}:\n{m}"))
+        };
+        let (cached, created, freed) = (
+            ring("netforge_proxy_buffers_cached"),
+            ring("netforge_proxy_buffers_created_total"),
+            ring("netforge_proxy_buffers_freed_total"),
+        );
+        assert!(cached <= 8.0, "{m}");
+        assert!(created >= N as f64, "{N} rings were out at once: {m}");
+        assert!(freed >= created - 8.0, "{m}");
+        assert_eq!(created, cached + freed, "{m}");
+        assert_eq!(ring("netforge_proxy_buffers_exhausted_total"), 0.0, "{m}");
+        drop(clients);
+    });
+}
+
 fn large_transfer_both_ways(splice: &'static str) {
     with_timeout(Duration::from_secs(120), move || {
         let (_s, b) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);

@@ -140,3 +140,51 @@ fn out_of_descriptors_pauses_accepting_then_recovers() {
         assert!(pauses > 0, "{out}");
     });
 }
+
+/// Echo borrows a ring only while bytes wait for the peer: clients that send 4 MiB without
+/// reading make every connection park bytes in a pooled ring (and stop being read), and once
+/// they have read everything back the rings are in the pool again while the connections stay
+/// open. Every byte comes back in order.
+#[test]
+fn echo_rings_are_borrowed_only_while_bytes_wait() {
+    with_timeout(Duration::from_secs(90), || {
+        const N: usize = 8;
+        const BYTES: usize = 4 << 20;
+        let args = ["--listen", "127.0.0.1:0", "--mode", "echo", "--threads", "1", "--interval", "200ms"];
+        let (srv, addr) = serve(&[&args[..], &["--sndbuf", "4KiB"]].concat());
+        let data: std::sync::Arc<Vec<u8>> = {
+            let mut rng = fastrand::Rng::with_seed(3);
+            std::sync::Arc::new((0..BYTES).map(|_| rng.u8(..)).collect())
+        };
+        let clients: Vec<TcpStream> = (0..N).map(|_| client(addr)).collect();
+        let writers: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let mut w = c.try_clone().unwrap();
+                let data = data.clone();
+                std::thread::spawn(move || w.write_all(&data).unwrap())
+            })
+            .collect();
+        // Nobody reads: each connection ends up with a full ring and its reading stopped.
+        let parked = format!("echo rings in use {N},");
+        srv.wait_line(Duration::from_secs(30), |l| l.contains(&parked));
+        for (i, mut c) in clients.iter().enumerate() {
+            let mut back = vec![0u8; BYTES];
+            c.read_exact(&mut back).unwrap_or_else(|e| panic!("client {i}: {e}"));
+            assert!(back == *data, "client {i}: echo must be byte-exact");
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        // All echoed, all still open: no ring is out.
+        let want_active = format!("serve: active {N},");
+        let line = srv
+            .wait_line(Duration::from_secs(10), |l| l.starts_with(&want_active) && l.contains("echo rings in use 0,"));
+        assert!(line.contains(&format!("accepted {N},")), "{line}");
+        drop(clients);
+        srv.signal(15);
+        let (status, out, _) = srv.finish(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "{out}");
+        assert!(out.contains("exhausted 0"), "{out}");
+    });
+}

@@ -13,6 +13,7 @@ use crate::backpressure::config::ServerConfig;
 use crate::backpressure::web::DashboardSample;
 use crate::engine::accept::{Acceptor, Admission};
 use crate::engine::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
+use crate::engine::pool::BufPool;
 use crate::engine::{listener_token, Pool, Slab};
 use crate::sys::Signal;
 
@@ -49,6 +50,7 @@ pub fn run(
             closed_read: 0,
             stats: ServerStats::default(),
             scratch: vec![0u8; cfg.read_size].into_boxed_slice(),
+            heads: BufPool::new(cfg.http_head_max, gate.cap(), super::HEAD_CACHE),
             out: tx.clone(),
             stopping: false,
             sample_cursor: 0,

@@ -2,7 +2,7 @@
 //! payload or dashboard stream, a page, or an error response.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 
 use mio::net::TcpStream;
@@ -12,28 +12,35 @@ use crate::backpressure::config::ServerConfig;
 use crate::backpressure::http::{self, HeadParse, Route};
 use crate::backpressure::web;
 use crate::backpressure::ws::{Metered, WsConn, WsLimits};
+use crate::engine::buf::Ring;
+use crate::engine::pool::BufPool;
 use crate::engine::Ready;
 
 /// Reads the request head; turns the connection into a response, a payload stream or a
-/// dashboard stream. `Step::More` means "the state changed: serve it now".
-pub(super) fn read_head(c: &mut Conn, cfg: &ServerConfig, limits: WsLimits, stats: &mut ServerStats) -> Step {
-    let State::Head { sock, buf, filled } = &mut c.state else { return Step::Close };
+/// dashboard stream, and gives the head's ring back to `heads`. `Step::More` means "the state
+/// changed: serve it now".
+pub(super) fn read_head(
+    c: &mut Conn,
+    cfg: &ServerConfig,
+    limits: WsLimits,
+    stats: &mut ServerStats,
+    heads: &mut BufPool<Ring>,
+) -> Step {
+    let State::Head { sock, buf } = &mut c.state else { return Step::Close };
     let parsed = loop {
         if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
             return Step::Idle;
         }
-        if *filled >= buf.len() {
-            break http::parse_head(&buf[..*filled], cfg.http_head_max);
+        if buf.is_full() {
+            break http::parse_head(buf.data(), cfg.http_head_max);
         }
-        match sock.read(&mut buf[*filled..]) {
+        // The ring is never consumed from while it holds a head: its data is one slice from 0.
+        match buf.read_from(sock) {
             Ok(0) => return Step::Close,
-            Ok(n) => {
-                *filled += n;
-                match http::parse_head(&buf[..*filled], cfg.http_head_max) {
-                    HeadParse::Partial => {}
-                    done => break done,
-                }
-            }
+            Ok(_) => match http::parse_head(buf.data(), cfg.http_head_max) {
+                HeadParse::Partial => {}
+                done => break done,
+            },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 c.rd.event.remove(Ready::READABLE | Ready::HUP);
                 return Step::Idle;
@@ -42,9 +49,15 @@ pub(super) fn read_head(c: &mut Conn, cfg: &ServerConfig, limits: WsLimits, stat
             Err(_) => return Step::Close,
         }
     };
-    let State::Head { sock, buf, filled } = std::mem::replace(&mut c.state, State::Gone) else {
+    let State::Head { sock, buf } = std::mem::replace(&mut c.state, State::Gone) else {
         return Step::Close;
     };
+    // Bytes sent with the head (the first frames) move to the stream; the ring goes back.
+    let leftover = match parsed {
+        HeadParse::Complete { head_len, .. } => buf.data()[head_len..].to_vec(),
+        _ => Vec::new(),
+    };
+    heads.give(buf);
     match parsed {
         HeadParse::Partial => {
             // A full buffer that is still partial: parse_head reports it as too large.
@@ -55,8 +68,7 @@ pub(super) fn read_head(c: &mut Conn, cfg: &ServerConfig, limits: WsLimits, stat
             stats.http_errors += 1;
             c.state = State::Respond { sock, out: e.response(), off: 0 };
         }
-        HeadParse::Complete { route, head_len } => {
-            let leftover = buf[head_len..filled].to_vec();
+        HeadParse::Complete { route, .. } => {
             // Bytes sent with the head (the first frames) are in user space now: no edge will
             // announce them, so the next visit reads as if the socket had signalled.
             if !leftover.is_empty() {

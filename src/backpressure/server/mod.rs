@@ -37,6 +37,8 @@ use mio::net::TcpStream;
 use super::config::ServerConfig;
 use super::ws::{CloseReply, Metered, WsConn, WsLimits};
 use crate::engine::accept::{Acceptor, Slot};
+use crate::engine::buf::Ring;
+use crate::engine::pool::BufPool;
 use crate::engine::{Readiness, Slab};
 
 mod coordinated;
@@ -74,6 +76,8 @@ pub const IDLE_RESAMPLE: Duration = Duration::from_secs(3);
 /// Bytes of dashboard frames gathered before a write (one write per batch of samples, not one
 /// per sample; the payload streams keep writing each frame at once).
 pub const DASHBOARD_WRITE_BUFFER: usize = 64 << 10;
+/// WebSocket mode: free HTTP head rings a reactor keeps for reuse (its pool's high-water mark).
+pub const HEAD_CACHE: usize = 16;
 /// Slab tag of lab server connections.
 const SLAB_TAG: u8 = 2;
 const TIMER_READ: u8 = 1;
@@ -107,8 +111,10 @@ pub enum ServerCmd {
 enum State {
     /// Raw TCP payload stream.
     Tcp(TcpStream),
-    /// Reading an HTTP request head into a buffer of `http_head_max` bytes.
-    Head { sock: TcpStream, buf: Box<[u8]>, filled: usize },
+    /// Reading an HTTP request head into a ring of `http_head_max` bytes borrowed from the
+    /// reactor's pool (`BpReactor::heads`), given back when the head is parsed or the
+    /// connection closes.
+    Head { sock: TcpStream, buf: Ring },
     /// Writing a page or an error; closed when written.
     Respond { sock: TcpStream, out: Vec<u8>, off: usize },
     /// WebSocket payload stream.
@@ -173,6 +179,8 @@ struct BpReactor {
     closed_read: u64,
     stats: ServerStats,
     scratch: Box<[u8]>,
+    /// WebSocket mode: the HTTP head buffers, one per connection still reading its head.
+    heads: BufPool<Ring>,
     out: Sender<Report>,
     stopping: bool,
     /// Slab position where the next tick's probing starts (see [`SAMPLE_BUDGET`]).

@@ -37,9 +37,14 @@ impl BpReactor {
         let id = self.next_id * 64 + cx.id as u64 % 64;
         let state = match self.cfg.protocol {
             Protocol::Tcp => State::Tcp(sock),
-            Protocol::Websocket => {
-                State::Head { sock, buf: vec![0u8; self.cfg.http_head_max].into_boxed_slice(), filled: 0 }
-            }
+            Protocol::Websocket => match self.heads.take() {
+                Ok(buf) => State::Head { sock, buf },
+                Err(e) => {
+                    // More heads than connections cannot be in flight; were it so, shed this one.
+                    log::debug!("r{} {peer}: no head buffer ({e}); closing", cx.id);
+                    return;
+                }
+            },
         };
         let conn = Conn {
             id,
@@ -64,7 +69,9 @@ impl BpReactor {
         };
         if let Err(e) = registered {
             log::debug!("r{} register: {e}", cx.id);
-            self.conns.remove(token);
+            if let Some(Conn { state: State::Head { buf, .. }, .. }) = self.conns.remove(token) {
+                self.heads.give(buf);
+            }
             return;
         }
         self.stats.accepted += 1;
@@ -87,8 +94,13 @@ impl BpReactor {
                 State::Dashboard { .. } => self.stats.dashboards = self.stats.dashboards.saturating_sub(1),
                 _ => {}
             }
-            if let State::Tcp(s) = &c.state {
-                let _ = s.shutdown(Shutdown::Both);
+            match c.state {
+                State::Tcp(s) => {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+                // Closed before its head was read (timeout, reset): the ring goes back.
+                State::Head { buf, .. } => self.heads.give(buf),
+                _ => {}
             }
         }
     }
@@ -101,7 +113,7 @@ impl BpReactor {
             State::Tcp(_) => read_tcp(c, cx, token, &self.cfg, &mut self.scratch),
             State::Ws(_) => read_ws(c, cx, token, &self.cfg, &mut self.stats),
             State::Head { .. } => {
-                let step = read_head(c, &self.cfg, self.limits, &mut self.stats);
+                let step = read_head(c, &self.cfg, self.limits, &mut self.stats, &mut self.heads);
                 if matches!(c.state, State::Ws(_)) {
                     self.stats.active += 1;
                 }
@@ -253,6 +265,7 @@ impl Handler for BpReactor {
     }
 
     fn on_tick(&mut self, cx: &mut Cx) {
+        self.heads.sweep(cx.now);
         if !self.stopping {
             self.sample(cx, false);
         }

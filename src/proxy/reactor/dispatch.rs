@@ -122,6 +122,7 @@ impl Handler for ProxyReactor {
     }
 
     fn on_tick(&mut self, cx: &mut Cx) {
+        self.bufs.sweep(cx.now);
         let health_known = self.health_known();
         let r = self.make_report(cx.id, false, health_known);
         let _ = self.report.try_send(r);

@@ -44,8 +44,8 @@ impl Flow {
     }
 
     fn release(&mut self, bufs: &mut Bufs) {
-        if let Some(mut r) = self.ring.take() {
-            r.clear();
+        if let Some(r) = self.ring.take() {
+            // Cleared (not zeroed) on its way back.
             bufs.rings.give(r);
         }
         if let Some(p) = self.pipe.take() {
@@ -281,8 +281,7 @@ impl Direction<'_> {
     fn splice(&mut self, bufs: &mut Bufs, budget: usize) -> Option<Fill> {
         let f = &mut *self.flow;
         if f.pipe.is_none() {
-            let size = bufs.pipe_bytes;
-            match bufs.pipes.take(|| KernelPipe::new(size)) {
+            match bufs.pipes.take() {
                 Ok(p) => f.pipe = Some(p),
                 Err(e) => {
                     // Out of descriptors (or of pool): copy for the rest of this direction.
