@@ -94,6 +94,46 @@ fn bp_server_bind_failure_names_the_line_and_column_of_listen_or_the_flag() {
     });
 }
 
+#[test]
+fn any_bind_failure_of_a_file_key_names_its_line_and_column() {
+    with_timeout(T, || {
+        // 192.0.2.1 (TEST-NET-1) is no address of this host: bind fails with EADDRNOTAVAIL
+        // before anything is sent.
+        let backend = "[[backend]]\naddress = \"127.0.0.1:1\"\n";
+        let conf = write_conf(
+            "lb.toml",
+            &format!("[admin]\naddress = \"\"\n[[listener]]\naddress = \"192.0.2.1:0\"\n{backend}"),
+        );
+        let line = refused(&["proxy", "--conf", &conf, "--threads", "1"]);
+        assert!(line.starts_with(&format!("netforge: {conf}:4:11: listener[0].address: bind 192.0.2.1:0: ")), "{line}");
+        let conf = write_conf(
+            "lb.toml",
+            &format!("[admin]\naddress = \"192.0.2.1:0\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n{backend}"),
+        );
+        let line = refused(&["proxy", "--conf", &conf, "--threads", "1"]);
+        let want = format!("netforge: {conf}:2:11: admin.address (the /metrics endpoint): bind 192.0.2.1:0: ");
+        assert!(line.starts_with(&want), "{line}");
+        // --admin over the file's key: the flag.
+        let line = refused(&["proxy", "--conf", &conf, "--threads", "1", "--admin", "192.0.2.1:1"]);
+        assert!(line.starts_with("netforge: --admin (the /metrics endpoint): bind 192.0.2.1:1: "), "{line}");
+        let conf = write_conf("bp-server.toml", "\n\nlisten = \"192.0.2.1:0\"\n");
+        let line = refused(&["bp", "server", "--threads", "1", "--conf", &conf]);
+        assert!(line.starts_with(&format!("netforge: {conf}:3:10: listen: bind 192.0.2.1:0: ")), "{line}");
+    });
+}
+
+#[test]
+fn bp_client_unresolvable_server_names_the_key_or_the_flag() {
+    with_timeout(T, || {
+        let conf = write_conf("bp-client.toml", "duration = \"1s\"\nserver = \"no-such-host.invalid:8080\"\n");
+        let line = refused(&["bp", "client", "--conf", &conf]);
+        let want = format!("netforge: {conf}:2:10: server: cannot resolve host \"no-such-host.invalid\"");
+        assert!(line.starts_with(&want), "{line}");
+        let line = refused(&["bp", "client", "--server", "no-such-host.invalid:1"]);
+        assert!(line.starts_with("netforge: --server: cannot resolve host \"no-such-host.invalid\""), "{line}");
+    });
+}
+
 // ---- one wording for an unknown keyword --------------------------------------------------------
 
 /// The reason of an unknown-keyword error line: from `unknown` to the end of the list.
