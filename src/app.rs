@@ -95,8 +95,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
             let stdout = std::io::stdout();
-            let key = crate::backpressure::args::bp_listen_key(&args);
-            crate::backpressure::server::run(&cfg, &key, threads, &signals, &mut stdout.lock())?;
+            crate::backpressure::server::run(&cfg, cfg.listen_key.as_str(), threads, &signals, &mut stdout.lock())?;
             Ok(0)
         }
         Cmd::Bp(BpCmd::Client(args)) => {
@@ -104,7 +103,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             if args.print_config {
                 return print_config(&crate::config::to_toml(&cfg.to_file()));
             }
-            let target = crate::config::resolve(&cfg.server.host, cfg.server.port)?;
+            let target = crate::config::resolve(&cfg.server.host, cfg.server.port)
+                .map_err(|e| Error::Preflight(format!("{}: {e}", cfg.server_key.as_str())))?;
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
             let stdout = std::io::stdout();

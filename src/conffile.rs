@@ -2,7 +2,8 @@
 //!
 //! Every config struct in netforge is `#[serde(deny_unknown_fields)]` (never `flatten`, which
 //! silently disables it). Parse errors carry the file and toml's own line/column; validation
-//! errors carry the file and the key path (`backend[2].address`).
+//! errors, and errors found later about a key of the file ([`Origin`]), carry the file, the
+//! line/column where the key is written and the key path (`lb.toml:9:11: backend[2].address:`).
 
 use std::fmt;
 use std::ops::Range;
@@ -53,6 +54,94 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The file a config was read from, with its text: kept with the validated config so that an
+/// error found after loading (an address in use at start-up, a clash with a flag) names
+/// `file:line:col: key.path:` as every error found while reading does. Configs read from the
+/// same file are equal whatever its text (the text only places errors).
+#[derive(Clone)]
+pub struct Origin {
+    path: PathBuf,
+    text: std::sync::Arc<str>,
+}
+
+impl Origin {
+    pub fn new(path: &Path, text: &str) -> Origin {
+        Origin { path: path.to_path_buf(), text: text.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// 1-based line and column where `key`'s value is written (`listener[0].address`,
+    /// `groups."a b".balance`); for a key not written (left at its default, or a table that
+    /// is missing), the end of the file, where the missing key would go.
+    pub fn at(&self, key: &str) -> (usize, usize) {
+        let spans = Spans::of(&self.text);
+        // `groups."a b"` is written `[groups."a b"]`; the spans name it without the quotes.
+        let at = spans.value_of(key).or_else(|| spans.value_of(&key.replace('"', "")));
+        line_col(&self.text, at.map_or(spans.end(), |r| r.start))
+    }
+
+    /// Whether the file writes `key`.
+    pub fn written(&self, key: &str) -> bool {
+        let spans = Spans::of(&self.text);
+        spans.value_of(key).or_else(|| spans.value_of(&key.replace('"', ""))).is_some()
+    }
+
+    /// An error about `key`, placed where it is written (see [`Origin::at`]).
+    pub fn err(&self, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+        let key: String = key.into();
+        let msg: String = msg.into();
+        let at = self.at(&key);
+        let mut e = ConfigError::key(&self.path, key, msg.replace(['\n', '\r'], " "));
+        e.at = Some(at);
+        e
+    }
+
+    /// `file:line:col: key`, naming a key as an error about it begins (for errors built
+    /// elsewhere, such as a bind failure).
+    pub fn name(&self, key: &str) -> String {
+        let (line, col) = self.at(key);
+        format!("{}:{line}:{col}: {key}", self.path.display())
+    }
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Origin) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Origin {}
+
+impl fmt::Debug for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Origin").field(&self.path).finish()
+    }
+}
+
+/// How an error names a key, by where its value came from (`--listen`, `$PORT`,
+/// `bp-server.toml:1:10: listen`): kept with a config for errors found after loading (a bind
+/// failure). Not part of the config's value: configs equal in every value are equal whatever
+/// names their keys.
+#[derive(Clone, Debug, Default)]
+pub struct KeyName(pub String);
+
+impl KeyName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for KeyName {
+    fn eq(&self, _: &KeyName) -> bool {
+        true
+    }
+}
+
+impl Eq for KeyName {}
 
 /// Largest config file read: far above any real one, small enough to read whole.
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
@@ -541,6 +630,22 @@ mod tests {
         std::fs::write(&bad, b"a = 1\nb = \"\xff\"\n").unwrap();
         assert_eq!(line(&bad), format!("{}:2:6: not UTF-8 text", bad.display()));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn origin_names_keys_where_they_are_written() {
+        let text = "threads = 2\n[[listener]]\naddress = \"127.0.0.1:1\"\n[groups.\"a b\"]\nbalance = \"p2c\"\n";
+        let o = Origin::new(Path::new("lb.toml"), text);
+        assert_eq!(o.name("listener[0].address"), "lb.toml:3:11: listener[0].address");
+        assert_eq!(o.at("groups.\"a b\".balance"), (5, 11));
+        // Not written: the end of the file.
+        assert_eq!(o.name("admin.address"), "lb.toml:6:1: admin.address");
+        assert!(o.written("listener[0].address") && !o.written("admin.address"));
+        let e = o.err("threads", "too\nmany");
+        assert_eq!(e.to_string(), "lb.toml:1:11: threads: too many");
+        // The same file is the same origin, whatever its text.
+        assert_eq!(o, Origin::new(Path::new("lb.toml"), ""));
+        assert_ne!(o, Origin::new(Path::new("other.toml"), text));
     }
 
     #[test]

@@ -53,18 +53,6 @@ pub(crate) fn bp_server_config(a: &BpServerArgs) -> Result<bp::ServerConfig, Err
     Ok(bp::load_server(a.conf.as_deref(), &a.keys, port.as_deref())?)
 }
 
-/// Where `bp server`'s listen address came from, as a bind error names it: `--listen`, `$PORT`
-/// or `FILE: listen` (the precedence of [`bp::load_server`]).
-pub(crate) fn bp_listen_key(a: &BpServerArgs) -> String {
-    let port_env = std::env::var("PORT").ok().filter(|p| !p.trim().is_empty());
-    match (&a.keys.listen, port_env, &a.conf) {
-        (Some(_), _, _) => "--listen".into(),
-        (None, Some(_), _) => "$PORT".into(),
-        (None, None, Some(p)) => format!("{}: listen", p.display()),
-        (None, None, None) => "--listen".into(),
-    }
-}
-
 pub(crate) fn bp_client_config(a: &BpClientArgs) -> Result<bp::ClientConfig, Error> {
     Ok(bp::load_client(a.conf.as_deref(), &a.keys)?)
 }

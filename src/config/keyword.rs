@@ -1,8 +1,9 @@
 //! Keyword enums (`balance = "p2c"`, `--mode echo`, `protocol = "websocket"`): one macro writes
 //! the enum, its canonical names, parsing (any case, `-` for `_`, aliases), `Display`, serde and
 //! clap, so every role reads and prints a keyword the same way and refuses an unknown one with
-//! the same list: `unknown balance algorithm "x" (expected one of a, b or c)` from a flag, and
-//! in a file, in serde's words, ``unknown variant `x`, expected one of a, b or c``.
+//! the same words and the same list from a flag and from a file:
+//! `unknown balance algorithm "x" (expected one of a, b or c)` (a file's error adds where:
+//! `lb.toml:3:11: balance: unknown balance algorithm ...`).
 
 use std::fmt;
 
@@ -33,17 +34,58 @@ pub fn expected(names: &[&str]) -> String {
     }
 }
 
-/// A keyword read from a file: the name as [`std::str::FromStr`] reads it, refused in serde's
-/// words with the accepted list.
+/// A keyword read from a file: the name as [`std::str::FromStr`] reads it, refused in the words
+/// a flag is refused in ([`UnknownKeyword`]'s), with the accepted list.
 pub fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: std::str::FromStr<Err = UnknownKeyword>,
 {
     let s = <String as serde::Deserialize>::deserialize(d)?;
-    s.parse().map_err(|e: UnknownKeyword| {
-        serde::de::Error::custom(format!("unknown variant `{}`, expected {}", e.name, expected(e.names)))
-    })
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+/// A keyword read from a flag: clap's parser of every keyword enum (its `ValueParserFactory`,
+/// so a field of that type needs no `value_parser`), refused in [`UnknownKeyword`]'s words, with
+/// `--help` listing the canonical names.
+pub struct Parser<T> {
+    names: &'static [&'static str],
+    of: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Parser<T> {
+    pub fn new(names: &'static [&'static str]) -> Parser<T> {
+        Parser { names, of: std::marker::PhantomData }
+    }
+}
+
+impl<T> Clone for Parser<T> {
+    fn clone(&self) -> Parser<T> {
+        Parser::new(self.names)
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for Parser<T>
+where
+    T: std::str::FromStr<Err = UnknownKeyword> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        // clap wraps the reason as it does every other flag's
+        // (`invalid value 'x' for '--mode <MODE>': unknown mode "x" (expected ...)`).
+        let words = |s: &str| s.parse::<T>().map_err(|e| e.to_string());
+        words.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(self.names.iter().map(|n| clap::builder::PossibleValue::new(*n))))
+    }
 }
 
 impl std::error::Error for UnknownKeyword {}
@@ -129,15 +171,11 @@ macro_rules! keyword {
             }
         }
 
-        impl ::clap::ValueEnum for $name {
-            fn value_variants<'a>() -> &'a [$name] {
-                &$name::ALL
-            }
+        impl ::clap::builder::ValueParserFactory for $name {
+            type Parser = $crate::config::keyword::Parser<$name>;
 
-            fn to_possible_value(&self) -> Option<::clap::builder::PossibleValue> {
-                Some(match self {
-                    $($name::$variant => ::clap::builder::PossibleValue::new($word) $(.alias($alias))*),+
-                })
+            fn value_parser() -> Self::Parser {
+                $crate::config::keyword::Parser::new($name::NAMES)
             }
         }
     };
@@ -182,8 +220,22 @@ mod tests {
         assert_eq!(t.c, Colour::DarkBlue);
         assert_eq!(toml::to_string(&t).unwrap(), "c = \"dark_blue\"\n");
         let e = toml::from_str::<T>("c = \"pink\"").unwrap_err();
-        assert_eq!(e.message(), "unknown variant `pink`, expected one of red, dark_blue or green");
-        use clap::ValueEnum;
-        assert_eq!(Colour::from_str("navy", false), Ok(Colour::DarkBlue));
+        // The flag's words, not serde's `unknown variant`.
+        assert_eq!(e.message(), "unknown colour \"pink\" (expected one of red, dark_blue or green)");
+        // A flag of the type, with no value_parser given: the same words, and --help lists the
+        // canonical names.
+        #[derive(clap::Parser, Debug)]
+        struct Flags {
+            #[arg(long)]
+            colour: Option<Colour>,
+        }
+        use clap::Parser as _;
+        assert_eq!(Flags::try_parse_from(["t", "--colour", "NAVY"]).unwrap().colour, Some(Colour::DarkBlue));
+        let e = Flags::try_parse_from(["t", "--colour", "pink"]).unwrap_err().to_string();
+        let want = "invalid value 'pink' for '--colour <COLOUR>': unknown colour \"pink\" (expected one of red, dark_blue or green)";
+        assert!(e.starts_with(&format!("error: {want}")), "{e}");
+        use clap::CommandFactory;
+        let help = Flags::command().render_help().to_string();
+        assert!(help.contains("[possible values: red, dark_blue, green]"), "{help}");
     }
 }

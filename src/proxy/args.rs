@@ -111,9 +111,9 @@ pub(crate) fn proxy_config(a: &ProxyArgs) -> Result<crate::proxy::config::ProxyC
         if let Some((i, l)) = cfg.listeners.iter().enumerate().find(|(_, l)| l.address == admin && admin.port() != 0) {
             let whose = if a.overrides.admin.is_some() { "(--admin)" } else { "(the default; move it with --admin)" };
             return Err(match &cfg.source {
-                Some(p) => usage(format!(
-                    "{}: listener[{i}].address: {} is also the admin address {whose}; move one of them",
-                    p.display(),
+                Some(o) => usage(format!(
+                    "{}: {} is also the admin address {whose}; move one of them",
+                    o.name(&format!("listener[{i}].address")),
                     l.address
                 )),
                 None => usage(format!("--laddr: {} is also the admin address {whose}; move one of them", l.address)),

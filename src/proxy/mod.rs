@@ -110,6 +110,18 @@ fn summary(t: &ProxyStats, up: &[bool], cut: u64) -> String {
     )
 }
 
+/// Where listener `i`'s congestion control came from, as an error names it: `--congestion`, or
+/// `FILE:LINE:COL:` and the listener's own key or the global one.
+fn congestion_key(cfg: &ProxyConfig, i: usize) -> String {
+    match (&cfg.source, cfg.overrides.congestion) {
+        (Some(o), None) => {
+            let own = format!("listener[{i}].congestion");
+            o.name(if o.written(&own) { &own } else { "congestion" })
+        }
+        _ => "--congestion".into(),
+    }
+}
+
 /// Runs the proxy until a signal ends it.
 pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<(), Error> {
     let threads = threads.max(1);
@@ -126,7 +138,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
             listen::group(l.address, threads, listen::LISTEN_BACKLOG, &ListenTuning::default(), sharing).map_err(
                 |source| {
                     let (key, share) = match &cfg.source {
-                        Some(p) => (format!("{}: listener[{i}].address", p.display()), "set reuse_port = true"),
+                        Some(o) => (o.name(&format!("listener[{i}].address")), "set reuse_port = true"),
                         None => ("--laddr".to_string(), "pass --reuse-port"),
                     };
                     Error::bind(key, l.address, source, Some(share))
@@ -140,7 +152,8 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
             // The same holds for TCP_CONGESTION (the name was checked at load).
             if let Some(c) = l.congestion {
                 c.apply(socket2::SockRef::from(&s)).map_err(|e| {
-                    Error::Preflight(format!("listener {} ({addr}): TCP_CONGESTION {}: {e}", l.name, c.as_str()))
+                    let key = congestion_key(&cfg, i);
+                    Error::Preflight(format!("{key}: listener {} ({addr}): TCP_CONGESTION {}: {e}", l.name, c.as_str()))
                 })?;
             }
             // A pinned reactor's listener takes the connections whose SYN its CPU handled
@@ -158,7 +171,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         Some(a) => {
             let l = stats::bind_admin(a).map_err(|source| {
                 let key = match (&cfg.source, cfg.overrides.admin) {
-                    (Some(p), None) => format!("{}: admin.address", p.display()),
+                    (Some(o), None) => o.name("admin.address"),
                     _ => "--admin".to_string(),
                 };
                 Error::bind(format!("{key} (the /metrics endpoint)"), a, source, None)
@@ -375,7 +388,7 @@ impl Role for Coordinated {
         // configuration (a first health check result).
         log::info!(
             "proxy: reloaded {}: {} in {}; generation {generation} goes to the reactors",
-            new.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            new.source.as_ref().map(|o| o.path().display().to_string()).unwrap_or_default(),
             counted(backend_count(&new) as u64, "backend", "backends"),
             counted(new.groups.len() as u64, "group", "groups")
         );
@@ -425,7 +438,7 @@ fn remap_up(old: &ProxyConfig, new: &ProxyConfig, up: &[bool]) -> Vec<bool> {
 /// SIGHUP: re-reads the file. Changes to restart-only keys are named in a warning and not
 /// applied; the rest is. `None` when nothing can be applied.
 fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
-    let Some(path) = cur.source.as_ref() else {
+    let Some(path) = cur.source.as_ref().map(|o| o.path()) else {
         log::warn!("proxy: SIGHUP ignored: the configuration came from flags, there is no file to re-read");
         return None;
     };
@@ -457,6 +470,17 @@ fn reload(cur: &ProxyConfig) -> Option<ProxyConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A start-up error about a listener's congestion control names where it was set.
+    #[test]
+    fn congestion_errors_name_the_key_that_set_it() {
+        let text = "congestion = \"reno\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n[[listener]]\naddress = \"127.0.0.1:0\"\ncongestion = \"reno\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n";
+        let mut cfg = config::from_str(std::path::Path::new("t.toml"), text).unwrap();
+        assert_eq!(congestion_key(&cfg, 0), "t.toml:1:14: congestion");
+        assert_eq!(congestion_key(&cfg, 1), "t.toml:6:14: listener[1].congestion");
+        cfg.overrides.congestion = Some(None);
+        assert_eq!(congestion_key(&cfg, 1), "--congestion");
+    }
 
     #[test]
     fn passive_marks_are_relayed_once_until_extended() {

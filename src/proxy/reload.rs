@@ -44,10 +44,16 @@ impl Decide {
 pub fn keep_restart_only(running: &ProxyConfig, new: &mut ProxyConfig) -> Result<Vec<String>, String> {
     // Listeners forward to their group by name; indices are those of the new file.
     let mut kept = Vec::with_capacity(running.listeners.len());
-    for l in &running.listeners {
+    for (i, l) in running.listeners.iter().enumerate() {
         let group = &running.groups[l.group].name;
         let Some(g) = new.groups.iter().position(|g| g.name == *group) else {
-            return Err(format!("listener {} forwards to group {group}, which the new file does not define", l.name));
+            // Named where the new file writes that listener's group (its end, if it does not).
+            let key = format!("listener[{i}].group");
+            let key = new.source.as_ref().map_or(key.clone(), |o| o.name(&key));
+            return Err(format!(
+                "{key}: listener {} forwards to group {group}, which the new file does not define",
+                l.name
+            ));
         };
         kept.push(ListenerConfig { group: g, ..l.clone() });
     }
@@ -286,5 +292,8 @@ address = "127.0.0.1:8001"
         let mut new = cfg(BASE);
         let err = keep_restart_only(&running, &mut new).unwrap_err();
         assert!(err.contains("listener main") && err.contains("group web"), "{err}");
+        // Named where the new file would write that listener's group: BASE has none, so its end.
+        let end = BASE.lines().count() + 1;
+        assert!(err.starts_with(&format!("t.toml:{end}:1: listener[0].group: ")), "{err}");
     }
 }

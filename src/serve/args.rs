@@ -20,7 +20,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
     pub(crate) listen: String,
     /// What to do with each connection.
-    #[arg(long, value_enum, default_value_t = Mode::Hold)]
+    #[arg(long, default_value_t = Mode::Hold)]
     pub(crate) mode: Mode,
     /// Most connections held at once, 1..=16777216, counted over all reactors; beyond it clients
     /// wait in the kernel's listen backlog until one closes [default: 100000, or the open-file

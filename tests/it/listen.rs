@@ -91,13 +91,16 @@ fn proxy_refuses_listener_and_admin_addresses_in_use_with_different_lines() {
             "{admin_line}"
         );
         assert!(!admin_line.contains("--reuse-port"), "the admin endpoint is never shared: {admin_line}");
-        // From a file: the key paths.
+        // From a file: the key paths, at the line and column where each is written.
         let conf = write_conf(
             "lb.toml",
             &format!("[admin]\naddress = \"127.0.0.1:0\"\n[[listener]]\naddress = \"{a}\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n"),
         );
         let line = refused(&["proxy", "--conf", &conf]);
-        assert!(line.starts_with(&format!("netforge: {conf}: listener[0].address: {a} is already in use")), "{line}");
+        assert!(
+            line.starts_with(&format!("netforge: {conf}:4:11: listener[0].address: {a} is already in use")),
+            "{line}"
+        );
         assert!(line.contains("reuse_port = true"), "{line}");
         let conf_admin = write_conf(
             "lb.toml",
@@ -106,7 +109,7 @@ fn proxy_refuses_listener_and_admin_addresses_in_use_with_different_lines() {
         let line = refused(&["proxy", "--conf", &conf_admin]);
         assert!(
             line.starts_with(&format!(
-                "netforge: {conf_admin}: admin.address (the /metrics endpoint): {m} is already in use"
+                "netforge: {conf_admin}:2:11: admin.address (the /metrics endpoint): {m} is already in use"
             )),
             "{line}"
         );
@@ -147,7 +150,7 @@ fn proxy_refuses_an_admin_address_equal_to_a_listener_address() {
         let line = refused(&["proxy", "--conf", &conf, "--admin", "127.0.0.1:4556"]);
         assert!(
             line.starts_with(&format!(
-                "netforge: {conf}: listener[0].address: 127.0.0.1:4556 is also the admin address"
+                "netforge: {conf}:2:11: listener[0].address: 127.0.0.1:4556 is also the admin address"
             )),
             "{line}"
         );
@@ -164,7 +167,7 @@ fn bp_server_refuses_an_address_another_bp_server_listens_on() {
         assert!(line.contains(&format!("pid {}", first.child.id())), "{line}");
         let conf = write_conf("bp-server.toml", &format!("listen = \"{a}\"\n"));
         let line = refused(&["bp", "server", "--conf", &conf]);
-        assert!(line.starts_with(&format!("netforge: {conf}: listen: {a} is already in use")), "{line}");
+        assert!(line.starts_with(&format!("netforge: {conf}:1:10: listen: {a} is already in use")), "{line}");
         // Shared on purpose, by flag and by key.
         let (_second, again) = spawn_listening(bp_cmd(&["--listen", &a, "--reuse-port"]));
         assert_eq!(again, addr);

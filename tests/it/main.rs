@@ -2,6 +2,7 @@
 
 mod bp;
 mod bp_peers;
+mod config_errors;
 mod goon;
 mod limits;
 mod listen;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_mss, parse_protocol, ByteSize, Dur, HostPort, Origins, Protocol};
+use super::{parse_mss, ByteSize, Dur, HostPort, Origins, Protocol};
 use super::{
     DEFAULTS_LABEL, DEFAULT_PROTOCOL, DEFAULT_SAMPLE_INTERVAL, INTERVAL_MAX, MEMORY_LIMIT_BYTES, SAMPLE_INTERVAL_MIN,
 };
@@ -49,7 +49,7 @@ crate::layer! {
     #[serde(deny_unknown_fields)]
     pub struct ClientFile {
         /// tcp or websocket [default: tcp].
-        #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
+        #[arg(long, value_name = "PROTOCOL")]
         pub protocol: Option<Protocol>,
         /// HOST:PORT of the server (resolved once at start-up) [default: 127.0.0.1:8080].
         #[arg(long, value_name = "HOST:PORT")]
@@ -108,6 +108,9 @@ crate::layer! {
 pub struct ClientConfig {
     pub protocol: Protocol,
     pub server: HostPort,
+    /// Where `server` came from, as an error found later (resolving its host at start-up)
+    /// names it: `--server`, or `FILE:LINE:COL: server`.
+    pub server_key: crate::conffile::KeyName,
     pub payload_size: usize,
     /// Payloads per second per connection; 0 = unpaced.
     pub rate: u64,
@@ -194,6 +197,7 @@ pub fn client_from(
     Ok(ClientConfig {
         protocol: f.protocol.unwrap_or(DEFAULT_PROTOCOL),
         server,
+        server_key: crate::conffile::KeyName(o.name("server")),
         payload_size,
         rate,
         total,

@@ -86,11 +86,6 @@ pub(super) fn parse_mss(s: &str) -> Result<u32, String> {
     crate::units::parse_int(s, u64::from(MSS_MIN), u64::from(MSS_MAX)).map(|n| n as u32)
 }
 
-/// `--protocol`: the keyword in any case.
-pub(super) fn parse_protocol(s: &str) -> Result<Protocol, String> {
-    s.parse().map_err(|e: crate::config::UnknownKeyword| e.to_string())
-}
-
 /// Where each value came from, so an error names the file, the environment or the flag.
 pub(super) struct Origins<'a> {
     pub(super) file: &'a Path,
@@ -126,6 +121,22 @@ impl<'a> Origins<'a> {
             let mut e = ConfigError::key(self.file, key, msg);
             e.at = self.locate(key);
             e
+        }
+    }
+
+    /// `key` as an error about it begins, by where its value came from: `--flag`, `$PORT`,
+    /// `FILE:LINE:COL: key`, and without a file the flag that would set it.
+    pub(super) fn name(&self, key: &'static str) -> String {
+        let flag = format!("--{}", key.replace('_', "-"));
+        if self.flags.contains(&key) {
+            flag
+        } else if self.env.contains(&key) {
+            "$PORT".into()
+        } else {
+            match self.locate(key) {
+                Some((line, col)) => format!("{}:{line}:{col}: {key}", self.file.display()),
+                None => flag,
+            }
         }
     }
 
@@ -343,7 +354,10 @@ mod tests {
     fn syntax_and_type_errors_point_at_line_and_column() {
         let cases: &[(&str, &str)] = &[
             ("read_size = 1\nbogus = 2\n", "bp-server.toml:2:1: bogus: unknown field `bogus`"),
-            ("protocol = \"udp\"\n", "bp-server.toml:1:12: protocol: unknown variant `udp`"),
+            (
+                "protocol = \"udp\"\n",
+                "bp-server.toml:1:12: protocol: unknown protocol \"udp\" (expected tcp or websocket)",
+            ),
             ("read_delay = 100\n", "bp-server.toml:1:14: read_delay: duration 100 needs a unit"),
             ("read_delay = \"soon\"\n", "bp-server.toml:1:14: read_delay: bad duration"),
             ("read_size = \"1 parsec\"\n", "bp-server.toml:1:13: read_size: unknown unit"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_mss, parse_protocol, ByteSize, Dur, Origins, Protocol};
+use super::{parse_mss, ByteSize, Dur, Origins, Protocol};
 use super::{
     DEFAULTS_LABEL, DEFAULT_PROTOCOL, DEFAULT_SAMPLE_INTERVAL, INTERVAL_MAX, MEMORY_LIMIT_BYTES, SAMPLE_INTERVAL_MIN,
 };
@@ -55,7 +55,7 @@ crate::layer! {
     #[serde(deny_unknown_fields)]
     pub struct ServerFile {
         /// tcp or websocket [default: tcp].
-        #[arg(long, value_name = "PROTOCOL", value_parser = parse_protocol)]
+        #[arg(long, value_name = "PROTOCOL")]
         pub protocol: Option<Protocol>,
         /// IP:PORT to listen on (port 0 picks a free port, printed on the first line). Unset:
         /// the file's listen with its port replaced by $PORT, else 0.0.0.0:$PORT when $PORT is
@@ -116,6 +116,9 @@ crate::layer! {
 pub struct ServerConfig {
     pub protocol: Protocol,
     pub listen: SocketAddr,
+    /// Where `listen` came from, as an error about it (a bind failure) names it: `--listen`,
+    /// `$PORT`, or `FILE:LINE:COL: listen` (the end of the file when the file leaves it out).
+    pub listen_key: crate::conffile::KeyName,
     pub read_size: usize,
     pub read_delay: Duration,
     /// SO_RCVBUF for accepted sockets; `None` leaves the kernel's autotuning alone.
@@ -250,6 +253,7 @@ pub fn server_from(
     Ok(ServerConfig {
         protocol,
         listen: addr,
+        listen_key: crate::conffile::KeyName(o.name("listen")),
         read_size,
         read_delay,
         rcvbuf,

@@ -18,7 +18,7 @@ use crate::engine::{listener_token, Pool, Slab};
 use crate::sys::Signal;
 
 /// Runs the lab server until SIGINT/SIGTERM. The first stdout line names the bound address.
-/// `listen_key` names where `cfg.listen` came from (see [`crate::backpressure::args::bp_listen_key`]).
+/// `listen_key` names where `cfg.listen` came from (see [`ServerConfig::listen_key`]).
 pub fn run(
     cfg: &ServerConfig,
     listen_key: &str,

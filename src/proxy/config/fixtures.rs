@@ -1,7 +1,7 @@
 //! Inputs and helpers shared by the config tests.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::*;
 
@@ -108,6 +108,10 @@ pub(super) fn v4(a: [u8; 4], port: u16) -> SocketAddr {
 pub(super) fn assert_round_trip(cfg: &ProxyConfig) {
     let text = cfg.to_toml();
     let back = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(back, ProxyConfig { source: Some(PathBuf::from(FILE)), ..cfg.clone() }, "{text}");
+    assert_eq!(
+        back,
+        ProxyConfig { source: Some(crate::conffile::Origin::new(Path::new(FILE), "")), ..cfg.clone() },
+        "{text}"
+    );
     assert_eq!(back.to_toml(), text);
 }

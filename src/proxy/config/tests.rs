@@ -2,7 +2,7 @@
 //! resolves to.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;
@@ -200,7 +200,7 @@ fn a_table_missing_its_address_is_named_by_index() {
 fn minimal_config_takes_every_default() {
     let cfg = parse(MIN).unwrap();
     let want = ProxyConfig {
-        source: Some(PathBuf::from(FILE)),
+        source: Some(crate::conffile::Origin::new(Path::new(FILE), "")),
         threads: DEFAULT_THREADS,
         cpu_affinity: CpuAffinity::Off,
         max_connections: default_max_connections(),
@@ -342,7 +342,7 @@ fn system_resolver_reads_localhost() {
 fn example_file_loads_with_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/lb.toml");
     let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.source.as_deref(), Some(path.as_path()));
+    assert_eq!(cfg.source.as_ref().map(|o| o.path()), Some(path.as_path()));
     // The example shows every default; only listeners and backends are examples.
     assert_eq!(cfg.threads, DEFAULT_THREADS);
     assert_eq!(cfg.max_connections, default_max_connections());

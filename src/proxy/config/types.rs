@@ -1,7 +1,6 @@
 //! The validated configuration the proxy runs with, and its keyword types.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::defaults::*;
@@ -13,8 +12,9 @@ use crate::proxy::lb::Balance;
 /// The validated proxy configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
-    /// The file it was read from; `None` when built from flags.
-    pub source: Option<PathBuf>,
+    /// The file it was read from (with its text, so an error found later names the line and
+    /// column of its key); `None` when built from flags.
+    pub source: Option<crate::conffile::Origin>,
     /// Reactor threads; 0 = one per core.
     pub threads: usize,
     /// Reactor placement on CPUs (and the listeners' `SO_INCOMING_CPU`).

@@ -27,15 +27,12 @@ impl Cx<'_> {
     /// (a table that is missing, a key left at its default), at the end of the file, where the
     /// missing key would go.
     pub(super) fn err(&self, key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
-        let msg: String = msg.into();
-        let key: String = key.into();
-        let spans = conffile::Spans::of(self.text);
-        // `groups."a b"` is written `[groups."a b"]`; the spans name it without the quotes.
-        let at = spans.value_of(&key).or_else(|| spans.value_of(&key.replace('"', "")));
-        let pos = at.map_or(spans.end(), |r| r.start);
-        let mut e = ConfigError::key(self.path, key, msg.replace(['\n', '\r'], " "));
-        e.at = Some(conffile::line_col(self.text, pos));
-        e
+        self.origin().err(key, msg)
+    }
+
+    /// The file and its text, kept with the config to place errors found later.
+    pub(super) fn origin(&self) -> conffile::Origin {
+        conffile::Origin::new(self.path, self.text)
     }
 }
 
@@ -149,7 +146,7 @@ pub(super) fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> 
     let listeners = validate_listeners(cx, file.listener, &groups, max_connections, congestion, admin, resolve)?;
 
     Ok(ProxyConfig {
-        source: Some(cx.path.to_path_buf()),
+        source: Some(cx.origin()),
         threads,
         cpu_affinity,
         max_connections,
