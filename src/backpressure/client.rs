@@ -252,7 +252,7 @@ impl ClientReactor {
             Phase::Draining | Phase::Done => Step::Idle,
         };
         if let Step::More = step {
-            cx.defer(Token(i));
+            cx.defer_token(Token(i));
         }
     }
 
@@ -389,7 +389,7 @@ impl ClientReactor {
                     if c.payloads >= due {
                         if !c.pace_armed {
                             let at = c.opened + Duration::from_secs_f64(c.payloads as f64 / rate as f64);
-                            c.pace_armed = cx.arm(at.max(cx.now), Token(i), TIMER_PACE);
+                            c.pace_armed = cx.arm_token(at.max(cx.now), Token(i), TIMER_PACE);
                         }
                         return Step::Idle;
                     }
@@ -481,15 +481,15 @@ impl ClientReactor {
                 let _ = ws.close(1000, "done");
                 c.phase = Phase::Closing;
                 c.phase_until = Some(cx.now + CLOSE_LINGER);
-                cx.arm(cx.now + CLOSE_LINGER, Token(i), TIMER_PHASE);
-                cx.defer(Token(i));
+                cx.arm_token(cx.now + CLOSE_LINGER, Token(i), TIMER_PHASE);
+                cx.defer_token(Token(i));
             }
             Io::Tcp(s) => {
                 // FIN after the queue; the reset comes if the server does not take it in time.
                 let _ = s.shutdown(std::net::Shutdown::Write);
                 c.phase = Phase::Draining;
                 c.phase_until = Some(cx.now + DRAIN_LINGER);
-                cx.arm(cx.now + DRAIN_LINGER, Token(i), TIMER_PHASE);
+                cx.arm_token(cx.now + DRAIN_LINGER, Token(i), TIMER_PHASE);
             }
             _ => self.end_conn(cx, i),
         }
@@ -554,8 +554,8 @@ impl ClientReactor {
                 Phase::Open => {
                     c.phase = Phase::Flushing;
                     c.phase_until = Some(cx.now + FLUSH_TIMEOUT);
-                    cx.arm(cx.now + FLUSH_TIMEOUT, Token(i), TIMER_PHASE);
-                    cx.defer(Token(i));
+                    cx.arm_token(cx.now + FLUSH_TIMEOUT, Token(i), TIMER_PHASE);
+                    cx.defer_token(Token(i));
                 }
                 Phase::Connecting | Phase::Handshake => {
                     let why = if c.phase == Phase::Connecting {
@@ -575,9 +575,10 @@ impl ClientReactor {
 
 impl Handler for ClientReactor {
     type Cmd = ClientCmd;
+    type Entry = ();
 
     fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        cx.timers.set_capacity(self.cfg.connections * 4 + 16);
+        cx.legacy_timers.set_capacity(self.cfg.connections * 4 + 16);
         for i in 0..self.cfg.connections {
             let mut s = match dial(&self.cfg, self.target) {
                 Ok(s) => s,
@@ -603,21 +604,21 @@ impl Handler for ClientReactor {
                 sampled: false,
                 peeked: false,
             });
-            cx.arm(cx.now + CONNECT_TIMEOUT, Token(i), TIMER_PHASE);
+            cx.arm_token(cx.now + CONNECT_TIMEOUT, Token(i), TIMER_PHASE);
         }
         if let Some(d) = self.cfg.duration {
-            cx.arm(self.start + d, role_token(0), TIMER_END);
+            cx.arm_token(self.start + d, role_token(0), TIMER_END);
         }
         Ok(())
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+    fn on_token(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
         if token.0 < self.conns.len() {
             self.drive(cx, token.0, ready);
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+    fn on_token_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
         if role_index(token) == Some(0) && kind == TIMER_END {
             self.end_run(cx);
             return;

@@ -43,7 +43,7 @@ use super::web::{self, DashboardSample};
 use super::ws::{CloseReply, Closed, Flush, Metered, Recv, SendStatus, WsConn, WsLimits};
 use crate::engine::accept::{Acceptor, Admission, Slot};
 use crate::engine::coordinator::{self, Ctl, Flow, Interval, Reports, Role, Snapshot};
-use crate::engine::{listener_token, Cx, Handler, Pool, Readiness, Ready, Slab};
+use crate::engine::{Cx, Handler, Pool, Readiness, Ready, Slab};
 use crate::net::tcp_info;
 use crate::sys::Signal;
 
@@ -292,7 +292,7 @@ impl BpReactor {
     fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, peer: SocketAddr, slot: Slot) {
         // Closed connections' read/head timers linger until their deadlines: drop them before
         // connection churn fills the heap.
-        crate::engine::purge_closed(cx.timers, &self.conns);
+        crate::engine::purge_closed(cx.legacy_timers, &self.conns);
         self.next_id += 1;
         // Connection ids are unique across reactors: reactor index in the low bits.
         let id = self.next_id * 64 + cx.id as u64 % 64;
@@ -330,7 +330,7 @@ impl BpReactor {
         }
         self.stats.accepted += 1;
         if self.cfg.protocol == Protocol::Websocket {
-            cx.arm(cx.now + self.cfg.http_head_timeout, token, TIMER_HEAD);
+            cx.arm_token(cx.now + self.cfg.http_head_timeout, token, TIMER_HEAD);
         } else {
             self.stats.active += 1;
         }
@@ -373,7 +373,7 @@ impl BpReactor {
                     // The head turned into something else: serve that at once (leftover frames,
                     // a page to write).
                     Step::More => {
-                        cx.defer(token);
+                        cx.defer_token(token);
                         Step::Idle
                     }
                     s => s,
@@ -392,7 +392,7 @@ impl BpReactor {
         };
         match step {
             Step::Idle => {}
-            Step::More => cx.defer(token),
+            Step::More => cx.defer_token(token),
             Step::Close => self.close_or_linger(cx, token),
         }
     }
@@ -426,7 +426,7 @@ impl BpReactor {
             _ => return self.close(cx, token),
         };
         c.state = State::CloseReply(reply);
-        cx.arm(cx.now + CLOSE_LINGER, token, TIMER_LINGER);
+        cx.arm_token(cx.now + CLOSE_LINGER, token, TIMER_LINGER);
     }
 
     /// Probes the payload connections that changed (TCP_INFO, SIOCINQ; at most
@@ -505,7 +505,7 @@ fn must_wait(next_read: Instant, timer_armed: &mut bool, cx: &mut Cx, token: Tok
         return false;
     }
     if !*timer_armed {
-        *timer_armed = cx.arm(next_read, token, TIMER_READ);
+        *timer_armed = cx.arm_token(next_read, token, TIMER_READ);
     }
     true
 }
@@ -581,7 +581,7 @@ fn read_ws(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, stats: &
         c.next_read = cx.now + cfg.read_delay;
         // At most one outstanding entry: an earlier one that fires re-arms at `next_read`.
         if !c.timer_armed {
-            c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
+            c.timer_armed = cx.arm_token(c.next_read, token, TIMER_READ);
         }
     } else {
         c.rd.event.remove(Ready::READABLE | Ready::HUP);
@@ -750,13 +750,24 @@ fn pump_dashboard(ws: &mut WsConn<TcpStream>, queue: &mut VecDeque<Arc<str>>, rd
 
 impl Handler for BpReactor {
     type Cmd = ServerCmd;
+    type Entry = ();
 
     fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        cx.timers.set_capacity(self.conns.capacity() * 2 + 64);
-        self.acceptor.register(cx.registry)
+        cx.legacy_timers.set_capacity(self.conns.capacity() * 2 + 64);
+        self.acceptor.register(cx)
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+    fn on_handle(&mut self, cx: &mut Cx, h: crate::engine::Handle, ready: Ready) {
+        self.on_token(cx, h.token(), ready);
+    }
+
+    fn on_handle_timer(&mut self, cx: &mut Cx, _h: crate::engine::Handle, kind: crate::engine::Kind) {
+        if !self.stopping && self.acceptor.on_timer(kind) {
+            self.accept(cx);
+        }
+    }
+
+    fn on_token(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
         if self.stopping {
             return;
         }
@@ -768,12 +779,11 @@ impl Handler for BpReactor {
         self.serve(cx, token, ready);
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+    fn on_token_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
         if self.stopping {
             return;
         }
         match kind {
-            _ if token == self.acceptor.token() && self.acceptor.on_timer(kind) => self.accept(cx),
             _ if token == self.acceptor.token() => {}
             TIMER_READ => {
                 if let Some(c) = self.conns.get_mut(token) {
@@ -877,7 +887,7 @@ pub fn run(
         .map(|l| BpReactor {
             cfg: cfg.clone(),
             limits: cfg.ws_limits(),
-            acceptor: Acceptor::new(l, listener_token(0), "the listener", gate.clone()),
+            acceptor: Acceptor::new(l, "the listener", gate.clone()),
             conns: Slab::new(SLAB_TAG, gate.cap(), 0),
             next_id: 0,
             closed_read: 0,

@@ -33,8 +33,10 @@ pub(crate) mod accept;
 pub mod affinity;
 pub(crate) mod buf;
 pub(crate) mod coordinator;
+mod legacy_timer;
 pub mod readiness;
 pub mod slab;
+pub mod table;
 pub mod timer;
 
 use std::io;
@@ -45,9 +47,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Registry, Token, Waker};
 
+pub use legacy_timer::LegacyTimers;
 pub use readiness::{Readiness, Ready};
 pub use slab::Slab;
-pub use timer::Timers;
+pub use table::{Entry, Key, Refused, Table};
+pub use timer::{Kind, Owner, Timers};
 
 /// Token of each reactor's waker.
 pub const WAKER: Token = Token(usize::MAX);
@@ -64,9 +68,33 @@ pub const TIMER_BATCH: usize = 4096;
 /// Capacity of each reactor's command channel.
 pub const COMMAND_QUEUE: usize = 1024;
 
-pub fn listener_token(i: usize) -> Token {
-    debug_assert!(i < MAX_LISTENERS);
-    Token(usize::MAX - 1 - i)
+/// Role handles a reactor may allocate (listeners, pacing clocks, drain deadlines).
+pub const MAX_HANDLES: usize = 128;
+
+/// A role-level source of events and timers that is not a table entry: a listener, a clock.
+/// Allocated by the engine ([`Cx::handle`]); its token sits at the top of the token space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Handle(u16);
+
+impl Handle {
+    pub(crate) fn new(i: usize) -> Handle {
+        debug_assert!(i < MAX_HANDLES);
+        Handle(i as u16)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The token a listener registered under this handle carries.
+    pub(crate) fn token(self) -> Token {
+        Token(usize::MAX - 1 - self.0 as usize)
+    }
+
+    fn of(t: Token, allocated: usize) -> Option<Handle> {
+        let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1);
+        (i < allocated).then_some(Handle(i as u16))
+    }
 }
 
 pub fn listener_index(t: Token) -> Option<usize> {
@@ -93,7 +121,7 @@ pub const TIMER_PURGE_SLACK: usize = 2048;
 /// new connections would run without timers. When the heap is within [`TIMER_PURGE_SLACK`] of
 /// its capacity (a quarter of it for small heaps), this drops the entries of `slab`'s connections that are gone (the generation
 /// check tells); other tokens' entries stay. Returns how many were dropped.
-pub fn purge_closed<T>(timers: &mut Timers, slab: &Slab<T>) -> usize {
+pub fn purge_closed<T>(timers: &mut LegacyTimers, slab: &Slab<T>) -> usize {
     let slack = TIMER_PURGE_SLACK.min(timers.capacity() / 4);
     if timers.len() + slack < timers.capacity() {
         return 0;
@@ -104,31 +132,77 @@ pub fn purge_closed<T>(timers: &mut Timers, slab: &Slab<T>) -> usize {
 }
 
 /// What a role sees of its reactor during a callback.
-pub struct Cx<'a> {
+pub struct Cx<'a, E = ()> {
     /// Index of this reactor in the pool.
     pub id: usize,
     pub registry: &'a Registry,
+    /// The reactor's entries (see [`table`]).
+    pub table: &'a mut Table<E>,
+    /// Timers keyed by (entry or handle, kind) (see [`timer`]).
     pub timers: &'a mut Timers,
+    /// Timers of the roles still on tokens ([`Cx::arm_token`]).
+    pub legacy_timers: &'a mut LegacyTimers,
     /// Loop time, read once per turn.
     pub now: Instant,
     pending: &'a mut Vec<Token>,
+    handles: &'a mut usize,
 }
 
-impl Cx<'_> {
-    /// Asks for `on_ready(token, EMPTY)` again next turn: a budget ran out with work left.
-    pub fn defer(&mut self, token: Token) {
+impl<E: Entry> Cx<'_, E> {
+    /// Asks for `on_ready(key, 0, EMPTY)` again next turn: a budget ran out with work left.
+    pub fn defer(&mut self, key: Key) {
+        self.pending.push(table::token(key, 0));
+    }
+
+    /// Asks for `on_handle(h, EMPTY)` again next turn.
+    pub fn defer_handle(&mut self, h: Handle) {
+        self.pending.push(h.token());
+    }
+
+    /// A new handle of this reactor; at most [`MAX_HANDLES`] (allocate them in `on_start`).
+    pub fn handle(&mut self) -> io::Result<Handle> {
+        if *self.handles >= MAX_HANDLES {
+            return Err(io::Error::other(format!("more than {MAX_HANDLES} handles on reactor {}", self.id)));
+        }
+        *self.handles += 1;
+        Ok(Handle::new(*self.handles - 1))
+    }
+
+    /// Stores `val` in the table and registers its sockets; see [`Table::adopt`].
+    pub fn adopt(&mut self, val: E) -> Result<Key, (E, Refused)> {
+        self.table.adopt(self.registry, val)
+    }
+
+    /// Closes entry `key` and cancels its timers; see [`Table::close`].
+    pub fn close(&mut self, key: Key) -> Option<&mut E> {
+        self.table.close(self.timers, key)
+    }
+
+    /// Sets (owner, kind) to fire at `at`; an entry that is no longer live arms nothing.
+    pub fn arm(&mut self, owner: impl Into<Owner>, kind: Kind, at: Instant) {
+        let owner = owner.into();
+        if let Owner::Entry(k) = owner {
+            if self.table.get(k).is_none() {
+                return;
+            }
+        }
+        self.timers.arm(owner, kind, at);
+    }
+
+    /// Asks for `on_token(token, EMPTY)` again next turn (roles still on tokens).
+    pub fn defer_token(&mut self, token: Token) {
         self.pending.push(token);
     }
 
-    /// Arms a timer; a full heap is a role bug, logged once per call site and reported.
-    pub fn arm(&mut self, at: Instant, token: Token, kind: u8) -> bool {
-        match self.timers.arm(at, token, kind) {
+    /// Arms a token timer; a full heap is a role bug, logged once per call site and reported.
+    pub fn arm_token(&mut self, at: Instant, token: Token, kind: u8) -> bool {
+        match self.legacy_timers.arm(at, token, kind) {
             Ok(()) => true,
             Err(_) => {
                 log::error!(
                     "r{} timer heap full ({} entries): timer for {:?} dropped",
                     self.id,
-                    self.timers.len(),
+                    self.legacy_timers.len(),
                     token
                 );
                 false
@@ -141,23 +215,35 @@ impl Cx<'_> {
 pub trait Handler: Send + 'static {
     /// Commands the coordinator sends this reactor.
     type Cmd: Send + 'static;
+    /// What the reactor's table holds (an enum when the role has several kinds of entries).
+    type Entry: Entry;
 
-    /// Runs on the reactor thread before the first poll: register listeners, arm timers.
-    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()>;
-    /// Readiness for `token`, or `Ready::EMPTY` when the token was deferred.
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready);
-    /// A timer armed with `Cx::arm` expired.
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8);
-    fn on_command(&mut self, cx: &mut Cx, cmd: Self::Cmd);
+    /// Runs on the reactor thread before the first poll: size the table, allocate handles,
+    /// register listeners, arm timers.
+    fn on_start(&mut self, cx: &mut Cx<Self::Entry>) -> io::Result<()>;
+    /// Readiness for socket `sock` of entry `key`, or `Ready::EMPTY` (socket 0) when the entry
+    /// was deferred. Never called for a closed entry.
+    fn on_ready(&mut self, _cx: &mut Cx<Self::Entry>, _key: Key, _sock: usize, _ready: Ready) {}
+    /// Readiness for a listener registered under handle `h`, or `Ready::EMPTY` when deferred.
+    fn on_handle(&mut self, _cx: &mut Cx<Self::Entry>, _h: Handle, _ready: Ready) {}
+    /// Timer `kind` of entry `key` expired.
+    fn on_timer(&mut self, _cx: &mut Cx<Self::Entry>, _key: Key, _kind: Kind) {}
+    /// Timer `kind` of handle `h` expired.
+    fn on_handle_timer(&mut self, _cx: &mut Cx<Self::Entry>, _h: Handle, _kind: Kind) {}
+    /// Readiness for a token the role registered itself (roles still on tokens).
+    fn on_token(&mut self, _cx: &mut Cx<Self::Entry>, _token: Token, _ready: Ready) {}
+    /// A timer armed with [`Cx::arm_token`] expired.
+    fn on_token_timer(&mut self, _cx: &mut Cx<Self::Entry>, _token: Token, _kind: u8) {}
+    fn on_command(&mut self, cx: &mut Cx<Self::Entry>, cmd: Self::Cmd);
     /// Called every tick (stats flush, sweeps).
-    fn on_tick(&mut self, cx: &mut Cx);
+    fn on_tick(&mut self, cx: &mut Cx<Self::Entry>);
     /// The reactor's waker fired (commands, or a connection slot freed on another reactor:
     /// see [`accept::Admission`]). Acceptors stopped at a limit look again.
-    fn on_wake(&mut self, _cx: &mut Cx) {}
+    fn on_wake(&mut self, _cx: &mut Cx<Self::Entry>) {}
     /// When true after a loop turn, the reactor calls `on_exit` and the thread ends.
     fn finished(&self) -> bool;
     /// Last call on the reactor thread: flush final stats.
-    fn on_exit(&mut self, cx: &mut Cx);
+    fn on_exit(&mut self, cx: &mut Cx<Self::Entry>);
 }
 
 /// Sending side of one reactor: a bounded channel plus its waker.
@@ -268,24 +354,78 @@ pub fn run_here<H: Handler>(id: usize, handler: H, tick: Duration) -> io::Result
 }
 
 /// Serves at most `COMMAND_BATCH` commands; more waiting means another turn (deferred waker).
-fn drain_commands<H: Handler>(rx: &Receiver<H::Cmd>, handler: &mut H, cx: &mut Cx) {
+fn drain_commands<H: Handler>(rx: &Receiver<H::Cmd>, handler: &mut H, cx: &mut Cx<H::Entry>) {
     for cmd in rx.try_iter().take(COMMAND_BATCH) {
         handler.on_command(cx, cmd);
     }
     if !rx.is_empty() {
-        cx.defer(WAKER);
+        cx.pending.push(WAKER);
+    }
+}
+
+/// Routes one token: an entry of the table (stale ones are dropped here), a handle, or a token
+/// the role registered itself.
+fn dispatch<H: Handler>(handler: &mut H, cx: &mut Cx<H::Entry>, token: Token, ready: Ready) {
+    if let Some((key, sock)) = table::decode(token) {
+        if cx.table.get(key).is_some() {
+            handler.on_ready(cx, key, sock, ready);
+            return;
+        }
+    }
+    match Handle::of(token, *cx.handles) {
+        Some(h) => handler.on_handle(cx, h, ready),
+        None => handler.on_token(cx, token, ready),
+    }
+}
+
+/// Fires at most `TIMER_BATCH` expired timers.
+fn fire_timers<H: Handler>(handler: &mut H, cx: &mut Cx<H::Entry>, now: Instant) {
+    for _ in 0..TIMER_BATCH {
+        match cx.timers.pop_expired(now) {
+            Some((timer::Fired::Slot(slot, gen), kind)) => {
+                let key = Key::new(slot, gen);
+                if cx.table.get(key).is_some() {
+                    handler.on_timer(cx, key, kind);
+                }
+            }
+            Some((timer::Fired::Handle(h), kind)) => handler.on_handle_timer(cx, h, kind),
+            None => break,
+        }
+    }
+    for _ in 0..TIMER_BATCH {
+        match cx.legacy_timers.pop_expired(now) {
+            Some((token, kind)) => handler.on_token_timer(cx, token, kind),
+            None => break,
+        }
     }
 }
 
 fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler: H, tick: Duration) {
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
-    let mut timers = Timers::new(1 << 16);
+    let mut table: Table<H::Entry> = Table::new(0);
+    let mut timers = Timers::new();
+    let mut legacy = LegacyTimers::new(1 << 16);
+    let mut handles = 0;
     let mut pending: Vec<Token> = Vec::new();
     let mut batch: Vec<Token> = Vec::new();
     let mut now = Instant::now();
     let mut next_tick = now + tick;
+    macro_rules! cx {
+        () => {
+            Cx {
+                id,
+                registry: poll.registry(),
+                table: &mut table,
+                timers: &mut timers,
+                legacy_timers: &mut legacy,
+                now,
+                pending: &mut pending,
+                handles: &mut handles,
+            }
+        };
+    }
     {
-        let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+        let mut cx = cx!();
         if let Err(e) = handler.on_start(&mut cx) {
             log::error!("reactor {id} failed to start: {e}");
             handler.on_exit(&mut cx);
@@ -294,7 +434,8 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
     }
     loop {
         let timeout = if pending.is_empty() {
-            timers.timeout(now, next_tick.saturating_duration_since(now))
+            let cap = next_tick.saturating_duration_since(now);
+            timers.timeout(now, legacy.timeout(now, cap))
         } else {
             Duration::ZERO
         };
@@ -305,14 +446,14 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
             }
         }
         now = Instant::now();
-        let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+        let mut cx = cx!();
         for ev in events.iter() {
             let token = ev.token();
             if token == WAKER {
                 drain_commands(&rx, &mut handler, &mut cx);
                 handler.on_wake(&mut cx);
             } else {
-                handler.on_ready(&mut cx, token, Ready::from_event(ev));
+                dispatch(&mut handler, &mut cx, token, Ready::from_event(ev));
             }
         }
         // Serve work left over from earlier budgets. Deduplicate: a token may have been
@@ -324,26 +465,24 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
             if token == WAKER {
                 drain_commands(&rx, &mut handler, &mut cx);
             } else {
-                handler.on_ready(&mut cx, token, Ready::EMPTY);
+                dispatch(&mut handler, &mut cx, token, Ready::EMPTY);
             }
         }
-        for _ in 0..TIMER_BATCH {
-            match cx.timers.pop_expired(now) {
-                Some((token, kind)) => handler.on_timer(&mut cx, token, kind),
-                None => break,
-            }
-        }
+        fire_timers(&mut handler, &mut cx, now);
         if now >= next_tick {
             handler.on_tick(&mut cx);
             next_tick = now + tick;
         }
         if handler.finished() {
             handler.on_exit(&mut cx);
+            cx.table.end_batch();
             return;
         }
+        cx.table.end_batch();
     }
-    let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+    let mut cx = cx!();
     handler.on_exit(&mut cx);
+    cx.table.end_batch();
 }
 
 #[cfg(test)]
@@ -354,7 +493,7 @@ mod tests {
     fn purge_drops_only_closed_connections_entries() {
         let now = Instant::now();
         let mut slab: Slab<u8> = Slab::new(4, 16, 16);
-        let mut timers = Timers::new(3);
+        let mut timers = LegacyTimers::new(3);
         let live = slab.insert(1).unwrap();
         let dead = slab.insert(2).unwrap();
         slab.remove(dead);
@@ -369,11 +508,11 @@ mod tests {
 
     #[test]
     fn reserved_tokens_do_not_overlap() {
-        assert_eq!(listener_index(listener_token(0)), Some(0));
-        assert_eq!(listener_index(listener_token(MAX_LISTENERS - 1)), Some(MAX_LISTENERS - 1));
+        assert_eq!(listener_index(Handle::new(0).token()), Some(0));
+        assert_eq!(listener_index(Handle::new(MAX_LISTENERS - 1).token()), Some(MAX_LISTENERS - 1));
         assert_eq!(role_index(role_token(3)), Some(3));
         assert_eq!(listener_index(role_token(0)), None);
-        assert_eq!(role_index(listener_token(0)), None);
+        assert_eq!(role_index(Handle::new(0).token()), None);
         assert_eq!(listener_index(WAKER), None);
         assert_eq!(role_index(WAKER), None);
         assert_eq!(slab::tag_of(role_token(MAX_ROLE_TOKENS - 1)), None);
@@ -381,6 +520,7 @@ mod tests {
 
     /// A handler that counts ticks and timer firings and finishes on command.
     struct Probe {
+        clock: Option<Handle>,
         done: bool,
         fired: u32,
         out: Sender<&'static str>,
@@ -388,13 +528,15 @@ mod tests {
 
     impl Handler for Probe {
         type Cmd = &'static str;
+        type Entry = ();
         fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-            cx.arm(cx.now + Duration::from_millis(5), role_token(0), 1);
+            let h = cx.handle()?;
+            self.clock = Some(h);
+            cx.arm(h, Kind::new(1), cx.now + Duration::from_millis(5));
             Ok(())
         }
-        fn on_ready(&mut self, _: &mut Cx, _: Token, _: Ready) {}
-        fn on_timer(&mut self, _: &mut Cx, token: Token, kind: u8) {
-            assert_eq!((token, kind), (role_token(0), 1));
+        fn on_handle_timer(&mut self, _: &mut Cx, h: Handle, kind: Kind) {
+            assert_eq!((Some(h), kind), (self.clock, Kind::new(1)));
             self.fired += 1;
             let _ = self.out.send("timer");
         }
@@ -415,7 +557,9 @@ mod tests {
     #[test]
     fn timers_fire_and_commands_wake_the_reactor() {
         let (tx, rx) = crossbeam_channel::bounded(8);
-        let pool = Pool::spawn("t", vec![Probe { done: false, fired: 0, out: tx }], Duration::from_secs(3600)).unwrap();
+        let pool =
+            Pool::spawn("t", vec![Probe { clock: None, done: false, fired: 0, out: tx }], Duration::from_secs(3600))
+                .unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("timer"));
         // The tick is an hour away: only the waker can end this poll.
         assert_eq!(pool.broadcast(|_| "stop"), 0);

@@ -28,7 +28,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use crate::engine::accept::{Acceptor, Admission, TIMER_RESUME_ACCEPT};
-use crate::engine::{listener_index, listener_token, purge_closed, Cx, Handler, Ready, Slab};
+use crate::engine::{listener_index, purge_closed, Cx, Handler, Ready, Slab};
 use crate::http::{self, HeadError, Parse, Version, HEAD_DEADLINE, HEAD_LIMIT};
 
 /// Deadline for the client to take the whole response, counted from the complete head.
@@ -139,12 +139,7 @@ impl Admin {
         Ok(Admin {
             // The admin bounds its connections itself (evicting the oldest at the bound), so its
             // admission never refuses.
-            acceptor: Acceptor::new(
-                listener,
-                listener_token(0),
-                "the admin listener",
-                Admission::new(usize::MAX, 1, None),
-            ),
+            acceptor: Acceptor::new(listener, "the admin listener", Admission::new(usize::MAX, 1, None)),
             conns: Slab::new(CONN_TAG, ADMIN_MAX_CONNECTIONS, 0),
             metrics,
             scratch: vec![0u8; HEAD_LIMIT].into_boxed_slice(),
@@ -183,8 +178,8 @@ impl Admin {
 
     fn arm(&mut self, cx: &mut Cx, token: Token, at: Instant) {
         // Closed connections leave their deadlines in the heap; drop them before it fills.
-        purge_closed(cx.timers, &self.conns);
-        cx.arm(at, token, T_DEADLINE);
+        purge_closed(cx.legacy_timers, &self.conns);
+        cx.arm_token(at, token, T_DEADLINE);
     }
 
     /// At the connection bound: closes the oldest connection still sending its head (the
@@ -292,15 +287,26 @@ fn write_out(c: &mut Conn) -> Step {
 
 impl Handler for Admin {
     type Cmd = ();
+    type Entry = ();
 
     fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        self.acceptor.register(cx.registry)?;
+        self.acceptor.register(cx)?;
         // Clients may already wait in the backlog: look once without waiting for an edge.
         self.acceptor.wake(cx);
         Ok(())
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+    fn on_handle(&mut self, cx: &mut Cx, h: crate::engine::Handle, ready: Ready) {
+        self.on_token(cx, h.token(), ready);
+    }
+
+    fn on_handle_timer(&mut self, cx: &mut Cx, _h: crate::engine::Handle, kind: crate::engine::Kind) {
+        if kind == TIMER_RESUME_ACCEPT && self.acceptor.on_timer(kind) {
+            self.accept(cx);
+        }
+    }
+
+    fn on_token(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
         if listener_index(token) == Some(0) {
             self.acceptor.note_ready(ready);
             self.accept(cx);
@@ -309,13 +315,9 @@ impl Handler for Admin {
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
-        match kind {
-            TIMER_RESUME_ACCEPT if listener_index(token) == Some(0) && self.acceptor.on_timer(kind) => {
-                self.accept(cx);
-            }
-            T_DEADLINE => self.on_deadline(cx, token),
-            _ => {}
+    fn on_token_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+        if kind == T_DEADLINE {
+            self.on_deadline(cx, token);
         }
     }
 

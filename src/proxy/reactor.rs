@@ -69,7 +69,7 @@ use super::lb::{Balance, Candidate, Picker};
 use super::session::{Bufs, Pipe};
 use super::stats::ProxyStats;
 use crate::engine::accept::{Acceptor, Admission, Slot};
-use crate::engine::{listener_token, Slab};
+use crate::engine::Slab;
 use crate::net::connect::DialOpts;
 
 pub const SESSION_TAG: u8 = 2;
@@ -264,9 +264,8 @@ impl ProxyReactor {
             .into_iter()
             .zip(gates)
             .zip(&cfg.listeners)
-            .enumerate()
-            .map(|(i, ((l, gate), lc))| Listener {
-                acceptor: Acceptor::new(l, listener_token(i), format!("listener {}", lc.name), gate),
+            .map(|((l, gate), lc)| Listener {
+                acceptor: Acceptor::new(l, format!("listener {}", lc.name), gate),
                 group: lc.group,
                 active: 0,
             })

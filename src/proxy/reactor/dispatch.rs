@@ -7,18 +7,18 @@ use std::time::Duration;
 use mio::Token;
 
 use super::{Cmd, ProxyReactor, HEALTH_TAG, OPEN_GRACE, SESSION_TAG, TIMERS_PER_SESSION, T_DRAIN, T_HEALTH, T_OPEN};
-use crate::engine::accept::TIMER_RESUME_ACCEPT;
 use crate::engine::{listener_index, role_token, slab, Cx, Handler, Ready};
 
 impl Handler for ProxyReactor {
     type Cmd = Cmd;
+    type Entry = ();
 
     fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
         let cap = self.sessions.capacity() * TIMERS_PER_SESSION + self.backends.len() * 2 + 4096;
-        cx.timers.set_capacity(cap);
+        cx.legacy_timers.set_capacity(cap);
         self.start_checks(cx, &[]);
         if self.cfg.health.enabled {
-            cx.arm(cx.now + self.cfg.health.timeout + OPEN_GRACE, role_token(0), T_OPEN);
+            cx.arm_token(cx.now + self.cfg.health.timeout + OPEN_GRACE, role_token(0), T_OPEN);
             self.maybe_open(cx);
             Ok(())
         } else {
@@ -26,7 +26,19 @@ impl Handler for ProxyReactor {
         }
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+    fn on_handle(&mut self, cx: &mut Cx, h: crate::engine::Handle, ready: Ready) {
+        self.on_token(cx, h.token(), ready);
+    }
+
+    fn on_handle_timer(&mut self, cx: &mut Cx, h: crate::engine::Handle, kind: crate::engine::Kind) {
+        if let Some(i) = self.listeners.iter().position(|l| l.acceptor.handle() == Some(h)) {
+            if self.listeners[i].acceptor.on_timer(kind) {
+                self.accept(cx, i);
+            }
+        }
+    }
+
+    fn on_token(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
         if let Some(i) = listener_index(token) {
             if i < self.listeners.len() {
                 self.listeners[i].acceptor.note_ready(ready);
@@ -41,15 +53,8 @@ impl Handler for ProxyReactor {
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+    fn on_token_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
         match kind {
-            TIMER_RESUME_ACCEPT => {
-                if let Some(i) = listener_index(token).filter(|i| *i < self.listeners.len()) {
-                    if self.listeners[i].acceptor.on_timer(kind) {
-                        self.accept(cx, i);
-                    }
-                }
-            }
             T_DRAIN => {
                 if token == role_token(0) && !self.sessions.is_empty() {
                     log::debug!(
@@ -107,7 +112,7 @@ impl Handler for ProxyReactor {
                 if deadline <= cx.now {
                     self.cut_all(cx);
                 } else {
-                    cx.arm(deadline, role_token(0), T_DRAIN);
+                    cx.arm_token(deadline, role_token(0), T_DRAIN);
                 }
             }
             Cmd::Stop => {

@@ -98,7 +98,7 @@ impl ProxyReactor {
         let at = if c.sock.is_some() { c.started + timeout } else { c.next_at };
         if !c.timer_armed {
             c.timer_armed = true;
-            cx.arm(at, health_token(i, self.epoch), T_HEALTH);
+            cx.arm_token(at, health_token(i, self.epoch), T_HEALTH);
         }
     }
 
@@ -172,7 +172,7 @@ impl ProxyReactor {
         }
         self.gated = false;
         for l in self.listeners.iter_mut() {
-            l.acceptor.register(cx.registry)?;
+            l.acceptor.register(cx)?;
             // Connections may already wait in the backlog: look once, without waiting for an edge.
             l.acceptor.wake(cx);
         }

@@ -39,7 +39,7 @@ impl ProxyReactor {
 
     /// Drops the timer entries of closed sessions before the heap fills (see `purge_closed`).
     fn purge_timers(&mut self, cx: &mut Cx) {
-        let purged = crate::engine::purge_closed(cx.timers, &self.sessions);
+        let purged = crate::engine::purge_closed(cx.legacy_timers, &self.sessions);
         if purged > 0 {
             log::debug!("r{} timers: purged {purged} entries of closed sessions", cx.id);
         }
@@ -133,14 +133,14 @@ impl ProxyReactor {
         self.listeners[li].active += 1;
         self.backends[b].active += 1;
         let idle = self.idle_deadline(now, now, now).0;
-        cx.arm(idle, tok, T_IDLE);
+        cx.arm_token(idle, tok, T_IDLE);
         if first > 0 {
             self.send_first(cx, tok, first);
         }
         if let Some(s) = self.sessions.get_mut(tok) {
             if let (Some(at), false) = (s.connecting, s.connect_timer) {
                 s.connect_timer = true;
-                cx.arm(at, tok, T_CONNECT);
+                cx.arm_token(at, tok, T_CONNECT);
             }
         }
     }
@@ -340,7 +340,7 @@ impl ProxyReactor {
                 s.connecting = Some(deadline);
                 if !s.connect_timer {
                     s.connect_timer = true;
-                    cx.arm(deadline, tok, T_CONNECT);
+                    cx.arm_token(deadline, tok, T_CONNECT);
                 }
                 self.backends[nb].active += 1;
             }
@@ -365,12 +365,12 @@ impl ProxyReactor {
         if !s.fin_timer && (s.pipe.c2s.eof || s.pipe.s2c.eof) && r != Pump::Done {
             if let Some(at) = fin_deadline(s, &self.cfg) {
                 s.fin_timer = true;
-                cx.arm(at, tok, T_FIN);
+                cx.arm_token(at, tok, T_FIN);
             }
         }
         match r {
             Pump::Idle => {}
-            Pump::More => cx.defer(tok),
+            Pump::More => cx.defer_token(tok),
             Pump::Done => self.close(cx, tok, CloseReason::Done),
             Pump::Close(reason) => self.close(cx, tok, reason),
         }
@@ -386,7 +386,7 @@ impl ProxyReactor {
                     Some(at) if cx.now >= at => self.retry(cx, tok, Cause::Timeout),
                     Some(at) => {
                         s.connect_timer = true;
-                        cx.arm(at, tok, T_CONNECT);
+                        cx.arm_token(at, tok, T_CONNECT);
                     }
                     None => {}
                 }
@@ -398,7 +398,7 @@ impl ProxyReactor {
                     self.close(cx, tok, reason);
                 } else {
                     // Activity moved the deadline: one entry per session, re-armed lazily.
-                    cx.arm(at, tok, T_IDLE);
+                    cx.arm_token(at, tok, T_IDLE);
                 }
             }
             T_FIN => {
@@ -408,7 +408,7 @@ impl ProxyReactor {
                         self.close(cx, tok, CloseReason::FinTimeout);
                     } else {
                         s.fin_timer = true;
-                        cx.arm(at, tok, T_FIN);
+                        cx.arm_token(at, tok, T_FIN);
                     }
                 }
             }
