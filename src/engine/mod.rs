@@ -97,11 +97,6 @@ impl Handle {
     }
 }
 
-pub fn listener_index(t: Token) -> Option<usize> {
-    let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1);
-    (i < MAX_LISTENERS).then_some(i)
-}
-
 pub fn role_token(i: usize) -> Token {
     debug_assert!(i < MAX_ROLE_TOKENS);
     Token(usize::MAX - 1 - MAX_LISTENERS - i)
@@ -508,12 +503,8 @@ mod tests {
 
     #[test]
     fn reserved_tokens_do_not_overlap() {
-        assert_eq!(listener_index(Handle::new(0).token()), Some(0));
-        assert_eq!(listener_index(Handle::new(MAX_LISTENERS - 1).token()), Some(MAX_LISTENERS - 1));
         assert_eq!(role_index(role_token(3)), Some(3));
-        assert_eq!(listener_index(role_token(0)), None);
         assert_eq!(role_index(Handle::new(0).token()), None);
-        assert_eq!(listener_index(WAKER), None);
         assert_eq!(role_index(WAKER), None);
         assert_eq!(slab::tag_of(role_token(MAX_ROLE_TOKENS - 1)), None);
     }

@@ -32,6 +32,7 @@ pub struct Slab<T> {
 
 const NIL: u32 = u32::MAX;
 
+#[allow(dead_code)]
 impl<T> Slab<T> {
     /// `capacity` is the hard bound; `reserve` is how many slots to allocate up front.
     pub fn new(tag: u8, capacity: usize, reserve: usize) -> Slab<T> {
