@@ -1,0 +1,118 @@
+//! Ending the run and each connection: the last payload completed, the final sample, then a FIN
+//! or a Close frame, and a reset for what the server never acknowledged.
+
+use std::time::Duration;
+
+use mio::Token;
+
+use super::connect::no_handshake_answer;
+use super::{ClientReactor, Io, Phase, Step, CLOSE_LINGER, DRAIN_LINGER, FLUSH_TIMEOUT, TIMER_PHASE};
+use crate::backpressure::ws::{Flush, Recv};
+use crate::engine::Cx;
+use crate::net::tcp_info;
+
+impl ClientReactor {
+    /// Writing is over for connection `i`: final sample, then close.
+    pub(super) fn finish(&mut self, cx: &mut Cx, i: usize) {
+        let t = cx.now.saturating_duration_since(self.start);
+        let c = &mut self.conns[i];
+        if let Some(s) = c.sample(t) {
+            c.sampled = true;
+            self.finals.push((i, s));
+        }
+        match &mut c.io {
+            Io::Ws(ws) if !c.ws_pending => {
+                let _ = ws.close(1000, "done");
+                c.phase = Phase::Closing;
+                c.phase_until = Some(cx.now + CLOSE_LINGER);
+                cx.arm_token(cx.now + CLOSE_LINGER, Token(i), TIMER_PHASE);
+                cx.defer_token(Token(i));
+            }
+            Io::Tcp(s) => {
+                // FIN after the queue; the reset comes if the server does not take it in time.
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                c.phase = Phase::Draining;
+                c.phase_until = Some(cx.now + DRAIN_LINGER);
+                cx.arm_token(cx.now + DRAIN_LINGER, Token(i), TIMER_PHASE);
+            }
+            _ => self.end_conn(cx, i),
+        }
+    }
+
+    /// The run is over for connection `i`: close it, with a reset when bytes are still queued
+    /// (see [`DRAIN_LINGER`]), and count that.
+    pub(super) fn abort_or_close(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let queued = c.fd().map_or(0, |fd| tcp_info::outq(fd).unwrap_or(0));
+        if queued > 0 {
+            if let Some(s) = c.stream() {
+                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+            }
+            self.aborted += 1;
+            self.aborted_bytes += u64::from(queued);
+            log::debug!("bp client: connection {i}: reset at the end with {queued} B still queued");
+        }
+        c.io = Io::None;
+        c.phase = Phase::Done;
+    }
+
+    pub(super) fn end_conn(&mut self, _cx: &mut Cx, i: usize) {
+        let c = &mut self.conns[i];
+        if let Io::Tcp(s) = &c.io {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+        c.io = Io::None;
+        c.phase = Phase::Done;
+    }
+
+    pub(super) fn closing(&mut self, i: usize) -> Step {
+        let c = &mut self.conns[i];
+        let Io::Ws(ws) = &mut c.io else {
+            c.phase = Phase::Done;
+            return Step::Idle;
+        };
+        if let Flush::Closed(_) = ws.flush() {
+            c.io = Io::None;
+            c.phase = Phase::Done;
+            return Step::Idle;
+        }
+        for _ in 0..64 {
+            match ws.recv() {
+                Recv::Message(_) => {}
+                Recv::NotNow => return Step::Idle,
+                Recv::Closed(_) => {
+                    c.io = Io::None;
+                    c.phase = Phase::Done;
+                    return Step::Idle;
+                }
+            }
+        }
+        Step::More
+    }
+
+    /// Ends the run for every open connection.
+    pub(super) fn end_run(&mut self, cx: &mut Cx) {
+        for i in 0..self.conns.len() {
+            let c = &mut self.conns[i];
+            match c.phase {
+                Phase::Open => {
+                    c.phase = Phase::Flushing;
+                    c.phase_until = Some(cx.now + FLUSH_TIMEOUT);
+                    cx.arm_token(cx.now + FLUSH_TIMEOUT, Token(i), TIMER_PHASE);
+                    cx.defer_token(Token(i));
+                }
+                Phase::Connecting | Phase::Handshake => {
+                    let why = if c.phase == Phase::Connecting {
+                        format!("not connected to {} when the run ended", self.target)
+                    } else {
+                        no_handshake_answer(self.target, "when the run ended")
+                    };
+                    c.io = Io::None;
+                    c.phase = Phase::Done;
+                    self.lost(i, why);
+                }
+                _ => {}
+            }
+        }
+    }
+}
