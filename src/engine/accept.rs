@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry, Token, Waker};
+use mio::{Interest, Registry, Waker};
 
 use super::{Cx, Entry, Handle, Kind, Ready};
 
@@ -186,11 +186,6 @@ impl Acceptor {
         self.handle
     }
 
-    /// The token of its handle (roles still routing tokens themselves).
-    pub fn token(&self) -> Token {
-        self.handle.map_or(super::WAKER, Handle::token)
-    }
-
     /// Registers the listener under a handle of this reactor (allocated on the first call).
     pub fn register<E: Entry>(&mut self, cx: &mut Cx<E>) -> io::Result<()> {
         let h = match self.handle {
@@ -325,6 +320,7 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::Token;
 
     #[test]
     fn slots_are_bounded_by_the_cap_and_the_parent() {

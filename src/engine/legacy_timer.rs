@@ -30,6 +30,7 @@ pub struct LegacyTimers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LegacyTimersFull;
 
+#[allow(dead_code)]
 impl LegacyTimers {
     pub fn new(capacity: usize) -> LegacyTimers {
         LegacyTimers { heap: BinaryHeap::new(), seq: 0, capacity }

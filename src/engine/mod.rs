@@ -35,7 +35,6 @@ pub(crate) mod buf;
 pub(crate) mod coordinator;
 mod legacy_timer;
 pub mod readiness;
-pub mod slab;
 pub mod table;
 pub mod timer;
 
@@ -49,7 +48,6 @@ use mio::{Events, Poll, Registry, Token, Waker};
 
 pub use legacy_timer::LegacyTimers;
 pub use readiness::{Readiness, Ready};
-pub use slab::Slab;
 pub use table::{Entry, Key, Refused, Table};
 pub use timer::{Kind, Owner, Timers};
 
@@ -105,25 +103,6 @@ pub fn role_token(i: usize) -> Token {
 pub fn role_index(t: Token) -> Option<usize> {
     let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1 + MAX_LISTENERS);
     (i < MAX_ROLE_TOKENS).then_some(i)
-}
-
-/// Headroom below the timer capacity at which [`purge_closed`] starts working (or a quarter of
-/// the capacity, when that is smaller).
-pub const TIMER_PURGE_SLACK: usize = 2048;
-
-/// Closed connections leave their timer entries in the heap (lazy cancel) until the deadline,
-/// which may be minutes away (idle timeouts): under connection churn they would fill it and
-/// new connections would run without timers. When the heap is within [`TIMER_PURGE_SLACK`] of
-/// its capacity (a quarter of it for small heaps), this drops the entries of `slab`'s connections that are gone (the generation
-/// check tells); other tokens' entries stay. Returns how many were dropped.
-pub fn purge_closed<T>(timers: &mut LegacyTimers, slab: &Slab<T>) -> usize {
-    let slack = TIMER_PURGE_SLACK.min(timers.capacity() / 4);
-    if timers.len() + slack < timers.capacity() {
-        return 0;
-    }
-    let before = timers.len();
-    timers.retain(|tok, _| !slab.owns(tok) || slab.get(tok).is_some());
-    before - timers.len()
 }
 
 /// What a role sees of its reactor during a callback.
@@ -485,28 +464,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn purge_drops_only_closed_connections_entries() {
-        let now = Instant::now();
-        let mut slab: Slab<u8> = Slab::new(4, 16, 16);
-        let mut timers = LegacyTimers::new(3);
-        let live = slab.insert(1).unwrap();
-        let dead = slab.insert(2).unwrap();
-        slab.remove(dead);
-        timers.arm(now, live, 0).unwrap();
-        timers.arm(now, dead, 0).unwrap();
-        timers.arm(now, role_token(0), 0).unwrap();
-        assert_eq!(purge_closed(&mut timers, &slab), 1);
-        assert_eq!(timers.len(), 2);
-        let fired: Vec<Token> = std::iter::from_fn(|| timers.pop_expired(now)).map(|(t, _)| t).collect();
-        assert!(fired.contains(&live) && fired.contains(&role_token(0)) && !fired.contains(&dead));
-    }
-
-    #[test]
     fn reserved_tokens_do_not_overlap() {
         assert_eq!(role_index(role_token(3)), Some(3));
         assert_eq!(role_index(Handle::new(0).token()), None);
         assert_eq!(role_index(WAKER), None);
-        assert_eq!(slab::tag_of(role_token(MAX_ROLE_TOKENS - 1)), None);
+        assert_eq!(table::decode(role_token(MAX_ROLE_TOKENS - 1)), None);
     }
 
     /// A handler that counts ticks and timer firings and finishes on command.
