@@ -33,7 +33,6 @@ pub(crate) mod accept;
 pub mod affinity;
 pub(crate) mod buf;
 pub(crate) mod coordinator;
-mod legacy_timer;
 pub mod readiness;
 pub mod table;
 pub mod timer;
@@ -46,17 +45,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Registry, Token, Waker};
 
-pub use legacy_timer::LegacyTimers;
 pub use readiness::{Readiness, Ready};
 pub use table::{Entry, Key, Refused, Table};
 pub use timer::{Kind, Owner, Timers};
 
 /// Token of each reactor's waker.
 pub const WAKER: Token = Token(usize::MAX);
-/// Listener `i` of a reactor uses `listener_token(i)`.
-pub const MAX_LISTENERS: usize = 64;
-/// Reactor-level role timers (pacing, health checks) use `role_token(i)`, below the listeners.
-pub const MAX_ROLE_TOKENS: usize = 64;
 /// epoll events taken per wake-up.
 pub const EVENTS_CAPACITY: usize = 1024;
 /// Commands drained per wake-up.
@@ -95,16 +89,6 @@ impl Handle {
     }
 }
 
-pub fn role_token(i: usize) -> Token {
-    debug_assert!(i < MAX_ROLE_TOKENS);
-    Token(usize::MAX - 1 - MAX_LISTENERS - i)
-}
-
-pub fn role_index(t: Token) -> Option<usize> {
-    let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1 + MAX_LISTENERS);
-    (i < MAX_ROLE_TOKENS).then_some(i)
-}
-
 /// What a role sees of its reactor during a callback.
 pub struct Cx<'a, E = ()> {
     /// Index of this reactor in the pool.
@@ -114,8 +98,6 @@ pub struct Cx<'a, E = ()> {
     pub table: &'a mut Table<E>,
     /// Timers keyed by (entry or handle, kind) (see [`timer`]).
     pub timers: &'a mut Timers,
-    /// Timers of the roles still on tokens ([`Cx::arm_token`]).
-    pub legacy_timers: &'a mut LegacyTimers,
     /// Loop time, read once per turn.
     pub now: Instant,
     pending: &'a mut Vec<Token>,
@@ -162,27 +144,6 @@ impl<E: Entry> Cx<'_, E> {
         }
         self.timers.arm(owner, kind, at);
     }
-
-    /// Asks for `on_token(token, EMPTY)` again next turn (roles still on tokens).
-    pub fn defer_token(&mut self, token: Token) {
-        self.pending.push(token);
-    }
-
-    /// Arms a token timer; a full heap is a role bug, logged once per call site and reported.
-    pub fn arm_token(&mut self, at: Instant, token: Token, kind: u8) -> bool {
-        match self.legacy_timers.arm(at, token, kind) {
-            Ok(()) => true,
-            Err(_) => {
-                log::error!(
-                    "r{} timer heap full ({} entries): timer for {:?} dropped",
-                    self.id,
-                    self.legacy_timers.len(),
-                    token
-                );
-                false
-            }
-        }
-    }
 }
 
 /// A role's per-reactor state. One value per reactor thread, moved there at spawn.
@@ -204,10 +165,6 @@ pub trait Handler: Send + 'static {
     fn on_timer(&mut self, _cx: &mut Cx<Self::Entry>, _key: Key, _kind: Kind) {}
     /// Timer `kind` of handle `h` expired.
     fn on_handle_timer(&mut self, _cx: &mut Cx<Self::Entry>, _h: Handle, _kind: Kind) {}
-    /// Readiness for a token the role registered itself (roles still on tokens).
-    fn on_token(&mut self, _cx: &mut Cx<Self::Entry>, _token: Token, _ready: Ready) {}
-    /// A timer armed with [`Cx::arm_token`] expired.
-    fn on_token_timer(&mut self, _cx: &mut Cx<Self::Entry>, _token: Token, _kind: u8) {}
     fn on_command(&mut self, cx: &mut Cx<Self::Entry>, cmd: Self::Cmd);
     /// Called every tick (stats flush, sweeps).
     fn on_tick(&mut self, cx: &mut Cx<Self::Entry>);
@@ -337,18 +294,15 @@ fn drain_commands<H: Handler>(rx: &Receiver<H::Cmd>, handler: &mut H, cx: &mut C
     }
 }
 
-/// Routes one token: an entry of the table (stale ones are dropped here), a handle, or a token
-/// the role registered itself.
+/// Routes one token: an entry of the table, or a handle. Stale tokens (an entry closed, its
+/// slot perhaps reused) and unknown ones end here.
 fn dispatch<H: Handler>(handler: &mut H, cx: &mut Cx<H::Entry>, token: Token, ready: Ready) {
     if let Some((key, sock)) = table::decode(token) {
         if cx.table.get(key).is_some() {
             handler.on_ready(cx, key, sock, ready);
-            return;
         }
-    }
-    match Handle::of(token, *cx.handles) {
-        Some(h) => handler.on_handle(cx, h, ready),
-        None => handler.on_token(cx, token, ready),
+    } else if let Some(h) = Handle::of(token, *cx.handles) {
+        handler.on_handle(cx, h, ready);
     }
 }
 
@@ -366,19 +320,12 @@ fn fire_timers<H: Handler>(handler: &mut H, cx: &mut Cx<H::Entry>, now: Instant)
             None => break,
         }
     }
-    for _ in 0..TIMER_BATCH {
-        match cx.legacy_timers.pop_expired(now) {
-            Some((token, kind)) => handler.on_token_timer(cx, token, kind),
-            None => break,
-        }
-    }
 }
 
 fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler: H, tick: Duration) {
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     let mut table: Table<H::Entry> = Table::new(0);
     let mut timers = Timers::new();
-    let mut legacy = LegacyTimers::new(1 << 16);
     let mut handles = 0;
     let mut pending: Vec<Token> = Vec::new();
     let mut batch: Vec<Token> = Vec::new();
@@ -391,7 +338,6 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
                 registry: poll.registry(),
                 table: &mut table,
                 timers: &mut timers,
-                legacy_timers: &mut legacy,
                 now,
                 pending: &mut pending,
                 handles: &mut handles,
@@ -408,8 +354,7 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
     }
     loop {
         let timeout = if pending.is_empty() {
-            let cap = next_tick.saturating_duration_since(now);
-            timers.timeout(now, legacy.timeout(now, cap))
+            timers.timeout(now, next_tick.saturating_duration_since(now))
         } else {
             Duration::ZERO
         };
@@ -462,14 +407,6 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reserved_tokens_do_not_overlap() {
-        assert_eq!(role_index(role_token(3)), Some(3));
-        assert_eq!(role_index(Handle::new(0).token()), None);
-        assert_eq!(role_index(WAKER), None);
-        assert_eq!(table::decode(role_token(MAX_ROLE_TOKENS - 1)), None);
-    }
 
     /// A handler that counts ticks and timer firings and finishes on command.
     struct Probe {

@@ -103,8 +103,6 @@ pub struct Table<T> {
 
 const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
 
-// Until every role is on the table, some of its methods have no caller yet.
-#[allow(dead_code)]
 impl<T: Entry> Table<T> {
     pub fn new(capacity: usize) -> Table<T> {
         Table { slots: Vec::new(), free_head: NIL, len: 0, capacity: capacity.min(NIL as usize), closing: Vec::new() }
@@ -117,16 +115,14 @@ impl<T: Entry> Table<T> {
         self.slots.reserve(reserve.min(self.capacity).saturating_sub(self.slots.len()));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     pub fn is_full(&self) -> bool {

@@ -91,17 +91,18 @@ fn index(owner: Owner, kind: Kind) -> (usize, u32) {
     }
 }
 
-#[allow(dead_code)]
 impl Timers {
     pub fn new() -> Timers {
         Timers::default()
     }
 
     /// Armed timers.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
