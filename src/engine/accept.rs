@@ -1,6 +1,6 @@
 //! `Acceptor`: one reactor's listener and the accept rules every server role shares.
 //!
-//! - At most [`ACCEPT_BATCH`] accepts per wake-up; with the listener still ready the token is
+//! - At most [`ACCEPT_BATCH`] accepts per wake-up; with the listener still ready its handle is
 //!   deferred, so the rest are taken next turn (never dropped, never starving other sockets).
 //! - The connection limit is the process's, not a reactor's share: every accept first takes a
 //!   [`Slot`] of the role's [`Admission`], shared by all its reactors, and the connection keeps

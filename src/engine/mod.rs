@@ -1,8 +1,8 @@
 //! The engine: a fixed pool of mio reactor threads, one per core, that owns every socket.
 //!
-//! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`]), `slab` (the
-//! generation-tagged connection table), `timer` (the timer heap), `readiness` (userspace
-//! readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
+//! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`], [`Handle`]),
+//! `table` (the generation-tagged connection table and its tokens), `timer` (timers keyed by
+//! owner and kind), `readiness` (userspace readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
 //! and [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]) and `affinity` (reactor placement
 //! on CPUs).
 //!
@@ -17,17 +17,26 @@
 //!          ▼                  ▼                   │
 //!   ┌─ reactor 0 ──────┐ ┌─ reactor 1 ──────┐     │
 //!   │ mio::Poll        │ │ mio::Poll        │ ────┘
-//!   │ Slab<Conn>       │ │ Slab<Conn>       │   each reactor: its own listener
-//!   │ Timers (1 heap)  │ │ Timers (1 heap)  │   (SO_REUSEPORT), its own sockets,
+//!   │ Table<Entry>     │ │ Table<Entry>     │   each reactor: its own listener
+//!   │ Timers (indexed) │ │ Timers (indexed) │   (SO_REUSEPORT), its own sockets,
 //!   │ pending tokens   │ │ pending tokens   │   nothing shared but channels
 //!   └──────────────────┘ └──────────────────┘
 //! ```
 //!
 //! One loop turn: poll (timeout = 0 if tokens are pending, else the next timer deadline capped
 //! at the tick) → dispatch events → serve the pending list (work left over when a per-wake-up
-//! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → exit when the
-//! role says it is finished. Roles plug in through [`Handler`] on the reactors and through
-//! [`coordinator::Role`] on the calling thread (reports, signals, interval lines, grace deadline).
+//! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → drop the entries
+//! closed during the turn → exit when the role says it is finished. Roles plug in through
+//! [`Handler`] on the reactors and through [`coordinator::Role`] on the calling thread (reports,
+//! signals, interval lines, grace deadline).
+//!
+//! Tokens are the engine's alone. A role's sockets are entries of the reactor's [`Table`] (its
+//! own entry type, an enum when it has several kinds), and its listeners and clocks are
+//! [`Handle`]s from [`Cx::handle`]. The loop decodes each event's token and calls
+//! `on_ready(key, socket, ready)` or `on_handle(handle, ready)`, and each expired timer as
+//! `on_timer(key, kind)` or `on_handle_timer(handle, kind)`; an event or timer of an entry that
+//! closed never reaches the role. The waker is `Token(usize::MAX)`, handles sit just below it,
+//! entries' tokens have the top bit clear.
 
 pub(crate) mod accept;
 pub mod affinity;
@@ -49,7 +58,7 @@ pub use readiness::{Readiness, Ready};
 pub use table::{Entry, Key, Refused, Table};
 pub use timer::{Kind, Owner, Timers};
 
-/// Token of each reactor's waker.
+/// Token of each reactor's waker (handles sit just below it).
 pub const WAKER: Token = Token(usize::MAX);
 /// epoll events taken per wake-up.
 pub const EVENTS_CAPACITY: usize = 1024;
@@ -454,6 +463,78 @@ mod tests {
         // The tick is an hour away: only the waker can end this poll.
         assert_eq!(pool.broadcast(|_| "stop"), 0);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("exit"));
+        pool.join();
+    }
+
+    /// An entry owning one socket.
+    struct Sock(mio::net::TcpStream);
+
+    impl Entry for Sock {
+        fn socket(&mut self, i: usize) -> Option<&mut dyn mio::event::Source> {
+            (i == 0).then_some(&mut self.0 as &mut dyn mio::event::Source)
+        }
+    }
+
+    /// Adopts two readable sockets; the first event it sees closes the other entry.
+    struct Closer {
+        socks: Vec<mio::net::TcpStream>,
+        keys: Vec<Key>,
+        seen: Vec<Key>,
+        done: bool,
+        out: Sender<(Vec<Key>, Vec<Key>)>,
+    }
+
+    impl Handler for Closer {
+        type Cmd = ();
+        type Entry = Sock;
+        fn on_start(&mut self, cx: &mut Cx<Sock>) -> io::Result<()> {
+            cx.table.set_capacity(2, 2);
+            for s in self.socks.drain(..) {
+                let key = cx.adopt(Sock(s)).map_err(|_| io::Error::other("adopt"))?;
+                self.keys.push(key);
+            }
+            Ok(())
+        }
+        fn on_ready(&mut self, cx: &mut Cx<Sock>, key: Key, _: usize, _: Ready) {
+            self.seen.push(key);
+            for k in self.keys.clone() {
+                if k != key {
+                    assert!(cx.close(k).is_some());
+                }
+            }
+            self.done = true;
+        }
+        fn on_command(&mut self, _: &mut Cx<Sock>, _: ()) {}
+        fn on_tick(&mut self, _: &mut Cx<Sock>) {}
+        fn finished(&self) -> bool {
+            self.done
+        }
+        fn on_exit(&mut self, _: &mut Cx<Sock>) {
+            let _ = self.out.send((self.keys.clone(), self.seen.clone()));
+        }
+    }
+
+    #[test]
+    fn an_event_later_in_the_batch_for_a_closed_entry_never_reaches_the_role() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut socks = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (mut a, _) = l.accept().unwrap();
+            // Readable before the reactor's first poll: both edges come in one batch.
+            a.write_all(b"x").unwrap();
+            c.set_nonblocking(true).unwrap();
+            socks.push(mio::net::TcpStream::from_std(c));
+            peers.push(a);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let h = Closer { socks, keys: Vec::new(), seen: Vec::new(), done: false, out: tx };
+        let pool = Pool::spawn("t", vec![h], Duration::from_secs(3600)).unwrap();
+        let (keys, seen) = rx.recv_timeout(Duration::from_secs(5)).expect("the reactor ends after one event");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(seen.len(), 1, "the closed entry's event was dropped: {seen:?}");
         pool.join();
     }
 }

@@ -3,8 +3,8 @@
 //! health check, ..). The role defines the entry type, an enum when it has several kinds, and
 //! says through [`Entry::socket`] which sockets an entry owns.
 //!
-//! Tokens are the engine's: `slot | generation << 32 | socket << 56`, with bit 63 clear (the
-//! waker and the [`Handle`]s live at the top of the token space, every bit set above 60). The
+//! Tokens are the engine's: `slot | generation << 32 | socket << 56`, bit 63 clear (the waker
+//! and the [`super::Handle`]s live at the top of the token space, bit 63 set). The
 //! engine decodes an event's token into `(Key, socket index)` and calls the role with them; a
 //! token whose generation the slot no longer carries (the entry closed, the slot perhaps reused)
 //! is dropped before the role sees it. No role builds or decodes a token.

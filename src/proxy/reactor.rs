@@ -46,8 +46,8 @@
 //! not a global count: the sessions of one reactor are spread by the kernel's SO_REUSEPORT hash,
 //! so per-reactor least-loaded decisions approximate the global ones without sharing state.
 //!
-//! Files: this one holds the reactor's state and its reports; `dispatch` the `Handler` impl and
-//! token routing, `backends` picking, dialing, passive health and reloads, `health` the active
+//! Files: this one holds the reactor's state and its reports; `dispatch` the `Handler` impl
+//! (which entry or handle an event or timer is for), `backends` picking, dialing, passive health and reloads, `health` the active
 //! checks and the start-up gate, `lifecycle` a session from accept to close. The byte pump
 //! itself is [`super::session`].
 
@@ -93,8 +93,8 @@ pub const OPEN_GRACE: Duration = Duration::from_millis(500);
 const REMOVED: usize = usize::MAX;
 
 /// What the proxy's table holds. Sessions are nearly every entry and checks a handful, so a
-/// session is stored inline (a table slot is a session's size, as a session slab's was),
-/// not boxed: no allocation per session.
+/// session is stored inline (a table slot is a session's size), not boxed: no allocation per
+/// session.
 #[allow(clippy::large_enum_variant)]
 pub enum ProxyEntry {
     Session(Session),
