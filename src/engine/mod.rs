@@ -537,4 +537,60 @@ mod tests {
         assert_eq!(seen.len(), 1, "the closed entry's event was dropped: {seen:?}");
         pool.join();
     }
+
+    /// An entry without sockets (a timer owner).
+    struct Bare;
+
+    impl Entry for Bare {
+        fn socket(&mut self, _: usize) -> Option<&mut dyn mio::event::Source> {
+            None
+        }
+    }
+
+    /// Arms more expired timers than one turn fires; notes the count at each turn's end.
+    struct Batch {
+        fired: usize,
+        turns: std::cell::RefCell<Vec<usize>>,
+        out: Sender<Vec<usize>>,
+    }
+
+    const BATCH_TIMERS: usize = TIMER_BATCH + 10;
+
+    impl Handler for Batch {
+        type Cmd = ();
+        type Entry = Bare;
+        fn on_start(&mut self, cx: &mut Cx<Bare>) -> io::Result<()> {
+            cx.table.set_capacity(BATCH_TIMERS, BATCH_TIMERS);
+            for _ in 0..BATCH_TIMERS {
+                let key = cx.adopt(Bare).map_err(|_| io::Error::other("adopt"))?;
+                cx.arm(key, Kind::new(2), cx.now);
+            }
+            Ok(())
+        }
+        fn on_timer(&mut self, cx: &mut Cx<Bare>, key: Key, kind: Kind) {
+            assert_eq!(kind, Kind::new(2));
+            self.fired += 1;
+            cx.close(key);
+        }
+        fn on_command(&mut self, _: &mut Cx<Bare>, _: ()) {}
+        fn on_tick(&mut self, _: &mut Cx<Bare>) {}
+        fn finished(&self) -> bool {
+            self.turns.borrow_mut().push(self.fired);
+            self.fired == BATCH_TIMERS
+        }
+        fn on_exit(&mut self, _: &mut Cx<Bare>) {
+            let _ = self.out.send(self.turns.borrow().clone());
+        }
+    }
+
+    #[test]
+    fn one_turn_fires_at_most_a_batch_of_timers_and_the_next_the_rest() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let h = Batch { fired: 0, turns: Default::default(), out: tx };
+        let pool = Pool::spawn("t", vec![h], Duration::from_secs(3600)).unwrap();
+        let turns = rx.recv_timeout(Duration::from_secs(5)).expect("every timer fires");
+        let firing: Vec<usize> = turns.into_iter().filter(|n| *n > 0).collect();
+        assert_eq!(firing, vec![TIMER_BATCH, BATCH_TIMERS]);
+        pool.join();
+    }
 }
