@@ -17,13 +17,13 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 
+use mio::event::Source;
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 
 use crate::engine::accept::{Acceptor, Admission, Slot};
 use crate::engine::buf::Ring;
 use crate::engine::pool::{BufPool, PoolStats};
-use crate::engine::{listener_token, Cx, Readiness, Ready, Slab};
+use crate::engine::{Cx, Entry, Handle, Key, Kind, Readiness, Ready, Refused};
 use crate::net::tune::SockBufs;
 
 /// Bytes read from one connection per wake-up before yielding to the others.
@@ -35,8 +35,6 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 pub const ECHO_RING_BYTES: usize = 16 * 1024;
 /// Echo: free rings a reactor keeps for reuse (its pool's high-water mark), 1 MiB.
 pub const ECHO_RING_CACHE: usize = 64;
-/// Slab tag of sink connections (goon's dials use tag 0).
-pub const SINK_TAG: u8 = 1;
 
 crate::keyword! {
     /// What `serve` (and goon's built-in sink) does with each connection.
@@ -77,7 +75,9 @@ impl crate::engine::coordinator::Snapshot for SinkStats {
     }
 }
 
-struct SinkConn {
+/// One accepted connection: an entry of the reactor's table (the whole entry in `serve`, one
+/// kind of entry in goon's).
+pub struct SinkConn {
     sock: TcpStream,
     rd: Readiness,
     /// Echo mode only: bytes read and not yet written back, in a ring borrowed from the pool;
@@ -88,11 +88,35 @@ struct SinkConn {
     _slot: Slot,
 }
 
+impl Entry for SinkConn {
+    fn socket(&mut self, i: usize) -> Option<&mut dyn Source> {
+        (i == 0).then_some(&mut self.sock as &mut dyn Source)
+    }
+}
+
+/// A table entry type that can hold a [`SinkConn`]: `SinkConn` itself, or a role's enum with
+/// a variant for it.
+pub trait SinkHost: Entry + From<SinkConn> {
+    fn sink_conn(&mut self) -> Option<&mut SinkConn>;
+    fn is_sink(&self) -> bool;
+}
+
+impl SinkHost for SinkConn {
+    fn sink_conn(&mut self) -> Option<&mut SinkConn> {
+        Some(self)
+    }
+
+    fn is_sink(&self) -> bool {
+        true
+    }
+}
+
 /// The accept-and-serve component, embeddable in any role's reactor.
 pub struct Sink {
     mode: Mode,
     acceptor: Acceptor,
-    conns: Slab<SinkConn>,
+    /// Connections it may hold at once (the process's limit: any reactor may hold all of it).
+    cap: usize,
     bufs: SockBufs,
     pub stats: SinkStats,
     scratch: Box<[u8]>,
@@ -106,8 +130,8 @@ impl Sink {
         let cap = gate.cap();
         Sink {
             mode,
-            conns: Slab::new(SINK_TAG, cap, 0),
-            acceptor: Acceptor::new(listener, listener_token(0), "the listener", gate),
+            cap,
+            acceptor: Acceptor::new(listener, "the listener", gate),
             bufs,
             stats: SinkStats::default(),
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
@@ -115,26 +139,29 @@ impl Sink {
         }
     }
 
-    pub fn register(&mut self, cx: &mut Cx) -> io::Result<()> {
-        self.acceptor.register(cx.registry)
+    /// Table entries it may hold: size the reactor's table with it.
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
-    /// Whether this sink handles `token`.
-    pub fn owns(&self, token: Token) -> bool {
-        token == self.acceptor.token() || self.conns.owns(token)
+    pub fn register<E: SinkHost>(&mut self, cx: &mut Cx<E>) -> io::Result<()> {
+        self.acceptor.register(cx)
     }
 
-    pub fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        if token == self.acceptor.token() {
-            self.acceptor.note_ready(ready);
-            self.accept(cx);
-            return;
-        }
-        self.serve(cx, token, ready);
+    /// Whether `h` is this sink's listener.
+    pub fn owns(&self, h: Handle) -> bool {
+        self.acceptor.handle() == Some(h)
     }
 
-    pub fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
-        if token == self.acceptor.token() && self.acceptor.on_timer(kind) {
+    /// The listener's event (see [`Sink::owns`]).
+    pub fn on_handle<E: SinkHost>(&mut self, cx: &mut Cx<E>, ready: Ready) {
+        self.acceptor.note_ready(ready);
+        self.accept(cx);
+    }
+
+    /// The listener's timer (see [`Sink::owns`]).
+    pub fn on_handle_timer<E: SinkHost>(&mut self, cx: &mut Cx<E>, kind: Kind) {
+        if self.acceptor.on_timer(kind) {
             self.accept(cx);
         }
     }
@@ -146,11 +173,11 @@ impl Sink {
     }
 
     /// The reactor's waker fired: a slot may have been freed.
-    pub fn on_wake(&mut self, cx: &mut Cx) {
+    pub fn on_wake<E: SinkHost>(&mut self, cx: &mut Cx<E>) {
         self.acceptor.on_wake(cx);
     }
 
-    fn accept(&mut self, cx: &mut Cx) {
+    fn accept<E: SinkHost>(&mut self, cx: &mut Cx<E>) {
         let mut taken = 0;
         while let Some((sock, _peer, slot)) = self.acceptor.next(cx, &mut taken) {
             self.adopt(cx, sock, slot);
@@ -158,27 +185,25 @@ impl Sink {
         self.stats.accept_pauses = self.acceptor.pauses;
     }
 
-    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, slot: Slot) {
+    fn adopt<E: SinkHost>(&mut self, cx: &mut Cx<E>, sock: TcpStream, slot: Slot) {
         let _ = self.bufs.apply(socket2::SockRef::from(&sock));
         let conn = SinkConn { sock, rd: Readiness::default(), ring: None, read_eof: false, _slot: slot };
-        let Ok(token) = self.conns.insert(conn) else { return };
-        let registered = match self.conns.get_mut(token) {
-            Some(c) => cx.registry.register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE),
-            None => return,
-        };
-        if let Err(e) = registered {
-            log::debug!("r{} register: {e}", cx.id);
-            self.conns.remove(token);
-            return;
+        match cx.adopt(E::from(conn)) {
+            Ok(_) => {}
+            Err((_, Refused::Register(e))) => {
+                log::debug!("r{} register: {e}", cx.id);
+                return;
+            }
+            Err((_, Refused::Full)) => return,
         }
         self.stats.accepted += 1;
         self.stats.active += 1;
         self.stats.peak_active = self.stats.peak_active.max(self.stats.active);
     }
 
-    fn close(&mut self, _cx: &mut Cx, token: Token) {
-        if let Some(c) = self.conns.remove(token) {
-            if let Some(r) = c.ring {
+    fn close<E: SinkHost>(&mut self, cx: &mut Cx<E>, key: Key) {
+        if let Some(e) = cx.close(key) {
+            if let Some(r) = e.sink_conn().and_then(|c| c.ring.take()) {
                 self.rings.give(r);
                 self.stats.rings = self.rings.stats();
             }
@@ -187,9 +212,10 @@ impl Sink {
         }
     }
 
-    fn serve(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+    /// Readiness of connection `key` (an entry whose [`SinkHost::sink_conn`] is `Some`).
+    pub fn on_ready<E: SinkHost>(&mut self, cx: &mut Cx<E>, key: Key, ready: Ready) {
         let mode = self.mode;
-        let Some(c) = self.conns.get_mut(token) else { return };
+        let Some(c) = cx.table.get_mut(key).and_then(E::sink_conn) else { return };
         c.rd.event |= ready;
         let outcome = match mode {
             Mode::Hold | Mode::Discard => drain(c, &mut self.scratch, &mut self.stats),
@@ -201,15 +227,16 @@ impl Sink {
         };
         match outcome {
             Outcome::Idle => {}
-            Outcome::More => cx.defer(token),
-            Outcome::Close => self.close(cx, token),
+            Outcome::More => cx.defer(key),
+            Outcome::Close => self.close(cx, key),
         }
     }
 
     /// Closes every connection (shutdown path).
-    pub fn close_all(&mut self, cx: &mut Cx) {
-        for t in self.conns.tokens() {
-            self.close(cx, t);
+    pub fn close_all<E: SinkHost>(&mut self, cx: &mut Cx<E>) {
+        let keys: Vec<Key> = cx.table.iter().filter(|(_, e)| e.is_sink()).map(|(k, _)| k).collect();
+        for k in keys {
+            self.close(cx, k);
         }
     }
 }

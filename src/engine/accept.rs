@@ -1,6 +1,6 @@
 //! `Acceptor`: one reactor's listener and the accept rules every server role shares.
 //!
-//! - At most [`ACCEPT_BATCH`] accepts per wake-up; with the listener still ready the token is
+//! - At most [`ACCEPT_BATCH`] accepts per wake-up; with the listener still ready its handle is
 //!   deferred, so the rest are taken next turn (never dropped, never starving other sockets).
 //! - The connection limit is the process's, not a reactor's share: every accept first takes a
 //!   [`Slot`] of the role's [`Admission`], shared by all its reactors, and the connection keeps
@@ -10,7 +10,7 @@
 //!   (the reactor then calls the role's `on_wake`, which calls [`Acceptor::on_wake`]), so the
 //!   backlog of whichever listener the kernel chose is served at once. No timer, no spin.
 //! - EMFILE/ENFILE/ENOBUFS/ENOMEM pause the listener for [`ACCEPT_PAUSE`] with a reactor timer
-//!   (kind [`TIMER_RESUME_ACCEPT`] on the listener's token), are counted in `pauses`, and are
+//!   (kind [`TIMER_RESUME_ACCEPT`] of the listener's handle), are counted in `pauses`, and are
 //!   logged at most once per [`EXHAUSTION_LOG_EVERY`]. Nothing spins and nothing exits.
 //!
 //! The role drives it: `note_ready` on the listener's events, `next` in a loop to get sockets to
@@ -25,15 +25,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry, Token, Waker};
+use mio::{Interest, Registry, Waker};
 
-use super::{Cx, Ready};
+use super::{Cx, Entry, Handle, Kind, Ready};
 
 pub const ACCEPT_BATCH: usize = 256;
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 pub const EXHAUSTION_LOG_EVERY: Duration = Duration::from_secs(5);
-/// Timer kind the acceptor arms on its own token; roles must not use it on listener tokens.
-pub const TIMER_RESUME_ACCEPT: u8 = 250;
+/// Timer kind the acceptor arms on its own handle.
+pub const TIMER_RESUME_ACCEPT: Kind = Kind::new(0);
 
 /// A connection limit shared by the reactors of a role: at most `cap` [`Slot`]s exist at once,
 /// and a slot of an admission with a parent holds one of the parent's too (a proxy listener's
@@ -148,7 +148,8 @@ impl std::fmt::Debug for Slot {
 pub struct Acceptor {
     /// `None` once closed.
     listener: Option<TcpListener>,
-    token: Token,
+    /// The engine's name for it, allocated when it first registers.
+    handle: Option<Handle>,
     /// How log lines name it (`the listener`, `listener main`).
     label: String,
     /// An edge said a connection is waiting and no `accept` has said WouldBlock since.
@@ -165,15 +166,10 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    pub fn new(
-        listener: std::net::TcpListener,
-        token: Token,
-        label: impl Into<String>,
-        gate: Arc<Admission>,
-    ) -> Acceptor {
+    pub fn new(listener: std::net::TcpListener, label: impl Into<String>, gate: Arc<Admission>) -> Acceptor {
         Acceptor {
             listener: Some(TcpListener::from_std(listener)),
-            token,
+            handle: None,
             label: label.into(),
             ready: false,
             paused: false,
@@ -184,13 +180,20 @@ impl Acceptor {
         }
     }
 
-    pub fn token(&self) -> Token {
-        self.token
+    /// Its handle, once registered: events and timers of the listener come to the role's
+    /// `on_handle` / `on_handle_timer` under it.
+    pub fn handle(&self) -> Option<Handle> {
+        self.handle
     }
 
-    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+    /// Registers the listener under a handle of this reactor (allocated on the first call).
+    pub fn register<E: Entry>(&mut self, cx: &mut Cx<E>) -> io::Result<()> {
+        let h = match self.handle {
+            Some(h) => h,
+            None => *self.handle.insert(cx.handle()?),
+        };
         match self.listener.as_mut() {
-            Some(l) => registry.register(l, self.token, Interest::READABLE),
+            Some(l) => cx.registry.register(l, h.token(), Interest::READABLE),
             None => Ok(()),
         }
     }
@@ -204,9 +207,11 @@ impl Acceptor {
 
     /// Assumes connections wait in the backlog and looks next turn (after registering late, or
     /// when a cap lifted: edges that came meanwhile were consumed).
-    pub fn wake(&mut self, cx: &mut Cx) {
+    pub fn wake<E: Entry>(&mut self, cx: &mut Cx<E>) {
         self.ready = true;
-        cx.defer(self.token);
+        if let Some(h) = self.handle {
+            cx.defer_handle(h);
+        }
     }
 
     /// The listener's event, or `Ready::EMPTY` for a deferred visit (keeps the current state).
@@ -215,7 +220,7 @@ impl Acceptor {
     }
 
     /// Handles the resume timer; false if `kind` is not the acceptor's.
-    pub fn on_timer(&mut self, kind: u8) -> bool {
+    pub fn on_timer(&mut self, kind: Kind) -> bool {
         if kind != TIMER_RESUME_ACCEPT {
             return false;
         }
@@ -228,13 +233,13 @@ impl Acceptor {
     /// The next connection to adopt with its slot (keep it as long as the connection), or
     /// `None` when there is nothing more to take this turn. `taken` counts this wake-up's
     /// accepts (start it at 0).
-    pub fn next(&mut self, cx: &mut Cx, taken: &mut usize) -> Option<(TcpStream, SocketAddr, Slot)> {
+    pub fn next<E: Entry>(&mut self, cx: &mut Cx<E>, taken: &mut usize) -> Option<(TcpStream, SocketAddr, Slot)> {
         if self.paused || self.at_cap || !self.ready || self.listener.is_none() {
             return None;
         }
         loop {
             if *taken >= ACCEPT_BATCH {
-                cx.defer(self.token);
+                self.wake(cx);
                 return None;
             }
             let slot = match self.gate.try_admit() {
@@ -283,7 +288,7 @@ impl Acceptor {
     /// Out of descriptors or memory on `what` (the accept itself, or a socket the role needed
     /// for a new connection): stop accepting for [`ACCEPT_PAUSE`], count it, log at most once
     /// per [`EXHAUSTION_LOG_EVERY`]. The next accept happens on the timer: never a spin.
-    pub fn pause(&mut self, cx: &mut Cx, what: &str, e: &io::Error) {
+    pub fn pause<E: Entry>(&mut self, cx: &mut Cx<E>, what: &str, e: &io::Error) {
         if self.paused {
             return;
         }
@@ -297,12 +302,14 @@ impl Acceptor {
             );
             self.last_log = Some(cx.now);
         }
-        cx.arm(cx.now + ACCEPT_PAUSE, self.token, TIMER_RESUME_ACCEPT);
+        if let Some(h) = self.handle {
+            cx.arm(h, TIMER_RESUME_ACCEPT, cx.now + ACCEPT_PAUSE);
+        }
     }
 
     /// The reactor was woken (a slot may have been freed, on any reactor): a listener stopped
     /// at the limit looks again next turn.
-    pub fn on_wake(&mut self, cx: &mut Cx) {
+    pub fn on_wake<E: Entry>(&mut self, cx: &mut Cx<E>) {
         if self.at_cap {
             self.at_cap = false;
             self.wake(cx);
@@ -313,6 +320,7 @@ impl Acceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::Token;
 
     #[test]
     fn slots_are_bounded_by_the_cap_and_the_parent() {

@@ -1,8 +1,8 @@
 //! The engine: a fixed pool of mio reactor threads, one per core, that owns every socket.
 //!
-//! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`]), `slab` (the
-//! generation-tagged connection table), `timer` (the timer heap), `readiness` (userspace
-//! readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
+//! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`], [`Handle`]),
+//! `table` (the generation-tagged connection table and its tokens), `timer` (timers keyed by
+//! owner and kind), `readiness` (userspace readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
 //! and [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]), `pool` (the bounded per-reactor
 //! [`pool::BufPool`] of rings and pipes every role borrows buffers from) and `affinity` (reactor
 //! placement on CPUs).
@@ -18,17 +18,26 @@
 //!          ▼                  ▼                   │
 //!   ┌─ reactor 0 ──────┐ ┌─ reactor 1 ──────┐     │
 //!   │ mio::Poll        │ │ mio::Poll        │ ────┘
-//!   │ Slab<Conn>       │ │ Slab<Conn>       │   each reactor: its own listener
-//!   │ Timers (1 heap)  │ │ Timers (1 heap)  │   (SO_REUSEPORT), its own sockets,
+//!   │ Table<Entry>     │ │ Table<Entry>     │   each reactor: its own listener
+//!   │ Timers (indexed) │ │ Timers (indexed) │   (SO_REUSEPORT), its own sockets,
 //!   │ pending tokens   │ │ pending tokens   │   nothing shared but channels
 //!   └──────────────────┘ └──────────────────┘
 //! ```
 //!
 //! One loop turn: poll (timeout = 0 if tokens are pending, else the next timer deadline capped
 //! at the tick) → dispatch events → serve the pending list (work left over when a per-wake-up
-//! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → exit when the
-//! role says it is finished. Roles plug in through [`Handler`] on the reactors and through
-//! [`coordinator::Role`] on the calling thread (reports, signals, interval lines, grace deadline).
+//! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → drop the entries
+//! closed during the turn → exit when the role says it is finished. Roles plug in through
+//! [`Handler`] on the reactors and through [`coordinator::Role`] on the calling thread (reports,
+//! signals, interval lines, grace deadline).
+//!
+//! Tokens are the engine's alone. A role's sockets are entries of the reactor's [`Table`] (its
+//! own entry type, an enum when it has several kinds), and its listeners and clocks are
+//! [`Handle`]s from [`Cx::handle`]. The loop decodes each event's token and calls
+//! `on_ready(key, socket, ready)` or `on_handle(handle, ready)`, and each expired timer as
+//! `on_timer(key, kind)` or `on_handle_timer(handle, kind)`; an event or timer of an entry that
+//! closed never reaches the role. The waker is `Token(usize::MAX)`, handles sit just below it,
+//! entries' tokens have the top bit clear.
 
 pub(crate) mod accept;
 pub mod affinity;
@@ -36,7 +45,7 @@ pub(crate) mod buf;
 pub(crate) mod coordinator;
 pub(crate) mod pool;
 pub mod readiness;
-pub mod slab;
+pub mod table;
 pub mod timer;
 
 use std::io;
@@ -48,15 +57,11 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Registry, Token, Waker};
 
 pub use readiness::{Readiness, Ready};
-pub use slab::Slab;
-pub use timer::Timers;
+pub use table::{Entry, Key, Refused, Table};
+pub use timer::{Kind, Owner, Timers};
 
-/// Token of each reactor's waker.
+/// Token of each reactor's waker (handles sit just below it).
 pub const WAKER: Token = Token(usize::MAX);
-/// Listener `i` of a reactor uses `listener_token(i)`.
-pub const MAX_LISTENERS: usize = 64;
-/// Reactor-level role timers (pacing, health checks) use `role_token(i)`, below the listeners.
-pub const MAX_ROLE_TOKENS: usize = 64;
 /// epoll events taken per wake-up.
 pub const EVENTS_CAPACITY: usize = 1024;
 /// Commands drained per wake-up.
@@ -66,76 +71,89 @@ pub const TIMER_BATCH: usize = 4096;
 /// Capacity of each reactor's command channel.
 pub const COMMAND_QUEUE: usize = 1024;
 
-pub fn listener_token(i: usize) -> Token {
-    debug_assert!(i < MAX_LISTENERS);
-    Token(usize::MAX - 1 - i)
-}
+/// Role handles a reactor may allocate (listeners, pacing clocks, drain deadlines).
+pub const MAX_HANDLES: usize = 128;
 
-pub fn listener_index(t: Token) -> Option<usize> {
-    let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1);
-    (i < MAX_LISTENERS).then_some(i)
-}
+/// A role-level source of events and timers that is not a table entry: a listener, a clock.
+/// Allocated by the engine ([`Cx::handle`]); its token sits at the top of the token space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Handle(u16);
 
-pub fn role_token(i: usize) -> Token {
-    debug_assert!(i < MAX_ROLE_TOKENS);
-    Token(usize::MAX - 1 - MAX_LISTENERS - i)
-}
-
-pub fn role_index(t: Token) -> Option<usize> {
-    let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1 + MAX_LISTENERS);
-    (i < MAX_ROLE_TOKENS).then_some(i)
-}
-
-/// Headroom below the timer capacity at which [`purge_closed`] starts working (or a quarter of
-/// the capacity, when that is smaller).
-pub const TIMER_PURGE_SLACK: usize = 2048;
-
-/// Closed connections leave their timer entries in the heap (lazy cancel) until the deadline,
-/// which may be minutes away (idle timeouts): under connection churn they would fill it and
-/// new connections would run without timers. When the heap is within [`TIMER_PURGE_SLACK`] of
-/// its capacity (a quarter of it for small heaps), this drops the entries of `slab`'s connections that are gone (the generation
-/// check tells); other tokens' entries stay. Returns how many were dropped.
-pub fn purge_closed<T>(timers: &mut Timers, slab: &Slab<T>) -> usize {
-    let slack = TIMER_PURGE_SLACK.min(timers.capacity() / 4);
-    if timers.len() + slack < timers.capacity() {
-        return 0;
+impl Handle {
+    pub(crate) fn new(i: usize) -> Handle {
+        debug_assert!(i < MAX_HANDLES);
+        Handle(i as u16)
     }
-    let before = timers.len();
-    timers.retain(|tok, _| !slab.owns(tok) || slab.get(tok).is_some());
-    before - timers.len()
+
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The token a listener registered under this handle carries.
+    pub(crate) fn token(self) -> Token {
+        Token(usize::MAX - 1 - self.0 as usize)
+    }
+
+    fn of(t: Token, allocated: usize) -> Option<Handle> {
+        let i = usize::MAX.wrapping_sub(t.0).wrapping_sub(1);
+        (i < allocated).then_some(Handle(i as u16))
+    }
 }
 
 /// What a role sees of its reactor during a callback.
-pub struct Cx<'a> {
+pub struct Cx<'a, E = ()> {
     /// Index of this reactor in the pool.
     pub id: usize,
     pub registry: &'a Registry,
+    /// The reactor's entries (see [`table`]).
+    pub table: &'a mut Table<E>,
+    /// Timers keyed by (entry or handle, kind) (see [`timer`]).
     pub timers: &'a mut Timers,
     /// Loop time, read once per turn.
     pub now: Instant,
     pending: &'a mut Vec<Token>,
+    handles: &'a mut usize,
 }
 
-impl Cx<'_> {
-    /// Asks for `on_ready(token, EMPTY)` again next turn: a budget ran out with work left.
-    pub fn defer(&mut self, token: Token) {
-        self.pending.push(token);
+impl<E: Entry> Cx<'_, E> {
+    /// Asks for `on_ready(key, 0, EMPTY)` again next turn: a budget ran out with work left.
+    pub fn defer(&mut self, key: Key) {
+        self.pending.push(table::token(key, 0));
     }
 
-    /// Arms a timer; a full heap is a role bug, logged once per call site and reported.
-    pub fn arm(&mut self, at: Instant, token: Token, kind: u8) -> bool {
-        match self.timers.arm(at, token, kind) {
-            Ok(()) => true,
-            Err(_) => {
-                log::error!(
-                    "r{} timer heap full ({} entries): timer for {:?} dropped",
-                    self.id,
-                    self.timers.len(),
-                    token
-                );
-                false
+    /// Asks for `on_handle(h, EMPTY)` again next turn.
+    pub fn defer_handle(&mut self, h: Handle) {
+        self.pending.push(h.token());
+    }
+
+    /// A new handle of this reactor; at most [`MAX_HANDLES`] (allocate them in `on_start`).
+    pub fn handle(&mut self) -> io::Result<Handle> {
+        if *self.handles >= MAX_HANDLES {
+            return Err(io::Error::other(format!("more than {MAX_HANDLES} handles on reactor {}", self.id)));
+        }
+        *self.handles += 1;
+        Ok(Handle::new(*self.handles - 1))
+    }
+
+    /// Stores `val` in the table and registers its sockets; see [`Table::adopt`].
+    pub fn adopt(&mut self, val: E) -> Result<Key, (E, Refused)> {
+        self.table.adopt(self.registry, val)
+    }
+
+    /// Closes entry `key` and cancels its timers; see [`Table::close`].
+    pub fn close(&mut self, key: Key) -> Option<&mut E> {
+        self.table.close(self.timers, key)
+    }
+
+    /// Sets (owner, kind) to fire at `at`; an entry that is no longer live arms nothing.
+    pub fn arm(&mut self, owner: impl Into<Owner>, kind: Kind, at: Instant) {
+        let owner = owner.into();
+        if let Owner::Entry(k) = owner {
+            if self.table.get(k).is_none() {
+                return;
             }
         }
+        self.timers.arm(owner, kind, at);
     }
 }
 
@@ -143,23 +161,31 @@ impl Cx<'_> {
 pub trait Handler: Send + 'static {
     /// Commands the coordinator sends this reactor.
     type Cmd: Send + 'static;
+    /// What the reactor's table holds (an enum when the role has several kinds of entries).
+    type Entry: Entry;
 
-    /// Runs on the reactor thread before the first poll: register listeners, arm timers.
-    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()>;
-    /// Readiness for `token`, or `Ready::EMPTY` when the token was deferred.
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready);
-    /// A timer armed with `Cx::arm` expired.
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8);
-    fn on_command(&mut self, cx: &mut Cx, cmd: Self::Cmd);
+    /// Runs on the reactor thread before the first poll: size the table, allocate handles,
+    /// register listeners, arm timers.
+    fn on_start(&mut self, cx: &mut Cx<Self::Entry>) -> io::Result<()>;
+    /// Readiness for socket `sock` of entry `key`, or `Ready::EMPTY` (socket 0) when the entry
+    /// was deferred. Never called for a closed entry.
+    fn on_ready(&mut self, _cx: &mut Cx<Self::Entry>, _key: Key, _sock: usize, _ready: Ready) {}
+    /// Readiness for a listener registered under handle `h`, or `Ready::EMPTY` when deferred.
+    fn on_handle(&mut self, _cx: &mut Cx<Self::Entry>, _h: Handle, _ready: Ready) {}
+    /// Timer `kind` of entry `key` expired.
+    fn on_timer(&mut self, _cx: &mut Cx<Self::Entry>, _key: Key, _kind: Kind) {}
+    /// Timer `kind` of handle `h` expired.
+    fn on_handle_timer(&mut self, _cx: &mut Cx<Self::Entry>, _h: Handle, _kind: Kind) {}
+    fn on_command(&mut self, cx: &mut Cx<Self::Entry>, cmd: Self::Cmd);
     /// Called every tick (stats flush, sweeps).
-    fn on_tick(&mut self, cx: &mut Cx);
+    fn on_tick(&mut self, cx: &mut Cx<Self::Entry>);
     /// The reactor's waker fired (commands, or a connection slot freed on another reactor:
     /// see [`accept::Admission`]). Acceptors stopped at a limit look again.
-    fn on_wake(&mut self, _cx: &mut Cx) {}
+    fn on_wake(&mut self, _cx: &mut Cx<Self::Entry>) {}
     /// When true after a loop turn, the reactor calls `on_exit` and the thread ends.
     fn finished(&self) -> bool;
     /// Last call on the reactor thread: flush final stats.
-    fn on_exit(&mut self, cx: &mut Cx);
+    fn on_exit(&mut self, cx: &mut Cx<Self::Entry>);
 }
 
 /// Sending side of one reactor: a bounded channel plus its waker.
@@ -270,24 +296,67 @@ pub fn run_here<H: Handler>(id: usize, handler: H, tick: Duration) -> io::Result
 }
 
 /// Serves at most `COMMAND_BATCH` commands; more waiting means another turn (deferred waker).
-fn drain_commands<H: Handler>(rx: &Receiver<H::Cmd>, handler: &mut H, cx: &mut Cx) {
+fn drain_commands<H: Handler>(rx: &Receiver<H::Cmd>, handler: &mut H, cx: &mut Cx<H::Entry>) {
     for cmd in rx.try_iter().take(COMMAND_BATCH) {
         handler.on_command(cx, cmd);
     }
     if !rx.is_empty() {
-        cx.defer(WAKER);
+        cx.pending.push(WAKER);
+    }
+}
+
+/// Routes one token: an entry of the table, or a handle. Stale tokens (an entry closed, its
+/// slot perhaps reused) and unknown ones end here.
+fn dispatch<H: Handler>(handler: &mut H, cx: &mut Cx<H::Entry>, token: Token, ready: Ready) {
+    if let Some((key, sock)) = table::decode(token) {
+        if cx.table.get(key).is_some() {
+            handler.on_ready(cx, key, sock, ready);
+        }
+    } else if let Some(h) = Handle::of(token, *cx.handles) {
+        handler.on_handle(cx, h, ready);
+    }
+}
+
+/// Fires at most `TIMER_BATCH` expired timers.
+fn fire_timers<H: Handler>(handler: &mut H, cx: &mut Cx<H::Entry>, now: Instant) {
+    for _ in 0..TIMER_BATCH {
+        match cx.timers.pop_expired(now) {
+            Some((timer::Fired::Slot(slot, gen), kind)) => {
+                let key = Key::new(slot, gen);
+                if cx.table.get(key).is_some() {
+                    handler.on_timer(cx, key, kind);
+                }
+            }
+            Some((timer::Fired::Handle(h), kind)) => handler.on_handle_timer(cx, h, kind),
+            None => break,
+        }
     }
 }
 
 fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler: H, tick: Duration) {
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
-    let mut timers = Timers::new(1 << 16);
+    let mut table: Table<H::Entry> = Table::new(0);
+    let mut timers = Timers::new();
+    let mut handles = 0;
     let mut pending: Vec<Token> = Vec::new();
     let mut batch: Vec<Token> = Vec::new();
     let mut now = Instant::now();
     let mut next_tick = now + tick;
+    macro_rules! cx {
+        () => {
+            Cx {
+                id,
+                registry: poll.registry(),
+                table: &mut table,
+                timers: &mut timers,
+                now,
+                pending: &mut pending,
+                handles: &mut handles,
+            }
+        };
+    }
     {
-        let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+        let mut cx = cx!();
         if let Err(e) = handler.on_start(&mut cx) {
             log::error!("reactor {id} failed to start: {e}");
             handler.on_exit(&mut cx);
@@ -307,14 +376,14 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
             }
         }
         now = Instant::now();
-        let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+        let mut cx = cx!();
         for ev in events.iter() {
             let token = ev.token();
             if token == WAKER {
                 drain_commands(&rx, &mut handler, &mut cx);
                 handler.on_wake(&mut cx);
             } else {
-                handler.on_ready(&mut cx, token, Ready::from_event(ev));
+                dispatch(&mut handler, &mut cx, token, Ready::from_event(ev));
             }
         }
         // Serve work left over from earlier budgets. Deduplicate: a token may have been
@@ -326,63 +395,33 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
             if token == WAKER {
                 drain_commands(&rx, &mut handler, &mut cx);
             } else {
-                handler.on_ready(&mut cx, token, Ready::EMPTY);
+                dispatch(&mut handler, &mut cx, token, Ready::EMPTY);
             }
         }
-        for _ in 0..TIMER_BATCH {
-            match cx.timers.pop_expired(now) {
-                Some((token, kind)) => handler.on_timer(&mut cx, token, kind),
-                None => break,
-            }
-        }
+        fire_timers(&mut handler, &mut cx, now);
         if now >= next_tick {
             handler.on_tick(&mut cx);
             next_tick = now + tick;
         }
         if handler.finished() {
             handler.on_exit(&mut cx);
+            cx.table.end_batch();
             return;
         }
+        cx.table.end_batch();
     }
-    let mut cx = Cx { id, registry: poll.registry(), timers: &mut timers, now, pending: &mut pending };
+    let mut cx = cx!();
     handler.on_exit(&mut cx);
+    cx.table.end_batch();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn purge_drops_only_closed_connections_entries() {
-        let now = Instant::now();
-        let mut slab: Slab<u8> = Slab::new(4, 16, 16);
-        let mut timers = Timers::new(3);
-        let live = slab.insert(1).unwrap();
-        let dead = slab.insert(2).unwrap();
-        slab.remove(dead);
-        timers.arm(now, live, 0).unwrap();
-        timers.arm(now, dead, 0).unwrap();
-        timers.arm(now, role_token(0), 0).unwrap();
-        assert_eq!(purge_closed(&mut timers, &slab), 1);
-        assert_eq!(timers.len(), 2);
-        let fired: Vec<Token> = std::iter::from_fn(|| timers.pop_expired(now)).map(|(t, _)| t).collect();
-        assert!(fired.contains(&live) && fired.contains(&role_token(0)) && !fired.contains(&dead));
-    }
-
-    #[test]
-    fn reserved_tokens_do_not_overlap() {
-        assert_eq!(listener_index(listener_token(0)), Some(0));
-        assert_eq!(listener_index(listener_token(MAX_LISTENERS - 1)), Some(MAX_LISTENERS - 1));
-        assert_eq!(role_index(role_token(3)), Some(3));
-        assert_eq!(listener_index(role_token(0)), None);
-        assert_eq!(role_index(listener_token(0)), None);
-        assert_eq!(listener_index(WAKER), None);
-        assert_eq!(role_index(WAKER), None);
-        assert_eq!(slab::tag_of(role_token(MAX_ROLE_TOKENS - 1)), None);
-    }
-
     /// A handler that counts ticks and timer firings and finishes on command.
     struct Probe {
+        clock: Option<Handle>,
         done: bool,
         fired: u32,
         out: Sender<&'static str>,
@@ -390,13 +429,15 @@ mod tests {
 
     impl Handler for Probe {
         type Cmd = &'static str;
+        type Entry = ();
         fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-            cx.arm(cx.now + Duration::from_millis(5), role_token(0), 1);
+            let h = cx.handle()?;
+            self.clock = Some(h);
+            cx.arm(h, Kind::new(1), cx.now + Duration::from_millis(5));
             Ok(())
         }
-        fn on_ready(&mut self, _: &mut Cx, _: Token, _: Ready) {}
-        fn on_timer(&mut self, _: &mut Cx, token: Token, kind: u8) {
-            assert_eq!((token, kind), (role_token(0), 1));
+        fn on_handle_timer(&mut self, _: &mut Cx, h: Handle, kind: Kind) {
+            assert_eq!((Some(h), kind), (self.clock, Kind::new(1)));
             self.fired += 1;
             let _ = self.out.send("timer");
         }
@@ -417,11 +458,141 @@ mod tests {
     #[test]
     fn timers_fire_and_commands_wake_the_reactor() {
         let (tx, rx) = crossbeam_channel::bounded(8);
-        let pool = Pool::spawn("t", vec![Probe { done: false, fired: 0, out: tx }], Duration::from_secs(3600)).unwrap();
+        let pool =
+            Pool::spawn("t", vec![Probe { clock: None, done: false, fired: 0, out: tx }], Duration::from_secs(3600))
+                .unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("timer"));
         // The tick is an hour away: only the waker can end this poll.
         assert_eq!(pool.broadcast(|_| "stop"), 0);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("exit"));
+        pool.join();
+    }
+
+    /// An entry owning one socket.
+    struct Sock(mio::net::TcpStream);
+
+    impl Entry for Sock {
+        fn socket(&mut self, i: usize) -> Option<&mut dyn mio::event::Source> {
+            (i == 0).then_some(&mut self.0 as &mut dyn mio::event::Source)
+        }
+    }
+
+    /// Adopts two readable sockets; the first event it sees closes the other entry.
+    struct Closer {
+        socks: Vec<mio::net::TcpStream>,
+        keys: Vec<Key>,
+        seen: Vec<Key>,
+        done: bool,
+        out: Sender<(Vec<Key>, Vec<Key>)>,
+    }
+
+    impl Handler for Closer {
+        type Cmd = ();
+        type Entry = Sock;
+        fn on_start(&mut self, cx: &mut Cx<Sock>) -> io::Result<()> {
+            cx.table.set_capacity(2, 2);
+            for s in self.socks.drain(..) {
+                let key = cx.adopt(Sock(s)).map_err(|_| io::Error::other("adopt"))?;
+                self.keys.push(key);
+            }
+            Ok(())
+        }
+        fn on_ready(&mut self, cx: &mut Cx<Sock>, key: Key, _: usize, _: Ready) {
+            self.seen.push(key);
+            for k in self.keys.clone() {
+                if k != key {
+                    assert!(cx.close(k).is_some());
+                }
+            }
+            self.done = true;
+        }
+        fn on_command(&mut self, _: &mut Cx<Sock>, _: ()) {}
+        fn on_tick(&mut self, _: &mut Cx<Sock>) {}
+        fn finished(&self) -> bool {
+            self.done
+        }
+        fn on_exit(&mut self, _: &mut Cx<Sock>) {
+            let _ = self.out.send((self.keys.clone(), self.seen.clone()));
+        }
+    }
+
+    #[test]
+    fn an_event_later_in_the_batch_for_a_closed_entry_never_reaches_the_role() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut socks = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (mut a, _) = l.accept().unwrap();
+            // Readable before the reactor's first poll: both edges come in one batch.
+            a.write_all(b"x").unwrap();
+            c.set_nonblocking(true).unwrap();
+            socks.push(mio::net::TcpStream::from_std(c));
+            peers.push(a);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let h = Closer { socks, keys: Vec::new(), seen: Vec::new(), done: false, out: tx };
+        let pool = Pool::spawn("t", vec![h], Duration::from_secs(3600)).unwrap();
+        let (keys, seen) = rx.recv_timeout(Duration::from_secs(5)).expect("the reactor ends after one event");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(seen.len(), 1, "the closed entry's event was dropped: {seen:?}");
+        pool.join();
+    }
+
+    /// An entry without sockets (a timer owner).
+    struct Bare;
+
+    impl Entry for Bare {
+        fn socket(&mut self, _: usize) -> Option<&mut dyn mio::event::Source> {
+            None
+        }
+    }
+
+    /// Arms more expired timers than one turn fires; notes the count at each turn's end.
+    struct Batch {
+        fired: usize,
+        turns: std::cell::RefCell<Vec<usize>>,
+        out: Sender<Vec<usize>>,
+    }
+
+    const BATCH_TIMERS: usize = TIMER_BATCH + 10;
+
+    impl Handler for Batch {
+        type Cmd = ();
+        type Entry = Bare;
+        fn on_start(&mut self, cx: &mut Cx<Bare>) -> io::Result<()> {
+            cx.table.set_capacity(BATCH_TIMERS, BATCH_TIMERS);
+            for _ in 0..BATCH_TIMERS {
+                let key = cx.adopt(Bare).map_err(|_| io::Error::other("adopt"))?;
+                cx.arm(key, Kind::new(2), cx.now);
+            }
+            Ok(())
+        }
+        fn on_timer(&mut self, cx: &mut Cx<Bare>, key: Key, kind: Kind) {
+            assert_eq!(kind, Kind::new(2));
+            self.fired += 1;
+            cx.close(key);
+        }
+        fn on_command(&mut self, _: &mut Cx<Bare>, _: ()) {}
+        fn on_tick(&mut self, _: &mut Cx<Bare>) {}
+        fn finished(&self) -> bool {
+            self.turns.borrow_mut().push(self.fired);
+            self.fired == BATCH_TIMERS
+        }
+        fn on_exit(&mut self, _: &mut Cx<Bare>) {
+            let _ = self.out.send(self.turns.borrow().clone());
+        }
+    }
+
+    #[test]
+    fn one_turn_fires_at_most_a_batch_of_timers_and_the_next_the_rest() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let h = Batch { fired: 0, turns: Default::default(), out: tx };
+        let pool = Pool::spawn("t", vec![h], Duration::from_secs(3600)).unwrap();
+        let turns = rx.recv_timeout(Duration::from_secs(5)).expect("every timer fires");
+        let firing: Vec<usize> = turns.into_iter().filter(|n| *n > 0).collect();
+        assert_eq!(firing, vec![TIMER_BATCH, BATCH_TIMERS]);
         pool.join();
     }
 }

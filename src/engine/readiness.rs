@@ -4,7 +4,7 @@
 //! role acts on the bits of `event` its buffers allow (no reading into a full ring, no writing
 //! from an empty one). `event` bits are cleared only when a syscall says `WouldBlock`.
 //! Nothing is reregistered and no edge is lost: work left when a per-wake-up budget ran out
-//! stays in `event`, and the token is queued on the reactor's pending list.
+//! stays in `event`, and the entry is queued on the reactor's pending list ([`super::Cx::defer`]).
 
 use std::ops::{BitAnd, BitOr, BitOrAssign};
 

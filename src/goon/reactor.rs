@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use mio::event::Source;
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 
-use crate::engine::{role_index, role_token, Cx, Handler, Ready, Slab};
+use crate::engine::{Cx, Entry, Handle, Handler, Key, Kind, Ready, Refused};
 use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::Cause;
 use crate::stats::Latency;
-use crate::target::Sink;
+use crate::target::{Sink, SinkConn, SinkHost};
 
 /// Dials started per loop turn at most.
 pub const CONNECT_BATCH: usize = 128;
@@ -30,10 +30,10 @@ pub const CONNECT_BATCH: usize = 128;
 pub const READ_BUDGET: usize = 64 * 1024;
 /// Pause after a dial failed for want of ports or descriptors.
 pub const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
-const DIAL_TAG: u8 = 0;
-const TIMER_DIAL: u8 = 1;
-const TIMER_PACE: u8 = 2;
-const PACE: usize = 0;
+/// A dial's connect deadline.
+const TIMER_DIAL: Kind = Kind::new(0);
+/// The pacing clock's next due dial (or the end of a back-off).
+const TIMER_PACE: Kind = Kind::new(0);
 
 /// Established connections across every reactor right now, and the most there ever were at
 /// once. Updated at each transition, so the peak is exact, not a sample of the coordinator's
@@ -120,11 +120,47 @@ pub enum Pace {
     Every { offset: Duration, period: Duration },
 }
 
-struct Dial {
+pub struct Dial {
     sock: TcpStream,
     since: Instant,
     established: bool,
 }
+
+/// What goon's table holds: its dials, and the connections of the built-in sink.
+pub enum GoonEntry {
+    Dial(Dial),
+    Sink(SinkConn),
+}
+
+impl Entry for GoonEntry {
+    fn socket(&mut self, i: usize) -> Option<&mut dyn Source> {
+        match self {
+            GoonEntry::Dial(d) => (i == 0).then_some(&mut d.sock as &mut dyn Source),
+            GoonEntry::Sink(c) => c.socket(i),
+        }
+    }
+}
+
+impl From<SinkConn> for GoonEntry {
+    fn from(c: SinkConn) -> GoonEntry {
+        GoonEntry::Sink(c)
+    }
+}
+
+impl SinkHost for GoonEntry {
+    fn sink_conn(&mut self) -> Option<&mut SinkConn> {
+        match self {
+            GoonEntry::Sink(c) => Some(c),
+            GoonEntry::Dial(_) => None,
+        }
+    }
+
+    fn is_sink(&self) -> bool {
+        matches!(self, GoonEntry::Sink(_))
+    }
+}
+
+type GCx<'a> = Cx<'a, GoonEntry>;
 
 pub struct GoonReactor {
     target: SocketAddr,
@@ -135,12 +171,12 @@ pub struct GoonReactor {
     opts: DialOpts,
     sources: Vec<IpAddr>,
     next_source: usize,
-    conns: Slab<Dial>,
     counts: Counts,
     connect: Latency,
     fail: Latency,
     backoff_until: Option<Instant>,
-    pace_armed: Option<Instant>,
+    /// The pacing clock (allocated at start).
+    clock: Option<Handle>,
     tx: Sender<Update>,
     dial_done_sent: bool,
     /// Counts frozen at `Stop`; events after it are no longer counted.
@@ -166,7 +202,6 @@ pub struct ReactorPlan {
 
 impl GoonReactor {
     pub fn new(plan: ReactorPlan, tx: Sender<Update>, sink: Option<Sink>) -> GoonReactor {
-        let share = plan.share as usize;
         GoonReactor {
             target: plan.target,
             share: plan.share,
@@ -176,13 +211,11 @@ impl GoonReactor {
             opts: plan.opts,
             next_source: plan.source_offset,
             sources: plan.sources,
-            // Each of the share's connections holds one slot until the run ends.
-            conns: Slab::new(DIAL_TAG, share.max(1), share),
             counts: Counts::default(),
             connect: Latency::new(),
             fail: Latency::new(),
             backoff_until: None,
-            pace_armed: None,
+            clock: None,
             tx,
             dial_done_sent: false,
             stopping: false,
@@ -201,7 +234,7 @@ impl GoonReactor {
     }
 
     /// Starts the dials that are due, at most `CONNECT_BATCH`.
-    fn dial_some(&mut self, cx: &mut Cx) {
+    fn dial_some(&mut self, cx: &mut GCx) {
         if self.stopping {
             return;
         }
@@ -230,23 +263,19 @@ impl GoonReactor {
                 return;
             }
         }
-        if self.counts.dialed < self.share {
-            cx.defer(role_token(PACE));
+        if let (true, Some(p)) = (self.counts.dialed < self.share, self.clock) {
+            cx.defer_handle(p);
         }
     }
 
-    fn arm_pace(&mut self, cx: &mut Cx, at: Instant) {
-        // One outstanding pace timer at a time (keeps the heap bounded).
-        if self.pace_armed.is_some_and(|a| a <= at) {
-            return;
-        }
-        if cx.arm(at, role_token(PACE), TIMER_PACE) {
-            self.pace_armed = Some(at);
+    fn arm_pace(&mut self, cx: &mut GCx, at: Instant) {
+        if let Some(p) = self.clock {
+            cx.timers.arm_earlier(p, TIMER_PACE, at);
         }
     }
 
     /// Starts one dial; false when the failure means "back off" (no ports, no fds).
-    fn dial_one(&mut self, cx: &mut Cx) -> bool {
+    fn dial_one(&mut self, cx: &mut GCx) -> bool {
         let source = if self.sources.is_empty() {
             None
         } else {
@@ -257,24 +286,21 @@ impl GoonReactor {
         self.counts.dialed += 1;
         let since = cx.now;
         match dial(self.target, source, &self.opts) {
-            Ok(sock) => {
-                let Ok(token) = self.conns.insert(Dial { sock, since, established: false }) else {
-                    self.record_error(cx, Cause::NoFds, since);
-                    return true;
-                };
-                let reg = match self.conns.get_mut(token) {
-                    Some(d) => cx.registry.register(&mut d.sock, token, Interest::READABLE | Interest::WRITABLE),
-                    None => return true,
-                };
-                if let Err(e) = reg {
-                    self.conns.remove(token);
-                    self.record_error(cx, Cause::from_io(&e), since);
-                    return !matches!(Cause::from_io(&e), Cause::NoFds);
+            Ok(sock) => match cx.adopt(GoonEntry::Dial(Dial { sock, since, established: false })) {
+                Ok(key) => {
+                    self.counts.dialing += 1;
+                    cx.timers.arm(key, TIMER_DIAL, since + self.dial_timeout);
+                    true
                 }
-                self.counts.dialing += 1;
-                cx.arm(since + self.dial_timeout, token, TIMER_DIAL);
-                true
-            }
+                Err((_, Refused::Full)) => {
+                    self.record_error(cx, Cause::NoFds, since);
+                    true
+                }
+                Err((_, Refused::Register(e))) => {
+                    self.record_error(cx, Cause::from_io(&e), since);
+                    !matches!(Cause::from_io(&e), Cause::NoFds)
+                }
+            },
             Err(e) => {
                 let cause = Cause::from_io(&e);
                 // No socket, so no port yet: the source address, or `*` where the kernel picks.
@@ -290,49 +316,51 @@ impl GoonReactor {
         }
     }
 
-    fn record_error(&mut self, cx: &Cx, cause: Cause, since: Instant) {
+    fn record_error(&mut self, cx: &GCx, cause: Cause, since: Instant) {
         self.counts.error += 1;
         self.counts.errors[cause.index()] += 1;
         self.fail.record(cx.now.saturating_duration_since(since));
     }
 
     /// A dialing socket failed or timed out.
-    fn fail_dial(&mut self, cx: &mut Cx, token: Token, cause: Cause) {
-        if let Some(d) = self.conns.remove(token) {
+    fn fail_dial(&mut self, cx: &mut GCx, key: Key, cause: Cause) {
+        let debug = log::log_enabled!(log::Level::Debug);
+        if let Some(GoonEntry::Dial(d)) = cx.close(key) {
+            let since = d.since;
+            let from = debug.then(|| d.sock.local_addr().map_or_else(|e| format!("? ({e})"), |a| a.to_string()));
             self.counts.dialing -= 1;
-            self.record_error(cx, cause, d.since);
-            if log::log_enabled!(log::Level::Debug) {
-                let from = d.sock.local_addr().map_or_else(|e| format!("? ({e})"), |a| a.to_string());
+            self.record_error(cx, cause, since);
+            if let Some(from) = from {
                 log::debug!(
                     "r{} dial {} from {from} failed: {} after {}",
                     cx.id,
                     self.target,
                     cause.name(),
-                    crate::units::go_duration(cx.now.saturating_duration_since(d.since))
+                    crate::units::go_duration(cx.now.saturating_duration_since(since))
                 );
             }
         }
     }
 
-    fn on_conn(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        let Some(d) = self.conns.get_mut(token) else { return };
+    fn on_conn(&mut self, cx: &mut GCx, key: Key, ready: Ready) {
+        let Some(GoonEntry::Dial(d)) = cx.table.get_mut(key) else { return };
         if !d.established {
             match check(&d.sock) {
                 DialState::Pending => return,
                 DialState::Failed(e) if completed_before(&d.sock, &e) => {
                     // The handshake completed and the peer reset before this wake-up: the
                     // connection was Established, and the reset closed it.
-                    log::debug!("r{} t{:x} established, then reset by the peer", cx.id, token.0);
-                    self.establish(cx, token);
-                    self.close_established(token);
+                    log::debug!("r{} t{key} established, then reset by the peer", cx.id);
+                    self.establish(cx, key);
+                    self.close_established(cx, key);
                     return;
                 }
                 DialState::Failed(e) => {
                     let cause = Cause::from_io(&e);
-                    self.fail_dial(cx, token, cause);
+                    self.fail_dial(cx, key, cause);
                     return;
                 }
-                DialState::Connected => self.establish(cx, token),
+                DialState::Connected => self.establish(cx, key),
             }
             if !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
                 return;
@@ -340,14 +368,14 @@ impl GoonReactor {
         }
         // Established: goon never writes; read and drop, and notice the peer closing.
         let mut budget = READ_BUDGET;
-        let Some(d) = self.conns.get_mut(token) else { return };
+        let Some(GoonEntry::Dial(d)) = cx.table.get_mut(key) else { return };
         loop {
             match d.sock.read(&mut self.scratch) {
                 Ok(0) => break,
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
-                        cx.defer(token);
+                        cx.defer(key);
                         return;
                     }
                 }
@@ -357,14 +385,15 @@ impl GoonReactor {
                 Err(_) => break,
             }
         }
-        self.close_established(token);
+        self.close_established(cx, key);
     }
 
     /// Dialing → Established.
-    fn establish(&mut self, cx: &Cx, token: Token) {
-        let Some(d) = self.conns.get_mut(token) else { return };
+    fn establish(&mut self, cx: &mut GCx, key: Key) {
+        let Some(GoonEntry::Dial(d)) = cx.table.get_mut(key) else { return };
         d.established = true;
         let rtt = cx.now.saturating_duration_since(d.since);
+        cx.timers.cancel(key, TIMER_DIAL);
         self.counts.dialing -= 1;
         self.counts.established += 1;
         self.counts.established_total += 1;
@@ -373,8 +402,8 @@ impl GoonReactor {
     }
 
     /// Established → Closed (the peer's FIN or reset).
-    fn close_established(&mut self, token: Token) {
-        if self.conns.remove(token).is_some() {
+    fn close_established(&mut self, cx: &mut GCx, key: Key) {
+        if cx.close(key).is_some() {
             self.counts.established -= 1;
             self.concurrency.down();
             self.counts.closed += 1;
@@ -392,7 +421,7 @@ impl GoonReactor {
         }
     }
 
-    fn flush(&mut self, cx: &Cx) {
+    fn flush(&mut self, cx: &GCx) {
         let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
         let mut u = self.report(dial_done, false);
         u.reactor = cx.id;
@@ -413,9 +442,15 @@ impl GoonReactor {
 
 impl Handler for GoonReactor {
     type Cmd = GoonCmd;
+    type Entry = GoonEntry;
 
-    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        cx.timers.set_capacity(self.share as usize + 1024);
+    fn on_start(&mut self, cx: &mut GCx) -> io::Result<()> {
+        // Each of the share's dials holds an entry until the run ends; the sink's connections
+        // are bounded by its own limit.
+        let share = self.share as usize;
+        let sink = self.sink.as_ref().map_or(0, Sink::cap);
+        cx.table.set_capacity(share.max(1) + sink, share);
+        self.clock = Some(cx.handle()?);
         if let Some(sink) = self.sink.as_mut() {
             sink.register(cx)?;
         }
@@ -424,54 +459,60 @@ impl Handler for GoonReactor {
         Ok(())
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
+    fn on_ready(&mut self, cx: &mut GCx, key: Key, _sock: usize, ready: Ready) {
         if self.stopping {
             return;
         }
-        if role_index(token) == Some(PACE) {
-            self.dial_some(cx);
-            return;
-        }
-        if let Some(sink) = self.sink.as_mut() {
-            if sink.owns(token) {
-                sink.on_ready(cx, token, ready);
-                return;
+        match (cx.table.get(key), self.sink.as_mut()) {
+            (Some(GoonEntry::Sink(_)), Some(sink)) => sink.on_ready(cx, key, ready),
+            (Some(GoonEntry::Dial(_)), _) => {
+                self.on_conn(cx, key, ready);
+                if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
+                    // Tell the coordinator at once rather than at the next tick.
+                    self.flush(cx);
+                }
             }
-        }
-        self.on_conn(cx, token, ready);
-        if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
-            // Tell the coordinator at once rather than at the next tick.
-            self.flush(cx);
+            _ => {}
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+    fn on_handle(&mut self, cx: &mut GCx, h: Handle, ready: Ready) {
         if self.stopping {
             return;
         }
-        // Route by token first: the embedded sink's timer kinds overlap goon's.
-        if role_index(token) == Some(PACE) {
-            if kind == TIMER_PACE {
-                self.pace_armed = None;
-                self.dial_some(cx);
-            }
+        if Some(h) == self.clock {
+            self.dial_some(cx);
+        } else if let Some(sink) = self.sink.as_mut().filter(|s| s.owns(h)) {
+            sink.on_handle(cx, ready);
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut GCx, key: Key, kind: Kind) {
+        if self.stopping {
             return;
         }
-        if let Some(sink) = self.sink.as_mut() {
-            if sink.owns(token) {
-                sink.on_timer(cx, token, kind);
-                return;
-            }
-        }
-        if kind == TIMER_DIAL && self.conns.get(token).is_some_and(|d| !d.established) {
-            self.fail_dial(cx, token, Cause::Timeout);
+        if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established) {
+            self.fail_dial(cx, key, Cause::Timeout);
             if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
                 self.flush(cx);
             }
         }
     }
 
-    fn on_command(&mut self, cx: &mut Cx, cmd: GoonCmd) {
+    fn on_handle_timer(&mut self, cx: &mut GCx, h: Handle, kind: Kind) {
+        if self.stopping {
+            return;
+        }
+        if Some(h) == self.clock {
+            if kind == TIMER_PACE {
+                self.dial_some(cx);
+            }
+        } else if let Some(sink) = self.sink.as_mut().filter(|s| s.owns(h)) {
+            sink.on_handle_timer(cx, kind);
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut GCx, cmd: GoonCmd) {
         match cmd {
             GoonCmd::Stop if !self.stopping => {
                 self.stopping = true;
@@ -486,13 +527,13 @@ impl Handler for GoonReactor {
         }
     }
 
-    fn on_tick(&mut self, cx: &mut Cx) {
+    fn on_tick(&mut self, cx: &mut GCx) {
         if !self.stopping {
             self.flush(cx);
         }
     }
 
-    fn on_wake(&mut self, cx: &mut Cx) {
+    fn on_wake(&mut self, cx: &mut GCx) {
         if let Some(sink) = self.sink.as_mut() {
             sink.on_wake(cx);
         }
@@ -502,7 +543,7 @@ impl Handler for GoonReactor {
         self.exit
     }
 
-    fn on_exit(&mut self, cx: &mut Cx) {
+    fn on_exit(&mut self, cx: &mut GCx) {
         if let Some(sink) = self.sink.as_mut() {
             sink.close_all(cx);
         }

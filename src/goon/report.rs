@@ -24,7 +24,7 @@ pub fn target_label(host: &str, target: SocketAddr) -> String {
 }
 
 /// Below this many established connections the RSS growth is mostly the run's fixed cost
-/// (thread stacks, slabs, histograms touched for the first time), not the connections', so a
+/// (thread stacks, connection tables, histograms touched for the first time), not the connections', so a
 /// per-connection figure would mislead (10 connections: 177 KB "each").
 pub const PER_CONNECTION_MIN: u64 = 1000;
 

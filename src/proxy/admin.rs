@@ -24,11 +24,11 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mio::event::Source;
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 
-use crate::engine::accept::{Acceptor, Admission, TIMER_RESUME_ACCEPT};
-use crate::engine::{listener_index, listener_token, purge_closed, Cx, Handler, Ready, Slab};
+use crate::engine::accept::{Acceptor, Admission};
+use crate::engine::{Cx, Entry, Handle, Handler, Key, Kind, Ready};
 use crate::http::{self, HeadError, Parse, Version, HEAD_DEADLINE, HEAD_LIMIT};
 
 /// Deadline for the client to take the whole response, counted from the complete head.
@@ -37,10 +37,8 @@ pub const ADMIN_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const ADMIN_MAX_CONNECTIONS: usize = 256;
 /// The reactor's tick: it has no periodic work, this only caps the poll timeout.
 const ADMIN_TICK: Duration = Duration::from_secs(1);
-/// Slab tag of admin connections (the admin reactor hosts nothing else).
-const CONN_TAG: u8 = 1;
 /// Timer kind of a connection's deadline.
-const T_DEADLINE: u8 = 1;
+const T_DEADLINE: Kind = Kind::new(0);
 /// Between two warnings that the connection bound was reached.
 const EVICT_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -103,13 +101,21 @@ enum Phase {
     Write { out: Vec<u8>, off: usize },
 }
 
-struct Conn {
+pub struct Conn {
     sock: TcpStream,
     /// Accept order (loop time is shared by a whole accept batch; this is not).
     seq: u64,
     deadline: Instant,
     phase: Phase,
 }
+
+impl Entry for Conn {
+    fn socket(&mut self, i: usize) -> Option<&mut dyn Source> {
+        (i == 0).then_some(&mut self.sock as &mut dyn Source)
+    }
+}
+
+type ACx<'a> = Cx<'a, Conn>;
 
 /// What a connection needs after its bytes were moved.
 enum Step {
@@ -120,7 +126,6 @@ enum Step {
 /// The admin reactor's state.
 pub struct Admin {
     acceptor: Acceptor,
-    conns: Slab<Conn>,
     metrics: Arc<Mutex<String>>,
     /// Every head read lands here first; a connection keeps only what it received.
     scratch: Box<[u8]>,
@@ -139,13 +144,7 @@ impl Admin {
         Ok(Admin {
             // The admin bounds its connections itself (evicting the oldest at the bound), so its
             // admission never refuses.
-            acceptor: Acceptor::new(
-                listener,
-                listener_token(0),
-                "the admin listener",
-                Admission::new(usize::MAX, 1, None),
-            ),
-            conns: Slab::new(CONN_TAG, ADMIN_MAX_CONNECTIONS, 0),
+            acceptor: Acceptor::new(listener, "the admin listener", Admission::new(usize::MAX, 1, None)),
             metrics,
             scratch: vec![0u8; HEAD_LIMIT].into_boxed_slice(),
             evicted: 0,
@@ -155,50 +154,40 @@ impl Admin {
         })
     }
 
-    fn accept(&mut self, cx: &mut Cx) {
+    fn accept(&mut self, cx: &mut ACx) {
         let mut taken = 0;
         while let Some((sock, _peer, _slot)) = self.acceptor.next(cx, &mut taken) {
-            if self.conns.is_full() {
+            if cx.table.is_full() {
                 self.evict_oldest(cx);
             }
             let deadline = cx.now + HEAD_DEADLINE;
             let conn = Conn { sock, seq: self.accepted, deadline, phase: Phase::Head(Vec::new()) };
             self.accepted += 1;
             // Full only if eviction found nothing, which cannot be at the bound: drop it.
-            let Ok(token) = self.conns.insert(conn) else { continue };
-            let Some(c) = self.conns.get_mut(token) else { continue };
-            match cx.registry.register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE) {
-                Ok(()) => {
-                    self.arm(cx, token, deadline);
+            match cx.adopt(conn) {
+                Ok(key) => {
+                    cx.timers.arm(key, T_DEADLINE, deadline);
                     // The request may be in the socket already: look now rather than next turn.
-                    self.drive(cx, token);
+                    self.drive(cx, key);
                 }
-                Err(e) => {
-                    log::debug!("admin: register: {e}");
-                    self.conns.remove(token); // never registered: dropping it closes it
-                }
+                Err((_, crate::engine::Refused::Register(e))) => log::debug!("admin: register: {e}"),
+                Err((_, crate::engine::Refused::Full)) => {}
             }
         }
-    }
-
-    fn arm(&mut self, cx: &mut Cx, token: Token, at: Instant) {
-        // Closed connections leave their deadlines in the heap; drop them before it fills.
-        purge_closed(cx.timers, &self.conns);
-        cx.arm(at, token, T_DEADLINE);
     }
 
     /// At the connection bound: closes the oldest connection still sending its head (the
     /// slowest, since a scraper sends its head at once), else the oldest of all.
-    fn evict_oldest(&mut self, cx: &mut Cx) {
-        let mut oldest: Option<((bool, u64), Token)> = None;
-        for (t, c) in self.conns.iter_mut() {
-            let key = (!matches!(c.phase, Phase::Head(_)), c.seq);
-            if oldest.is_none_or(|(o, _)| key < o) {
-                oldest = Some((key, t));
+    fn evict_oldest(&mut self, cx: &mut ACx) {
+        let mut oldest: Option<((bool, u64), Key)> = None;
+        for (k, c) in cx.table.iter() {
+            let rank = (!matches!(c.phase, Phase::Head(_)), c.seq);
+            if oldest.is_none_or(|(o, _)| rank < o) {
+                oldest = Some((rank, k));
             }
         }
-        let Some((_, token)) = oldest else { return };
-        self.close(cx, token);
+        let Some((_, key)) = oldest else { return };
+        cx.close(key);
         self.evicted += 1;
         if self.last_evict_log.is_none_or(|t| cx.now.duration_since(t) >= EVICT_LOG_EVERY) {
             self.last_evict_log = Some(cx.now);
@@ -209,15 +198,9 @@ impl Admin {
         }
     }
 
-    fn close(&mut self, cx: &mut Cx, token: Token) {
-        if let Some(mut c) = self.conns.remove(token) {
-            let _ = cx.registry.deregister(&mut c.sock);
-        }
-    }
-
-    /// Moves what can be moved for `token`: reads the head, then writes the response.
-    fn drive(&mut self, cx: &mut Cx, token: Token) {
-        let Some(c) = self.conns.get_mut(token) else { return };
+    /// Moves what can be moved for `key`: reads the head, then writes the response.
+    fn drive(&mut self, cx: &mut ACx, key: Key) {
+        let Some(c) = cx.table.get_mut(key) else { return };
         let step = match &mut c.phase {
             Phase::Head(buf) => match read_head(&mut c.sock, buf, &mut self.scratch) {
                 Err(()) => Step::Close,
@@ -229,7 +212,7 @@ impl Admin {
                         let deadline = c.deadline;
                         let step = write_out(c);
                         if matches!(step, Step::Wait) {
-                            self.arm(cx, token, deadline);
+                            cx.timers.arm(key, T_DEADLINE, deadline);
                         }
                         step
                     }
@@ -238,14 +221,14 @@ impl Admin {
             Phase::Write { .. } => write_out(c),
         };
         if let Step::Close = step {
-            self.close(cx, token);
+            cx.close(key);
         }
     }
 
-    fn on_deadline(&mut self, cx: &mut Cx, token: Token) {
-        let Some(c) = self.conns.get_mut(token) else { return };
+    fn on_deadline(&mut self, cx: &mut ACx, key: Key) {
+        let Some(c) = cx.table.get_mut(key) else { return };
         if cx.now < c.deadline {
-            return; // an earlier phase's timer; the current deadline has its own
+            return; // not due yet (the timer is re-armed with each phase's deadline)
         }
         if let Phase::Head(_) = c.phase {
             // One non-blocking attempt: the socket's buffer is empty, so it fits.
@@ -253,7 +236,7 @@ impl Admin {
         }
         self.timed_out += 1;
         log::debug!("admin: connection cut by its deadline ({} so far)", self.timed_out);
-        self.close(cx, token);
+        cx.close(key);
     }
 }
 
@@ -292,44 +275,48 @@ fn write_out(c: &mut Conn) -> Step {
 
 impl Handler for Admin {
     type Cmd = ();
+    type Entry = Conn;
 
-    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        self.acceptor.register(cx.registry)?;
+    fn on_start(&mut self, cx: &mut ACx) -> io::Result<()> {
+        cx.table.set_capacity(ADMIN_MAX_CONNECTIONS, 0);
+        self.acceptor.register(cx)?;
         // Clients may already wait in the backlog: look once without waiting for an edge.
         self.acceptor.wake(cx);
         Ok(())
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        if listener_index(token) == Some(0) {
-            self.acceptor.note_ready(ready);
+    fn on_ready(&mut self, cx: &mut ACx, key: Key, _sock: usize, _ready: Ready) {
+        self.drive(cx, key);
+    }
+
+    fn on_handle(&mut self, cx: &mut ACx, _h: Handle, ready: Ready) {
+        self.acceptor.note_ready(ready);
+        self.accept(cx);
+    }
+
+    fn on_timer(&mut self, cx: &mut ACx, key: Key, kind: Kind) {
+        if kind == T_DEADLINE {
+            self.on_deadline(cx, key);
+        }
+    }
+
+    fn on_handle_timer(&mut self, cx: &mut ACx, _h: Handle, kind: Kind) {
+        if self.acceptor.on_timer(kind) {
             self.accept(cx);
-        } else {
-            self.drive(cx, token);
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
-        match kind {
-            TIMER_RESUME_ACCEPT if listener_index(token) == Some(0) && self.acceptor.on_timer(kind) => {
-                self.accept(cx);
-            }
-            T_DEADLINE => self.on_deadline(cx, token),
-            _ => {}
-        }
-    }
+    fn on_command(&mut self, _: &mut ACx, _: ()) {}
 
-    fn on_command(&mut self, _: &mut Cx, _: ()) {}
-
-    fn on_tick(&mut self, _: &mut Cx) {}
+    fn on_tick(&mut self, _: &mut ACx) {}
 
     fn finished(&self) -> bool {
         false
     }
 
-    fn on_exit(&mut self, cx: &mut Cx) {
-        for t in self.conns.tokens() {
-            self.close(cx, t);
+    fn on_exit(&mut self, cx: &mut ACx) {
+        for k in cx.table.keys() {
+            cx.close(k);
         }
     }
 }

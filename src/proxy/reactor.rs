@@ -1,11 +1,11 @@
 //! The proxy's reactor handler: listeners, sessions, and (on reactor 0) the active health checks.
 //!
-//! Tokens. Sessions live in one generation-tagged [`Slab`] with tag [`SESSION_TAG`]; the slab
-//! token names the client socket, and the backend socket of the same session uses the same token
-//! with [`SERVER_BIT`] set, which turns tag 2 into tag 3. One slab entry, two tokens, no lookup
-//! table: `token & !SERVER_BIT` is always the slab key. Health-check sockets use tag 4 with the
-//! flat backend index as slot and the config epoch as generation, so checks from before a reload
-//! are ignored like any stale token.
+//! Entries. The reactor's table (see [`crate::engine::table`]) holds two kinds of
+//! [`ProxyEntry`]: a session, which owns the client socket ([`CLIENT`]) and the backend socket
+//! ([`SERVER`], replaced on each connect retry), and, on reactor 0, one health check per
+//! backend, which owns its probe socket while a check is under way. A reload closes every check
+//! entry (cancelling its timer) and adopts new ones, so a probe or timer from before a reload
+//! never reaches the new configuration.
 //!
 //! Health design. Only reactor 0 runs active checks (one non-blocking connect per backend every
 //! `interval` ± jitter). Its up/down vector rides in its per-tick stats snapshot to the
@@ -46,8 +46,8 @@
 //! not a global count: the sessions of one reactor are spread by the kernel's SO_REUSEPORT hash,
 //! so per-reactor least-loaded decisions approximate the global ones without sharing state.
 //!
-//! Files: this one holds the reactor's state and its reports; `dispatch` the `Handler` impl and
-//! token routing, `backends` picking, dialing, passive health and reloads, `health` the active
+//! Files: this one holds the reactor's state and its reports; `dispatch` the `Handler` impl
+//! (which entry or handle an event or timer is for), `backends` picking, dialing, passive health and reloads, `health` the active
 //! checks and the start-up gate, `lifecycle` a session from accept to close. The byte pump
 //! itself is [`super::session`].
 
@@ -62,6 +62,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use mio::event::Source;
 use mio::net::TcpStream;
 
 use super::config::{AdminState, ProxyConfig};
@@ -69,25 +70,57 @@ use super::lb::{Balance, Candidate, Picker};
 use super::session::{Bufs, Pipe};
 use super::stats::ProxyStats;
 use crate::engine::accept::{Acceptor, Admission, Slot};
-use crate::engine::{listener_token, Slab};
+use crate::engine::{Cx, Entry, Handle, Key, Kind};
 use crate::net::connect::DialOpts;
 
-pub const SESSION_TAG: u8 = 2;
-/// Set on a session token to name its backend socket (the low bit of the slab tag).
-pub const SERVER_BIT: usize = 1 << 56;
-const HEALTH_TAG: usize = 4;
+/// A session's client socket.
+pub const CLIENT: usize = 0;
+/// A session's backend socket.
+pub const SERVER: usize = 1;
 
-const T_CONNECT: u8 = 1;
-const T_IDLE: u8 = 2;
-const T_FIN: u8 = 3;
-const T_HEALTH: u8 = 4;
-const T_DRAIN: u8 = 6;
-/// Start-up gate fallback: listeners open at the latest this long after the health timeout.
-const T_OPEN: u8 = 7;
+/// Session timers: the backend connect deadline, the idle/lifetime deadline, the half-close
+/// deadline.
+const T_CONNECT: Kind = Kind::new(0);
+const T_IDLE: Kind = Kind::new(1);
+const T_FIN: Kind = Kind::new(2);
+/// A health check's next step (a check to start, or one under way to time out).
+const T_HEALTH: Kind = Kind::new(0);
+/// Timers of the reactor's clock: the drain deadline, and the start-up gate fallback
+/// (listeners open at the latest [`OPEN_GRACE`] after the health timeout).
+const T_DRAIN: Kind = Kind::new(0);
+const T_OPEN: Kind = Kind::new(1);
 pub const OPEN_GRACE: Duration = Duration::from_millis(500);
-/// Timer entries a session may have outstanding (connect, idle, fin).
-const TIMERS_PER_SESSION: usize = 3;
 const REMOVED: usize = usize::MAX;
+
+/// What the proxy's table holds. Sessions are nearly every entry and checks a handful, so a
+/// session is stored inline (a table slot is a session's size), not boxed: no allocation per
+/// session.
+#[allow(clippy::large_enum_variant)]
+pub enum ProxyEntry {
+    Session(Session),
+    Check(Probe),
+}
+
+impl Entry for ProxyEntry {
+    fn socket(&mut self, i: usize) -> Option<&mut dyn Source> {
+        match (self, i) {
+            (ProxyEntry::Session(s), CLIENT) => Some(&mut s.pipe.client),
+            (ProxyEntry::Session(s), SERVER) => Some(&mut s.pipe.server),
+            (ProxyEntry::Check(p), 0) => p.sock.as_mut().map(|s| s as &mut dyn Source),
+            _ => None,
+        }
+    }
+}
+
+type PCx<'a> = Cx<'a, ProxyEntry>;
+
+/// The session of entry `key`, if that is a live session.
+fn session(table: &mut crate::engine::Table<ProxyEntry>, key: Key) -> Option<&mut Session> {
+    match table.get_mut(key) {
+        Some(ProxyEntry::Session(s)) => Some(s),
+        _ => None,
+    }
+}
 
 pub enum Cmd {
     /// Up/down per flat backend index of configuration `generation`, from reactor 0's checks.
@@ -175,7 +208,7 @@ struct Listener {
     active: usize,
 }
 
-struct Session {
+pub struct Session {
     pipe: Pipe,
     listener: usize,
     /// Flat backend index, or `REMOVED` after a reload dropped it.
@@ -186,8 +219,6 @@ struct Session {
     attempts: u32,
     /// Group-local indices already tried (allocated on the first retry).
     tried: Vec<bool>,
-    connect_timer: bool,
-    fin_timer: bool,
     started: Instant,
     last_client: Instant,
     last_server: Instant,
@@ -200,8 +231,19 @@ struct Session {
     _slot: Slot,
 }
 
-struct Check {
+/// A health check's table entry: the backend it checks, and its probe socket while a check
+/// is under way.
+pub struct Probe {
+    backend: usize,
     sock: Option<TcpStream>,
+}
+
+/// A backend's health-check state (reactor 0).
+struct Check {
+    /// Its table entry; `None` once draining closed it.
+    key: Option<Key>,
+    /// A probe is under way (its socket is in the entry).
+    in_flight: bool,
     started: Instant,
     next_at: Instant,
     rise: u32,
@@ -210,7 +252,6 @@ struct Check {
     /// No check has completed yet: the first result decides the state (a success brings a
     /// DOWN backend up, a failure takes an UP one down) and is logged, whatever it is.
     fresh: bool,
-    timer_armed: bool,
 }
 
 /// What a backend's checks carry over a reload that keeps it (same group, name and address)
@@ -227,9 +268,11 @@ pub struct ProxyReactor {
     listeners: Vec<Listener>,
     backends: Vec<Backend>,
     groups: Vec<Group>,
-    sessions: Slab<Session>,
+    /// Live sessions (entries of the table that are sessions).
+    sessions: usize,
     checks: Vec<Check>,
-    epoch: u32,
+    /// The reactor's clock: drain deadline and start-up gate (allocated at start).
+    clock: Option<Handle>,
     /// Configuration generation (see the module doc): 0 at start-up, set by each reload.
     generation: u64,
     rng: fastrand::Rng,
@@ -264,9 +307,8 @@ impl ProxyReactor {
             .into_iter()
             .zip(gates)
             .zip(&cfg.listeners)
-            .enumerate()
-            .map(|(i, ((l, gate), lc))| Listener {
-                acceptor: Acceptor::new(l, listener_token(i), format!("listener {}", lc.name), gate),
+            .map(|((l, gate), lc)| Listener {
+                acceptor: Acceptor::new(l, format!("listener {}", lc.name), gate),
                 group: lc.group,
                 active: 0,
             })
@@ -276,9 +318,9 @@ impl ProxyReactor {
         let stats = ProxyStats::new(ls.len(), backends.len());
         ProxyReactor {
             listeners: ls,
-            sessions: Slab::new(SESSION_TAG, share, 0),
+            sessions: 0,
             checks: Vec::new(),
-            epoch: 0,
+            clock: None,
             generation: 0,
             rng: fastrand::Rng::with_seed(0x5eed ^ id as u64 ^ std::process::id() as u64),
             scratch: Vec::new(),
@@ -305,7 +347,7 @@ impl ProxyReactor {
         for (i, b) in self.backends.iter().enumerate() {
             self.stats.backend_active[i] = u64::from(b.active);
         }
-        self.stats.active = self.sessions.len() as u64;
+        self.stats.active = self.sessions as u64;
         self.stats.health = self.checks.iter().map(|c| c.up).collect();
         self.stats.rings = self.bufs.rings.stats();
         self.stats.pipes = self.bufs.pipes.stats();
@@ -314,6 +356,12 @@ impl ProxyReactor {
         self.stats.switches_to_copy = self.bufs.switches_to_copy;
         self.stats.accept_pauses = self.listeners.iter().map(|l| l.acceptor.pauses).sum();
         self.stats.clone()
+    }
+
+    /// Entries the table may hold: every session the global limit allows, and one health
+    /// check per backend.
+    fn table_capacity(&self) -> usize {
+        self.cfg.max_connections.max(1) + self.backends.len()
     }
 
     fn make_report(&mut self, id: usize, done: bool, health_known: bool) -> Report {

@@ -87,7 +87,7 @@ pub fn keep_restart_only(running: &ProxyConfig, new: &mut ProxyConfig) -> Result
     let inherits_cap = |file: usize, run: usize| file == file_cap && run == running.max_connections;
     d.restart("threads", threads, &running.threads);
     d.restart("cpu_affinity", cpu_affinity, &running.cpu_affinity);
-    // Sizes the session slabs, buffer pools and timer heaps of the reactors.
+    // Sizes the reactors' connection tables (and with them their timers) and buffer pools.
     d.restart("max_connections", max_connections, &running.max_connections);
     d.live(balance); // resolved into each group's `balance`
     d.live(retries);

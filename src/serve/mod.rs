@@ -9,14 +9,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use mio::Token;
 
 use crate::engine::accept::Admission;
 use crate::engine::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
-use crate::engine::{Cx, Handler, Pool, Ready};
+use crate::engine::{Cx, Handle, Handler, Key, Kind, Pool, Ready};
 use crate::net::tune::SockBufs;
 use crate::sys::Signal;
-use crate::target::{Mode, Sink, SinkStats};
+use crate::target::{Mode, Sink, SinkConn, SinkStats};
 
 /// `--max-conns` without the flag: this, or what the open-file limit allows when lower.
 pub const DEFAULT_MAX_CONNS: usize = 100_000;
@@ -40,21 +39,30 @@ struct ServeReactor {
 
 impl Handler for ServeReactor {
     type Cmd = ServeCmd;
+    type Entry = SinkConn;
 
-    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        cx.timers.set_capacity(1024);
+    fn on_start(&mut self, cx: &mut Cx<SinkConn>) -> io::Result<()> {
+        cx.table.set_capacity(self.sink.cap(), 0);
         self.sink.register(cx)
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        self.sink.on_ready(cx, token, ready);
+    fn on_ready(&mut self, cx: &mut Cx<SinkConn>, key: Key, _sock: usize, ready: Ready) {
+        self.sink.on_ready(cx, key, ready);
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
-        self.sink.on_timer(cx, token, kind);
+    fn on_handle(&mut self, cx: &mut Cx<SinkConn>, h: Handle, ready: Ready) {
+        if self.sink.owns(h) {
+            self.sink.on_handle(cx, ready);
+        }
     }
 
-    fn on_command(&mut self, cx: &mut Cx, cmd: ServeCmd) {
+    fn on_handle_timer(&mut self, cx: &mut Cx<SinkConn>, h: Handle, kind: Kind) {
+        if self.sink.owns(h) {
+            self.sink.on_handle_timer(cx, kind);
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut Cx<SinkConn>, cmd: ServeCmd) {
         match cmd {
             ServeCmd::Stop => {
                 self.sink.close_all(cx);
@@ -63,12 +71,12 @@ impl Handler for ServeReactor {
         }
     }
 
-    fn on_tick(&mut self, cx: &mut Cx) {
+    fn on_tick(&mut self, cx: &mut Cx<SinkConn>) {
         self.sink.sweep(cx.now);
         let _ = self.stats_tx.try_send((cx.id, self.sink.stats, false));
     }
 
-    fn on_wake(&mut self, cx: &mut Cx) {
+    fn on_wake(&mut self, cx: &mut Cx<SinkConn>) {
         self.sink.on_wake(cx);
     }
 
@@ -76,7 +84,7 @@ impl Handler for ServeReactor {
         self.stopping
     }
 
-    fn on_exit(&mut self, cx: &mut Cx) {
+    fn on_exit(&mut self, cx: &mut Cx<SinkConn>) {
         // The coordinator waits for this one: a blocking send with a deadline is fine at exit.
         let _ = self.stats_tx.send_timeout((cx.id, self.sink.stats, true), Duration::from_secs(1));
     }

@@ -8,10 +8,11 @@ use std::os::fd::AsFd;
 use mio::net::TcpStream;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use super::{ClientReactor, Io, Phase, Step};
+use super::reactor::CCx;
+use super::{conn, ClientReactor, Io, Phase, Step};
 use crate::backpressure::config::{ClientConfig, Protocol};
 use crate::backpressure::ws::{ClientHandshake, HandshakeStep, Metered, WsConn};
-use crate::engine::{Cx, Ready};
+use crate::engine::Ready;
 use crate::net::tcp_info;
 
 pub(super) fn dial(cfg: &ClientConfig, target: SocketAddr) -> io::Result<TcpStream> {
@@ -42,8 +43,8 @@ pub(super) fn speaks_http(s: &TcpStream) -> bool {
 }
 
 impl ClientReactor {
-    pub(super) fn connecting(&mut self, cx: &mut Cx, i: usize) -> Step {
-        let c = &mut self.conns[i];
+    pub(super) fn connecting(&mut self, cx: &mut CCx, i: usize) -> Step {
+        let Some(c) = conn(cx.table, &self.keys, i) else { return Step::Idle };
         let Io::Tcp(s) = &c.io else { return Step::Idle };
         if !c.rd.event.intersects(Ready::WRITABLE | Ready::ERROR | Ready::HUP) {
             return Step::Idle;
@@ -51,14 +52,17 @@ impl ClientReactor {
         match crate::net::connect::check(s) {
             crate::net::connect::DialState::Pending => Step::Idle,
             crate::net::connect::DialState::Failed(e) if crate::net::connect::completed_before(s, &e) => {
-                self.fail(format!(
-                    "connect {}: the server accepted the connection and reset it at once ({e}): nothing to measure",
-                    self.target
-                ));
+                self.fail(
+                    cx,
+                    format!(
+                        "connect {}: the server accepted the connection and reset it at once ({e}): nothing to measure",
+                        self.target
+                    ),
+                );
                 Step::Idle
             }
             crate::net::connect::DialState::Failed(e) => {
-                self.fail(format!("connect {}: {e}", self.target));
+                self.fail(cx, format!("connect {}: {e}", self.target));
                 Step::Idle
             }
             crate::net::connect::DialState::Connected => {
@@ -78,8 +82,8 @@ impl ClientReactor {
         }
     }
 
-    pub(super) fn handshake(&mut self, cx: &mut Cx, i: usize) -> Step {
-        let c = &mut self.conns[i];
+    pub(super) fn handshake(&mut self, cx: &mut CCx, i: usize) -> Step {
+        let Some(c) = conn(cx.table, &self.keys, i) else { return Step::Idle };
         let (Io::Tcp(s), Some(hs)) = (&mut c.io, c.hs.as_mut()) else { return Step::Idle };
         match hs.advance(s) {
             HandshakeStep::NotNow => Step::Idle,
@@ -89,7 +93,7 @@ impl ClientReactor {
                 } else {
                     ""
                 };
-                self.fail(format!("WebSocket handshake with {}: {why}{hint}", self.target));
+                self.fail(cx, format!("WebSocket handshake with {}: {why}{hint}", self.target));
                 Step::Idle
             }
             HandshakeStep::Done { leftover } => {

@@ -29,12 +29,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use mio::event::Source;
 use mio::net::TcpStream;
 
 use super::config::ClientConfig;
 use super::verdict::Sample;
 use super::ws::{ClientHandshake, Metered, WsConn};
-use crate::engine::Readiness;
+use crate::engine::{Entry, Handle, Key, Kind, Readiness, Table};
 use crate::net::tcp_info;
 
 mod close;
@@ -61,9 +62,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RECV_BATCH: usize = 64;
 /// Capacity of the reactor → coordinator channel.
 const REPORT_QUEUE: usize = 1024;
-const TIMER_PACE: u8 = 1;
-const TIMER_PHASE: u8 = 2;
-const TIMER_END: u8 = 3;
+/// A connection's timers: the next paced payload, the deadline of its current phase.
+const TIMER_PACE: Kind = Kind::new(0);
+const TIMER_PHASE: Kind = Kind::new(1);
+/// The run's clock: the end of `--duration`.
+const TIMER_END: Kind = Kind::new(0);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -85,7 +88,9 @@ enum Io {
     None,
 }
 
-struct Conn {
+pub struct Conn {
+    /// Its index in the run (connection `i` of the samples and the report).
+    idx: usize,
     phase: Phase,
     io: Io,
     hs: Option<ClientHandshake>,
@@ -99,12 +104,27 @@ struct Conn {
     eagain: u64,
     opened: Instant,
     phase_until: Option<Instant>,
-    pace_armed: bool,
     /// At least one sample of this connection was taken while it was open.
     sampled: bool,
     /// TCP mode: the first bytes the server sent were looked at (an HTTP answer means the
     /// server speaks WebSocket).
     peeked: bool,
+}
+
+impl Entry for Conn {
+    /// The dialled socket: the table registers it at adopt, and it keeps that registration
+    /// when the WebSocket handshake wraps it.
+    fn socket(&mut self, i: usize) -> Option<&mut dyn Source> {
+        match (&mut self.io, i) {
+            (Io::Tcp(s), 0) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Connection `i` of the run.
+fn conn<'a>(table: &'a mut Table<Conn>, keys: &[Key], i: usize) -> Option<&'a mut Conn> {
+    table.get_mut(*keys.get(i)?)
 }
 
 impl Conn {
@@ -163,7 +183,12 @@ struct ClientReactor {
     target: SocketAddr,
     payload: Vec<u8>,
     start: Instant,
-    conns: Vec<Conn>,
+    /// Connection `i`'s table entry (the entries live for the whole run).
+    keys: Vec<Key>,
+    /// Connections that reached `Phase::Done` (the run ends when all have).
+    done: usize,
+    /// The run's clock (allocated at start).
+    clock: Option<Handle>,
     finals: Vec<(usize, Sample)>,
     cut_short: u64,
     resets: u64,

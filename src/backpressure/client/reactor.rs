@@ -4,32 +4,42 @@
 use std::io;
 use std::time::Duration;
 
-use mio::{Interest, Token};
-
 use super::connect::{dial, no_handshake_answer};
 use super::{
-    ClientCmd, ClientReactor, Conn, Io, Msg, Phase, Step, CONNECT_TIMEOUT, TIMER_END, TIMER_PACE, TIMER_PHASE,
+    conn, ClientCmd, ClientReactor, Conn, Io, Msg, Phase, Step, CONNECT_TIMEOUT, TIMER_END, TIMER_PACE, TIMER_PHASE,
 };
 use crate::backpressure::verdict::Sample;
-use crate::engine::{role_index, role_token, Cx, Handler, Readiness, Ready};
+use crate::engine::{Cx, Handle, Handler, Key, Kind, Readiness, Ready, Refused};
 use crate::net::tcp_info;
 
+pub(super) type CCx<'a> = Cx<'a, Conn>;
+
 impl ClientReactor {
-    pub(super) fn fail(&mut self, why: String) {
+    pub(super) fn fail(&mut self, cx: &mut CCx, why: String) {
         if !self.failed {
             self.failed = true;
             let _ = self.out.send_timeout(Msg::Failed(why), Duration::from_secs(1));
         }
-        for c in &mut self.conns {
+        for (_, c) in cx.table.iter_mut() {
             c.phase = Phase::Done;
             c.io = Io::None;
         }
+        self.done = self.keys.len();
+    }
+
+    /// Connection `c` is over (its socket, if any, was dropped or is dropped here).
+    pub(super) fn retire(&mut self, c: &mut Conn) {
+        if c.phase != Phase::Done {
+            self.done += 1;
+        }
+        c.io = Io::None;
+        c.phase = Phase::Done;
     }
 
     /// Connection `i` ended early for `why`; remembered as the reason the run could not measure
     /// when it was never sampled.
-    pub(super) fn lost(&mut self, i: usize, why: String) {
-        if self.conns[i].sampled {
+    pub(super) fn lost(&mut self, sampled: bool, i: usize, why: String) {
+        if sampled {
             log::warn!("bp client: connection {i}: {why}");
         } else {
             // Reported once, in the final lines or as the reason the run could not measure.
@@ -38,37 +48,40 @@ impl ClientReactor {
         }
     }
 
-    fn drive(&mut self, cx: &mut Cx, i: usize, ready: Ready) {
-        let Some(c) = self.conns.get_mut(i) else { return };
+    fn drive(&mut self, cx: &mut CCx, i: usize, ready: Ready) {
+        let Some(c) = conn(cx.table, &self.keys, i) else { return };
         c.rd.event |= ready;
         let step = match c.phase {
             Phase::Connecting => self.connecting(cx, i),
             Phase::Handshake => self.handshake(cx, i),
             Phase::Open | Phase::Flushing => self.write(cx, i),
-            Phase::Closing => self.closing(i),
+            Phase::Closing => self.closing(cx, i),
             Phase::Draining | Phase::Done => Step::Idle,
         };
-        if let Step::More = step {
-            cx.defer(Token(i));
+        if let (Step::More, Some(k)) = (step, self.keys.get(i)) {
+            cx.defer(*k);
         }
     }
 }
 
 impl Handler for ClientReactor {
     type Cmd = ClientCmd;
+    type Entry = Conn;
 
-    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        cx.timers.set_capacity(self.cfg.connections * 4 + 16);
+    fn on_start(&mut self, cx: &mut CCx) -> io::Result<()> {
+        cx.table.set_capacity(self.cfg.connections, self.cfg.connections);
+        let clock = cx.handle()?;
+        self.clock = Some(clock);
         for i in 0..self.cfg.connections {
-            let mut s = match dial(&self.cfg, self.target) {
+            let s = match dial(&self.cfg, self.target) {
                 Ok(s) => s,
                 Err(e) => {
-                    self.fail(format!("connect {}: {e}", self.target));
+                    self.fail(cx, format!("connect {}: {e}", self.target));
                     return Ok(());
                 }
             };
-            cx.registry.register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-            self.conns.push(Conn {
+            let c = Conn {
+                idx: i,
                 phase: Phase::Connecting,
                 io: Io::Tcp(s),
                 hs: None,
@@ -80,109 +93,112 @@ impl Handler for ClientReactor {
                 eagain: 0,
                 opened: cx.now,
                 phase_until: Some(cx.now + CONNECT_TIMEOUT),
-                pace_armed: false,
                 sampled: false,
                 peeked: false,
-            });
-            cx.arm(cx.now + CONNECT_TIMEOUT, Token(i), TIMER_PHASE);
+            };
+            let key = match cx.adopt(c) {
+                Ok(k) => k,
+                Err((_, Refused::Register(e))) => return Err(e),
+                Err((_, Refused::Full)) => return Err(io::Error::other("connection table full")),
+            };
+            self.keys.push(key);
+            cx.timers.arm(key, TIMER_PHASE, cx.now + CONNECT_TIMEOUT);
         }
         if let Some(d) = self.cfg.duration {
-            cx.arm(self.start + d, role_token(0), TIMER_END);
+            cx.arm(clock, TIMER_END, self.start + d);
         }
         Ok(())
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        if token.0 < self.conns.len() {
-            self.drive(cx, token.0, ready);
+    fn on_ready(&mut self, cx: &mut CCx, key: Key, _sock: usize, ready: Ready) {
+        if let Some(i) = cx.table.get(key).map(|c| c.idx) {
+            self.drive(cx, i, ready);
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
-        if role_index(token) == Some(0) && kind == TIMER_END {
+    fn on_handle_timer(&mut self, cx: &mut CCx, h: Handle, kind: Kind) {
+        if Some(h) == self.clock && kind == TIMER_END {
             self.end_run(cx);
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut CCx, key: Key, kind: Kind) {
+        let Some(c) = cx.table.get_mut(key) else { return };
+        let i = c.idx;
+        if kind == TIMER_PACE {
+            self.drive(cx, i, Ready::EMPTY);
             return;
         }
-        let i = token.0;
-        let Some(c) = self.conns.get_mut(i) else { return };
-        match kind {
-            TIMER_PACE => {
-                c.pace_armed = false;
-                self.drive(cx, i, Ready::EMPTY);
+        if kind != TIMER_PHASE {
+            return;
+        }
+        let Some(until) = c.phase_until else { return };
+        if cx.now < until {
+            return;
+        }
+        c.phase_until = None;
+        match c.phase {
+            Phase::Connecting => {
+                self.fail(cx, format!("connect {}: no connection within {CONNECT_TIMEOUT:?}", self.target));
             }
-            TIMER_PHASE => {
-                let Some(until) = c.phase_until else { return };
-                if cx.now < until {
-                    return;
-                }
-                c.phase_until = None;
-                match c.phase {
-                    Phase::Connecting => {
-                        self.fail(format!("connect {}: no connection within {CONNECT_TIMEOUT:?}", self.target));
-                    }
-                    Phase::Handshake => {
-                        let why = no_handshake_answer(self.target, &format!("within {CONNECT_TIMEOUT:?}"));
-                        self.fail(why);
-                    }
-                    Phase::Flushing => {
-                        // The last payload did not fit in time: sample and drop it unfinished.
-                        self.cut_short += 1;
-                        let t = cx.now.saturating_duration_since(self.start);
-                        if let Some(s) = c.sample(t) {
-                            self.finals.push((i, s));
-                        }
-                        self.abort_or_close(i);
-                    }
-                    Phase::Closing | Phase::Draining => self.abort_or_close(i),
-                    _ => {}
-                }
+            Phase::Handshake => {
+                let why = no_handshake_answer(self.target, &format!("within {CONNECT_TIMEOUT:?}"));
+                self.fail(cx, why);
             }
+            Phase::Flushing => {
+                // The last payload did not fit in time: sample and drop it unfinished.
+                self.cut_short += 1;
+                let t = cx.now.saturating_duration_since(self.start);
+                if let Some(s) = c.sample(t) {
+                    self.finals.push((i, s));
+                }
+                self.abort_or_close(cx, i);
+            }
+            Phase::Closing | Phase::Draining => self.abort_or_close(cx, i),
             _ => {}
         }
     }
 
-    fn on_command(&mut self, cx: &mut Cx, cmd: ClientCmd) {
+    fn on_command(&mut self, cx: &mut CCx, cmd: ClientCmd) {
         match cmd {
             ClientCmd::Stop => self.end_run(cx),
         }
     }
 
-    fn on_tick(&mut self, cx: &mut Cx) {
+    fn on_tick(&mut self, cx: &mut CCx) {
         let t = cx.now.saturating_duration_since(self.start);
-        let samples: Vec<(usize, Sample)> = self
-            .conns
+        let samples: Vec<(usize, Sample)> = cx
+            .table
             .iter_mut()
-            .enumerate()
             .filter(|(_, c)| matches!(c.phase, Phase::Open | Phase::Flushing))
-            .filter_map(|(i, c)| {
+            .filter_map(|(_, c)| {
                 let s = c.sample(t)?;
                 c.sampled = true;
-                Some((i, s))
+                Some((c.idx, s))
             })
             .collect();
         if !samples.is_empty() {
             let _ = self.out.try_send(Msg::Samples(samples));
         }
         // Draining connections whose queue the server has acknowledged: a plain close.
-        for c in self.conns.iter_mut().filter(|c| c.phase == Phase::Draining) {
+        for (_, c) in cx.table.iter_mut().filter(|(_, c)| c.phase == Phase::Draining) {
             if c.fd().is_some_and(|fd| tcp_info::outq(fd).is_ok_and(|q| q == 0)) {
-                c.io = Io::None;
-                c.phase = Phase::Done;
+                self.retire(c);
             }
         }
     }
 
     fn finished(&self) -> bool {
-        self.failed || self.conns.iter().all(|c| c.phase == Phase::Done)
+        self.failed || self.done == self.keys.len()
     }
 
-    fn on_exit(&mut self, _cx: &mut Cx) {
+    fn on_exit(&mut self, cx: &mut CCx) {
         if self.failed {
             return;
         }
-        let unmeasured = self.conns.iter().filter(|c| !c.sampled).count() as u64;
+        let unmeasured = cx.table.iter().filter(|(_, c)| !c.sampled).count() as u64;
         let why = self.unmeasured_why.take();
-        if unmeasured == self.conns.len() as u64 {
+        if unmeasured == self.keys.len() as u64 {
             // Not one sample: there is no measurement to give a verdict on.
             let why = why.unwrap_or_else(|| "the connections ended before the first sample".into());
             let msg = Msg::Failed(format!("bp client: could not measure: {why}"));

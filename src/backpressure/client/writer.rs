@@ -4,33 +4,33 @@
 use std::io;
 use std::time::Duration;
 
-use mio::Token;
 use tungstenite::Message;
 
 use super::connect::speaks_http;
-use super::{ClientReactor, Conn, Io, Msg, Phase, Step, RECV_BATCH, TIMER_PACE, WRITE_BUDGET};
+use super::reactor::CCx;
+use super::{conn, ClientReactor, Io, Msg, Phase, Step, RECV_BATCH, TIMER_PACE, WRITE_BUDGET};
 use crate::backpressure::ws::{Flush, Recv, SendStatus};
-use crate::engine::{Cx, Ready};
+use crate::engine::Ready;
 
 impl ClientReactor {
-    fn note_eagain(&mut self, i: usize) {
-        let c = &mut self.conns[i];
+    fn note_eagain(&mut self, cx: &mut CCx, i: usize) {
+        let Some(c) = conn(cx.table, &self.keys, i) else { return };
         c.eagain += 1;
         if c.eagain == 1 {
             let bytes = c.written();
-            let total = self.conns.iter().map(Conn::written).sum();
+            let total = cx.table.iter().map(|(_, c)| c.written()).sum();
             let _ = self.out.try_send(Msg::FirstEagain { conn: i, bytes, total });
             self.any_eagain = true;
         }
     }
 
     /// Paced payload writes (Open), or completing the last payload (Flushing).
-    pub(super) fn write(&mut self, cx: &mut Cx, i: usize) -> Step {
+    pub(super) fn write(&mut self, cx: &mut CCx, i: usize) -> Step {
         let rate = self.cfg.rate;
         let total = self.cfg.total;
         let budget = WRITE_BUDGET;
         // Server frames (Close, Ping) and resets.
-        let c = &mut self.conns[i];
+        let Some(c) = conn(cx.table, &self.keys, i) else { return Step::Idle };
         let mut more_frames = false;
         if let Io::Ws(ws) = &mut c.io {
             if c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
@@ -47,7 +47,8 @@ impl ClientReactor {
                         }
                         Recv::Closed(why) => {
                             self.resets += u64::from(why.by_peer());
-                            self.lost(i, why.describe("this client", "the server"));
+                            let sampled = c.sampled;
+                            self.lost(sampled, i, why.describe("this client", "the server"));
                             self.end_conn(cx, i);
                             return Step::Idle;
                         }
@@ -59,7 +60,7 @@ impl ClientReactor {
             if !c.peeked && c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
                 c.peeked = true;
                 if speaks_http(s) {
-                    self.fail(format!(
+                    self.fail(cx, format!(
                         "{}: the server answered with HTTP: it speaks WebSocket (or HTTP), not raw TCP; use --protocol websocket",
                         self.target
                     ));
@@ -68,15 +69,17 @@ impl ClientReactor {
             }
         }
         let step = self.write_payloads(cx, i, budget, rate, total);
+        let done = conn(cx.table, &self.keys, i).is_none_or(|c| c.phase == Phase::Done);
         match step {
-            Step::Idle if more_frames && self.conns[i].phase != Phase::Done => Step::More,
+            Step::Idle if more_frames && !done => Step::More,
             step => step,
         }
     }
 
-    fn write_payloads(&mut self, cx: &mut Cx, i: usize, mut budget: usize, rate: u64, total: u64) -> Step {
+    fn write_payloads(&mut self, cx: &mut CCx, i: usize, mut budget: usize, rate: u64, total: u64) -> Step {
+        let Some(&key) = self.keys.get(i) else { return Step::Idle };
         loop {
-            let c = &mut self.conns[i];
+            let Some(c) = cx.table.get_mut(key) else { return Step::Idle };
             let partial = c.off > 0 || c.ws_pending;
             if !partial {
                 // Between payloads: may we start another?
@@ -87,10 +90,8 @@ impl ClientReactor {
                 if rate > 0 {
                     let due = (cx.now.saturating_duration_since(c.opened).as_secs_f64() * rate as f64) as u64 + 1;
                     if c.payloads >= due {
-                        if !c.pace_armed {
-                            let at = c.opened + Duration::from_secs_f64(c.payloads as f64 / rate as f64);
-                            c.pace_armed = cx.arm(at.max(cx.now), Token(i), TIMER_PACE);
-                        }
+                        let at = c.opened + Duration::from_secs_f64(c.payloads as f64 / rate as f64);
+                        cx.timers.arm_earlier(key, TIMER_PACE, at.max(cx.now));
                         return Step::Idle;
                     }
                 }
@@ -117,14 +118,15 @@ impl ClientReactor {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
                     Err(e) => {
                         if !c.peeked && speaks_http(s) {
-                            self.fail(format!(
+                            self.fail(cx, format!(
                                 "{}: the server answered with HTTP and closed: it speaks WebSocket (or HTTP), not raw TCP; use --protocol websocket",
                                 self.target
                             ));
                             return Step::Idle;
                         }
                         self.resets += 1;
-                        self.lost(i, format!("the server ended the connection (write: {e})"));
+                        let sampled = c.sampled;
+                        self.lost(sampled, i, format!("the server ended the connection (write: {e})"));
                         self.end_conn(cx, i);
                         return Step::Idle;
                     }
@@ -152,7 +154,8 @@ impl ClientReactor {
                         }
                         SendStatus::Closed(why) => {
                             self.resets += u64::from(why.by_peer());
-                            self.lost(i, why.describe("this client", "the server"));
+                            let sampled = c.sampled;
+                            self.lost(sampled, i, why.describe("this client", "the server"));
                             self.end_conn(cx, i);
                             return Step::Idle;
                         }
@@ -161,8 +164,8 @@ impl ClientReactor {
                 Io::None => return Step::Idle,
             };
             if blocked {
-                self.conns[i].rd.event.remove(Ready::WRITABLE);
-                self.note_eagain(i);
+                c.rd.event.remove(Ready::WRITABLE);
+                self.note_eagain(cx, i);
                 return Step::Idle;
             }
         }

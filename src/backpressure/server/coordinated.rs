@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::stats::{final_lines, interval_line};
-use super::{BpReactor, Report, ServerCmd, ServerStats, LINE_EVERY, SLAB_TAG};
+use super::{BpReactor, Report, ServerCmd, ServerStats, LINE_EVERY};
 use crate::backpressure::config::ServerConfig;
 use crate::backpressure::web::DashboardSample;
 use crate::engine::accept::{Acceptor, Admission};
 use crate::engine::coordinator::{self, Ctl, Flow, Interval, Reports, Role};
 use crate::engine::pool::BufPool;
-use crate::engine::{listener_token, Pool, Slab};
+use crate::engine::Pool;
 use crate::sys::Signal;
 
 /// Runs the lab server until SIGINT/SIGTERM. The first stdout line names the bound address.
@@ -44,8 +44,8 @@ pub fn run(
         .map(|l| BpReactor {
             cfg: cfg.clone(),
             limits: cfg.ws_limits(),
-            acceptor: Acceptor::new(l, listener_token(0), "the listener", gate.clone()),
-            conns: Slab::new(SLAB_TAG, gate.cap(), 0),
+            acceptor: Acceptor::new(l, "the listener", gate.clone()),
+            cap: gate.cap(),
             next_id: 0,
             closed_read: 0,
             stats: ServerStats::default(),

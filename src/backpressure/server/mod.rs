@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use mio::event::Source;
 use mio::net::TcpStream;
 
 use super::config::ServerConfig;
@@ -39,7 +40,7 @@ use super::ws::{CloseReply, Metered, WsConn, WsLimits};
 use crate::engine::accept::{Acceptor, Slot};
 use crate::engine::buf::Ring;
 use crate::engine::pool::BufPool;
-use crate::engine::{Readiness, Slab};
+use crate::engine::{Entry, Kind, Readiness};
 
 mod coordinated;
 mod dashboard;
@@ -78,11 +79,11 @@ pub const IDLE_RESAMPLE: Duration = Duration::from_secs(3);
 pub const DASHBOARD_WRITE_BUFFER: usize = 64 << 10;
 /// WebSocket mode: free HTTP head rings a reactor keeps for reuse (its pool's high-water mark).
 pub const HEAD_CACHE: usize = 16;
-/// Slab tag of lab server connections.
-const SLAB_TAG: u8 = 2;
-const TIMER_READ: u8 = 1;
-const TIMER_HEAD: u8 = 2;
-const TIMER_LINGER: u8 = 3;
+/// A connection's timers: the next paced read (`read_delay`), the request head deadline, the
+/// end of a lingering Close reply.
+const TIMER_READ: Kind = Kind::new(0);
+const TIMER_HEAD: Kind = Kind::new(1);
+const TIMER_LINGER: Kind = Kind::new(2);
 
 /// One payload connection's sample, as the reactor takes it.
 #[derive(Clone, Copy, Debug)]
@@ -128,7 +129,7 @@ enum State {
     Gone,
 }
 
-struct Conn {
+pub struct Conn {
     id: u64,
     /// The client's address and port, as the dashboard names the connection.
     peer: SocketAddr,
@@ -138,7 +139,6 @@ struct Conn {
     /// Raw TCP mode: bytes read (WebSocket mode counts in `Metered`).
     tcp_read: u64,
     next_read: Instant,
-    timer_armed: bool,
     first_zero: Option<Duration>,
     /// Its place under `max_connections` (the process's), freed with the connection.
     _slot: Slot,
@@ -163,6 +163,17 @@ impl Conn {
     }
 }
 
+impl Entry for Conn {
+    /// The socket of a new connection (raw TCP, or reading its HTTP head): the table registers
+    /// it at adopt, and it keeps that registration through every later state.
+    fn socket(&mut self, i: usize) -> Option<&mut dyn Source> {
+        match (&mut self.state, i) {
+            (State::Tcp(s) | State::Head { sock: s, .. } | State::Respond { sock: s, .. }, 0) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 enum Step {
     Idle,
     More,
@@ -173,7 +184,8 @@ struct BpReactor {
     cfg: ServerConfig,
     limits: WsLimits,
     acceptor: Acceptor,
-    conns: Slab<Conn>,
+    /// Connections this reactor may hold (the process's limit: any reactor may hold all).
+    cap: usize,
     next_id: u64,
     /// Bytes read by payload connections already closed.
     closed_read: u64,
@@ -183,7 +195,7 @@ struct BpReactor {
     heads: BufPool<Ring>,
     out: Sender<Report>,
     stopping: bool,
-    /// Slab position where the next tick's probing starts (see [`SAMPLE_BUDGET`]).
+    /// Table position where the next tick's probing starts (see [`SAMPLE_BUDGET`]).
     sample_cursor: usize,
     /// When the next tick probes the idle connections too (see [`IDLE_RESAMPLE`]).
     next_idle_sweep: Instant,

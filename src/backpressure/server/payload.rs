@@ -4,34 +4,39 @@
 use std::io::{self, Read};
 use std::time::Instant;
 
-use mio::Token;
-
 use super::{Conn, ServerStats, State, Step, READ_BUDGET, TIMER_READ};
 use crate::backpressure::config::ServerConfig;
 use crate::backpressure::ws::{Closed, Flush, Recv};
-use crate::engine::{Cx, Ready};
+use crate::engine::{Key, Ready, Timers};
+
+/// Where a connection's slow read runs: its key, the reactor's timers and loop time, the
+/// reactor's index (for log lines).
+pub(super) struct At<'a> {
+    pub(super) key: Key,
+    pub(super) timers: &'a mut Timers,
+    pub(super) now: Instant,
+    pub(super) id: usize,
+}
 
 /// The `read_delay` since the last read has not passed (`next_read` is ahead): make sure the
-/// connection's one read timer is armed and wait for it.
-fn must_wait(next_read: Instant, timer_armed: &mut bool, cx: &mut Cx, token: Token) -> bool {
-    if cx.now >= next_read {
+/// connection's read timer fires by then and wait for it.
+fn must_wait(next_read: Instant, at: &mut At) -> bool {
+    if at.now >= next_read {
         return false;
     }
-    if !*timer_armed {
-        *timer_armed = cx.arm(next_read, token, TIMER_READ);
-    }
+    at.timers.arm_earlier(at.key, TIMER_READ, next_read);
     true
 }
 
 /// Raw TCP: read `read_size`, then wait `read_delay`.
-pub(super) fn read_tcp(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, scratch: &mut [u8]) -> Step {
+pub(super) fn read_tcp(c: &mut Conn, at: &mut At, cfg: &ServerConfig, scratch: &mut [u8]) -> Step {
     let State::Tcp(sock) = &mut c.state else { return Step::Close };
     let mut budget = READ_BUDGET;
     loop {
         if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
             return Step::Idle;
         }
-        if must_wait(c.next_read, &mut c.timer_armed, cx, token) {
+        if must_wait(c.next_read, at) {
             return Step::Idle;
         }
         if budget == 0 {
@@ -43,7 +48,7 @@ pub(super) fn read_tcp(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConf
                 c.tcp_read += n as u64;
                 budget = budget.saturating_sub(n);
                 if !cfg.read_delay.is_zero() {
-                    c.next_read = cx.now + cfg.read_delay;
+                    c.next_read = at.now + cfg.read_delay;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -57,7 +62,7 @@ pub(super) fn read_tcp(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConf
 }
 
 /// WebSocket payload stream: the same pacing, enforced under tungstenite by `Metered`.
-pub(super) fn read_ws(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfig, stats: &mut ServerStats) -> Step {
+pub(super) fn read_ws(c: &mut Conn, at: &mut At, cfg: &ServerConfig, stats: &mut ServerStats) -> Step {
     let State::Ws(ws) = &mut c.state else { return Step::Close };
     if c.rd.event.contains(Ready::WRITABLE) {
         match ws.flush() {
@@ -69,7 +74,7 @@ pub(super) fn read_ws(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfi
     if !c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
         return Step::Idle;
     }
-    if must_wait(c.next_read, &mut c.timer_armed, cx, token) {
+    if must_wait(c.next_read, at) {
         return Step::Idle;
     }
     let budget = if cfg.read_delay.is_zero() { READ_BUDGET } else { cfg.read_size };
@@ -81,7 +86,7 @@ pub(super) fn read_ws(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfi
             Recv::Closed(why) => {
                 if let Closed::ByUs { code } = why {
                     stats.ws_violations += u64::from(code != 1000);
-                    log::debug!("r{} conn {}: closed with {code}", cx.id, c.id);
+                    log::debug!("r{} conn {}: closed with {code}", at.id, c.id);
                 }
                 return Step::Close;
             }
@@ -91,11 +96,9 @@ pub(super) fn read_ws(c: &mut Conn, cx: &mut Cx, token: Token, cfg: &ServerConfi
         if cfg.read_delay.is_zero() {
             return Step::More;
         }
-        c.next_read = cx.now + cfg.read_delay;
-        // At most one outstanding entry: an earlier one that fires re-arms at `next_read`.
-        if !c.timer_armed {
-            c.timer_armed = cx.arm(c.next_read, token, TIMER_READ);
-        }
+        c.next_read = at.now + cfg.read_delay;
+        // An earlier deadline already armed fires first and re-arms at `next_read`.
+        at.timers.arm_earlier(at.key, TIMER_READ, c.next_read);
     } else {
         c.rd.event.remove(Ready::READABLE | Ready::HUP);
     }

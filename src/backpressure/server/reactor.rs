@@ -5,11 +5,10 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 
 use super::dashboard::{dashboard, pump_dashboard};
 use super::head::{read_head, respond};
-use super::payload::{read_tcp, read_ws};
+use super::payload::{read_tcp, read_ws, At};
 use super::sample::Probe;
 use super::{
     BpReactor, Conn, ServerCmd, State, Step, CLOSE_LINGER, DASHBOARD_QUEUE, TIMER_HEAD, TIMER_LINGER, TIMER_READ,
@@ -17,10 +16,12 @@ use super::{
 use crate::backpressure::config::Protocol;
 use crate::backpressure::ws::{CloseReply, Flush};
 use crate::engine::accept::Slot;
-use crate::engine::{Cx, Handler, Readiness, Ready};
+use crate::engine::{Cx, Handle, Handler, Key, Kind, Readiness, Ready, Refused};
+
+type SCx<'a> = Cx<'a, Conn>;
 
 impl BpReactor {
-    fn accept(&mut self, cx: &mut Cx) {
+    fn accept(&mut self, cx: &mut SCx) {
         let mut taken = 0;
         while let Some((sock, peer, slot)) = self.acceptor.next(cx, &mut taken) {
             self.adopt(cx, sock, peer, slot);
@@ -28,10 +29,7 @@ impl BpReactor {
         self.stats.accept_pauses = self.acceptor.pauses;
     }
 
-    fn adopt(&mut self, cx: &mut Cx, sock: TcpStream, peer: SocketAddr, slot: Slot) {
-        // Closed connections' read/head timers linger until their deadlines: drop them before
-        // connection churn fills the heap.
-        crate::engine::purge_closed(cx.timers, &self.conns);
+    fn adopt(&mut self, cx: &mut SCx, sock: TcpStream, peer: SocketAddr, slot: Slot) {
         self.next_id += 1;
         // Connection ids are unique across reactors: reactor index in the low bits.
         let id = self.next_id * 64 + cx.id as u64 % 64;
@@ -54,37 +52,33 @@ impl BpReactor {
             state,
             tcp_read: 0,
             next_read: cx.now,
-            timer_armed: false,
             first_zero: None,
             _slot: slot,
             probe: Probe::new(),
         };
-        let Ok(token) = self.conns.insert(conn) else { return };
-        let Some(c) = self.conns.get_mut(token) else { return };
-        let registered = match &mut c.state {
-            State::Tcp(s) | State::Head { sock: s, .. } => {
-                cx.registry.register(s, token, Interest::READABLE | Interest::WRITABLE)
+        let key = match cx.adopt(conn) {
+            Ok(key) => key,
+            Err((conn, refused)) => {
+                if let Refused::Register(e) = refused {
+                    log::debug!("r{} register: {e}", cx.id);
+                }
+                if let State::Head { buf, .. } = conn.state {
+                    self.heads.give(buf);
+                }
+                return;
             }
-            _ => Ok(()),
         };
-        if let Err(e) = registered {
-            log::debug!("r{} register: {e}", cx.id);
-            if let Some(Conn { state: State::Head { buf, .. }, .. }) = self.conns.remove(token) {
-                self.heads.give(buf);
-            }
-            return;
-        }
         self.stats.accepted += 1;
         if self.cfg.protocol == Protocol::Websocket {
-            cx.arm(cx.now + self.cfg.http_head_timeout, token, TIMER_HEAD);
+            cx.timers.arm(key, TIMER_HEAD, cx.now + self.cfg.http_head_timeout);
         } else {
             self.stats.active += 1;
         }
-        log::debug!("r{} t{:?} accepted conn {id}", cx.id, token);
+        log::debug!("r{} t{key} accepted conn {id}", cx.id);
     }
 
-    fn close(&mut self, _cx: &mut Cx, token: Token) {
-        if let Some(c) = self.conns.remove(token) {
+    fn close(&mut self, cx: &mut SCx, key: Key) {
+        if let Some(c) = cx.close(key) {
             self.stats.closed += 1;
             match &c.state {
                 State::Tcp(_) | State::Ws(_) => {
@@ -94,24 +88,27 @@ impl BpReactor {
                 State::Dashboard { .. } => self.stats.dashboards = self.stats.dashboards.saturating_sub(1),
                 _ => {}
             }
-            match c.state {
-                State::Tcp(s) => {
-                    let _ = s.shutdown(Shutdown::Both);
+            if let State::Tcp(s) = &c.state {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            // Closed before its head was read (timeout, reset): the ring goes back. The entry
+            // itself is dropped at the end of the batch.
+            if matches!(c.state, State::Head { .. }) {
+                if let State::Head { buf, .. } = std::mem::replace(&mut c.state, State::Gone) {
+                    self.heads.give(buf);
                 }
-                // Closed before its head was read (timeout, reset): the ring goes back.
-                State::Head { buf, .. } => self.heads.give(buf),
-                _ => {}
             }
         }
     }
 
-    fn serve(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        let Some(c) = self.conns.get_mut(token) else { return };
+    fn serve(&mut self, cx: &mut SCx, key: Key, ready: Ready) {
+        let Some(c) = cx.table.get_mut(key) else { return };
         c.rd.event |= ready;
         c.probe.changed = true;
+        let mut at = At { key, timers: cx.timers, now: cx.now, id: cx.id };
         let step = match &mut c.state {
-            State::Tcp(_) => read_tcp(c, cx, token, &self.cfg, &mut self.scratch),
-            State::Ws(_) => read_ws(c, cx, token, &self.cfg, &mut self.stats),
+            State::Tcp(_) => read_tcp(c, &mut at, &self.cfg, &mut self.scratch),
+            State::Ws(_) => read_ws(c, &mut at, &self.cfg, &mut self.stats),
             State::Head { .. } => {
                 let step = read_head(c, &self.cfg, self.limits, &mut self.stats, &mut self.heads);
                 if matches!(c.state, State::Ws(_)) {
@@ -120,15 +117,9 @@ impl BpReactor {
                 if matches!(c.state, State::Dashboard { .. }) {
                     self.stats.dashboards += 1;
                 }
-                match step {
-                    // The head turned into something else: serve that at once (leftover frames,
-                    // a page to write).
-                    Step::More => {
-                        cx.defer(token);
-                        Step::Idle
-                    }
-                    s => s,
-                }
+                // The head turned into something else: serve that at once (leftover frames,
+                // a page to write).
+                step
             }
             State::Respond { .. } => respond(c),
             State::Dashboard { .. } => dashboard(c),
@@ -143,23 +134,23 @@ impl BpReactor {
         };
         match step {
             Step::Idle => {}
-            Step::More => cx.defer(token),
-            Step::Close => self.close_or_linger(cx, token),
+            Step::More => cx.defer(key),
+            Step::Close => self.close_or_linger(cx, key),
         }
     }
 
     /// Closes the connection, unless it is a WebSocket whose peer sent Close while the socket
     /// was full: then it writes the reply first (on WRITABLE, for at most [`CLOSE_LINGER`]), so
     /// every Close is answered.
-    fn close_or_linger(&mut self, cx: &mut Cx, token: Token) {
-        let Some(c) = self.conns.get_mut(token) else { return };
+    fn close_or_linger(&mut self, cx: &mut SCx, key: Key) {
+        let Some(c) = cx.table.get_mut(key) else { return };
         let unsent = match &c.state {
             State::Ws(ws) => ws.close_reply_unsent(),
             State::Dashboard { ws, .. } => ws.close_reply_unsent(),
             _ => false,
         };
         if !unsent || self.stopping {
-            self.close(cx, token);
+            self.close(cx, key);
             return;
         }
         // The connection stops counting as a payload stream or a dashboard now.
@@ -174,69 +165,64 @@ impl BpReactor {
                 self.stats.dashboards = self.stats.dashboards.saturating_sub(1);
                 ws
             }
-            _ => return self.close(cx, token),
+            _ => return self.close(cx, key),
         };
         c.state = State::CloseReply(reply);
-        cx.arm(cx.now + CLOSE_LINGER, token, TIMER_LINGER);
+        cx.timers.arm(key, TIMER_LINGER, cx.now + CLOSE_LINGER);
     }
 }
 
 impl Handler for BpReactor {
     type Cmd = ServerCmd;
+    type Entry = Conn;
 
-    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        cx.timers.set_capacity(self.conns.capacity() * 2 + 64);
-        self.acceptor.register(cx.registry)
+    fn on_start(&mut self, cx: &mut SCx) -> io::Result<()> {
+        cx.table.set_capacity(self.cap, 0);
+        self.acceptor.register(cx)
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        if self.stopping {
-            return;
+    fn on_ready(&mut self, cx: &mut SCx, key: Key, _sock: usize, ready: Ready) {
+        if !self.stopping {
+            self.serve(cx, key, ready);
         }
-        if token == self.acceptor.token() {
+    }
+
+    fn on_handle(&mut self, cx: &mut SCx, _h: Handle, ready: Ready) {
+        if !self.stopping {
             self.acceptor.note_ready(ready);
             self.accept(cx);
-            return;
         }
-        self.serve(cx, token, ready);
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
+    fn on_timer(&mut self, cx: &mut SCx, key: Key, kind: Kind) {
         if self.stopping {
             return;
         }
-        match kind {
-            _ if token == self.acceptor.token() && self.acceptor.on_timer(kind) => self.accept(cx),
-            _ if token == self.acceptor.token() => {}
-            TIMER_READ => {
-                if let Some(c) = self.conns.get_mut(token) {
-                    c.timer_armed = false;
-                    self.serve(cx, token, Ready::EMPTY);
-                }
-            }
-            TIMER_HEAD => {
-                if let Some(c) = self.conns.get_mut(token) {
-                    if matches!(c.state, State::Head { .. }) {
-                        self.stats.head_timeouts += 1;
-                        self.close(cx, token);
-                    }
-                }
-            }
-            TIMER_LINGER if self.conns.get(token).is_some_and(|c| matches!(c.state, State::CloseReply(_))) => {
-                self.close(cx, token);
-            }
-            _ => {}
+        let state = cx.table.get(key).map(|c| &c.state);
+        if kind == TIMER_READ {
+            self.serve(cx, key, Ready::EMPTY);
+        } else if kind == TIMER_HEAD && matches!(state, Some(State::Head { .. })) {
+            self.stats.head_timeouts += 1;
+            self.close(cx, key);
+        } else if kind == TIMER_LINGER && matches!(state, Some(State::CloseReply(_))) {
+            self.close(cx, key);
         }
     }
 
-    fn on_command(&mut self, cx: &mut Cx, cmd: ServerCmd) {
+    fn on_handle_timer(&mut self, cx: &mut SCx, _h: Handle, kind: Kind) {
+        if !self.stopping && self.acceptor.on_timer(kind) {
+            self.accept(cx);
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut SCx, cmd: ServerCmd) {
         match cmd {
             ServerCmd::Samples(batch) => {
                 if self.stats.dashboards == 0 {
                     return;
                 }
                 let mut closing = Vec::new();
-                for (token, c) in self.conns.iter_mut() {
+                for (key, c) in cx.table.iter_mut() {
                     let State::Dashboard { ws, queue } = &mut c.state else { continue };
                     for m in batch.iter() {
                         if queue.len() < DASHBOARD_QUEUE {
@@ -246,32 +232,32 @@ impl Handler for BpReactor {
                         }
                     }
                     if let Step::Close = pump_dashboard(ws, queue, &mut c.rd) {
-                        closing.push(token);
+                        closing.push(key);
                     }
                 }
-                for t in closing {
-                    self.close_or_linger(cx, t);
+                for k in closing {
+                    self.close_or_linger(cx, k);
                 }
             }
             ServerCmd::Stop => {
                 // Final numbers first, at one instant, then close everything.
                 self.sample(cx, true);
-                for t in self.conns.tokens() {
-                    self.close(cx, t);
+                for k in cx.table.keys() {
+                    self.close(cx, k);
                 }
                 self.stopping = true;
             }
         }
     }
 
-    fn on_tick(&mut self, cx: &mut Cx) {
+    fn on_tick(&mut self, cx: &mut SCx) {
         self.heads.sweep(cx.now);
         if !self.stopping {
             self.sample(cx, false);
         }
     }
 
-    fn on_wake(&mut self, cx: &mut Cx) {
+    fn on_wake(&mut self, cx: &mut SCx) {
         if !self.stopping {
             self.acceptor.on_wake(cx);
         }
@@ -281,5 +267,5 @@ impl Handler for BpReactor {
         self.stopping
     }
 
-    fn on_exit(&mut self, _cx: &mut Cx) {}
+    fn on_exit(&mut self, _cx: &mut SCx) {}
 }

@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use super::Conn;
 use super::{BpReactor, ConnSample, Report, IDLE_RESAMPLE, SAMPLE_BUDGET};
 use crate::engine::Cx;
 use crate::net::tcp_info;
 
 /// The probes one tick may take, and where the next tick resumes when they ran out: the first
-/// connection (in slab order, starting at the cursor) that was due and not probed.
+/// connection (in table order, starting at the cursor) that was due and not probed.
 #[derive(Debug)]
 pub(super) struct Budget {
     left: usize,
@@ -61,7 +62,7 @@ impl BpReactor {
     /// [`SAMPLE_BUDGET`] per tick, all of them for the final report), sums every connection's
     /// latest numbers into the counters, and sends the report; only fresh probes go to the
     /// dashboards.
-    pub(super) fn sample(&mut self, cx: &mut Cx, fin: bool) {
+    pub(super) fn sample(&mut self, cx: &mut Cx<Conn>, fin: bool) {
         let mut samples = Vec::new();
         let (mut inq_sum, mut zero_conns, mut wnd_min, mut read) = (0u64, 0u64, None::<u32>, self.closed_read);
         let mut budget = Budget::new(if fin { usize::MAX } else { SAMPLE_BUDGET });
@@ -69,10 +70,10 @@ impl BpReactor {
         if idle_sweep {
             self.next_idle_sweep = cx.now + IDLE_RESAMPLE;
         }
-        // Two passes over the slab: from the cursor to the end, then from the start to it.
+        // Two passes over the table: from the cursor to the end, then from the start to it.
         let cursor = self.sample_cursor;
         for pass in 0..2 {
-            for (slot, (_, c)) in self.conns.iter_mut().enumerate() {
+            for (slot, (_, c)) in cx.table.iter_mut().enumerate() {
                 if (pass == 0) != (slot >= cursor) {
                     continue;
                 }

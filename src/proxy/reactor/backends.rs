@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use super::{Backend, CheckCarry, Group, ProxyReactor, REMOVED};
-use crate::engine::{Cx, Ready};
+use super::{Backend, CheckCarry, Group, PCx, ProxyEntry, ProxyReactor, REMOVED};
+use crate::engine::Ready;
 use crate::net::connect::{self, DialOpts, DialState};
 use crate::net::Cause;
 use crate::proxy::config::{AdminState, ProxyConfig};
@@ -106,7 +106,7 @@ impl ProxyReactor {
     /// Picks and dials until a dial is under way; `None` when every attempt failed at once.
     pub(super) fn dial_next(
         &mut self,
-        cx: &mut Cx,
+        cx: &mut PCx,
         group: usize,
         tried: &mut Vec<bool>,
         attempts: &mut u32,
@@ -149,7 +149,7 @@ impl ProxyReactor {
     /// otherwise: one whose checks start now (checks turned on, or new) has its first result
     /// decide, so turning checks on never refuses a session to a healthy backend while the
     /// first round runs.
-    pub(super) fn reload(&mut self, cx: &mut Cx, cfg: Arc<ProxyConfig>, generation: u64) {
+    pub(super) fn reload(&mut self, cx: &mut PCx, cfg: Arc<ProxyConfig>, generation: u64) {
         let (mut backends, groups) = build_backends(&cfg);
         let checked = self.cfg.health.enabled && cfg.health.enabled;
         let mut carry: Vec<Option<CheckCarry>> = vec![None; backends.len()];
@@ -179,9 +179,11 @@ impl ProxyReactor {
                 sessions[ni] = self.stats.backend_sessions.get(oi).copied().unwrap_or(0);
             }
         }
-        for (_, s) in self.sessions.iter_mut() {
-            s.backend = map.get(s.backend).copied().unwrap_or(REMOVED);
-            s.tried.clear();
+        for (_, e) in cx.table.iter_mut() {
+            if let ProxyEntry::Session(s) = e {
+                s.backend = map.get(s.backend).copied().unwrap_or(REMOVED);
+                s.tried.clear();
+            }
         }
         for l in self.listeners.iter_mut() {
             let name = &self.cfg.groups[l.group].name;
@@ -197,6 +199,7 @@ impl ProxyReactor {
         self.groups = groups;
         self.cfg = cfg;
         self.generation = generation;
+        cx.table.set_capacity(self.table_capacity(), 0);
         self.start_checks(cx, &carry);
     }
 }

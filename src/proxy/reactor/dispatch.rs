@@ -1,24 +1,24 @@
-//! Dispatch: the [`Handler`] impl of [`ProxyReactor`]. It routes every token to its owner
-//! (listener, session, health check, role timer) and every command from the coordinator.
+//! Dispatch: the [`Handler`] impl of [`ProxyReactor`]. The engine hands it an entry (session
+//! or health check) or a handle (listener, the reactor's clock); this passes each to its code,
+//! and serves every command from the coordinator.
 
 use std::io;
 use std::time::Duration;
 
-use mio::Token;
-
-use super::{Cmd, ProxyReactor, HEALTH_TAG, OPEN_GRACE, SESSION_TAG, TIMERS_PER_SESSION, T_DRAIN, T_HEALTH, T_OPEN};
-use crate::engine::accept::TIMER_RESUME_ACCEPT;
-use crate::engine::{listener_index, role_token, slab, Cx, Handler, Ready};
+use super::{Cmd, PCx, ProxyEntry, ProxyReactor, OPEN_GRACE, T_DRAIN, T_OPEN};
+use crate::engine::{Handle, Handler, Key, Kind, Ready};
 
 impl Handler for ProxyReactor {
     type Cmd = Cmd;
+    type Entry = ProxyEntry;
 
-    fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
-        let cap = self.sessions.capacity() * TIMERS_PER_SESSION + self.backends.len() * 2 + 4096;
-        cx.timers.set_capacity(cap);
+    fn on_start(&mut self, cx: &mut PCx) -> io::Result<()> {
+        cx.table.set_capacity(self.table_capacity(), 0);
+        let clock = cx.handle()?;
+        self.clock = Some(clock);
         self.start_checks(cx, &[]);
         if self.cfg.health.enabled {
-            cx.arm(cx.now + self.cfg.health.timeout + OPEN_GRACE, role_token(0), T_OPEN);
+            cx.arm(clock, T_OPEN, cx.now + self.cfg.health.timeout + OPEN_GRACE);
             self.maybe_open(cx);
             Ok(())
         } else {
@@ -26,54 +26,54 @@ impl Handler for ProxyReactor {
         }
     }
 
-    fn on_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        if let Some(i) = listener_index(token) {
-            if i < self.listeners.len() {
-                self.listeners[i].acceptor.note_ready(ready);
-                self.accept(cx, i);
-            }
-            return;
-        }
-        match slab::tag_of(token) {
-            Some(t) if t == SESSION_TAG || t == SESSION_TAG + 1 => self.session_ready(cx, token, ready),
-            Some(t) if t as usize == HEALTH_TAG => self.health_ready(cx, token),
-            _ => {}
+    fn on_ready(&mut self, cx: &mut PCx, key: Key, sock: usize, ready: Ready) {
+        match cx.table.get(key) {
+            Some(ProxyEntry::Session(_)) => self.session_ready(cx, key, sock, ready),
+            Some(ProxyEntry::Check(_)) => self.health_ready(cx, key),
+            None => {}
         }
     }
 
-    fn on_timer(&mut self, cx: &mut Cx, token: Token, kind: u8) {
-        match kind {
-            TIMER_RESUME_ACCEPT => {
-                if let Some(i) = listener_index(token).filter(|i| *i < self.listeners.len()) {
-                    if self.listeners[i].acceptor.on_timer(kind) {
-                        self.accept(cx, i);
-                    }
-                }
-            }
-            T_DRAIN => {
-                if token == role_token(0) && !self.sessions.is_empty() {
-                    log::debug!(
-                        "r{} drain timeout: cutting {}",
-                        cx.id,
-                        crate::stats::counted(self.sessions.len() as u64, "session", "sessions")
-                    );
-                    self.cut_all(cx);
-                }
-            }
-            T_HEALTH => self.health_timer(cx, token),
-            T_OPEN => {
-                if self.gated {
-                    log::warn!("r{} first health round incomplete; accepting anyway", cx.id);
-                    if let Err(e) = self.open(cx) {
-                        log::error!("r{} register listeners: {e}", cx.id);
-                    }
-                }
-            }
-            _ => self.session_timer(cx, token, kind),
+    fn on_handle(&mut self, cx: &mut PCx, h: Handle, ready: Ready) {
+        if let Some(i) = self.listener_of(h) {
+            self.listeners[i].acceptor.note_ready(ready);
+            self.accept(cx, i);
         }
     }
 
-    fn on_command(&mut self, cx: &mut Cx, cmd: Cmd) {
+    fn on_timer(&mut self, cx: &mut PCx, key: Key, kind: Kind) {
+        match cx.table.get(key) {
+            Some(ProxyEntry::Session(_)) => self.session_timer(cx, key, kind),
+            Some(ProxyEntry::Check(_)) => self.health_timer(cx, key),
+            None => {}
+        }
+    }
+
+    fn on_handle_timer(&mut self, cx: &mut PCx, h: Handle, kind: Kind) {
+        if Some(h) != self.clock {
+            if let Some(i) = self.listener_of(h) {
+                if self.listeners[i].acceptor.on_timer(kind) {
+                    self.accept(cx, i);
+                }
+            }
+        } else if kind == T_DRAIN {
+            if self.sessions > 0 {
+                log::debug!(
+                    "r{} drain timeout: cutting {}",
+                    cx.id,
+                    crate::stats::counted(self.sessions as u64, "session", "sessions")
+                );
+                self.cut_all(cx);
+            }
+        } else if kind == T_OPEN && self.gated {
+            log::warn!("r{} first health round incomplete; accepting anyway", cx.id);
+            if let Err(e) = self.open(cx) {
+                log::error!("r{} register listeners: {e}", cx.id);
+            }
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut PCx, cmd: Cmd) {
         match cmd {
             Cmd::Health { generation, up } => {
                 // Another generation's indices name other backends (a reload that did not
@@ -99,15 +99,11 @@ impl Handler for ProxyReactor {
                 for l in self.listeners.iter_mut() {
                     l.acceptor.close(cx.registry);
                 }
-                for c in self.checks.iter_mut() {
-                    if let Some(mut s) = c.sock.take() {
-                        let _ = cx.registry.deregister(&mut s);
-                    }
-                }
+                self.close_checks(cx);
                 if deadline <= cx.now {
                     self.cut_all(cx);
-                } else {
-                    cx.arm(deadline, role_token(0), T_DRAIN);
+                } else if let Some(clock) = self.clock {
+                    cx.arm(clock, T_DRAIN, deadline);
                 }
             }
             Cmd::Stop => {
@@ -121,14 +117,14 @@ impl Handler for ProxyReactor {
         }
     }
 
-    fn on_tick(&mut self, cx: &mut Cx) {
+    fn on_tick(&mut self, cx: &mut PCx) {
         self.bufs.sweep(cx.now);
         let health_known = self.health_known();
         let r = self.make_report(cx.id, false, health_known);
         let _ = self.report.try_send(r);
     }
 
-    fn on_wake(&mut self, cx: &mut Cx) {
+    fn on_wake(&mut self, cx: &mut PCx) {
         if self.draining || self.gated {
             return;
         }
@@ -138,10 +134,10 @@ impl Handler for ProxyReactor {
     }
 
     fn finished(&self) -> bool {
-        self.draining && self.sessions.is_empty()
+        self.draining && self.sessions == 0
     }
 
-    fn on_exit(&mut self, cx: &mut Cx) {
+    fn on_exit(&mut self, cx: &mut PCx) {
         self.cut_all(cx);
         let r = self.make_report(cx.id, true, true);
         let _ = self.report.send_timeout(r, Duration::from_secs(1));

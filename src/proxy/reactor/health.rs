@@ -4,17 +4,19 @@
 use std::io;
 use std::time::Duration;
 
-use mio::{Interest, Token};
-
 use super::backends::{dial_outcome, Dialed};
-use super::{Check, CheckCarry, ProxyReactor, HEALTH_TAG, T_HEALTH};
-use crate::engine::{Cx, Ready};
+use super::{Check, CheckCarry, PCx, Probe, ProxyEntry, ProxyReactor, T_HEALTH};
+use crate::engine::{Key, Ready};
 use crate::net::connect::{self, DialOpts};
 use crate::net::Cause;
 use crate::proxy::config::AdminState;
 
-fn health_token(idx: usize, epoch: u32) -> Token {
-    Token(idx | ((epoch as usize & 0xFF_FFFF) << 32) | (HEALTH_TAG << 56))
+/// The probe of check entry `key`.
+fn probe(table: &mut crate::engine::Table<ProxyEntry>, key: Key) -> Option<&mut Probe> {
+    match table.get_mut(key) {
+        Some(ProxyEntry::Check(p)) => Some(p),
+        _ => None,
+    }
 }
 
 fn jittered(interval: Duration, pct: u32, rng: &mut fastrand::Rng) -> Duration {
@@ -31,13 +33,9 @@ impl ProxyReactor {
 
     /// (Re)starts the checks of every backend. `carry[i]` continues backend `i`'s counts (a
     /// reload that kept it); without one it starts fresh from its current `up`.
-    pub(super) fn start_checks(&mut self, cx: &mut Cx, carry: &[Option<CheckCarry>]) {
-        for c in self.checks.iter_mut() {
-            if let Some(mut s) = c.sock.take() {
-                let _ = cx.registry.deregister(&mut s);
-            }
-        }
-        self.epoch = self.epoch.wrapping_add(1);
+    pub(super) fn start_checks(&mut self, cx: &mut PCx, carry: &[Option<CheckCarry>]) {
+        // The old checks' probes and timers go with their entries.
+        self.close_checks(cx);
         if cx.id != 0 || !self.cfg.health.enabled {
             self.checks.clear();
             return;
@@ -46,15 +44,22 @@ impl ProxyReactor {
         let mut checks = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
             let c = carry.get(i).copied().flatten().unwrap_or(CheckCarry { rise: 0, fall: 0, fresh: true });
+            let key = match cx.adopt(ProxyEntry::Check(Probe { backend: i, sock: None })) {
+                Ok(k) => Some(k),
+                Err(_) => {
+                    log::error!("r{} no table entry for the health check of backend {}", cx.id, b.label());
+                    None
+                }
+            };
             checks.push(Check {
-                sock: None,
+                key,
+                in_flight: false,
                 started: cx.now,
                 next_at: cx.now,
                 rise: c.rise,
                 fall: c.fall,
                 up: b.up,
                 fresh: c.fresh,
-                timer_armed: false,
             });
         }
         self.checks = checks;
@@ -63,51 +68,70 @@ impl ProxyReactor {
         }
     }
 
-    fn check_step(&mut self, cx: &mut Cx, i: usize) {
+    /// Closes every check entry (a reload, or draining): probes under way are dropped and
+    /// their timers cancelled.
+    pub(super) fn close_checks(&mut self, cx: &mut PCx) {
+        for c in self.checks.iter_mut() {
+            if let Some(k) = c.key.take() {
+                cx.table.close(cx.timers, k);
+            }
+            c.in_flight = false;
+        }
+    }
+
+    /// Runs when check `i`'s timer fires (or at its start): times out the probe under way, or
+    /// starts the next one when it is due, then arms the timer for what comes next.
+    fn check_step(&mut self, cx: &mut PCx, i: usize) {
+        let Some(key) = self.checks[i].key else { return };
         if self.draining || self.stopping {
             return;
         }
         let timeout = self.cfg.health.timeout;
         let now = cx.now;
-        let in_flight = self.checks[i].sock.is_some();
+        let in_flight = self.checks[i].in_flight;
         if in_flight && now >= self.checks[i].started + timeout {
             self.check_done(cx, i, Err(Cause::Timeout));
         } else if !in_flight && now >= self.checks[i].next_at && self.backends[i].state != AdminState::Maint {
             match connect::dial(self.backends[i].addr, None, &DialOpts { linger_rst: true, ..Default::default() }) {
-                Ok(mut s) => {
-                    match cx.registry.register(
-                        &mut s,
-                        health_token(i, self.epoch),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
+                Ok(s) => {
+                    if let Some(p) = probe(cx.table, key) {
+                        p.sock = Some(s);
+                    }
+                    match cx.table.attach(cx.registry, key, 0) {
                         Ok(()) => {
-                            self.checks[i].sock = Some(s);
+                            self.checks[i].in_flight = true;
                             self.checks[i].started = now;
                         }
-                        Err(e) => self.check_done(cx, i, Err(Cause::from_io(&e))),
+                        Err(e) => {
+                            if let Some(p) = probe(cx.table, key) {
+                                p.sock = None;
+                            }
+                            self.check_done(cx, i, Err(Cause::from_io(&e)));
+                        }
                     }
                 }
                 Err(e) => self.check_done(cx, i, Err(Cause::from_io(&e))),
             }
         }
-        let c = &mut self.checks[i];
-        if self.backends[i].state == AdminState::Maint && c.sock.is_none() {
+        let c = &self.checks[i];
+        if self.backends[i].state == AdminState::Maint && !c.in_flight {
             // Maintenance: no checks until a reload changes the state.
             return;
         }
-        let at = if c.sock.is_some() { c.started + timeout } else { c.next_at };
-        if !c.timer_armed {
-            c.timer_armed = true;
-            cx.arm(at, health_token(i, self.epoch), T_HEALTH);
-        }
+        let at = if c.in_flight { c.started + timeout } else { c.next_at };
+        cx.timers.arm(key, T_HEALTH, at);
     }
 
-    fn check_done(&mut self, cx: &mut Cx, i: usize, result: Result<(), Cause>) {
+    fn check_done(&mut self, cx: &mut PCx, i: usize, result: Result<(), Cause>) {
         let h = self.cfg.health.clone();
-        let c = &mut self.checks[i];
-        if let Some(mut s) = c.sock.take() {
-            let _ = cx.registry.deregister(&mut s);
+        if let Some(key) = self.checks[i].key {
+            cx.table.detach(cx.registry, key, 0);
+            if let Some(p) = probe(cx.table, key) {
+                p.sock = None;
+            }
         }
+        let c = &mut self.checks[i];
+        c.in_flight = false;
         c.next_at = cx.now + jittered(h.interval, h.jitter_pct, &mut self.rng);
         let b = &mut self.backends[i];
         let was = c.up;
@@ -154,7 +178,7 @@ impl ProxyReactor {
 
     /// Reactor 0, start-up gate: once the first round is complete, open this reactor's
     /// listeners and report at once (not at the next tick) so the coordinator opens the others.
-    pub(super) fn maybe_open(&mut self, cx: &mut Cx) {
+    pub(super) fn maybe_open(&mut self, cx: &mut PCx) {
         if cx.id != 0 || !self.gated || !self.health_known() {
             return;
         }
@@ -166,26 +190,23 @@ impl ProxyReactor {
     }
 
     /// Registers the listeners (once): clients queued in the backlog meanwhile are accepted now.
-    pub(super) fn open(&mut self, cx: &mut Cx) -> io::Result<()> {
+    pub(super) fn open(&mut self, cx: &mut PCx) -> io::Result<()> {
         if !self.gated || self.draining {
             return Ok(());
         }
         self.gated = false;
         for l in self.listeners.iter_mut() {
-            l.acceptor.register(cx.registry)?;
+            l.acceptor.register(cx)?;
             // Connections may already wait in the backlog: look once, without waiting for an edge.
             l.acceptor.wake(cx);
         }
         Ok(())
     }
 
-    pub(super) fn health_ready(&mut self, cx: &mut Cx, token: Token) {
-        let i = token.0 & 0xFFFF_FFFF;
-        if (token.0 >> 32) & 0xFF_FFFF != self.epoch as usize & 0xFF_FFFF {
-            return;
-        }
-        let Some(c) = self.checks.get(i) else { return };
-        let Some(s) = c.sock.as_ref() else { return };
+    pub(super) fn health_ready(&mut self, cx: &mut PCx, key: Key) {
+        let Some(p) = probe(cx.table, key) else { return };
+        let i = p.backend;
+        let Some(s) = p.sock.as_ref() else { return };
         // A check is a TCP handshake: one the backend completed and then reset passed it, as
         // it would have had this reactor looked before the reset.
         match dial_outcome(s, Ready::ALL) {
@@ -195,13 +216,10 @@ impl ProxyReactor {
         }
     }
 
-    pub(super) fn health_timer(&mut self, cx: &mut Cx, token: Token) {
-        let i = token.0 & 0xFFFF_FFFF;
-        if (token.0 >> 32) & 0xFF_FFFF != self.epoch as usize & 0xFF_FFFF {
-            return;
+    pub(super) fn health_timer(&mut self, cx: &mut PCx, key: Key) {
+        let Some(i) = probe(cx.table, key).map(|p| p.backend) else { return };
+        if i < self.checks.len() {
+            self.check_step(cx, i);
         }
-        let Some(c) = self.checks.get_mut(i) else { return };
-        c.timer_armed = false;
-        self.check_step(cx, i);
     }
 }

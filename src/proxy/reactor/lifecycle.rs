@@ -1,17 +1,17 @@
-//! Session lifecycle: accept, adopt (slab insert + register, rolled back on failure), the
-//! backend connect and its retries, driving the byte pump, the per-session timers, and close.
+//! Session lifecycle: accept, adopt (the table's insert + register, rolled back on failure),
+//! the backend connect and its retries, driving the byte pump, the per-session timers, and
+//! close.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use mio::{Interest, Token};
 
 use super::backends::{dial_outcome, Dialed};
-use super::{ProxyReactor, Session, REMOVED, SERVER_BIT, T_CONNECT, T_FIN, T_IDLE};
+use super::{session, PCx, ProxyEntry, ProxyReactor, Session, REMOVED, SERVER, T_CONNECT, T_FIN, T_IDLE};
 use crate::engine::accept::Slot;
-use crate::engine::{Cx, Readiness, Ready};
+use crate::engine::{Handle, Key, Kind, Readiness, Ready, Refused};
 use crate::net::Cause;
 use crate::proxy::config::{ProxyConfig, SpliceMode};
 use crate::proxy::session::{reset_on_close, CloseReason, Moved, Pipe, Pump};
@@ -20,7 +20,12 @@ impl ProxyReactor {
     // ----------------------------------------------------------------------------------------
     // Accepting
 
-    pub(super) fn accept(&mut self, cx: &mut Cx, i: usize) {
+    /// The listener registered under `h`.
+    pub(super) fn listener_of(&self, h: Handle) -> Option<usize> {
+        self.listeners.iter().position(|l| l.acceptor.handle() == Some(h))
+    }
+
+    pub(super) fn accept(&mut self, cx: &mut PCx, i: usize) {
         if self.draining || self.gated {
             return;
         }
@@ -31,23 +36,14 @@ impl ProxyReactor {
     }
 
     /// Out of descriptors on `what` while starting a session of listener `i`: pause it.
-    fn pause(&mut self, cx: &mut Cx, i: usize, what: &str, e: &io::Error) {
+    fn pause(&mut self, cx: &mut PCx, i: usize, what: &str, e: &io::Error) {
         if let Some(l) = self.listeners.get_mut(i) {
             l.acceptor.pause(cx, what, e);
         }
     }
 
-    /// Drops the timer entries of closed sessions before the heap fills (see `purge_closed`).
-    fn purge_timers(&mut self, cx: &mut Cx) {
-        let purged = crate::engine::purge_closed(cx.timers, &self.sessions);
-        if purged > 0 {
-            log::debug!("r{} timers: purged {purged} entries of closed sessions", cx.id);
-        }
-    }
-
-    fn start(&mut self, cx: &mut Cx, li: usize, client: TcpStream, peer: SocketAddr, slot: Slot) {
+    fn start(&mut self, cx: &mut PCx, li: usize, client: TcpStream, peer: SocketAddr, slot: Slot) {
         self.stats.listener_accepted[li] += 1;
-        self.purge_timers(cx);
         // TCP_NODELAY is inherited from the listener (set in `proxy::run`): no syscall here.
         // Smart connect: take what the client already sent, so the backend dial can carry it.
         let mut first = 0;
@@ -91,8 +87,6 @@ impl ProxyReactor {
             attempt_started: now,
             attempts,
             tried,
-            connect_timer: false,
-            fin_timer: false,
             started: now,
             last_client: now,
             last_server: now,
@@ -101,47 +95,34 @@ impl ProxyReactor {
             s2c_bytes: 0,
             _slot: slot,
         };
-        let tok = match self.sessions.insert(s) {
-            Ok(tok) => tok,
-            Err(s) => {
-                reset_on_close(&s.pipe.client);
+        let key = match cx.adopt(ProxyEntry::Session(s)) {
+            Ok(key) => key,
+            Err((e, why)) => {
+                if let Refused::Register(e) = why {
+                    log::debug!("r{} register: {e}", cx.id);
+                }
+                if let ProxyEntry::Session(s) = e {
+                    reset_on_close(&s.pipe.client);
+                }
                 return;
             }
         };
-        let Some(s) = self.sessions.get_mut(tok) else { return };
+        self.sessions += 1;
         if first == self.bufs.buffer_bytes {
-            // The first read filled the buffer: a bulk upload.
-            s.pipe.c2s.full(&mut self.bufs);
-        }
-        let reg =
-            cx.registry.register(&mut s.pipe.client, tok, Interest::READABLE | Interest::WRITABLE).and_then(|_| {
-                cx.registry.register(
-                    &mut s.pipe.server,
-                    Token(tok.0 | SERVER_BIT),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-            });
-        if let Err(e) = reg {
-            log::debug!("r{} register: {e}", cx.id);
-            if let Some(mut s) = self.sessions.remove(tok) {
-                self.deregister(cx, &mut s);
-                s.pipe.release(&mut self.bufs);
-                reset_on_close(&s.pipe.client);
+            if let Some(s) = session(cx.table, key) {
+                // The first read filled the buffer: a bulk upload.
+                s.pipe.c2s.full(&mut self.bufs);
             }
-            return;
         }
         self.listeners[li].active += 1;
         self.backends[b].active += 1;
         let idle = self.idle_deadline(now, now, now).0;
-        cx.arm(idle, tok, T_IDLE);
+        cx.timers.arm(key, T_IDLE, idle);
         if first > 0 {
-            self.send_first(cx, tok, first);
+            self.send_first(cx, key, first);
         }
-        if let Some(s) = self.sessions.get_mut(tok) {
-            if let (Some(at), false) = (s.connecting, s.connect_timer) {
-                s.connect_timer = true;
-                cx.arm(at, tok, T_CONNECT);
-            }
+        if let Some(at) = session(cx.table, key).and_then(|s| s.connecting) {
+            cx.timers.arm(key, T_CONNECT, at);
         }
     }
 
@@ -150,8 +131,8 @@ impl ProxyReactor {
     /// completed inside connect(2), so the write goes out at once and carries the delayed ACK;
     /// otherwise the kernel says EAGAIN and the bytes wait in the ring for the connect edge.
     /// A write error is the connect's failure: the bytes wait in the ring for the retry.
-    fn send_first(&mut self, cx: &mut Cx, tok: Token, n: usize) {
-        let Some(s) = self.sessions.get_mut(tok) else { return };
+    fn send_first(&mut self, cx: &mut PCx, key: Key, n: usize) {
+        let Some(s) = session(cx.table, key) else { return };
         let data = &self.bufs.scratch[..n];
         let (sent, failed) = match (&s.pipe.server).write(data) {
             Ok(w) => (w, None),
@@ -161,13 +142,13 @@ impl ProxyReactor {
         if sent < n {
             let Some(ring) = self.bufs.park_scratch(sent..n) else {
                 // Never drop client bytes silently.
-                self.close(cx, tok, CloseReason::ClientReset);
+                self.close(cx, key, CloseReason::ClientReset);
                 return;
             };
             s.pipe.c2s.ring = Some(ring);
         }
         if let Some(e) = failed {
-            self.retry(cx, tok, Cause::from_io(&e));
+            self.retry(cx, key, Cause::from_io(&e));
             return;
         }
         s.c2s_bytes += sent as u64;
@@ -176,14 +157,15 @@ impl ProxyReactor {
             // Only a connected socket takes bytes. The loop's clock is the dial's start, so
             // read the real one for the connect time.
             self.stats.smart_connects += 1;
-            self.connected(tok, Instant::now());
+            self.connected(cx, key, Instant::now());
         }
     }
 
     /// Bookkeeping of a completed backend connect.
-    fn connected(&mut self, tok: Token, now: Instant) {
-        let Some(s) = self.sessions.get_mut(tok) else { return };
+    fn connected(&mut self, cx: &mut PCx, key: Key, now: Instant) {
+        let Some(s) = session(cx.table, key) else { return };
         let Some(_) = s.connecting.take() else { return };
+        cx.timers.cancel(key, T_CONNECT);
         let us = now.saturating_duration_since(s.attempt_started).as_micros() as u64;
         let b = s.backend;
         self.stats.record_connect_us(us);
@@ -191,11 +173,6 @@ impl ProxyReactor {
             be.passive_fails = 0;
             self.stats.backend_sessions[b] += 1;
         }
-    }
-
-    fn deregister(&self, cx: &mut Cx, s: &mut Session) {
-        let _ = cx.registry.deregister(&mut s.pipe.client);
-        let _ = cx.registry.deregister(&mut s.pipe.server);
     }
 
     fn idle_deadline(&self, started: Instant, last_client: Instant, last_server: Instant) -> (Instant, CloseReason) {
@@ -213,12 +190,16 @@ impl ProxyReactor {
         d
     }
 
-    pub(super) fn close(&mut self, cx: &mut Cx, tok: Token, reason: CloseReason) {
-        let Some(mut s) = self.sessions.remove(tok) else { return };
-        // No EPOLL_CTL_DEL: dropping the sockets below closes the only descriptors, and the
-        // kernel removes a closed file from every epoll set. Events already taken for this
-        // token in this batch carry a generation the slab no longer issues, so they are ignored.
-        // That saves two syscalls per session.
+    pub(super) fn close(&mut self, cx: &mut PCx, key: Key, reason: CloseReason) {
+        if session(cx.table, key).is_none() {
+            return;
+        }
+        // No EPOLL_CTL_DEL: the table drops the sockets at the end of the loop turn, which
+        // closes the only descriptors, and the kernel removes a closed file from every epoll
+        // set. Events already taken for this entry in this batch carry a generation the table
+        // no longer issues, so they are ignored. That saves two syscalls per session.
+        let Some(ProxyEntry::Session(s)) = cx.table.close(cx.timers, key) else { return };
+        self.sessions -= 1;
         s.pipe.release(&mut self.bufs);
         if reason.resets() {
             // Whichever side is still alive learns of the failure by a reset, not a clean FIN.
@@ -253,10 +234,9 @@ impl ProxyReactor {
     // ----------------------------------------------------------------------------------------
     // Sessions
 
-    pub(super) fn session_ready(&mut self, cx: &mut Cx, token: Token, ready: Ready) {
-        let server_side = token.0 & SERVER_BIT != 0;
-        let tok = Token(token.0 & !SERVER_BIT);
-        let Some(s) = self.sessions.get_mut(tok) else { return };
+    pub(super) fn session_ready(&mut self, cx: &mut PCx, key: Key, sock: usize, ready: Ready) {
+        let server_side = sock == SERVER;
+        let Some(s) = session(cx.table, key) else { return };
         if server_side {
             s.pipe.srd.event |= ready;
         } else {
@@ -269,30 +249,31 @@ impl ProxyReactor {
             }
             match dial_outcome(&s.pipe.server, ready) {
                 Dialed::Pending => return,
-                Dialed::Connected => self.connected(tok, cx.now),
+                Dialed::Connected => self.connected(cx, key, cx.now),
                 Dialed::Aborted => {
                     // Established, so a session of that backend; its reset ends it like one
                     // seen a moment later on the first read would.
-                    self.connected(tok, cx.now);
-                    self.close(cx, tok, CloseReason::ServerReset);
+                    self.connected(cx, key, cx.now);
+                    self.close(cx, key, CloseReason::ServerReset);
                     return;
                 }
                 Dialed::Failed(cause) => {
-                    self.retry(cx, tok, cause);
+                    self.retry(cx, key, cause);
                     return;
                 }
             }
         }
-        self.drive(cx, tok);
+        self.drive(cx, key);
     }
 
     /// The current connect failed: try another backend or give up.
-    fn retry(&mut self, cx: &mut Cx, tok: Token, cause: Cause) {
-        let Some(s) = self.sessions.get_mut(tok) else { return };
+    fn retry(&mut self, cx: &mut PCx, key: Key, cause: Cause) {
+        let Some(s) = session(cx.table, key) else { return };
         let b = s.backend;
+        let li = s.listener;
         let mut tried = std::mem::take(&mut s.tried);
         let mut attempts = s.attempts;
-        let _ = cx.registry.deregister(&mut s.pipe.server);
+        cx.table.detach(cx.registry, key, SERVER);
         if let Some(be) = self.backends.get_mut(b) {
             be.active = be.active.saturating_sub(1);
             let g = be.group;
@@ -303,52 +284,44 @@ impl ProxyReactor {
             tried[local] = true;
         }
         self.connect_failed(cx.id, cx.now, b, cause);
-        let Some(li) = self.sessions.get(tok).map(|s| s.listener) else { return };
         let group = self.listeners[li].group;
         let next = self.dial_next(cx, group, &mut tried, &mut attempts, false);
-        let Some(s) = self.sessions.get_mut(tok) else { return };
+        let Some(s) = session(cx.table, key) else { return };
         s.attempts = attempts;
         s.tried = tried;
+        // The session has no backend until the next one is registered.
+        s.backend = REMOVED;
         match next {
             None => {
                 // Nothing left to try: the session never had a backend.
-                s.backend = REMOVED;
                 if let Some(e) = self.exhausted.take() {
-                    let li = s.listener;
                     self.pause(cx, li, "backend socket", &e);
                 }
                 let reason =
                     if cause == Cause::Timeout { CloseReason::ConnectTimeout } else { CloseReason::ConnectFailed };
-                self.close(cx, tok, reason);
+                self.close(cx, key, reason);
             }
-            Some((nb, mut server)) => {
-                if let Err(e) = cx.registry.register(
-                    &mut server,
-                    Token(tok.0 | SERVER_BIT),
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    log::debug!("r{} register: {e}", cx.id);
-                    s.backend = REMOVED;
-                    self.close(cx, tok, CloseReason::ConnectFailed);
-                    return;
-                }
+            Some((nb, server)) => {
                 s.pipe.server = server;
                 s.pipe.srd = Readiness::default();
+                if let Err(e) = cx.table.attach(cx.registry, key, SERVER) {
+                    log::debug!("r{} register: {e}", cx.id);
+                    self.close(cx, key, CloseReason::ConnectFailed);
+                    return;
+                }
+                let Some(s) = session(cx.table, key) else { return };
                 s.backend = nb;
                 s.attempt_started = cx.now;
                 let deadline = cx.now + self.cfg.timeouts.connect;
                 s.connecting = Some(deadline);
-                if !s.connect_timer {
-                    s.connect_timer = true;
-                    cx.arm(deadline, tok, T_CONNECT);
-                }
+                cx.timers.arm(key, T_CONNECT, deadline);
                 self.backends[nb].active += 1;
             }
         }
     }
 
-    fn drive(&mut self, cx: &mut Cx, tok: Token) {
-        let Some(s) = self.sessions.get_mut(tok) else { return };
+    fn drive(&mut self, cx: &mut PCx, key: Key) {
+        let Some(s) = session(cx.table, key) else { return };
         let mut moved = Moved::default();
         let r = s.pipe.pump(cx.now, &mut moved, &mut self.bufs);
         if moved.client_active {
@@ -362,64 +335,51 @@ impl ProxyReactor {
         self.stats.bytes_client_to_server += moved.client_to_server;
         self.stats.bytes_server_to_client += moved.server_to_client;
         self.stats.splice_bytes += moved.spliced;
-        if !s.fin_timer && (s.pipe.c2s.eof || s.pipe.s2c.eof) && r != Pump::Done {
+        if (s.pipe.c2s.eof || s.pipe.s2c.eof) && r != Pump::Done && cx.timers.deadline(key, T_FIN).is_none() {
             if let Some(at) = fin_deadline(s, &self.cfg) {
-                s.fin_timer = true;
-                cx.arm(at, tok, T_FIN);
+                cx.timers.arm(key, T_FIN, at);
             }
         }
         match r {
             Pump::Idle => {}
-            Pump::More => cx.defer(tok),
-            Pump::Done => self.close(cx, tok, CloseReason::Done),
-            Pump::Close(reason) => self.close(cx, tok, reason),
+            Pump::More => cx.defer(key),
+            Pump::Done => self.close(cx, key, CloseReason::Done),
+            Pump::Close(reason) => self.close(cx, key, reason),
         }
     }
 
-    pub(super) fn session_timer(&mut self, cx: &mut Cx, tok: Token, kind: u8) {
-        let cfg = self.cfg.clone();
-        let Some(s) = self.sessions.get_mut(tok) else { return };
-        match kind {
-            T_CONNECT => {
-                s.connect_timer = false;
-                match s.connecting {
-                    Some(at) if cx.now >= at => self.retry(cx, tok, Cause::Timeout),
-                    Some(at) => {
-                        s.connect_timer = true;
-                        cx.arm(at, tok, T_CONNECT);
-                    }
-                    None => {}
-                }
+    /// A session timer fired. Deadlines that moved since it was armed (activity, a retry)
+    /// are armed again: lazily, so a busy session does not touch the heap per read.
+    pub(super) fn session_timer(&mut self, cx: &mut PCx, key: Key, kind: Kind) {
+        let Some(s) = session(cx.table, key) else { return };
+        if kind == T_CONNECT {
+            match s.connecting {
+                Some(at) if cx.now >= at => self.retry(cx, key, Cause::Timeout),
+                Some(at) => cx.timers.arm(key, T_CONNECT, at),
+                None => {}
             }
-            T_IDLE => {
-                let (started, lc, ls) = (s.started, s.last_client, s.last_server);
-                let (at, reason) = self.idle_deadline(started, lc, ls);
-                if cx.now >= at {
-                    self.close(cx, tok, reason);
-                } else {
-                    // Activity moved the deadline: one entry per session, re-armed lazily.
-                    cx.arm(at, tok, T_IDLE);
-                }
+        } else if kind == T_IDLE {
+            let (at, reason) = self.idle_deadline(s.started, s.last_client, s.last_server);
+            if cx.now >= at {
+                self.close(cx, key, reason);
+            } else {
+                cx.timers.arm(key, T_IDLE, at);
             }
-            T_FIN => {
-                s.fin_timer = false;
-                if let Some(at) = fin_deadline(s, &cfg) {
-                    if cx.now >= at {
-                        self.close(cx, tok, CloseReason::FinTimeout);
-                    } else {
-                        s.fin_timer = true;
-                        cx.arm(at, tok, T_FIN);
-                    }
-                }
+        } else if kind == T_FIN {
+            match fin_deadline(s, &self.cfg) {
+                Some(at) if cx.now >= at => self.close(cx, key, CloseReason::FinTimeout),
+                Some(at) => cx.timers.arm(key, T_FIN, at),
+                None => {}
             }
-            _ => {}
         }
     }
 
-    pub(super) fn cut_all(&mut self, cx: &mut Cx) {
-        for t in self.sessions.tokens() {
+    pub(super) fn cut_all(&mut self, cx: &mut PCx) {
+        let keys: Vec<Key> =
+            cx.table.iter().filter(|(_, e)| matches!(e, ProxyEntry::Session(_))).map(|(k, _)| k).collect();
+        for k in keys {
             self.cut += 1;
-            self.close(cx, t, CloseReason::Shutdown);
+            self.close(cx, k, CloseReason::Shutdown);
         }
     }
 }
