@@ -43,6 +43,9 @@ pub enum Cmd {
     #[command(subcommand)]
     Bp(BpCmd),
     // ---- end of backpressure lab ----------------------------------------------------------
+    /// Work on goon's JSON results: `report merge` a fleet's shards into one exact result.
+    #[command(subcommand)]
+    Report(crate::report::ReportCmd),
 }
 
 // ---- backpressure lab (bp) ----------------------------------------------------------------

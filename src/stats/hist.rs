@@ -1,6 +1,8 @@
 //! `Latency`: an HdrHistogram in microseconds (1 µs .. 60 s, 3 significant digits) plus exact
-//! min/max/sum/sum-of-squares in nanoseconds, so `min/avg/max/dev` match what tcpgoon prints
-//! (computed from every sample) while percentiles come from the histogram.
+//! min/max/sum/sum-of-squares in nanoseconds (integers, so merging in any order gives the same
+//! bits), so `min/avg/max/dev` match what tcpgoon prints (computed from every sample) while
+//! percentiles come from the histogram. [`Latency::moments_json`] / [`Latency::from_moments_json`]
+//! carry the mergeable part through JSON (docs/json-format.md §2).
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use crate::units::go_duration;
 /// Highest value the histogram tracks, in µs; larger samples saturate to it.
 pub(crate) const HIST_MAX_US: u64 = 60_000_000;
 pub(crate) const HIST_SIGFIG: u8 = 3;
+pub(crate) const HIST_LOWEST_US: u64 = 1;
 
 #[derive(Clone, Debug)]
 pub struct Latency {
@@ -20,7 +23,8 @@ pub struct Latency {
     pub min_ns: u64,
     pub max_ns: u64,
     pub sum_ns: u128,
-    pub sum_sq_ns: f64,
+    /// Σ ns², saturating (only past ~10^17 one-second samples).
+    pub sum_sq_ns: u128,
 }
 
 impl Default for Latency {
@@ -31,9 +35,9 @@ impl Default for Latency {
 
 impl Latency {
     pub(crate) fn new() -> Latency {
-        let hist =
-            Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("constant histogram bounds are valid");
-        Latency { hist, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0.0 }
+        let hist = Histogram::new_with_bounds(HIST_LOWEST_US, HIST_MAX_US, HIST_SIGFIG)
+            .expect("constant histogram bounds are valid");
+        Latency { hist, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0 }
     }
 
     pub(crate) fn record(&mut self, d: Duration) {
@@ -42,8 +46,8 @@ impl Latency {
         self.count += 1;
         self.min_ns = self.min_ns.min(ns);
         self.max_ns = self.max_ns.max(ns);
-        self.sum_ns += ns as u128;
-        self.sum_sq_ns += (ns as f64) * (ns as f64);
+        self.sum_ns = self.sum_ns.saturating_add(ns as u128);
+        self.sum_sq_ns = self.sum_sq_ns.saturating_add((ns as u128).saturating_mul(ns as u128));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -66,8 +70,8 @@ impl Latency {
         self.count += other.count;
         self.min_ns = self.min_ns.min(other.min_ns);
         self.max_ns = self.max_ns.max(other.max_ns);
-        self.sum_ns += other.sum_ns;
-        self.sum_sq_ns += other.sum_sq_ns;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.sum_sq_ns = self.sum_sq_ns.saturating_add(other.sum_sq_ns);
     }
 
     pub(crate) fn min(&self) -> Duration {
@@ -90,9 +94,16 @@ impl Latency {
         if self.count == 0 {
             return Duration::ZERO;
         }
-        let n = self.count as f64;
-        let mean = self.sum_ns as f64 / n;
-        let var = (self.sum_sq_ns / n - mean * mean).max(0.0);
+        // n²·var = n·Σx² − (Σx)², exact in integers while it fits (always, for connect times
+        // under 60 s and fewer than ~10^10 samples); f64 past that.
+        let n = self.count as u128;
+        let var = match (n.checked_mul(self.sum_sq_ns), self.sum_ns.checked_mul(self.sum_ns)) {
+            (Some(a), Some(b)) => a.saturating_sub(b) as f64 / (n as f64 * n as f64),
+            _ => {
+                let mean = self.sum_ns as f64 / n as f64;
+                (self.sum_sq_ns as f64 / n as f64 - mean * mean).max(0.0)
+            }
+        };
         Duration::from_nanos(var.sqrt().round() as u64)
     }
 
@@ -131,6 +142,73 @@ impl Latency {
             Ok(_) => base64_encode(&buf),
             Err(_) => String::new(),
         }
+    }
+
+    /// The mergeable part as JSON: `{"count": 0}` when empty, else count, min_ns, max_ns,
+    /// sum_ns and sum_sq_ns2 (decimal strings) and the encoded histogram.
+    pub fn moments_json(&self) -> serde_json::Value {
+        if self.count == 0 {
+            return serde_json::json!({ "count": 0 });
+        }
+        serde_json::json!({
+            "count": self.count,
+            "min_ns": self.min_ns,
+            "max_ns": self.max_ns,
+            "sum_ns": self.sum_ns.to_string(),
+            "sum_sq_ns2": self.sum_sq_ns.to_string(),
+            "histogram_v2_deflate_base64": self.encode(),
+        })
+    }
+
+    /// Reads what [`Latency::moments_json`] wrote (the whole-run objects' extra keys are
+    /// ignored). The error names the key that is wrong.
+    pub fn from_moments_json(v: &serde_json::Value) -> Result<Latency, String> {
+        let mut l = Latency::new();
+        let count = v.get("count").and_then(|c| c.as_u64()).ok_or("count: missing or not an integer")?;
+        if count == 0 {
+            return Ok(l);
+        }
+        let int = |k: &str| v.get(k).and_then(|x| x.as_u64()).ok_or(format!("{k}: missing or not an integer"));
+        let big = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .and_then(|x| x.parse::<u128>().ok())
+                .ok_or(format!("{k}: missing or not a decimal integer string"))
+        };
+        l.count = count;
+        l.min_ns = int("min_ns")?;
+        l.max_ns = int("max_ns")?;
+        l.sum_ns = big("sum_ns")?;
+        l.sum_sq_ns = big("sum_sq_ns2")?;
+        if l.min_ns > l.max_ns {
+            return Err("min_ns: above max_ns".into());
+        }
+        let text = v
+            .get("histogram_v2_deflate_base64")
+            .and_then(|x| x.as_str())
+            .ok_or("histogram_v2_deflate_base64: missing or not a string")?;
+        let h = Latency::decode_hist(text).map_err(|e| format!("histogram_v2_deflate_base64: {e}"))?;
+        if h.sigfig() != HIST_SIGFIG {
+            return Err(format!(
+                "histogram_v2_deflate_base64: {} significant digits, this netforge records {HIST_SIGFIG}",
+                h.sigfig()
+            ));
+        }
+        if h.len() != count {
+            return Err(format!("histogram_v2_deflate_base64: holds {} samples, count says {count}", h.len()));
+        }
+        l.hist.add(&h).map_err(|e| format!("histogram_v2_deflate_base64: {e:?}"))?;
+        Ok(l)
+    }
+
+    /// The precision every histogram is recorded with (docs/json-format.md §2).
+    pub fn precision_json() -> serde_json::Value {
+        serde_json::json!({
+            "unit": "us",
+            "lowest_discernible": HIST_LOWEST_US,
+            "highest_trackable": HIST_MAX_US,
+            "significant_digits": HIST_SIGFIG,
+        })
     }
 
     pub fn decode_hist(text: &str) -> Result<Histogram<u64>, String> {
