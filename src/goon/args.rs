@@ -381,4 +381,100 @@ mod tests {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn shards_take_exact_shares() {
+        for (n, k) in [(95_000u64, 5u64), (10, 3), (7, 7), (100_001, 16), (1, 1)] {
+            let parts: Vec<u64> = (0..k).map(|i| shares(n, k as usize)[i as usize]).collect();
+            assert_eq!(parts.iter().sum::<u64>(), n, "{n}/{k}");
+            assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1, "{n}/{k}: {parts:?}");
+        }
+        assert_eq!(parse_shard("2/5").unwrap(), Shard { index: 2, count: 5 });
+        assert_eq!(parse_shard(" 0 / 1 ").unwrap(), Shard { index: 0, count: 1 });
+        for (bad, why) in [
+            ("5/5", "must be below the shard count 5 (0..=4)"),
+            ("0/0", "the shard count must be 1..=65536"),
+            ("1", "is not I/K"),
+            ("a/4", "the shard index \"a\" is not a number 0..=3"),
+            ("1/x", "the shard count \"x\" is not a number"),
+            ("-1/4", "is not a number"),
+            ("0/65537", "1..=65536"),
+        ] {
+            let e = parse_shard(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn source_addresses_split_over_shards() {
+        let ips: Vec<std::net::IpAddr> = (0..10u8).map(|i| std::net::IpAddr::from([127, 0, 1, i])).collect();
+        let mut all = Vec::new();
+        for i in 0..3 {
+            let part = shard_sources(&ips, Shard { index: i, count: 3 }).unwrap();
+            assert!((3..=4).contains(&part.len()), "{part:?}");
+            all.extend(part);
+        }
+        assert_eq!(all, ips, "disjoint, in order, complete");
+        let one = &ips[..1];
+        assert_eq!(shard_sources(one, Shard { index: 4, count: 5 }).unwrap(), one, "one address: every shard uses it");
+        let e = shard_sources(&ips[..3], Shard { index: 0, count: 5 }).unwrap_err();
+        assert_eq!(
+            e,
+            "--source-ip: 3 addresses cannot be split over 5 shards (give one address for all, or at least 5)"
+        );
+    }
+
+    fn parsed(args: &[&str]) -> GoonArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            goon: GoonArgs,
+        }
+        let mut argv = vec!["goon"];
+        argv.extend_from_slice(args);
+        Wrap::try_parse_from(argv).map(|w| w.goon).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn shard_from_the_environment() {
+        let cfg = |args: &[&str], env: Option<&str>| {
+            let env = env.map(str::to_string);
+            goon_config_with(&parsed(args), &move |var| {
+                assert_eq!(var, "JOB_COMPLETION_INDEX");
+                env.clone()
+            })
+        };
+        let base = ["127.0.0.1", "9", "-c", "10", "--shard-from-env", "JOB_COMPLETION_INDEX", "--shards", "4"];
+        let c = cfg(&base, Some("3")).unwrap();
+        assert_eq!((c.shard, c.connections, c.fleet_connections), (Some(Shard { index: 3, count: 4 }), 2, 10));
+        let c = cfg(&base, Some("0")).unwrap();
+        assert_eq!(c.connections, 3);
+        let e = cfg(&base, None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--shard-from-env JOB_COMPLETION_INDEX: the environment variable JOB_COMPLETION_INDEX is not set"
+        );
+        let e = cfg(&base, Some("x")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--shard-from-env JOB_COMPLETION_INDEX: JOB_COMPLETION_INDEX=\"x\": the shard index"),
+            "{e}"
+        );
+        let e = cfg(&base, Some("4")).unwrap_err().to_string();
+        assert!(e.contains("must be below the shard count 4"), "{e}");
+        let e = cfg(&["127.0.0.1", "9", "-c", "3", "--shard", "0/4"], None).unwrap_err().to_string();
+        assert!(e.starts_with("--shard 0/4: --connections 3 leaves some of the 4 shards no connection"), "{e}");
+    }
+
+    #[test]
+    fn start_at_window() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_133_600);
+        assert!(check_start_at(now, now).is_ok());
+        assert!(check_start_at(now - Duration::from_millis(999), now).is_ok(), "under a second late: start at once");
+        let e = check_start_at(now - Duration::from_millis(1500), now).unwrap_err();
+        assert_eq!(e, "2026-12-01T13:59:58.500000Z is 1.500s in the past (more than 1s); give a time ahead, or none to start at once");
+        assert!(check_start_at(now + Duration::from_secs(24 * 3600), now).is_ok());
+        let e = check_start_at(now + Duration::from_secs(24 * 3600 + 1), now).unwrap_err();
+        assert!(e.ends_with("is 86401s ahead, more than the 24h allowed"), "{e}");
+    }
 }
