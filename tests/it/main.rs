@@ -8,5 +8,6 @@ mod listen;
 mod proxy;
 mod proxy_admin;
 mod proxy_reload;
+mod report;
 mod serve;
 mod util;
