@@ -10,7 +10,8 @@
 #
 # Prints: time until all connections were established (from the first shard's start to the
 # last shard's last dial resolved, from the JSON results), fleet connections/s, per-process
-# and total RSS while all are held, /proc/net/sockstat then, the merged block, and the merge's
+# and total RSS while all are held, /proc/net/sockstat and the kernel's slab growth then, the
+# merged block, and the merge's
 # exactness check (the merged count, sums and sums of squares, min and max against the shards').
 # Writes the HTML report with `netforge report html` when the binary has that command.
 #
@@ -52,6 +53,8 @@ mkdir -p "$OUT"
 echo "fleet_rehearsal: $SHARDS shards x $PER = $N connections; results in $OUT"
 echo "fleet_rehearsal: machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg) (shared with other work: figures vary)"
 
+slab_kib() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+slab_before=$(slab_kib)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -139,6 +142,8 @@ for p in "${serve_pids[@]}"; do r=$(rss "$p"); total_rss=$((total_rss + r)); lin
 echo "$line; total $total_rss KiB ($((total_rss / 1024)) MiB)"
 echo "fleet_rehearsal: /proc/net/sockstat while held (mem is in pages of $(getconf PAGESIZE) B):"
 sed 's/^/  /' /proc/net/sockstat
+slab_held=$(slab_kib)
+echo "fleet_rehearsal: kernel slab memory (/proc/meminfo Slab) grew by $(((slab_held - slab_before) / 1024)) MiB from before the start (about $(((slab_held - slab_before) * 1024 / (2 * N))) B per socket, both ends counted; other work on the machine moves it too)"
 
 # Bounded wait for the shards to finish their hold and write their results.
 deadline=$((SECONDS + DEADLINE_S))
