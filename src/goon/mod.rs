@@ -484,9 +484,11 @@ impl Sampler {
             established_new: c.established_total.saturating_sub(self.prev.established_total),
             closed_new: c.closed.saturating_sub(self.prev.closed),
             errors,
-            connect: self.connect.take().moments_json(),
-            fail: self.fail.take().moments_json(),
+            connect: self.connect.moments_json(),
+            fail: self.fail.moments_json(),
         };
+        self.connect.clear();
+        self.fail.clear();
         if let Some(st) = self.stream.as_mut() {
             st.interval(&s);
         }

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use crate::error::{ConfigError, Error};
 use crate::goon::report::{latency_json, target_label, FORMAT_VERSION};
-use crate::goon::samples::{Sample, State};
+use crate::goon::samples::{Sample, State, SAMPLES_CAP};
 use crate::net::Cause;
 use crate::stats::{counted, Latency};
 use crate::units::{go_duration, parse_duration_in, MAX_DURATION};
@@ -388,19 +388,36 @@ pub fn check_fleet(mut docs: Vec<ShardDoc>, allow_missing: bool) -> Result<(Vec<
 /// The fleet's samples summed by wall-clock bucket (docs/json-format.md §6), and the largest
 /// summed established count.
 pub fn fleet_samples(docs: &[ShardDoc]) -> Result<(Vec<Sample>, f64, u64, u64), String> {
-    let stride = docs.iter().map(|d| d.stride).max().unwrap_or(1);
     let base = docs.first().map_or(1.0, |d| d.base_interval_s);
-    let w = base * stride as f64;
     let fleet_start = docs.iter().map(|d| d.started_unix_s).fold(f64::INFINITY, f64::min);
     let fleet_end = docs.iter().map(|d| d.ended_unix_s).fold(f64::NEG_INFINITY, f64::max);
+    let offset =
+        |d: &ShardDoc, w: f64| ((d.started_unix_s - fleet_start) / w).round().clamp(0.0, u64::MAX as f64) as u64;
+    // A sample's bucket at a fleet stride (base intervals per bucket).
+    let bucket = |d: &ShardDoc, s: &Sample, stride: u64| {
+        let base_index = u128::from(s.index) * u128::from(d.stride);
+        ((base_index / u128::from(stride)) as u64).saturating_add(offset(d, base * stride as f64))
+    };
+    // The coarsest stride among the shards, doubled until the fleet has at most SAMPLES_CAP
+    // buckets (as goon's own --json), so no input makes the output or the loop below large.
+    let mut stride = docs.iter().map(|d| d.stride).max().unwrap_or(1);
+    loop {
+        let last = docs.iter().filter_map(|d| d.samples.last().map(|s| bucket(d, s, stride))).max().unwrap_or(0);
+        if last < SAMPLES_CAP as u64 {
+            break;
+        }
+        if stride >= 1 << 62 {
+            return Err(format!("the samples span more than {SAMPLES_CAP} intervals at any stride"));
+        }
+        stride *= 2;
+    }
+    let w = base * stride as f64;
     // Each shard's samples at the fleet's stride, placed in fleet buckets.
     let mut per: Vec<Vec<(u64, Sample)>> = Vec::with_capacity(docs.len());
     for d in docs {
-        let offset = ((d.started_unix_s - fleet_start) / w).round().max(0.0) as u64;
-        let factor = stride / d.stride;
-        let mut v: Vec<(u64, Sample)> = Vec::with_capacity(d.samples.len() / factor as usize + 1);
+        let mut v: Vec<(u64, Sample)> = Vec::new();
         for s in &d.samples {
-            let b = s.index / factor + offset;
+            let b = bucket(d, s, stride);
             match v.last_mut() {
                 Some((lb, last)) if *lb == b => last.absorb_later(s)?,
                 _ => v.push((b, s.clone())),
@@ -1004,6 +1021,18 @@ mod tests {
         let est: Vec<u64> = m.samples.iter().map(|s| s.state.established).collect();
         assert_eq!(est, [27, 30], "bucket 0 = shard 0's second sample + 7; bucket 1 = shard 0's third");
         assert_eq!(m.counts.max_concurrent_established, 30, "capped at 30 + 5");
+    }
+
+    #[test]
+    fn far_apart_samples_stay_bounded() {
+        let e = Latency::new();
+        let mut d = doc(None, &e, &[sample(0, 1, &e), sample(u64::MAX / 2, 2, &e)], 1000.0);
+        d["counts"]["max_concurrent_established"] = json!(2);
+        let m = merged(vec![d], false).unwrap();
+        assert!(m.samples.len() <= SAMPLES_CAP, "{}", m.samples.len());
+        assert!(m.sample_stride > 1 << 40);
+        assert_eq!(m.samples.last().unwrap().state.established, 2);
+        assert_eq!(m.counts.max_concurrent_established, 2);
     }
 
     fn args(max_errors: Option<&str>, max_p99: Option<Duration>, min_established: Option<u64>) -> MergeArgs {

@@ -61,6 +61,16 @@ impl Latency {
         out
     }
 
+    /// Empties the recorder, keeping its histogram's allocation.
+    pub(crate) fn clear(&mut self) {
+        self.hist.reset();
+        self.count = 0;
+        self.min_ns = u64::MAX;
+        self.max_ns = 0;
+        self.sum_ns = 0;
+        self.sum_sq_ns = 0;
+    }
+
     pub(crate) fn merge(&mut self, other: &Latency) {
         if other.count == 0 {
             return;
@@ -303,6 +313,11 @@ mod tests {
         let t = a.take();
         assert_eq!((t.count, a.count), (1, 0));
         assert!(a.hist.is_empty());
+        let mut c = t.clone();
+        c.clear();
+        assert!(c.is_empty() && c.hist.is_empty() && c.sum_ns == 0 && c.sum_sq_ns == 0);
+        c.record(Duration::from_micros(7));
+        assert_eq!((c.min(), c.max()), (Duration::from_micros(7), Duration::from_micros(7)), "min reset too");
     }
 
     #[test]
