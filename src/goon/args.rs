@@ -84,7 +84,7 @@ pub struct GoonArgs {
     pub(crate) shards: Option<u64>,
     /// Wait until this instant, then start dialing, so shards on clock-synchronised hosts start
     /// together: RFC 3339 (2026-12-01T14:00:00Z, 2026-12-01T15:00:00.5+01:00) or Unix seconds
-    /// (1764597600.5). At most 24h ahead; more than 1s in the past is an error. SIGINT/SIGTERM
+    /// (1796133600.5). At most 24h ahead; more than 1s in the past is an error. SIGINT/SIGTERM
     /// during the wait ends the run with nothing dialed.
     #[arg(long = "start-at", value_name = "TIME", value_parser = parse_start_at)]
     pub(crate) start_at: Option<SystemTime>,
