@@ -5,7 +5,7 @@
 # instant with --start-at, then `netforge report merge` over their JSON results.
 #
 # Default: 5 x 19,000 = 95,000 concurrent connections held on this machine (the hard limit
-# here is 20,000 descriptors per process). Source addresses come from 127.0.1.0/26 (64
+# here is 20,000 descriptors per process). Source addresses come from 127.0.1.0/26 (62
 # addresses of 127.0.0.0/8, split over the shards by --shard) so local ports are never short.
 #
 # Prints: time until all connections were established (from the first shard's start to the

@@ -263,6 +263,11 @@ fn shard_and_start_at_refusals_are_one_line_naming_the_flag() {
             (vec!["--start-at", &past], None, "--start-at"),
             (vec!["--start-at", "2026-13-01T00:00:00Z"], None, "--start-at"),
             (
+                vec!["--start-at", "2020-01-01T00:30:00+01:00"],
+                None,
+                "--start-at <TIME>': 2019-12-31T23:30:00.000000Z is ",
+            ),
+            (
                 vec!["--source-ip", "127.0.0.2-127.0.0.4", "--shard", "0/5"],
                 None,
                 "--source-ip: 3 addresses cannot be split over 5 shards",
