@@ -15,6 +15,12 @@ use crate::units::go_duration;
 pub(crate) const HIST_MAX_US: u64 = 60_000_000;
 pub(crate) const HIST_SIGFIG: u8 = 3;
 pub(crate) const HIST_LOWEST_US: u64 = 1;
+/// HdrHistogram's V2 cookies (compressed, and inside it the plain form) and header size.
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_HEADER: usize = 40;
+/// Most bytes a histogram of this precision inflates to (its counts take ~170 KB at most).
+const MAX_INFLATED: usize = 4 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Latency {
@@ -221,9 +227,40 @@ impl Latency {
         })
     }
 
+    /// Decodes [`Latency::encode`]'s form. The input may come from any file, so it is
+    /// inflated here with a size cap and its header checked (this netforge's precision, a
+    /// payload length that matches the bytes) before hdrhistogram, which trusts that length,
+    /// sees it.
     pub fn decode_hist(text: &str) -> Result<Histogram<u64>, String> {
         let bytes = base64_decode(text).ok_or("histogram is not valid base64")?;
-        Deserializer::new().deserialize(&mut bytes.as_slice()).map_err(|e| format!("histogram does not decode: {e:?}"))
+        let be32 = |b: &[u8], at: usize| b.get(at..at + 4).map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]));
+        let be64 = |b: &[u8], at: usize| b.get(at..at + 8).map(|x| u64::from_be_bytes(x.try_into().unwrap_or([0; 8])));
+        if be32(&bytes, 0) != Some(V2_DEFLATE_COOKIE) {
+            return Err("not an HdrHistogram V2 deflate encoding (wrong cookie)".into());
+        }
+        let len = be32(&bytes, 4).ok_or("histogram is truncated")? as usize;
+        let zlib = bytes.get(8..8usize.saturating_add(len)).ok_or("histogram is truncated")?;
+        let raw = super::inflate::zlib(zlib, MAX_INFLATED).map_err(|e| format!("histogram does not inflate: {e}"))?;
+        if be32(&raw, 0) != Some(V2_COOKIE) {
+            return Err("histogram does not decode: wrong inner cookie".into());
+        }
+        let payload = be32(&raw, 4).unwrap_or(u32::MAX) as usize;
+        if raw.len() != V2_HEADER + payload {
+            return Err(format!(
+                "histogram does not decode: says {payload} payload bytes, holds {}",
+                raw.len().saturating_sub(V2_HEADER)
+            ));
+        }
+        let (digits, low, high) = (be32(&raw, 12), be64(&raw, 16), be64(&raw, 24));
+        if (digits, low, high) != (Some(u32::from(HIST_SIGFIG)), Some(HIST_LOWEST_US), Some(HIST_MAX_US)) {
+            return Err(format!(
+                "precision {} significant digits, {}..{} us differs from this netforge's {HIST_SIGFIG}, {HIST_LOWEST_US}..{HIST_MAX_US}",
+                digits.unwrap_or(0),
+                low.unwrap_or(0),
+                high.unwrap_or(0)
+            ));
+        }
+        Deserializer::new().deserialize(&mut raw.as_slice()).map_err(|e| format!("histogram does not decode: {e:?}"))
     }
 }
 
@@ -329,6 +366,50 @@ mod tests {
         let h = Latency::decode_hist(&a.encode()).unwrap();
         assert_eq!(h.len(), 1000);
         assert_eq!(h.value_at_quantile(0.5), a.hist.value_at_quantile(0.5));
+    }
+
+    #[test]
+    fn decoding_inflates_here_and_checks_the_header() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for n in [1usize, 2, 50, 5000, 100_000] {
+            let mut a = Latency::new();
+            for _ in 0..n {
+                a.record(Duration::from_nanos(10f64.powf(2.0 + rng.f64() * 9.0) as u64));
+            }
+            let h = Latency::decode_hist(&a.encode()).unwrap();
+            assert!(h == a.hist, "{n} samples");
+        }
+        assert!(Latency::decode_hist(&Latency::new().encode()).unwrap().is_empty());
+        // Another precision is named, not decoded.
+        let mut other = Histogram::<u64>::new_with_bounds(1, HIST_MAX_US, 2).unwrap();
+        other.record(5).unwrap();
+        let mut buf = Vec::new();
+        V2DeflateSerializer::new().serialize(&other, &mut buf).unwrap();
+        let e = Latency::decode_hist(&base64_encode(&buf)).unwrap_err();
+        assert!(e.starts_with("precision 2 significant digits"), "{e}");
+        // A forged inner payload length is refused before anything is allocated for it.
+        let raw = {
+            let mut r = vec![];
+            r.extend_from_slice(&V2_COOKIE.to_be_bytes());
+            r.extend_from_slice(&u32::MAX.to_be_bytes());
+            r.extend_from_slice(&[0; 32]);
+            r
+        };
+        let stored = {
+            // zlib, one stored block holding `raw`.
+            let mut z = vec![0x78, 0x01, 0x01];
+            z.extend_from_slice(&(raw.len() as u16).to_le_bytes());
+            z.extend_from_slice(&(!(raw.len() as u16)).to_le_bytes());
+            z.extend_from_slice(&raw);
+            z.extend_from_slice(&super::super::inflate::tests_adler32(&raw).to_be_bytes());
+            z
+        };
+        let mut forged = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
+        forged.extend_from_slice(&(stored.len() as u32).to_be_bytes());
+        forged.extend_from_slice(&stored);
+        let e = Latency::decode_hist(&base64_encode(&forged)).unwrap_err();
+        assert_eq!(e, "histogram does not decode: says 4294967295 payload bytes, holds 0");
+        assert!(Latency::decode_hist("AAAA").unwrap_err().contains("wrong cookie"));
     }
 
     #[test]
