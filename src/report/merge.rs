@@ -22,6 +22,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::error::{ConfigError, Error};
+use crate::goon::args::SHARDS_MAX;
 use crate::goon::report::{latency_json, target_label, FORMAT_VERSION};
 use crate::goon::samples::{Sample, State, SAMPLES_CAP};
 use crate::net::Cause;
@@ -228,8 +229,14 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         Some(s) => {
             let (i, k) = (s.get("index").and_then(Value::as_u64), s.get("count").and_then(Value::as_u64));
             match (i, k) {
-                (Some(i), Some(k)) if i < k => Some((i, k)),
-                _ => return Err(key_err(path, "shard", format!("{s}: not {{\"index\": I, \"count\": K}} with I < K"))),
+                (Some(i), Some(k)) if i < k && k <= SHARDS_MAX => Some((i, k)),
+                _ => {
+                    return Err(key_err(
+                        path,
+                        "shard",
+                        format!("{s}: not {{\"index\": I, \"count\": K}} with I < K <= {SHARDS_MAX}"),
+                    ))
+                }
             }
         }
     };
@@ -875,6 +882,10 @@ mod tests {
         merge(docs, k, missing)
     }
 
+    fn refusal_parse(doc: Value) -> String {
+        parse(Path::new("shard-1.json"), doc).unwrap_err().to_string()
+    }
+
     fn refusal(docs: Vec<Value>) -> String {
         match check_fleet(parsed(docs), false) {
             Err(e) => e.to_string(),
@@ -965,6 +976,9 @@ mod tests {
         let mut other = b();
         other["shard"] = Value::Null;
         assert!(refusal(vec![a(), other]).starts_with("shard-1.json: shard: null: not a shard"));
+        let mut other = b();
+        other["shard"] = json!({ "index": 1, "count": 1u64 << 40 });
+        assert!(refusal_parse(other).starts_with("shard-1.json: shard: "), "a huge K is refused, not allocated for");
         let mut other = b();
         other["sample_interval_s"] = json!(2.0);
         assert!(refusal(vec![a(), other]).starts_with("shard-1.json: sample_interval_s: a base interval of 2s"));
