@@ -42,9 +42,17 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 return Ok(1);
             }
             let signals = crate::sys::route_signals()?;
-            let stdout = std::io::stdout();
-            let report = crate::goon::run(&cfg, &signals, &mut stdout.lock())?;
+            // `--json-stream -` owns standard output; the text goes to standard error.
+            let report = if cfg.json_stream == Some(crate::goon::StreamTo::Stdout) {
+                crate::goon::run(&cfg, &signals, &mut std::io::stderr().lock())?
+            } else {
+                crate::goon::run(&cfg, &signals, &mut std::io::stdout().lock())?
+            };
             Ok(report.exit_code())
+        }
+        Cmd::Report(crate::report::ReportCmd::Merge(args)) => {
+            let stdout = std::io::stdout();
+            crate::report::merge::run(&args, &mut stdout.lock())
         }
         Cmd::Serve(args) => {
             let cfg = crate::serve::args::serve_config(&args)?;

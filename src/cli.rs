@@ -40,6 +40,9 @@ pub enum Cmd {
     #[command(subcommand)]
     Bp(BpCmd),
     // ---- end of backpressure lab ----------------------------------------------------------
+    /// Work on goon's JSON results: `report merge` a fleet's shards into one exact result.
+    #[command(subcommand)]
+    Report(crate::report::ReportCmd),
 }
 
 // ---- backpressure lab (bp) ----------------------------------------------------------------
@@ -103,8 +106,17 @@ pub fn usage_line(path: &[String]) -> String {
 /// clap's rendered error (`error: ...`, a hint, `Usage: ...`, `For more information ...`) as
 /// one line: the reason, naming the flag, then `usage`.
 pub fn one_line_clap_error(rendered: &str, usage: &str) -> String {
-    let first = rendered.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("invalid command line");
-    let reason = first.strip_prefix("error: ").unwrap_or(first);
+    let mut lines = rendered.lines().map(str::trim).skip_while(|l| l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let mut reason = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // "the following required arguments were not provided:" lists the flags on the lines
+    // below it, up to the blank line: they are the point of the message.
+    if reason.ends_with(':') {
+        let listed: Vec<&str> = lines.take_while(|l| !l.is_empty()).collect();
+        if !listed.is_empty() {
+            reason = format!("{} {}", reason, listed.join(", "));
+        }
+    }
     format!("{reason}; {usage} (see --help)")
 }
 
@@ -136,5 +148,19 @@ mod tests {
         assert!(help("lb").contains(&format!("[default: {}]", DEFAULT_BALANCE.as_str())), "{}", help("lb"));
         let t = crate::units::go_duration(DEFAULT_CONNECT_TIMEOUT);
         assert!(help("timeout").contains(&format!("[default: {t}]")), "{}", help("timeout"));
+    }
+
+    #[test]
+    fn clap_errors_that_list_flags_keep_them_on_the_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  --shard-from-env <VAR>\n  --x <Y>\n\nUsage: netforge goon --shards <K> --shard-from-env <VAR>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line_clap_error(rendered, "usage: netforge goon"),
+            "the following required arguments were not provided: --shard-from-env <VAR>, --x <Y>; usage: netforge goon (see --help)"
+        );
+        let plain = "error: unexpected argument '--nope' found\n\n  tip: ...\n\nUsage: netforge goon\n";
+        assert_eq!(
+            one_line_clap_error(plain, "usage: netforge goon"),
+            "unexpected argument '--nope' found; usage: netforge goon (see --help)"
+        );
     }
 }

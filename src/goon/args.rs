@@ -4,14 +4,14 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
 use crate::cli::usage;
 use crate::config::{resolve, resolve_threads as threads};
 use crate::error::Error;
-use crate::goon::GoonConfig;
+use crate::goon::{shares, GoonConfig, Shard, StreamTo};
 use crate::net::tune::SockBufs;
 use crate::units::{self, parse_bytes_in, parse_duration_in, parse_int, parse_sockbuf, parse_threads};
 use crate::units::{CONNS_MAX, MAX_DURATION, MAX_DURATION_MS};
@@ -60,9 +60,35 @@ pub struct GoonArgs {
     /// full ephemeral port range per target.
     #[arg(long = "source-ip", value_name = "IP|CIDR|RANGE")]
     pub(crate) source_ip: Vec<String>,
-    /// Write the whole result (config, counts, errors, percentiles, HdrHistograms) as JSON.
+    /// Write the whole result as JSON (format version 2, docs/json-format.md: config, shard,
+    /// host, wall-clock start and end, counts, errors, percentiles, exact moments,
+    /// HdrHistograms and per-interval samples); `netforge report merge` reads it.
     #[arg(long, value_name = "FILE")]
     pub(crate) json: Option<PathBuf>,
+    /// Also write one JSON object per interval as it happens (NDJSON: a start event, one
+    /// interval event per interval, an end event with the whole result) to FILE, or to standard
+    /// output with `-` (goon's text then goes to standard error).
+    #[arg(long = "json-stream", value_name = "FILE|-")]
+    pub(crate) json_stream: Option<String>,
+    /// Run as shard I of a K-process fleet (I counted from 0): dial this shard's exact share of
+    /// --connections (shares differ by at most one and sum to N) and, when several --source-ip
+    /// addresses are given, only its share of them. K is 1..=65536.
+    #[arg(long, value_name = "I/K", value_parser = parse_shard, conflicts_with = "shard_from_env")]
+    pub(crate) shard: Option<Shard>,
+    /// Read the shard index I from this environment variable, e.g. JOB_COMPLETION_INDEX in a
+    /// Kubernetes Indexed Job; needs --shards K.
+    #[arg(long = "shard-from-env", value_name = "VAR", requires = "shards")]
+    pub(crate) shard_from_env: Option<String>,
+    /// The shard count K with --shard-from-env, 1..=65536.
+    #[arg(long, value_name = "K", allow_hyphen_values = true, requires = "shard_from_env",
+          value_parser = |s: &str| parse_int(s, 1, SHARDS_MAX))]
+    pub(crate) shards: Option<u64>,
+    /// Wait until this instant, then start dialing, so shards on clock-synchronised hosts start
+    /// together: RFC 3339 (2026-12-01T14:00:00Z, 2026-12-01T15:00:00.5+01:00) or Unix seconds
+    /// (1796133600.5). At most 24h ahead; more than 1s in the past is an error. SIGINT/SIGTERM
+    /// during the wait ends the run with nothing dialed.
+    #[arg(long = "start-at", value_name = "TIME", value_parser = parse_start_at)]
+    pub(crate) start_at: Option<SystemTime>,
     /// Close connections with RST (SO_LINGER 0) so no TIME_WAIT is left behind.
     #[arg(long)]
     pub(crate) linger_rst: bool,
@@ -101,6 +127,99 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `--shard I/K` and `--shards K`: at most this many shards.
+pub(crate) const SHARDS_MAX: u64 = 65_536;
+/// `--start-at` may lie at most this far ahead.
+pub(crate) const START_AT_MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
+/// `--start-at` may lie at most this far in the past (then dialing starts at once).
+pub(crate) const START_AT_MAX_LATE: Duration = Duration::from_secs(1);
+
+/// `--shard I/K`.
+pub(crate) fn parse_shard(s: &str) -> Result<Shard, String> {
+    let t = s.trim();
+    let (i, k) = t.split_once('/').ok_or_else(|| format!("{t:?} is not I/K (shard index / shard count, like 0/4)"))?;
+    let k: u64 = k.trim().parse().map_err(|_| format!("{t:?}: the shard count {k:?} is not a number"))?;
+    if !(1..=SHARDS_MAX).contains(&k) {
+        return Err(format!("{t:?}: the shard count must be 1..={SHARDS_MAX}"));
+    }
+    shard_index(i, k).map_err(|e| format!("{t:?}: {e}"))
+}
+
+/// A shard index for `k` shards: 0..=k-1.
+fn shard_index(i: &str, k: u64) -> Result<Shard, String> {
+    let index: u64 = i.trim().parse().map_err(|_| format!("the shard index {i:?} is not a number 0..={}", k - 1))?;
+    if index >= k {
+        return Err(format!("the shard index {index} must be below the shard count {k} (0..={})", k - 1));
+    }
+    Ok(Shard { index, count: k })
+}
+
+/// `--start-at`: the instant, checked against now (not more than 1 s past, 24 h ahead).
+pub(crate) fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    let at = crate::wallclock::parse_instant(s)?;
+    check_start_at(at, SystemTime::now())?;
+    Ok(at)
+}
+
+/// Refuses a start time more than [`START_AT_MAX_LATE`] past or [`START_AT_MAX_AHEAD`] ahead.
+pub(crate) fn check_start_at(at: SystemTime, now: SystemTime) -> Result<(), String> {
+    match now.duration_since(at) {
+        Ok(late) if late > START_AT_MAX_LATE => Err(format!(
+            "{} is {:.3}s in the past (more than {}s); give a time ahead, or none to start at once",
+            crate::wallclock::rfc3339(at),
+            late.as_secs_f64(),
+            START_AT_MAX_LATE.as_secs()
+        )),
+        Ok(_) => Ok(()),
+        Err(ahead) if ahead.duration() > START_AT_MAX_AHEAD => Err(format!(
+            "{} is {:.0}s ahead, more than the {}h allowed",
+            crate::wallclock::rfc3339(at),
+            ahead.duration().as_secs_f64(),
+            START_AT_MAX_AHEAD.as_secs() / 3600
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Which shard this process is, from `--shard` or `--shard-from-env VAR --shards K`.
+fn shard_of(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Shard>, Error> {
+    match (&a.shard, &a.shard_from_env, a.shards) {
+        (Some(s), None, None) => Ok(Some(*s)),
+        (None, Some(var), Some(k)) => {
+            if !(1..=SHARDS_MAX).contains(&k) {
+                return Err(usage(format!("invalid value '{k}' for '--shards': must be 1..={SHARDS_MAX}")));
+            }
+            let text = env(var)
+                .ok_or_else(|| usage(format!("--shard-from-env {var}: the environment variable {var} is not set")))?;
+            shard_index(&text, k).map(Some).map_err(|e| usage(format!("--shard-from-env {var}: {var}={text:?}: {e}")))
+        }
+        (None, None, None) => Ok(None),
+        (Some(_), Some(_), _) => Err(usage("--shard and --shard-from-env cannot be used together".into())),
+        (_, Some(_), None) => Err(usage("--shard-from-env needs --shards K".into())),
+        (_, None, Some(_)) => Err(usage("--shards needs --shard-from-env VAR".into())),
+    }
+}
+
+/// This shard's addresses: all of them when one is given; otherwise its exact share
+/// (contiguous, sizes differing by at most one), which needs at least one per shard.
+pub(crate) fn shard_sources(sources: &[std::net::IpAddr], shard: Shard) -> Result<Vec<std::net::IpAddr>, String> {
+    if sources.len() <= 1 {
+        return Ok(sources.to_vec());
+    }
+    if (sources.len() as u64) < shard.count {
+        return Err(format!(
+            "--source-ip: {} addresses cannot be split over {} shards (give one address for all, or at least {})",
+            sources.len(),
+            shard.count,
+            shard.count
+        ));
+    }
+    let sizes = shares(sources.len() as u64, shard.count as usize);
+    let start: u64 = sizes[..shard.index as usize].iter().sum();
+    let n = sizes[shard.index as usize];
+    Ok(sources[start as usize..(start + n) as usize].to_vec())
+}
+
 /// `--socket-mem`: 1MiB..=1TiB.
 fn parse_socket_mem(s: &str) -> Result<u64, String> {
     parse_bytes_in(s, 1 << 20, 1 << 40)
@@ -117,10 +236,35 @@ pub(crate) fn parse_port(text: &str) -> Result<u16, Error> {
 
 /// Checks goon's flags and builds its config (resolving the target).
 pub(crate) fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
+    goon_config_with(a, &|var| std::env::var(var).ok())
+}
+
+/// [`goon_config`] with the environment given (for `--shard-from-env`).
+pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<GoonConfig, Error> {
     // Ranges were checked where clap parsed each value (see the value parsers above).
     let sockbuf = |v: Option<u64>| v.and_then(|v| units::sockbuf(v).ok().flatten());
-    let (connections, sleep, dial_timeout) = (a.connections, a.sleep.unwrap_or(10), a.dial_timeout);
+    let (fleet_connections, sleep, dial_timeout) = (a.connections, a.sleep.unwrap_or(10), a.dial_timeout);
     let (sndbuf, rcvbuf) = (sockbuf(a.sndbuf), sockbuf(a.rcvbuf));
+    let shard = shard_of(a, env)?;
+    let connections = match shard {
+        Some(s) if s.count > fleet_connections => {
+            return Err(usage(format!(
+                "--shard {}/{}: --connections {fleet_connections} leaves some of the {} shards no connection (give at least one per shard)",
+                s.index, s.count, s.count
+            )))
+        }
+        Some(s) => shares(fleet_connections, s.count as usize)[s.index as usize],
+        None => fleet_connections,
+    };
+    if let Some(at) = a.start_at {
+        check_start_at(at, SystemTime::now()).map_err(|e| usage(format!("--start-at: {e}")))?;
+    }
+    let json_stream = match a.json_stream.as_deref() {
+        None => None,
+        Some("-") => Some(StreamTo::Stdout),
+        Some("") => return Err(usage("--json-stream: empty file name (give a file, or - for standard output)".into())),
+        Some(f) => Some(StreamTo::File(PathBuf::from(f))),
+    };
     let (host, target, builtin) = match (&a.host, &a.port) {
         (None, None) => ("127.0.0.1".to_string(), SocketAddr::from(([127, 0, 0, 1], 0)), true),
         (Some(h), None) => return Err(usage(format!("missing <port> after host {h:?}"))),
@@ -130,7 +274,10 @@ pub(crate) fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
         }
         (None, Some(_)) => unreachable!("clap fills host before port"),
     };
-    let sources = crate::net::connect::parse_sources(&a.source_ip).map_err(usage)?;
+    let mut sources = crate::net::connect::parse_sources(&a.source_ip).map_err(usage)?;
+    if let Some(s) = shard {
+        sources = shard_sources(&sources, s).map_err(usage)?;
+    }
     if let Some(bad) = sources.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
         return Err(usage(format!("--source-ip {bad} is not of the target's address family ({})", target.ip())));
     }
@@ -152,6 +299,11 @@ pub(crate) fn goon_config(a: &GoonArgs) -> Result<GoonConfig, Error> {
         bufs,
         json: a.json.clone(),
         builtin,
+        fleet_connections,
+        shard,
+        start_at: a.start_at,
+        json_stream,
+        argv: std::env::args().collect(),
     })
 }
 
@@ -217,5 +369,101 @@ mod tests {
         for bad in ["0", "70000", "-1", "http", ""] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn shards_take_exact_shares() {
+        for (n, k) in [(95_000u64, 5u64), (10, 3), (7, 7), (100_001, 16), (1, 1)] {
+            let parts: Vec<u64> = (0..k).map(|i| shares(n, k as usize)[i as usize]).collect();
+            assert_eq!(parts.iter().sum::<u64>(), n, "{n}/{k}");
+            assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1, "{n}/{k}: {parts:?}");
+        }
+        assert_eq!(parse_shard("2/5").unwrap(), Shard { index: 2, count: 5 });
+        assert_eq!(parse_shard(" 0 / 1 ").unwrap(), Shard { index: 0, count: 1 });
+        for (bad, why) in [
+            ("5/5", "must be below the shard count 5 (0..=4)"),
+            ("0/0", "the shard count must be 1..=65536"),
+            ("1", "is not I/K"),
+            ("a/4", "the shard index \"a\" is not a number 0..=3"),
+            ("1/x", "the shard count \"x\" is not a number"),
+            ("-1/4", "is not a number"),
+            ("0/65537", "1..=65536"),
+        ] {
+            let e = parse_shard(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn source_addresses_split_over_shards() {
+        let ips: Vec<std::net::IpAddr> = (0..10u8).map(|i| std::net::IpAddr::from([127, 0, 1, i])).collect();
+        let mut all = Vec::new();
+        for i in 0..3 {
+            let part = shard_sources(&ips, Shard { index: i, count: 3 }).unwrap();
+            assert!((3..=4).contains(&part.len()), "{part:?}");
+            all.extend(part);
+        }
+        assert_eq!(all, ips, "disjoint, in order, complete");
+        let one = &ips[..1];
+        assert_eq!(shard_sources(one, Shard { index: 4, count: 5 }).unwrap(), one, "one address: every shard uses it");
+        let e = shard_sources(&ips[..3], Shard { index: 0, count: 5 }).unwrap_err();
+        assert_eq!(
+            e,
+            "--source-ip: 3 addresses cannot be split over 5 shards (give one address for all, or at least 5)"
+        );
+    }
+
+    fn parsed(args: &[&str]) -> GoonArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            goon: GoonArgs,
+        }
+        let mut argv = vec!["goon"];
+        argv.extend_from_slice(args);
+        Wrap::try_parse_from(argv).map(|w| w.goon).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn shard_from_the_environment() {
+        let cfg = |args: &[&str], env: Option<&str>| {
+            let env = env.map(str::to_string);
+            goon_config_with(&parsed(args), &move |var| {
+                assert_eq!(var, "JOB_COMPLETION_INDEX");
+                env.clone()
+            })
+        };
+        let base = ["127.0.0.1", "9", "-c", "10", "--shard-from-env", "JOB_COMPLETION_INDEX", "--shards", "4"];
+        let c = cfg(&base, Some("3")).unwrap();
+        assert_eq!((c.shard, c.connections, c.fleet_connections), (Some(Shard { index: 3, count: 4 }), 2, 10));
+        let c = cfg(&base, Some("0")).unwrap();
+        assert_eq!(c.connections, 3);
+        let e = cfg(&base, None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--shard-from-env JOB_COMPLETION_INDEX: the environment variable JOB_COMPLETION_INDEX is not set"
+        );
+        let e = cfg(&base, Some("x")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--shard-from-env JOB_COMPLETION_INDEX: JOB_COMPLETION_INDEX=\"x\": the shard index"),
+            "{e}"
+        );
+        let e = cfg(&base, Some("4")).unwrap_err().to_string();
+        assert!(e.contains("must be below the shard count 4"), "{e}");
+        let e = cfg(&["127.0.0.1", "9", "-c", "3", "--shard", "0/4"], None).unwrap_err().to_string();
+        assert!(e.starts_with("--shard 0/4: --connections 3 leaves some of the 4 shards no connection"), "{e}");
+    }
+
+    #[test]
+    fn start_at_window() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_133_600);
+        assert!(check_start_at(now, now).is_ok());
+        assert!(check_start_at(now - Duration::from_millis(999), now).is_ok(), "under a second late: start at once");
+        let e = check_start_at(now - Duration::from_millis(1500), now).unwrap_err();
+        assert_eq!(e, "2026-12-01T13:59:58.500000Z is 1.500s in the past (more than 1s); give a time ahead, or none to start at once");
+        assert!(check_start_at(now + Duration::from_secs(24 * 3600), now).is_ok());
+        let e = check_start_at(now + Duration::from_secs(24 * 3600 + 1), now).unwrap_err();
+        assert!(e.ends_with("is 86401s ahead, more than the 24h allowed"), "{e}");
     }
 }

@@ -3,18 +3,21 @@
 //! The coordinator (this module, on the calling thread) resolves the target once, runs the
 //! preflight, splits the N connections over the reactors (`reactor.rs`), prints the interval line
 //! from the reactors' latest counts, ends the run (all dials resolved, then `--hold`; or a
-//! signal) and prints the final report (`report.rs`).
+//! signal) and prints the final report (`report.rs`). Every `--interval` (1 s with `-i 0`) it
+//! also closes a sample (`samples.rs`) for `--json` and `--json-stream`. With `--start-at` it
+//! waits (interruptibly) after everything is set up, so dialing starts at that instant.
 
 pub(crate) mod args;
 pub mod preflight;
 pub mod reactor;
 pub mod report;
+pub mod samples;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
 
@@ -29,6 +32,7 @@ use crate::sys::Signal;
 use crate::target::{Mode, Sink};
 use crate::units::MAX_DURATION;
 use reactor::{Concurrency, Counts, GoonCmd, GoonReactor, Pace, ReactorPlan, Update};
+use samples::{Sample, SampleBuf, State};
 
 /// Where reactors report.
 const UPDATE_QUEUE_PER_REACTOR: usize = 64;
@@ -38,6 +42,33 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait of the coordinator loop when no status line is due (`-i 0`).
 const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// The sample interval when `--interval 0` silences the status lines.
+pub const SAMPLE_DEFAULT: Duration = Duration::from_secs(1);
+/// Longest single sleep of the `--start-at` wait (the wall clock is read again after each).
+const START_WAIT_STEP: Duration = Duration::from_secs(1);
+
+/// `--shard I/K`: this process is shard `index` (from 0) of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+/// Where `--json-stream` writes (`-` for standard output, as given).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamTo {
+    Stdout,
+    File(PathBuf),
+}
+
+impl serde::Serialize for StreamTo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StreamTo::Stdout => s.serialize_str("-"),
+            StreamTo::File(p) => s.serialize_str(&p.to_string_lossy()),
+        }
+    }
+}
 
 /// Options of `netforge goon`, resolved (flags, defaults and the target's address);
 /// `--print-config` writes them as TOML.
@@ -46,7 +77,17 @@ pub struct GoonConfig {
     /// The host as the user wrote it (for the report header).
     pub host: String,
     pub target: SocketAddr,
+    /// This process's connections (its share when sharded).
     pub connections: u64,
+    /// `--connections` as given (the whole fleet's when sharded).
+    pub fleet_connections: u64,
+    pub shard: Option<Shard>,
+    #[serde(serialize_with = "crate::wallclock::serialize_opt")]
+    pub start_at: Option<SystemTime>,
+    pub json_stream: Option<StreamTo>,
+    /// The command line, for the JSON result.
+    #[serde(skip)]
+    pub argv: Vec<String>,
     #[serde(serialize_with = "crate::config::duration")]
     pub sleep: Duration,
     /// Connections per second; overrides `sleep` when set.
@@ -83,9 +124,39 @@ pub struct GoonReport {
     pub rss_start_kib: u64,
     pub rss_dial_done_kib: Option<u64>,
     pub rss_peak_kib: u64,
+    /// Wall clock when dialing started (after any `--start-at` wait) and when the run ended.
+    pub started_wall: SystemTime,
+    pub ended_wall: SystemTime,
+    /// The base sample interval, the samples and their stride (base intervals per sample).
+    pub sample_interval: Duration,
+    pub samples: Vec<Sample>,
+    pub sample_stride: u64,
 }
 
 impl GoonReport {
+    /// A run that dialed nothing (interrupted before it started).
+    pub fn nothing_dialed(total: u64, sample_interval: Duration) -> GoonReport {
+        let now = SystemTime::now();
+        GoonReport {
+            counts: Counts::default(),
+            not_initiated: total,
+            max_established: 0,
+            connect: Latency::new(),
+            fail: Latency::new(),
+            dial_phase: None,
+            elapsed: Duration::ZERO,
+            interrupted: true,
+            rss_start_kib: 0,
+            rss_dial_done_kib: None,
+            rss_peak_kib: 0,
+            started_wall: now,
+            ended_wall: now,
+            sample_interval,
+            samples: Vec::new(),
+            sample_stride: 1,
+        }
+    }
+
     /// tcpgoon's exit status: 1 if some connection never finished dialing, else 2 if any
     /// errored, else 0.
     pub fn exit_code(&self) -> u8 {
@@ -137,7 +208,11 @@ fn pace_for(cfg: &GoonConfig, reactor: usize, threads: usize, share: u64) -> Pac
 /// Runs the stress test; `out` receives the interval lines and the report.
 pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<GoonReport, Error> {
     let threads = cfg.threads.max(1).min(cfg.connections.max(1) as usize);
-    let started = Instant::now();
+    let sample_interval = if cfg.interval.is_zero() { SAMPLE_DEFAULT } else { cfg.interval };
+    let mut stream = match &cfg.json_stream {
+        None => None,
+        Some(to) => Some(Stream::open(to, cfg)?),
+    };
     let rss_start_kib = crate::sys::rss_kib().map_or(0, |r| r.0);
     let (tx, rx) = crossbeam_channel::bounded::<Update>(threads * UPDATE_QUEUE_PER_REACTOR);
     let mut sinks: Vec<Option<Sink>> = (0..threads).map(|_| None).collect();
@@ -184,6 +259,35 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     drop(tx);
 
     let total = cfg.connections;
+    if let Some(s) = cfg.shard {
+        let _ = writeln!(
+            out,
+            "netforge goon: shard {}/{}: {} of {} connections{}",
+            s.index,
+            s.count,
+            total,
+            cfg.fleet_connections,
+            match cfg.sources.as_slice() {
+                [] => String::new(),
+                [one] => format!(", from {one}"),
+                [first, .., last] => format!(", from {} addresses {first}..{last}", cfg.sources.len()),
+            }
+        );
+    }
+    if let Some(at) = cfg.start_at {
+        args::check_start_at(at, SystemTime::now()).map_err(|e| Error::Usage(format!("--start-at: {e}")))?;
+        if !wait_until(at, signals, out) {
+            let _ = writeln!(out, "netforge goon: interrupted while waiting for --start-at; nothing was dialed");
+            let report = GoonReport { rss_start_kib, ..GoonReport::nothing_dialed(total, sample_interval) };
+            finish(cfg, &report, target, threads, stream.as_mut(), out)?;
+            return Ok(report);
+        }
+    }
+    let started = Instant::now();
+    let started_wall = SystemTime::now();
+    if let Some(st) = stream.as_mut() {
+        st.event(&report::stream_start(cfg, target, threads, started_wall, sample_interval));
+    }
     // tcpgoon's first status line, before any dial; `-i 0` prints no status lines at all.
     if !cfg.interval.is_zero() {
         let _ = writeln!(out, "{}", status_line(total, &Counts::default(), total));
@@ -209,10 +313,28 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         interrupted: false,
         // `-i 0`: no periodic lines, only the final report.
         interval: Interval::new(started, cfg.interval),
+        sampler: Sampler {
+            every: sample_interval,
+            next: started + sample_interval,
+            next_index: 0,
+            last_end: Duration::ZERO,
+            prev: Counts::default(),
+            connect: Latency::new(),
+            fail: Latency::new(),
+            buf: SampleBuf::default(),
+            concurrency: concurrency.clone(),
+            stream: stream.take(),
+        },
     };
     coordinator::run(&mut role, &rx, signals, out);
-    let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, .. } = role;
+    let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, mut sampler, .. } =
+        role;
     let counts = reports.total();
+    let elapsed = started.elapsed();
+    sampler.close(&counts, total, elapsed, true);
+    let Sampler { buf, stream: st, .. } = sampler;
+    stream = st;
+    let (samples, sample_stride) = buf.finish();
     let report = GoonReport {
         not_initiated: total - counts.dialed.min(total),
         counts,
@@ -220,22 +342,183 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         connect,
         fail,
         dial_phase,
-        elapsed: started.elapsed(),
+        elapsed,
         interrupted,
         rss_start_kib,
         rss_dial_done_kib,
         rss_peak_kib: crate::sys::rss_kib().map_or(0, |r| r.1),
+        started_wall,
+        ended_wall: SystemTime::now(),
+        sample_interval,
+        samples,
+        sample_stride,
     };
-    report::print(cfg, &report, target, out);
-    if let Some(path) = &cfg.json {
-        let json = report::json(cfg, &report, target, threads);
-        std::fs::write(path, json)
-            .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
-    }
+    let written = finish(cfg, &report, target, threads, stream.as_mut(), out);
     // Every reactor has reported (or the grace ran out): now they may close and end.
     pool.broadcast(|_| GoonCmd::Exit);
     pool.join();
+    written?;
     Ok(report)
+}
+
+/// Prints the final report and writes `--json` and the stream's `end` event.
+fn finish(
+    cfg: &GoonConfig,
+    report: &GoonReport,
+    target: SocketAddr,
+    threads: usize,
+    stream: Option<&mut Stream>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    report::print(cfg, report, target, out);
+    let doc = report::json_value(cfg, report, target, threads);
+    if let Some(st) = stream {
+        st.event(&serde_json::json!({ "event": "end", "result": doc }));
+    }
+    if let Some(path) = &cfg.json {
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
+        text.push('\n');
+        std::fs::write(path, text)
+            .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Waits until the wall clock reaches `at`, in steps of at most [`START_WAIT_STEP`] (so a clock
+/// step is followed). False when SIGINT/SIGTERM came first; SIGUSR1 prints how long is left.
+fn wait_until(at: SystemTime, signals: &Receiver<Signal>, out: &mut dyn Write) -> bool {
+    let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    if left.is_zero() {
+        return true;
+    }
+    let _ = writeln!(
+        out,
+        "netforge goon: waiting until {} (--start-at, {:.3}s from now)",
+        crate::wallclock::rfc3339(at),
+        left.as_secs_f64()
+    );
+    let _ = out.flush();
+    loop {
+        let left = match at.duration_since(SystemTime::now()) {
+            Ok(d) if !d.is_zero() => d,
+            _ => return true,
+        };
+        match signals.recv_timeout(left.min(START_WAIT_STEP)) {
+            Ok(Signal::Interrupt | Signal::Terminate) => return false,
+            Ok(Signal::User1) => {
+                let _ = writeln!(out, "netforge goon: {:.3}s until --start-at", left.as_secs_f64());
+                let _ = out.flush();
+            }
+            Ok(Signal::Hangup) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            // No signal thread (cannot happen after route_signals): wait without it.
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(left.min(START_WAIT_STEP)),
+        }
+    }
+}
+
+/// `--json-stream`'s writer: one line per event, flushed; after a write error it warns once
+/// and stops (the run goes on).
+pub(crate) struct Stream {
+    w: Box<dyn Write + Send>,
+    what: String,
+    failed: bool,
+    cfg: GoonConfig,
+    host_name: String,
+}
+
+impl Stream {
+    fn open(to: &StreamTo, cfg: &GoonConfig) -> Result<Stream, Error> {
+        let (w, what): (Box<dyn Write + Send>, String) = match to {
+            StreamTo::Stdout => (Box::new(std::io::stdout()), "-".into()),
+            StreamTo::File(p) => {
+                let f = std::fs::File::create(p)
+                    .map_err(|e| Error::Usage(format!("--json-stream {}: cannot create: {e}", p.display())))?;
+                (Box::new(std::io::BufWriter::new(f)), p.display().to_string())
+            }
+        };
+        Ok(Stream { w, what, failed: false, cfg: cfg.clone(), host_name: crate::sys::host_name() })
+    }
+
+    fn interval(&mut self, s: &Sample) {
+        let v = report::stream_interval(&self.cfg, &self.host_name, s);
+        self.event(&v);
+    }
+
+    pub(crate) fn event(&mut self, v: &serde_json::Value) {
+        if self.failed {
+            return;
+        }
+        let mut line = serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
+        line.push('\n');
+        if let Err(e) = self.w.write_all(line.as_bytes()).and_then(|_| self.w.flush()) {
+            log::warn!("goon: --json-stream {}: cannot write ({e}); no more events are written", self.what);
+            self.failed = true;
+        }
+    }
+}
+
+/// The per-interval samples: interval latencies merged as updates arrive, state deltas against
+/// the last sample, the interval's peak from [`Concurrency`].
+struct Sampler {
+    every: Duration,
+    next: Instant,
+    /// Index of the next sample in base intervals.
+    next_index: u64,
+    last_end: Duration,
+    prev: Counts,
+    connect: Latency,
+    fail: Latency,
+    buf: SampleBuf,
+    concurrency: Arc<Concurrency>,
+    stream: Option<Stream>,
+}
+
+impl Sampler {
+    /// Closes the current interval at `elapsed` (for the last one, `last` = true, the run's end).
+    fn close(&mut self, c: &Counts, total: u64, elapsed: Duration, last: bool) {
+        let index = if last {
+            self.next_index
+        } else {
+            // A coordinator late past several boundaries closes one sample for all of them.
+            (elapsed.as_nanos() / self.every.as_nanos().max(1)).saturating_sub(1).max(self.next_index as u128) as u64
+        };
+        let mut errors = [0u64; 7];
+        for (i, e) in errors.iter_mut().enumerate() {
+            *e = c.errors[i] - self.prev.errors[i].min(c.errors[i]);
+        }
+        let s = Sample {
+            index,
+            t_start_s: self.last_end.as_secs_f64(),
+            t_end_s: elapsed.as_secs_f64(),
+            end_unix_s: crate::wallclock::unix_secs(SystemTime::now()),
+            state: State {
+                dialing: c.dialing,
+                established: c.established,
+                closed: c.closed,
+                error: c.error,
+                not_initiated: total - c.dialed.min(total),
+            },
+            established_peak: self.concurrency.take_interval_peak().max(c.established),
+            dials: c.dialed.saturating_sub(self.prev.dialed),
+            established_new: c.established_total.saturating_sub(self.prev.established_total),
+            closed_new: c.closed.saturating_sub(self.prev.closed),
+            errors,
+            connect: self.connect.moments_json(),
+            fail: self.fail.moments_json(),
+        };
+        self.connect.clear();
+        self.fail.clear();
+        if let Some(st) = self.stream.as_mut() {
+            st.interval(&s);
+        }
+        self.buf.push(s);
+        self.prev = *c;
+        self.last_end = elapsed;
+        self.next_index = index + 1;
+        while self.next <= Instant::now() {
+            self.next += self.every;
+        }
+    }
 }
 
 /// The coordinator's side of `goon`: interval lines, the end of the dial phase, the hold.
@@ -253,6 +536,7 @@ struct Coordinated {
     hold_until: Option<Instant>,
     interrupted: bool,
     interval: Interval,
+    sampler: Sampler,
 }
 
 impl Coordinated {
@@ -273,7 +557,7 @@ impl Role for Coordinated {
     const MAX_WAIT: Duration = Duration::from_millis(500);
 
     fn wake_at(&self, ctl: &Ctl) -> Option<Instant> {
-        let mut wake = self.interval.next().unwrap_or_else(|| Instant::now() + IDLE_WAKE);
+        let mut wake = self.interval.next().unwrap_or_else(|| Instant::now() + IDLE_WAKE).min(self.sampler.next);
         if let Some(until) = self.hold_until.filter(|_| !ctl.stopping()) {
             wake = wake.min(until);
         }
@@ -283,9 +567,11 @@ impl Role for Coordinated {
     fn on_report(&mut self, u: Update, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
         if let Some(l) = &u.connect {
             self.connect.merge(l);
+            self.sampler.connect.merge(l);
         }
         if let Some(l) = &u.fail {
             self.fail.merge(l);
+            self.sampler.fail.merge(l);
         }
         self.dial_done[u.reactor] |= u.dial_done;
         self.reports.set(u.reactor, u.counts, u.exited);
@@ -302,6 +588,10 @@ impl Role for Coordinated {
         if self.interval.due(now) {
             let _ = writeln!(out, "{}", self.line());
             let _ = out.flush();
+        }
+        if now >= self.sampler.next && !self.reports.all_done() {
+            let c = self.reports.total();
+            self.sampler.close(&c, self.total, now - self.started, false);
         }
         if self.reports.all_done() {
             return Flow::Exit;
@@ -351,19 +641,8 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_tcpgoon() {
-        let mut r = GoonReport {
-            counts: Counts::default(),
-            not_initiated: 0,
-            max_established: 0,
-            connect: Latency::new(),
-            fail: Latency::new(),
-            dial_phase: None,
-            elapsed: Duration::ZERO,
-            interrupted: false,
-            rss_start_kib: 0,
-            rss_dial_done_kib: None,
-            rss_peak_kib: 0,
-        };
+        let mut r =
+            GoonReport { not_initiated: 0, interrupted: false, ..GoonReport::nothing_dialed(0, SAMPLE_DEFAULT) };
         r.counts.closed = 3;
         assert_eq!(r.exit_code(), 0, "closed counts as success");
         r.counts.error = 1;

@@ -39,16 +39,27 @@ const TIMER_PACE: Kind = Kind::new(0);
 /// once. Updated at each transition, so the peak is exact, not a sample of the coordinator's
 /// ticks (a peak shorter than a tick would be missed there). One shared cache line, touched
 /// twice per connection: nothing next to a handshake.
+///
+/// `interval_peak` is the same peak since the coordinator last took it (per-interval samples).
 #[derive(Debug, Default)]
 pub struct Concurrency {
     now: AtomicU64,
     peak: AtomicU64,
+    interval_peak: AtomicU64,
 }
 
 impl Concurrency {
     pub fn up(&self) {
         let n = self.now.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(n, Ordering::Relaxed);
+        self.interval_peak.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// The most established at once since the last call, and the interval's peak restarts
+    /// from the count now.
+    pub fn take_interval_peak(&self) -> u64 {
+        let peak = self.interval_peak.swap(self.now.load(Ordering::Relaxed), Ordering::Relaxed);
+        peak.max(self.now.load(Ordering::Relaxed))
     }
 
     pub fn down(&self) {

@@ -1,11 +1,13 @@
 //! goon's final report: tcpgoon's block, word for word where tcpgoon has words, then the
-//! additions (percentiles, errors by cause, dial-phase speed and memory), and the JSON form.
+//! additions (percentiles, errors by cause, dial-phase speed and memory), and the JSON form
+//! (format version 2, docs/json-format.md).
 
 use std::io::Write;
 use std::net::SocketAddr;
 
 use serde_json::json;
 
+use super::samples::Sample;
 use super::{status_line, GoonConfig, GoonReport};
 use crate::net::Cause;
 use crate::stats::{counted, Latency};
@@ -98,11 +100,15 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
     let _ = out.flush();
 }
 
-fn latency_json(l: &Latency) -> serde_json::Value {
+/// The goon JSON format this netforge writes and `report merge` reads.
+pub const FORMAT_VERSION: u64 = 2;
+
+/// Whole-run latency: version 1's derived values plus the mergeable moments and histogram.
+pub(crate) fn latency_json(l: &Latency) -> serde_json::Value {
     if l.is_empty() {
         return json!({ "count": 0 });
     }
-    json!({
+    let mut v = json!({
         "count": l.count,
         "min_us": l.min().as_secs_f64() * 1e6,
         "avg_us": l.mean().as_secs_f64() * 1e6,
@@ -113,23 +119,27 @@ fn latency_json(l: &Latency) -> serde_json::Value {
         "p99_us": l.percentile(99.0).as_micros() as u64,
         "p999_us": l.percentile(99.9).as_micros() as u64,
         "histogram_unit": "us",
-        "histogram_v2_deflate_base64": l.encode(),
-    })
+    });
+    if let (Some(m), serde_json::Value::Object(extra)) = (v.as_object_mut(), l.moments_json()) {
+        m.extend(extra);
+    }
+    v
 }
 
-/// The whole result as JSON (config, counts, errors by cause, latency stats with the
-/// serialized HdrHistograms, memory, exit code).
-pub fn json(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize) -> String {
-    let errors: serde_json::Map<String, serde_json::Value> =
-        Cause::ALL.iter().map(|c| (c.name().to_string(), json!(r.counts.errors[c.index()]))).collect();
-    let value = json!({
-        "netforge": env!("CARGO_PKG_VERSION"),
-        "role": "goon",
-        "config": {
+fn shard_json(cfg: &GoonConfig) -> serde_json::Value {
+    match cfg.shard {
+        Some(s) => json!({ "index": s.index, "count": s.count }),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn config_json(cfg: &GoonConfig, target: SocketAddr, threads: usize) -> serde_json::Value {
+    json!({
             "host": cfg.host,
             "target": target.to_string(),
             "builtin_target": cfg.builtin,
-            "connections": cfg.connections,
+            "connections": cfg.fleet_connections,
+            "shard_connections": cfg.connections,
             "sleep_ms": cfg.sleep.as_secs_f64() * 1e3,
             "rate_per_s": cfg.rate,
             "dial_timeout_ms": cfg.dial_timeout.as_secs_f64() * 1e3,
@@ -140,7 +150,61 @@ pub fn json(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize
             "threads": threads,
             "sndbuf": cfg.bufs.sndbuf,
             "rcvbuf": cfg.bufs.rcvbuf,
-        },
+    })
+}
+
+/// `--json-stream`'s first event.
+pub(crate) fn stream_start(
+    cfg: &GoonConfig,
+    target: SocketAddr,
+    threads: usize,
+    started: std::time::SystemTime,
+    sample_interval: std::time::Duration,
+) -> serde_json::Value {
+    json!({
+        "event": "start",
+        "format_version": FORMAT_VERSION,
+        "kind": "goon",
+        "host_name": crate::sys::host_name(),
+        "shard": shard_json(cfg),
+        "argv": cfg.argv,
+        "started_at": crate::wallclock::rfc3339(started),
+        "started_unix_s": crate::wallclock::unix_secs(started),
+        "start_at": cfg.start_at.map(crate::wallclock::rfc3339),
+        "sample_interval_s": sample_interval.as_secs_f64(),
+        "histogram": Latency::precision_json(),
+        "config": config_json(cfg, target, threads),
+    })
+}
+
+/// One `interval` event of `--json-stream`. The shard and host are repeated so that events
+/// of several shards can share one collector.
+pub(crate) fn stream_interval(cfg: &GoonConfig, host_name: &str, s: &Sample) -> serde_json::Value {
+    json!({ "event": "interval", "shard": shard_json(cfg), "host_name": host_name, "sample": s.to_json() })
+}
+
+/// The whole result as JSON, format version 2 (docs/json-format.md §4): version 1's keys
+/// (config, counts, errors by cause, latency stats with the serialized HdrHistograms, memory,
+/// exit code) plus format version, kind, command line, host, shard, wall-clock start and end,
+/// histogram precision, exact moments and the per-interval samples.
+pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize) -> serde_json::Value {
+    let errors: serde_json::Map<String, serde_json::Value> =
+        Cause::ALL.iter().map(|c| (c.name().to_string(), json!(r.counts.errors[c.index()]))).collect();
+    json!({
+        "format_version": FORMAT_VERSION,
+        "kind": "goon",
+        "netforge": env!("CARGO_PKG_VERSION"),
+        "role": "goon",
+        "argv": cfg.argv,
+        "host_name": crate::sys::host_name(),
+        "shard": shard_json(cfg),
+        "started_at": crate::wallclock::rfc3339(r.started_wall),
+        "started_unix_s": crate::wallclock::unix_secs(r.started_wall),
+        "ended_at": crate::wallclock::rfc3339(r.ended_wall),
+        "ended_unix_s": crate::wallclock::unix_secs(r.ended_wall),
+        "start_at": cfg.start_at.map(crate::wallclock::rfc3339),
+        "histogram": Latency::precision_json(),
+        "config": config_json(cfg, target, threads),
         "counts": {
             "total": cfg.connections,
             "dialing": r.counts.dialing,
@@ -164,10 +228,10 @@ pub fn json(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize
             "rss_peak_kib": r.rss_peak_kib,
         },
         "exit_code": r.exit_code(),
-    });
-    let mut s = serde_json::to_string_pretty(&value).unwrap_or_else(|_| "{}".into());
-    s.push('\n');
-    s
+        "sample_interval_s": r.sample_interval.as_secs_f64() * r.sample_stride as f64,
+        "sample_stride": r.sample_stride,
+        "samples": r.samples.iter().map(Sample::to_json).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]
@@ -180,14 +244,11 @@ mod tests {
             counts: Counts { established, ..Counts::default() },
             not_initiated: 0,
             max_established: established,
-            connect: Latency::new(),
-            fail: Latency::new(),
-            dial_phase: None,
-            elapsed: std::time::Duration::ZERO,
             interrupted: false,
             rss_start_kib: start_kib,
             rss_dial_done_kib: dialed_kib,
             rss_peak_kib: dialed_kib.unwrap_or(start_kib),
+            ..GoonReport::nothing_dialed(0, std::time::Duration::from_secs(1))
         }
     }
 

@@ -1,6 +1,8 @@
 //! `Latency`: an HdrHistogram in microseconds (1 µs .. 60 s, 3 significant digits) plus exact
-//! min/max/sum/sum-of-squares in nanoseconds, so `min/avg/max/dev` match what tcpgoon prints
-//! (computed from every sample) while percentiles come from the histogram.
+//! min/max/sum/sum-of-squares in nanoseconds (integers, so merging in any order gives the same
+//! bits), so `min/avg/max/dev` match what tcpgoon prints (computed from every sample) while
+//! percentiles come from the histogram. [`Latency::moments_json`] / [`Latency::from_moments_json`]
+//! carry the mergeable part through JSON (docs/json-format.md §2).
 
 use std::time::Duration;
 
@@ -12,6 +14,13 @@ use crate::units::go_duration;
 /// Highest value the histogram tracks, in µs; larger samples saturate to it.
 pub(crate) const HIST_MAX_US: u64 = 60_000_000;
 pub(crate) const HIST_SIGFIG: u8 = 3;
+pub(crate) const HIST_LOWEST_US: u64 = 1;
+/// HdrHistogram's V2 cookies (compressed, and inside it the plain form) and header size.
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_HEADER: usize = 40;
+/// Most bytes a histogram of this precision inflates to (its counts take ~170 KB at most).
+const MAX_INFLATED: usize = 4 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Latency {
@@ -20,7 +29,8 @@ pub struct Latency {
     pub min_ns: u64,
     pub max_ns: u64,
     pub sum_ns: u128,
-    pub sum_sq_ns: f64,
+    /// Σ ns², saturating (only past ~10^17 one-second samples).
+    pub sum_sq_ns: u128,
 }
 
 impl Default for Latency {
@@ -31,9 +41,9 @@ impl Default for Latency {
 
 impl Latency {
     pub(crate) fn new() -> Latency {
-        let hist =
-            Histogram::new_with_bounds(1, HIST_MAX_US, HIST_SIGFIG).expect("constant histogram bounds are valid");
-        Latency { hist, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0.0 }
+        let hist = Histogram::new_with_bounds(HIST_LOWEST_US, HIST_MAX_US, HIST_SIGFIG)
+            .expect("constant histogram bounds are valid");
+        Latency { hist, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0 }
     }
 
     pub(crate) fn record(&mut self, d: Duration) {
@@ -42,8 +52,8 @@ impl Latency {
         self.count += 1;
         self.min_ns = self.min_ns.min(ns);
         self.max_ns = self.max_ns.max(ns);
-        self.sum_ns += ns as u128;
-        self.sum_sq_ns += (ns as f64) * (ns as f64);
+        self.sum_ns = self.sum_ns.saturating_add(ns as u128);
+        self.sum_sq_ns = self.sum_sq_ns.saturating_add((ns as u128).saturating_mul(ns as u128));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -57,6 +67,16 @@ impl Latency {
         out
     }
 
+    /// Empties the recorder, keeping its histogram's allocation.
+    pub(crate) fn clear(&mut self) {
+        self.hist.reset();
+        self.count = 0;
+        self.min_ns = u64::MAX;
+        self.max_ns = 0;
+        self.sum_ns = 0;
+        self.sum_sq_ns = 0;
+    }
+
     pub(crate) fn merge(&mut self, other: &Latency) {
         if other.count == 0 {
             return;
@@ -66,8 +86,8 @@ impl Latency {
         self.count += other.count;
         self.min_ns = self.min_ns.min(other.min_ns);
         self.max_ns = self.max_ns.max(other.max_ns);
-        self.sum_ns += other.sum_ns;
-        self.sum_sq_ns += other.sum_sq_ns;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.sum_sq_ns = self.sum_sq_ns.saturating_add(other.sum_sq_ns);
     }
 
     pub(crate) fn min(&self) -> Duration {
@@ -90,9 +110,16 @@ impl Latency {
         if self.count == 0 {
             return Duration::ZERO;
         }
-        let n = self.count as f64;
-        let mean = self.sum_ns as f64 / n;
-        let var = (self.sum_sq_ns / n - mean * mean).max(0.0);
+        // n²·var = n·Σx² − (Σx)², exact in integers while it fits (always, for connect times
+        // under 60 s and fewer than ~10^10 samples); f64 past that.
+        let n = self.count as u128;
+        let var = match (n.checked_mul(self.sum_sq_ns), self.sum_ns.checked_mul(self.sum_ns)) {
+            (Some(a), Some(b)) => a.saturating_sub(b) as f64 / (n as f64 * n as f64),
+            _ => {
+                let mean = self.sum_ns as f64 / n as f64;
+                (self.sum_sq_ns as f64 / n as f64 - mean * mean).max(0.0)
+            }
+        };
         Duration::from_nanos(var.sqrt().round() as u64)
     }
 
@@ -133,9 +160,107 @@ impl Latency {
         }
     }
 
+    /// The mergeable part as JSON: `{"count": 0}` when empty, else count, min_ns, max_ns,
+    /// sum_ns and sum_sq_ns2 (decimal strings) and the encoded histogram.
+    pub fn moments_json(&self) -> serde_json::Value {
+        if self.count == 0 {
+            return serde_json::json!({ "count": 0 });
+        }
+        serde_json::json!({
+            "count": self.count,
+            "min_ns": self.min_ns,
+            "max_ns": self.max_ns,
+            "sum_ns": self.sum_ns.to_string(),
+            "sum_sq_ns2": self.sum_sq_ns.to_string(),
+            "histogram_v2_deflate_base64": self.encode(),
+        })
+    }
+
+    /// Reads what [`Latency::moments_json`] wrote (the whole-run objects' extra keys are
+    /// ignored). The error names the key that is wrong.
+    pub fn from_moments_json(v: &serde_json::Value) -> Result<Latency, String> {
+        let mut l = Latency::new();
+        let count = v.get("count").and_then(|c| c.as_u64()).ok_or("count: missing or not an integer")?;
+        if count == 0 {
+            return Ok(l);
+        }
+        let int = |k: &str| v.get(k).and_then(|x| x.as_u64()).ok_or(format!("{k}: missing or not an integer"));
+        let big = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .and_then(|x| x.parse::<u128>().ok())
+                .ok_or(format!("{k}: missing or not a decimal integer string"))
+        };
+        l.count = count;
+        l.min_ns = int("min_ns")?;
+        l.max_ns = int("max_ns")?;
+        l.sum_ns = big("sum_ns")?;
+        l.sum_sq_ns = big("sum_sq_ns2")?;
+        if l.min_ns > l.max_ns {
+            return Err("min_ns: above max_ns".into());
+        }
+        let text = v
+            .get("histogram_v2_deflate_base64")
+            .and_then(|x| x.as_str())
+            .ok_or("histogram_v2_deflate_base64: missing or not a string")?;
+        let h = Latency::decode_hist(text).map_err(|e| format!("histogram_v2_deflate_base64: {e}"))?;
+        if h.sigfig() != HIST_SIGFIG {
+            return Err(format!(
+                "histogram_v2_deflate_base64: {} significant digits, this netforge records {HIST_SIGFIG}",
+                h.sigfig()
+            ));
+        }
+        if h.len() != count {
+            return Err(format!("histogram_v2_deflate_base64: holds {} samples, count says {count}", h.len()));
+        }
+        l.hist.add(&h).map_err(|e| format!("histogram_v2_deflate_base64: {e:?}"))?;
+        Ok(l)
+    }
+
+    /// The precision every histogram is recorded with (docs/json-format.md §2).
+    pub fn precision_json() -> serde_json::Value {
+        serde_json::json!({
+            "unit": "us",
+            "lowest_discernible": HIST_LOWEST_US,
+            "highest_trackable": HIST_MAX_US,
+            "significant_digits": HIST_SIGFIG,
+        })
+    }
+
+    /// Decodes [`Latency::encode`]'s form. The input may come from any file, so it is
+    /// inflated here with a size cap and its header checked (this netforge's precision, a
+    /// payload length that matches the bytes) before hdrhistogram, which trusts that length,
+    /// sees it.
     pub fn decode_hist(text: &str) -> Result<Histogram<u64>, String> {
         let bytes = base64_decode(text).ok_or("histogram is not valid base64")?;
-        Deserializer::new().deserialize(&mut bytes.as_slice()).map_err(|e| format!("histogram does not decode: {e:?}"))
+        let be32 = |b: &[u8], at: usize| b.get(at..at + 4).map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]));
+        let be64 = |b: &[u8], at: usize| b.get(at..at + 8).map(|x| u64::from_be_bytes(x.try_into().unwrap_or([0; 8])));
+        if be32(&bytes, 0) != Some(V2_DEFLATE_COOKIE) {
+            return Err("not an HdrHistogram V2 deflate encoding (wrong cookie)".into());
+        }
+        let len = be32(&bytes, 4).ok_or("histogram is truncated")? as usize;
+        let zlib = bytes.get(8..8usize.saturating_add(len)).ok_or("histogram is truncated")?;
+        let raw = super::inflate::zlib(zlib, MAX_INFLATED).map_err(|e| format!("histogram does not inflate: {e}"))?;
+        if be32(&raw, 0) != Some(V2_COOKIE) {
+            return Err("histogram does not decode: wrong inner cookie".into());
+        }
+        let payload = be32(&raw, 4).unwrap_or(u32::MAX) as usize;
+        if raw.len() != V2_HEADER + payload {
+            return Err(format!(
+                "histogram does not decode: says {payload} payload bytes, holds {}",
+                raw.len().saturating_sub(V2_HEADER)
+            ));
+        }
+        let (digits, low, high) = (be32(&raw, 12), be64(&raw, 16), be64(&raw, 24));
+        if (digits, low, high) != (Some(u32::from(HIST_SIGFIG)), Some(HIST_LOWEST_US), Some(HIST_MAX_US)) {
+            return Err(format!(
+                "precision {} significant digits, {}..{} us differs from this netforge's {HIST_SIGFIG}, {HIST_LOWEST_US}..{HIST_MAX_US}",
+                digits.unwrap_or(0),
+                low.unwrap_or(0),
+                high.unwrap_or(0)
+            ));
+        }
+        Deserializer::new().deserialize(&mut raw.as_slice()).map_err(|e| format!("histogram does not decode: {e:?}"))
     }
 }
 
@@ -225,6 +350,11 @@ mod tests {
         let t = a.take();
         assert_eq!((t.count, a.count), (1, 0));
         assert!(a.hist.is_empty());
+        let mut c = t.clone();
+        c.clear();
+        assert!(c.is_empty() && c.hist.is_empty() && c.sum_ns == 0 && c.sum_sq_ns == 0);
+        c.record(Duration::from_micros(7));
+        assert_eq!((c.min(), c.max()), (Duration::from_micros(7), Duration::from_micros(7)), "min reset too");
     }
 
     #[test]
@@ -236,6 +366,50 @@ mod tests {
         let h = Latency::decode_hist(&a.encode()).unwrap();
         assert_eq!(h.len(), 1000);
         assert_eq!(h.value_at_quantile(0.5), a.hist.value_at_quantile(0.5));
+    }
+
+    #[test]
+    fn decoding_inflates_here_and_checks_the_header() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for n in [1usize, 2, 50, 5000, 100_000] {
+            let mut a = Latency::new();
+            for _ in 0..n {
+                a.record(Duration::from_nanos(10f64.powf(2.0 + rng.f64() * 9.0) as u64));
+            }
+            let h = Latency::decode_hist(&a.encode()).unwrap();
+            assert!(h == a.hist, "{n} samples");
+        }
+        assert!(Latency::decode_hist(&Latency::new().encode()).unwrap().is_empty());
+        // Another precision is named, not decoded.
+        let mut other = Histogram::<u64>::new_with_bounds(1, HIST_MAX_US, 2).unwrap();
+        other.record(5).unwrap();
+        let mut buf = Vec::new();
+        V2DeflateSerializer::new().serialize(&other, &mut buf).unwrap();
+        let e = Latency::decode_hist(&base64_encode(&buf)).unwrap_err();
+        assert!(e.starts_with("precision 2 significant digits"), "{e}");
+        // A forged inner payload length is refused before anything is allocated for it.
+        let raw = {
+            let mut r = vec![];
+            r.extend_from_slice(&V2_COOKIE.to_be_bytes());
+            r.extend_from_slice(&u32::MAX.to_be_bytes());
+            r.extend_from_slice(&[0; 32]);
+            r
+        };
+        let stored = {
+            // zlib, one stored block holding `raw`.
+            let mut z = vec![0x78, 0x01, 0x01];
+            z.extend_from_slice(&(raw.len() as u16).to_le_bytes());
+            z.extend_from_slice(&(!(raw.len() as u16)).to_le_bytes());
+            z.extend_from_slice(&raw);
+            z.extend_from_slice(&super::super::inflate::tests_adler32(&raw).to_be_bytes());
+            z
+        };
+        let mut forged = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
+        forged.extend_from_slice(&(stored.len() as u32).to_be_bytes());
+        forged.extend_from_slice(&stored);
+        let e = Latency::decode_hist(&base64_encode(&forged)).unwrap_err();
+        assert_eq!(e, "histogram does not decode: says 4294967295 payload bytes, holds 0");
+        assert!(Latency::decode_hist("AAAA").unwrap_err().contains("wrong cookie"));
     }
 
     #[test]

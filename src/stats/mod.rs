@@ -3,6 +3,7 @@
 //! forms.
 
 pub(crate) mod hist;
+pub(crate) mod inflate;
 
 pub use hist::Latency;
 

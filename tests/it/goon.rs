@@ -395,6 +395,21 @@ fn json_result_parses_and_histogram_round_trips() {
             (v["connect_time"]["min_us"].as_f64().unwrap(), v["connect_time"]["max_us"].as_f64().unwrap());
         let want = (h.value_at_quantile(0.5) as f64).clamp(min_us, max_us) as u64;
         assert_eq!(v["connect_time"]["p50_us"].as_u64().unwrap(), want);
+        // Format version 2: who, when, exact moments and per-interval samples that add up.
+        assert_eq!((v["format_version"].as_u64(), v["kind"].as_str()), (Some(2), Some("goon")));
+        assert!(v["shard"].is_null() && !v["host_name"].as_str().unwrap().is_empty());
+        assert!(v["started_unix_s"].as_f64().unwrap() <= v["ended_unix_s"].as_f64().unwrap());
+        assert!(v["started_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(v["argv"][1], "goon");
+        let sum_ns: u128 = v["connect_time"]["sum_ns"].as_str().unwrap().parse().unwrap();
+        let avg_us = v["connect_time"]["avg_us"].as_f64().unwrap();
+        assert!((sum_ns as f64 / 200.0 / 1e3 - avg_us).abs() < 0.01, "avg from the exact sum");
+        let samples = v["samples"].as_array().unwrap();
+        assert!(!samples.is_empty());
+        let total = |f: &dyn Fn(&serde_json::Value) -> u64| samples.iter().map(f).sum::<u64>();
+        assert_eq!(total(&|s| s["established_new"].as_u64().unwrap()), 200);
+        assert_eq!(total(&|s| s["connect_time"]["count"].as_u64().unwrap()), 200);
+        assert_eq!(total(&|s| s["dials"].as_u64().unwrap()), 200);
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

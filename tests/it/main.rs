@@ -10,5 +10,6 @@ mod print_config;
 mod proxy;
 mod proxy_admin;
 mod proxy_reload;
+mod report;
 mod serve;
 mod util;

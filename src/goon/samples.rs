@@ -1,0 +1,324 @@
+//! Per-interval samples of a goon run (docs/json-format.md §3): the state counts at the end of
+//! each interval, what happened during it (dials, establishments, closes, errors by cause) and
+//! the interval's connect-time and time-to-error moments with their HdrHistograms. The same
+//! object goes into `--json`'s `samples`, `--json-stream`'s `interval` events and the fleet
+//! merge, which reads it back with [`Sample::from_json`].
+//!
+//! Latencies are kept encoded (a live 1 µs..60 s histogram is ~150 KiB; an encoded one is a
+//! few hundred bytes), and [`SampleBuf`] holds at most [`SAMPLES_CAP`] samples: past that it
+//! merges adjacent pairs (exactly) and doubles its stride.
+
+use serde_json::{json, Map, Value};
+
+use crate::net::Cause;
+use crate::stats::Latency;
+
+/// Most samples `--json` keeps.
+pub const SAMPLES_CAP: usize = 4096;
+
+/// Connections in each state at a sample's end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub dialing: u64,
+    pub established: u64,
+    pub closed: u64,
+    pub error: u64,
+    pub not_initiated: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub index: u64,
+    pub t_start_s: f64,
+    pub t_end_s: f64,
+    pub end_unix_s: f64,
+    pub state: State,
+    pub established_peak: u64,
+    pub dials: u64,
+    pub established_new: u64,
+    pub closed_new: u64,
+    pub errors: [u64; 7],
+    /// Mergeable latency objects (`Latency::moments_json`).
+    pub connect: Value,
+    pub fail: Value,
+}
+
+/// Merges two mergeable latency objects (both already validated).
+fn merge_moments(a: &Value, b: &Value) -> Result<Value, String> {
+    let mut l = Latency::from_moments_json(a)?;
+    l.merge(&Latency::from_moments_json(b)?);
+    Ok(l.moments_json())
+}
+
+fn causes_json(errors: &[u64; 7]) -> Value {
+    let m: Map<String, Value> = Cause::ALL.iter().map(|c| (c.name().to_string(), json!(errors[c.index()]))).collect();
+    Value::Object(m)
+}
+
+impl Sample {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "index": self.index,
+            "t_start_s": self.t_start_s,
+            "t_end_s": self.t_end_s,
+            "end_unix_s": self.end_unix_s,
+            "state": {
+                "dialing": self.state.dialing,
+                "established": self.state.established,
+                "closed": self.state.closed,
+                "error": self.state.error,
+                "not_initiated": self.state.not_initiated,
+            },
+            "established_peak": self.established_peak,
+            "dials": self.dials,
+            "established_new": self.established_new,
+            "closed_new": self.closed_new,
+            "errors": causes_json(&self.errors),
+            "connect_time": self.connect,
+            "time_to_error": self.fail,
+        })
+    }
+
+    /// Reads a sample back; the error names the key (`state.established: ...`). The latency
+    /// objects are decoded once here, so a bad histogram is caught before any merging.
+    pub fn from_json(v: &Value) -> Result<Sample, String> {
+        let int = |path: &str| -> Result<u64, String> {
+            let mut x = v;
+            for k in path.split('.') {
+                x = x.get(k).ok_or_else(|| format!("{path}: missing"))?;
+            }
+            x.as_u64().ok_or_else(|| format!("{path}: not a non-negative integer"))
+        };
+        let float = |k: &str| v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("{k}: missing or not a number"));
+        let mut errors = [0u64; 7];
+        for c in Cause::ALL {
+            errors[c.index()] = int(&format!("errors.{}", c.name()))?;
+        }
+        let lat = |k: &str| -> Result<Value, String> {
+            let x = v.get(k).ok_or_else(|| format!("{k}: missing"))?;
+            Latency::from_moments_json(x).map(|l| l.moments_json()).map_err(|e| format!("{k}.{e}"))
+        };
+        Ok(Sample {
+            index: int("index")?,
+            t_start_s: float("t_start_s")?,
+            t_end_s: float("t_end_s")?,
+            end_unix_s: float("end_unix_s")?,
+            state: State {
+                dialing: int("state.dialing")?,
+                established: int("state.established")?,
+                closed: int("state.closed")?,
+                error: int("state.error")?,
+                not_initiated: int("state.not_initiated")?,
+            },
+            established_peak: int("established_peak")?,
+            dials: int("dials")?,
+            established_new: int("established_new")?,
+            closed_new: int("closed_new")?,
+            errors,
+            connect: lat("connect_time")?,
+            fail: lat("time_to_error")?,
+        })
+    }
+
+    /// Appends the next interval of the same run: `later`'s end and state, deltas added,
+    /// latencies merged, the peak the larger.
+    pub fn absorb_later(&mut self, later: &Sample) -> Result<(), String> {
+        self.t_end_s = later.t_end_s;
+        self.end_unix_s = later.end_unix_s;
+        self.state = later.state;
+        self.established_peak = self.established_peak.max(later.established_peak);
+        self.add_deltas(later)
+    }
+
+    /// Adds another shard's sample of the same moment: states, peaks and deltas summed,
+    /// latencies merged.
+    pub fn add_shard(&mut self, other: &Sample) -> Result<(), String> {
+        let (a, b) = (self.state, other.state);
+        self.state = State {
+            dialing: a.dialing + b.dialing,
+            established: a.established + b.established,
+            closed: a.closed + b.closed,
+            error: a.error + b.error,
+            not_initiated: a.not_initiated + b.not_initiated,
+        };
+        self.established_peak += other.established_peak;
+        self.add_deltas(other)
+    }
+
+    fn add_deltas(&mut self, o: &Sample) -> Result<(), String> {
+        self.dials += o.dials;
+        self.established_new += o.established_new;
+        self.closed_new += o.closed_new;
+        for (a, b) in self.errors.iter_mut().zip(o.errors.iter()) {
+            *a += b;
+        }
+        self.connect = merge_moments(&self.connect, &o.connect)?;
+        self.fail = merge_moments(&self.fail, &o.fail)?;
+        Ok(())
+    }
+}
+
+/// At most [`SAMPLES_CAP`] samples; past it, adjacent pairs merge and the stride doubles, so the
+/// samples always span the whole run at `stride` base intervals each.
+#[derive(Clone, Debug)]
+pub struct SampleBuf {
+    cap: usize,
+    stride: u64,
+    samples: Vec<Sample>,
+    /// Base samples gathered toward the next coarse one.
+    pending: Option<Sample>,
+}
+
+impl Default for SampleBuf {
+    fn default() -> Self {
+        SampleBuf::with_cap(SAMPLES_CAP)
+    }
+}
+
+impl SampleBuf {
+    pub fn with_cap(cap: usize) -> SampleBuf {
+        SampleBuf { cap: cap.max(2), stride: 1, samples: Vec::new(), pending: None }
+    }
+
+    /// Adds the next base-interval sample (its `index` in base intervals).
+    pub fn push(&mut self, s: Sample) {
+        if let Some(mut p) = self.pending.take() {
+            if p.index == s.index / self.stride {
+                absorb(&mut p, &s);
+                self.pending = Some(p);
+                return;
+            }
+            self.commit(p);
+        }
+        // The stride may just have doubled: the new sample may belong to the last one.
+        let coarse = s.index / self.stride;
+        match self.samples.pop() {
+            Some(mut last) if last.index == coarse => {
+                absorb(&mut last, &s);
+                self.pending = Some(last);
+            }
+            last => {
+                self.samples.extend(last);
+                self.pending = Some(Sample { index: coarse, ..s });
+            }
+        }
+    }
+
+    fn commit(&mut self, s: Sample) {
+        self.samples.push(s);
+        if self.samples.len() >= self.cap {
+            self.halve();
+        }
+    }
+
+    /// Merges adjacent pairs (by their index at the doubled stride) and doubles the stride.
+    fn halve(&mut self) {
+        self.stride *= 2;
+        let mut out: Vec<Sample> = Vec::with_capacity(self.samples.len() / 2 + 1);
+        for mut s in self.samples.drain(..) {
+            s.index /= 2;
+            match out.last_mut() {
+                Some(last) if last.index == s.index => absorb(last, &s),
+                _ => out.push(s),
+            }
+        }
+        self.samples = out;
+    }
+
+    /// Every sample so far (the pending one included) and the stride.
+    pub fn finish(mut self) -> (Vec<Sample>, u64) {
+        if let Some(p) = self.pending.take() {
+            self.samples.push(p);
+        }
+        (self.samples, self.stride)
+    }
+}
+
+/// [`Sample::absorb_later`] for samples this process made (their histograms always decode).
+fn absorb(into: &mut Sample, later: &Sample) {
+    if let Err(e) = into.absorb_later(later) {
+        log::warn!("goon: a sample could not be merged: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sample(index: u64, us: &[u64]) -> Sample {
+        let mut l = Latency::new();
+        for u in us {
+            l.record(Duration::from_micros(*u));
+        }
+        Sample {
+            index,
+            t_start_s: index as f64,
+            t_end_s: index as f64 + 1.0,
+            end_unix_s: 1000.0 + index as f64 + 1.0,
+            state: State { established: index + 1, ..State::default() },
+            established_peak: index + 1,
+            dials: 1,
+            established_new: us.len() as u64,
+            closed_new: 0,
+            errors: [index, 0, 0, 0, 0, 0, 1],
+            connect: l.moments_json(),
+            fail: Latency::new().moments_json(),
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let s = sample(3, &[10, 20, 3000]);
+        let back = Sample::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        let mut v = s.to_json();
+        v["state"]["established"] = json!(-1);
+        assert_eq!(Sample::from_json(&v).unwrap_err(), "state.established: not a non-negative integer");
+        let mut v = s.to_json();
+        v["connect_time"]["sum_ns"] = json!(5);
+        assert!(Sample::from_json(&v).unwrap_err().starts_with("connect_time.sum_ns"), "named key");
+    }
+
+    #[test]
+    fn buffer_stays_bounded_and_exact() {
+        let mut b = SampleBuf::with_cap(8);
+        let n = 100u64;
+        for i in 0..n {
+            b.push(sample(i, &[i + 1]));
+        }
+        let (samples, stride) = b.finish();
+        assert!(samples.len() <= 8, "{}", samples.len());
+        assert_eq!(stride, 16);
+        // Exactly the same totals as the 100 base samples.
+        assert_eq!(samples.iter().map(|s| s.dials).sum::<u64>(), n);
+        assert_eq!(samples.iter().map(|s| s.errors[0]).sum::<u64>(), (0..n).sum::<u64>());
+        let mut all = Latency::new();
+        for s in &samples {
+            all.merge(&Latency::from_moments_json(&s.connect).unwrap());
+        }
+        assert_eq!(all.count, n);
+        assert_eq!(all.max(), Duration::from_micros(n));
+        // Indexes are consecutive at the final stride; the last holds the final state.
+        for (i, s) in samples.iter().enumerate() {
+            assert_eq!(s.index, i as u64);
+        }
+        let last = samples.last().unwrap();
+        assert_eq!(last.state.established, n);
+        assert_eq!(last.t_end_s, n as f64);
+        assert_eq!(samples[0].t_start_s, 0.0);
+        assert_eq!(samples[1].t_start_s, 16.0);
+        assert_eq!(samples[0].established_peak, 16);
+    }
+
+    #[test]
+    fn gaps_in_indexes_are_kept() {
+        let mut b = SampleBuf::with_cap(100);
+        for i in [0u64, 1, 5, 6] {
+            b.push(sample(i, &[]));
+        }
+        let (s, stride) = b.finish();
+        assert_eq!(stride, 1);
+        assert_eq!(s.iter().map(|x| x.index).collect::<Vec<_>>(), [0, 1, 5, 6]);
+    }
+}

@@ -1,0 +1,20 @@
+//! `netforge report`: work on the JSON results goon wrote (docs/json-format.md).
+//!
+//! `report merge` (`merge.rs`) merges the results of a fleet's shards exactly.
+
+use clap::Subcommand;
+
+pub(crate) mod merge;
+
+pub use merge::MergeArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCmd {
+    /// Merge the `goon --json` results of a fleet's shards into one exact result.
+    ///
+    /// Prints the tcpgoon-style block for the whole fleet, a per-shard table, and fleet-wide
+    /// thresholds. Exit status: 0 all connections established; 1 some never finished dialing (or a file
+    /// was refused); 2 some errored (unless --max-errors judges errors); 3 a threshold was
+    /// violated.
+    Merge(MergeArgs),
+}
