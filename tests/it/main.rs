@@ -2,6 +2,7 @@
 
 mod bp;
 mod bp_peers;
+mod deploy;
 mod goon;
 mod limits;
 mod listen;
