@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 pub use crate::backpressure::args::{BpClientArgs, BpServerArgs};
 use crate::error::Error;
 pub use crate::goon::args::GoonArgs;
+pub use crate::html_report::HtmlArgs;
 pub use crate::proxy::args::ProxyArgs;
 pub use crate::serve::args::ServeArgs;
 use crate::units;
@@ -43,6 +44,16 @@ pub enum Cmd {
     #[command(subcommand)]
     Bp(BpCmd),
     // ---- end of backpressure lab ----------------------------------------------------------
+    /// Work on the JSON results goon and bp client write.
+    #[command(subcommand)]
+    Report(ReportCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCmd {
+    /// One self-contained HTML page (inline charts and tables, no network) for goon results
+    /// (one run, the shard files of a fleet, or a merged fleet) or a bp client result.
+    Html(HtmlArgs),
 }
 
 // ---- backpressure lab (bp) ----------------------------------------------------------------

@@ -157,6 +157,11 @@ pub struct BpClientArgs {
     /// Write the verdict, summary and full time series as JSON [default: none].
     #[arg(long, value_name = "FILE")]
     pub(crate) json: Option<PathBuf>,
+    /// Write a self-contained HTML report: the window and queue time series with the
+    /// zero-window time shaded, and the verdict (`report html` draws the same from the JSON)
+    /// [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) html: Option<PathBuf>,
 }
 
 pub(crate) fn bp_server_config(a: &BpServerArgs) -> Result<crate::backpressure::config::ServerConfig, Error> {

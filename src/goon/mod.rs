@@ -56,6 +56,8 @@ pub struct GoonConfig {
     pub threads: usize,
     pub(crate) bufs: SockBufs,
     pub json: Option<PathBuf>,
+    /// `--html`: the report page, written at the end.
+    pub html: Option<PathBuf>,
     /// Stressing the in-process sink (no host/port given): its listeners, one per reactor.
     pub builtin: bool,
 }
@@ -223,6 +225,10 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         let json = report::json(cfg, &report, target, threads);
         std::fs::write(path, json)
             .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
+    }
+    if let Some(path) = &cfg.html {
+        let doc = serde_json::from_str(&report::json(cfg, &report, target, threads)).unwrap_or_default();
+        crate::html_report::write_for_run(path, "this run", doc)?;
     }
     // Every reactor has reported (or the grace ran out): now they may close and end.
     pool.broadcast(|_| GoonCmd::Exit);
