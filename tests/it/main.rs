@@ -9,5 +9,6 @@ mod listen;
 mod proxy;
 mod proxy_admin;
 mod proxy_reload;
+mod report_html;
 mod serve;
 mod util;
