@@ -483,7 +483,10 @@ impl Run {
             connect: Lat::parse(file, "connect_time", &v["connect_time"])?,
             fail: Lat::parse(file, "time_to_error", &v["time_to_error"])?,
             dial_phase_s: v["dial_phase_s"].as_f64(),
-            elapsed_s: num(&v["elapsed_s"]),
+            // A merged fleet has no elapsed_s of its own: first start to last end.
+            elapsed_s: v["elapsed_s"].as_f64().unwrap_or_else(|| {
+                (num(&v["ended_unix_s"]) - num(&v["started_unix_s"])).max(0.0)
+            }),
             exit_code: int(&v["exit_code"]),
             interval_s: v["sample_interval_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(1.0),
             samples: v["samples"].as_array().map(|a| a.iter().map(Sample::parse).collect()).unwrap_or_default(),
@@ -592,10 +595,17 @@ fn time_chart(id: &str, title: &str, y_label: &str, y_unit: Unit, series: Vec<Se
     }
 }
 
+/// State counts at each interval's end, from 0 at the start of the first interval (nothing is
+/// dialed before the run starts).
 fn state_series(samples: &[Sample], offset: f64) -> Vec<Series> {
     let line = |name: &str, f: &dyn Fn(&Sample) -> u64| Series {
         name: name.to_string(),
-        points: samples.iter().map(|s| (round4(offset + s.t_end), f(s) as f64)).collect(),
+        points: samples
+            .first()
+            .map(|s| (round4(offset + s.t_start), 0.0))
+            .into_iter()
+            .chain(samples.iter().map(|s| (round4(offset + s.t_end), f(s) as f64)))
+            .collect(),
     };
     vec![
         line("established", &|s| s.established),
@@ -605,11 +615,19 @@ fn state_series(samples: &[Sample], offset: f64) -> Vec<Series> {
     ]
 }
 
+/// A per-interval rate as steps: flat over each interval, from its start to its end.
+fn steps(samples: &[Sample], f: &dyn Fn(&Sample) -> u64) -> Vec<(f64, f64)> {
+    samples
+        .iter()
+        .flat_map(|s| {
+            let r = round4(f(s) as f64 / s.width());
+            [(round4(s.t_start), r), (round4(s.t_end), r)]
+        })
+        .collect()
+}
+
 fn rate_series(samples: &[Sample]) -> Vec<Series> {
-    let line = |name: &str, f: &dyn Fn(&Sample) -> u64| Series {
-        name: name.to_string(),
-        points: samples.iter().map(|s| (round4(s.t_end), round4(f(s) as f64 / s.width()))).collect(),
-    };
+    let line = |name: &str, f: &dyn Fn(&Sample) -> u64| Series { name: name.to_string(), points: steps(samples, f) };
     vec![
         line("dials/s", &|s| s.dials),
         line("established/s", &|s| s.established_new),
@@ -622,10 +640,7 @@ fn cause_series(samples: &[Sample], totals: &[u64; 7]) -> Vec<Series> {
         .iter()
         .enumerate()
         .filter(|(i, _)| totals[*i] > 0)
-        .map(|(i, c)| Series {
-            name: c.to_string(),
-            points: samples.iter().map(|s| (round4(s.t_end), round4(s.errors[i] as f64 / s.width()))).collect(),
-        })
+        .map(|(i, c)| Series { name: c.to_string(), points: steps(samples, &|s| s.errors[i]) })
         .collect()
 }
 
@@ -755,10 +770,9 @@ fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, InputError>
                         (Some(s), true) => s - start,
                         _ => 0.0,
                     };
-                    Series {
-                        name: r.label(),
-                        points: r.samples.iter().map(|s| (round4(offset + s.t_end), s.established as f64)).collect(),
-                    }
+                    let mut line = state_series(&r.samples, offset).swap_remove(0);
+                    line.name = r.label();
+                    line
                 })
                 .collect();
             charts.push(time_chart(

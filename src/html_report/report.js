@@ -94,10 +94,14 @@
     xl.textContent = c.x_label;
     const yl = el("text", { class: "axis", x: 12, y: M.t + ph / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${M.t + ph / 2})` }, svg);
     yl.textContent = c.y_label;
+    // The first series (the fleet, or established) is drawn last, on top, and a little wider.
+    for (let i = c.series.length - 1; i >= 0; i--) {
+      const s = c.series[i];
+      const d = s.points.map(([x, y]) => sx(x).toFixed(1) + "," + sy(y).toFixed(1)).join(" ");
+      el("polyline", { class: "line", points: d, stroke: COLORS[i % COLORS.length], "stroke-width": i === 0 ? 2.4 : 1.6, "data-points": s.points.length }, svg);
+    }
     c.series.forEach((s, i) => {
       const color = COLORS[i % COLORS.length];
-      const d = s.points.map(([x, y]) => sx(x).toFixed(1) + "," + sy(y).toFixed(1)).join(" ");
-      el("polyline", { class: "line", points: d, stroke: color, "data-points": s.points.length }, svg);
       const item = document.createElement("span");
       const sw = document.createElement("span");
       sw.className = "sw"; sw.style.background = color;

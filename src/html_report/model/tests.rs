@@ -88,13 +88,13 @@ fn one_run_draws_its_intervals_and_its_curve() {
     assert_eq!(page.kind, "goon");
     let conns = chart(&page, "connections");
     assert_eq!(conns.series[0].name, "established");
-    assert_eq!(conns.series[0].points, vec![(1.0, 40.0), (2.0, 90.0), (2.5, 90.0)]);
-    assert_eq!(conns.series[1].points, vec![(1.0, 10.0), (2.0, 0.0), (2.5, 0.0)]);
-    assert_eq!(conns.series[2].points, vec![(1.0, 0.0), (2.0, 2.0), (2.5, 2.0)], "errored, cumulative");
+    assert_eq!(conns.series[0].points, vec![(0.0, 0.0), (1.0, 40.0), (2.0, 90.0), (2.5, 90.0)]);
+    assert_eq!(conns.series[1].points, vec![(0.0, 0.0), (1.0, 10.0), (2.0, 0.0), (2.5, 0.0)]);
+    assert_eq!(conns.series[2].points, vec![(0.0, 0.0), (1.0, 0.0), (2.0, 2.0), (2.5, 2.0)], "errored, cumulative");
     let rates = chart(&page, "rates");
-    // dials per second: the last interval is half as long.
-    assert_eq!(rates.series[0].points, vec![(1.0, 50.0), (2.0, 52.0), (2.5, 0.0)]);
-    assert_eq!(rates.series[2].points, vec![(1.0, 0.0), (2.0, 2.0), (2.5, 0.0)]);
+    // Dials per second, flat over each interval; the last interval is half as long.
+    assert_eq!(rates.series[0].points, vec![(0.0, 50.0), (1.0, 50.0), (1.0, 52.0), (2.0, 52.0), (2.0, 0.0), (2.5, 0.0)]);
+    assert_eq!(rates.series[2].points, vec![(0.0, 0.0), (1.0, 0.0), (1.0, 2.0), (2.0, 2.0), (2.0, 0.0), (2.5, 0.0)]);
     let errs = chart(&page, "errors");
     assert_eq!(errs.series.len(), 1, "only causes that occurred");
     assert_eq!(errs.series[0].name, "refused");
@@ -141,12 +141,12 @@ fn shards_add_up_to_the_fleet() {
     assert_eq!(page.title, "goon fleet of 2 shards against 10.0.0.5:80");
     let est = &chart(&page, "connections").series[0].points;
     // Bucket 1 holds both (30 + 20); shard 1 is gone after its last sample.
-    assert_eq!(est, &vec![(1.0, 10.0), (2.0, 50.0), (3.0, 30.0)]);
+    assert_eq!(est, &vec![(0.0, 0.0), (1.0, 10.0), (2.0, 50.0), (3.0, 30.0)]);
     let per = &chart(&page, "per-shard").series;
     assert_eq!(per[0].name, "shard 0 (gen-a)", "sorted by shard index");
-    assert_eq!(per[1].points, vec![(2.0, 20.0)], "shard 1 drawn at its own start");
+    assert_eq!(per[1].points, vec![(1.0, 0.0), (2.0, 20.0)], "shard 1 drawn from its own start");
     let dials = &chart(&page, "rates").series[0].points;
-    assert_eq!(dials, &vec![(1.0, 16.0), (2.0, 25.0), (3.0, 0.0)]);
+    assert_eq!(dials, &vec![(0.0, 16.0), (1.0, 16.0), (1.0, 25.0), (2.0, 25.0), (2.0, 0.0), (3.0, 0.0)]);
     let row = |k: &str| page.summary.iter().find(|r| r.0.starts_with(k)).map(|r| r.1.clone()).unwrap();
     assert_eq!(row("max concurrent"), "50");
     assert_eq!(row("total established"), "50");
@@ -180,7 +180,7 @@ fn a_merged_fleet_file_shows_its_own_totals_and_its_shards() {
     });
     fleet["shard_results"] = json!([shard0, shard1]);
     let page = build(&[input("merged.json", fleet)]).unwrap();
-    assert_eq!(chart(&page, "connections").series[0].points, vec![(1.0, 20.0)], "the file's own fleet samples");
+    assert_eq!(chart(&page, "connections").series[0].points, vec![(0.0, 0.0), (1.0, 20.0)], "the file's own samples");
     assert_eq!(page.tables[0].rows[1][2], "shard-1.json");
     assert_eq!(page.commands[0].0, "merge");
     assert!(page.notes[0].contains("max-errors 1%"), "{:?}", page.notes);
