@@ -484,9 +484,9 @@ impl Run {
             fail: Lat::parse(file, "time_to_error", &v["time_to_error"])?,
             dial_phase_s: v["dial_phase_s"].as_f64(),
             // A merged fleet has no elapsed_s of its own: first start to last end.
-            elapsed_s: v["elapsed_s"].as_f64().unwrap_or_else(|| {
-                (num(&v["ended_unix_s"]) - num(&v["started_unix_s"])).max(0.0)
-            }),
+            elapsed_s: v["elapsed_s"]
+                .as_f64()
+                .unwrap_or_else(|| (num(&v["ended_unix_s"]) - num(&v["started_unix_s"])).max(0.0)),
             exit_code: int(&v["exit_code"]),
             interval_s: v["sample_interval_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(1.0),
             samples: v["samples"].as_array().map(|a| a.iter().map(Sample::parse).collect()).unwrap_or_default(),

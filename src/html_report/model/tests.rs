@@ -93,7 +93,10 @@ fn one_run_draws_its_intervals_and_its_curve() {
     assert_eq!(conns.series[2].points, vec![(0.0, 0.0), (1.0, 0.0), (2.0, 2.0), (2.5, 2.0)], "errored, cumulative");
     let rates = chart(&page, "rates");
     // Dials per second, flat over each interval; the last interval is half as long.
-    assert_eq!(rates.series[0].points, vec![(0.0, 50.0), (1.0, 50.0), (1.0, 52.0), (2.0, 52.0), (2.0, 0.0), (2.5, 0.0)]);
+    assert_eq!(
+        rates.series[0].points,
+        vec![(0.0, 50.0), (1.0, 50.0), (1.0, 52.0), (2.0, 52.0), (2.0, 0.0), (2.5, 0.0)]
+    );
     assert_eq!(rates.series[2].points, vec![(0.0, 0.0), (1.0, 0.0), (1.0, 2.0), (2.0, 2.0), (2.0, 0.0), (2.5, 0.0)]);
     let errs = chart(&page, "errors");
     assert_eq!(errs.series.len(), 1, "only causes that occurred");
