@@ -338,7 +338,7 @@ fn percentile_ticks(top: f64) -> Vec<(f64, String)> {
 }
 
 /// One interval of a run (format 2 `samples`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Sample {
     t_start: f64,
     t_end: f64,
@@ -351,16 +351,37 @@ struct Sample {
     dials: u64,
     established_new: u64,
     errors: [u64; 7],
+    /// Connects completed during the interval.
+    connect: Lat,
+}
+
+impl Default for Sample {
+    fn default() -> Sample {
+        Sample {
+            t_start: 0.0,
+            t_end: 0.0,
+            dialing: 0,
+            established: 0,
+            closed: 0,
+            error: 0,
+            not_initiated: 0,
+            peak: 0,
+            dials: 0,
+            established_new: 0,
+            errors: [0; 7],
+            connect: Lat::empty(),
+        }
+    }
 }
 
 impl Sample {
-    fn parse(v: &Value) -> Sample {
+    fn parse(file: &str, i: usize, v: &Value) -> Result<Sample, InputError> {
         let st = &v["state"];
         let mut errors = [0u64; 7];
         for (i, c) in CAUSES.iter().enumerate() {
             errors[i] = int(&v["errors"][*c]);
         }
-        Sample {
+        Ok(Sample {
             t_start: num(&v["t_start_s"]),
             t_end: num(&v["t_end_s"]),
             dialing: int(&st["dialing"]),
@@ -372,7 +393,8 @@ impl Sample {
             dials: int(&v["dials"]),
             established_new: int(&v["established_new"]),
             errors,
-        }
+            connect: Lat::parse(file, &format!("samples[{i}].connect_time"), &v["connect_time"])?,
+        })
     }
 
     fn error_sum(&self) -> u64 {
@@ -489,7 +511,10 @@ impl Run {
                 .unwrap_or_else(|| (num(&v["ended_unix_s"]) - num(&v["started_unix_s"])).max(0.0)),
             exit_code: int(&v["exit_code"]),
             interval_s: v["sample_interval_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(1.0),
-            samples: v["samples"].as_array().map(|a| a.iter().map(Sample::parse).collect()).unwrap_or_default(),
+            samples: match v["samples"].as_array() {
+                Some(a) => a.iter().enumerate().map(|(i, s)| Sample::parse(file, i, s)).collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            },
         })
     }
 
@@ -548,6 +573,7 @@ fn fleet_samples(runs: &[Run]) -> Result<Vec<Sample>, InputError> {
                 for (a, e) in bucket.errors.iter_mut().zip(s.errors) {
                     *a += e;
                 }
+                bucket.connect.merge(&s.connect);
                 latest = Some(s);
                 next.next();
             }
@@ -632,6 +658,28 @@ fn rate_series(samples: &[Sample]) -> Vec<Series> {
         line("dials/s", &|s| s.dials),
         line("established/s", &|s| s.established_new),
         line("errors/s", &|s| s.error_sum()),
+    ]
+}
+
+/// p50, p99 and max of the connects completed in each interval (flat over the interval), from
+/// the interval's own histogram and exact max; intervals without a connect are left out.
+fn latency_series(samples: &[Sample]) -> Vec<Series> {
+    let with: Vec<&Sample> = samples.iter().filter(|s| s.connect.count > 0 && s.connect.hist.is_some()).collect();
+    if with.is_empty() {
+        return Vec::new();
+    }
+    let line = |name: &str, f: &dyn Fn(&Lat) -> Option<u64>| Series {
+        name: name.to_string(),
+        points: with
+            .iter()
+            .filter_map(|s| f(&s.connect).map(|ns| (s, ns as f64 / 1e6)))
+            .flat_map(|(s, ms)| [(round4(s.t_start), ms), (round4(s.t_end), ms)])
+            .collect(),
+    };
+    vec![
+        line("p50", &|l| l.percentile_ns(0.5)),
+        line("p99", &|l| l.percentile_ns(0.99)),
+        line("max", &|l| Some(l.max_ns)),
     ]
 }
 
@@ -793,6 +841,18 @@ fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, InputError>
             Unit::PerSecond,
             rate_series(&total.samples),
         ));
+        let lat = latency_series(&total.samples);
+        if !lat.is_empty() {
+            let mut c = time_chart(
+                "interval-latency",
+                &format!("Connect time per interval ({scope})"),
+                "connect time",
+                Unit::Ms,
+                lat,
+            );
+            c.y_log = true;
+            charts.push(c);
+        }
         if total.errors.iter().any(|e| *e > 0) {
             charts.push(time_chart(
                 "errors",

@@ -290,3 +290,47 @@ fn hostile_strings_are_escaped_everywhere() {
     assert_eq!(html.matches("<script").count(), 2);
     assert!(!html.contains("<img"));
 }
+
+/// The per-interval connect times come from each interval's own histogram; shards' intervals
+/// in one bucket are merged first.
+#[test]
+fn connect_time_per_interval_from_the_interval_histograms() {
+    let (a, b, c) = (random_latency(400, 11), random_latency(300, 12), random_latency(200, 13));
+    let ivs = [(0.0, 1.0, 4, 0, 0, 4, 4), (1.0, 2.0, 7, 0, 0, 3, 3)];
+    let with_lat = |doc: &mut Value, lats: [&Latency; 2]| {
+        for (i, l) in lats.iter().enumerate() {
+            doc["samples"][i]["connect_time"] = lat_json(l);
+        }
+    };
+    let mut one = shard_doc(None, "h", 1000.0, &ivs, &a);
+    with_lat(&mut one, [&a, &b]);
+    let page = build(&[input("one.json", one)]).unwrap();
+    let ch = chart(&page, "interval-latency");
+    assert!(ch.y_log);
+    let ms = |d: Duration| d.as_nanos() as f64 / 1e6;
+    let p50 = &ch.series[0];
+    assert_eq!(p50.name, "p50");
+    let (pa, pb) = (p50.points[0].1, p50.points[2].1);
+    assert!((pa - ms(a.percentile(50.0))).abs() <= ms(a.percentile(50.0)) * 2e-3, "{pa} vs {:?}", a.percentile(50.0));
+    assert!((pb - ms(b.percentile(50.0))).abs() <= ms(b.percentile(50.0)) * 2e-3);
+    assert_eq!(p50.points.iter().map(|p| p.0).collect::<Vec<_>>(), [0.0, 1.0, 1.0, 2.0]);
+    assert_eq!(ch.series[2].points[3].1, ms(b.max()), "max is the exact max");
+    // Two shards, same start: bucket 1 holds b and c merged.
+    let mut s0 = shard_doc(Some((0, 2)), "x", 1000.0, &ivs, &a);
+    with_lat(&mut s0, [&a, &b]);
+    let mut s1 = shard_doc(Some((1, 2)), "y", 1000.0, &ivs, &a);
+    with_lat(&mut s1, [&Latency::new(), &c]);
+    let page = build(&[input("s0", s0), input("s1", s1)]).unwrap();
+    let ch = chart(&page, "interval-latency");
+    let mut bc = b.clone();
+    bc.merge(&c);
+    let want = ms(bc.max());
+    assert_eq!(ch.series[2].points[3].1, want);
+    let p99 = ch.series[1].points[2].1;
+    assert!((p99 - ms(bc.percentile(99.0))).abs() <= ms(bc.percentile(99.0)) * 2e-3, "{p99}");
+    // A broken interval histogram names its place.
+    let mut bad = shard_doc(None, "h", 0.0, &ivs, &a);
+    bad["samples"][1]["connect_time"] = json!({ "count": 2, "histogram_v2_deflate_base64": "AAAA" });
+    let e = build(&[input("bad.json", bad)]).unwrap_err();
+    assert!(e.to_string().starts_with("bad.json: samples[1].connect_time.histogram_v2_deflate_base64: "), "{e}");
+}
