@@ -64,6 +64,7 @@
     }
     for (const [a, b] of c.bands) { x0 = Math.min(x0, a); x1 = Math.max(x1, b); }
     if (!isFinite(x0)) { x0 = 0; x1 = 1; }
+    if (!isFinite(y0)) y0 = c.y_log ? 1 : 0;
     if (x1 <= x0) x1 = x0 + 1;
     if (!isFinite(y1) || y1 <= y0) y1 = y0 + 1;
     if (c.y_log) { y0 = Math.pow(10, Math.floor(Math.log10(y0))); y1 = Math.pow(10, Math.ceil(Math.log10(y1))); }
