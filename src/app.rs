@@ -117,9 +117,14 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             let signals = crate::sys::route_signals()?;
             let stdout = std::io::stdout();
             // A completed run exits 0 whatever the verdict: the verdict is the measurement.
-            crate::backpressure::client::run(&cfg, target, args.json.clone(), &signals, &mut stdout.lock())?;
+            let outputs = crate::backpressure::client::Outputs { json: args.json.clone(), html: args.html.clone() };
+            crate::backpressure::client::run(&cfg, target, outputs, &signals, &mut stdout.lock())?;
             Ok(0)
         } // ---- end of backpressure lab ----------------------------------------------------
+        Cmd::Report(crate::report::ReportCmd::Html(args)) => {
+            let stdout = std::io::stdout();
+            crate::html_report::run(&args, &mut stdout.lock())
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub use crate::backpressure::args::{BpClientArgs, BpServerArgs};
 use crate::error::Error;
 pub use crate::goon::args::GoonArgs;
+pub use crate::html_report::HtmlArgs;
 pub use crate::proxy::args::ProxyArgs;
 pub use crate::serve::args::ServeArgs;
 

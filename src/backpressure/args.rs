@@ -46,6 +46,11 @@ pub struct BpClientArgs {
     /// reads, and exit [default: off].
     #[arg(long)]
     pub(crate) print_config: bool,
+    /// Write a self-contained HTML report: the window and queue time series with the
+    /// zero-window time shaded, and the verdict (`report html` draws the same from the JSON)
+    /// [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) html: Option<PathBuf>,
 }
 
 pub(crate) fn bp_server_config(a: &BpServerArgs) -> Result<bp::ServerConfig, Error> {

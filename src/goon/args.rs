@@ -92,6 +92,11 @@ pub struct GoonArgs {
     /// Close connections with RST (SO_LINGER 0) so no TIME_WAIT is left behind.
     #[arg(long)]
     pub(crate) linger_rst: bool,
+    /// Write the result as a self-contained HTML report (connections over time, the
+    /// connect-time percentile curve, errors by cause); `report html` draws the same from
+    /// the JSON.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) html: Option<PathBuf>,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub(crate) threads: Option<usize>,
@@ -298,6 +303,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         threads,
         bufs,
         json: a.json.clone(),
+        html: a.html.clone(),
         builtin,
         fleet_connections,
         shard,

@@ -103,6 +103,8 @@ pub struct GoonConfig {
     /// Resolved: never 0.
     pub threads: usize,
     pub json: Option<PathBuf>,
+    /// `--html`: the report page, written at the end.
+    pub html: Option<PathBuf>,
     /// Stressing the in-process sink (no host/port given): its listeners, one per reactor.
     pub builtin: bool,
     #[serde(rename = "socket_buffers", serialize_with = "crate::config::sockbufs")]
@@ -380,6 +382,9 @@ fn finish(
         text.push('\n');
         std::fs::write(path, text)
             .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
+    }
+    if let Some(path) = &cfg.html {
+        crate::html_report::write_for_run(path, "this run", doc)?;
     }
     Ok(())
 }

@@ -17,4 +17,7 @@ pub enum ReportCmd {
     /// was refused); 2 some errored (unless --max-errors judges errors); 3 a threshold was
     /// violated.
     Merge(MergeArgs),
+    /// One self-contained HTML page (inline charts and tables, no network) for goon results
+    /// (one run, the shard files of a fleet, or a merged fleet) or a bp client result.
+    Html(crate::html_report::HtmlArgs),
 }

@@ -244,7 +244,7 @@ fn hostile_input_closes_that_connection_only() {
 }
 
 /// Headless Chromium, or `None` (with a clear message) when it is not installed.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).find(|p| p.exists());
     if found.is_none() {
         crate::util::cannot_run("browser tests", "chromium is not installed (apt-get install chromium)");
@@ -254,7 +254,7 @@ fn chromium() -> Option<PathBuf> {
 
 /// `chromium --dump-dom` of `url` with a fresh profile; the DOM after `budget_ms` of virtual time.
 /// Headless Chromium with nothing that reaches out of the machine or needs a desktop.
-const HEADLESS: [&str; 8] = [
+pub(crate) const HEADLESS: [&str; 8] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",

@@ -3,6 +3,7 @@
 mod bp;
 mod bp_peers;
 mod config_errors;
+mod deploy;
 mod goon;
 mod limits;
 mod listen;
@@ -11,5 +12,6 @@ mod proxy;
 mod proxy_admin;
 mod proxy_reload;
 mod report;
+mod report_html;
 mod serve;
 mod util;

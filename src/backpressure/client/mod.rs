@@ -44,7 +44,7 @@ mod reactor;
 mod report;
 mod writer;
 
-pub use report::run;
+pub use report::{run, Outputs};
 
 /// Bytes one connection may write per wake-up before yielding to the others.
 pub const WRITE_BUDGET: usize = 1 << 20;

@@ -41,11 +41,18 @@ fn aggregate(samples: &[(usize, Sample)]) -> Option<Sample> {
     Some(a)
 }
 
+/// Where a run's result goes besides the text on `out` (`--json`, `--html`).
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub json: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+}
+
 /// Runs the client to the end of its duration or total (or SIGINT/SIGTERM).
 pub fn run(
     cfg: &ClientConfig,
     target: SocketAddr,
-    json: Option<PathBuf>,
+    outputs: Outputs,
     signals: &Receiver<Signal>,
     out: &mut dyn Write,
 ) -> Result<(), crate::error::Error> {
@@ -157,7 +164,7 @@ pub fn run(
         );
     }
     let _ = out.flush();
-    if let Some(path) = json {
+    if outputs.json.is_some() || outputs.html.is_some() {
         let mut doc = serde_json::to_value(agg.report()).unwrap_or_default();
         if let Some(map) = doc.as_object_mut() {
             let conns: Vec<serde_json::Value> =
@@ -175,9 +182,15 @@ pub fn run(
                 }),
             );
         }
-        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        std::fs::write(&path, text)
-            .map_err(|e| crate::error::Error::Io(io::Error::new(e.kind(), format!("write {}: {e}", path.display()))))?;
+        if let Some(path) = &outputs.json {
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            std::fs::write(path, text).map_err(|e| {
+                crate::error::Error::Io(io::Error::new(e.kind(), format!("write {}: {e}", path.display())))
+            })?;
+        }
+        if let Some(path) = &outputs.html {
+            crate::html_report::write_for_run(path, "this run", doc)?;
+        }
     }
     Ok(())
 }

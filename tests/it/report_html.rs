@@ -1,0 +1,276 @@
+//! `netforge report html` and `--html` of goon and bp client, rendered in headless Chromium:
+//! the page loads with no console message at all (no script error, no blocked fetch, no
+//! Content-Security-Policy violation, which is what an injected script would cause), every
+//! chart is drawn with data points, and hostile strings from the JSON show as text.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::bp::{chromium, HEADLESS};
+use crate::util::{netforge, run, with_timeout, Proc};
+
+const T: Duration = Duration::from_secs(120);
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("netforge-html-{}-{name}", std::process::id()));
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+/// What Chromium made of a page: its DOM after the script ran, and every console line.
+struct Rendered {
+    dom: String,
+    console: Vec<String>,
+}
+
+impl Rendered {
+    /// `data-NAME="N"` of the element with `id`.
+    fn attr_num(&self, id: &str, name: &str) -> u64 {
+        let at = self.dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in the DOM"));
+        let tag = &self.dom[self.dom[..at].rfind('<').unwrap()..];
+        let tag = &tag[..tag.find('>').unwrap()];
+        let v = tag.split(&format!("data-{name}=\"")).nth(1).unwrap_or_else(|| panic!("no data-{name} on {tag}"));
+        v[..v.find('"').unwrap()].parse().unwrap()
+    }
+
+    /// The `data-points` of every polyline (one per drawn series).
+    fn line_points(&self) -> Vec<u64> {
+        self.dom
+            .split("<polyline ")
+            .skip(1)
+            .map(|t| {
+                let v = t.split("data-points=\"").nth(1).expect("polyline without data-points");
+                v[..v.find('"').unwrap()].parse().unwrap()
+            })
+            .collect()
+    }
+
+    fn assert_clean(&self) {
+        assert!(self.console.is_empty(), "console messages: {:#?}", self.console);
+        assert!(!self.dom.contains(" data-error="), "the script failed: {}", self.dom);
+    }
+}
+
+fn render(bin: &Path, page: &Path, screenshot: Option<&Path>) -> Rendered {
+    let profile = dir("profile").join(format!("p-{}", fastrand::u64(..)));
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(HEADLESS).arg(format!("--user-data-dir={}", profile.display())).args([
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=3000",
+    ]);
+    match screenshot {
+        Some(png) => {
+            cmd.args(["--hide-scrollbars", "--window-size=1200,1900"]).arg(format!("--screenshot={}", png.display()))
+        }
+        None => cmd.arg("--dump-dom"),
+    };
+    cmd.arg(format!("file://{}", page.display()));
+    let (_, dom, err) = Proc::spawn(cmd).finish(Duration::from_secs(60));
+    let _ = std::fs::remove_dir_all(&profile);
+    // Chromium logs every console message (errors, CSP violations, blocked loads) as CONSOLE.
+    let console = err.lines().filter(|l| l.contains(":CONSOLE")).map(str::to_string).collect();
+    Rendered { dom, console }
+}
+
+/// goon --html writes the page at the end of a real run; `report html` makes the same page from
+/// its --json.
+#[test]
+fn goon_html_renders_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    with_timeout(T, move || {
+        let d = dir("goon");
+        let (json, html, again) = (d.join("run.json"), d.join("run.html"), d.join("again.html"));
+        let (code, out, err) = run(
+            &[
+                "goon",
+                "-c",
+                "200",
+                "--sleep",
+                "0",
+                "-i",
+                "0",
+                "-y",
+                "--json",
+                json.to_str().unwrap(),
+                "--html",
+                html.to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let r = render(&bin, &html, None);
+        r.assert_clean();
+        assert!(r.dom.contains("goon run against 127.0.0.1:"), "{}", r.dom);
+        let charts = r.attr_num("render-status", "charts");
+        assert!(charts >= 1, "no chart drawn");
+        let lines = r.line_points();
+        assert!(!lines.is_empty() && lines.iter().all(|n| *n > 0), "empty series: {lines:?}");
+        assert!(r.dom.contains("id=\"chart-percentiles\""), "no percentile curve");
+        let (code, out, err) =
+            run(&["report", "html", json.to_str().unwrap(), "-o", again.to_str().unwrap()], Duration::from_secs(30));
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("netforge report html: wrote "), "{out}");
+        let r2 = render(&bin, &again, None);
+        r2.assert_clean();
+        assert_eq!(r2.attr_num("render-status", "charts"), charts);
+        assert_eq!(r2.line_points(), lines, "the same page from the JSON");
+        let _ = std::fs::remove_dir_all(&d);
+    });
+}
+
+const EVIL: &str = "</script><script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">";
+
+/// A format-2 shard document, with the connect-time histogram of a real run.
+fn shard(index: u64, host: &str, started: f64, est: &[u64], refused: u64, connect: &Value) -> Value {
+    let samples: Vec<Value> = est
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let r = if i == 1 { refused } else { 0 };
+            json!({
+                "index": i, "t_start_s": i as f64, "t_end_s": (i + 1) as f64, "end_unix_s": started + (i + 1) as f64,
+                "state": { "dialing": 0, "established": e, "closed": 0, "error": if i >= 1 { refused } else { 0 }, "not_initiated": 0 },
+                "established_peak": e, "dials": e, "established_new": e, "closed_new": 0,
+                "errors": { "refused": r, "timeout": 0, "reset": 0, "no_ports": 0, "no_fds": 0, "unreachable": 0, "other": 0 },
+                "connect_time": { "count": 0 }, "time_to_error": { "count": 0 }
+            })
+        })
+        .collect();
+    let last = *est.last().unwrap();
+    json!({
+        "format_version": 2, "kind": "goon", "netforge": "0.1.0", "role": "goon",
+        "argv": ["netforge", "goon", host, "7000", "-c", "400", "--shard", format!("{index}/2"), "-y"],
+        "host_name": host, "shard": { "index": index, "count": 2 },
+        "started_at": "2026-12-01T14:00:00.000000Z", "started_unix_s": started,
+        "config": { "host": host, "target": "10.0.0.5:7000", "connections": 400 },
+        "counts": { "total": last + refused, "dialing": 0, "established": last, "closed": 0, "error": refused, "not_initiated": 0,
+                    "total_established": last, "max_concurrent_established": last, "established_on_closure": last },
+        "errors": { "refused": refused, "timeout": 0, "reset": 0, "no_ports": 0, "no_fds": 0, "unreachable": 0, "other": 0 },
+        "connect_time": connect, "time_to_error": { "count": 0 },
+        "elapsed_s": est.len() as f64, "exit_code": if refused > 0 { 2 } else { 0 },
+        "sample_interval_s": 1.0, "sample_stride": 1, "samples": samples
+    })
+}
+
+/// Two shard files, one with a hostile host name: the fleet page draws the fleet and both
+/// shards, and the host name shows as text, running nothing.
+#[test]
+fn fleet_html_from_shard_files_renders_and_escapes() {
+    let Some(bin) = chromium() else { return };
+    with_timeout(T, move || {
+        let d = dir("fleet");
+        let json = d.join("run.json");
+        let (code, out, err) = run(
+            &["goon", "-c", "100", "--sleep", "0", "-i", "0", "-y", "--json", json.to_str().unwrap()],
+            Duration::from_secs(60),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let real: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let mut connect = real["connect_time"].clone();
+        assert!(connect["histogram_v2_deflate_base64"].as_str().is_some_and(|h| !h.is_empty()), "{connect}");
+        // The format-2 moments from the format-1 figures (display only).
+        let n = connect["count"].as_u64().unwrap();
+        connect["min_ns"] = json!((connect["min_us"].as_f64().unwrap() * 1e3) as u64);
+        connect["max_ns"] = json!((connect["max_us"].as_f64().unwrap() * 1e3) as u64);
+        connect["sum_ns"] = json!(((connect["avg_us"].as_f64().unwrap() * 1e3) as u64 * n).to_string());
+        connect["sum_sq_ns2"] = json!("0");
+        let s0 = shard(0, "loadgen-0", 1000.0, &[100, 200, 200], 0, &connect);
+        let s1 = shard(1, EVIL, 1000.0, &[50, 150, 150], 3, &connect);
+        let (f0, f1, html) = (d.join("shard-0.json"), d.join("shard-1.json"), d.join("fleet.html"));
+        std::fs::write(&f0, s0.to_string()).unwrap();
+        std::fs::write(&f1, s1.to_string()).unwrap();
+        let (code, out, err) = run(
+            &["report", "html", f0.to_str().unwrap(), f1.to_str().unwrap(), "-o", html.to_str().unwrap()],
+            Duration::from_secs(30),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let r = render(&bin, &html, None);
+        r.assert_clean();
+        // connections, per shard, rates, errors by cause over time, percentiles; the cause bars.
+        assert_eq!(r.attr_num("render-status", "charts"), 6, "{}", r.dom);
+        for id in
+            ["chart-connections", "chart-per-shard", "chart-rates", "chart-errors", "chart-percentiles", "bars-causes"]
+        {
+            assert!(r.dom.contains(&format!("id=\"{id}\"")), "no {id}");
+        }
+        let lines = r.line_points();
+        // 4 state lines + 2 shard lines + 3 rates + 1 cause + 3 curves, each with data.
+        assert_eq!(lines.len(), 13, "{lines:?}");
+        assert!(lines.iter().all(|n| *n > 0), "{lines:?}");
+        assert!(r.dom.contains("Drawn: 6 charts"), "status line");
+        assert_eq!(r.dom.matches("<script").count(), 2, "a script element was injected");
+        assert!(!r.dom.contains("<img"), "an element was injected");
+        assert!(r.dom.contains("&lt;/script&gt;&lt;script&gt;window.pwned=1"), "the host name is not shown as text");
+        let _ = std::fs::remove_dir_all(&d);
+    });
+}
+
+/// bp client --html against a slow reader: the window chart has its zero-window bands, and the
+/// verdict is on the page.
+#[test]
+fn bp_client_html_shows_zero_window_bands() {
+    let Some(bin) = chromium() else { return };
+    with_timeout(T, move || {
+        let d = dir("bp");
+        let html = d.join("bp.html");
+        let mut cmd = netforge();
+        cmd.args(["bp", "server", "--listen", "127.0.0.1:0", "--threads", "1"]);
+        let (srv, addr) = crate::util::spawn_listening(cmd);
+        let (code, out, err) = run(
+            &[
+                "bp",
+                "client",
+                "--server",
+                &addr.to_string(),
+                "--duration",
+                "2s",
+                "-i",
+                "0",
+                "--html",
+                html.to_str().unwrap(),
+            ],
+            Duration::from_secs(40),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        drop(srv);
+        let verdict = out.lines().find(|l| l.starts_with("backpressure reached the client:")).unwrap();
+        assert!(verdict.contains("YES"), "{out}");
+        let r = render(&bin, &html, None);
+        r.assert_clean();
+        assert!(r.dom.contains("id=\"verdict\""), "no verdict");
+        let shown = verdict.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        assert!(r.dom.contains(&shown), "verdict differs from the run's: {verdict}");
+        assert_eq!(r.attr_num("render-status", "charts"), 2);
+        assert!(r.dom.matches("class=\"band\"").count() >= 2, "no zero-window band drawn");
+        assert!(r.line_points().iter().all(|n| *n > 0));
+        let _ = std::fs::remove_dir_all(&d);
+    });
+}
+
+/// `report html` refuses what it cannot draw with one line naming the file.
+#[test]
+fn report_html_names_the_bad_file() {
+    with_timeout(T, || {
+        let d = dir("bad");
+        let (bad, out) = (d.join("bad.json"), d.join("x.html"));
+        std::fs::write(&bad, "{\"kind\": \"goon\",\n  oops").unwrap();
+        let (code, _, err) =
+            run(&["report", "html", bad.to_str().unwrap(), "-o", out.to_str().unwrap()], Duration::from_secs(20));
+        assert_eq!(code, 1);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with(&format!("netforge: {}: 2:3: not valid JSON", bad.display())), "{err}");
+        let missing = d.join("missing.json");
+        let (code, _, err) =
+            run(&["report", "html", missing.to_str().unwrap(), "-o", out.to_str().unwrap()], Duration::from_secs(20));
+        assert_eq!(code, 1);
+        assert!(err.starts_with(&format!("netforge: {}: cannot read:", missing.display())), "{err}");
+        assert!(!out.exists());
+        let (code, _, err) = run(&["report", "html", "-o", out.to_str().unwrap()], Duration::from_secs(20));
+        assert_eq!(code, 1);
+        assert!(err.contains("<FILES>"), "{err}");
+        let _ = std::fs::remove_dir_all(&d);
+    });
+}
