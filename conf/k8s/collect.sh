@@ -2,6 +2,7 @@
 # Collects the shard results of a goon fleet Job (goon-job.yaml) from its pods' logs.
 #
 #   conf/k8s/collect.sh [JOB] [DIR]      # defaults: netforge-goon, the current directory
+#   conf/k8s/collect.sh --help           # this usage; any other option is refused (exit 1)
 #
 # Each pod prints its JSON between "----- BEGIN NETFORGE SHARD JSON I -----" and
 # "----- END NETFORGE SHARD JSON I -----"; this writes DIR/shard-I.json for each pod and names
@@ -11,6 +12,22 @@
 # the kubelet keeps 10 MiB per container by default), naming the pod; the other shards are
 # still written.
 set -eu
+usage="usage: conf/k8s/collect.sh [JOB] [DIR]   (defaults: netforge-goon, the current directory; env KUBECTL, NAMESPACE)"
+case "${1:-}" in
+-h | --help)
+    echo "$usage"
+    echo "Writes DIR/shard-I.json for each pod of the goon fleet Job JOB, from the JSON in its log."
+    exit 0
+    ;;
+-*)
+    echo "collect.sh: unknown option $1; $usage" >&2
+    exit 1
+    ;;
+esac
+if [ $# -gt 2 ]; then
+    echo "collect.sh: at most two arguments (JOB and DIR), got $#; $usage" >&2
+    exit 1
+fi
 job=${1:-netforge-goon}
 dir=${2:-.}
 kubectl=${KUBECTL:-kubectl}

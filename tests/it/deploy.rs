@@ -267,6 +267,40 @@ fn k8s_collect_extracts_each_shards_json() {
     });
 }
 
+/// `collect.sh --help` prints its usage and exits 0 without calling kubectl; an unknown option
+/// or a third argument is refused in one line, also without calling kubectl.
+#[test]
+fn k8s_collect_usage_and_bad_arguments() {
+    with_timeout(T, || {
+        let dir = std::env::temp_dir().join(format!(
+            "netforge-it-collect-usage-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let kubectl = fake_kubectl(&dir, &[("netforge-goon-0-abc", &shard_log(0, "{}"))]);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/k8s/collect.sh");
+        let run = |args: &[&str]| {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg(&script).args(args).env("KUBECTL", &kubectl).current_dir(&dir);
+            let (status, o, e) = Proc::spawn(cmd).finish(Duration::from_secs(20));
+            (status.code().unwrap_or(-1), o, e)
+        };
+        let (code, o, e) = run(&["--help"]);
+        assert_eq!(code, 0, "{o}{e}");
+        assert!(o.starts_with("usage: conf/k8s/collect.sh [JOB] [DIR]"), "{o}");
+        let (code, o, e) = run(&["-x"]);
+        assert_eq!(code, 1, "{o}{e}");
+        assert!(e.starts_with("collect.sh: unknown option -x; usage:"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        let (code, _, e) = run(&["job", "out", "extra"]);
+        assert_eq!(code, 1, "{e}");
+        assert!(e.contains("at most two arguments"), "{e}");
+        assert!(!dir.join("calls").exists(), "kubectl was called");
+        assert!(!dir.join("--help").exists() && !dir.join("out").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
 /// conf/manifest.yml's command, with PORT set as Cloud Foundry sets it, listens on
 /// 0.0.0.0:$PORT and serves the dashboard there.
 #[test]
