@@ -37,14 +37,15 @@ pub struct GoonArgs {
           value_parser = |s: &str| parse_int(s, 1, MAX_DURATION_MS))]
     pub(crate) dial_timeout: u64,
     /// Time between stats updates: whole seconds or a duration (500ms), at most 365 days;
-    /// 0 = no status lines, only the final report (the same in every role).
+    /// 0 = no status lines, only the final report (the same in goon, serve and bp client).
     #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
           value_parser = units::parse_interval)]
     pub(crate) interval: Duration,
     /// Print debugging information to the standard error.
     #[arg(short = 'd', long)]
     pub debug: bool,
-    /// Force execution without asking for confirmation.
+    /// Force execution without asking for confirmation (needed when stdin is not a terminal; the
+    /// built-in target, without HOST and PORT, is never asked about).
     #[arg(short = 'y', long = "assume-yes")]
     pub(crate) assume_yes: bool,
     /// Keep established connections open this long after the last dial (e.g. 30s, 2m; at most

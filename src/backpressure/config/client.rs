@@ -93,7 +93,7 @@ crate::layer! {
               value_parser = |s: &str| parse_duration_in(s, SAMPLE_INTERVAL_MIN, INTERVAL_MAX).map(Dur))]
         pub sample_interval: Option<Dur>,
         /// Time between status lines: whole seconds or a duration, sample-interval..=1h; 0 = no
-        /// status lines, only the final report (the same in every role) [default: 1s].
+        /// status lines, only the final report (the same in goon, serve and bp client) [default: 1s].
         #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true,
               value_parser = |s: &str| parse_interval_in(s, INTERVAL_MAX).map(Dur))]
         pub stats_interval: Option<Dur>,
