@@ -411,7 +411,9 @@ fn wait_until(at: SystemTime, signals: &Receiver<Signal>, out: &mut dyn Write) -
         match signals.recv_timeout(left.min(START_WAIT_STEP)) {
             Ok(Signal::Interrupt | Signal::Terminate) => return false,
             Ok(Signal::User1) => {
-                let _ = writeln!(out, "netforge goon: {:.3}s until --start-at", left.as_secs_f64());
+                // `left` dates from the start of this step: say what is left now.
+                let now_left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                let _ = writeln!(out, "netforge goon: {:.3}s until --start-at", now_left.as_secs_f64());
                 let _ = out.flush();
             }
             Ok(Signal::Hangup) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}

@@ -507,3 +507,34 @@ fn confirmation_prompt_on_a_terminal() {
         assert!(text.contains("Errors by cause: refused 1"), "{text}");
     });
 }
+
+/// SIGUSR1 during the `--start-at` wait prints the time left at that moment, not the time left
+/// when the current one-second step of the wait began.
+#[test]
+fn sigusr1_during_the_start_at_wait_prints_the_time_left_now() {
+    with_timeout(T, || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let at = format!("{:.1}", now + 30.0);
+        let mut cmd = netforge();
+        cmd.args(["goon", "-c", "2", "-y", "-i", "0", "--start-at", &at]);
+        let p = Proc::spawn(cmd);
+        let line = p.wait_line(Duration::from_secs(20), |l| l.starts_with("netforge goon: waiting until "));
+        let read_at = Instant::now();
+        let secs = |l: &str, after: &str| -> f64 {
+            let rest = &l[l.find(after).unwrap_or_else(|| panic!("{l}")) + after.len()..];
+            rest[..rest.find('s').unwrap()].parse().unwrap_or_else(|e| panic!("{l}: {e}"))
+        };
+        let left0 = secs(&line, "(--start-at, ");
+        // Let part of the wait's first step pass: the figure must have gone down with it.
+        std::thread::sleep(Duration::from_millis(600));
+        let passed = read_at.elapsed().as_secs_f64();
+        p.signal(10);
+        let line = p.wait_line(Duration::from_secs(10), |l| l.ends_with("until --start-at"));
+        let left = secs(&line, "netforge goon: ");
+        assert!(left <= left0 - passed + 0.002, "{left}s left after {passed}s, {left0}s at first: {line}");
+        assert!(left > left0 - passed - 5.0, "{left} vs {left0} - {passed}");
+        p.signal(2);
+        let (st, out, err) = p.finish(Duration::from_secs(10));
+        assert_eq!(st.code(), Some(1), "{out}{err}");
+    });
+}
