@@ -46,6 +46,9 @@ pub const TIMER_RESUME_ACCEPT: Kind = Kind::new(0);
 pub struct Admission {
     cap: usize,
     open: AtomicUsize,
+    /// Slots holding an accepted connection ([`Slot::hold`]), and the most of them at once.
+    held: AtomicUsize,
+    peak: AtomicUsize,
     parent: Option<Arc<Admission>>,
     waiting: Box<[AtomicBool]>,
     /// Reactor `i`'s waker; set once the reactors run ([`Admission::set_wakers`]).
@@ -58,6 +61,8 @@ impl Admission {
         Arc::new(Admission {
             cap: cap.max(1),
             open: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             parent,
             waiting: (0..reactors.max(1)).map(|_| AtomicBool::new(false)).collect(),
             wakers: OnceLock::new(),
@@ -93,7 +98,7 @@ impl Admission {
                 return None;
             }
         }
-        Some(Slot(self.clone()))
+        Some(Slot { gate: self.clone(), held: false })
     }
 
     /// Reactor `id` found no slot: the next release wakes it.
@@ -108,6 +113,13 @@ impl Admission {
 
     fn take(&self) -> bool {
         self.open.fetch_update(SeqCst, SeqCst, |n| (n < self.cap).then_some(n + 1)).is_ok()
+    }
+
+    /// The most accepted connections held at once so far, over every reactor: exact, unlike a
+    /// maximum of sampled counts, which misses a connection opened and closed between two
+    /// samples (slots taken for an accept that found nothing are not counted).
+    pub fn peak(&self) -> usize {
+        self.peak.load(SeqCst)
     }
 
     fn give(&self) {
@@ -128,12 +140,30 @@ impl Admission {
 
 /// One admitted connection's place under its [`Admission`]'s cap; dropping it frees the place
 /// (and the parent's), waking reactors that wait for one.
-pub struct Slot(Arc<Admission>);
+pub struct Slot {
+    gate: Arc<Admission>,
+    /// Counted in the admission's `held` (and its peak).
+    held: bool,
+}
+
+impl Slot {
+    /// The slot now holds an accepted connection: count it towards [`Admission::peak`].
+    fn hold(&mut self) {
+        if !self.held {
+            self.held = true;
+            let n = self.gate.held.fetch_add(1, SeqCst) + 1;
+            self.gate.peak.fetch_max(n, SeqCst);
+        }
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.give();
-        if let Some(p) = &self.0.parent {
+        if self.held {
+            self.gate.held.fetch_sub(1, SeqCst);
+        }
+        self.gate.give();
+        if let Some(p) = &self.gate.parent {
             p.give();
         }
     }
@@ -141,7 +171,7 @@ impl Drop for Slot {
 
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Slot({}/{})", self.0.open(), self.0.cap)
+        write!(f, "Slot({}/{})", self.gate.open(), self.gate.cap)
     }
 }
 
@@ -242,7 +272,7 @@ impl Acceptor {
                 self.wake(cx);
                 return None;
             }
-            let slot = match self.gate.try_admit() {
+            let mut slot = match self.gate.try_admit() {
                 Some(s) => s,
                 None => {
                     // At the limit: ask to be woken, then look once more (a release may have
@@ -264,6 +294,7 @@ impl Acceptor {
             match accepted {
                 Ok((sock, peer)) => {
                     *taken += 1;
+                    slot.hold();
                     return Some((sock, peer, slot));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

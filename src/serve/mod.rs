@@ -151,8 +151,9 @@ pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -
     };
     coordinator::run(&mut role, &stats_rx, signals, out);
     let mut totals = role.reports.total();
-    // Per-reactor peaks do not add up to a global peak; report what the coordinator saw.
-    totals.peak_active = role.peak_active;
+    // Per-reactor peaks do not add up to a global peak, and the coordinator's samples miss a
+    // connection that came and went between two of them: the shared limit counts exactly.
+    totals.peak_active = (gate.peak() as u64).max(role.peak_active);
     let _ = writeln!(out, "{}", serve_final(&totals));
     let _ = out.flush();
     Ok(())

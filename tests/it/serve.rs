@@ -55,6 +55,25 @@ fn sigterm_prints_totals() {
     });
 }
 
+/// The final `peak active` counts a connection that opened and closed between two of the
+/// reactors' 100 ms reports (the peak is the shared limit's exact count, not a sampled one).
+#[test]
+fn peak_active_counts_a_connection_shorter_than_a_report_interval() {
+    with_timeout(T, || {
+        let (srv, addr) = serve(&["--listen", "127.0.0.1:0", "--mode", "discard", "--interval", "0"]);
+        let mut c = client(addr);
+        c.write_all(b"x").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        // The server closes after EOF: read_to_end returns once it has.
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        srv.signal(15);
+        let (status, out, _) = srv.finish(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0));
+        assert!(out.contains("accepted 1, peak active 1, closed 1,"), "{out}");
+    });
+}
+
 #[test]
 fn max_conns_stops_accepting_and_resumes() {
     with_timeout(T, || {
