@@ -56,8 +56,9 @@ pub struct Overrides {
     /// [default: the file's `threads`; 0 without --conf].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub threads: Option<usize>,
-    /// Admin (/metrics) address, overriding the file's; "" disables it.
-    #[arg(long, value_parser = parse_admin)]
+    /// Admin (/metrics) address, IP:PORT, overriding the file's; "" disables it; a listener's
+    /// address is refused [default: the file's [admin] address; 127.0.0.1:9100 without --conf].
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_admin)]
     pub admin: Option<AdminAddr>,
     /// TCP congestion control of the client and backend sockets (health checks keep the
     /// kernel's default), overriding the file's keys, also on SIGHUP: an algorithm the kernel
