@@ -104,8 +104,8 @@ crate::layer! {
               value_parser = |s: &str| parse_duration_in(s, HTTP_HEAD_TIMEOUT_MIN, HTTP_HEAD_TIMEOUT_MAX).map(Dur))]
         pub http_head_timeout: Option<Dur>,
         /// Share the listen address with other processes listening on it with SO_REUSEPORT (the
-        /// kernel spreads new connections over all of them). Without it (or reuse_port = true in
-        /// the file), an address another process listens on is refused [default: off].
+        /// kernel spreads new connections over all of them), like reuse_port = true in the file.
+        /// Without either, an address another process listens on is refused [default: off].
         #[arg(long, num_args = 0, default_missing_value = "true")]
         pub reuse_port: Option<bool>,
     }
