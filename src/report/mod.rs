@@ -1,10 +1,14 @@
 //! `netforge report`: work on the JSON results goon wrote (docs/json-format.md).
 //!
-//! `report merge` (`merge.rs`) merges the results of a fleet's shards exactly.
+//! `report merge` (`merge.rs`) merges the results of a fleet's shards exactly: `doc.rs` reads
+//! and checks each shard's document, `thresholds.rs` judges the fleet, `table.rs` prints it.
 
 use clap::Subcommand;
 
+pub(crate) mod doc;
 pub(crate) mod merge;
+pub(crate) mod table;
+pub(crate) mod thresholds;
 
 pub use merge::MergeArgs;
 
