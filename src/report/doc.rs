@@ -45,6 +45,18 @@ impl Totals {
             *a += b;
         }
     }
+
+    /// goon's exit status over these counts: 1 if some connection never finished dialing,
+    /// else 2 if any errored, else 0.
+    pub(crate) fn exit_code(&self) -> u8 {
+        if self.not_initiated > 0 || self.dialing > 0 {
+            1
+        } else if self.error > 0 {
+            2
+        } else {
+            0
+        }
+    }
 }
 
 /// One shard's result, read and checked.

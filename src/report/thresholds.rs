@@ -91,11 +91,10 @@ pub fn judge(m: &Merged, a: &MergeArgs) -> Vec<Verdict> {
 pub fn exit_code(m: &Merged, verdicts: &[Verdict], errors_judged: bool) -> u8 {
     if verdicts.iter().any(|v| !v.ok) {
         EXIT_THRESHOLD
-    } else if m.counts.not_initiated > 0 || m.counts.dialing > 0 {
-        1
-    } else if m.counts.error > 0 && !errors_judged {
-        2
     } else {
-        0
+        match m.counts.exit_code() {
+            2 if errors_judged => 0,
+            code => code,
+        }
     }
 }
