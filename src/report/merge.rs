@@ -177,21 +177,8 @@ pub fn fleet_samples(docs: &[ShardDoc]) -> Result<(Vec<Sample>, f64, u64, u64), 
     let span = (fleet_end - fleet_start).max(0.0);
     for b in 0..buckets {
         let t_start = b as f64 * w;
-        let mut fleet = Sample {
-            index: b,
-            t_start_s: t_start,
-            t_end_s: ((b + 1) as f64 * w).min(span.max(t_start)),
-            end_unix_s: 0.0,
-            state: State::default(),
-            established_peak: 0,
-            dials: 0,
-            established_new: 0,
-            closed_new: 0,
-            errors: [0; 7],
-            connect: Latency::new().moments_json(),
-            fail: Latency::new().moments_json(),
-        };
-        fleet.end_unix_s = fleet_start + fleet.t_end_s;
+        let t_end = ((b + 1) as f64 * w).min(span.max(t_start));
+        let mut fleet = at_rest(b, t_start, t_end, fleet_start + t_end, State::default());
         for (s, v) in per.iter().enumerate() {
             let (Some((first, _)), Some((last, _))) = (v.first(), v.last()) else { continue };
             if b < *first || b > *last {
@@ -205,23 +192,33 @@ pub fn fleet_samples(docs: &[ShardDoc]) -> Result<(Vec<Sample>, f64, u64, u64), 
                 fleet.add_shard(sample)?;
             } else {
                 // A gap (the coordinator was late): the state holds, nothing happened.
-                let held = Sample {
-                    established_peak: sample.state.established,
-                    dials: 0,
-                    established_new: 0,
-                    closed_new: 0,
-                    errors: [0; 7],
-                    connect: Latency::new().moments_json(),
-                    fail: Latency::new().moments_json(),
-                    ..sample.clone()
-                };
-                fleet.add_shard(&held)?;
+                let s = sample;
+                fleet.add_shard(&at_rest(s.index, s.t_start_s, s.t_end_s, s.end_unix_s, s.state))?;
             }
         }
         max_sum = max_sum.max(fleet.state.established);
         out.push(fleet);
     }
     Ok((out, w, stride, max_sum))
+}
+
+/// A sample in which `state` holds and nothing happens: its peak is its state, no dials, no
+/// events.
+fn at_rest(index: u64, t_start_s: f64, t_end_s: f64, end_unix_s: f64, state: State) -> Sample {
+    Sample {
+        index,
+        t_start_s,
+        t_end_s,
+        end_unix_s,
+        established_peak: state.established,
+        state,
+        dials: 0,
+        established_new: 0,
+        closed_new: 0,
+        errors: [0; 7],
+        connect: Latency::new().moments_json(),
+        fail: Latency::new().moments_json(),
+    }
 }
 
 /// Everything `report merge` computed.

@@ -65,19 +65,10 @@ fn window_chart(id: &str, title: &str, pts: &[BpPoint]) -> Chart {
     .into_iter()
     .filter(|s| !s.points.is_empty())
     .collect();
-    Chart {
-        id: id.to_string(),
-        title: title.to_string(),
-        x_label: "time since start".to_string(),
-        x_unit: Unit::Seconds,
-        x_ticks: Vec::new(),
-        y_label: "bytes".to_string(),
-        y_unit: Unit::Bytes,
-        y_log: false,
-        series,
-        bands: zero_bands(pts),
-        band_label: "zero window".to_string(),
-    }
+    let mut chart = time_chart(id, title, "bytes", Unit::Bytes, series);
+    chart.bands = zero_bands(pts);
+    chart.band_label = "zero window".to_string();
+    chart
 }
 
 pub(super) fn bp_page(file: &str, doc: &Value) -> Result<Page, InputError> {
