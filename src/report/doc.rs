@@ -46,6 +46,26 @@ impl Totals {
         }
     }
 
+    /// Reads a result's `errors.CAUSE` and `counts.KEY` (in that order) with `int`, which is
+    /// given each key's dotted path: strict in `report merge`, lenient in `report html`.
+    pub(crate) fn read<E>(int: impl Fn(&str) -> Result<u64, E>) -> Result<Totals, E> {
+        let mut errors = [0u64; 7];
+        for c in Cause::ALL {
+            errors[c.index()] = int(&format!("errors.{}", c.name()))?;
+        }
+        Ok(Totals {
+            total: int("counts.total")?,
+            dialing: int("counts.dialing")?,
+            established: int("counts.established")?,
+            closed: int("counts.closed")?,
+            error: int("counts.error")?,
+            not_initiated: int("counts.not_initiated")?,
+            total_established: int("counts.total_established")?,
+            max_concurrent_established: int("counts.max_concurrent_established")?,
+            errors,
+        })
+    }
+
     /// goon's exit status over these counts: 1 if some connection never finished dialing,
     /// else 2 if any errored, else 0.
     pub(crate) fn exit_code(&self) -> u8 {
@@ -184,21 +204,7 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
             }
         }
     };
-    let mut errors = [0u64; 7];
-    for c in Cause::ALL {
-        errors[c.index()] = int(&format!("errors.{}", c.name()))?;
-    }
-    let counts = Totals {
-        total: int("counts.total")?,
-        dialing: int("counts.dialing")?,
-        established: int("counts.established")?,
-        closed: int("counts.closed")?,
-        error: int("counts.error")?,
-        not_initiated: int("counts.not_initiated")?,
-        total_established: int("counts.total_established")?,
-        max_concurrent_established: int("counts.max_concurrent_established")?,
-        errors,
-    };
+    let counts = Totals::read(int)?;
     let latency = |k: &str| {
         let v = get(k).ok_or_else(|| key_err(path, k, "missing"))?;
         Latency::from_moments_json(v).map_err(|e| {

@@ -284,7 +284,7 @@ impl Run {
             started_at: text(&v["started_at"]),
             target: text(&v["config"]["target"]),
             connections: int(&v["config"]["connections"]),
-            counts: counts(&v["counts"], &v["errors"]),
+            counts: counts(v),
             connect: Lat::parse(file, "connect_time", &v["connect_time"])?,
             fail: Lat::parse(file, "time_to_error", &v["time_to_error"])?,
             dial_phase_s: v["dial_phase_s"].as_f64(),
@@ -387,18 +387,10 @@ pub(super) fn fleet_samples(runs: &[Run]) -> Result<Vec<Sample>, InputError> {
 }
 
 /// The counts of a result, read leniently (a key missing or malformed reads 0).
-fn counts(v: &Value, errors: &Value) -> Totals {
-    Totals {
-        total: int(&v["total"]),
-        dialing: int(&v["dialing"]),
-        established: int(&v["established"]),
-        closed: int(&v["closed"]),
-        error: int(&v["error"]),
-        not_initiated: int(&v["not_initiated"]),
-        total_established: int(&v["total_established"]),
-        max_concurrent_established: int(&v["max_concurrent_established"]),
-        errors: cause_counts(errors),
-    }
+fn counts(v: &Value) -> Totals {
+    let at = |k: &str| k.split('.').fold(v, |x, part| &x[part]);
+    let Ok(t) = Totals::read(|k| Ok::<u64, std::convert::Infallible>(int(at(k))));
+    t
 }
 
 /// Errors by cause, in `Cause::ALL` order.
