@@ -123,7 +123,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         } // ---- end of backpressure lab ----------------------------------------------------
         Cmd::Report(crate::report::ReportCmd::Html(args)) => {
             let stdout = std::io::stdout();
-            crate::html_report::run(&args, &mut stdout.lock())
+            crate::report::html::run(&args, &mut stdout.lock())
         }
     }
 }

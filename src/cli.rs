@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 pub use crate::backpressure::args::{BpClientArgs, BpServerArgs};
 use crate::error::Error;
 pub use crate::goon::args::GoonArgs;
-pub use crate::html_report::HtmlArgs;
 pub use crate::proxy::args::ProxyArgs;
+pub use crate::report::html::HtmlArgs;
 pub use crate::serve::args::ServeArgs;
 
 #[derive(Parser, Debug)]

@@ -19,7 +19,6 @@ pub(crate) mod config;
 pub(crate) mod engine;
 pub mod error;
 pub(crate) mod goon;
-pub(crate) mod html_report;
 pub(crate) mod http;
 pub mod net;
 pub(crate) mod proxy;

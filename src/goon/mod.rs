@@ -384,7 +384,7 @@ fn finish(
             .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
     }
     if let Some(path) = &cfg.html {
-        crate::html_report::write_for_run(path, "this run", doc)?;
+        crate::report::html::write_for_run(path, "this run", doc)?;
     }
     Ok(())
 }

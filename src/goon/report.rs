@@ -37,40 +37,66 @@ pub fn per_connection_bytes(r: &GoonReport) -> Option<f64> {
     (n >= PER_CONNECTION_MIN).then(|| at.saturating_sub(r.rss_start_kib).saturating_mul(1024) as f64 / n as f64)
 }
 
-pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn Write) {
+/// What tcpgoon's final block says, for one run or a merged fleet.
+pub(crate) struct FinalBlock<'a> {
+    /// The first line, between its dashes: `TARGET tcp test statistics`.
+    pub title: &'a str,
+    pub status: &'a str,
+    pub total_established: u64,
+    /// The max concurrent figure, with whatever explains it.
+    pub max_concurrent: &'a str,
+    pub on_closure: u64,
+    pub connect: &'a Latency,
+    pub fail: &'a Latency,
+    pub errors: &'a [u64; 7],
+}
+
+/// tcpgoon's block: the statistics lines, then response times, time to error and errors by
+/// cause where there were any. `goon` and `report merge` both print it.
+pub(crate) fn final_block(b: &FinalBlock<'_>) -> String {
     let mut text = String::new();
-    text.push_str(&format!("--- {} tcp test statistics ---\n", target_label(&cfg.host, target)));
-    text.push_str(&status_line(cfg.connections, &r.counts, r.not_initiated));
+    text.push_str(&format!("--- {} ---\n", b.title));
+    text.push_str(b.status);
     text.push('\n');
     text.push_str("--- netforge goon execution statistics ---\n");
-    text.push_str(&format!("Total established connections: {}\n", r.counts.established_total));
-    text.push_str(&format!("Max concurrent established connections: {}\n", r.max_established));
-    text.push_str(&format!("Number of established connections on closure: {}\n", r.counts.established));
-    if !r.connect.is_empty() {
+    text.push_str(&format!("Total established connections: {}\n", b.total_established));
+    text.push_str(&format!("Max concurrent established connections: {}\n", b.max_concurrent));
+    text.push_str(&format!("Number of established connections on closure: {}\n", b.on_closure));
+    if !b.connect.is_empty() {
+        let what = counted(b.connect.count, "successful connection", "successful connections");
+        text.push_str(&format!("Response time stats for {what} min/avg/max/dev = {}\n", b.connect.min_avg_max_dev()));
         text.push_str(&format!(
-            "Response time stats for {} min/avg/max/dev = {}\n",
-            counted(r.connect.count, "successful connection", "successful connections"),
-            r.connect.min_avg_max_dev()
-        ));
-        text.push_str(&format!(
-            "Response time percentiles for {} p50/p90/p99/p99.9/max = {}\n",
-            counted(r.connect.count, "successful connection", "successful connections"),
-            r.connect.percentiles_line()
+            "Response time percentiles for {what} p50/p90/p99/p99.9/max = {}\n",
+            b.connect.percentiles_line()
         ));
     }
-    if !r.fail.is_empty() {
+    if !b.fail.is_empty() {
         text.push_str(&format!(
             "Time to error stats for {} min/avg/max/dev = {}\n",
-            counted(r.fail.count, "failed connection", "failed connections"),
-            r.fail.min_avg_max_dev()
+            counted(b.fail.count, "failed connection", "failed connections"),
+            b.fail.min_avg_max_dev()
         ));
         let causes: Vec<String> = Cause::ALL
             .iter()
-            .filter(|c| r.counts.errors[c.index()] > 0)
-            .map(|c| format!("{} {}", c.name(), r.counts.errors[c.index()]))
+            .filter(|c| b.errors[c.index()] > 0)
+            .map(|c| format!("{} {}", c.name(), b.errors[c.index()]))
             .collect();
         text.push_str(&format!("Errors by cause: {}\n", causes.join(", ")));
     }
+    text
+}
+
+pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn Write) {
+    let mut text = final_block(&FinalBlock {
+        title: &format!("{} tcp test statistics", target_label(&cfg.host, target)),
+        status: &status_line(cfg.connections, &r.counts, r.not_initiated),
+        total_established: r.counts.established_total,
+        max_concurrent: &r.max_established.to_string(),
+        on_closure: r.counts.established,
+        connect: &r.connect,
+        fail: &r.fail,
+        errors: &r.counts.errors,
+    });
     match r.dial_phase {
         Some(d) => {
             let rate = r.counts.established_total as f64 / d.as_secs_f64().max(1e-9);

@@ -1,10 +1,17 @@
 //! `netforge report`: work on the JSON results goon wrote (docs/json-format.md).
 //!
-//! `report merge` (`merge.rs`) merges the results of a fleet's shards exactly.
+//! `report merge` (`merge.rs`) merges the results of a fleet's shards exactly: `doc.rs` reads
+//! and checks each shard's document, `thresholds.rs` judges the fleet, `table.rs` prints it.
+//! `report html` (`html/`) makes one self-contained page of a run's, a fleet's or a bp
+//! client's result.
 
 use clap::Subcommand;
 
+pub(crate) mod doc;
+pub(crate) mod html;
 pub(crate) mod merge;
+pub(crate) mod table;
+pub(crate) mod thresholds;
 
 pub use merge::MergeArgs;
 
@@ -19,5 +26,5 @@ pub enum ReportCmd {
     Merge(MergeArgs),
     /// One self-contained HTML page (inline charts and tables, no network) for goon results
     /// (one run, the shard files of a fleet, or a merged fleet) or a bp client result.
-    Html(crate::html_report::HtmlArgs),
+    Html(html::HtmlArgs),
 }

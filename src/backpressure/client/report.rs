@@ -189,7 +189,7 @@ pub fn run(
             })?;
         }
         if let Some(path) = &outputs.html {
-            crate::html_report::write_for_run(path, "this run", doc)?;
+            crate::report::html::write_for_run(path, "this run", doc)?;
         }
     }
     Ok(())

@@ -2,8 +2,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::read::{round4, Lat};
 use super::*;
-use crate::html_report::render;
+use crate::report::html::render;
+use crate::stats::Latency;
 
 fn lat_json(l: &Latency) -> Value {
     if l.count == 0 {

@@ -1,0 +1,259 @@
+//! The goon result document (`goon --json`, format version 2, docs/json-format.md §4) as
+//! `report merge` reads it: every key it uses checked, each refusal one line naming the file and
+//! the key.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{ConfigError, Error};
+use crate::goon::args::SHARDS_MAX;
+use crate::goon::report::FORMAT_VERSION;
+use crate::goon::samples::Sample;
+use crate::net::Cause;
+use crate::stats::Latency;
+
+/// Largest result file read (a 4096-sample result is a few MiB).
+pub const MAX_RESULT_BYTES: u64 = 256 << 20;
+
+/// goon's counts of one result (or of the fleet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub total: u64,
+    pub dialing: u64,
+    pub established: u64,
+    pub closed: u64,
+    pub error: u64,
+    pub not_initiated: u64,
+    pub total_established: u64,
+    pub max_concurrent_established: u64,
+    pub errors: [u64; 7],
+}
+
+impl Totals {
+    pub(crate) fn add(&mut self, o: &Totals) {
+        self.total += o.total;
+        self.dialing += o.dialing;
+        self.established += o.established;
+        self.closed += o.closed;
+        self.error += o.error;
+        self.not_initiated += o.not_initiated;
+        self.total_established += o.total_established;
+        self.max_concurrent_established += o.max_concurrent_established;
+        for (a, b) in self.errors.iter_mut().zip(o.errors.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Reads a result's `errors.CAUSE` and `counts.KEY` (in that order) with `int`, which is
+    /// given each key's dotted path: strict in `report merge`, lenient in `report html`.
+    pub(crate) fn read<E>(int: impl Fn(&str) -> Result<u64, E>) -> Result<Totals, E> {
+        let mut errors = [0u64; 7];
+        for c in Cause::ALL {
+            errors[c.index()] = int(&format!("errors.{}", c.name()))?;
+        }
+        Ok(Totals {
+            total: int("counts.total")?,
+            dialing: int("counts.dialing")?,
+            established: int("counts.established")?,
+            closed: int("counts.closed")?,
+            error: int("counts.error")?,
+            not_initiated: int("counts.not_initiated")?,
+            total_established: int("counts.total_established")?,
+            max_concurrent_established: int("counts.max_concurrent_established")?,
+            errors,
+        })
+    }
+
+    /// goon's exit status over these counts: 1 if some connection never finished dialing,
+    /// else 2 if any errored, else 0.
+    pub(crate) fn exit_code(&self) -> u8 {
+        if self.not_initiated > 0 || self.dialing > 0 {
+            1
+        } else if self.error > 0 {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+/// One shard's result, read and checked.
+#[derive(Debug)]
+pub struct ShardDoc {
+    pub path: PathBuf,
+    pub doc: Value,
+    pub shard: Option<(u64, u64)>,
+    pub host_name: String,
+    pub target: String,
+    pub host: String,
+    pub builtin: bool,
+    pub connections: u64,
+    pub counts: Totals,
+    pub connect: Latency,
+    pub fail: Latency,
+    pub base_interval_s: f64,
+    pub stride: u64,
+    pub samples: Vec<Sample>,
+    pub started_unix_s: f64,
+    pub ended_unix_s: f64,
+    pub started_at: String,
+    pub ended_at: String,
+    pub exit_code: u64,
+}
+
+/// `"state.established: not an integer"` → (`state.established`, `not an integer`).
+fn split_key(e: &str) -> (&str, &str) {
+    e.split_once(": ").unwrap_or(("", e))
+}
+
+/// A file without a shard among several.
+pub(crate) fn not_a_shard(path: &Path) -> Error {
+    key_err(path, "shard", "null: not a shard (run goon with --shard I/K); it cannot be merged with others")
+}
+
+pub(crate) fn key_err(path: &Path, key: &str, msg: impl Into<String>) -> Error {
+    Error::Config(ConfigError::key(path, key, msg))
+}
+
+/// Reads `path` whole (bounded) and parses it as JSON; a syntax error names its line and column.
+pub(crate) fn read_json(path: &Path) -> Result<Value, Error> {
+    let f =
+        std::fs::File::open(path).map_err(|e| Error::Config(ConfigError::file(path, format!("cannot open: {e}"))))?;
+    let mut text = String::new();
+    f.take(MAX_RESULT_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Config(ConfigError::file(path, format!("cannot read: {e}"))))?;
+    if text.len() as u64 > MAX_RESULT_BYTES {
+        return Err(Error::Config(ConfigError::file(path, format!("larger than {} MiB", MAX_RESULT_BYTES >> 20))));
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Config(ConfigError {
+            path: path.to_path_buf(),
+            at: Some((e.line(), e.column())),
+            key: None,
+            msg: format!("not JSON: {e}"),
+        })
+    })
+}
+
+/// Reads one goon result and checks everything in it that the merge uses.
+pub fn load(path: &Path) -> Result<ShardDoc, Error> {
+    let doc = read_json(path)?;
+    parse(path, doc)
+}
+
+pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
+    let get = |k: &str| -> Option<&Value> {
+        let mut x = &doc;
+        for part in k.split('.') {
+            x = x.get(part)?;
+        }
+        Some(x)
+    };
+    let int = |k: &str| get(k).and_then(Value::as_u64).ok_or_else(|| key_err(path, k, "missing or not an integer"));
+    let float = |k: &str| get(k).and_then(Value::as_f64).ok_or_else(|| key_err(path, k, "missing or not a number"));
+    let text = |k: &str| {
+        get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| key_err(path, k, "missing or not a string"))
+    };
+    if !doc.is_object() {
+        return Err(Error::Config(ConfigError::file(path, "not a goon --json result (not a JSON object)")));
+    }
+    match get("format_version") {
+        None => {
+            return Err(key_err(
+                path,
+                "format_version",
+                format!("missing: a result of an older netforge (format version 1); this netforge merges format version {FORMAT_VERSION}"),
+            ))
+        }
+        Some(v) if v.as_u64() == Some(FORMAT_VERSION) => {}
+        Some(v) => {
+            return Err(key_err(path, "format_version", format!("{v}: this netforge merges format version {FORMAT_VERSION}")))
+        }
+    }
+    match get("kind").and_then(Value::as_str) {
+        Some("goon") => {}
+        Some(other) => {
+            return Err(key_err(path, "kind", format!("{other:?}: only goon results (kind \"goon\") can be merged")))
+        }
+        None => return Err(key_err(path, "kind", "missing or not a string")),
+    }
+    let histogram = get("histogram").cloned().ok_or_else(|| key_err(path, "histogram", "missing"))?;
+    if histogram != Latency::precision_json() {
+        return Err(key_err(
+            path,
+            "histogram",
+            format!("precision {histogram} differs from this netforge's {}", Latency::precision_json()),
+        ));
+    }
+    let shard = match get("shard") {
+        Some(Value::Null) | None => None,
+        Some(s) => {
+            let (i, k) = (s.get("index").and_then(Value::as_u64), s.get("count").and_then(Value::as_u64));
+            match (i, k) {
+                (Some(i), Some(k)) if i < k && k <= SHARDS_MAX => Some((i, k)),
+                _ => {
+                    return Err(key_err(
+                        path,
+                        "shard",
+                        format!("{s}: not {{\"index\": I, \"count\": K}} with I < K <= {SHARDS_MAX}"),
+                    ))
+                }
+            }
+        }
+    };
+    let counts = Totals::read(int)?;
+    let latency = |k: &str| {
+        let v = get(k).ok_or_else(|| key_err(path, k, "missing"))?;
+        Latency::from_moments_json(v).map_err(|e| {
+            let (sub, msg) = split_key(&e);
+            key_err(path, &format!("{k}.{sub}"), msg)
+        })
+    };
+    let connect = latency("connect_time")?;
+    let fail = latency("time_to_error")?;
+    let stride = int("sample_stride")?;
+    if stride == 0 || !stride.is_power_of_two() {
+        return Err(key_err(path, "sample_stride", format!("{stride}: not a power of two")));
+    }
+    let interval = float("sample_interval_s")?;
+    if !(interval.is_finite() && interval > 0.0) {
+        return Err(key_err(path, "sample_interval_s", format!("{interval}: not a positive number of seconds")));
+    }
+    let raw =
+        get("samples").and_then(Value::as_array).ok_or_else(|| key_err(path, "samples", "missing or not an array"))?;
+    let mut samples = Vec::with_capacity(raw.len());
+    for (i, s) in raw.iter().enumerate() {
+        let s = Sample::from_json(s).map_err(|e| {
+            let (k, m) = split_key(&e);
+            key_err(path, &format!("samples[{i}].{k}"), m)
+        })?;
+        if samples.last().is_some_and(|p: &Sample| p.index >= s.index) {
+            return Err(key_err(path, &format!("samples[{i}].index"), "not above the previous sample's"));
+        }
+        samples.push(s);
+    }
+    Ok(ShardDoc {
+        path: path.to_path_buf(),
+        shard,
+        host_name: text("host_name")?,
+        target: text("config.target")?,
+        host: text("config.host")?,
+        builtin: get("config.builtin_target").and_then(Value::as_bool).unwrap_or(false),
+        connections: int("config.connections")?,
+        counts,
+        connect,
+        fail,
+        base_interval_s: interval / stride as f64,
+        stride,
+        samples,
+        started_unix_s: float("started_unix_s")?,
+        ended_unix_s: float("ended_unix_s")?,
+        started_at: text("started_at")?,
+        ended_at: text("ended_at")?,
+        exit_code: int("exit_code")?,
+        doc,
+    })
+}
