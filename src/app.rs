@@ -25,6 +25,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 port_range: crate::sys::local_port_range(),
                 conntrack_max: crate::sys::conntrack_max(),
                 connections: cfg.connections,
+                port_slices: cfg.port_slices.len(),
+                time_wait: if cfg.builtin { None } else { crate::goon::preflight::time_wait(cfg.target) },
             });
             let mut err = std::io::stderr();
             let _ = writeln!(err, "netforge goon preflight:");

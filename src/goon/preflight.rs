@@ -26,6 +26,75 @@ pub struct Plan<'a> {
     pub port_range: Option<(u32, u32)>,
     pub conntrack_max: Option<u64>,
     pub connections: u64,
+    /// Reactors that each search their own slice of the port range (IP_LOCAL_PORT_RANGE);
+    /// 0 = the kernel's own search.
+    pub port_slices: usize,
+    /// TIME_WAIT sockets on this host, and how many of them are to the target.
+    pub time_wait: Option<TimeWait>,
+}
+
+/// TIME_WAIT sockets, read from `/proc/net/tcp` and `/proc/net/tcp6`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeWait {
+    pub total: u64,
+    /// To the target's address and port: each holds a local port a dial to it cannot use.
+    pub to_target: u64,
+}
+
+/// `st` of a TIME_WAIT socket in `/proc/net/tcp` (`TCP_TIME_WAIT`).
+const TCP_TIME_WAIT_HEX: &str = "06";
+
+/// Counts the TIME_WAIT rows of one `/proc/net/tcp`-format table, and those whose remote end
+/// is `target`. Addresses are the kernel's hex of the in-memory (network order) words.
+pub fn count_time_wait(table: &str, target: std::net::SocketAddr) -> TimeWait {
+    let mut tw = TimeWait::default();
+    for line in table.lines().skip(1) {
+        let mut f = line.split_whitespace();
+        let (Some(_sl), Some(_local), Some(remote), Some(st)) = (f.next(), f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if st != TCP_TIME_WAIT_HEX {
+            continue;
+        }
+        tw.total += 1;
+        if parse_proc_addr(remote) == Some(target) {
+            tw.to_target += 1;
+        }
+    }
+    tw
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits then `:port` (IPv6), as `/proc/net/tcp*` print them.
+fn parse_proc_addr(text: &str) -> Option<std::net::SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |h: &str| u32::from_str_radix(h, 16).ok().map(u32::to_ne_bytes);
+    let ip = match ip.len() {
+        8 => std::net::IpAddr::from(word(ip)?),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[4 * i..4 * i + 4].copy_from_slice(&word(ip.get(8 * i..8 * i + 8)?)?);
+            }
+            std::net::IpAddr::from(b)
+        }
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
+/// TIME_WAIT on this host (both tables), `None` where neither is readable.
+pub fn time_wait(target: std::net::SocketAddr) -> Option<TimeWait> {
+    let mut out = None::<TimeWait>;
+    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let t = count_time_wait(&text, target);
+            let o = out.get_or_insert_with(TimeWait::default);
+            o.total += t.total;
+            o.to_target += t.to_target;
+        }
+    }
+    out
 }
 
 /// The local ports one destination can be dialed from: each source address has the whole
@@ -45,7 +114,8 @@ pub fn local_ports(lo: u32, hi: u32, sources: usize) -> Ports {
 }
 
 pub fn check(plan: &Plan) -> Preflight {
-    let Plan { fd, sockets, threads, target, sources, port_range, conntrack_max, connections } = *plan;
+    let Plan { fd, sockets, threads, target, sources, port_range, conntrack_max, connections, port_slices, time_wait } =
+        *plan;
     let mut lines = Vec::new();
     let need = sockets.saturating_add(reserved_fds(threads));
     let raised = if fd.before < fd.soft {
@@ -93,6 +163,42 @@ pub fn check(plan: &Plan) -> Preflight {
                 None => short,
             });
         }
+        if port_slices > 0 {
+            lines.push(format!(
+                "source ports: each of the {} searches its own {} of them (IP_LOCAL_PORT_RANGE)",
+                counted(port_slices as u64, "reactor", "reactors"),
+                ports.per_source / port_slices as u64
+            ));
+        } else {
+            let per_source = connections.div_ceil(ports.sources);
+            let half = ports.per_source / 2;
+            let warn = if per_source > half {
+                format!(
+                    "; WARNING: {per_source} connections per source address is past half the range ({half}), where each \
+                     connect() walks every even port first and the run slows to seconds: spread with --source-ip"
+                )
+            } else {
+                String::new()
+            };
+            lines.push(format!("source ports: the kernel's search (no IP_LOCAL_PORT_RANGE: Linux < 6.3){warn}"));
+        }
+        if let Some(tw) = time_wait {
+            let warn = if tw.to_target.saturating_add(connections) > ports.total {
+                format!(
+                    "; WARNING: with {connections} new connections that is more than the {} local ports for {target}: \
+                     dials wait for TIME_WAIT to expire (or for net.ipv4.tcp_tw_reuse) or fail with EADDRNOTAVAIL; \
+                     add source addresses (--source-ip) or use --linger-rst",
+                    ports.total
+                )
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "TIME_WAIT: {} to {target}, {} on this host{warn}",
+                tw.to_target,
+                counted(tw.total, "socket", "sockets")
+            ));
+        }
     }
     if let Some(max) = conntrack_max {
         if max < connections {
@@ -129,6 +235,8 @@ mod tests {
             port_range: Some((32768, 60999)),
             conntrack_max: None,
             connections: 30_000,
+            port_slices: 2,
+            time_wait: None,
         });
         let r = p.refusal.unwrap();
         assert!(r.contains("30048") && r.contains("ulimit") && r.contains("LimitNOFILE"), "{r}");
@@ -147,6 +255,8 @@ mod tests {
             port_range: Some((32768, 60999)),
             conntrack_max: None,
             connections,
+            port_slices: 2,
+            time_wait: None,
         }
     }
 
@@ -194,6 +304,8 @@ mod tests {
             port_range: Some((32768, 60999)),
             conntrack_max: Some(262_144),
             connections: 1000,
+            port_slices: 2,
+            time_wait: Some(TimeWait { total: 7, to_target: 3 }),
         });
         assert!(p.refusal.is_none());
         assert!(p.lines.iter().all(|l| !l.contains("WARNING")), "{:?}", p.lines);
@@ -201,5 +313,42 @@ mod tests {
             p.lines[1],
             "local ports: 28232 per source address (32768-60999) x 2 source addresses = 56464 for 127.0.0.1:80"
         );
+        assert_eq!(
+            p.lines[2],
+            "source ports: each of the 2 reactors searches its own 14116 of them (IP_LOCAL_PORT_RANGE)"
+        );
+        assert_eq!(p.lines[3], "TIME_WAIT: 3 to 127.0.0.1:80, 7 sockets on this host");
+    }
+
+    #[test]
+    fn time_wait_rows_are_counted_and_matched_to_the_target() {
+        let table =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+             0: 0100007F:9C40 0100007F:1F90 06 00000000:00000000 03:00001000 00000000     0        0 0\n\
+             1: 0100007F:9C41 0100007F:1F90 06 00000000:00000000 03:00001000 00000000     0        0 0\n\
+             2: 0100007F:9C42 0200007F:1F90 06 00000000:00000000 03:00001000 00000000     0        0 0\n\
+             3: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n";
+        let t = count_time_wait(table, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t, TimeWait { total: 3, to_target: 2 });
+        let v6 = "header\n 0: 00000000000000000000000001000000:9C40 00000000000000000000000001000000:1F90 06 x\n";
+        assert_eq!(count_time_wait(v6, "[::1]:8080".parse().unwrap()), TimeWait { total: 1, to_target: 1 });
+    }
+
+    #[test]
+    fn crowded_source_and_no_port_slices_are_warned_about() {
+        let fd = fd(1 << 20, 1 << 20);
+        let mut p = ports_plan(&fd, 19_000, 1);
+        p.port_slices = 0;
+        p.time_wait = Some(TimeWait { total: 20_000, to_target: 14_000 });
+        let lines = check(&p).lines;
+        let src = lines.iter().find(|l| l.starts_with("source ports:")).unwrap();
+        assert!(src.contains("WARNING: 19000 connections per source address is past half the range (14116)"), "{src}");
+        let tw = lines.iter().find(|l| l.starts_with("TIME_WAIT:")).unwrap();
+        assert!(tw.starts_with("TIME_WAIT: 14000 to 127.0.0.1:80, 20000 sockets on this host; WARNING"), "{tw}");
+        // Two source addresses: both fit.
+        let mut p = ports_plan(&fd, 19_000, 2);
+        p.port_slices = 0;
+        p.time_wait = Some(TimeWait { total: 20_000, to_target: 14_000 });
+        assert!(check(&p).lines.iter().all(|l| !l.contains("WARNING")), "{:?}", check(&p).lines);
     }
 }

@@ -492,3 +492,50 @@ fn confirmation_prompt_on_a_terminal() {
         assert!(text.contains("Errors by cause: refused 1"), "{text}");
     });
 }
+
+/// Each reactor searches only its own slice of `ip_local_port_range` (IP_LOCAL_PORT_RANGE): the
+/// kernel then hands out the slice's ports one after another, where without it `connect` takes
+/// the even ports of the whole range first and, from one source address past half the range or
+/// on a range crowded with TIME_WAIT, slows to seconds. Checked by the ports the server saw.
+#[test]
+fn each_reactor_dials_from_its_own_port_slice() {
+    with_timeout(T, || {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("Linux port range");
+        let (lo, hi) = match range.split_whitespace().map(|v| v.parse::<u32>().unwrap()).collect::<Vec<_>>()[..] {
+            [lo, hi] => (lo, hi),
+            _ => panic!("unexpected ip_local_port_range {range:?}"),
+        };
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        let (code, out, err) =
+            run(&["goon", "127.0.0.1", &port, "-c", "64", "-s", "0", "--threads", "2", "-y", "--linger-rst"], T);
+        assert_eq!(code, 0, "{out}\n{err}");
+        if err.contains("no IP_LOCAL_PORT_RANGE") {
+            crate::util::cannot_run(
+                "each_reactor_dials_from_its_own_port_slice",
+                "no IP_LOCAL_PORT_RANGE (Linux < 6.3)",
+            );
+            return;
+        }
+        assert!(err.contains("source ports: each of the 2 reactors searches its own"), "{err}");
+        assert!(err.contains(&format!("TIME_WAIT: 0 to 127.0.0.1:{port}, ")), "{err}");
+        l.set_nonblocking(true).unwrap();
+        let mut ports = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ports.len() < 64 && Instant::now() < deadline {
+            match l.accept() {
+                Ok((_, peer)) => ports.push(u32::from(peer.port())),
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        assert_eq!(ports.len(), 64, "accepted {ports:?}");
+        // The first reactor's slice is the lower half (the odd port left over goes to the last).
+        let span = hi - lo + 1;
+        let mid = lo + span / 2;
+        let low = ports.iter().filter(|p| (lo..mid).contains(*p)).count();
+        let high = ports.iter().filter(|p| (mid..=hi).contains(*p)).count();
+        assert_eq!((low, high), (32, 32), "32 dials per reactor, each in its own half: {ports:?}");
+        // One port after another, not the even ports first.
+        assert!(ports.iter().any(|p| p % 2 == 1), "only even ports: {ports:?}");
+    });
+}
