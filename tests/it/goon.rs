@@ -320,15 +320,15 @@ fn more_connections_than_local_ports_is_refused_before_dialing() {
         };
         let ports = 2 * (hi - lo + 1);
         let c = (ports + 1).to_string();
-        let started = Instant::now();
         // Two source addresses (one written twice: it counts once) give two ranges; one more
         // connection than that cannot all dial.
         let (code, out, err) = run(
             &["goon", "127.0.0.1", &port, "-c", &c, "-s", "0", "--source-ip", "127.0.0.2-127.0.0.3,127.0.0.3", "-y"],
             T,
         );
+        // Refused before dialing (no status line, nothing accepted below), not after slow dials;
+        // checked by what happened, not by how long it took.
         assert_eq!(code, 1, "stdout {out}\nstderr {err}");
-        assert!(started.elapsed() < Duration::from_secs(10), "refused at once, not after slow dials");
         let why: Vec<&str> = err.lines().filter(|l| l.starts_with("netforge: ")).collect();
         assert_eq!(why.len(), 1, "one error line: {err}");
         let want = format!(
