@@ -37,7 +37,8 @@
 //!
 //! `GOON_BENCH_ROUNDS` (default 3) interleaved rounds, each visiting the tools in a rotated
 //! order; the table shows medians and the range. Run: `cargo bench --bench goon_scale` (about
-//! 7 minutes here with every row, runs that never get all N stopping after 15 s). Every loop is bounded in count and time; all traffic is on loopback.
+//! 7 minutes here with every row; a run that never gets all N stops after 15 s). Every loop is
+//! bounded in count and time; all traffic is on loopback.
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
