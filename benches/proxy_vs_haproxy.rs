@@ -75,9 +75,15 @@ const CC_ALLOWED_PATH: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control
 struct Killed(Child);
 
 impl Drop for Killed {
+    /// Kills the process and its descendants (nginx workers outlive a killed master).
     fn drop(&mut self) {
+        let kids: Vec<u32> = family(self.0.id()).into_iter().skip(1).collect();
         let _ = self.0.kill();
         let _ = self.0.wait();
+        for pid in kids {
+            // SAFETY: kill(2) on a pid that was a descendant of our child a moment ago.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
     }
 }
 
