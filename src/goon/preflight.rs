@@ -38,7 +38,9 @@ pub struct Plan<'a> {
 pub struct TimeWait {
     pub total: u64,
     /// To the target's address and port: each holds a local port a dial to it cannot use.
-    pub to_target: u64,
+    /// `None` when the table was not read: too few TIME_WAIT sockets to matter (listing
+    /// `/proc/net/tcp` walks the kernel's whole socket hash, milliseconds on a busy host).
+    pub to_target: Option<u64>,
 }
 
 /// `st` of a TIME_WAIT socket in `/proc/net/tcp` (`TCP_TIME_WAIT`).
@@ -47,7 +49,7 @@ const TCP_TIME_WAIT_HEX: &str = "06";
 /// Counts the TIME_WAIT rows of one `/proc/net/tcp`-format table, and those whose remote end
 /// is `target`. Addresses are the kernel's hex of the in-memory (network order) words.
 pub fn count_time_wait(table: impl std::io::BufRead, target: std::net::SocketAddr) -> TimeWait {
-    let mut tw = TimeWait::default();
+    let mut tw = TimeWait { total: 0, to_target: Some(0) };
     // Line by line: a host with a million sockets has a table of ~150 MB.
     for line in table.lines().skip(1).map_while(Result::ok) {
         let mut f = line.split_whitespace();
@@ -59,7 +61,7 @@ pub fn count_time_wait(table: impl std::io::BufRead, target: std::net::SocketAdd
         }
         tw.total += 1;
         if parse_proc_addr(remote) == Some(target) {
-            tw.to_target += 1;
+            tw.to_target = tw.to_target.map(|n| n + 1);
         }
     }
     tw
@@ -84,15 +86,29 @@ fn parse_proc_addr(text: &str) -> Option<std::net::SocketAddr> {
     Some(std::net::SocketAddr::new(ip, port))
 }
 
-/// TIME_WAIT on this host (both tables), `None` where neither is readable.
-pub fn time_wait(target: std::net::SocketAddr) -> Option<TimeWait> {
+/// The `tw` count of `/proc/net/sockstat`: TIME_WAIT sockets in this network namespace.
+fn sockstat_tw(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut f = line.split_whitespace();
+    f.by_ref().find(|w| *w == "tw")?;
+    f.next()?.parse().ok()
+}
+
+/// TIME_WAIT on this host: the total from `/proc/net/sockstat` (cheap), and, only when the
+/// total is above `scan_above` (the ports the run can spare), how many are to the target,
+/// counted in `/proc/net/tcp` and `/proc/net/tcp6`. `None` where nothing is readable.
+pub fn time_wait(target: std::net::SocketAddr, scan_above: u64) -> Option<TimeWait> {
+    let total = std::fs::read_to_string("/proc/net/sockstat").ok().as_deref().and_then(sockstat_tw);
+    if let Some(total) = total.filter(|t| *t <= scan_above) {
+        return Some(TimeWait { total, to_target: None });
+    }
     let mut out = None::<TimeWait>;
     for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(file) = std::fs::File::open(path) {
             let t = count_time_wait(std::io::BufReader::new(file), target);
-            let o = out.get_or_insert_with(TimeWait::default);
+            let o = out.get_or_insert(TimeWait { total: 0, to_target: Some(0) });
             o.total += t.total;
-            o.to_target += t.to_target;
+            o.to_target = Some(o.to_target.unwrap_or(0) + t.to_target.unwrap_or(0));
         }
     }
     out
@@ -184,7 +200,8 @@ pub fn check(plan: &Plan) -> Preflight {
             lines.push(format!("source ports: the kernel's search (no IP_LOCAL_PORT_RANGE: Linux < 6.3){warn}"));
         }
         if let Some(tw) = time_wait {
-            let warn = if tw.to_target.saturating_add(connections) > ports.total {
+            let to = tw.to_target.unwrap_or(tw.total);
+            let warn = if to.saturating_add(connections) > ports.total {
                 format!(
                     "; WARNING: with {connections} new connections that is more than the {} local ports for {target}: \
                      dials wait for TIME_WAIT to expire (or for net.ipv4.tcp_tw_reuse) or fail with EADDRNOTAVAIL; \
@@ -194,11 +211,12 @@ pub fn check(plan: &Plan) -> Preflight {
             } else {
                 String::new()
             };
-            lines.push(format!(
-                "TIME_WAIT: {} to {target}, {} on this host{warn}",
-                tw.to_target,
-                counted(tw.total, "socket", "sockets")
-            ));
+            lines.push(match tw.to_target {
+                Some(n) => {
+                    format!("TIME_WAIT: {n} to {target}, {} on this host{warn}", counted(tw.total, "socket", "sockets"))
+                }
+                None => format!("TIME_WAIT: {} on this host{warn}", counted(tw.total, "socket", "sockets")),
+            });
         }
     }
     if let Some(max) = conntrack_max {
@@ -306,7 +324,7 @@ mod tests {
             conntrack_max: Some(262_144),
             connections: 1000,
             port_slices: 2,
-            time_wait: Some(TimeWait { total: 7, to_target: 3 }),
+            time_wait: Some(TimeWait { total: 7, to_target: Some(3) }),
         });
         assert!(p.refusal.is_none());
         assert!(p.lines.iter().all(|l| !l.contains("WARNING")), "{:?}", p.lines);
@@ -330,9 +348,23 @@ mod tests {
              2: 0100007F:9C42 0200007F:1F90 06 00000000:00000000 03:00001000 00000000     0        0 0\n\
              3: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n";
         let t = count_time_wait(table.as_bytes(), "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(t, TimeWait { total: 3, to_target: 2 });
+        assert_eq!(t, TimeWait { total: 3, to_target: Some(2) });
         let v6 = "header\n 0: 00000000000000000000000001000000:9C40 00000000000000000000000001000000:1F90 06 x\n";
-        assert_eq!(count_time_wait(v6.as_bytes(), "[::1]:8080".parse().unwrap()), TimeWait { total: 1, to_target: 1 });
+        assert_eq!(
+            count_time_wait(v6.as_bytes(), "[::1]:8080".parse().unwrap()),
+            TimeWait { total: 1, to_target: Some(1) }
+        );
+    }
+
+    #[test]
+    fn few_time_wait_sockets_are_only_counted() {
+        assert_eq!(sockstat_tw("sockets: used 23\nTCP: inuse 1 orphan 0 tw 14062 alloc 1 mem 2\n"), Some(14062));
+        assert_eq!(sockstat_tw("TCP: inuse 1\n"), None);
+        let fd = fd(1 << 20, 1 << 20);
+        let mut p = ports_plan(&fd, 1000, 1);
+        p.time_wait = Some(TimeWait { total: 12, to_target: None });
+        let lines = check(&p).lines;
+        assert!(lines.contains(&"TIME_WAIT: 12 sockets on this host".to_string()), "{lines:?}");
     }
 
     #[test]
@@ -340,7 +372,7 @@ mod tests {
         let fd = fd(1 << 20, 1 << 20);
         let mut p = ports_plan(&fd, 19_000, 1);
         p.port_slices = 0;
-        p.time_wait = Some(TimeWait { total: 20_000, to_target: 14_000 });
+        p.time_wait = Some(TimeWait { total: 20_000, to_target: Some(14_000) });
         let lines = check(&p).lines;
         let src = lines.iter().find(|l| l.starts_with("source ports:")).unwrap();
         assert!(src.contains("WARNING: 19000 connections per source address is past half the range (14116)"), "{src}");
@@ -349,7 +381,7 @@ mod tests {
         // Two source addresses: both fit.
         let mut p = ports_plan(&fd, 19_000, 2);
         p.port_slices = 0;
-        p.time_wait = Some(TimeWait { total: 20_000, to_target: 14_000 });
+        p.time_wait = Some(TimeWait { total: 20_000, to_target: Some(14_000) });
         assert!(check(&p).lines.iter().all(|l| !l.contains("WARNING")), "{:?}", check(&p).lines);
     }
 }

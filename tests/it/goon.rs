@@ -518,7 +518,7 @@ fn each_reactor_dials_from_its_own_port_slice() {
             return;
         }
         assert!(err.contains("source ports: each of the 2 reactors searches its own"), "{err}");
-        assert!(err.contains(&format!("TIME_WAIT: 0 to 127.0.0.1:{port}, ")), "{err}");
+        assert!(err.lines().any(|l| l.trim_start().starts_with("TIME_WAIT: ")), "{err}");
         l.set_nonblocking(true).unwrap();
         let mut ports = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
