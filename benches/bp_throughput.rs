@@ -14,6 +14,9 @@
 //!
 //! Run: `cargo bench --bench bp_throughput` (env `BP_BENCH_RUNS`, default 3 rounds;
 //! `BP_BENCH_SECS`, default 5 s per TCP measurement; WebSocket runs last 3 s).
+//! `NETFORGE_BIN_BASE=/path/to/another/netforge` runs that binary's `bp client` too, in the same
+//! rounds against the same servers, as a `netforge-base` row (to compare a build before and
+//! after a change).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -71,9 +74,16 @@ fn bp_server(protocol: &str) -> (Kid, SocketAddr) {
 }
 
 /// Runs `bp client` and returns (bytes written, seconds of the run).
-fn bp_client(addr: SocketAddr, protocol: &str, payload: &str, secs: u64, json: &std::path::Path) -> (u64, f64) {
+fn bp_client(
+    bin: &str,
+    addr: SocketAddr,
+    protocol: &str,
+    payload: &str,
+    secs: u64,
+    json: &std::path::Path,
+) -> (u64, f64) {
     let t0 = Instant::now();
-    let status = Command::new(BIN)
+    let status = Command::new(bin)
         .args(["bp", "client", "--server", &addr.to_string(), "--protocol", protocol, "--rate", "0"])
         .args(["--payload-size", payload, "--duration", &format!("{secs}s"), "--json"])
         .arg(json)
@@ -172,13 +182,27 @@ fn main() {
             "skipped: iperf3 comparison (iperf3 not installed or its server did not start; apt-get install -y iperf3)"
         );
     }
+    let base = std::env::var("NETFORGE_BIN_BASE").ok().filter(|p| {
+        let ok = std::path::Path::new(p).is_file();
+        if !ok {
+            println!("bp_throughput: NETFORGE_BIN_BASE={p:?} is not a file: no netforge-base row");
+        }
+        ok
+    });
     let t0 = Instant::now();
     let (mut ours, mut theirs, mut ws1k, mut ws64k) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut b_tcp, mut b_ws1k, mut b_ws64k) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..runs {
-        let (bytes, s) = bp_client(tcp_addr, "tcp", "1MiB", secs, &json);
+        let (bytes, s) = bp_client(BIN, tcp_addr, "tcp", "1MiB", secs, &json);
         let bps = bytes as f64 * 8.0 / s;
         eprintln!("round {round}: netforge bp client tcp {}", gbits(bps));
         ours.push(bps);
+        if let Some(b) = &base {
+            let (bytes, s) = bp_client(b, tcp_addr, "tcp", "1MiB", secs, &json);
+            let bps = bytes as f64 * 8.0 / s;
+            eprintln!("round {round}: netforge-base bp client tcp {}", gbits(bps));
+            b_tcp.push(bps);
+        }
         if let Some((_, port)) = &iperf {
             match iperf3_client(*port, secs) {
                 Some(b) => {
@@ -188,11 +212,19 @@ fn main() {
                 None => eprintln!("round {round}: iperf3 run failed"),
             }
         }
-        for (payload, text, out) in [(1024u64, "1KiB", &mut ws1k), (65536, "64KiB", &mut ws64k)] {
-            let (bytes, s) = bp_client(ws_addr, "websocket", text, WS_SECS, &json);
+        for (payload, text, out, b_out) in
+            [(1024u64, "1KiB", &mut ws1k, &mut b_ws1k), (65536, "64KiB", &mut ws64k, &mut b_ws64k)]
+        {
+            let (bytes, s) = bp_client(BIN, ws_addr, "websocket", text, WS_SECS, &json);
             let msgs = bytes as f64 / ws_frame(payload) as f64 / s;
             eprintln!("round {round}: websocket {text} {msgs:.0} msg/s ({})", gbits(bytes as f64 * 8.0 / s));
             out.push(msgs);
+            if let Some(b) = &base {
+                let (bytes, s) = bp_client(b, ws_addr, "websocket", text, WS_SECS, &json);
+                let msgs = bytes as f64 / ws_frame(payload) as f64 / s;
+                eprintln!("round {round}: netforge-base websocket {text} {msgs:.0} msg/s");
+                b_out.push(msgs);
+            }
         }
     }
     drop(iperf);
@@ -225,5 +257,16 @@ fn main() {
             "| WebSocket {name} messages | {m:.0} msg/s ({}) | - | - |",
             gbits(m * ws_frame(payload) as f64 * 8.0)
         );
+    }
+    if base.is_some() {
+        let t = median(b_tcp).unwrap_or(0.0);
+        println!(
+            "| netforge-base: TCP, 1 connection, loopback | {} (÷ netforge {:.2}x) | - | - |",
+            gbits(t),
+            t / ours_m
+        );
+        for (name, v) in [("1 KiB", b_ws1k), ("64 KiB", b_ws64k)] {
+            println!("| netforge-base: WebSocket {name} messages | {:.0} msg/s | - | - |", median(v).unwrap_or(0.0));
+        }
     }
 }

@@ -28,6 +28,18 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 port_range: crate::sys::local_port_range(),
                 conntrack_max: crate::sys::conntrack_max(),
                 connections: cfg.connections,
+                port_slices: cfg.port_slices.len(),
+                // The table of TIME_WAIT sockets is read only when there are more of them than
+                // the ports this run leaves free (reading it walks the kernel's socket hash).
+                time_wait: if cfg.builtin {
+                    None
+                } else {
+                    let sources = cfg.sources.iter().collect::<std::collections::BTreeSet<_>>().len();
+                    let spare = crate::sys::local_port_range().map_or(0, |(lo, hi)| {
+                        crate::goon::preflight::local_ports(lo, hi, sources).total.saturating_sub(cfg.connections)
+                    });
+                    crate::goon::preflight::time_wait(cfg.target, spare)
+                },
             });
             let mut err = std::io::stderr();
             let _ = writeln!(err, "netforge goon preflight:");

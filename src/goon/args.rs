@@ -288,6 +288,15 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         return Err(usage(format!("--source-ip {bad} is not of the target's address family ({})", target.ip())));
     }
     let threads = threads(a.threads);
+    // One slice of the ephemeral range per reactor that will run (goon::run starts at most one
+    // reactor per connection).
+    let reactors = threads.max(1).min(connections as usize);
+    let port_slices = match crate::sys::local_port_range() {
+        Some((lo, hi)) if crate::net::connect::local_port_range_works() => {
+            crate::net::connect::port_slices(lo, hi, reactors).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
     let sockets = if builtin { connections * 2 } else { connections };
     let bufs = SockBufs::policy(sndbuf.map(|v| v as usize), rcvbuf.map(|v| v as usize), a.socket_mem, sockets);
     Ok(GoonConfig {
@@ -311,6 +320,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         start_at: a.start_at,
         json_stream,
         argv: std::env::args().collect(),
+        port_slices,
     })
 }
 

@@ -109,6 +109,11 @@ pub struct GoonConfig {
     pub builtin: bool,
     #[serde(rename = "socket_buffers", serialize_with = "crate::config::sockbufs")]
     pub(crate) bufs: SockBufs,
+    /// Each reactor's own slice of `ip_local_port_range` (IP_LOCAL_PORT_RANGE), one per
+    /// reactor; empty where the kernel lacks the option or the range is unreadable, and the
+    /// kernel's own search is used.
+    #[serde(skip)]
+    pub port_slices: Vec<(u16, u16)>,
 }
 
 /// Everything a run measured.
@@ -245,12 +250,14 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         .into_iter()
         .enumerate()
         .map(|(i, sink)| {
+            // Disjoint port slices: no two reactors search the same ports (see net::connect).
+            let port_range = if cfg.port_slices.len() == threads { Some(cfg.port_slices[i]) } else { None };
             let plan = ReactorPlan {
                 target,
                 share: share[i],
                 pace: pace_for(cfg, i, threads, share[i]),
                 dial_timeout: cfg.dial_timeout,
-                opts,
+                opts: DialOpts { port_range, ..opts },
                 sources: cfg.sources.clone(),
                 source_offset: i,
                 concurrency: concurrency.clone(),

@@ -1,7 +1,15 @@
 //! Non-blocking dials. Buffers are sized before `connect` (the window scale is negotiated in
-//! the SYN), the source address is bound with IP_BIND_ADDRESS_NO_PORT when one is given, and the
-//! result is a mio stream whose completion is read on the first WRITABLE edge with
-//! `take_error()` then `peer_addr()`.
+//! the SYN), the source address is bound with IP_BIND_ADDRESS_NO_PORT when one is given, the
+//! source port is searched in the dialer's own slice of `ip_local_port_range` where one is given
+//! (IP_LOCAL_PORT_RANGE), and the result is a mio stream whose completion is read on the first
+//! WRITABLE edge with `take_error()` then `peer_addr()`.
+//!
+//! Why the slice: without IP_LOCAL_PORT_RANGE, Linux's `connect` tries the *even* ports of the
+//! range first. Once one source address holds more connections to one destination than there
+//! are even ports (half the range: 14,116 of 32768-60999), or TIME_WAIT sockets fill them, every
+//! further `connect` walks all the even ports before it tries an odd one, and 19,000 connections
+//! from one address take seconds instead of under one. With a per-socket range the kernel walks
+//! the slice port by port from where the last search ended, so the cost stays flat.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +32,37 @@ pub struct DialOpts {
     pub delay_ack: bool,
     /// TCP_CONGESTION for this socket; `None` = the kernel's default.
     pub congestion: Option<Congestion>,
+    /// This dialer's slice of `ip_local_port_range` (IP_LOCAL_PORT_RANGE, Linux ≥ 6.3), or
+    /// `None` for the kernel's search. Only set where [`local_port_range_works`] said yes.
+    pub port_range: Option<(u16, u16)>,
+}
+
+/// Whether this kernel takes IP_LOCAL_PORT_RANGE (Linux ≥ 6.3): one probe socket.
+pub fn local_port_range_works() -> bool {
+    let Ok(sock) = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)) else { return false };
+    super::tcp_info::set_local_port_range(sock.as_fd(), 32768, 60999).is_ok()
+}
+
+/// Splits the ephemeral range `lo..=hi` into `n` disjoint, contiguous slices, one per dialer,
+/// so dialers never search the same ports. `None` when a slice would hold fewer than 2 ports
+/// or the range does not fit in u16.
+pub fn port_slices(lo: u32, hi: u32, n: usize) -> Option<Vec<(u16, u16)>> {
+    let (lo, hi) = (u16::try_from(lo).ok()?, u16::try_from(hi).ok()?);
+    let n = u32::try_from(n.max(1)).ok()?;
+    let width = (u32::from(hi).checked_sub(u32::from(lo))? + 1) / n;
+    if width < 2 {
+        return None;
+    }
+    Some(
+        (0..n)
+            .map(|i| {
+                let a = u32::from(lo) + i * width;
+                // The last slice takes the remainder.
+                let b = if i + 1 == n { u32::from(hi) } else { a + width - 1 };
+                (a as u16, b as u16)
+            })
+            .collect(),
+    )
 }
 
 /// Starts a non-blocking connect to `target`, from `source` if given.
@@ -43,6 +82,9 @@ pub fn dial(target: SocketAddr, source: Option<IpAddr>, opts: &DialOpts) -> io::
     }
     if opts.delay_ack {
         super::tcp_info::set_quickack(sock.as_fd(), false)?;
+    }
+    if let Some((lo, hi)) = opts.port_range {
+        super::tcp_info::set_local_port_range(sock.as_fd(), lo, hi)?;
     }
     if let Some(ip) = source {
         super::tcp_info::set_bind_address_no_port(sock.as_fd(), true)?;
@@ -209,6 +251,22 @@ mod tests {
         assert!(err.contains("range of 4294967296 addresses"), "{err}");
         let err = parse_sources(&["::-ffff::".into()]).unwrap_err();
         assert!(err.ends_with(&format!("is too large (at most {MAX_SOURCE_IPS})")), "{err}");
+    }
+
+    #[test]
+    fn port_slices_are_disjoint_and_cover_the_range() {
+        let s = port_slices(32768, 60999, 2).unwrap();
+        assert_eq!(s, vec![(32768, 46883), (46884, 60999)]);
+        let s = port_slices(32768, 60999, 3).unwrap();
+        assert_eq!(s.first().unwrap().0, 32768);
+        assert_eq!(s.last().unwrap().1, 60999);
+        for w in s.windows(2) {
+            assert_eq!(w[0].1 + 1, w[1].0, "contiguous: {s:?}");
+        }
+        assert_eq!(port_slices(1024, 65535, 1).unwrap(), vec![(1024, 65535)]);
+        assert_eq!(port_slices(5000, 5002, 2), None, "slices of one port");
+        assert_eq!(port_slices(6000, 5000, 1), None, "inverted range");
+        assert_eq!(port_slices(1024, 70000, 2), None, "past u16");
     }
 
     #[test]

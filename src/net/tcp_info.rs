@@ -33,6 +33,10 @@ pub const TCP_ESTABLISHED: u8 = 1;
 /// `connect`, so many outgoing connections can share one source address.
 pub const IP_BIND_ADDRESS_NO_PORT: i32 = 24;
 
+/// `IP_LOCAL_PORT_RANGE` (Linux ≥ 6.3): this socket's own slice of `ip_local_port_range`, as
+/// `lo | hi << 16`, for the port `connect` (or a port-less `bind`) picks.
+pub const IP_LOCAL_PORT_RANGE: i32 = 51;
+
 // Byte offsets of the fields we read in the kernel's `struct tcp_info` (include/uapi/linux/tcp.h).
 const OFF_STATE: usize = 0;
 const OFF_PROBES: usize = 3;
@@ -176,6 +180,13 @@ pub fn set_bind_address_no_port(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> 
     sys::set_int(fd, Opt::BindAddressNoPort, i32::from(on))
 }
 
+/// Sets `IP_LOCAL_PORT_RANGE` to `lo..=hi`: the kernel then searches only those ports for this
+/// socket, one after another (without the option it tries the even ports of the whole range
+/// first). Fails with `ENOPROTOOPT` before Linux 6.3.
+pub fn set_local_port_range(fd: BorrowedFd<'_>, lo: u16, hi: u16) -> io::Result<()> {
+    sys::set_int(fd, Opt::LocalPortRange, (u32::from(lo) | u32::from(hi) << 16) as i32)
+}
+
 /// Sets `TCP_QUICKACK`: acknowledge at once instead of delaying ACKs (the kernel clears it
 /// again on its own, so callers re-arm it after reads when they need it).
 pub fn set_quickack(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
@@ -187,6 +198,7 @@ pub fn set_quickack(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 enum Opt {
     NotsentLowat,
     BindAddressNoPort,
+    LocalPortRange,
     QuickAck,
 }
 
@@ -202,6 +214,7 @@ mod sys {
             match self {
                 Opt::NotsentLowat => (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
                 Opt::BindAddressNoPort => (libc::IPPROTO_IP, super::IP_BIND_ADDRESS_NO_PORT),
+                Opt::LocalPortRange => (libc::IPPROTO_IP, super::IP_LOCAL_PORT_RANGE),
                 Opt::QuickAck => (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
             }
         }
