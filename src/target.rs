@@ -186,7 +186,7 @@ impl Sink {
     }
 
     fn adopt<E: SinkHost>(&mut self, cx: &mut Cx<E>, sock: TcpStream, slot: Slot) {
-        let _ = self.bufs.apply(socket2::SockRef::from(&sock));
+        let _ = self.bufs.apply(&sock);
         let conn = SinkConn { sock, rd: Readiness::default(), ring: None, read_eof: false, _slot: slot };
         match cx.adopt(E::from(conn)) {
             Ok(_) => {}

@@ -15,7 +15,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::tune::{Congestion, SockBufs};
 
@@ -35,6 +35,11 @@ pub struct DialOpts {
     /// This dialer's slice of `ip_local_port_range` (IP_LOCAL_PORT_RANGE, Linux ≥ 6.3), or
     /// `None` for the kernel's search. Only set where [`local_port_range_works`] said yes.
     pub port_range: Option<(u16, u16)>,
+    /// TCP_MAXSEG before `connect` (the MSS announced in the SYN); `None` = the route's.
+    pub mss: Option<u32>,
+    /// TCP_NOTSENT_LOWAT: how many unsent bytes may wait in the send queue before the socket
+    /// stops being writable; `None` = the system's.
+    pub notsent_lowat: Option<u32>,
 }
 
 /// Whether this kernel takes IP_LOCAL_PORT_RANGE (Linux ≥ 6.3): one probe socket.
@@ -70,15 +75,21 @@ pub fn port_slices(lo: u32, hi: u32, n: usize) -> Option<Vec<(u16, u16)>> {
 /// (no ports, no fds, unreachable).
 pub fn dial(target: SocketAddr, source: Option<IpAddr>, opts: &DialOpts) -> io::Result<mio::net::TcpStream> {
     let sock = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
-    opts.bufs.apply(SockRef::from(&sock))?;
+    opts.bufs.apply(&sock)?;
+    if let Some(m) = opts.mss {
+        sock.set_mss(m)?;
+    }
     if opts.nodelay {
         sock.set_nodelay(true)?;
+    }
+    if let Some(n) = opts.notsent_lowat {
+        super::tcp_info::set_notsent_lowat(sock.as_fd(), n)?;
     }
     if opts.linger_rst {
         sock.set_linger(Some(std::time::Duration::ZERO))?;
     }
     if let Some(c) = opts.congestion {
-        c.apply(SockRef::from(&sock))?;
+        c.apply(&sock)?;
     }
     if opts.delay_ack {
         super::tcp_info::set_quickack(sock.as_fd(), false)?;
@@ -299,7 +310,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut s = dial(l.local_addr().unwrap(), None, &DialOpts::default()).unwrap();
         let (a, _) = l.accept().unwrap();
-        SockRef::from(&a).set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        super::super::sockopt::reset_on_close(&a).unwrap();
         drop(a);
         let mut poll = mio::Poll::new().unwrap();
         poll.registry().register(&mut s, mio::Token(0), mio::Interest::READABLE).unwrap();

@@ -5,6 +5,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod listen;
+pub(crate) mod sockopt;
 pub(crate) mod splice;
 pub(crate) mod tcp_info;
 pub mod tune;

@@ -3,6 +3,8 @@
 //! applies it to each socket *before* `connect`/after `accept` (the window scale is fixed at
 //! the handshake, so SO_RCVBUF must be set before it).
 
+use std::os::fd::AsFd;
+
 use socket2::SockRef;
 
 /// A TCP congestion-control algorithm (TCP_CONGESTION) for the sockets of one side of the
@@ -38,7 +40,7 @@ impl Congestion {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .or_else(|_| socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None))
             .map_err(|e| format!("cannot check {name:?}: socket: {e}"))?;
-        match c.apply(SockRef::from(&sock)) {
+        match c.apply(&sock) {
             Ok(()) => Ok(c),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(format!(
                 "{name:?} is not a congestion control this kernel has (available: {}; a module may need loading: \
@@ -61,12 +63,12 @@ impl Congestion {
 
     /// Sets TCP_CONGESTION on `sock` (a listener passes it on to every accepted socket).
     #[cfg(target_os = "linux")]
-    pub(crate) fn apply(&self, sock: SockRef<'_>) -> std::io::Result<()> {
-        sock.set_tcp_congestion(&self.name[..usize::from(self.len)])
+    pub(crate) fn apply(&self, sock: &impl AsFd) -> std::io::Result<()> {
+        SockRef::from(sock).set_tcp_congestion(&self.name[..usize::from(self.len)])
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub(crate) fn apply(&self, _sock: SockRef<'_>) -> std::io::Result<()> {
+    pub(crate) fn apply(&self, _sock: &impl AsFd) -> std::io::Result<()> {
         Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "TCP_CONGESTION is Linux-only here"))
     }
 }
@@ -104,7 +106,8 @@ impl SockBufs {
         SockBufs { sndbuf: sndbuf.or(per_dir), rcvbuf: rcvbuf.or(per_dir) }
     }
 
-    pub(crate) fn apply(&self, sock: SockRef<'_>) -> std::io::Result<()> {
+    pub(crate) fn apply(&self, sock: &impl AsFd) -> std::io::Result<()> {
+        let sock = SockRef::from(sock);
         if let Some(n) = self.sndbuf {
             sock.set_send_buffer_size(n)?;
         }
@@ -138,7 +141,7 @@ mod tests {
         let c = Congestion::probe("reno").unwrap();
         assert_eq!(c.as_str(), "reno");
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        c.apply(SockRef::from(&s)).unwrap();
+        c.apply(&s).unwrap();
         assert!(s.tcp_congestion().unwrap().starts_with(b"reno\0"));
         let e = Congestion::probe("nosuchcc").unwrap_err();
         assert!(e.contains("not a congestion control this kernel has") && e.contains("reno"), "{e}");
@@ -151,7 +154,7 @@ mod tests {
     #[test]
     fn apply_sets_kernel_sizes() {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        SockBufs { sndbuf: Some(16384), rcvbuf: Some(16384) }.apply(SockRef::from(&s)).unwrap();
+        SockBufs { sndbuf: Some(16384), rcvbuf: Some(16384) }.apply(&s).unwrap();
         // Linux doubles the requested size for bookkeeping overhead.
         assert!(s.recv_buffer_size().unwrap() >= 16384);
     }

@@ -148,10 +148,10 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
         for (r, s) in socks.into_iter().enumerate() {
             // Linux copies TCP_NODELAY from the listener to every accepted socket: set once
             // here, not once per session. (Best effort: the reactor still works without it.)
-            let _ = socket2::SockRef::from(&s).set_nodelay(true);
+            let _ = crate::net::sockopt::set_nodelay(&s);
             // The same holds for TCP_CONGESTION (the name was checked at load).
             if let Some(c) = l.congestion {
-                c.apply(socket2::SockRef::from(&s)).map_err(|e| {
+                c.apply(&s).map_err(|e| {
                     let key = congestion_key(&cfg, i);
                     Error::Preflight(format!("{key}: listener {} ({addr}): TCP_CONGESTION {}: {e}", l.name, c.as_str()))
                 })?;
@@ -159,7 +159,7 @@ pub fn run(cfg: ProxyConfig, threads: usize, signals: &Receiver<Signal>, out: &m
             // A pinned reactor's listener takes the connections whose SYN its CPU handled
             // (Linux 6.1 and later; older kernels pick by hash as before). Best effort.
             if let Some(cpu) = steer.get(r).copied().flatten() {
-                if let Err(e) = socket2::SockRef::from(&s).set_cpu_affinity(cpu) {
+                if let Err(e) = crate::net::sockopt::set_incoming_cpu(&s, cpu) {
                     steer_error.get_or_insert((cpu, e));
                 }
             }

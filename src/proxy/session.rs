@@ -245,7 +245,7 @@ impl Bufs {
 
 /// Sets SO_LINGER 0 so that dropping `s` sends RST instead of FIN.
 pub fn reset_on_close(s: &TcpStream) {
-    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+    let _ = crate::net::sockopt::reset_on_close(s);
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! Ending the run and each connection: the last payload completed, the final sample, then a FIN
 //! or a Close frame, and a reset for what the server never acknowledged.
 
-use std::time::Duration;
-
 use super::connect::no_handshake_answer;
 use super::reactor::CCx;
 use super::{conn, ClientReactor, Io, Phase, Step, CLOSE_LINGER, DRAIN_LINGER, FLUSH_TIMEOUT, TIMER_PHASE};
@@ -45,7 +43,7 @@ impl ClientReactor {
         let queued = c.fd().map_or(0, |fd| tcp_info::outq(fd).unwrap_or(0));
         if queued > 0 {
             if let Some(s) = c.stream() {
-                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+                let _ = crate::net::sockopt::reset_on_close(s);
             }
             self.aborted += 1;
             self.aborted_bytes += u64::from(queued);

@@ -3,36 +3,26 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 
 use mio::net::TcpStream;
-use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 use super::reactor::CCx;
 use super::{conn, ClientReactor, Io, Phase, Step};
 use crate::backpressure::config::{ClientConfig, Protocol};
 use crate::backpressure::ws::{ClientHandshake, HandshakeStep, Metered, WsConn};
 use crate::engine::Ready;
-use crate::net::tcp_info;
+use crate::net::connect::DialOpts;
+use crate::net::tune::SockBufs;
 
 pub(super) fn dial(cfg: &ClientConfig, target: SocketAddr) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(target), Type::STREAM.nonblocking(), Some(SockProtocol::TCP))?;
-    if let Some(n) = cfg.sndbuf {
-        sock.set_send_buffer_size(n as usize)?;
-    }
-    if let Some(m) = cfg.mss {
-        sock.set_mss(m)?;
-    }
-    sock.set_nodelay(true)?;
-    if let Some(n) = cfg.notsent_lowat {
-        tcp_info::set_notsent_lowat(sock.as_fd(), n)?;
-    }
-    match sock.connect(&target.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(sock.into()))
+    let opts = DialOpts {
+        bufs: SockBufs { sndbuf: cfg.sndbuf.map(|n| n as usize), rcvbuf: None },
+        nodelay: true,
+        mss: cfg.mss,
+        notsent_lowat: cfg.notsent_lowat,
+        ..DialOpts::default()
+    };
+    crate::net::connect::dial(target, None, &opts)
 }
 
 /// Whether the first bytes the server sent on a raw TCP connection are an HTTP response (a

@@ -379,7 +379,7 @@ address = "127.0.0.1:2"
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut s = connect::dial(l.local_addr().unwrap(), None, &DialOpts::default()).unwrap();
         let (a, _) = l.accept().unwrap();
-        socket2::SockRef::from(&a).set_linger(Some(Duration::ZERO)).unwrap();
+        crate::net::sockopt::reset_on_close(&a).unwrap();
         drop(a);
         // The reset lands before the first look, as it does on a busy reactor.
         let ready = reset_edge(&mut s);
