@@ -23,6 +23,7 @@ pub(crate) mod http;
 pub mod net;
 pub(crate) mod proxy;
 pub mod report;
+pub(crate) mod result;
 pub(crate) mod serve;
 pub mod stats;
 pub mod sys;

@@ -13,6 +13,7 @@ use crate::config::{resolve, resolve_threads as threads};
 use crate::error::Error;
 use crate::goon::{shares, GoonConfig, Shard, StreamTo};
 use crate::net::tune::SockBufs;
+use crate::result::SHARDS_MAX;
 use crate::units::{self, parse_bytes_in, parse_duration_in, parse_int, parse_sockbuf, parse_threads};
 use crate::units::{CONNS_MAX, MAX_DURATION, MAX_DURATION_MS};
 
@@ -133,8 +134,6 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-/// `--shard I/K` and `--shards K`: at most this many shards.
-pub(crate) const SHARDS_MAX: u64 = 65_536;
 /// `--start-at` may lie at most this far ahead.
 pub(crate) const START_AT_MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
 /// `--start-at` may lie at most this far in the past (then dialing starts at once).

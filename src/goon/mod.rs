@@ -4,14 +4,13 @@
 //! preflight, splits the N connections over the reactors (`reactor.rs`), prints the interval line
 //! from the reactors' latest counts, ends the run (all dials resolved, then `--hold`; or a
 //! signal) and prints the final report (`report.rs`). Every `--interval` (1 s with `-i 0`) it
-//! also closes a sample (`samples.rs`) for `--json` and `--json-stream`. With `--start-at` it
+//! also closes a sample (`result::sample`) for `--json` and `--json-stream`. With `--start-at` it
 //! waits (interruptibly) after everything is set up, so dialing starts at that instant.
 
 pub(crate) mod args;
 pub mod preflight;
 pub mod reactor;
 pub mod report;
-pub mod samples;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -27,12 +26,12 @@ use crate::engine::Pool;
 use crate::error::Error;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
+use crate::result::sample::{Sample, SampleBuf, State};
 use crate::stats::Latency;
 use crate::sys::Signal;
 use crate::target::{Mode, Sink};
 use crate::units::MAX_DURATION;
 use reactor::{Concurrency, Counts, GoonCmd, GoonReactor, Pace, ReactorPlan, Update};
-use samples::{Sample, SampleBuf, State};
 
 /// Where reactors report.
 const UPDATE_QUEUE_PER_REACTOR: usize = 64;
@@ -391,7 +390,7 @@ fn finish(
             .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
     }
     if let Some(path) = &cfg.html {
-        crate::report::html::write_for_run(path, "this run", doc)?;
+        crate::result::html::write_for_run(path, "this run", doc)?;
     }
     Ok(())
 }

@@ -21,14 +21,16 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::error::Error;
-use crate::goon::report::{latency_json, FORMAT_VERSION};
-use crate::goon::samples::{Sample, State, SAMPLES_CAP};
 use crate::net::Cause;
+use crate::result::block::latency_json;
+use crate::result::sample::{Sample, State, SAMPLES_CAP};
+use crate::result::totals::Totals;
+use crate::result::FORMAT_VERSION;
 use crate::stats::Latency;
 use crate::units::parse_duration_in;
 use crate::units::MAX_DURATION;
 
-use super::doc::{key_err, load, not_a_shard, ShardDoc, Totals};
+use super::doc::{key_err, load, not_a_shard, ShardDoc};
 use super::table::print;
 use super::thresholds::{exit_code, judge, parse_error_limit, ErrorLimit, Verdict};
 

@@ -2,8 +2,9 @@
 //!
 //! `report merge` (`merge.rs`) merges the results of a fleet's shards exactly: `doc.rs` reads
 //! and checks each shard's document, `thresholds.rs` judges the fleet, `table.rs` prints it.
-//! `report html` (`html/`) makes one self-contained page of a run's, a fleet's or a bp
-//! client's result.
+//! `report html` (`html.rs`) makes one self-contained page of a run's, a fleet's or a bp
+//! client's result with `result::html`. The result format itself (samples, counts, tcpgoon's
+//! block, the page) lives in `crate::result`, which goon and bp client share.
 
 use clap::Subcommand;
 

@@ -5,11 +5,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::goon::report::{final_block, target_label, FinalBlock};
+use crate::result::block::{final_block, target_label, FinalBlock};
+use crate::result::totals::Totals;
 use crate::stats::counted;
 use crate::units::go_duration;
 
-use super::doc::Totals;
 use super::merge::Merged;
 use super::thresholds::Verdict;
 

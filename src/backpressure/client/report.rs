@@ -189,7 +189,7 @@ pub fn run(
             })?;
         }
         if let Some(path) = &outputs.html {
-            crate::report::html::write_for_run(path, "this run", doc)?;
+            crate::result::html::write_for_run(path, "this run", doc)?;
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::read::{fleet_samples, percentile_ticks, round4, text, Lat, Run, Sample};
 use super::{err, Bars, Chart, InputError, Page, Series, Table, Unit, SHARD_LINES_MAX};
 use crate::net::Cause;
-use crate::report::doc::Totals;
+use crate::result::totals::Totals;
 use crate::units::go_duration;
 
 pub(super) fn time_chart(id: &str, title: &str, y_label: &str, y_unit: Unit, series: Vec<Series>) -> Chart {

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{err, InputError, FLEET_BUCKETS_MAX, PERCENTILE_NINES_MAX, PERCENTILE_STEPS_PER_NINE};
 use crate::net::Cause;
-use crate::report::doc::Totals;
+use crate::result::totals::Totals;
 use crate::stats::Latency;
 use crate::units::go_duration;
 

@@ -116,7 +116,7 @@ pub(crate) struct Page {
     pub commands: Vec<(String, String)>,
 }
 
-/// Builds the page for `inputs` (see the module docs of `report::html` for what may be given).
+/// Builds the page for `inputs` (see the module docs of `result::html` for what may be given).
 pub(crate) fn build(inputs: &[Input]) -> Result<Page, InputError> {
     let Some(first) = inputs.first() else {
         return Err(err("report html", "no input files"));

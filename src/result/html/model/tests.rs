@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::read::{round4, Lat};
 use super::*;
-use crate::report::html::render;
+use crate::result::html::render;
 use crate::stats::Latency;
 
 fn lat_json(l: &Latency) -> Value {

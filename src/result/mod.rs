@@ -1,0 +1,18 @@
+//! The result format every role and command shares (docs/json-format.md): what goon and bp
+//! client write and what `report` reads, so that the roles and the `report` command import
+//! this module and never each other.
+//!
+//! `sample.rs` is the per-interval sample and its cap, `block.rs` tcpgoon's final block and
+//! the whole-run latency object, `totals.rs` a result's counts, `html/` the self-contained HTML
+//! page of a result (`report html`, `goon --html`, `bp client --html`).
+
+pub(crate) mod block;
+pub(crate) mod html;
+pub(crate) mod sample;
+pub(crate) mod totals;
+
+/// The goon JSON format this netforge writes and `report merge` reads.
+pub const FORMAT_VERSION: u64 = 2;
+
+/// `--shard I/K` and `--shards K`: at most this many shards (and `report merge` reads no more).
+pub(crate) const SHARDS_MAX: u64 = 65_536;
