@@ -879,6 +879,7 @@ fn main() {
     }
     if let Ok(cc) = std::env::var(INNER_ENV) {
         inner(&cc);
+        remove_temp_files();
         return;
     }
     for tool in ["haproxy", "iperf3"] {
@@ -937,5 +938,19 @@ fn main() {
             println!("proxy_vs_haproxy: the run for congestion control {cc} failed: {status:?}");
         }
     }
+    remove_temp_files();
     println!("\nproxy_vs_haproxy: done in {:.0} s", t0.elapsed().as_secs_f64());
+}
+
+/// Removes this process's configs, logs and nginx directory from the temp directory once every
+/// proxy has stopped (a failed run keeps them: its message points at the logs).
+fn remove_temp_files() {
+    let prefix = format!("nf-bench-{}-", std::process::id());
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
 }
