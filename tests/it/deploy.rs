@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::{netforge, raw, spawn_listening, spawn_proxy, with_timeout, write_temp, HeldPort, Proc};
+use crate::util::{metrics, netforge, raw, spawn_listening, spawn_proxy, with_timeout, write_temp, HeldPort, Proc};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -64,14 +64,6 @@ fn localize(toml: &str, backends: &[(&str, SocketAddr)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = raw(admin);
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 fn backend_up(m: &str, name: &str) -> Option<u8> {

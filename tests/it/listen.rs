@@ -7,28 +7,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{netforge, run, spawn_listening, spawn_proxy, with_timeout, write_temp, Proc};
+use crate::util::{
+    netforge, refused, run, spawn_listening, spawn_proxy, with_timeout, write_conf, Proc, REFUSE_WITHIN,
+};
 
 const T: Duration = Duration::from_secs(90);
-/// How long a refused start may take before the test fails.
-const REFUSE_WITHIN: Duration = Duration::from_secs(20);
-
-fn write_conf(name: &str, text: &str) -> String {
-    write_temp(name, text).to_string_lossy().into_owned()
-}
-
-/// Runs netforge with `args`, expects exit 1 within [`REFUSE_WITHIN`] and exactly one error line
-/// (`netforge: ...`) on stderr; returns it.
-fn refused(args: &[&str]) -> String {
-    let (code, out, err) = run(args, REFUSE_WITHIN);
-    assert_eq!(code, 1, "{args:?}: exit {code}\nstdout: {out}\nstderr: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("netforge: ")).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: one error line expected:\n{err}");
-    assert!(!out.contains("listening on"), "{args:?} started anyway: {out}");
-    lines[0].to_string()
-}
-
 /// A proxy started by `cmd`: its listener and admin addresses from the first two lines.
 fn start_proxy(cmd: Command) -> (Proc, SocketAddr, SocketAddr) {
     spawn_proxy(cmd)

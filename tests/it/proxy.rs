@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use std::process::Command;
 
 use crate::util::{
-    admin_line, netforge, proxy_conf as conf, refusing_addr, run, serve, spawn_proxy, with_timeout, write_temp, Proc,
-    BIN,
+    admin_line, metric, metrics, netforge, proxy_conf as conf, refusing_addr, run, serve, short_session, spawn_proxy,
+    with_timeout, write_temp, Proc, BIN,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -54,21 +54,6 @@ fn client(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
     s
-}
-
-/// GET /metrics with deadlines.
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = client(admin);
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("http response");
-    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
-    body.to_string()
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Polls `/metrics` until `pred` holds, or panics after `d`.
@@ -812,21 +797,6 @@ fn closed_sessions(m: &str) -> f64 {
         .sum()
 }
 
-/// One short session: connect, 64 bytes out, the same 64 back, close.
-fn short_session(addr: SocketAddr, i: u32) -> std::io::Result<()> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let msg = [i as u8; 64];
-    s.write_all(&msg)?;
-    let mut back = [0u8; 64];
-    s.read_exact(&mut back)?;
-    if back != msg {
-        return Err(std::io::Error::other("wrong echo"));
-    }
-    Ok(())
-}
-
 #[test]
 fn killing_a_backend_under_load_fails_no_client_session() {
     with_timeout(T, || {
@@ -846,7 +816,7 @@ fn killing_a_backend_under_load_fails_no_client_session() {
                 // port stays held, so no other test's listener can appear there).
                 e1.kill();
             }
-            if let Err(e) = short_session(px.addr, i) {
+            if let Err(e) = short_session(px.addr, i as u8) {
                 failures.push(format!("session {i}: {e}"));
             }
         }
@@ -935,7 +905,9 @@ fn idle_timeout_still_fires_after_thousands_of_short_sessions() {
         let addr = px.addr;
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
-                std::thread::spawn(move || (0..EACH).filter(|i| short_session(addr, w * EACH + i).is_err()).count())
+                std::thread::spawn(move || {
+                    (0..EACH).filter(|i| short_session(addr, (w * EACH + i) as u8).is_err()).count()
+                })
             })
             .collect();
         let failed: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
@@ -1467,7 +1439,7 @@ fn a_backend_that_accepts_then_resets_aborts_sessions_and_fails_no_connect() {
             .map(|c| {
                 std::thread::spawn(move || {
                     for i in 0..EACH {
-                        let _ = short_session(addr, c * EACH + i);
+                        let _ = short_session(addr, (c * EACH + i) as u8);
                     }
                 })
             })

@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::util::{netforge, proxy_conf as conf, refusing_addr, serve, spawn_proxy, with_timeout, write_temp, Proc};
+use crate::util::{
+    metric, metrics, netforge, proxy_conf as conf, refusing_addr, serve, short_session, spawn_proxy, with_timeout,
+    write_temp, Proc,
+};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -48,34 +51,6 @@ fn wait_stderr(p: &Proc, d: Duration, needle: &str) -> String {
     }
 }
 
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_else(|| panic!("{out:?}"))
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// One short session: connect, 64 bytes out, the same 64 back, close.
-fn short_session(addr: SocketAddr, i: u64) -> std::io::Result<()> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let msg = [i as u8; 64];
-    s.write_all(&msg)?;
-    let mut back = [0u8; 64];
-    s.read_exact(&mut back)?;
-    if back != msg {
-        return Err(std::io::Error::other("wrong echo"));
-    }
-    Ok(())
-}
-
 /// The restart warning's list of keys (`...: a, b`), or panics.
 fn restart_keys(line: &str) -> Vec<String> {
     let list = line.rsplit_once("): ").unwrap_or_else(|| panic!("not a restart warning: {line}")).1;
@@ -108,7 +83,7 @@ fn a_reload_that_turns_health_checks_on_resets_no_new_session() {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        match short_session(addr, i) {
+                        match short_session(addr, i as u8) {
                             Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
                             Err(e) => {
                                 errors.lock().unwrap().push(e.to_string());

@@ -280,3 +280,58 @@ pub fn ws_upgrade(addr: SocketAddr, path: &str) -> std::net::TcpStream {
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
 }
+
+/// [`write_temp`] as a path string, for a command line.
+pub fn write_conf(name: &str, text: &str) -> String {
+    write_temp(name, text).to_string_lossy().into_owned()
+}
+
+/// How long a refused start may take before the test fails.
+pub const REFUSE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Runs netforge with `args`, expects exit 1 within [`REFUSE_WITHIN`] and exactly one error line
+/// (`netforge: ...`) on stderr; returns it.
+pub fn refused(args: &[&str]) -> String {
+    let (code, out, err) = run(args, REFUSE_WITHIN);
+    assert_eq!(code, 1, "{args:?}: exit {code}\nstdout: {out}\nstderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("netforge: ")).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one error line expected:\n{err}");
+    assert!(!out.contains("listening on"), "{args:?} started anyway: {out}");
+    lines[0].to_string()
+}
+
+/// GET /metrics from a proxy's admin endpoint, with deadlines; the body of its 200 answer.
+pub fn metrics(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP response: {out:?}"));
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    body.to_string()
+}
+
+/// The value of one Prometheus series (`name{labels}`) in a /metrics body.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// One short session: connect, 64 bytes of `fill` out, the same 64 back, close.
+pub fn short_session(addr: SocketAddr, fill: u8) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let msg = [fill; 64];
+    s.write_all(&msg)?;
+    let mut back = [0u8; 64];
+    s.read_exact(&mut back)?;
+    if back != msg {
+        return Err(std::io::Error::other("wrong echo"));
+    }
+    Ok(())
+}
