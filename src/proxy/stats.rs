@@ -133,6 +133,33 @@ pub struct Generations {
     pub applied: u64,
 }
 
+/// The buffer pools' families: name, type, help, and the figure of one pool (ring or pipe).
+type PoolFamily = (&'static str, &'static str, &'static str, fn(&PoolStats) -> u64);
+const POOL_FAMILIES: [PoolFamily; 5] = [
+    ("netforge_proxy_buffers_in_use", "gauge", "Pooled buffers holding bytes that wait for a slow peer.", |p| p.in_use),
+    (
+        "netforge_proxy_buffers_cached",
+        "gauge",
+        "Free pooled buffers kept for reuse (at most the high-water mark).",
+        |p| p.cached,
+    ),
+    ("netforge_proxy_buffers_created_total", "counter", "Pooled buffers allocated because the cache was empty.", |p| {
+        p.created
+    }),
+    (
+        "netforge_proxy_buffers_freed_total",
+        "counter",
+        "Pooled buffers freed: returned past the high-water mark, trimmed while idle, or not reusable.",
+        |p| p.freed,
+    ),
+    (
+        "netforge_proxy_buffers_exhausted_total",
+        "counter",
+        "Buffer takes refused because the pool's bound was reached.",
+        |p| p.exhausted,
+    ),
+];
+
 /// Prometheus text exposition (version 0.0.4) of the summed counters.
 pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool], g: Generations) -> String {
     let mut o = String::with_capacity(4096);
@@ -219,41 +246,12 @@ pub fn render(cfg: &ProxyConfig, t: &ProxyStats, up: &[bool], g: Generations) ->
         "Sessions whose first client bytes were written as the backend connect completed (smart_connect).",
     );
     let _ = writeln!(o, "netforge_proxy_smart_connects_total {}", t.smart_connects);
-    family(&mut o, "netforge_proxy_buffers_in_use", "gauge", "Pooled buffers holding bytes that wait for a slow peer.");
-    let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"ring\"}} {}", t.rings.in_use);
-    let _ = writeln!(o, "netforge_proxy_buffers_in_use{{kind=\"pipe\"}} {}", t.pipes.in_use);
-    family(
-        &mut o,
-        "netforge_proxy_buffers_cached",
-        "gauge",
-        "Free pooled buffers kept for reuse (at most the high-water mark).",
-    );
-    let _ = writeln!(o, "netforge_proxy_buffers_cached{{kind=\"ring\"}} {}", t.rings.cached);
-    let _ = writeln!(o, "netforge_proxy_buffers_cached{{kind=\"pipe\"}} {}", t.pipes.cached);
-    family(
-        &mut o,
-        "netforge_proxy_buffers_created_total",
-        "counter",
-        "Pooled buffers allocated because the cache was empty.",
-    );
-    let _ = writeln!(o, "netforge_proxy_buffers_created_total{{kind=\"ring\"}} {}", t.rings.created);
-    let _ = writeln!(o, "netforge_proxy_buffers_created_total{{kind=\"pipe\"}} {}", t.pipes.created);
-    family(
-        &mut o,
-        "netforge_proxy_buffers_freed_total",
-        "counter",
-        "Pooled buffers freed: returned past the high-water mark, trimmed while idle, or not reusable.",
-    );
-    let _ = writeln!(o, "netforge_proxy_buffers_freed_total{{kind=\"ring\"}} {}", t.rings.freed);
-    let _ = writeln!(o, "netforge_proxy_buffers_freed_total{{kind=\"pipe\"}} {}", t.pipes.freed);
-    family(
-        &mut o,
-        "netforge_proxy_buffers_exhausted_total",
-        "counter",
-        "Buffer takes refused because the pool's bound was reached.",
-    );
-    let _ = writeln!(o, "netforge_proxy_buffers_exhausted_total{{kind=\"ring\"}} {}", t.rings.exhausted);
-    let _ = writeln!(o, "netforge_proxy_buffers_exhausted_total{{kind=\"pipe\"}} {}", t.pipes.exhausted);
+    for (name, kind, help, get) in POOL_FAMILIES {
+        family(&mut o, name, kind, help);
+        for (label, pool) in [("ring", &t.rings), ("pipe", &t.pipes)] {
+            let _ = writeln!(o, "{name}{{kind=\"{label}\"}} {}", get(pool));
+        }
+    }
     family(&mut o, "netforge_proxy_backend_connect_seconds", "histogram", "Backend connect time.");
     let mut cum = 0;
     for (i, b) in CONNECT_BUCKETS_US.iter().enumerate() {
