@@ -153,19 +153,30 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError
     Ok((value, text))
 }
 
-/// Reads `path` as UTF-8 text: only a regular file of at most [`MAX_CONFIG_BYTES`]. It is
-/// opened with O_NONBLOCK, so a FIFO without a writer cannot block the open, and checked with
-/// fstat on the open descriptor before a byte is read (a device, FIFO, socket or directory is
-/// refused); the read itself is bounded too, in case the file grows meanwhile.
-pub fn read(path: &Path) -> Result<String, ConfigError> {
+/// Why [`read_regular`] could not read a file whole; each caller words it.
+#[derive(Debug)]
+pub enum ReadFailure {
+    Open(std::io::Error),
+    /// What it is instead: "a directory", "a FIFO", ...
+    NotRegular(&'static str),
+    /// Its size (or more than the limit, when it grew while read).
+    TooBig(u64),
+    Read(std::io::Error),
+}
+
+/// Reads `path` whole: only a regular file of at most `max` bytes. It is opened with
+/// O_NONBLOCK, so a FIFO without a writer cannot block the open, and checked with fstat on the
+/// open descriptor before a byte is read (a device, FIFO, socket or directory is refused); the
+/// read itself is bounded too, in case the file grows meanwhile.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, ReadFailure> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let cannot = |e: std::io::Error| ConfigError::file(path, format!("cannot read: {e}"));
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(cannot)?;
-    let meta = file.metadata().map_err(cannot)?;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(ReadFailure::Open)?;
+    let meta = file.metadata().map_err(ReadFailure::Read)?;
     let kind = meta.file_type();
     if !kind.is_file() {
-        let what = if kind.is_dir() {
+        return Err(ReadFailure::NotRegular(if kind.is_dir() {
             "a directory"
         } else if kind.is_fifo() {
             "a FIFO"
@@ -177,19 +188,30 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
             "a socket"
         } else {
             "not a regular file"
-        };
-        return Err(ConfigError::file(path, format!("cannot read: {what}; a config file must be a regular file")));
+        }));
     }
-    let too_big =
-        || ConfigError::file(path, format!("cannot read: larger than the {MAX_CONFIG_BYTES}-byte (16 MiB) limit"));
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(too_big());
+    if meta.len() > max {
+        return Err(ReadFailure::TooBig(meta.len()));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(too_big());
+    file.take(max + 1).read_to_end(&mut bytes).map_err(ReadFailure::Read)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadFailure::TooBig(bytes.len() as u64));
     }
+    Ok(bytes)
+}
+
+/// Reads `path` as UTF-8 text: only a regular file of at most [`MAX_CONFIG_BYTES`] (see
+/// [`read_regular`]).
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    let bytes = read_regular(path, MAX_CONFIG_BYTES).map_err(|f| {
+        let msg = match f {
+            ReadFailure::Open(e) | ReadFailure::Read(e) => format!("cannot read: {e}"),
+            ReadFailure::NotRegular(what) => format!("cannot read: {what}; a config file must be a regular file"),
+            ReadFailure::TooBig(_) => format!("cannot read: larger than the {MAX_CONFIG_BYTES}-byte (16 MiB) limit"),
+        };
+        ConfigError::file(path, msg)
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         // The valid prefix is text, so line_col works on it.

@@ -2,7 +2,6 @@
 //! `report merge` reads it: every key it uses checked, each refusal one line naming the file and
 //! the key.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -56,16 +55,17 @@ pub(crate) fn key_err(path: &Path, key: &str, msg: impl Into<String>) -> Error {
 
 /// Reads `path` whole (bounded) and parses it as JSON; a syntax error names its line and column.
 pub(crate) fn read_json(path: &Path) -> Result<Value, Error> {
-    let f =
-        std::fs::File::open(path).map_err(|e| Error::Config(ConfigError::file(path, format!("cannot open: {e}"))))?;
-    let mut text = String::new();
-    f.take(MAX_RESULT_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::Config(ConfigError::file(path, format!("cannot read: {e}"))))?;
-    if text.len() as u64 > MAX_RESULT_BYTES {
-        return Err(Error::Config(ConfigError::file(path, format!("larger than {} MiB", MAX_RESULT_BYTES >> 20))));
-    }
-    serde_json::from_str(&text).map_err(|e| {
+    use crate::conffile::{read_regular, ReadFailure};
+    let bytes = read_regular(path, MAX_RESULT_BYTES).map_err(|f| {
+        let msg = match f {
+            ReadFailure::Open(e) => format!("cannot open: {e}"),
+            ReadFailure::Read(e) => format!("cannot read: {e}"),
+            ReadFailure::NotRegular(what) => format!("cannot read: {what}; a result must be a regular file"),
+            ReadFailure::TooBig(_) => format!("larger than {} MiB", MAX_RESULT_BYTES >> 20),
+        };
+        Error::Config(ConfigError::file(path, msg))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
         Error::Config(ConfigError {
             path: path.to_path_buf(),
             at: Some((e.line(), e.column())),

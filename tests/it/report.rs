@@ -348,3 +348,26 @@ fn json_stream_is_one_object_per_interval() {
         let _ = std::fs::remove_dir_all(&d);
     });
 }
+
+/// A FIFO given as a result file is refused at once in one line, by `report merge` and by
+/// `report html` alike (opening it the plain way would wait forever for a writer).
+#[test]
+fn a_fifo_is_refused_not_waited_on() {
+    with_timeout(T, || {
+        let d = dir("fifo");
+        let fifo = d.join("shard.json");
+        let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", fifo.display());
+        let (code, _, err) = merge(&[s(&fifo)]);
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(
+            err.trim(),
+            format!("netforge: {}: cannot read: a FIFO; a result must be a regular file", fifo.display())
+        );
+        let out = d.join("r.html");
+        let (code, _, err) = run(&["report", "html", s(&fifo), "-o", s(&out)], Duration::from_secs(20));
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(err.trim(), format!("netforge: {}: not a regular file", fifo.display()));
+    });
+}

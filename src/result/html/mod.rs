@@ -35,15 +35,13 @@ fn file_error(path: &Path, msg: impl std::fmt::Display) -> Error {
 /// Reads and parses one JSON result; errors name the file (and the line and column of bad
 /// JSON).
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, Error> {
-    let meta = std::fs::metadata(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-    if !meta.is_file() {
-        return Err(file_error(path, "not a regular file"));
-    }
-    if meta.len() > INPUT_MAX_BYTES {
-        return Err(file_error(path, format!("{} bytes is over the limit of {INPUT_MAX_BYTES}", meta.len())));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-    serde_json::from_str(&text)
+    use crate::conffile::{read_regular, ReadFailure};
+    let bytes = read_regular(path, INPUT_MAX_BYTES).map_err(|f| match f {
+        ReadFailure::Open(e) | ReadFailure::Read(e) => file_error(path, format!("cannot read: {e}")),
+        ReadFailure::NotRegular(_) => file_error(path, "not a regular file"),
+        ReadFailure::TooBig(n) => file_error(path, format!("{n} bytes is over the limit of {INPUT_MAX_BYTES}")),
+    })?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| file_error(path, format!("{}:{}: not valid JSON: {e}", e.line(), e.column())))
 }
 
