@@ -331,6 +331,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
             fail: Latency::new(),
             buf: SampleBuf::default(),
             concurrency: concurrency.clone(),
+            keep: cfg.json.is_some() || stream.is_some() || cfg.html.is_some(),
             stream: stream.take(),
         },
     };
@@ -484,9 +485,24 @@ struct Sampler {
     buf: SampleBuf,
     concurrency: Arc<Concurrency>,
     stream: Option<Stream>,
+    /// Something reads the samples (`--json`, `--json-stream`, `--html`). Without a reader no
+    /// interval latency is merged or encoded: a plain run carries none of their memory.
+    keep: bool,
 }
 
 impl Sampler {
+    fn merge(&mut self, connect: Option<&Latency>, fail: Option<&Latency>) {
+        if !self.keep {
+            return;
+        }
+        if let Some(l) = connect {
+            self.connect.merge(l);
+        }
+        if let Some(l) = fail {
+            self.fail.merge(l);
+        }
+    }
+
     /// Closes the current interval at `elapsed` (for the last one, `last` = true, the run's end).
     fn close(&mut self, c: &Counts, total: u64, elapsed: Duration, last: bool) {
         let index = if last {
@@ -495,6 +511,18 @@ impl Sampler {
             // A coordinator late past several boundaries closes one sample for all of them.
             (elapsed.as_nanos() / self.every.as_nanos().max(1)).saturating_sub(1).max(self.next_index as u128) as u64
         };
+        if self.keep {
+            self.push(c, total, index, elapsed);
+        }
+        self.prev = *c;
+        self.last_end = elapsed;
+        self.next_index = index + 1;
+        while self.next <= Instant::now() {
+            self.next += self.every;
+        }
+    }
+
+    fn push(&mut self, c: &Counts, total: u64, index: u64, elapsed: Duration) {
         let mut errors = [0u64; 7];
         for (i, e) in errors.iter_mut().enumerate() {
             *e = c.errors[i] - self.prev.errors[i].min(c.errors[i]);
@@ -525,12 +553,6 @@ impl Sampler {
             st.interval(&s);
         }
         self.buf.push(s);
-        self.prev = *c;
-        self.last_end = elapsed;
-        self.next_index = index + 1;
-        while self.next <= Instant::now() {
-            self.next += self.every;
-        }
     }
 }
 
@@ -580,12 +602,11 @@ impl Role for Coordinated {
     fn on_report(&mut self, u: Update, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
         if let Some(l) = &u.connect {
             self.connect.merge(l);
-            self.sampler.connect.merge(l);
         }
         if let Some(l) = &u.fail {
             self.fail.merge(l);
-            self.sampler.fail.merge(l);
         }
+        self.sampler.merge(u.connect.as_ref(), u.fail.as_ref());
         self.dial_done[u.reactor] |= u.dial_done;
         self.reports.set(u.reactor, u.counts, u.exited);
         if self.hold_until.is_none() && self.dial_done.iter().all(|d| *d) {

@@ -24,7 +24,9 @@ const MAX_INFLATED: usize = 4 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Latency {
-    pub hist: Histogram<u64>,
+    /// Allocated on the first sample (a live histogram of this precision is ~150 KiB): a
+    /// recorder that never records, or one taken and not written since, costs a few words.
+    pub hist: Option<Histogram<u64>>,
     pub count: u64,
     pub min_ns: u64,
     pub max_ns: u64,
@@ -41,14 +43,22 @@ impl Default for Latency {
 
 impl Latency {
     pub(crate) fn new() -> Latency {
-        let hist = Histogram::new_with_bounds(HIST_LOWEST_US, HIST_MAX_US, HIST_SIGFIG)
-            .expect("constant histogram bounds are valid");
-        Latency { hist, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0 }
+        Latency { hist: None, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0 }
+    }
+
+    fn empty_hist() -> Histogram<u64> {
+        Histogram::new_with_bounds(HIST_LOWEST_US, HIST_MAX_US, HIST_SIGFIG)
+            .expect("constant histogram bounds are valid")
+    }
+
+    /// The histogram, allocated now if this is the first sample.
+    fn hist_mut(&mut self) -> &mut Histogram<u64> {
+        self.hist.get_or_insert_with(Latency::empty_hist)
     }
 
     pub(crate) fn record(&mut self, d: Duration) {
         let ns = d.as_nanos().min(u64::MAX as u128) as u64;
-        self.hist.saturating_record((ns / 1000).clamp(1, HIST_MAX_US));
+        self.hist_mut().saturating_record((ns / 1000).clamp(1, HIST_MAX_US));
         self.count += 1;
         self.min_ns = self.min_ns.min(ns);
         self.max_ns = self.max_ns.max(ns);
@@ -67,9 +77,11 @@ impl Latency {
         out
     }
 
-    /// Empties the recorder, keeping its histogram's allocation.
+    /// Empties the recorder, keeping its histogram's allocation (if it has one).
     pub(crate) fn clear(&mut self) {
-        self.hist.reset();
+        if let Some(h) = self.hist.as_mut() {
+            h.reset();
+        }
         self.count = 0;
         self.min_ns = u64::MAX;
         self.max_ns = 0;
@@ -82,7 +94,9 @@ impl Latency {
             return;
         }
         // Same bounds on both sides: `add` cannot fail.
-        let _ = self.hist.add(&other.hist);
+        if let Some(h) = &other.hist {
+            let _ = self.hist_mut().add(h);
+        }
         self.count += other.count;
         self.min_ns = self.min_ns.min(other.min_ns);
         self.max_ns = self.max_ns.max(other.max_ns);
@@ -130,7 +144,8 @@ impl Latency {
         if self.count == 0 {
             return Duration::ZERO;
         }
-        Duration::from_micros(self.hist.value_at_quantile(q / 100.0)).clamp(self.min(), self.max())
+        let at = self.hist.as_ref().map_or(0, |h| h.value_at_quantile(q / 100.0));
+        Duration::from_micros(at).clamp(self.min(), self.max())
     }
 
     /// `min/avg/max/dev` in Go's duration format.
@@ -154,7 +169,15 @@ impl Latency {
     /// so results from several machines can be merged later.
     pub(crate) fn encode(&self) -> String {
         let mut buf = Vec::new();
-        match V2DeflateSerializer::new().serialize(&self.hist, &mut buf) {
+        let empty;
+        let h = match &self.hist {
+            Some(h) => h,
+            None => {
+                empty = Latency::empty_hist();
+                &empty
+            }
+        };
+        match V2DeflateSerializer::new().serialize(h, &mut buf) {
             Ok(_) => base64_encode(&buf),
             Err(_) => String::new(),
         }
@@ -213,7 +236,7 @@ impl Latency {
         if h.len() != count {
             return Err(format!("histogram_v2_deflate_base64: holds {} samples, count says {count}", h.len()));
         }
-        l.hist.add(&h).map_err(|e| format!("histogram_v2_deflate_base64: {e:?}"))?;
+        l.hist_mut().add(&h).map_err(|e| format!("histogram_v2_deflate_base64: {e:?}"))?;
         Ok(l)
     }
 
@@ -329,7 +352,7 @@ mod tests {
         let mut a = Latency::new();
         a.record(Duration::from_nanos(1_006_327));
         a.record(Duration::from_nanos(28_693_885));
-        assert!(a.hist.value_at_quantile(0.999) > 28_693, "the bucket's top lies above the max");
+        assert!(a.hist.as_ref().unwrap().value_at_quantile(0.999) > 28_693, "the bucket's top lies above the max");
         for q in [50.0, 90.0, 99.0, 99.9, 100.0] {
             let p = a.percentile(q);
             assert!(p >= a.min() && p <= a.max(), "p{q} = {p:?} outside [{:?}, {:?}]", a.min(), a.max());
@@ -349,10 +372,10 @@ mod tests {
         a.record(Duration::from_micros(5));
         let t = a.take();
         assert_eq!((t.count, a.count), (1, 0));
-        assert!(a.hist.is_empty());
+        assert!(a.hist.as_ref().is_none_or(Histogram::is_empty));
         let mut c = t.clone();
         c.clear();
-        assert!(c.is_empty() && c.hist.is_empty() && c.sum_ns == 0 && c.sum_sq_ns == 0);
+        assert!(c.is_empty() && c.hist.as_ref().is_none_or(Histogram::is_empty) && c.sum_ns == 0 && c.sum_sq_ns == 0);
         c.record(Duration::from_micros(7));
         assert_eq!((c.min(), c.max()), (Duration::from_micros(7), Duration::from_micros(7)), "min reset too");
     }
@@ -365,7 +388,7 @@ mod tests {
         }
         let h = Latency::decode_hist(&a.encode()).unwrap();
         assert_eq!(h.len(), 1000);
-        assert_eq!(h.value_at_quantile(0.5), a.hist.value_at_quantile(0.5));
+        assert_eq!(h.value_at_quantile(0.5), a.hist.as_ref().unwrap().value_at_quantile(0.5));
     }
 
     #[test]
@@ -377,7 +400,7 @@ mod tests {
                 a.record(Duration::from_nanos(10f64.powf(2.0 + rng.f64() * 9.0) as u64));
             }
             let h = Latency::decode_hist(&a.encode()).unwrap();
-            assert!(h == a.hist, "{n} samples");
+            assert!(Some(&h) == a.hist.as_ref(), "{n} samples");
         }
         assert!(Latency::decode_hist(&Latency::new().encode()).unwrap().is_empty());
         // Another precision is named, not decoded.

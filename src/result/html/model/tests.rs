@@ -161,7 +161,7 @@ fn shards_add_up_to_the_fleet() {
     let fleet_curve = &chart(&page, "percentiles").series[0];
     assert_eq!(fleet_curve.name, "fleet");
     let mut one = Lat::parse("x", "c", &lat_json(&all)).unwrap();
-    one.hist = Some(all.hist.clone());
+    one.hist = all.hist.clone();
     assert_eq!(fleet_curve.points, one.curve(), "merged shards' curve = one run's with all the samples");
     assert_eq!(chart(&page, "percentiles").series.len(), 3, "fleet and each shard");
     let t = &page.tables[0];
