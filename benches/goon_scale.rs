@@ -16,7 +16,9 @@
 //! *server's* kernel has completed N handshakes (`PassiveOpens` of `/proc/<serve>/net/snmp`,
 //! polled every millisecond), not the tool's own claim (tcpkali says "Ramped up" while it is
 //! still opening more). 300 ms later the server's count is read again: anything above N is
-//! overshoot. Peak RSS and CPU seconds (user + system) are the tool's, from `wait4`. The
+//! overshoot. Peak RSS and CPU seconds (user + system) are the tool's, from `wait4`; beside the
+//! peak, the private (anonymous) and file-backed RSS read from `/proc/PID/status` once the server
+//! had all N (file-backed pages are the binary's shared text, which grows with code size). The
 //! TIME_WAIT count in the namespace (`/proc/<serve>/net/sockstat`) is recorded before each run.
 //!
 //! Scenarios (`GOON_BENCH_ONLY` selects tools and scenarios by name, comma-separated: `goon`,
@@ -178,8 +180,26 @@ struct Sample {
     secs: Option<f64>,
     accepted: u64,
     peak_kib: u64,
+    /// Private (anonymous) and file-backed resident KiB once the server had all N, read from
+    /// `/proc/PID/status` while the tool still held them: peak RSS also counts the binary's
+    /// shared, clean pages, which grow with code size and not with the connections.
+    anon_kib: u64,
+    file_kib: u64,
     cpu_s: f64,
     tw_before: u64,
+}
+
+/// `RssAnon` and `RssFile` of a live process, KiB (zeros once it is gone).
+fn rss_split(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
 }
 
 /// Reaps `pid` (WNOHANG unless `block`): Some((peak RSS KiB, CPU s)) once it has exited.
@@ -215,10 +235,12 @@ fn measure(srv: &Server, prog: &str, args: &[String], n: u64) -> Sample {
     let mut secs = None;
     let mut exited = None;
     let mut last_progress = (0, Instant::now());
+    let (mut anon_kib, mut file_kib) = (0, 0);
     while t0.elapsed() < RUN_DEADLINE {
         let got = passive_opens(srv.pid) - base;
         if got >= n {
             secs = Some(t0.elapsed().as_secs_f64());
+            (anon_kib, file_kib) = rss_split(pid);
             break;
         }
         if got != last_progress.0 {
@@ -236,6 +258,9 @@ fn measure(srv: &Server, prog: &str, args: &[String], n: u64) -> Sample {
     let settle = Instant::now() + SETTLE;
     while Instant::now() < settle {
         if exited.is_none() {
+            let (a, f) = rss_split(pid);
+            anon_kib = anon_kib.max(a);
+            file_kib = file_kib.max(f);
             exited = reap(pid, false);
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -246,7 +271,7 @@ fn measure(srv: &Server, prog: &str, args: &[String], n: u64) -> Sample {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         reap(pid, true).unwrap_or((0, 0.0))
     });
-    Sample { secs, accepted, peak_kib, cpu_s, tw_before }
+    Sample { secs, accepted, peak_kib, anon_kib, file_kib, cpu_s, tw_before }
 }
 
 #[derive(Clone)]
@@ -475,11 +500,12 @@ fn main() {
                 }
                 let s = measure(&srv, &tool.prog, &args, tool.exact(n));
                 println!(
-                    "  round {round} {sc} N={n} {}: {} accepted {} peak {} KiB cpu {:.3} s (TIME_WAIT before: {})",
+                    "  round {round} {sc} N={n} {}: {} accepted {} peak {} KiB (private {} KiB) cpu {:.3} s (TIME_WAIT before: {})",
                     tool.name,
                     s.secs.map_or("not all".into(), |t| format!("{t:.3} s,")),
                     s.accepted,
                     s.peak_kib,
+                    s.anon_kib,
                     s.cpu_s,
                     s.tw_before
                 );
@@ -490,10 +516,10 @@ fn main() {
 
     println!();
     println!(
-        "| N | sources | tool | all N accepted by the server in (s) | server accepted (max) | peak RSS (MiB) | CPU (s) | \
-         TIME_WAIT before | time / goon's |"
+        "| N | sources | tool | all N accepted by the server in (s) | server accepted (max) | peak RSS (MiB) | \
+         private / file-backed RSS at N (MiB) | CPU (s) | TIME_WAIT before | time / goon's |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (ci, &(sc, n)) in cases.iter().enumerate() {
         let goon_t = {
             let mut v: Vec<f64> = samples[ci][0].iter().filter_map(|s| s.secs).collect();
@@ -517,6 +543,8 @@ fn main() {
             let max_acc = ss.iter().map(|s| s.accepted).max().unwrap_or(0);
             let over = if max_acc > tool.exact(n) { format!("{max_acc} (overshoot)") } else { max_acc.to_string() };
             let mut rss: Vec<f64> = ss.iter().map(|s| s.peak_kib as f64 / 1024.0).collect();
+            let mut anon: Vec<f64> = ss.iter().map(|s| s.anon_kib as f64 / 1024.0).collect();
+            let mut file: Vec<f64> = ss.iter().map(|s| s.file_kib as f64 / 1024.0).collect();
             let mut cpu: Vec<f64> = ss.iter().map(|s| s.cpu_s).collect();
             let mut tw: Vec<f64> = ss.iter().map(|s| s.tw_before as f64).collect();
             let ratio = if ti == 0 || t.is_empty() || !goon_t.is_finite() {
@@ -532,8 +560,10 @@ fn main() {
             };
             let label = &tool.name;
             println!(
-                "| {n} | {sources} | {label} | {time} | {over} | {:.1} | {:.3} | {:.0} | {ratio} |",
+                "| {n} | {sources} | {label} | {time} | {over} | {:.1} | {:.1} / {:.1} | {:.3} | {:.0} | {ratio} |",
                 median(&mut rss),
+                median(&mut anon),
+                median(&mut file),
                 median(&mut cpu),
                 median(&mut tw)
             );
