@@ -239,6 +239,8 @@ pub struct Merged {
     pub max_concurrent_upper: u64,
     pub started_unix_s: f64,
     pub ended_unix_s: f64,
+    /// The fleet's idle probe (`goon --probe-idle`): the shards' groups summed.
+    pub probe: Option<crate::goon::probe::ProbeOutcome>,
 }
 
 /// Merges checked shards.
@@ -252,6 +254,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         fail.merge(&d.fail);
     }
     let upper = counts.max_concurrent_established;
+    let probe = crate::goon::probe::fleet::merge(&docs.iter().map(|d| (d.path.as_path(), &d.doc)).collect::<Vec<_>>())?;
     let (samples, w, stride, max_sum) =
         fleet_samples(&docs).map_err(|e| Error::Usage(format!("report merge: the samples do not merge: {e}")))?;
     counts.max_concurrent_established = max_sum.min(upper);
@@ -270,6 +273,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         max_concurrent_upper: upper,
         started_unix_s: started,
         ended_unix_s: ended,
+        probe,
     })
 }
 
@@ -307,7 +311,7 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             })
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "kind": "goon-fleet",
         "netforge": env!("CARGO_PKG_VERSION"),
@@ -350,7 +354,11 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             "per_shard": per_shard,
         },
         "shard_results": m.docs.iter().map(|d| d.doc.clone()).collect::<Vec<_>>(),
-    })
+    });
+    if let (Some(p), Some(o)) = (&m.probe, doc.as_object_mut()) {
+        o.insert("probe".into(), p.to_json());
+    }
+    doc
 }
 
 /// `netforge report merge`: returns the exit status.

@@ -159,12 +159,14 @@ pub(crate) fn probe_config(a: &ProbeArgs, connections: u64) -> Result<Option<Pro
     let Some(IdleList(idle)) = a.probe_idle.clone() else { return Ok(None) };
     let per_group = match a.probe_group {
         Some(n) => vec![n; idle.len()],
-        None if connections < idle.len() as u64 => return Err(format!(
+        None if connections < idle.len() as u64 => {
+            return Err(format!(
             "--probe-idle: {} connections cannot fill {} groups (give --connections at least {}, or --probe-group N)",
             connections,
             idle.len(),
             idle.len()
-        )),
+        ))
+        }
         None => crate::goon::shares(connections, idle.len()),
     };
     Ok(Some(ProbeConfig {

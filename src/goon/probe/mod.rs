@@ -13,6 +13,7 @@
 //! with the verdict of the groups probed so far.
 
 pub(crate) mod args;
+pub mod fleet;
 pub mod reactor;
 pub mod verdict;
 

@@ -214,7 +214,7 @@ impl Group {
         s
     }
 
-    pub fn to_json(&self, idle: Duration) -> Value {
+    pub fn to_json(self, idle: Duration) -> Value {
         json!({
             "idle_s": idle.as_secs_f64(),
             "connections": self.connections,
@@ -324,12 +324,6 @@ pub fn verdict(groups: &[(Duration, Group)]) -> Verdict {
     // The commonest way they were lost names the verdict (ties: the quieter way first).
     let ways = [(g.dropped, "dropped"), (g.reset, "reset"), (g.closed, "closed"), (g.error, "error")];
     let (_, kind) = ways.iter().copied().fold((0, "error"), |best, w| if w.0 > best.0 { w } else { best });
-    let (who, how, tail) = match kind {
-        "dropped" => ("a middlebox", "drops", ", silently"),
-        "reset" => ("a middlebox or the server", "resets", ""),
-        "closed" => ("a middlebox or the server", "closes", " with a FIN"),
-        _ => ("the path", "fails", " with socket errors"),
-    };
     let span = match lower {
         Some(lo) => format!("between {} and {}", secs(lo), secs(upper)),
         None => format!("within {} (the shortest idle time probed)", secs(upper)),
@@ -348,7 +342,12 @@ pub fn verdict(groups: &[(Duration, Group)]) -> Verdict {
             ),
         };
     }
-    let mut text = format!("{who} {how} idle connections {span}{tail}");
+    let mut text = match kind {
+        "dropped" => format!("a middlebox drops idle connections {span}, silently"),
+        "reset" => format!("a middlebox or the server resets idle connections {span}"),
+        "closed" => format!("a middlebox or the server closes idle connections (FIN) {span}"),
+        _ => format!("idle connections fail with socket errors {span}"),
+    };
     if g.alive > 0 {
         text.push_str(&format!(" ({} of {} idle for {} were lost)", g.lost(), g.classified(), secs(upper)));
     }
@@ -435,7 +434,7 @@ mod tests {
         let v = verdict(&[(s(1), group(3, |g| g.closed = 3)), (s(2), group(3, |g| g.closed = 3))]);
         assert_eq!(
             v.text,
-            "a middlebox or the server closes idle connections within 1 s (the shortest idle time probed), with a FIN"
+            "a middlebox or the server closes idle connections (FIN) within 1 s (the shortest idle time probed)"
         );
         assert_eq!((v.lower, v.upper), (None, Some(s(1))));
 
