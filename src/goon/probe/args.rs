@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::verdict::MAX_GROUPS;
+use crate::result::probe::verdict::MAX_GROUPS;
 use crate::units::{go_duration, parse_duration_in, parse_int};
 
 /// The longest idle time `--probe-idle` takes.

@@ -1,7 +1,8 @@
 //! `netforge goon --probe-idle LIST`: idle-timeout discovery. One group of connections per
 //! duration in LIST is dialed and held idle; when a connection has been idle for its group's
 //! duration it is sent a probe (`--probe-message`, one line feed by default) and classified as
-//! alive, reset, closed or silently dropped ([`verdict`]). The final report adds one line per
+//! alive, reset, closed or silently dropped (`result::probe::verdict`, shared with `report
+//! merge`). The final report adds one line per
 //! group and the verdict, which names the interval where idle connections start to be lost and
 //! how ("a middlebox drops idle connections between 120 s and 350 s, silently").
 //!
@@ -13,9 +14,7 @@
 //! with the verdict of the groups probed so far.
 
 pub(crate) mod args;
-pub mod fleet;
 pub mod reactor;
-pub mod verdict;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -23,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::reactor::{Concurrency, Counts, GoonCmd};
 use super::{pace_for, report, shares, status_line, GoonConfig, GoonReport, Sampler, Stream};
@@ -34,61 +33,16 @@ use crate::engine::Pool;
 use crate::error::Error;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
+pub use crate::result::probe::ProbeOutcome;
 use crate::result::sample::SampleBuf;
 use crate::stats::Latency;
 use crate::sys::Signal;
 use crate::target::{Mode, Sink};
 use args::ProbeConfig;
 use reactor::{ProbePlan, ProbeReactor, ProbeUpdate, Snap};
-use verdict::{verdict, Group, Verdict};
 
 /// How far past its expected end a run is stopped whatever its state.
 pub const SLACK: Duration = Duration::from_secs(10);
-
-/// What the probe found: each group with its idle time, and the verdict.
-#[derive(Clone, Debug)]
-pub struct ProbeOutcome {
-    pub groups: Vec<(Duration, Group)>,
-    pub deadline: Duration,
-    pub message_bytes: usize,
-    pub verdict: Verdict,
-}
-
-impl ProbeOutcome {
-    pub fn new(cfg: &ProbeConfig, groups: &[Group]) -> ProbeOutcome {
-        let groups: Vec<(Duration, Group)> =
-            cfg.idle.iter().copied().zip(groups.iter().copied().chain(std::iter::repeat(Group::default()))).collect();
-        let verdict = verdict(&groups);
-        ProbeOutcome { groups, deadline: cfg.deadline, message_bytes: cfg.message.len(), verdict }
-    }
-
-    /// The lines after tcpgoon's block.
-    pub fn text(&self) -> String {
-        let mut t = format!(
-            "--- idle probe ({} {}, deadline {}) ---\n",
-            self.message_bytes,
-            if self.message_bytes == 1 { "byte" } else { "bytes" },
-            crate::units::go_duration(self.deadline)
-        );
-        for (d, g) in &self.groups {
-            t.push_str(&g.line(*d));
-            t.push('\n');
-        }
-        t.push_str(&format!("Verdict: {}\n", self.verdict.text));
-        t
-    }
-
-    /// The `probe` object of the JSON result (docs/json-format.md §4.1).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "idle_s": self.groups.iter().map(|(d, _)| d.as_secs_f64()).collect::<Vec<_>>(),
-            "deadline_s": self.deadline.as_secs_f64(),
-            "message_bytes": self.message_bytes,
-            "groups": self.groups.iter().map(|(d, g)| g.to_json(*d)).collect::<Vec<_>>(),
-            "verdict": self.verdict.to_json(),
-        })
-    }
-}
 
 /// When the run should be over at the latest: the dial phase (pacing, then the dial timeout),
 /// the longest idle time, the probe deadline.
@@ -179,7 +133,7 @@ pub fn run(
         if !super::wait_until(at, signals, out) {
             let _ = writeln!(out, "netforge goon: interrupted while waiting for --start-at; nothing was dialed");
             let report = GoonReport { rss_start_kib, ..GoonReport::nothing_dialed(total, sample_interval) };
-            let outcome = ProbeOutcome::new(p, &[]);
+            let outcome = ProbeOutcome::new(&p.idle, p.deadline, p.message.len(), &[]);
             finish(cfg, &report, &outcome, target, threads, stream.as_mut(), out)?;
             return Ok((report, outcome));
         }
@@ -265,7 +219,7 @@ pub fn run(
         samples,
         sample_stride,
     };
-    let outcome = ProbeOutcome::new(p, &snap.groups);
+    let outcome = ProbeOutcome::new(&p.idle, p.deadline, p.message.len(), &snap.groups);
     let written = finish(cfg, &report, &outcome, target, threads, stream.as_mut(), out);
     pool.broadcast(|_| GoonCmd::Exit);
     pool.join();
@@ -427,39 +381,5 @@ impl Role for Coordinated {
 
     fn on_late(&mut self) {
         log::warn!("goon: reactors did not report within {STOP_GRACE:?} of stop; reporting what arrived");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outcome_text_and_json() {
-        let cfg = ProbeConfig {
-            idle: vec![Duration::from_secs(1), Duration::from_secs(3)],
-            per_group: vec![2, 2],
-            deadline: Duration::from_secs(2),
-            message: Arc::from(&b"\n"[..]),
-        };
-        let alive = Group { connections: 2, established: 2, alive: 2, ..Group::default() };
-        let reset = Group { connections: 2, established: 2, reset: 2, ..Group::default() };
-        let o = ProbeOutcome::new(&cfg, &[alive, reset]);
-        assert_eq!(
-            o.text(),
-            "--- idle probe (1 byte, deadline 2s) ---\n\
-             Idle 1s: 2 of 2 probed: 2 alive (0 answered, 2 acknowledged), 0 reset, 0 closed (FIN), 0 dropped silently\n\
-             Idle 3s: 2 of 2 probed: 0 alive (0 answered, 0 acknowledged), 2 reset, 0 closed (FIN), 0 dropped silently\n\
-             Verdict: a middlebox or the server resets idle connections between 1 s and 3 s\n"
-        );
-        let j = o.to_json();
-        assert_eq!(j["idle_s"], json!([1.0, 3.0]));
-        assert_eq!(j["groups"][1]["reset"], 2);
-        assert_eq!(j["verdict"]["kind"], "reset");
-        assert_eq!(j["verdict"]["lower_s"], 1.0);
-        // Fewer groups reported than configured (interrupted before a reactor reported).
-        let o = ProbeOutcome::new(&cfg, &[]);
-        assert_eq!(o.groups.len(), 2);
-        assert_eq!(o.verdict.kind, "inconclusive");
     }
 }

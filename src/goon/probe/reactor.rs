@@ -26,13 +26,13 @@ use crossbeam_channel::Sender;
 use mio::event::Source;
 use mio::net::TcpStream;
 
-use super::verdict::{acknowledged, retransmitted, AckView, Class, Group};
 use crate::engine::coordinator::Snapshot;
 use crate::engine::{Cx, Entry, Handle, Handler, Key, Kind, Ready, Refused};
 use crate::goon::reactor::{Concurrency, Counts, GoonCmd, Pace, CONNECT_BATCH, EXHAUSTION_BACKOFF, READ_BUDGET};
 use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::tcp_info::{outq, tcp_info};
 use crate::net::Cause;
+use crate::result::probe::verdict::{acknowledged, retransmitted, AckView, Class, Group};
 use crate::stats::Latency;
 use crate::target::{Sink, SinkConn, SinkHost};
 
@@ -147,7 +147,7 @@ pub struct ProbePlan {
 pub struct ProbeReactor {
     plan: ProbePlan,
     /// Dial order: group indices, longest idle first, one per dial.
-    order: Vec<usize>,
+    order: Vec<u8>,
     share: u64,
     next_source: usize,
     start: Option<Instant>,
@@ -170,8 +170,9 @@ impl ProbeReactor {
     pub fn new(plan: ProbePlan, tx: Sender<ProbeUpdate>, sink: Option<Sink>) -> ProbeReactor {
         let mut by_length: Vec<usize> = (0..plan.idle.len()).collect();
         by_length.sort_by(|a, b| plan.idle[*b].cmp(&plan.idle[*a]));
-        let order: Vec<usize> =
-            by_length.iter().flat_map(|g| std::iter::repeat_n(*g, plan.per_group[*g] as usize)).collect();
+        // At most MAX_GROUPS (32) groups: an index fits a byte.
+        let order: Vec<u8> =
+            by_length.iter().flat_map(|g| std::iter::repeat_n(*g as u8, plan.per_group[*g] as usize)).collect();
         let groups = plan.per_group.iter().map(|n| Group { connections: *n, ..Group::default() }).collect();
         ProbeReactor {
             share: order.len() as u64,
@@ -250,7 +251,7 @@ impl ProbeReactor {
 
     /// One dial; false when its failure means "back off" (no ports, no descriptors).
     fn dial_one(&mut self, cx: &mut PCx) -> bool {
-        let group = self.order[self.snap.counts.dialed as usize];
+        let group = usize::from(self.order[self.snap.counts.dialed as usize]);
         let source = (!self.plan.sources.is_empty()).then(|| {
             let s = self.plan.sources[self.next_source % self.plan.sources.len()];
             self.next_source = self.next_source.wrapping_add(1);
