@@ -176,7 +176,6 @@ pub fn run(
         rss_dial_done_kib: None,
         announced: vec![false; p.idle.len()],
         interrupted: false,
-        late: false,
         interval: Interval::new(started, cfg.interval),
         sampler: Sampler {
             every: sample_interval,
@@ -278,7 +277,6 @@ struct Coordinated {
     /// Groups whose result line was printed.
     announced: Vec<bool>,
     interrupted: bool,
-    late: bool,
     interval: Interval,
     sampler: Sampler,
 }
@@ -358,7 +356,6 @@ impl Role for Coordinated {
             if self.done.iter().all(|d| *d) {
                 self.stop(ctl, now);
             } else if now >= self.deadline {
-                self.late = true;
                 log::warn!(
                     "goon: the probe ran {} past its expected end; stopping with what was classified",
                     crate::units::go_duration(SLACK)
@@ -381,5 +378,39 @@ impl Role for Coordinated {
 
     fn on_late(&mut self) {
         log::warn!("goon: reactors did not report within {STOP_GRACE:?} of stop; reporting what arrived");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> GoonConfig {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            goon: crate::goon::args::GoonArgs,
+        }
+        let mut argv = vec!["goon"];
+        argv.extend_from_slice(args);
+        let a = Wrap::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}")).goon;
+        crate::goon::args::goon_config_with(&a, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn the_run_is_bounded_by_dialing_the_longest_idle_time_and_the_deadline() {
+        // 10 dials 10 ms apart, a 5 s dial timeout, 350 s idle, a 5 s deadline.
+        let c = cfg(&["--probe-idle", "30s,350s", "-c", "10"]);
+        let p = c.probe.clone().unwrap();
+        assert_eq!(p.per_group, vec![5, 5]);
+        assert_eq!(expected_span(&c, &p), Duration::from_millis(100 + 5000 + 350_000 + 5000));
+        let c =
+            cfg(&["--probe-idle", "1s", "--probe-group", "4", "--rate", "2", "-t", "1000", "--probe-deadline", "2s"]);
+        let p = c.probe.clone().unwrap();
+        assert_eq!((c.connections, c.fleet_connections), (4, 4));
+        assert_eq!(expected_span(&c, &p), Duration::from_secs(2 + 1 + 1 + 2));
+        let c = cfg(&["--probe-idle", "1s,2s", "--probe-group", "3", "--shard", "1/2"]);
+        assert_eq!((c.connections, c.fleet_connections), (6, 12));
     }
 }
