@@ -144,6 +144,65 @@ fn proxy_client_idle_timeout_resets_the_longer_group() {
 }
 
 #[test]
+fn a_server_that_closes_idle_connections_is_named_fin() {
+    with_timeout(T, || {
+        use std::io::Read;
+        // A server with a 2 s idle timeout that ends connections with a FIN: it reads what it
+        // was sent first, so closing leaves nothing unread (which would make it an RST).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port().to_string();
+        let server = std::thread::spawn(move || {
+            let held: Vec<_> = (0..4).map(|_| (l.accept().unwrap().0, std::time::Instant::now())).collect();
+            for (mut s, at) in held {
+                std::thread::sleep((at + Duration::from_secs(2)).saturating_duration_since(std::time::Instant::now()));
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 64];
+                while let Ok(n) = s.read(&mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+        });
+        let f = temp_json("probe-fin.json");
+        let fs = f.to_string_lossy().to_string();
+        let (code, out, err) = run(
+            &[
+                "goon",
+                "127.0.0.1",
+                &port,
+                "--probe-idle",
+                "3s,1s",
+                "-c",
+                "4",
+                "--probe-deadline",
+                "1s",
+                "-y",
+                "-i",
+                "0",
+                "--json",
+                &fs,
+            ],
+            T,
+        );
+        assert_eq!(code, 0, "{out}\n{err}");
+        server.join().unwrap();
+        let p = &json(&f)["probe"];
+        let g = &p["groups"];
+        assert_eq!((g[0]["alive"].as_u64(), g[0]["closed"].as_u64()), (Some(2), Some(0)), "{p}");
+        assert_eq!(
+            (g[1]["closed"].as_u64(), g[1]["reset"].as_u64(), g[1]["lost_before_probe"].as_u64()),
+            (Some(2), Some(0), Some(2)),
+            "{p}"
+        );
+        assert_eq!(p["verdict"]["kind"], "closed");
+        let v = verdict_line(&out);
+        assert!(v.starts_with("a middlebox or the server closes idle connections (FIN) between 1 s and 3 s"), "{v}");
+        let _ = std::fs::remove_file(&f);
+    });
+}
+
+#[test]
 fn merged_shards_sum_their_groups_and_mismatched_probes_are_refused() {
     with_timeout(T, || {
         let shard = |i: u32, list: &str| {
