@@ -118,6 +118,8 @@ pub struct GoonArgs {
     /// buffer sizes as they will run) as TOML and exit, before the preflight and the prompt.
     #[arg(long)]
     pub(crate) print_config: bool,
+    #[command(flatten)]
+    pub(crate) probe: crate::goon::probe::args::ProbeArgs,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
@@ -261,6 +263,15 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         Some(s) => shares(fleet_connections, s.count as usize)[s.index as usize],
         None => fleet_connections,
     };
+    let probe = crate::goon::probe::args::probe_config(&a.probe, connections).map_err(usage)?;
+    // `--probe-group N`: N per group is this process's whole count.
+    let (connections, fleet_connections) = match (&probe, a.probe.probe_group) {
+        (Some(p), Some(_)) => {
+            let n: u64 = p.per_group.iter().sum();
+            (n, n * shard.map_or(1, |s| s.count))
+        }
+        _ => (connections, fleet_connections),
+    };
     if let Some(at) = a.start_at {
         check_start_at(at, SystemTime::now()).map_err(|e| usage(format!("--start-at: {e}")))?;
     }
@@ -320,6 +331,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         json_stream,
         argv: std::env::args().collect(),
         port_slices,
+        probe,
     })
 }
 

@@ -9,6 +9,7 @@
 
 pub(crate) mod args;
 pub mod preflight;
+pub mod probe;
 pub mod reactor;
 pub mod report;
 
@@ -113,6 +114,8 @@ pub struct GoonConfig {
     /// kernel's own search is used.
     #[serde(skip)]
     pub port_slices: Vec<(u16, u16)>,
+    /// `--probe-idle`: idle-timeout discovery instead of connect-and-hold (see `probe`).
+    pub probe: Option<probe::args::ProbeConfig>,
 }
 
 /// Everything a run measured.
@@ -213,6 +216,9 @@ fn pace_for(cfg: &GoonConfig, reactor: usize, threads: usize, share: u64) -> Pac
 
 /// Runs the stress test; `out` receives the interval lines and the report.
 pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<GoonReport, Error> {
+    if let Some(p) = &cfg.probe {
+        return probe::run(cfg, p, signals, out).map(|(report, _)| report);
+    }
     let threads = cfg.threads.max(1).min(cfg.connections.max(1) as usize);
     let sample_interval = if cfg.interval.is_zero() { SAMPLE_DEFAULT } else { cfg.interval };
     let mut stream = match &cfg.json_stream {

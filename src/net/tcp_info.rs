@@ -39,11 +39,15 @@ pub const IP_LOCAL_PORT_RANGE: i32 = 51;
 
 // Byte offsets of the fields we read in the kernel's `struct tcp_info` (include/uapi/linux/tcp.h).
 const OFF_STATE: usize = 0;
+const OFF_RETRANSMITS: usize = 2;
 const OFF_PROBES: usize = 3;
 const OFF_BACKOFF: usize = 4;
+const OFF_RTO: usize = 8;
 const OFF_SND_MSS: usize = 16;
+const OFF_UNACKED: usize = 24;
 const OFF_RTT: usize = 68;
 const OFF_SND_CWND: usize = 80;
+const OFF_TOTAL_RETRANS: usize = 100;
 const OFF_BYTES_ACKED: usize = 120;
 const OFF_BYTES_RECEIVED: usize = 128;
 const OFF_NOTSENT_BYTES: usize = 144;
@@ -62,16 +66,25 @@ pub const TCP_INFO_MIN_LEN: usize = OFF_SND_CWND + 4;
 pub struct TcpInfo {
     /// `tcpi_state`: 1 = ESTABLISHED (`TCP_ESTABLISHED` in the kernel).
     pub state: u8,
+    /// `tcpi_retransmits`: retransmissions of the oldest unacknowledged segment since it was
+    /// last acknowledged (0 again once an ACK arrives).
+    pub retransmits: u8,
     /// Unanswered zero-window probes (or keepalives) sent.
     pub probes: u8,
     /// Exponential backoff of the retransmit / persist timer.
     pub backoff: u8,
     /// Smoothed round-trip time, µs.
     pub rtt_us: u32,
+    /// The retransmission timeout now, µs.
+    pub rto_us: u32,
+    /// Segments sent and not yet acknowledged (`tcpi_unacked`).
+    pub unacked: u32,
     /// Sender maximum segment size, bytes.
     pub snd_mss: u32,
     /// Congestion window, segments.
     pub snd_cwnd: u32,
+    /// Segments retransmitted over the connection's life (`tcpi_total_retrans`, Linux 2.6.33+).
+    pub total_retrans: Option<u32>,
     /// Bytes written by the application but not yet sent (Linux 4.6+).
     pub notsent_bytes: Option<u32>,
     /// Time with data in flight or queued, µs (Linux 4.10+).
@@ -110,9 +123,13 @@ fn u64_at(buf: &[u8], off: usize) -> Option<u64> {
 pub fn parse(buf: &[u8]) -> TcpInfo {
     TcpInfo {
         state: u8_at(buf, OFF_STATE).unwrap_or(0),
+        retransmits: u8_at(buf, OFF_RETRANSMITS).unwrap_or(0),
         probes: u8_at(buf, OFF_PROBES).unwrap_or(0),
         backoff: u8_at(buf, OFF_BACKOFF).unwrap_or(0),
         rtt_us: u32_at(buf, OFF_RTT).unwrap_or(0),
+        rto_us: u32_at(buf, OFF_RTO).unwrap_or(0),
+        unacked: u32_at(buf, OFF_UNACKED).unwrap_or(0),
+        total_retrans: u32_at(buf, OFF_TOTAL_RETRANS),
         snd_mss: u32_at(buf, OFF_SND_MSS).unwrap_or(0),
         snd_cwnd: u32_at(buf, OFF_SND_CWND).unwrap_or(0),
         notsent_bytes: u32_at(buf, OFF_NOTSENT_BYTES),
@@ -340,7 +357,11 @@ mod tests {
     fn synthetic() -> [u8; TCP_INFO_BUF_LEN] {
         let mut b = [0u8; TCP_INFO_BUF_LEN];
         b[OFF_STATE] = 1;
+        b[OFF_RETRANSMITS] = 2;
         b[OFF_PROBES] = 3;
+        b[OFF_RTO..OFF_RTO + 4].copy_from_slice(&204_000u32.to_ne_bytes());
+        b[OFF_UNACKED..OFF_UNACKED + 4].copy_from_slice(&1u32.to_ne_bytes());
+        b[OFF_TOTAL_RETRANS..OFF_TOTAL_RETRANS + 4].copy_from_slice(&6u32.to_ne_bytes());
         b[OFF_BACKOFF] = 5;
         b[OFF_SND_MSS..OFF_SND_MSS + 4].copy_from_slice(&1460u32.to_ne_bytes());
         b[OFF_RTT..OFF_RTT + 4].copy_from_slice(&250u32.to_ne_bytes());
@@ -362,9 +383,13 @@ mod tests {
             info,
             TcpInfo {
                 state: 1,
+                retransmits: 2,
                 probes: 3,
                 backoff: 5,
                 rtt_us: 250,
+                rto_us: 204_000,
+                unacked: 1,
+                total_retrans: Some(6),
                 snd_mss: 1460,
                 snd_cwnd: 10,
                 notsent_bytes: Some(4096),
@@ -397,6 +422,8 @@ mod tests {
             let info = parse(&full[..len]);
             assert_eq!(info.state, 1, "len {len}");
             assert_eq!(info.snd_cwnd, 10, "len {len}");
+            assert_eq!((info.retransmits, info.unacked, info.rto_us), (2, 1, 204_000), "len {len}");
+            assert_eq!(info.total_retrans.is_some(), len >= 104, "len {len}");
             assert_eq!(info.bytes_acked.is_some(), acked, "len {len}");
             assert_eq!(info.bytes_received.is_some(), acked, "len {len}");
             assert_eq!(info.notsent_bytes.is_some(), notsent, "len {len}");

@@ -9,7 +9,9 @@
 //!
 //! Refused, with one line naming the file and key: another format version or kind, another
 //! target or `--connections`, another histogram precision or sample interval, a duplicated
-//! shard, a file without a shard among several; and, unless `--allow-missing`, a missing shard.
+//! shard, a file without a shard among several, idle probes (`goon --probe-idle`) of other
+//! durations, deadline or size, or a probe in only some shards; and, unless `--allow-missing`, a
+//! missing shard. Idle probes of one test are summed group by group (`result::probe::fleet`).
 //! Exit status: goon's (0 all fine; 1 some connection never finished dialing; 2 some errored,
 //! unless `--max-errors` judges errors), or 3 when a threshold is violated.
 
@@ -239,6 +241,8 @@ pub struct Merged {
     pub max_concurrent_upper: u64,
     pub started_unix_s: f64,
     pub ended_unix_s: f64,
+    /// The fleet's idle probe (`goon --probe-idle`): the shards' groups summed.
+    pub probe: Option<crate::result::probe::ProbeOutcome>,
 }
 
 /// Merges checked shards.
@@ -252,6 +256,8 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         fail.merge(&d.fail);
     }
     let upper = counts.max_concurrent_established;
+    let probe =
+        crate::result::probe::fleet::merge(&docs.iter().map(|d| (d.path.as_path(), &d.doc)).collect::<Vec<_>>())?;
     let (samples, w, stride, max_sum) =
         fleet_samples(&docs).map_err(|e| Error::Usage(format!("report merge: the samples do not merge: {e}")))?;
     counts.max_concurrent_established = max_sum.min(upper);
@@ -270,6 +276,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         max_concurrent_upper: upper,
         started_unix_s: started,
         ended_unix_s: ended,
+        probe,
     })
 }
 
@@ -307,7 +314,7 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             })
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "kind": "goon-fleet",
         "netforge": env!("CARGO_PKG_VERSION"),
@@ -350,7 +357,11 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             "per_shard": per_shard,
         },
         "shard_results": m.docs.iter().map(|d| d.doc.clone()).collect::<Vec<_>>(),
-    })
+    });
+    if let (Some(p), Some(o)) = (&m.probe, doc.as_object_mut()) {
+        o.insert("probe".into(), p.to_json());
+    }
+    doc
 }
 
 /// `netforge report merge`: returns the exit status.

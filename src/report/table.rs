@@ -104,6 +104,9 @@ pub fn print(m: &Merged, verdicts: &[Verdict], out: &mut dyn Write) {
             d.started_at
         ));
     }
+    if let Some(p) = &m.probe {
+        t.push_str(&p.text());
+    }
     for v in verdicts {
         if v.ok {
             t.push_str(&format!("threshold ok: {} {}: {}\n", v.flag, v.limit, v.value));

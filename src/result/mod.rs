@@ -3,11 +3,12 @@
 //! this module and never each other.
 //!
 //! `sample.rs` is the per-interval sample and its cap, `block.rs` tcpgoon's final block and
-//! the whole-run latency object, `totals.rs` a result's counts, `html/` the self-contained HTML
+//! the whole-run latency object, `totals.rs` a result's counts, `probe/` an idle probe's groups and verdict, `html/` the self-contained HTML
 //! page of a result (`report html`, `goon --html`, `bp client --html`).
 
 pub(crate) mod block;
 pub(crate) mod html;
+pub(crate) mod probe;
 pub(crate) mod sample;
 pub(crate) mod totals;
 

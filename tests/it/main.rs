@@ -8,6 +8,7 @@ mod goon;
 mod limits;
 mod listen;
 mod print_config;
+mod probe;
 mod proxy;
 mod proxy_admin;
 mod proxy_reload;
