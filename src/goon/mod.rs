@@ -327,19 +327,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         interrupted: false,
         // `-i 0`: no periodic lines, only the final report.
         interval: Interval::new(started, cfg.interval),
-        sampler: Sampler {
-            every: sample_interval,
-            next: started + sample_interval,
-            next_index: 0,
-            last_end: Duration::ZERO,
-            prev: Counts::default(),
-            connect: Latency::new(),
-            fail: Latency::new(),
-            buf: SampleBuf::default(),
-            concurrency: concurrency.clone(),
-            keep: cfg.json.is_some() || stream.is_some() || cfg.html.is_some(),
-            stream: stream.take(),
-        },
+        sampler: Sampler::new(cfg, started, sample_interval, concurrency.clone(), stream.take()),
     };
     coordinator::run(&mut role, &rx, signals, out);
     let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, mut sampler, .. } =
@@ -497,6 +485,28 @@ struct Sampler {
 }
 
 impl Sampler {
+    pub(crate) fn new(
+        cfg: &GoonConfig,
+        started: Instant,
+        every: Duration,
+        concurrency: Arc<Concurrency>,
+        stream: Option<Stream>,
+    ) -> Sampler {
+        Sampler {
+            every,
+            next: started + every,
+            next_index: 0,
+            last_end: Duration::ZERO,
+            prev: Counts::default(),
+            connect: Latency::new(),
+            fail: Latency::new(),
+            buf: SampleBuf::default(),
+            concurrency,
+            keep: cfg.json.is_some() || stream.is_some() || cfg.html.is_some(),
+            stream,
+        }
+    }
+
     fn merge(&mut self, connect: Option<&Latency>, fail: Option<&Latency>) {
         if !self.keep {
             return;

@@ -34,7 +34,6 @@ use crate::error::Error;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
 pub use crate::result::probe::ProbeOutcome;
-use crate::result::sample::SampleBuf;
 use crate::stats::Latency;
 use crate::sys::Signal;
 use crate::target::{Mode, Sink};
@@ -177,18 +176,7 @@ pub fn run(
         announced: vec![false; p.idle.len()],
         interrupted: false,
         interval: Interval::new(started, cfg.interval),
-        sampler: Sampler {
-            every: sample_interval,
-            next: started + sample_interval,
-            next_index: 0,
-            last_end: Duration::ZERO,
-            prev: Counts::default(),
-            connect: Latency::new(),
-            fail: Latency::new(),
-            buf: SampleBuf::default(),
-            concurrency: concurrency.clone(),
-            stream: stream.take(),
-        },
+        sampler: Sampler::new(cfg, started, sample_interval, concurrency.clone(), stream.take()),
     };
     coordinator::run(&mut role, &rx, signals, out);
     let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, mut sampler, .. } =
