@@ -11,6 +11,7 @@ pub(crate) mod args;
 pub mod preflight;
 pub mod reactor;
 pub mod report;
+pub mod tls;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -113,6 +114,22 @@ pub struct GoonConfig {
     /// kernel's own search is used.
     #[serde(skip)]
     pub port_slices: Vec<(u16, u16)>,
+    /// `--tls` and its flags.
+    pub tls: Option<GoonTls>,
+}
+
+/// `--tls`, checked and built: what the reactors and the built-in sink use.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GoonTls {
+    #[serde(flatten)]
+    pub options: crate::tls::ClientOptions,
+    #[serde(skip)]
+    pub name: rustls::pki_types::ServerName<'static>,
+    #[serde(skip)]
+    pub client: Arc<rustls::ClientConfig>,
+    /// The built-in sink's server side (its self-signed certificate).
+    #[serde(skip)]
+    pub sink: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Everything a run measured.
@@ -137,6 +154,8 @@ pub struct GoonReport {
     pub sample_interval: Duration,
     pub samples: Vec<Sample>,
     pub sample_stride: u64,
+    /// `--tls`: handshakes, their latency and failures.
+    pub tls: Option<crate::result::tls::TlsTotals>,
 }
 
 impl GoonReport {
@@ -160,15 +179,16 @@ impl GoonReport {
             sample_interval,
             samples: Vec::new(),
             sample_stride: 1,
+            tls: None,
         }
     }
 
     /// tcpgoon's exit status: 1 if some connection never finished dialing, else 2 if any
-    /// errored, else 0.
+    /// errored (with `--tls`, a failed TLS handshake too), else 0.
     pub fn exit_code(&self) -> u8 {
         if self.not_initiated > 0 || self.counts.dialing > 0 {
             1
-        } else if self.counts.error > 0 {
+        } else if self.counts.error > 0 || self.tls.as_ref().is_some_and(|t| t.failed > 0) {
             2
         } else {
             0
@@ -234,12 +254,14 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         let cap = (cfg.connections as usize).saturating_add(64 * threads);
         let g = Admission::new(cap, threads, None);
         for (slot, l) in sinks.iter_mut().zip(listeners) {
-            *slot = Some(Sink::new(l, Mode::Hold, g.clone(), SockBufs::default()));
+            let tls = cfg.tls.as_ref().and_then(|t| t.sink.clone());
+            *slot = Some(Sink::new(l, Mode::Hold, g.clone(), SockBufs::default()).with_tls(tls));
         }
         gate = Some(g);
         let _ = writeln!(
             out,
-            "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold, in this process)"
+            "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold{}, in this process)",
+            if cfg.tls.is_some() { ", tls" } else { "" }
         );
     }
     let opts = DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, ..DialOpts::default() };
@@ -260,6 +282,11 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                 sources: cfg.sources.clone(),
                 source_offset: i,
                 concurrency: concurrency.clone(),
+                tls: cfg.tls.as_ref().map(|t| tls::TlsPlan {
+                    config: crate::tls::for_reactor(&t.client, t.options.resume),
+                    name: t.name.clone(),
+                    timeout: cfg.dial_timeout,
+                }),
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })
@@ -315,6 +342,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         dial_done: vec![false; threads],
         connect: Latency::new(),
         fail: Latency::new(),
+        tls_handshake: Latency::new(),
         dial_phase: None,
         rss_dial_done_kib: None,
         hold_until: None,
@@ -335,9 +363,28 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         },
     };
     coordinator::run(&mut role, &rx, signals, out);
-    let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, mut sampler, .. } =
-        role;
+    let Coordinated {
+        pool,
+        reports,
+        connect,
+        fail,
+        tls_handshake,
+        dial_phase,
+        rss_dial_done_kib,
+        interrupted,
+        mut sampler,
+        ..
+    } = role;
     let counts = reports.total();
+    let tls = cfg.tls.as_ref().map(|_| crate::result::tls::TlsTotals {
+        full: counts.tls.full,
+        resumed: counts.tls.resumed,
+        failed: counts.tls.failed,
+        unfinished: counts.tls.handshaking,
+        failures: counts.tls.failures,
+        handshake: tls_handshake,
+        span_s: counts.tls.last_done.map(|t| t.saturating_duration_since(started).as_secs_f64()),
+    });
     let elapsed = started.elapsed();
     sampler.close(&counts, total, elapsed, true);
     let Sampler { buf, stream: st, .. } = sampler;
@@ -360,6 +407,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         sample_interval,
         samples,
         sample_stride,
+        tls,
     };
     let written = finish(cfg, &report, target, threads, stream.as_mut(), out);
     // Every reactor has reported (or the grace ran out): now they may close and end.
@@ -544,6 +592,7 @@ struct Coordinated {
     dial_done: Vec<bool>,
     connect: Latency,
     fail: Latency,
+    tls_handshake: Latency,
     dial_phase: Option<Duration>,
     rss_dial_done_kib: Option<u64>,
     hold_until: Option<Instant>,
@@ -585,6 +634,9 @@ impl Role for Coordinated {
         if let Some(l) = &u.fail {
             self.fail.merge(l);
             self.sampler.fail.merge(l);
+        }
+        if let Some(l) = &u.tls_handshake {
+            self.tls_handshake.merge(l);
         }
         self.dial_done[u.reactor] |= u.dial_done;
         self.reports.set(u.reactor, u.counts, u.exited);

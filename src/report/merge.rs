@@ -87,6 +87,18 @@ pub fn check_fleet(mut docs: Vec<ShardDoc>, allow_missing: bool) -> Result<(Vec<
                 ),
             ));
         }
+        if d.tls.is_some() != docs[0].tls.is_some() {
+            let with = |b: bool| if b { "a --tls run" } else { "a run without --tls" };
+            return Err(key_err(
+                &d.path,
+                "tls",
+                format!(
+                    "{} but {first_path} is {}; merge only shards of one test",
+                    with(d.tls.is_some()),
+                    with(docs[0].tls.is_some())
+                ),
+            ));
+        }
         if d.connections != connections {
             return Err(key_err(
                 &d.path,
@@ -239,6 +251,8 @@ pub struct Merged {
     pub max_concurrent_upper: u64,
     pub started_unix_s: f64,
     pub ended_unix_s: f64,
+    /// `--tls` shards: their TLS figures added.
+    pub tls: Option<crate::result::tls::TlsTotals>,
 }
 
 /// Merges checked shards.
@@ -257,7 +271,14 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
     counts.max_concurrent_established = max_sum.min(upper);
     let started = docs.iter().map(|d| d.started_unix_s).fold(f64::INFINITY, f64::min);
     let ended = docs.iter().map(|d| d.ended_unix_s).fold(f64::NEG_INFINITY, f64::max);
+    let mut tls: Option<crate::result::tls::TlsTotals> = None;
+    for d in &docs {
+        if let Some(t) = &d.tls {
+            tls.get_or_insert_with(Default::default).add(t, d.started_unix_s - started);
+        }
+    }
     Ok(Merged {
+        tls,
         docs,
         shards,
         missing,
@@ -307,7 +328,7 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             })
         })
         .collect();
-    json!({
+    let mut v = json!({
         "format_version": FORMAT_VERSION,
         "kind": "goon-fleet",
         "netforge": env!("CARGO_PKG_VERSION"),
@@ -350,7 +371,12 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             "per_shard": per_shard,
         },
         "shard_results": m.docs.iter().map(|d| d.doc.clone()).collect::<Vec<_>>(),
-    })
+    });
+    // Shards of a `--tls` run only: the key is absent otherwise.
+    if let (Some(t), Some(o)) = (&m.tls, v.as_object_mut()) {
+        o.insert("tls".into(), t.to_json());
+    }
+    v
 }
 
 /// `netforge report merge`: returns the exit status.
