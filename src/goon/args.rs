@@ -126,8 +126,9 @@ pub struct GoonArgs {
     pub(crate) sni: Option<String>,
     /// ALPN protocols to offer, comma-separated, in order (e.g. h2,http/1.1): names of
     /// 1..=255 bytes, at most 32.
-    #[arg(long, value_name = "LIST", requires = "tls", value_parser = crate::tls::parse_alpn)]
-    pub(crate) alpn: Option<Vec<String>>,
+    #[arg(long, value_name = "LIST", requires = "tls",
+          value_parser = |s: &str| crate::tls::parse_alpn(s).map(|_| s.to_string()))]
+    pub(crate) alpn: Option<String>,
     /// Accept any server certificate (no chain, name or date check; handshake signatures are
     /// still verified).
     #[arg(long, requires = "tls", conflicts_with = "ca")]
@@ -360,7 +361,10 @@ fn goon_tls(a: &GoonArgs, host: &str, builtin: bool) -> Result<Option<GoonTls>, 
     }
     let options = crate::tls::ClientOptions {
         sni: a.sni.clone(),
-        alpn: a.alpn.clone().unwrap_or_default(),
+        alpn: match &a.alpn {
+            Some(list) => crate::tls::parse_alpn(list).map_err(|e| usage(format!("--alpn: {e}")))?,
+            None => Vec::new(),
+        },
         insecure: a.insecure,
         resume: a.tls_resume,
         ca: a.ca.clone(),
@@ -524,6 +528,56 @@ mod tests {
         assert!(e.contains("must be below the shard count 4"), "{e}");
         let e = cfg(&["127.0.0.1", "9", "-c", "3", "--shard", "0/4"], None).unwrap_err().to_string();
         assert!(e.starts_with("--shard 0/4: --connections 3 leaves some of the 4 shards no connection"), "{e}");
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = goon_config_with(&parsed(&["--tls", "-c", "2"]), &|_| None).unwrap();
+        let t = c.tls.expect("--tls");
+        assert!(t.sink.is_some(), "the built-in sink serves TLS");
+        assert_eq!(t.options, crate::tls::ClientOptions::default());
+        let c = goon_config_with(
+            &parsed(&[
+                "127.0.0.1",
+                "9",
+                "--tls",
+                "--insecure",
+                "--sni",
+                "a.example",
+                "--alpn",
+                "h2,http/1.1",
+                "--tls-resume",
+            ]),
+            &|_| None,
+        )
+        .unwrap();
+        let t = c.tls.unwrap();
+        assert!(t.sink.is_none());
+        assert_eq!(t.options.sni.as_deref(), Some("a.example"));
+        assert_eq!(t.options.alpn, ["h2", "http/1.1"]);
+        assert!(t.options.insecure && t.options.resume);
+        assert_eq!(t.client.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(goon_config_with(&parsed(&["-c", "1"]), &|_| None).unwrap().tls.is_none());
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct Wrap {
+            #[command(flatten)]
+            goon: GoonArgs,
+        }
+        for (bad, flag) in [
+            (&["--sni", "a.example"][..], "--tls"),
+            (&["--tls-resume"][..], "--tls"),
+            (&["--tls", "--alpn", ""][..], "--alpn"),
+            (&["--tls", "--sni", "not a name"][..], "--sni"),
+            (&["--tls", "--insecure", "--ca", "x.pem"][..], "--ca"),
+        ] {
+            let e = Wrap::try_parse_from([&["goon"][..], bad].concat()).unwrap_err().to_string();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
+        let e = goon_config_with(&parsed(&["127.0.0.1", "9", "--tls", "--ca", "/nonexistent/ca.pem"]), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--ca /nonexistent/ca.pem: cannot open"), "{e}");
     }
 
     #[test]
