@@ -357,6 +357,8 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
             prev: Counts::default(),
             connect: Latency::new(),
             fail: Latency::new(),
+            tls: cfg.tls.is_some(),
+            tls_handshake: Latency::new(),
             buf: SampleBuf::default(),
             concurrency: concurrency.clone(),
             stream: stream.take(),
@@ -529,6 +531,9 @@ struct Sampler {
     prev: Counts,
     connect: Latency,
     fail: Latency,
+    /// `--tls`: samples carry the interval's handshakes.
+    tls: bool,
+    tls_handshake: Latency,
     buf: SampleBuf,
     concurrency: Arc<Concurrency>,
     stream: Option<Stream>,
@@ -566,9 +571,16 @@ impl Sampler {
             errors,
             connect: self.connect.moments_json(),
             fail: self.fail.moments_json(),
+            tls: self.tls.then(|| crate::result::sample::SampleTls {
+                full: c.tls.full.saturating_sub(self.prev.tls.full),
+                resumed: c.tls.resumed.saturating_sub(self.prev.tls.resumed),
+                failed: c.tls.failed.saturating_sub(self.prev.tls.failed),
+                handshake: self.tls_handshake.moments_json(),
+            }),
         };
         self.connect.clear();
         self.fail.clear();
+        self.tls_handshake.clear();
         if let Some(st) = self.stream.as_mut() {
             st.interval(&s);
         }
@@ -637,6 +649,7 @@ impl Role for Coordinated {
         }
         if let Some(l) = &u.tls_handshake {
             self.tls_handshake.merge(l);
+            self.sampler.tls_handshake.merge(l);
         }
         self.dial_done[u.reactor] |= u.dial_done;
         self.reports.set(u.reactor, u.counts, u.exited);

@@ -232,6 +232,7 @@ fn at_rest(index: u64, t_start_s: f64, t_end_s: f64, end_unix_s: f64, state: Sta
         errors: [0; 7],
         connect: Latency::new().moments_json(),
         fail: Latency::new().moments_json(),
+        tls: None,
     }
 }
 

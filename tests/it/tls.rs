@@ -83,9 +83,20 @@ fn goon_tls_against_serve_tls_all_handshake() {
 fn goon_tls_without_a_host_uses_the_built_in_sink_over_tls() {
     with_timeout(T, || {
         let j = temp_json("tls-builtin.json");
-        let (code, out, err) =
-            run(&["goon", "--tls", "-c", "30", "-s", "0", "-i", "0", "--json", j.to_str().unwrap()], T);
+        let st = temp_json("tls-builtin.ndjson");
+        let args = ["goon", "--tls", "-c", "30", "-s", "0", "-i", "0", "--json", j.to_str().unwrap()];
+        let (code, out, err) = run(&[&args[..], &["--json-stream", st.to_str().unwrap()]].concat(), T);
         assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+        // The interval events carry the interval's handshakes; they add up to the run's.
+        let (mut full, mut timed) = (0, 0);
+        for line in std::fs::read_to_string(&st).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["event"] == "interval" {
+                full += v["sample"]["tls"]["full"].as_u64().unwrap();
+                timed += v["sample"]["tls"]["handshake_time"]["count"].as_u64().unwrap();
+            }
+        }
+        assert_eq!((full, timed), (30, 30));
         assert!(out.contains("(mode hold, tls, in this process)"), "{out}");
         // Verified (no --insecure): goon trusts the sink's own self-signed certificate.
         assert_eq!(handshakes(&out), (30, 30, 0, 0, 0), "{out}");
