@@ -214,7 +214,7 @@ fn main() {
         let lat = if row.lat.is_empty() {
             "-".to_string()
         } else {
-            let mut col = |i: usize| median(&mut row.lat.iter().map(|l| l[i]).collect::<Vec<_>>()) / 1000.0;
+            let col = |i: usize| median(&mut row.lat.iter().map(|l| l[i]).collect::<Vec<_>>()) / 1000.0;
             format!("{:.2}/{:.2}/{:.2} ms", col(0), col(1), col(2))
         };
         println!(
