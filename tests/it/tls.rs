@@ -122,6 +122,10 @@ fn a_self_signed_certificate_fails_verification_without_insecure() {
         assert_eq!(handshakes(&out), (0, 0, 0, 10, 0), "{out}");
         assert!(out.contains("TLS failures by cause: cert_unknown_issuer 10"), "{out}");
         assert_eq!(failures(&json(&j)), [("cert_unknown_issuer".to_string(), 10)]);
+        // report merge reads the failures back and exits as goon did.
+        let (code, out, _) = run(&["report", "merge", j.to_str().unwrap()], T);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("TLS failures by cause: cert_unknown_issuer 10"), "{out}");
     });
 }
 
