@@ -440,8 +440,9 @@ impl GoonReactor {
     /// `--tls`: the TCP connect is done; the handshake begins, with its deadline.
     fn tls_begin(&mut self, cx: &mut GCx, key: Key) {
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return };
-        // The clock is read here and at the handshake's end rather than taken from the loop's
-        // turn time: a handshake with an in-process peer can finish within one turn.
+        // The clock is read here and at the handshake's end, not taken from the loop's turn
+        // time (read once per turn): with a fast peer, such as the built-in sink on another
+        // reactor, a handshake can finish within the turn that began it.
         let now = Instant::now();
         d.handshake = Some(now);
         let deadline = t.begin(&mut d.sock, now);

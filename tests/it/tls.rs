@@ -329,3 +329,49 @@ fn bad_certificate_files_are_one_line_errors_naming_flag_and_file() {
         assert!(err.contains("--alpn") && err.lines().count() == 1, "{err}");
     });
 }
+
+#[test]
+fn serve_tls_echo_speaks_plaintext_inside_tls() {
+    with_timeout(T, || {
+        use rustls::pki_types::pem::PemObject;
+        use std::io::{Read, Write};
+        let (ca, cert, key) = ca_and_leaf();
+        let (_srv, addr) = serve(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "0",
+            "--mode",
+            "echo",
+            "--tls",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_file(&ca).unwrap()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("good.example").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+        let sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let msg = vec![7u8; 100_000];
+        tls.write_all(&msg).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tls.read_exact(&mut back).unwrap();
+        assert!(back == msg, "echoed through TLS");
+        // Our close_notify: the server answers with its own and closes.
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(tls.read_to_end(&mut rest).unwrap(), 0);
+    });
+}
