@@ -184,9 +184,10 @@ impl GoonReport {
     }
 
     /// tcpgoon's exit status: 1 if some connection never finished dialing, else 2 if any
-    /// errored (with `--tls`, a failed TLS handshake too), else 0.
+    /// errored (with `--tls`, a failed TLS handshake too), else 0. A handshake still under way
+    /// at the end counts as a dial not finished.
     pub fn exit_code(&self) -> u8 {
-        if self.not_initiated > 0 || self.counts.dialing > 0 {
+        if self.not_initiated > 0 || self.counts.dialing > 0 || self.tls.as_ref().is_some_and(|t| t.unfinished > 0) {
             1
         } else if self.counts.error > 0 || self.tls.as_ref().is_some_and(|t| t.failed > 0) {
             2
@@ -730,5 +731,13 @@ mod tests {
         r.counts.dialing = 0;
         r.not_initiated = 2;
         assert_eq!(r.exit_code(), 1);
+        r.not_initiated = 0;
+        r.counts.error = 0;
+        r.tls = Some(crate::result::tls::TlsTotals::default());
+        assert_eq!(r.exit_code(), 0);
+        r.tls.as_mut().unwrap().failed = 1;
+        assert_eq!(r.exit_code(), 2, "a failed handshake is an error");
+        r.tls.as_mut().unwrap().unfinished = 1;
+        assert_eq!(r.exit_code(), 1, "a handshake under way at the end is unfinished");
     }
 }
