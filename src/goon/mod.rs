@@ -118,18 +118,21 @@ pub struct GoonConfig {
     pub tls: Option<GoonTls>,
 }
 
-/// `--tls`, checked and built: what the reactors and the built-in sink use.
-#[derive(Clone, Debug, serde::Serialize)]
+/// `--tls`, checked and built: what the reactors and the built-in sink use. Written by
+/// `--print-config` as its flags (`options`).
+#[derive(Clone, Debug)]
 pub struct GoonTls {
-    #[serde(flatten)]
     pub options: crate::tls::ClientOptions,
-    #[serde(skip)]
     pub name: rustls::pki_types::ServerName<'static>,
-    #[serde(skip)]
     pub client: Arc<rustls::ClientConfig>,
     /// The built-in sink's server side (its self-signed certificate).
-    #[serde(skip)]
     pub sink: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl serde::Serialize for GoonTls {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.options.serialize(s)
+    }
 }
 
 /// Everything a run measured.
