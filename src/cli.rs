@@ -29,7 +29,7 @@ pub struct Cli {
 pub enum Cmd {
     /// Open many concurrent TCP connections to HOST PORT and report how they fare (tcpgoon's
     /// interface). Without HOST and PORT it stresses a built-in sink in the same process.
-    Goon(GoonArgs),
+    Goon(Box<GoonArgs>),
     /// A TCP target on the same engine: hold, echo or discard connections.
     Serve(ServeArgs),
     /// An L4 (TCP) load balancer: `--conf lb.toml`, or the quick-start flags and a list of

@@ -28,5 +28,6 @@ pub(crate) mod serve;
 pub mod stats;
 pub mod sys;
 pub(crate) mod target;
+pub(crate) mod tls;
 pub(crate) mod units;
 pub(crate) mod wallclock;

@@ -12,9 +12,13 @@
 //! from the reactor's [`BufPool`], given back (cleared, not zeroed) once they went out. An idle
 //! echo connection holds its socket and a few words, no ring; a busy one at most one ring of
 //! [`ECHO_RING_BYTES`], and a full ring stops reading it (backpressure to the sender).
+//!
+//! With TLS ([`Sink::with_tls`]: `serve --tls`, goon's sink under `goon --tls`) each accepted
+//! socket is the server side of a rustls session ([`crate::tls::Stream`]): the modes see
+//! plaintext, the handshake runs inside the first reads, and what rustls queued is flushed on
+//! every event.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::sync::Arc;
 
 use mio::event::Source;
@@ -60,6 +64,8 @@ pub struct SinkStats {
     pub accept_pauses: u64,
     /// Echo: the reactor's ring pool.
     pub rings: PoolStats,
+    /// TLS: handshakes done and failed.
+    pub tls: crate::tls::ServerTlsStats,
 }
 
 impl crate::engine::coordinator::Snapshot for SinkStats {
@@ -72,13 +78,16 @@ impl crate::engine::coordinator::Snapshot for SinkStats {
         self.bytes_out += o.bytes_out;
         self.accept_pauses += o.accept_pauses;
         self.rings.merge(&o.rings);
+        self.tls.merge(&o.tls);
     }
 }
 
 /// One accepted connection: an entry of the reactor's table (the whole entry in `serve`, one
 /// kind of entry in goon's).
 pub struct SinkConn {
-    sock: TcpStream,
+    sock: crate::tls::Stream,
+    /// TLS: the handshake completed (and was counted).
+    tls_done: bool,
     rd: Readiness,
     /// Echo mode only: bytes read and not yet written back, in a ring borrowed from the pool;
     /// `None` while there are none.
@@ -122,6 +131,8 @@ pub struct Sink {
     scratch: Box<[u8]>,
     /// Echo rings: at most one per connection out at once.
     rings: BufPool<Ring>,
+    /// Serve every connection over TLS with this configuration.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Sink {
@@ -136,7 +147,14 @@ impl Sink {
             stats: SinkStats::default(),
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
             rings: BufPool::new(ECHO_RING_BYTES, cap, ECHO_RING_CACHE),
+            tls: None,
         }
+    }
+
+    /// Serves TLS on every connection (the server side of a rustls session each).
+    pub fn with_tls(mut self, cfg: Option<Arc<rustls::ServerConfig>>) -> Sink {
+        self.tls = cfg;
+        self
     }
 
     /// Table entries it may hold: size the reactor's table with it.
@@ -187,7 +205,16 @@ impl Sink {
 
     fn adopt<E: SinkHost>(&mut self, cx: &mut Cx<E>, sock: TcpStream, slot: Slot) {
         let _ = self.bufs.apply(&sock);
-        let conn = SinkConn { sock, rd: Readiness::default(), ring: None, read_eof: false, _slot: slot };
+        let mut sock = crate::tls::Stream::plain(sock);
+        if let Some(cfg) = &self.tls {
+            if let Err(e) = sock.start_server(cfg.clone()) {
+                log::debug!("r{} tls: {e}", cx.id);
+                self.stats.tls.failed += 1;
+                return;
+            }
+        }
+        let conn =
+            SinkConn { sock, tls_done: false, rd: Readiness::default(), ring: None, read_eof: false, _slot: slot };
         match cx.adopt(E::from(conn)) {
             Ok(_) => {}
             Err((_, Refused::Register(e))) => {
@@ -203,6 +230,9 @@ impl Sink {
 
     fn close<E: SinkHost>(&mut self, cx: &mut Cx<E>, key: Key) {
         if let Some(e) = cx.close(key) {
+            if e.sink_conn().is_some_and(|c| c.sock.is_tls() && !c.tls_done) {
+                self.stats.tls.failed += 1;
+            }
             if let Some(r) = e.sink_conn().and_then(|c| c.ring.take()) {
                 self.rings.give(r);
                 self.stats.rings = self.rings.stats();
@@ -217,6 +247,9 @@ impl Sink {
         let mode = self.mode;
         let Some(c) = cx.table.get_mut(key).and_then(E::sink_conn) else { return };
         c.rd.event |= ready;
+        if c.sock.is_tls() && c.sock.flush_tls().is_err() {
+            return self.close(cx, key);
+        }
         let outcome = match mode {
             Mode::Hold | Mode::Discard => drain(c, &mut self.scratch, &mut self.stats),
             Mode::Echo => {
@@ -225,6 +258,10 @@ impl Sink {
                 o
             }
         };
+        if !c.tls_done && c.sock.session().is_some_and(|s| !s.is_handshaking()) {
+            c.tls_done = true;
+            self.stats.tls.handshakes += 1;
+        }
         match outcome {
             Outcome::Idle => {}
             Outcome::More => cx.defer(key),
@@ -299,7 +336,7 @@ fn echo(c: &mut SinkConn, scratch: &mut [u8], rings: &mut BufPool<Ring>, stats: 
         }
         if c.read_eof && c.ring.is_none() {
             // Peer's FIN, everything echoed: send ours. The peer closing its read side ends it.
-            let _ = c.sock.shutdown(Shutdown::Write);
+            let _ = c.sock.close_write();
             return Outcome::Close;
         }
         if budget == 0 {

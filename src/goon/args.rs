@@ -11,7 +11,7 @@ use clap::Args;
 use crate::cli::usage;
 use crate::config::{resolve, resolve_threads as threads};
 use crate::error::Error;
-use crate::goon::{shares, GoonConfig, Shard, StreamTo};
+use crate::goon::{shares, GoonConfig, GoonTls, Shard, StreamTo};
 use crate::net::tune::SockBufs;
 use crate::result::SHARDS_MAX;
 use crate::units::{self, parse_bytes_in, parse_duration_in, parse_int, parse_sockbuf, parse_threads};
@@ -114,6 +114,33 @@ pub struct GoonArgs {
     /// the sockets where --sndbuf/--rcvbuf are not given (each gets 4KiB..=256MiB).
     #[arg(long = "socket-mem", value_name = "SIZE", allow_hyphen_values = true, value_parser = parse_socket_mem)]
     pub(crate) socket_mem: Option<u64>,
+    /// After each TCP connect, a TLS handshake (rustls), then hold the connection over TLS.
+    /// The handshake's deadline is --dial-timeout again, from the TCP connect. The certificate
+    /// is verified against the system's roots (or --ca); the built-in sink's own self-signed
+    /// certificate is trusted when no HOST is given.
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// The TLS server name to send (SNI) and verify the certificate against, instead of HOST
+    /// (a DNS name or an IP address; an IP address sends no SNI).
+    #[arg(long, value_name = "NAME", requires = "tls", value_parser = crate::tls::parse_sni)]
+    pub(crate) sni: Option<String>,
+    /// ALPN protocols to offer, comma-separated, in order (e.g. h2,http/1.1): names of
+    /// 1..=255 bytes, at most 32.
+    #[arg(long, value_name = "LIST", requires = "tls",
+          value_parser = |s: &str| crate::tls::parse_alpn(s).map(|_| s.to_string()))]
+    pub(crate) alpn: Option<String>,
+    /// Accept any server certificate (no chain, name or date check; handshake signatures are
+    /// still verified).
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    pub(crate) insecure: bool,
+    /// Trust the CA certificates in this PEM file instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Resume TLS sessions: each reactor keeps the tickets its servers sent (up to 4096) and
+    /// offers them on its next handshakes; full and resumed handshakes are counted apart.
+    /// Without it every handshake is a full one.
+    #[arg(long = "tls-resume", requires = "tls")]
+    pub(crate) tls_resume: bool,
     /// Print the resolved configuration (flags and defaults, the target's address, threads and
     /// buffer sizes as they will run) as TOML and exit, before the preflight and the prompt.
     #[arg(long)]
@@ -307,6 +334,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         }
         _ => Vec::new(),
     };
+    let tls = goon_tls(a, &host, builtin)?;
     let sockets = if builtin { connections * 2 } else { connections };
     let bufs = SockBufs::policy(sndbuf.map(|v| v as usize), rcvbuf.map(|v| v as usize), a.socket_mem, sockets);
     Ok(GoonConfig {
@@ -332,7 +360,38 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         argv: std::env::args().collect(),
         port_slices,
         probe,
+        tls,
     })
+}
+
+/// `--tls` and its flags: the client configuration (roots read now, before any reactor
+/// starts), the name to verify, and for the built-in sink its server configuration, whose
+/// self-signed certificate the client then trusts (unless --insecure or --ca say otherwise).
+fn goon_tls(a: &GoonArgs, host: &str, builtin: bool) -> Result<Option<GoonTls>, Error> {
+    if !a.tls {
+        return Ok(None);
+    }
+    let options = crate::tls::ClientOptions {
+        sni: a.sni.clone(),
+        alpn: match &a.alpn {
+            Some(list) => crate::tls::parse_alpn(list).map_err(|e| usage(format!("--alpn: {e}")))?,
+            None => Vec::new(),
+        },
+        insecure: a.insecure,
+        resume: a.tls_resume,
+        ca: a.ca.clone(),
+    };
+    let name = crate::tls::server_name(options.sni.as_deref(), host).map_err(|e| usage(format!("--tls: {e}")))?;
+    let (client, sink) = if builtin {
+        let (server, cert) =
+            crate::tls::server_config_and_chain(&crate::tls::ServerCert::self_signed_for([127, 0, 0, 1].into()))
+                .map_err(usage)?;
+        let trust = (!options.insecure && options.ca.is_none()).then_some(&cert[0]);
+        (options.config_trusting(trust).map_err(usage)?, Some(server))
+    } else {
+        (options.config().map_err(usage)?, None)
+    };
+    Ok(Some(GoonTls { options, name, client, sink }))
 }
 
 /// tcpgoon's confirmation: `y`/`yes` continue, anything else (empty included) aborts.
@@ -481,6 +540,56 @@ mod tests {
         assert!(e.contains("must be below the shard count 4"), "{e}");
         let e = cfg(&["127.0.0.1", "9", "-c", "3", "--shard", "0/4"], None).unwrap_err().to_string();
         assert!(e.starts_with("--shard 0/4: --connections 3 leaves some of the 4 shards no connection"), "{e}");
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = goon_config_with(&parsed(&["--tls", "-c", "2"]), &|_| None).unwrap();
+        let t = c.tls.expect("--tls");
+        assert!(t.sink.is_some(), "the built-in sink serves TLS");
+        assert_eq!(t.options, crate::tls::ClientOptions::default());
+        let c = goon_config_with(
+            &parsed(&[
+                "127.0.0.1",
+                "9",
+                "--tls",
+                "--insecure",
+                "--sni",
+                "a.example",
+                "--alpn",
+                "h2,http/1.1",
+                "--tls-resume",
+            ]),
+            &|_| None,
+        )
+        .unwrap();
+        let t = c.tls.unwrap();
+        assert!(t.sink.is_none());
+        assert_eq!(t.options.sni.as_deref(), Some("a.example"));
+        assert_eq!(t.options.alpn, ["h2", "http/1.1"]);
+        assert!(t.options.insecure && t.options.resume);
+        assert_eq!(t.client.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(goon_config_with(&parsed(&["-c", "1"]), &|_| None).unwrap().tls.is_none());
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct Wrap {
+            #[command(flatten)]
+            goon: GoonArgs,
+        }
+        for (bad, flag) in [
+            (&["--sni", "a.example"][..], "--tls"),
+            (&["--tls-resume"][..], "--tls"),
+            (&["--tls", "--alpn", ""][..], "--alpn"),
+            (&["--tls", "--sni", "not a name"][..], "--sni"),
+            (&["--tls", "--insecure", "--ca", "x.pem"][..], "--ca"),
+        ] {
+            let e = Wrap::try_parse_from([&["goon"][..], bad].concat()).unwrap_err().to_string();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
+        let e = goon_config_with(&parsed(&["127.0.0.1", "9", "--tls", "--ca", "/nonexistent/ca.pem"]), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--ca /nonexistent/ca.pem: cannot open"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod preflight;
 pub mod probe;
 pub mod reactor;
 pub mod report;
+pub mod tls;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -116,6 +117,25 @@ pub struct GoonConfig {
     pub port_slices: Vec<(u16, u16)>,
     /// `--probe-idle`: idle-timeout discovery instead of connect-and-hold (see `probe`).
     pub probe: Option<probe::args::ProbeConfig>,
+    /// `--tls` and its flags.
+    pub tls: Option<GoonTls>,
+}
+
+/// `--tls`, checked and built: what the reactors and the built-in sink use. Written by
+/// `--print-config` as its flags (`options`).
+#[derive(Clone, Debug)]
+pub struct GoonTls {
+    pub options: crate::tls::ClientOptions,
+    pub name: rustls::pki_types::ServerName<'static>,
+    pub client: Arc<rustls::ClientConfig>,
+    /// The built-in sink's server side (its self-signed certificate).
+    pub sink: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl serde::Serialize for GoonTls {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.options.serialize(s)
+    }
 }
 
 /// Everything a run measured.
@@ -140,6 +160,8 @@ pub struct GoonReport {
     pub sample_interval: Duration,
     pub samples: Vec<Sample>,
     pub sample_stride: u64,
+    /// `--tls`: handshakes, their latency and failures.
+    pub tls: Option<crate::result::tls::TlsTotals>,
 }
 
 impl GoonReport {
@@ -163,15 +185,17 @@ impl GoonReport {
             sample_interval,
             samples: Vec::new(),
             sample_stride: 1,
+            tls: None,
         }
     }
 
     /// tcpgoon's exit status: 1 if some connection never finished dialing, else 2 if any
-    /// errored, else 0.
+    /// errored (with `--tls`, a failed TLS handshake too), else 0. A handshake still under way
+    /// at the end counts as a dial not finished.
     pub fn exit_code(&self) -> u8 {
-        if self.not_initiated > 0 || self.counts.dialing > 0 {
+        if self.not_initiated > 0 || self.counts.dialing > 0 || self.tls.as_ref().is_some_and(|t| t.unfinished > 0) {
             1
-        } else if self.counts.error > 0 {
+        } else if self.counts.error > 0 || self.tls.as_ref().is_some_and(|t| t.failed > 0) {
             2
         } else {
             0
@@ -240,12 +264,14 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         let cap = (cfg.connections as usize).saturating_add(64 * threads);
         let g = Admission::new(cap, threads, None);
         for (slot, l) in sinks.iter_mut().zip(listeners) {
-            *slot = Some(Sink::new(l, Mode::Hold, g.clone(), SockBufs::default()));
+            let tls = cfg.tls.as_ref().and_then(|t| t.sink.clone());
+            *slot = Some(Sink::new(l, Mode::Hold, g.clone(), SockBufs::default()).with_tls(tls));
         }
         gate = Some(g);
         let _ = writeln!(
             out,
-            "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold, in this process)"
+            "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold{}, in this process)",
+            if cfg.tls.is_some() { ", tls" } else { "" }
         );
     }
     let opts = DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, ..DialOpts::default() };
@@ -266,6 +292,11 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                 sources: cfg.sources.clone(),
                 source_offset: i,
                 concurrency: concurrency.clone(),
+                tls: cfg.tls.as_ref().map(|t| tls::TlsPlan {
+                    config: crate::tls::for_reactor(&t.client, t.options.resume),
+                    name: t.name.clone(),
+                    timeout: cfg.dial_timeout,
+                }),
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })
@@ -321,6 +352,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         dial_done: vec![false; threads],
         connect: Latency::new(),
         fail: Latency::new(),
+        tls_handshake: Latency::new(),
         dial_phase: None,
         rss_dial_done_kib: None,
         hold_until: None,
@@ -330,9 +362,28 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         sampler: Sampler::new(cfg, started, sample_interval, concurrency.clone(), stream.take()),
     };
     coordinator::run(&mut role, &rx, signals, out);
-    let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, mut sampler, .. } =
-        role;
+    let Coordinated {
+        pool,
+        reports,
+        connect,
+        fail,
+        tls_handshake,
+        dial_phase,
+        rss_dial_done_kib,
+        interrupted,
+        mut sampler,
+        ..
+    } = role;
     let counts = reports.total();
+    let tls = cfg.tls.as_ref().map(|_| crate::result::tls::TlsTotals {
+        full: counts.tls.full,
+        resumed: counts.tls.resumed,
+        failed: counts.tls.failed,
+        unfinished: counts.tls.handshaking,
+        failures: counts.tls.failures,
+        handshake: tls_handshake,
+        span_s: counts.tls.last_done.map(|t| t.saturating_duration_since(started).as_secs_f64()),
+    });
     let elapsed = started.elapsed();
     sampler.close(&counts, total, elapsed, true);
     let Sampler { buf, stream: st, .. } = sampler;
@@ -355,6 +406,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         sample_interval,
         samples,
         sample_stride,
+        tls,
     };
     let written = finish(cfg, &report, target, threads, stream.as_mut(), out);
     // Every reactor has reported (or the grace ran out): now they may close and end.
@@ -476,6 +528,9 @@ struct Sampler {
     prev: Counts,
     connect: Latency,
     fail: Latency,
+    /// `--tls`: samples carry the interval's handshakes.
+    tls: bool,
+    tls_handshake: Latency,
     buf: SampleBuf,
     concurrency: Arc<Concurrency>,
     stream: Option<Stream>,
@@ -500,6 +555,8 @@ impl Sampler {
             prev: Counts::default(),
             connect: Latency::new(),
             fail: Latency::new(),
+            tls: cfg.tls.is_some(),
+            tls_handshake: Latency::new(),
             buf: SampleBuf::default(),
             concurrency,
             keep: cfg.json.is_some() || stream.is_some() || cfg.html.is_some(),
@@ -507,15 +564,18 @@ impl Sampler {
         }
     }
 
-    fn merge(&mut self, connect: Option<&Latency>, fail: Option<&Latency>) {
+    /// Adds a reactor's latencies to the current interval (the whole-run totals are the
+    /// coordinator's). Nothing when no one reads the samples.
+    pub(crate) fn merge(&mut self, connect: Option<&Latency>, fail: Option<&Latency>, tls_handshake: Option<&Latency>) {
         if !self.keep {
             return;
         }
-        if let Some(l) = connect {
-            self.connect.merge(l);
-        }
-        if let Some(l) = fail {
-            self.fail.merge(l);
+        for (into, l) in
+            [(&mut self.connect, connect), (&mut self.fail, fail), (&mut self.tls_handshake, tls_handshake)]
+        {
+            if let Some(l) = l {
+                into.merge(l);
+            }
         }
     }
 
@@ -562,9 +622,16 @@ impl Sampler {
             errors,
             connect: self.connect.moments_json(),
             fail: self.fail.moments_json(),
+            tls: self.tls.then(|| crate::result::sample::SampleTls {
+                full: c.tls.full.saturating_sub(self.prev.tls.full),
+                resumed: c.tls.resumed.saturating_sub(self.prev.tls.resumed),
+                failed: c.tls.failed.saturating_sub(self.prev.tls.failed),
+                handshake: self.tls_handshake.moments_json(),
+            }),
         };
         self.connect.clear();
         self.fail.clear();
+        self.tls_handshake.clear();
         if let Some(st) = self.stream.as_mut() {
             st.interval(&s);
         }
@@ -582,6 +649,7 @@ struct Coordinated {
     dial_done: Vec<bool>,
     connect: Latency,
     fail: Latency,
+    tls_handshake: Latency,
     dial_phase: Option<Duration>,
     rss_dial_done_kib: Option<u64>,
     hold_until: Option<Instant>,
@@ -622,7 +690,10 @@ impl Role for Coordinated {
         if let Some(l) = &u.fail {
             self.fail.merge(l);
         }
-        self.sampler.merge(u.connect.as_ref(), u.fail.as_ref());
+        if let Some(l) = &u.tls_handshake {
+            self.tls_handshake.merge(l);
+        }
+        self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), u.tls_handshake.as_ref());
         self.dial_done[u.reactor] |= u.dial_done;
         self.reports.set(u.reactor, u.counts, u.exited);
         if self.hold_until.is_none() && self.dial_done.iter().all(|d| *d) {
@@ -702,5 +773,13 @@ mod tests {
         r.counts.dialing = 0;
         r.not_initiated = 2;
         assert_eq!(r.exit_code(), 1);
+        r.not_initiated = 0;
+        r.counts.error = 0;
+        r.tls = Some(crate::result::tls::TlsTotals::default());
+        assert_eq!(r.exit_code(), 0);
+        r.tls.as_mut().unwrap().failed = 1;
+        assert_eq!(r.exit_code(), 2, "a failed handshake is an error");
+        r.tls.as_mut().unwrap().unfinished = 1;
+        assert_eq!(r.exit_code(), 1, "a handshake under way at the end is unfinished");
     }
 }

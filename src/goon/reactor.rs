@@ -16,13 +16,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use mio::event::Source;
-use mio::net::TcpStream;
 
 use crate::engine::{Cx, Entry, Handle, Handler, Key, Kind, Ready, Refused};
 use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::Cause;
 use crate::stats::Latency;
 use crate::target::{Sink, SinkConn, SinkHost};
+use crate::tls::Stream;
+
+use super::tls::{Step as TlsStep, TlsPhase, TlsPlan, TIMER_TLS};
 
 /// Dials started per loop turn at most.
 pub const CONNECT_BATCH: usize = 128;
@@ -83,6 +85,8 @@ pub struct Counts {
     /// Connections that ever reached Established.
     pub established_total: u64,
     pub errors: [u64; 7],
+    /// `--tls`: handshakes and their failures.
+    pub tls: super::tls::TlsCounts,
 }
 
 impl crate::engine::coordinator::Snapshot for Counts {
@@ -96,6 +100,7 @@ impl crate::engine::coordinator::Snapshot for Counts {
         for (a, b) in self.errors.iter_mut().zip(o.errors.iter()) {
             *a += b;
         }
+        self.tls.merge(&o.tls);
     }
 }
 
@@ -106,6 +111,8 @@ pub struct Update {
     /// Connect times and times-to-error recorded since the last update.
     pub connect: Option<Latency>,
     pub fail: Option<Latency>,
+    /// `--tls`: handshake latencies recorded since the last update.
+    pub tls_handshake: Option<Latency>,
     /// Every dial of this reactor's share has been started and resolved.
     pub dial_done: bool,
     /// Last message: the reactor is exiting.
@@ -132,9 +139,12 @@ pub enum Pace {
 }
 
 pub struct Dial {
-    sock: TcpStream,
+    /// Plain TCP, or TLS over it once `--tls` began its handshake: reads give plaintext.
+    sock: Stream,
     since: Instant,
     established: bool,
+    /// `--tls`: when the handshake began (the TCP connect), while it is not done.
+    handshake: Option<Instant>,
 }
 
 /// What goon's table holds: its dials, and the connections of the built-in sink.
@@ -196,6 +206,7 @@ pub struct GoonReactor {
     scratch: Box<[u8]>,
     sink: Option<Sink>,
     concurrency: Arc<Concurrency>,
+    tls: Option<TlsPhase>,
 }
 
 pub struct ReactorPlan {
@@ -209,6 +220,8 @@ pub struct ReactorPlan {
     pub source_offset: usize,
     /// Shared with every reactor of the run.
     pub concurrency: Arc<Concurrency>,
+    /// `--tls`: a handshake after each TCP connect.
+    pub tls: Option<TlsPlan>,
 }
 
 impl GoonReactor {
@@ -234,6 +247,7 @@ impl GoonReactor {
             scratch: vec![0u8; READ_BUDGET].into_boxed_slice(),
             sink,
             concurrency: plan.concurrency,
+            tls: plan.tls.map(TlsPhase::new),
         }
     }
 
@@ -297,7 +311,12 @@ impl GoonReactor {
         self.counts.dialed += 1;
         let since = cx.now;
         match dial(self.target, source, &self.opts) {
-            Ok(sock) => match cx.adopt(GoonEntry::Dial(Dial { sock, since, established: false })) {
+            Ok(sock) => match cx.adopt(GoonEntry::Dial(Dial {
+                sock: Stream::plain(sock),
+                since,
+                established: false,
+                handshake: None,
+            })) {
                 Ok(key) => {
                     self.counts.dialing += 1;
                     cx.timers.arm(key, TIMER_DIAL, since + self.dial_timeout);
@@ -371,11 +390,17 @@ impl GoonReactor {
                     self.fail_dial(cx, key, cause);
                     return;
                 }
-                DialState::Connected => self.establish(cx, key),
+                DialState::Connected => {
+                    self.establish(cx, key);
+                    self.tls_begin(cx, key);
+                }
             }
-            if !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            if self.tls.is_none() && !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
                 return;
             }
+        }
+        if !self.tls_ready(cx, key) {
+            return;
         }
         // Established: goon never writes; read and drop, and notice the peer closing.
         let mut budget = READ_BUDGET;
@@ -412,6 +437,47 @@ impl GoonReactor {
         self.connect.record(rtt);
     }
 
+    /// `--tls`: the TCP connect is done; the handshake begins, with its deadline.
+    fn tls_begin(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return };
+        // The clock is read here and at the handshake's end, not taken from the loop's turn
+        // time (read once per turn): with a fast peer, such as the built-in sink on another
+        // reactor, a handshake can finish within the turn that began it.
+        let now = Instant::now();
+        d.handshake = Some(now);
+        let deadline = t.begin(&mut d.sock, now);
+        cx.timers.arm(key, TIMER_TLS, deadline);
+    }
+
+    /// `--tls`: drives the handshake; true once it is done (or without TLS), false while it is
+    /// pending or after it failed (the connection is then closed).
+    fn tls_ready(&mut self, cx: &mut GCx, key: Key) -> bool {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return true };
+        let Some(since) = d.handshake else { return true };
+        match t.step(&mut d.sock, since, Instant::now()) {
+            TlsStep::Wait => false,
+            TlsStep::Ready => {
+                d.handshake = None;
+                cx.timers.cancel(key, TIMER_TLS);
+                true
+            }
+            TlsStep::Failed => {
+                d.handshake = None;
+                self.close_established(cx, key);
+                false
+            }
+        }
+    }
+
+    /// `--tls`: the handshake's deadline passed.
+    fn tls_timeout(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return };
+        if d.handshake.take().is_some() {
+            t.fail(crate::tls::TlsCause::HandshakeTimeout);
+            self.close_established(cx, key);
+        }
+    }
+
     /// Established → Closed (the peer's FIN or reset).
     fn close_established(&mut self, cx: &mut GCx, key: Key) {
         if cx.close(key).is_some() {
@@ -421,8 +487,19 @@ impl GoonReactor {
         }
     }
 
+    /// Every dial of the share started and resolved (with `--tls`, its handshake too).
+    fn resolved(&self) -> bool {
+        self.counts.dialed >= self.share
+            && self.counts.dialing == 0
+            && self.tls.as_ref().is_none_or(|t| t.counts.handshaking == 0)
+    }
+
     fn report(&mut self, dial_done: bool, exited: bool) -> Update {
+        if let Some(t) = &self.tls {
+            self.counts.tls = t.counts;
+        }
         Update {
+            tls_handshake: self.tls.as_mut().and_then(TlsPhase::take_latency),
             reactor: 0,
             counts: self.counts,
             connect: (!self.connect.is_empty()).then(|| self.connect.take()),
@@ -433,7 +510,7 @@ impl GoonReactor {
     }
 
     fn flush(&mut self, cx: &GCx) {
-        let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
+        let dial_done = self.resolved();
         let mut u = self.report(dial_done, false);
         u.reactor = cx.id;
         if let Err(e) = self.tx.try_send(u) {
@@ -444,6 +521,9 @@ impl GoonReactor {
             }
             if let Some(l) = u.fail {
                 self.fail.merge(&l);
+            }
+            if let (Some(l), Some(t)) = (u.tls_handshake, self.tls.as_mut()) {
+                t.put_back(&l);
             }
         } else if dial_done {
             self.dial_done_sent = true;
@@ -478,7 +558,7 @@ impl Handler for GoonReactor {
             (Some(GoonEntry::Sink(_)), Some(sink)) => sink.on_ready(cx, key, ready),
             (Some(GoonEntry::Dial(_)), _) => {
                 self.on_conn(cx, key, ready);
-                if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
+                if !self.dial_done_sent && self.resolved() {
                     // Tell the coordinator at once rather than at the next tick.
                     self.flush(cx);
                 }
@@ -504,9 +584,11 @@ impl Handler for GoonReactor {
         }
         if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established) {
             self.fail_dial(cx, key, Cause::Timeout);
-            if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
+            if !self.dial_done_sent && self.resolved() {
                 self.flush(cx);
             }
+        } else if kind == TIMER_TLS {
+            self.tls_timeout(cx, key);
         }
     }
 
@@ -527,7 +609,7 @@ impl Handler for GoonReactor {
         match cmd {
             GoonCmd::Stop if !self.stopping => {
                 self.stopping = true;
-                let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
+                let dial_done = self.resolved();
                 let mut u = self.report(dial_done, true);
                 u.reactor = cx.id;
                 // The coordinator waits for this message: a bounded blocking send is fine here.

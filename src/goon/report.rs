@@ -60,6 +60,9 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
         text.push_str(&format!(" ({per:.0} B per established connection)"));
     }
     text.push('\n');
+    if let Some(t) = &r.tls {
+        text.push_str(&t.lines());
+    }
     if r.interrupted {
         text.push_str("Run interrupted by signal.\n");
     }
@@ -91,6 +94,7 @@ fn config_json(cfg: &GoonConfig, target: SocketAddr, threads: usize) -> serde_js
             "threads": threads,
             "sndbuf": cfg.bufs.sndbuf,
             "rcvbuf": cfg.bufs.rcvbuf,
+            "tls": cfg.tls.as_ref().map(|t| &t.options),
     })
 }
 
@@ -131,7 +135,7 @@ pub(crate) fn stream_interval(cfg: &GoonConfig, host_name: &str, s: &Sample) -> 
 pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize) -> serde_json::Value {
     let errors: serde_json::Map<String, serde_json::Value> =
         Cause::ALL.iter().map(|c| (c.name().to_string(), json!(r.counts.errors[c.index()]))).collect();
-    json!({
+    let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "kind": "goon",
         "netforge": env!("CARGO_PKG_VERSION"),
@@ -172,7 +176,12 @@ pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads:
         "sample_interval_s": r.sample_interval.as_secs_f64() * r.sample_stride as f64,
         "sample_stride": r.sample_stride,
         "samples": r.samples.iter().map(Sample::to_json).collect::<Vec<_>>(),
-    })
+    });
+    // `--tls` only: the key is absent otherwise.
+    if let (Some(t), Some(m)) = (&r.tls, doc.as_object_mut()) {
+        m.insert("tls".into(), t.to_json());
+    }
+    doc
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::error::{ConfigError, Error};
 use crate::result::sample::Sample;
+use crate::result::tls::TlsTotals;
 use crate::result::totals::Totals;
 use crate::result::{FORMAT_VERSION, SHARDS_MAX};
 use crate::stats::Latency;
@@ -37,6 +38,8 @@ pub struct ShardDoc {
     pub started_at: String,
     pub ended_at: String,
     pub exit_code: u64,
+    /// `tls` (a `--tls` run's figures), when present.
+    pub tls: Option<TlsTotals>,
 }
 
 /// `"state.established: not an integer"` → (`state.established`, `not an integer`).
@@ -172,7 +175,15 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         }
         samples.push(s);
     }
+    let tls = match get("tls") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(TlsTotals::from_json(v).map_err(|e| {
+            let (k, m) = split_key(&e);
+            key_err(path, &format!("tls.{k}"), m)
+        })?),
+    };
     Ok(ShardDoc {
+        tls,
         path: path.to_path_buf(),
         shard,
         host_name: text("host_name")?,

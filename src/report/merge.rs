@@ -89,6 +89,18 @@ pub fn check_fleet(mut docs: Vec<ShardDoc>, allow_missing: bool) -> Result<(Vec<
                 ),
             ));
         }
+        if d.tls.is_some() != docs[0].tls.is_some() {
+            let with = |b: bool| if b { "a --tls run" } else { "a run without --tls" };
+            return Err(key_err(
+                &d.path,
+                "tls",
+                format!(
+                    "{} but {first_path} is {}; merge only shards of one test",
+                    with(d.tls.is_some()),
+                    with(docs[0].tls.is_some())
+                ),
+            ));
+        }
         if d.connections != connections {
             return Err(key_err(
                 &d.path,
@@ -222,6 +234,7 @@ fn at_rest(index: u64, t_start_s: f64, t_end_s: f64, end_unix_s: f64, state: Sta
         errors: [0; 7],
         connect: Latency::new().moments_json(),
         fail: Latency::new().moments_json(),
+        tls: None,
     }
 }
 
@@ -243,6 +256,8 @@ pub struct Merged {
     pub ended_unix_s: f64,
     /// The fleet's idle probe (`goon --probe-idle`): the shards' groups summed.
     pub probe: Option<crate::result::probe::ProbeOutcome>,
+    /// `--tls` shards: their TLS figures added.
+    pub tls: Option<crate::result::tls::TlsTotals>,
 }
 
 /// Merges checked shards.
@@ -263,7 +278,14 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
     counts.max_concurrent_established = max_sum.min(upper);
     let started = docs.iter().map(|d| d.started_unix_s).fold(f64::INFINITY, f64::min);
     let ended = docs.iter().map(|d| d.ended_unix_s).fold(f64::NEG_INFINITY, f64::max);
+    let mut tls: Option<crate::result::tls::TlsTotals> = None;
+    for d in &docs {
+        if let Some(t) = &d.tls {
+            tls.get_or_insert_with(Default::default).add(t, d.started_unix_s - started);
+        }
+    }
     Ok(Merged {
+        tls,
         docs,
         shards,
         missing,
@@ -360,6 +382,10 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
     });
     if let (Some(p), Some(o)) = (&m.probe, doc.as_object_mut()) {
         o.insert("probe".into(), p.to_json());
+    }
+    // Shards of a `--tls` run only: the key is absent otherwise.
+    if let (Some(t), Some(o)) = (&m.tls, doc.as_object_mut()) {
+        o.insert("tls".into(), t.to_json());
     }
     doc
 }

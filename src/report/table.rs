@@ -47,6 +47,9 @@ pub fn print(m: &Merged, verdicts: &[Verdict], out: &mut dyn Write) {
         fail: &m.fail,
         errors: &m.counts.errors,
     });
+    if let Some(tls) = &m.tls {
+        t.push_str(&tls.lines());
+    }
     let starts: Vec<f64> = m.docs.iter().map(|d| d.started_unix_s).collect();
     let spread =
         starts.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - starts.iter().cloned().fold(f64::INFINITY, f64::min);

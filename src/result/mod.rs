@@ -10,6 +10,7 @@ pub(crate) mod block;
 pub(crate) mod html;
 pub(crate) mod probe;
 pub(crate) mod sample;
+pub(crate) mod tls;
 pub(crate) mod totals;
 
 /// The goon JSON format this netforge writes and `report merge` reads.

@@ -41,6 +41,42 @@ pub struct Sample {
     /// Mergeable latency objects (`Latency::moments_json`).
     pub connect: Value,
     pub fail: Value,
+    /// `--tls` runs only: the interval's handshakes.
+    pub tls: Option<SampleTls>,
+}
+
+/// A sample's TLS part (key `tls`, present only in `--tls` runs): handshakes done (full and
+/// resumed), failed, and their latency object, during the interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleTls {
+    pub full: u64,
+    pub resumed: u64,
+    pub failed: u64,
+    pub handshake: Value,
+}
+
+impl SampleTls {
+    fn to_json(&self) -> Value {
+        json!({ "full": self.full, "resumed": self.resumed, "failed": self.failed, "handshake_time": self.handshake })
+    }
+
+    fn from_json(v: &Value) -> Result<SampleTls, String> {
+        let int = |k: &str| {
+            v.get(k).and_then(Value::as_u64).ok_or_else(|| format!("tls.{k}: missing or not a non-negative integer"))
+        };
+        let h = v.get("handshake_time").ok_or_else(|| "tls.handshake_time: missing".to_string())?;
+        let handshake =
+            Latency::from_moments_json(h).map(|l| l.moments_json()).map_err(|e| format!("tls.handshake_time.{e}"))?;
+        Ok(SampleTls { full: int("full")?, resumed: int("resumed")?, failed: int("failed")?, handshake })
+    }
+
+    fn add(&mut self, o: &SampleTls) -> Result<(), String> {
+        self.full += o.full;
+        self.resumed += o.resumed;
+        self.failed += o.failed;
+        self.handshake = merge_moments(&self.handshake, &o.handshake)?;
+        Ok(())
+    }
 }
 
 /// Merges two mergeable latency objects (both already validated).
@@ -57,7 +93,7 @@ fn causes_json(errors: &[u64; 7]) -> Value {
 
 impl Sample {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "index": self.index,
             "t_start_s": self.t_start_s,
             "t_end_s": self.t_end_s,
@@ -76,7 +112,11 @@ impl Sample {
             "errors": causes_json(&self.errors),
             "connect_time": self.connect,
             "time_to_error": self.fail,
-        })
+        });
+        if let (Some(t), Some(m)) = (&self.tls, v.as_object_mut()) {
+            m.insert("tls".into(), t.to_json());
+        }
+        v
     }
 
     /// Reads a sample back; the error names the key (`state.established: ...`). The latency
@@ -117,6 +157,10 @@ impl Sample {
             errors,
             connect: lat("connect_time")?,
             fail: lat("time_to_error")?,
+            tls: match v.get("tls") {
+                None | Some(Value::Null) => None,
+                Some(t) => Some(SampleTls::from_json(t)?),
+            },
         })
     }
 
@@ -154,6 +198,11 @@ impl Sample {
         }
         self.connect = merge_moments(&self.connect, &o.connect)?;
         self.fail = merge_moments(&self.fail, &o.fail)?;
+        match (&mut self.tls, &o.tls) {
+            (Some(a), Some(b)) => a.add(b)?,
+            (None, Some(b)) => self.tls = Some(b.clone()),
+            (_, None) => {}
+        }
         Ok(())
     }
 }
@@ -264,6 +313,7 @@ mod tests {
             errors: [index, 0, 0, 0, 0, 0, 1],
             connect: l.moments_json(),
             fail: Latency::new().moments_json(),
+            tls: None,
         }
     }
 
@@ -278,6 +328,23 @@ mod tests {
         let mut v = s.to_json();
         v["connect_time"]["sum_ns"] = json!(5);
         assert!(Sample::from_json(&v).unwrap_err().starts_with("connect_time.sum_ns"), "named key");
+    }
+
+    #[test]
+    fn tls_part_round_trips_and_merges() {
+        let mut l = Latency::new();
+        l.record(Duration::from_micros(700));
+        let tls = SampleTls { full: 2, resumed: 1, failed: 1, handshake: l.moments_json() };
+        let mut a = Sample { tls: Some(tls.clone()), ..sample(0, &[1]) };
+        assert_eq!(Sample::from_json(&a.to_json()).unwrap(), a);
+        assert!(sample(0, &[1]).to_json().get("tls").is_none(), "absent without --tls");
+        a.add_shard(&Sample { tls: Some(tls), ..sample(0, &[1]) }).unwrap();
+        let t = a.tls.as_ref().unwrap();
+        assert_eq!((t.full, t.resumed, t.failed), (4, 2, 2));
+        assert_eq!(Latency::from_moments_json(&t.handshake).unwrap().count, 2);
+        let mut v = a.to_json();
+        v["tls"]["full"] = json!(-1);
+        assert_eq!(Sample::from_json(&v).unwrap_err(), "tls.full: missing or not a non-negative integer");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::net::tune::SockBufs;
 use crate::serve::ServeConfig;
 use crate::target::Mode;
+use crate::tls::ServerCert;
 use crate::units::{self, parse_int, parse_sockbuf, parse_threads, CONNS_MAX};
 
 #[derive(Args, Debug)]
@@ -47,6 +48,17 @@ pub struct ServeArgs {
     /// process listens on is refused.
     #[arg(long)]
     pub(crate) reuse_port: bool,
+    /// Serve TLS on every connection (rustls; the modes then see plaintext): with a
+    /// self-signed certificate made at start for the --listen address and `localhost`, or with
+    /// --cert/--key.
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// The certificate chain (PEM) for --tls, leaf first; needs --key.
+    #[arg(long, value_name = "FILE", requires = "tls", requires = "key")]
+    pub(crate) cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls; needs --cert.
+    #[arg(long, value_name = "FILE", requires = "tls", requires = "cert")]
+    pub(crate) key: Option<std::path::PathBuf>,
     /// Print the resolved configuration (flags and defaults, threads and buffer sizes as they
     /// will run) as TOML and exit.
     #[arg(long)]
@@ -58,7 +70,15 @@ pub(crate) fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
     // The flags' parsers already checked every range.
     let max_conns = a.max_conns.unwrap_or_else(crate::serve::default_max_conns);
     let sockbuf = |v: Option<u64>| v.and_then(|v| units::sockbuf(v).ok().flatten()).map(|b| b as usize);
+    let tls = match (a.tls, &a.cert, &a.key) {
+        (false, _, _) => None,
+        (true, Some(cert), Some(key)) => Some(ServerCert::Files { cert: cert.clone(), key: key.clone() }),
+        (true, _, _) => Some(ServerCert::self_signed_for(listen.ip())),
+    };
+    let tls_config = tls.as_ref().map(crate::tls::server_config).transpose().map_err(usage)?;
     Ok(ServeConfig {
+        tls,
+        tls_config,
         listen,
         mode: a.mode,
         max_conns,

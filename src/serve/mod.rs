@@ -105,6 +105,11 @@ pub struct ServeConfig {
     pub reuse_port: bool,
     #[serde(rename = "socket_buffers", serialize_with = "crate::config::sockbufs")]
     pub(crate) bufs: SockBufs,
+    /// `--tls`: where the certificate comes from.
+    pub tls: Option<crate::tls::ServerCert>,
+    /// Built from `tls` when the flags were checked.
+    #[serde(skip)]
+    pub tls_config: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// Runs the server until SIGINT/SIGTERM (or `stop` receives), printing a line per interval
@@ -127,7 +132,7 @@ pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -
     let handlers: Vec<ServeReactor> = listeners
         .into_iter()
         .map(|l| ServeReactor {
-            sink: Sink::new(l, cfg.mode, gate.clone(), cfg.bufs),
+            sink: Sink::new(l, cfg.mode, gate.clone(), cfg.bufs).with_tls(cfg.tls_config.clone()),
             stats_tx: stats_tx.clone(),
             stopping: false,
         })
@@ -136,8 +141,15 @@ pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -
     gate.set_wakers(pool.wakers());
     let _ = writeln!(
         out,
-        "netforge serve: listening on {addr} (mode {}, {}, max {})",
+        "netforge serve: listening on {addr} (mode {}{}, {}, max {})",
         format!("{:?}", cfg.mode).to_lowercase(),
+        match &cfg.tls {
+            None => String::new(),
+            Some(crate::tls::ServerCert::SelfSigned(names)) => {
+                format!(", tls with a self-signed certificate for {}", names.join(", "))
+            }
+            Some(crate::tls::ServerCert::Files { cert, .. }) => format!(", tls with {}", cert.display()),
+        },
         crate::stats::counted(threads as u64, "reactor", "reactors"),
         crate::stats::counted(gate.cap() as u64, "connection", "connections")
     );
@@ -227,6 +239,9 @@ fn serve_line(s: &SinkStats) -> String {
     if s.rings.created > 0 {
         line += &format!(", echo rings in use {}, cached {}", s.rings.in_use, s.rings.cached);
     }
+    if s.tls != Default::default() {
+        line += &format!(", tls handshakes {}, tls failed {}", s.tls.handshakes, s.tls.failed);
+    }
     line
 }
 
@@ -241,6 +256,10 @@ fn serve_final(s: &SinkStats) -> String {
             "\necho rings: created {}, freed {}, cached {}, exhausted {}",
             r.created, r.freed, r.cached, r.exhausted
         );
+    }
+    if s.tls != Default::default() {
+        out +=
+            &format!("\ntls: handshakes {}, failed before the handshake was done {}", s.tls.handshakes, s.tls.failed);
     }
     out
 }

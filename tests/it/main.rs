@@ -15,4 +15,5 @@ mod proxy_reload;
 mod report;
 mod report_html;
 mod serve;
+mod tls;
 mod util;

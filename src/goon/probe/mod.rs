@@ -205,6 +205,7 @@ pub fn run(
         sample_interval,
         samples,
         sample_stride,
+        tls: None,
     };
     let outcome = ProbeOutcome::new(&p.idle, p.deadline, p.message.len(), &snap.groups);
     let written = finish(cfg, &report, &outcome, target, threads, stream.as_mut(), out);
@@ -297,12 +298,11 @@ impl Role for Coordinated {
     fn on_report(&mut self, u: ProbeUpdate, ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
         if let Some(l) = &u.connect {
             self.connect.merge(l);
-            self.sampler.connect.merge(l);
         }
         if let Some(l) = &u.fail {
             self.fail.merge(l);
-            self.sampler.fail.merge(l);
         }
+        self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), None);
         self.dial_done[u.reactor] |= u.dial_done;
         self.done[u.reactor] = u.done;
         self.reports.set(u.reactor, u.snap, u.exited);
