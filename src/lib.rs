@@ -30,3 +30,4 @@ pub mod sys;
 pub(crate) mod target;
 pub(crate) mod units;
 pub(crate) mod wallclock;
+pub(crate) mod ws;

@@ -56,6 +56,10 @@ impl Handler for ServeReactor {
         }
     }
 
+    fn on_timer(&mut self, cx: &mut Cx<SinkConn>, key: Key, kind: Kind) {
+        self.sink.on_timer(cx, key, kind);
+    }
+
     fn on_handle_timer(&mut self, cx: &mut Cx<SinkConn>, h: Handle, kind: Kind) {
         if self.sink.owns(h) {
             self.sink.on_handle_timer(cx, kind);
@@ -137,7 +141,7 @@ pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -
     let _ = writeln!(
         out,
         "netforge serve: listening on {addr} (mode {}, {}, max {})",
-        format!("{:?}", cfg.mode).to_lowercase(),
+        cfg.mode.as_str(),
         crate::stats::counted(threads as u64, "reactor", "reactors"),
         crate::stats::counted(gate.cap() as u64, "connection", "connections")
     );
@@ -227,7 +231,20 @@ fn serve_line(s: &SinkStats) -> String {
     if s.rings.created > 0 {
         line += &format!(", echo rings in use {}, cached {}", s.rings.in_use, s.rings.cached);
     }
+    line += &ws_words(s);
     line
+}
+
+/// The `ws` modes' counters, once there is one: `, upgraded N, refused N, ...`.
+fn ws_words(s: &SinkStats) -> String {
+    let w = &s.ws;
+    if *w == crate::ws::sink::SinkWsStats::default() {
+        return String::new();
+    }
+    format!(
+        ", upgraded {}, refused {}, head timeouts {}, pings {}, frames {}, protocol errors {}",
+        w.upgraded, w.refused, w.timeouts, w.pings, w.frames, w.protocol_errors
+    )
 }
 
 fn serve_final(s: &SinkStats) -> String {
@@ -241,6 +258,10 @@ fn serve_final(s: &SinkStats) -> String {
             "\necho rings: created {}, freed {}, cached {}, exhausted {}",
             r.created, r.freed, r.cached, r.exhausted
         );
+    }
+    let ws = ws_words(s);
+    if !ws.is_empty() {
+        out += &format!("\nwebsocket: {}", &ws[2..]);
     }
     out
 }
