@@ -11,6 +11,7 @@ pub(crate) mod args;
 pub mod preflight;
 pub mod reactor;
 pub mod report;
+pub mod ws;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -113,6 +114,8 @@ pub struct GoonConfig {
     /// kernel's own search is used.
     #[serde(skip)]
     pub port_slices: Vec<(u16, u16)>,
+    /// `--ws` and its options: upgrade every connection to a WebSocket.
+    pub ws: Option<ws::WsConfig>,
 }
 
 /// Everything a run measured.
@@ -137,6 +140,8 @@ pub struct GoonReport {
     pub sample_interval: Duration,
     pub samples: Vec<Sample>,
     pub sample_stride: u64,
+    /// `--ws`: the upgrade times and ping round trips (the counts are in `counts.ws`).
+    pub ws: Option<ws::WsLatencies>,
 }
 
 impl GoonReport {
@@ -160,15 +165,16 @@ impl GoonReport {
             sample_interval,
             samples: Vec::new(),
             sample_stride: 1,
+            ws: None,
         }
     }
 
     /// tcpgoon's exit status: 1 if some connection never finished dialing, else 2 if any
-    /// errored, else 0.
+    /// errored (or, with `--ws`, an upgrade failed), else 0.
     pub fn exit_code(&self) -> u8 {
         if self.not_initiated > 0 || self.counts.dialing > 0 {
             1
-        } else if self.counts.error > 0 {
+        } else if self.counts.error > 0 || self.counts.ws.failed() > 0 {
             2
         } else {
             0
@@ -182,6 +188,16 @@ pub fn status_line(total: u64, c: &Counts, not_initiated: u64) -> String {
         "Total: {total}, Dialing: {}, Established: {}, Closed: {}, Error: {}, NotInitiated: {not_initiated}",
         c.dialing, c.established, c.closed, c.error
     )
+}
+
+/// The upgrade request's Host header: the host as given (IPv6 in brackets) and the port.
+fn host_header(host: &str, target: SocketAddr) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{bare}]:{}", target.port())
+    } else {
+        format!("{bare}:{}", target.port())
+    }
 }
 
 /// Splits `n` over `t` reactors: the first `n % t` get one more.
@@ -225,6 +241,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let mut target = cfg.target;
     let mut gate = None;
     if cfg.builtin {
+        let mode = if cfg.ws.is_some() { Mode::Ws } else { Mode::Hold };
         let (addr, listeners) =
             crate::net::listen::reuseport_group(cfg.target, threads, crate::net::listen::LISTEN_BACKLOG)
                 .map_err(|source| Error::bind("the built-in sink", cfg.target, source, None))?;
@@ -234,16 +251,17 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         let cap = (cfg.connections as usize).saturating_add(64 * threads);
         let g = Admission::new(cap, threads, None);
         for (slot, l) in sinks.iter_mut().zip(listeners) {
-            *slot = Some(Sink::new(l, Mode::Hold, g.clone(), SockBufs::default()));
+            *slot = Some(Sink::new(l, mode, g.clone(), SockBufs::default()));
         }
         gate = Some(g);
         let _ = writeln!(
             out,
-            "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold, in this process)"
+            "netforge goon: no target given; stressing the built-in sink on {addr} (mode {mode}, in this process)"
         );
     }
     let opts = DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, ..DialOpts::default() };
     let share = shares(cfg.connections, threads);
+    let ws_plan = cfg.ws.as_ref().map(|w| w.plan(&host_header(&cfg.host, target)));
     let concurrency = Arc::new(Concurrency::default());
     let handlers: Vec<GoonReactor> = sinks
         .into_iter()
@@ -260,6 +278,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                 sources: cfg.sources.clone(),
                 source_offset: i,
                 concurrency: concurrency.clone(),
+                ws: ws_plan.clone(),
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })
@@ -315,6 +334,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         dial_done: vec![false; threads],
         connect: Latency::new(),
         fail: Latency::new(),
+        ws: cfg.ws.as_ref().map(|_| ws::WsLatencies::default()),
         dial_phase: None,
         rss_dial_done_kib: None,
         hold_until: None,
@@ -335,8 +355,9 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         },
     };
     coordinator::run(&mut role, &rx, signals, out);
-    let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, mut sampler, .. } =
-        role;
+    let Coordinated {
+        pool, reports, connect, fail, ws, dial_phase, rss_dial_done_kib, interrupted, mut sampler, ..
+    } = role;
     let counts = reports.total();
     let elapsed = started.elapsed();
     sampler.close(&counts, total, elapsed, true);
@@ -360,6 +381,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         sample_interval,
         samples,
         sample_stride,
+        ws,
     };
     let written = finish(cfg, &report, target, threads, stream.as_mut(), out);
     // Every reactor has reported (or the grace ran out): now they may close and end.
@@ -544,6 +566,7 @@ struct Coordinated {
     dial_done: Vec<bool>,
     connect: Latency,
     fail: Latency,
+    ws: Option<ws::WsLatencies>,
     dial_phase: Option<Duration>,
     rss_dial_done_kib: Option<u64>,
     hold_until: Option<Instant>,
@@ -585,6 +608,9 @@ impl Role for Coordinated {
         if let Some(l) = &u.fail {
             self.fail.merge(l);
             self.sampler.fail.merge(l);
+        }
+        if let (Some(l), Some(w)) = (&u.ws, self.ws.as_mut()) {
+            w.merge(l);
         }
         self.dial_done[u.reactor] |= u.dial_done;
         self.reports.set(u.reactor, u.counts, u.exited);

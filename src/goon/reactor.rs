@@ -23,6 +23,9 @@ use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::Cause;
 use crate::stats::Latency;
 use crate::target::{Sink, SinkConn, SinkHost};
+use crate::ws::client::{Client, ClientPlan, Step};
+
+use super::ws::{WsLatencies, WsRun, TIMER_WS};
 
 /// Dials started per loop turn at most.
 pub const CONNECT_BATCH: usize = 128;
@@ -83,6 +86,8 @@ pub struct Counts {
     /// Connections that ever reached Established.
     pub established_total: u64,
     pub errors: [u64; 7],
+    /// `--ws`: the upgrades' counts (zero without it).
+    pub ws: crate::ws::client::ClientCounts,
 }
 
 impl crate::engine::coordinator::Snapshot for Counts {
@@ -96,6 +101,7 @@ impl crate::engine::coordinator::Snapshot for Counts {
         for (a, b) in self.errors.iter_mut().zip(o.errors.iter()) {
             *a += b;
         }
+        self.ws.merge(&o.ws);
     }
 }
 
@@ -106,6 +112,8 @@ pub struct Update {
     /// Connect times and times-to-error recorded since the last update.
     pub connect: Option<Latency>,
     pub fail: Option<Latency>,
+    /// `--ws`: upgrade times and ping round trips recorded since the last update.
+    pub ws: Option<WsLatencies>,
     /// Every dial of this reactor's share has been started and resolved.
     pub dial_done: bool,
     /// Last message: the reactor is exiting.
@@ -135,6 +143,8 @@ pub struct Dial {
     sock: TcpStream,
     since: Instant,
     established: bool,
+    /// `--ws`: the connection's WebSocket, from the TCP connect on.
+    ws: Option<Client>,
 }
 
 /// What goon's table holds: its dials, and the connections of the built-in sink.
@@ -196,6 +206,7 @@ pub struct GoonReactor {
     scratch: Box<[u8]>,
     sink: Option<Sink>,
     concurrency: Arc<Concurrency>,
+    ws: Option<WsRun>,
 }
 
 pub struct ReactorPlan {
@@ -209,6 +220,8 @@ pub struct ReactorPlan {
     pub source_offset: usize,
     /// Shared with every reactor of the run.
     pub concurrency: Arc<Concurrency>,
+    /// `--ws`: the upgrade every connection makes.
+    pub ws: Option<Arc<ClientPlan>>,
 }
 
 impl GoonReactor {
@@ -234,6 +247,7 @@ impl GoonReactor {
             scratch: vec![0u8; READ_BUDGET].into_boxed_slice(),
             sink,
             concurrency: plan.concurrency,
+            ws: plan.ws.map(WsRun::new),
         }
     }
 
@@ -297,7 +311,7 @@ impl GoonReactor {
         self.counts.dialed += 1;
         let since = cx.now;
         match dial(self.target, source, &self.opts) {
-            Ok(sock) => match cx.adopt(GoonEntry::Dial(Dial { sock, since, established: false })) {
+            Ok(sock) => match cx.adopt(GoonEntry::Dial(Dial { sock, since, established: false, ws: None })) {
                 Ok(key) => {
                     self.counts.dialing += 1;
                     cx.timers.arm(key, TIMER_DIAL, since + self.dial_timeout);
@@ -373,9 +387,12 @@ impl GoonReactor {
                 }
                 DialState::Connected => self.establish(cx, key),
             }
-            if !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            if self.ws.is_none() && !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
                 return;
             }
+        }
+        if self.ws.is_some() {
+            return self.on_ws(cx, key);
         }
         // Established: goon never writes; read and drop, and notice the peer closing.
         let mut budget = READ_BUDGET;
@@ -410,10 +427,55 @@ impl GoonReactor {
         self.counts.established_total += 1;
         self.concurrency.up();
         self.connect.record(rtt);
+        if let Some(w) = self.ws.as_mut() {
+            // The clock is read here and at the answer, not the loop's time: an upgrade on loopback
+            // often completes within one loop turn.
+            let (c, step) = Client::start(&mut d.sock, &w.plan, Instant::now(), &mut w.stats);
+            d.ws = Some(c);
+            cx.timers.arm(key, TIMER_WS, cx.now + w.plan.timeout);
+            if step == Step::Close {
+                self.close_established(cx, key);
+            }
+        }
+    }
+
+    /// `--ws`: an event on an established connection.
+    fn on_ws(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(c) = d.ws.as_mut() else { return };
+        match c.on_ready(&mut d.sock, &mut self.scratch, Instant::now(), &mut w.stats) {
+            Step::Idle => {}
+            Step::More => cx.defer(key),
+            Step::Upgraded => {
+                match w.plan.ping {
+                    Some(p) => cx.timers.arm(key, TIMER_WS, cx.now + p),
+                    None => cx.timers.cancel(key, TIMER_WS),
+                }
+                cx.defer(key);
+            }
+            Step::Close => self.close_established(cx, key),
+        }
+    }
+
+    /// `--ws`: the upgrade deadline, or the next ping.
+    fn on_ws_timer(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(c) = d.ws.as_mut() else { return };
+        if c.is_open() && w.plan.ping.is_none() {
+            return;
+        }
+        match (c.on_timer(&mut d.sock, Instant::now(), &mut w.stats), w.plan.ping) {
+            (Step::Close, _) => self.close_established(cx, key),
+            (_, Some(p)) => cx.timers.arm(key, TIMER_WS, cx.now + p),
+            _ => {}
+        }
     }
 
     /// Established → Closed (the peer's FIN or reset).
     fn close_established(&mut self, cx: &mut GCx, key: Key) {
+        if let (Some(w), Some(GoonEntry::Dial(Dial { ws: Some(c), .. }))) = (self.ws.as_mut(), cx.table.get_mut(key)) {
+            c.gone(&mut w.stats);
+        }
         if cx.close(key).is_some() {
             self.counts.established -= 1;
             self.concurrency.down();
@@ -422,11 +484,14 @@ impl GoonReactor {
     }
 
     fn report(&mut self, dial_done: bool, exited: bool) -> Update {
+        let mut counts = self.counts;
+        counts.ws = self.ws.as_ref().map(|w| w.stats.counts).unwrap_or_default();
         Update {
             reactor: 0,
-            counts: self.counts,
+            counts,
             connect: (!self.connect.is_empty()).then(|| self.connect.take()),
             fail: (!self.fail.is_empty()).then(|| self.fail.take()),
+            ws: self.ws.as_mut().and_then(WsRun::take),
             dial_done,
             exited,
         }
@@ -444,6 +509,9 @@ impl GoonReactor {
             }
             if let Some(l) = u.fail {
                 self.fail.merge(&l);
+            }
+            if let (Some(l), Some(w)) = (u.ws, self.ws.as_mut()) {
+                w.put_back(&l);
             }
         } else if dial_done {
             self.dial_done_sent = true;
@@ -500,6 +568,14 @@ impl Handler for GoonReactor {
 
     fn on_timer(&mut self, cx: &mut GCx, key: Key, kind: Kind) {
         if self.stopping {
+            return;
+        }
+        if let (Some(GoonEntry::Sink(_)), Some(sink)) = (cx.table.get(key), self.sink.as_mut()) {
+            sink.on_timer(cx, key, kind);
+            return;
+        }
+        if kind == TIMER_WS && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
+            self.on_ws_timer(cx, key);
             return;
         }
         if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established) {

@@ -38,6 +38,9 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
         fail: &r.fail,
         errors: &r.counts.errors,
     });
+    if let (Some(w), Some(l)) = (&cfg.ws, &r.ws) {
+        text.push_str(&super::ws::report_lines(w, &r.counts.ws, l));
+    }
     match r.dial_phase {
         Some(d) => {
             let rate = r.counts.established_total as f64 / d.as_secs_f64().max(1e-9);
@@ -75,7 +78,7 @@ fn shard_json(cfg: &GoonConfig) -> serde_json::Value {
 }
 
 fn config_json(cfg: &GoonConfig, target: SocketAddr, threads: usize) -> serde_json::Value {
-    json!({
+    let mut v = json!({
             "host": cfg.host,
             "target": target.to_string(),
             "builtin_target": cfg.builtin,
@@ -91,7 +94,11 @@ fn config_json(cfg: &GoonConfig, target: SocketAddr, threads: usize) -> serde_js
             "threads": threads,
             "sndbuf": cfg.bufs.sndbuf,
             "rcvbuf": cfg.bufs.rcvbuf,
-    })
+    });
+    if let (Some(w), Some(m)) = (&cfg.ws, v.as_object_mut()) {
+        m.insert("websocket".into(), w.config_json());
+    }
+    v
 }
 
 /// `--json-stream`'s first event.
@@ -131,7 +138,7 @@ pub(crate) fn stream_interval(cfg: &GoonConfig, host_name: &str, s: &Sample) -> 
 pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize) -> serde_json::Value {
     let errors: serde_json::Map<String, serde_json::Value> =
         Cause::ALL.iter().map(|c| (c.name().to_string(), json!(r.counts.errors[c.index()]))).collect();
-    json!({
+    let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "kind": "goon",
         "netforge": env!("CARGO_PKG_VERSION"),
@@ -172,7 +179,11 @@ pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads:
         "sample_interval_s": r.sample_interval.as_secs_f64() * r.sample_stride as f64,
         "sample_stride": r.sample_stride,
         "samples": r.samples.iter().map(Sample::to_json).collect::<Vec<_>>(),
-    })
+    });
+    if let (Some(_), Some(l), Some(m)) = (&cfg.ws, &r.ws, doc.as_object_mut()) {
+        m.insert("websocket".into(), super::ws::json_value(&r.counts.ws, l));
+    }
+    doc
 }
 
 #[cfg(test)]

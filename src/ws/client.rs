@@ -175,7 +175,8 @@ pub enum Step {
     Idle,
     /// The read budget ran out with data left: call again next turn.
     More,
-    /// Upgraded now: arm the ping timer (the deadline timer is no longer needed).
+    /// Upgraded now: arm the ping timer (the deadline timer is no longer needed) and call
+    /// again next turn (more frames may be waiting).
     Upgraded,
     /// Close the socket (already counted).
     Close,
@@ -363,10 +364,8 @@ impl Client {
                             return step;
                         }
                     }
-                    return match self.hold(s, scratch, now, st, READ_BUDGET) {
-                        Step::Idle => Step::Upgraded,
-                        other => other,
-                    };
+                    // More may be waiting: the caller comes back (`Step::Upgraded`).
+                    return Step::Upgraded;
                 }
             }
         }

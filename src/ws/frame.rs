@@ -106,6 +106,7 @@ impl Decoder {
     }
 
     /// Whether the decoder is between frames (nothing half-read).
+    #[cfg(test)]
     pub fn idle(&self) -> bool {
         self.hdr_len == 0 && self.cur.is_none()
     }

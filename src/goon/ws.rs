@@ -1,0 +1,289 @@
+//! goon's WebSocket mode (`--ws PATH`): each connection, once TCP-established, sends the
+//! upgrade request and is held as a WebSocket (`crate::ws::client`). tcpgoon's counts keep
+//! their meaning (TCP connections); the upgrade adds its own counts, the upgrade time (TCP
+//! connect done → 101 received) and, with `--ws-ping`, the ping → pong round trip, each in its
+//! own HdrHistogram. A connection whose upgrade fails is closed by goon: it counts as Closed in
+//! tcpgoon's line, and as an upgrade failure by status or cause here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::engine::Kind;
+use crate::result::block::latency_json;
+use crate::stats::{counted, Latency};
+use crate::ws::client::{ClientCounts, ClientPlan, ClientStats};
+use crate::ws::handshake::RequestTemplate;
+
+/// A connection's WebSocket timer: the upgrade deadline, then the next ping.
+pub const TIMER_WS: Kind = Kind::new(1);
+/// `--ws-timeout` without the flag.
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `--ws`, `--header`, `--ws-ping`, `--ws-timeout`, checked.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WsConfig {
+    pub path: String,
+    /// `Name: value` lines, normalised.
+    pub headers: Vec<String>,
+    #[serde(serialize_with = "duration_opt")]
+    pub ping: Option<Duration>,
+    #[serde(serialize_with = "crate::config::duration")]
+    pub timeout: Duration,
+}
+
+impl WsConfig {
+    /// The plan every reactor shares; `host` is the Host header's value.
+    pub fn plan(&self, host: &str) -> Arc<ClientPlan> {
+        Arc::new(ClientPlan {
+            template: RequestTemplate::new(&self.path, host, &self.headers),
+            timeout: self.timeout,
+            ping: self.ping,
+        })
+    }
+
+    /// The keys `--json`'s config gains with `--ws`.
+    pub fn config_json(&self) -> serde_json::Value {
+        json!({
+            "path": self.path,
+            "headers": self.headers,
+            "ping_s": self.ping.map(|d| d.as_secs_f64()),
+            "upgrade_timeout_ms": self.timeout.as_secs_f64() * 1e3,
+        })
+    }
+}
+
+fn duration_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => crate::config::duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// `--ws PATH`: an origin-form request target (starts with '/', visible ASCII, no '#').
+pub fn parse_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} does not start with '/' (give the request path, e.g. /chat)"));
+    }
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic() || *c == '#') {
+        return Err(format!("{s:?} has {c:?}: use visible ASCII without '#' (percent-encode the rest)"));
+    }
+    if s.len() > 2048 {
+        return Err(format!("longer than 2048 bytes ({})", s.len()));
+    }
+    Ok(s.to_string())
+}
+
+/// The reactor's WebSocket side: the shared plan and what its connections measured.
+pub struct WsRun {
+    pub plan: Arc<ClientPlan>,
+    pub stats: ClientStats,
+}
+
+/// Latencies a reactor swaps out with each update.
+#[derive(Clone, Debug, Default)]
+pub struct WsLatencies {
+    pub upgrade: Latency,
+    pub ping: Latency,
+}
+
+impl WsLatencies {
+    pub fn merge(&mut self, o: &WsLatencies) {
+        self.upgrade.merge(&o.upgrade);
+        self.ping.merge(&o.ping);
+    }
+}
+
+impl WsRun {
+    pub fn new(plan: Arc<ClientPlan>) -> WsRun {
+        WsRun { plan, stats: ClientStats::default() }
+    }
+
+    /// The latencies since the last call, if any.
+    pub fn take(&mut self) -> Option<WsLatencies> {
+        let s = &mut self.stats;
+        (!s.upgrade.is_empty() || !s.ping.is_empty())
+            .then(|| WsLatencies { upgrade: s.upgrade.take(), ping: s.ping.take() })
+    }
+
+    /// Puts back what an update that could not be sent carried.
+    pub fn put_back(&mut self, l: &WsLatencies) {
+        self.stats.upgrade.merge(&l.upgrade);
+        self.stats.ping.merge(&l.ping);
+    }
+}
+
+/// The WebSocket lines of the final block, after tcpgoon's.
+pub fn report_lines(cfg: &WsConfig, c: &ClientCounts, l: &WsLatencies) -> String {
+    let mut t = format!(
+        "WebSocket {}: {} upgraded, {} failed, {} open on closure\n",
+        cfg.path,
+        c.upgraded_total,
+        c.failed(),
+        c.upgraded
+    );
+    if !l.upgrade.is_empty() {
+        let what = counted(l.upgrade.count, "upgrade", "upgrades");
+        t += &format!("Upgrade time stats for {what} min/avg/max/dev = {}\n", l.upgrade.min_avg_max_dev());
+        t += &format!("Upgrade time percentiles for {what} p50/p90/p99/p99.9/max = {}\n", l.upgrade.percentiles_line());
+    }
+    if c.failed() > 0 {
+        let mut causes: Vec<String> =
+            c.failed_status.sorted().iter().map(|(code, n)| format!("status {code} {n}")).collect();
+        if c.failed_status.other > 0 {
+            causes.push(format!("other statuses {}", c.failed_status.other));
+        }
+        for (name, n) in
+            [("timeout", c.failed_timeout), ("closed", c.failed_closed), ("bad response", c.failed_bad_response)]
+        {
+            if n > 0 {
+                causes.push(format!("{name} {n}"));
+            }
+        }
+        t += &format!("Upgrade failures: {}\n", causes.join(", "));
+    }
+    if cfg.ping.is_some() || c.pings_sent > 0 {
+        t += &format!(
+            "Pings: {} sent, {} answered, {} unanswered, {} not sent (peer not reading)\n",
+            c.pings_sent, c.pongs, c.pings_unanswered, c.pings_unsent
+        );
+    }
+    if !l.ping.is_empty() {
+        let what = counted(l.ping.count, "pong", "pongs");
+        t += &format!("Ping RTT stats for {what} min/avg/max/dev = {}\n", l.ping.min_avg_max_dev());
+        t += &format!("Ping RTT percentiles for {what} p50/p90/p99/p99.9/max = {}\n", l.ping.percentiles_line());
+    }
+    if c.close_frames + c.pings_received + c.protocol_errors > 0 {
+        t += &format!(
+            "From the server: {} pings (answered), {} close frames, {} protocol errors\n",
+            c.pings_received, c.close_frames, c.protocol_errors
+        );
+    }
+    t
+}
+
+/// The result's `websocket` object (docs/json-format.md): counts, failures and both latencies
+/// with their mergeable moments and histograms.
+pub fn json_value(c: &ClientCounts, l: &WsLatencies) -> serde_json::Value {
+    let by_status: serde_json::Map<String, serde_json::Value> =
+        c.failed_status.sorted().iter().map(|(code, n)| (code.to_string(), json!(n))).collect();
+    json!({
+        "upgraded": c.upgraded_total,
+        "open_on_closure": c.upgraded,
+        "upgrading_on_closure": c.upgrading,
+        "failed": c.failed(),
+        "failed_by_status": by_status,
+        "failed_other_status": c.failed_status.other,
+        "failed_timeout": c.failed_timeout,
+        "failed_closed": c.failed_closed,
+        "failed_bad_response": c.failed_bad_response,
+        "pings_sent": c.pings_sent,
+        "pongs": c.pongs,
+        "pings_unanswered": c.pings_unanswered,
+        "pings_unsent": c.pings_unsent,
+        "server_pings": c.pings_received,
+        "close_frames": c.close_frames,
+        "protocol_errors": c.protocol_errors,
+        "upgrade_time": latency_json(&l.upgrade),
+        "ping_rtt": latency_json(&l.ping),
+    })
+}
+
+/// Reads [`json_value`]'s object back (for `report merge`); `int` and the key names are
+/// relative to it. Errors name the key.
+pub fn from_json(v: &serde_json::Value) -> Result<(ClientCounts, WsLatencies), String> {
+    let int = |k: &str| v.get(k).and_then(|x| x.as_u64()).ok_or(format!("{k}: missing or not an integer"));
+    let mut c = ClientCounts {
+        upgraded_total: int("upgraded")?,
+        upgraded: int("open_on_closure")?,
+        upgrading: int("upgrading_on_closure")?,
+        failed_timeout: int("failed_timeout")?,
+        failed_closed: int("failed_closed")?,
+        failed_bad_response: int("failed_bad_response")?,
+        pings_sent: int("pings_sent")?,
+        pongs: int("pongs")?,
+        pings_unanswered: int("pings_unanswered")?,
+        pings_unsent: int("pings_unsent")?,
+        pings_received: int("server_pings")?,
+        close_frames: int("close_frames")?,
+        protocol_errors: int("protocol_errors")?,
+        ..ClientCounts::default()
+    };
+    let by =
+        v.get("failed_by_status").and_then(|x| x.as_object()).ok_or("failed_by_status: missing or not an object")?;
+    for (code, n) in by {
+        let code: u16 = code
+            .parse()
+            .ok()
+            .filter(|c| (100..=999).contains(c))
+            .ok_or(format!("failed_by_status.{code}: not an HTTP status"))?;
+        let n = n.as_u64().ok_or(format!("failed_by_status.{code}: not an integer"))?;
+        c.failed_status.add(code, n);
+    }
+    c.failed_status.other += int("failed_other_status")?;
+    let lat = |k: &str| {
+        let x = v.get(k).ok_or(format!("{k}: missing"))?;
+        Latency::from_moments_json(x).map_err(|e| format!("{k}.{e}"))
+    };
+    Ok((c, WsLatencies { upgrade: lat("upgrade_time")?, ping: lat("ping_rtt")? }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(parse_path("/").unwrap(), "/");
+        assert_eq!(parse_path("/chat?room=1").unwrap(), "/chat?room=1");
+        for (bad, why) in
+            [("chat", "does not start with '/'"), ("", "does not start"), ("/a b", "has ' '"), ("/a#x", "has '#'")]
+        {
+            let e = parse_path(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn json_round_trips_exactly() {
+        let mut c = ClientCounts {
+            upgraded_total: 7,
+            upgraded: 5,
+            failed_timeout: 1,
+            pings_sent: 9,
+            pongs: 8,
+            ..Default::default()
+        };
+        c.failed_status.add(403, 2);
+        c.failed_status.add(404, 1);
+        let mut l = WsLatencies::default();
+        for us in [120u64, 250, 9000] {
+            l.upgrade.record(Duration::from_micros(us));
+        }
+        l.ping.record(Duration::from_micros(33));
+        let v = json_value(&c, &l);
+        assert_eq!(v["failed_by_status"], json!({"403": 2, "404": 1}));
+        assert_eq!(v["failed"], json!(4));
+        let (c2, l2) = from_json(&v).unwrap();
+        assert_eq!(c2, c);
+        assert_eq!((l2.upgrade.count, l2.upgrade.sum_ns, l2.ping.max_ns), (3, l.upgrade.sum_ns, 33_000));
+        let mut bad = v.clone();
+        bad["failed_by_status"] = json!({"abc": 1});
+        assert_eq!(from_json(&bad).unwrap_err(), "failed_by_status.abc: not an HTTP status");
+        let text = report_lines(
+            &WsConfig {
+                path: "/".into(),
+                headers: vec![],
+                ping: Some(Duration::from_secs(1)),
+                timeout: DEFAULT_UPGRADE_TIMEOUT,
+            },
+            &c,
+            &l,
+        );
+        assert!(text.starts_with("WebSocket /: 7 upgraded, 4 failed, 5 open on closure\n"), "{text}");
+        assert!(text.contains("Upgrade failures: status 403 2, status 404 1, timeout 1\n"), "{text}");
+        assert!(text.contains("Pings: 9 sent, 8 answered, 0 unanswered, 0 not sent"), "{text}");
+        assert!(text.contains("Ping RTT stats for 1 pong min/avg/max/dev"), "{text}");
+    }
+}
