@@ -49,7 +49,7 @@ crate::keyword! {
         /// (`crate::ws::sink`).
         Ws = "ws",
         /// WebSocket as `ws`, but messages are dropped, not echoed.
-        WsDiscard = "ws-discard",
+        WsDiscard = "ws_discard",
     }
 }
 

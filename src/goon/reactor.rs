@@ -483,6 +483,13 @@ impl GoonReactor {
         }
     }
 
+    /// Every dial of the share started and resolved (with `--ws`, every upgrade too).
+    fn resolved(&self) -> bool {
+        self.counts.dialed >= self.share
+            && self.counts.dialing == 0
+            && self.ws.as_ref().is_none_or(|w| w.stats.counts.upgrading == 0)
+    }
+
     fn report(&mut self, dial_done: bool, exited: bool) -> Update {
         let mut counts = self.counts;
         counts.ws = self.ws.as_ref().map(|w| w.stats.counts).unwrap_or_default();
@@ -498,7 +505,7 @@ impl GoonReactor {
     }
 
     fn flush(&mut self, cx: &GCx) {
-        let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
+        let dial_done = self.resolved();
         let mut u = self.report(dial_done, false);
         u.reactor = cx.id;
         if let Err(e) = self.tx.try_send(u) {
@@ -546,7 +553,7 @@ impl Handler for GoonReactor {
             (Some(GoonEntry::Sink(_)), Some(sink)) => sink.on_ready(cx, key, ready),
             (Some(GoonEntry::Dial(_)), _) => {
                 self.on_conn(cx, key, ready);
-                if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
+                if !self.dial_done_sent && self.resolved() {
                     // Tell the coordinator at once rather than at the next tick.
                     self.flush(cx);
                 }
@@ -576,11 +583,14 @@ impl Handler for GoonReactor {
         }
         if kind == TIMER_WS && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
             self.on_ws_timer(cx, key);
+            if !self.dial_done_sent && self.resolved() {
+                self.flush(cx);
+            }
             return;
         }
         if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established) {
             self.fail_dial(cx, key, Cause::Timeout);
-            if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
+            if !self.dial_done_sent && self.resolved() {
                 self.flush(cx);
             }
         }
@@ -603,7 +613,7 @@ impl Handler for GoonReactor {
         match cmd {
             GoonCmd::Stop if !self.stopping => {
                 self.stopping = true;
-                let dial_done = self.counts.dialed >= self.share && self.counts.dialing == 0;
+                let dial_done = self.resolved();
                 let mut u = self.report(dial_done, true);
                 u.reactor = cx.id;
                 // The coordinator waits for this message: a bounded blocking send is fine here.

@@ -39,7 +39,7 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
         errors: &r.counts.errors,
     });
     if let (Some(w), Some(l)) = (&cfg.ws, &r.ws) {
-        text.push_str(&super::ws::report_lines(w, &r.counts.ws, l));
+        text.push_str(&super::ws::report_lines(&w.path, w.ping.is_some(), &r.counts.ws, l));
     }
     match r.dial_phase {
         Some(d) => {

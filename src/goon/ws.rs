@@ -115,10 +115,11 @@ impl WsRun {
 }
 
 /// The WebSocket lines of the final block, after tcpgoon's.
-pub fn report_lines(cfg: &WsConfig, c: &ClientCounts, l: &WsLatencies) -> String {
+/// `pinging`: `--ws-ping` was given.
+pub fn report_lines(path: &str, pinging: bool, c: &ClientCounts, l: &WsLatencies) -> String {
     let mut t = format!(
         "WebSocket {}: {} upgraded, {} failed, {} open on closure\n",
-        cfg.path,
+        path,
         c.upgraded_total,
         c.failed(),
         c.upgraded
@@ -143,7 +144,7 @@ pub fn report_lines(cfg: &WsConfig, c: &ClientCounts, l: &WsLatencies) -> String
         }
         t += &format!("Upgrade failures: {}\n", causes.join(", "));
     }
-    if cfg.ping.is_some() || c.pings_sent > 0 {
+    if pinging || c.pings_sent > 0 {
         t += &format!(
             "Pings: {} sent, {} answered, {} unanswered, {} not sent (peer not reading)\n",
             c.pings_sent, c.pongs, c.pings_unanswered, c.pings_unsent
@@ -271,16 +272,7 @@ mod tests {
         let mut bad = v.clone();
         bad["failed_by_status"] = json!({"abc": 1});
         assert_eq!(from_json(&bad).unwrap_err(), "failed_by_status.abc: not an HTTP status");
-        let text = report_lines(
-            &WsConfig {
-                path: "/".into(),
-                headers: vec![],
-                ping: Some(Duration::from_secs(1)),
-                timeout: DEFAULT_UPGRADE_TIMEOUT,
-            },
-            &c,
-            &l,
-        );
+        let text = report_lines("/", true, &c, &l);
         assert!(text.starts_with("WebSocket /: 7 upgraded, 4 failed, 5 open on closure\n"), "{text}");
         assert!(text.contains("Upgrade failures: status 403 2, status 404 1, timeout 1\n"), "{text}");
         assert!(text.contains("Pings: 9 sent, 8 answered, 0 unanswered, 0 not sent"), "{text}");

@@ -37,6 +37,8 @@ pub struct ShardDoc {
     pub started_at: String,
     pub ended_at: String,
     pub exit_code: u64,
+    /// A `goon --ws` result's `websocket` object: counts and the two latencies.
+    pub ws: Option<(crate::ws::client::ClientCounts, crate::goon::ws::WsLatencies)>,
 }
 
 /// `"state.established: not an integer"` → (`state.established`, `not an integer`).
@@ -172,7 +174,15 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         }
         samples.push(s);
     }
+    let ws = match get("websocket") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(crate::goon::ws::from_json(v).map_err(|e| {
+            let (sub, msg) = split_key(&e);
+            key_err(path, &format!("websocket.{sub}"), msg)
+        })?),
+    };
     Ok(ShardDoc {
+        ws,
         path: path.to_path_buf(),
         shard,
         host_name: text("host_name")?,

@@ -33,6 +33,8 @@ use crate::units::MAX_DURATION;
 use super::doc::{key_err, load, not_a_shard, ShardDoc};
 use super::table::print;
 use super::thresholds::{exit_code, judge, parse_error_limit, ErrorLimit, Verdict};
+use crate::goon::ws::WsLatencies;
+use crate::ws::client::ClientCounts;
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {
@@ -239,6 +241,33 @@ pub struct Merged {
     pub max_concurrent_upper: u64,
     pub started_unix_s: f64,
     pub ended_unix_s: f64,
+    /// `goon --ws` shards: their upgrade counts summed, their histograms added.
+    pub ws: Option<(ClientCounts, WsLatencies)>,
+}
+
+/// The shards' `websocket` objects merged: all or none of the shards must have one.
+fn merge_ws(docs: &[ShardDoc]) -> Result<Option<(ClientCounts, WsLatencies)>, Error> {
+    let Some(first) = docs.first() else { return Ok(None) };
+    let mut out: Option<(ClientCounts, WsLatencies)> = None;
+    for d in docs {
+        match (&d.ws, first.ws.is_some()) {
+            (Some((c, l)), true) => {
+                let (oc, ol) = out.get_or_insert_with(Default::default);
+                oc.merge(c);
+                ol.merge(l);
+            }
+            (None, false) => {}
+            (mine, _) => {
+                let (with, without) = if mine.is_some() { (d, first) } else { (first, d) };
+                return Err(key_err(
+                    &without.path,
+                    "websocket",
+                    format!("missing, but {} has one (a --ws run); merge only shards of one test", with.path.display()),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Merges checked shards.
@@ -251,6 +280,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         connect.merge(&d.connect);
         fail.merge(&d.fail);
     }
+    let ws = merge_ws(&docs)?;
     let upper = counts.max_concurrent_established;
     let (samples, w, stride, max_sum) =
         fleet_samples(&docs).map_err(|e| Error::Usage(format!("report merge: the samples do not merge: {e}")))?;
@@ -270,6 +300,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         max_concurrent_upper: upper,
         started_unix_s: started,
         ended_unix_s: ended,
+        ws,
     })
 }
 
@@ -307,7 +338,7 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             })
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "kind": "goon-fleet",
         "netforge": env!("CARGO_PKG_VERSION"),
@@ -350,7 +381,11 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             "per_shard": per_shard,
         },
         "shard_results": m.docs.iter().map(|d| d.doc.clone()).collect::<Vec<_>>(),
-    })
+    });
+    if let (Some((c, l)), Some(o)) = (&m.ws, doc.as_object_mut()) {
+        o.insert("websocket".into(), crate::goon::ws::json_value(c, l));
+    }
+    doc
 }
 
 /// `netforge report merge`: returns the exit status.

@@ -92,7 +92,9 @@ pub fn exit_code(m: &Merged, verdicts: &[Verdict], errors_judged: bool) -> u8 {
     if verdicts.iter().any(|v| !v.ok) {
         EXIT_THRESHOLD
     } else {
+        let ws_failed = m.ws.as_ref().is_some_and(|(c, _)| c.failed() > 0);
         match m.counts.exit_code() {
+            0 if ws_failed && !errors_judged => 2,
             2 if errors_judged => 0,
             code => code,
         }

@@ -155,7 +155,7 @@ struct Open {
     dec: Decoder,
     ping: Option<(u32, Instant)>,
     seq: u32,
-    out: Option<Box<Vec<u8>>>,
+    out: Vec<u8>,
 }
 
 enum Phase {
@@ -357,8 +357,12 @@ impl Client {
                     // Frames that came with the head: decode them from scratch.
                     let mut rest: Vec<u8> =
                         if u.head.is_empty() { scratch[head_len..n].to_vec() } else { u.head[head_len..].to_vec() };
-                    self.0 =
-                        Phase::Open(Open { dec: Decoder::new(frame::From::Server), ping: None, seq: 0, out: None });
+                    self.0 = Phase::Open(Open {
+                        dec: Decoder::new(frame::From::Server),
+                        ping: None,
+                        seq: 0,
+                        out: Vec::new(),
+                    });
                     if !rest.is_empty() {
                         if let Some(step) = self.frames(s, &mut rest, now, st) {
                             return step;
@@ -426,11 +430,9 @@ impl Client {
                     }
                 }
             }
-            Event::Control { opcode: OP_CLOSE, payload } => {
-                if close.is_none() {
-                    c.close_frames += 1;
-                    close = Some(if payload.len() >= 2 { [payload[0], payload[1]] } else { 1000u16.to_be_bytes() });
-                }
+            Event::Control { opcode: OP_CLOSE, payload } if close.is_none() => {
+                c.close_frames += 1;
+                close = Some(if payload.len() >= 2 { [payload[0], payload[1]] } else { 1000u16.to_be_bytes() });
             }
             _ => {}
         });
@@ -487,30 +489,29 @@ fn write_some<S: Write>(s: &mut S, b: &[u8]) -> io::Result<usize> {
 }
 
 /// Sends `frame` after what is pending; false when it was dropped for want of room.
-fn send<S: Write>(s: &mut S, out: &mut Option<Box<Vec<u8>>>, frame: &[u8]) -> io::Result<bool> {
+fn send<S: Write>(s: &mut S, out: &mut Vec<u8>, frame: &[u8]) -> io::Result<bool> {
     flush(s, out)?;
-    match out {
-        Some(pending) if pending.len() + frame.len() > OUT_MAX => Ok(false),
-        Some(pending) => {
-            pending.extend_from_slice(frame);
-            Ok(true)
+    if !out.is_empty() {
+        if out.len() + frame.len() > OUT_MAX {
+            return Ok(false);
         }
-        None => {
-            let n = write_some(s, frame)?;
-            if n < frame.len() {
-                *out = Some(Box::new(frame[n..].to_vec()));
-            }
-            Ok(true)
-        }
+        out.extend_from_slice(frame);
+        return Ok(true);
     }
+    let n = write_some(s, frame)?;
+    if n < frame.len() {
+        out.extend_from_slice(&frame[n..]);
+    }
+    Ok(true)
 }
 
-fn flush<S: Write>(s: &mut S, out: &mut Option<Box<Vec<u8>>>) -> io::Result<()> {
-    if let Some(pending) = out {
-        let n = write_some(s, pending)?;
-        pending.drain(..n);
-        if pending.is_empty() {
-            *out = None;
+/// Writes what is pending; the buffer's memory goes once it is empty.
+fn flush<S: Write>(s: &mut S, out: &mut Vec<u8>) -> io::Result<()> {
+    if !out.is_empty() {
+        let n = write_some(s, out)?;
+        out.drain(..n);
+        if out.is_empty() {
+            *out = Vec::new();
         }
     }
     Ok(())

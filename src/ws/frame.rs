@@ -88,7 +88,7 @@ pub struct Decoder {
     hdr_len: u8,
     cur: Option<Current>,
     /// A control payload split over reads; allocated for that frame only.
-    ctrl: Option<Box<Vec<u8>>>,
+    ctrl: Vec<u8>,
 }
 
 fn header_len(b1: u8) -> usize {
@@ -102,7 +102,7 @@ fn header_len(b1: u8) -> usize {
 
 impl Decoder {
     pub fn new(from: From) -> Decoder {
-        Decoder { from, hdr: [0; HEADER_MAX], hdr_len: 0, cur: None, ctrl: None }
+        Decoder { from, hdr: [0; HEADER_MAX], hdr_len: 0, cur: None, ctrl: Vec::new() }
     }
 
     /// Whether the decoder is between frames (nothing half-read).
@@ -155,15 +155,14 @@ impl Decoder {
                 if !chunk.is_empty() {
                     on(Event::Data(chunk));
                 }
-            } else if cur.remaining == 0 && self.ctrl.is_none() {
+            } else if cur.remaining == 0 && self.ctrl.is_empty() {
                 on(Event::Control { opcode, payload: chunk });
             } else {
-                let buf = self.ctrl.get_or_insert_with(|| Box::new(Vec::with_capacity(CONTROL_MAX)));
-                buf.extend_from_slice(chunk);
+                self.ctrl.extend_from_slice(chunk);
                 if cur.remaining == 0 {
-                    if let Some(b) = self.ctrl.take() {
-                        on(Event::Control { opcode, payload: &b[..] });
-                    }
+                    // Taken, so the buffer's memory goes with the frame.
+                    let b = std::mem::take(&mut self.ctrl);
+                    on(Event::Control { opcode, payload: &b });
                 }
             }
             self.cur = if cur.remaining == 0 { None } else { Some(cur) };

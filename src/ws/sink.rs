@@ -1,4 +1,4 @@
-//! The target's WebSocket mode (`serve --mode ws` / `ws-discard`, and goon's built-in sink
+//! The target's WebSocket mode (`serve --mode ws` / `ws_discard`, and goon's built-in sink
 //! with `--ws`): read one request head (at most [`crate::http::HEAD_LIMIT`] bytes, within
 //! [`crate::http::HEAD_DEADLINE`] of the accept: the caller's timer), answer a valid upgrade
 //! on any path with 101 and anything else with 400 (431 for a head too large), then answer
@@ -272,11 +272,7 @@ fn frames<S>(ws: &mut WsConn, io: &mut Io<'_, S>, data: &mut [u8]) {
                 fits &= push(ring, &hdr[..n]);
             }
         }
-        Event::Data(b) => {
-            if echo {
-                fits &= push(ring, b);
-            }
-        }
+        Event::Data(b) if echo => fits &= push(ring, b),
         Event::Control { opcode: OP_PING, payload } if !closing => {
             st.pings += 1;
             let n = frame::control(&mut ctl, frame::OP_PONG, payload, None);
@@ -335,8 +331,7 @@ mod tests {
 
     fn run(input: &[u8], echo: bool) -> (Next, Vec<u8>, SinkWsStats, bool) {
         let mut sock = Mem { input: input.to_vec(), at: 0, output: Vec::new() };
-        let mut rd = Readiness::default();
-        rd.event = Ready::READABLE | Ready::WRITABLE;
+        let mut rd = Readiness { event: Ready::READABLE | Ready::WRITABLE };
         let mut ring = None;
         let mut rings = BufPool::new(1024, 4, 4);
         let mut scratch = vec![0u8; 4096];
@@ -405,8 +400,7 @@ mod tests {
     #[test]
     fn a_head_in_pieces_is_kept_until_complete() {
         let mut sock = Mem { input: REQ[..20].to_vec(), at: 0, output: Vec::new() };
-        let mut rd = Readiness::default();
-        rd.event = Ready::READABLE | Ready::WRITABLE;
+        let mut rd = Readiness { event: Ready::READABLE | Ready::WRITABLE };
         let (mut ring, mut rings, mut scratch) = (None, BufPool::new(1024, 4, 4), vec![0u8; 4096]);
         let (mut bi, mut bo, mut stats) = (0, 0, SinkWsStats::default());
         let mut ws = WsConn::new();

@@ -15,3 +15,4 @@ mod report;
 mod report_html;
 mod serve;
 mod util;
+mod ws;
