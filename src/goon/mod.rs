@@ -352,6 +352,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
             buf: SampleBuf::default(),
             concurrency: concurrency.clone(),
             stream: stream.take(),
+            ws: cfg.ws.as_ref().filter(|_| cfg.json_stream.is_some()).map(|_| ws::WsLatencies::default()),
         },
     };
     coordinator::run(&mut role, &rx, signals, out);
@@ -474,8 +475,11 @@ impl Stream {
         Ok(Stream { w, what, failed: false, cfg: cfg.clone(), host_name: crate::sys::host_name() })
     }
 
-    fn interval(&mut self, s: &Sample) {
-        let v = report::stream_interval(&self.cfg, &self.host_name, s);
+    fn interval(&mut self, s: &Sample, ws: Option<serde_json::Value>) {
+        let mut v = report::stream_interval(&self.cfg, &self.host_name, s);
+        if let (Some(w), Some(m)) = (ws, v.as_object_mut()) {
+            m.insert("websocket".into(), w);
+        }
         self.event(&v);
     }
 
@@ -506,6 +510,8 @@ struct Sampler {
     buf: SampleBuf,
     concurrency: Arc<Concurrency>,
     stream: Option<Stream>,
+    /// `--ws`: the interval's upgrade times and ping round trips (for `--json-stream`).
+    ws: Option<ws::WsLatencies>,
 }
 
 impl Sampler {
@@ -544,7 +550,11 @@ impl Sampler {
         self.connect.clear();
         self.fail.clear();
         if let Some(st) = self.stream.as_mut() {
-            st.interval(&s);
+            let ws = self.ws.as_ref().map(|l| ws::interval_json(&c.ws, &self.prev.ws, l));
+            st.interval(&s, ws);
+        }
+        if let Some(l) = self.ws.as_mut() {
+            *l = ws::WsLatencies::default();
         }
         self.buf.push(s);
         self.prev = *c;
@@ -610,6 +620,9 @@ impl Role for Coordinated {
             self.sampler.fail.merge(l);
         }
         if let (Some(l), Some(w)) = (&u.ws, self.ws.as_mut()) {
+            w.merge(l);
+        }
+        if let (Some(l), Some(w)) = (&u.ws, self.sampler.ws.as_mut()) {
             w.merge(l);
         }
         self.dial_done[u.reactor] |= u.dial_done;

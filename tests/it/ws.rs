@@ -352,3 +352,27 @@ fn report_merge_adds_the_shards_websocket_figures_exactly() {
         }
     });
 }
+
+#[test]
+fn json_stream_intervals_carry_the_websocket_figures() {
+    with_timeout(T, || {
+        let path = temp_json("stream");
+        let p = path.to_string_lossy().into_owned();
+        let args = ["goon", "--ws", "/", "-c", "50", "-s", "5", "--ws-ping", "50ms", "--hold", "300ms", "-i", "100ms"];
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-y", "--json-stream", &p]);
+        let (code, out, err) = run(&all, T);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let intervals: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "interval").collect();
+        assert!(intervals.len() >= 3, "{text}");
+        let sum = |f: &dyn Fn(&serde_json::Value) -> u64| intervals.iter().map(|e| f(&e["websocket"])).sum::<u64>();
+        assert_eq!(sum(&|w| n(&w["upgraded_new"])), 50, "{text}");
+        assert_eq!(sum(&|w| n(&w["upgrade_time"]["count"])), 50);
+        let end = events.iter().find(|e| e["event"] == "end").expect("end event");
+        assert_eq!(sum(&|w| n(&w["pongs_new"])), n(&end["result"]["websocket"]["pongs"]));
+        assert_eq!(sum(&|w| n(&w["ping_rtt"]["count"])), n(&end["result"]["websocket"]["ping_rtt"]["count"]));
+    });
+}
