@@ -31,3 +31,4 @@ pub(crate) mod target;
 pub(crate) mod tls;
 pub(crate) mod units;
 pub(crate) mod wallclock;
+pub(crate) mod ws;

@@ -49,6 +49,11 @@ crate::keyword! {
         Echo = "echo",
         /// Read and drop everything.
         Discard = "discard",
+        /// WebSocket: accept upgrades on any path, answer pings, echo every message
+        /// (`crate::ws::sink`).
+        Ws = "ws",
+        /// WebSocket as `ws`, but messages are dropped, not echoed.
+        WsDiscard = "ws_discard",
     }
 }
 
@@ -66,6 +71,8 @@ pub struct SinkStats {
     pub rings: PoolStats,
     /// TLS: handshakes done and failed.
     pub tls: crate::tls::ServerTlsStats,
+    /// The `ws` modes' counters.
+    pub ws: crate::ws::sink::SinkWsStats,
 }
 
 impl crate::engine::coordinator::Snapshot for SinkStats {
@@ -79,6 +86,7 @@ impl crate::engine::coordinator::Snapshot for SinkStats {
         self.accept_pauses += o.accept_pauses;
         self.rings.merge(&o.rings);
         self.tls.merge(&o.tls);
+        self.ws.merge(&o.ws);
     }
 }
 
@@ -93,6 +101,8 @@ pub struct SinkConn {
     /// `None` while there are none.
     ring: Option<Ring>,
     read_eof: bool,
+    /// The `ws` modes only: the connection's WebSocket state.
+    ws: Option<crate::ws::sink::WsConn>,
     /// Its place under the connection limit, freed with the connection.
     _slot: Slot,
 }
@@ -213,9 +223,13 @@ impl Sink {
                 return;
             }
         }
+        let ws = matches!(self.mode, Mode::Ws | Mode::WsDiscard).then(crate::ws::sink::WsConn::new);
         let conn =
-            SinkConn { sock, tls_done: false, rd: Readiness::default(), ring: None, read_eof: false, _slot: slot };
+            SinkConn { sock, tls_done: false, rd: Readiness::default(), ring: None, read_eof: false, ws, _slot: slot };
         match cx.adopt(E::from(conn)) {
+            Ok(key) if matches!(self.mode, Mode::Ws | Mode::WsDiscard) => {
+                cx.timers.arm(key, TIMER_WS_HEAD, cx.now + crate::http::HEAD_DEADLINE);
+            }
             Ok(_) => {}
             Err((_, Refused::Register(e))) => {
                 log::debug!("r{} register: {e}", cx.id);
@@ -257,6 +271,11 @@ impl Sink {
                 self.stats.rings = self.rings.stats();
                 o
             }
+            Mode::Ws | Mode::WsDiscard => {
+                let o = ws_step(c, &mut self.scratch[..ECHO_RING_BYTES], &mut self.rings, &mut self.stats, mode);
+                self.stats.rings = self.rings.stats();
+                o
+            }
         };
         if !c.tls_done && c.sock.session().is_some_and(|s| !s.is_handshaking()) {
             c.tls_done = true;
@@ -269,12 +288,53 @@ impl Sink {
         }
     }
 
+    /// A timer of connection `key`: in the `ws` modes, the request head's deadline.
+    pub fn on_timer<E: SinkHost>(&mut self, cx: &mut Cx<E>, key: Key, kind: Kind) {
+        let Some(c) = cx.table.get_mut(key).and_then(E::sink_conn) else { return };
+        if kind == TIMER_WS_HEAD && c.ws.as_ref().is_some_and(crate::ws::sink::WsConn::in_head) {
+            self.stats.ws.timeouts += 1;
+            self.close(cx, key);
+        }
+    }
+
     /// Closes every connection (shutdown path).
     pub fn close_all<E: SinkHost>(&mut self, cx: &mut Cx<E>) {
         let keys: Vec<Key> = cx.table.iter().filter(|(_, e)| e.is_sink()).map(|(k, _)| k).collect();
         for k in keys {
             self.close(cx, k);
         }
+    }
+}
+
+/// The `ws` modes' deadline for a complete request head (a connection's timer kind).
+const TIMER_WS_HEAD: Kind = Kind::new(0);
+
+/// One step of a `ws`-mode connection (`crate::ws::sink`).
+fn ws_step(
+    c: &mut SinkConn,
+    scratch: &mut [u8],
+    rings: &mut BufPool<Ring>,
+    stats: &mut SinkStats,
+    mode: Mode,
+) -> Outcome {
+    use crate::ws::sink::{step, Io, Next};
+    let Some(ws) = c.ws.as_mut() else { return Outcome::Close };
+    let mut io = Io {
+        sock: &mut c.sock,
+        rd: &mut c.rd,
+        ring: &mut c.ring,
+        rings,
+        ring_bytes: ECHO_RING_BYTES,
+        scratch,
+        bytes_in: &mut stats.bytes_in,
+        bytes_out: &mut stats.bytes_out,
+        stats: &mut stats.ws,
+        echo: mode == Mode::Ws,
+    };
+    match step(ws, &mut io) {
+        Next::Idle => Outcome::Idle,
+        Next::More => Outcome::More,
+        Next::Close => Outcome::Close,
     }
 }
 

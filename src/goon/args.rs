@@ -147,6 +147,26 @@ pub struct GoonArgs {
     pub(crate) print_config: bool,
     #[command(flatten)]
     pub(crate) probe: crate::goon::probe::args::ProbeArgs,
+    /// WebSocket: after each TCP connect, upgrade to a WebSocket on this request path (starts
+    /// with '/', e.g. /chat?room=1) and hold it; without HOST the built-in sink answers in
+    /// its ws mode.
+    #[arg(long = "ws", value_name = "PATH", value_parser = |s: &str| crate::goon::ws::parse_path(s))]
+    pub(crate) ws: Option<String>,
+    /// With --ws: an extra request header 'Name: value', repeatable (at most 64, 4096 bytes
+    /// each; Host, Upgrade, Connection and Sec-WebSocket-Key/-Version are set by netforge).
+    #[arg(long = "header", value_name = "'NAME: VALUE'", requires = "ws",
+          value_parser = |s: &str| crate::ws::handshake::check_header(s))]
+    pub(crate) header: Vec<String>,
+    /// With --ws: send a ping on every upgraded connection this often (e.g. 1s, 250ms;
+    /// 1ms..=24h) and record the ping -> pong round trip.
+    #[arg(long = "ws-ping", value_name = "INTERVAL", requires = "ws",
+          value_parser = |s: &str| parse_duration_in(s, Duration::from_millis(1), Duration::from_secs(86_400)))]
+    pub(crate) ws_ping: Option<Duration>,
+    /// With --ws: how long the server may take to answer the upgrade, counted from the TCP
+    /// connect (with --tls, from the TLS handshake done: wss) (1ms..=1h) [default: 10s].
+    #[arg(long = "ws-timeout", value_name = "DURATION", requires = "ws",
+          value_parser = |s: &str| parse_duration_in(s, Duration::from_millis(1), Duration::from_secs(3600)))]
+    pub(crate) ws_timeout: Option<Duration>,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
@@ -335,6 +355,19 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         _ => Vec::new(),
     };
     let tls = goon_tls(a, &host, builtin)?;
+    if a.header.len() > crate::ws::handshake::EXTRA_HEADERS_MAX {
+        return Err(usage(format!(
+            "--header: {} given, at most {} are allowed",
+            a.header.len(),
+            crate::ws::handshake::EXTRA_HEADERS_MAX
+        )));
+    }
+    let ws = a.ws.as_ref().map(|path| crate::goon::ws::WsConfig {
+        path: path.clone(),
+        headers: a.header.clone(),
+        ping: a.ws_ping,
+        timeout: a.ws_timeout.unwrap_or(crate::goon::ws::DEFAULT_UPGRADE_TIMEOUT),
+    });
     let sockets = if builtin { connections * 2 } else { connections };
     let bufs = SockBufs::policy(sndbuf.map(|v| v as usize), rcvbuf.map(|v| v as usize), a.socket_mem, sockets);
     Ok(GoonConfig {
@@ -361,6 +394,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         port_slices,
         probe,
         tls,
+        ws,
     })
 }
 
@@ -590,6 +624,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("--ca /nonexistent/ca.pem: cannot open"), "{e}");
+    }
+
+    #[test]
+    fn websocket_flags() {
+        let c = goon_config_with(
+            &parsed(&["127.0.0.1", "9", "--ws", "/chat", "--header", "X-A:  1", "--ws-ping", "250ms"]),
+            &|_| None,
+        )
+        .unwrap();
+        let ws = c.ws.unwrap();
+        assert_eq!(
+            (ws.path.as_str(), ws.headers, ws.ping),
+            ("/chat", vec!["X-A: 1".to_string()], Some(Duration::from_millis(250)))
+        );
+        assert_eq!(ws.timeout, crate::goon::ws::DEFAULT_UPGRADE_TIMEOUT);
+        assert!(goon_config_with(&parsed(&["127.0.0.1", "9"]), &|_| None).unwrap().ws.is_none());
+        use clap::Parser;
+        #[derive(Parser, Debug)]
+        struct Wrap {
+            #[command(flatten)]
+            goon: GoonArgs,
+        }
+        for (args, why) in [
+            (&["--ws", "chat"][..], "does not start with '/'"),
+            (&["--header", "X: 1"][..], "--ws"),
+            (&["--ws", "/", "--header", "Host: x"][..], "set by the handshake itself"),
+            (&["--ws", "/", "--header", "nocolon"][..], "is not 'Name: value'"),
+            (&["--ws", "/", "--ws-ping", "0s"][..], "--ws-ping"),
+            (&["--ws-ping", "1s"][..], "--ws"),
+        ] {
+            let mut argv = vec!["goon"];
+            argv.extend_from_slice(args);
+            let e = Wrap::try_parse_from(argv).unwrap_err().to_string();
+            assert!(e.contains(why), "{args:?}: {e}");
+        }
     }
 
     #[test]

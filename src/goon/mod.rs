@@ -13,6 +13,7 @@ pub mod probe;
 pub mod reactor;
 pub mod report;
 pub mod tls;
+pub mod ws;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -119,6 +120,8 @@ pub struct GoonConfig {
     pub probe: Option<probe::args::ProbeConfig>,
     /// `--tls` and its flags.
     pub tls: Option<GoonTls>,
+    /// `--ws` and its options: upgrade every connection to a WebSocket.
+    pub ws: Option<ws::WsConfig>,
 }
 
 /// `--tls`, checked and built: what the reactors and the built-in sink use. Written by
@@ -162,6 +165,8 @@ pub struct GoonReport {
     pub sample_stride: u64,
     /// `--tls`: handshakes, their latency and failures.
     pub tls: Option<crate::result::tls::TlsTotals>,
+    /// `--ws`: the upgrade times and ping round trips (the counts are in `counts.ws`).
+    pub ws: Option<ws::WsLatencies>,
 }
 
 impl GoonReport {
@@ -186,16 +191,20 @@ impl GoonReport {
             samples: Vec::new(),
             sample_stride: 1,
             tls: None,
+            ws: None,
         }
     }
 
     /// tcpgoon's exit status: 1 if some connection never finished dialing, else 2 if any
-    /// errored (with `--tls`, a failed TLS handshake too), else 0. A handshake still under way
-    /// at the end counts as a dial not finished.
+    /// errored (with `--tls`, a failed TLS handshake too; with `--ws`, a failed upgrade), else
+    /// 0. A handshake still under way at the end counts as a dial not finished.
     pub fn exit_code(&self) -> u8 {
         if self.not_initiated > 0 || self.counts.dialing > 0 || self.tls.as_ref().is_some_and(|t| t.unfinished > 0) {
             1
-        } else if self.counts.error > 0 || self.tls.as_ref().is_some_and(|t| t.failed > 0) {
+        } else if self.counts.error > 0
+            || self.tls.as_ref().is_some_and(|t| t.failed > 0)
+            || self.counts.ws.failed() > 0
+        {
             2
         } else {
             0
@@ -209,6 +218,16 @@ pub fn status_line(total: u64, c: &Counts, not_initiated: u64) -> String {
         "Total: {total}, Dialing: {}, Established: {}, Closed: {}, Error: {}, NotInitiated: {not_initiated}",
         c.dialing, c.established, c.closed, c.error
     )
+}
+
+/// The upgrade request's Host header: the host as given (IPv6 in brackets) and the port.
+fn host_header(host: &str, target: SocketAddr) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{bare}]:{}", target.port())
+    } else {
+        format!("{bare}:{}", target.port())
+    }
 }
 
 /// Splits `n` over `t` reactors: the first `n % t` get one more.
@@ -255,6 +274,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let mut target = cfg.target;
     let mut gate = None;
     if cfg.builtin {
+        let mode = if cfg.ws.is_some() { Mode::Ws } else { Mode::Hold };
         let (addr, listeners) =
             crate::net::listen::reuseport_group(cfg.target, threads, crate::net::listen::LISTEN_BACKLOG)
                 .map_err(|source| Error::bind("the built-in sink", cfg.target, source, None))?;
@@ -265,17 +285,18 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         let g = Admission::new(cap, threads, None);
         for (slot, l) in sinks.iter_mut().zip(listeners) {
             let tls = cfg.tls.as_ref().and_then(|t| t.sink.clone());
-            *slot = Some(Sink::new(l, Mode::Hold, g.clone(), SockBufs::default()).with_tls(tls));
+            *slot = Some(Sink::new(l, mode, g.clone(), SockBufs::default()).with_tls(tls));
         }
         gate = Some(g);
         let _ = writeln!(
             out,
-            "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold{}, in this process)",
+            "netforge goon: no target given; stressing the built-in sink on {addr} (mode {mode}{}, in this process)",
             if cfg.tls.is_some() { ", tls" } else { "" }
         );
     }
     let opts = DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, ..DialOpts::default() };
     let share = shares(cfg.connections, threads);
+    let ws_plan = cfg.ws.as_ref().map(|w| w.plan(&host_header(&cfg.host, target)));
     let concurrency = Arc::new(Concurrency::default());
     let handlers: Vec<GoonReactor> = sinks
         .into_iter()
@@ -297,6 +318,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                     name: t.name.clone(),
                     timeout: cfg.dial_timeout,
                 }),
+                ws: ws_plan.clone(),
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })
@@ -353,6 +375,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         connect: Latency::new(),
         fail: Latency::new(),
         tls_handshake: Latency::new(),
+        ws: cfg.ws.as_ref().map(|_| ws::WsLatencies::default()),
         dial_phase: None,
         rss_dial_done_kib: None,
         hold_until: None,
@@ -368,6 +391,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         connect,
         fail,
         tls_handshake,
+        ws,
         dial_phase,
         rss_dial_done_kib,
         interrupted,
@@ -407,6 +431,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         samples,
         sample_stride,
         tls,
+        ws,
     };
     let written = finish(cfg, &report, target, threads, stream.as_mut(), out);
     // Every reactor has reported (or the grace ran out): now they may close and end.
@@ -499,8 +524,11 @@ impl Stream {
         Ok(Stream { w, what, failed: false, cfg: cfg.clone(), host_name: crate::sys::host_name() })
     }
 
-    fn interval(&mut self, s: &Sample) {
-        let v = report::stream_interval(&self.cfg, &self.host_name, s);
+    fn interval(&mut self, s: &Sample, ws: Option<serde_json::Value>) {
+        let mut v = report::stream_interval(&self.cfg, &self.host_name, s);
+        if let (Some(w), Some(m)) = (ws, v.as_object_mut()) {
+            m.insert("websocket".into(), w);
+        }
         self.event(&v);
     }
 
@@ -537,6 +565,8 @@ struct Sampler {
     /// Something reads the samples (`--json`, `--json-stream`, `--html`). Without a reader no
     /// interval latency is merged or encoded: a plain run carries none of their memory.
     keep: bool,
+    /// `--ws`: the interval's upgrade times and ping round trips (for `--json-stream`).
+    ws: Option<ws::WsLatencies>,
 }
 
 impl Sampler {
@@ -560,6 +590,7 @@ impl Sampler {
             buf: SampleBuf::default(),
             concurrency,
             keep: cfg.json.is_some() || stream.is_some() || cfg.html.is_some(),
+            ws: cfg.ws.as_ref().filter(|_| stream.is_some()).map(|_| ws::WsLatencies::default()),
             stream,
         }
     }
@@ -633,7 +664,11 @@ impl Sampler {
         self.fail.clear();
         self.tls_handshake.clear();
         if let Some(st) = self.stream.as_mut() {
-            st.interval(&s);
+            let ws = self.ws.as_ref().map(|l| ws::interval_json(&c.ws, &self.prev.ws, l));
+            st.interval(&s, ws);
+        }
+        if let Some(l) = self.ws.as_mut() {
+            *l = ws::WsLatencies::default();
         }
         self.buf.push(s);
     }
@@ -650,6 +685,7 @@ struct Coordinated {
     connect: Latency,
     fail: Latency,
     tls_handshake: Latency,
+    ws: Option<ws::WsLatencies>,
     dial_phase: Option<Duration>,
     rss_dial_done_kib: Option<u64>,
     hold_until: Option<Instant>,
@@ -693,7 +729,13 @@ impl Role for Coordinated {
         if let Some(l) = &u.tls_handshake {
             self.tls_handshake.merge(l);
         }
+        if let (Some(l), Some(w)) = (&u.ws, self.ws.as_mut()) {
+            w.merge(l);
+        }
         self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), u.tls_handshake.as_ref());
+        if let (Some(l), Some(w), true) = (&u.ws, self.sampler.ws.as_mut(), self.sampler.keep) {
+            w.merge(l);
+        }
         self.dial_done[u.reactor] |= u.dial_done;
         self.reports.set(u.reactor, u.counts, u.exited);
         if self.hold_until.is_none() && self.dial_done.iter().all(|d| *d) {

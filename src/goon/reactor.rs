@@ -25,6 +25,9 @@ use crate::target::{Sink, SinkConn, SinkHost};
 use crate::tls::Stream;
 
 use super::tls::{Step as TlsStep, TlsPhase, TlsPlan, TIMER_TLS};
+use crate::ws::client::{Client, ClientPlan, Step};
+
+use super::ws::{WsLatencies, WsRun, TIMER_WS};
 
 /// Dials started per loop turn at most.
 pub const CONNECT_BATCH: usize = 128;
@@ -87,6 +90,8 @@ pub struct Counts {
     pub errors: [u64; 7],
     /// `--tls`: handshakes and their failures.
     pub tls: super::tls::TlsCounts,
+    /// `--ws`: the upgrades' counts (zero without it).
+    pub ws: crate::ws::client::ClientCounts,
 }
 
 impl crate::engine::coordinator::Snapshot for Counts {
@@ -101,6 +106,7 @@ impl crate::engine::coordinator::Snapshot for Counts {
             *a += b;
         }
         self.tls.merge(&o.tls);
+        self.ws.merge(&o.ws);
     }
 }
 
@@ -113,6 +119,8 @@ pub struct Update {
     pub fail: Option<Latency>,
     /// `--tls`: handshake latencies recorded since the last update.
     pub tls_handshake: Option<Latency>,
+    /// `--ws`: upgrade times and ping round trips recorded since the last update.
+    pub ws: Option<WsLatencies>,
     /// Every dial of this reactor's share has been started and resolved.
     pub dial_done: bool,
     /// Last message: the reactor is exiting.
@@ -145,6 +153,8 @@ pub struct Dial {
     established: bool,
     /// `--tls`: when the handshake began (the TCP connect), while it is not done.
     handshake: Option<Instant>,
+    /// `--ws`: the connection's WebSocket, from the TCP connect on.
+    ws: Option<Client>,
 }
 
 /// What goon's table holds: its dials, and the connections of the built-in sink.
@@ -207,6 +217,7 @@ pub struct GoonReactor {
     sink: Option<Sink>,
     concurrency: Arc<Concurrency>,
     tls: Option<TlsPhase>,
+    ws: Option<WsRun>,
 }
 
 pub struct ReactorPlan {
@@ -222,6 +233,8 @@ pub struct ReactorPlan {
     pub concurrency: Arc<Concurrency>,
     /// `--tls`: a handshake after each TCP connect.
     pub tls: Option<TlsPlan>,
+    /// `--ws`: the upgrade every connection makes.
+    pub ws: Option<Arc<ClientPlan>>,
 }
 
 impl GoonReactor {
@@ -248,6 +261,7 @@ impl GoonReactor {
             sink,
             concurrency: plan.concurrency,
             tls: plan.tls.map(TlsPhase::new),
+            ws: plan.ws.map(WsRun::new),
         }
     }
 
@@ -316,6 +330,7 @@ impl GoonReactor {
                 since,
                 established: false,
                 handshake: None,
+                ws: None,
             })) {
                 Ok(key) => {
                     self.counts.dialing += 1;
@@ -392,15 +407,23 @@ impl GoonReactor {
                 }
                 DialState::Connected => {
                     self.establish(cx, key);
-                    self.tls_begin(cx, key);
+                    if self.tls.is_some() {
+                        self.tls_begin(cx, key);
+                    } else {
+                        self.ws_begin(cx, key);
+                    }
                 }
             }
-            if self.tls.is_none() && !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            if self.tls.is_none() && self.ws.is_none() && !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR)
+            {
                 return;
             }
         }
         if !self.tls_ready(cx, key) {
             return;
+        }
+        if self.ws.is_some() {
+            return self.on_ws(cx, key);
         }
         // Established: goon never writes; read and drop, and notice the peer closing.
         let mut budget = READ_BUDGET;
@@ -437,6 +460,52 @@ impl GoonReactor {
         self.connect.record(rtt);
     }
 
+    /// `--ws`: the transport is ready (the TCP connect, or with `--tls` the handshake): the
+    /// upgrade request goes out, with its deadline.
+    fn ws_begin(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
+        // The clock is read here and at the answer, not the loop's time: an upgrade on loopback
+        // often completes within one loop turn.
+        let (c, step) = Client::start(&mut d.sock, &w.plan, Instant::now(), &mut w.stats);
+        d.ws = Some(c);
+        cx.timers.arm(key, TIMER_WS, cx.now + w.plan.timeout);
+        if step == Step::Close {
+            self.close_established(cx, key);
+        }
+    }
+
+    /// `--ws`: an event on an established connection.
+    fn on_ws(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(c) = d.ws.as_mut() else { return };
+        match c.on_ready(&mut d.sock, &mut self.scratch, Instant::now(), &mut w.stats) {
+            Step::Idle => {}
+            Step::More => cx.defer(key),
+            Step::Upgraded => {
+                match w.plan.ping {
+                    Some(p) => cx.timers.arm(key, TIMER_WS, cx.now + p),
+                    None => cx.timers.cancel(key, TIMER_WS),
+                }
+                cx.defer(key);
+            }
+            Step::Close => self.close_established(cx, key),
+        }
+    }
+
+    /// `--ws`: the upgrade deadline, or the next ping.
+    fn on_ws_timer(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(c) = d.ws.as_mut() else { return };
+        if c.is_open() && w.plan.ping.is_none() {
+            return;
+        }
+        match (c.on_timer(&mut d.sock, Instant::now(), &mut w.stats), w.plan.ping) {
+            (Step::Close, _) => self.close_established(cx, key),
+            (_, Some(p)) => cx.timers.arm(key, TIMER_WS, cx.now + p),
+            _ => {}
+        }
+    }
+
     /// `--tls`: the TCP connect is done; the handshake begins, with its deadline.
     fn tls_begin(&mut self, cx: &mut GCx, key: Key) {
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return };
@@ -459,6 +528,8 @@ impl GoonReactor {
             TlsStep::Ready => {
                 d.handshake = None;
                 cx.timers.cancel(key, TIMER_TLS);
+                // wss: the upgrade goes out inside the session.
+                self.ws_begin(cx, key);
                 true
             }
             TlsStep::Failed => {
@@ -480,6 +551,9 @@ impl GoonReactor {
 
     /// Established → Closed (the peer's FIN or reset).
     fn close_established(&mut self, cx: &mut GCx, key: Key) {
+        if let (Some(w), Some(GoonEntry::Dial(Dial { ws: Some(c), .. }))) = (self.ws.as_mut(), cx.table.get_mut(key)) {
+            c.gone(&mut w.stats);
+        }
         if cx.close(key).is_some() {
             self.counts.established -= 1;
             self.concurrency.down();
@@ -487,23 +561,28 @@ impl GoonReactor {
         }
     }
 
-    /// Every dial of the share started and resolved (with `--tls`, its handshake too).
+    /// Every dial of the share started and resolved (with `--tls`, its handshake too; with
+    /// `--ws`, its upgrade).
     fn resolved(&self) -> bool {
         self.counts.dialed >= self.share
             && self.counts.dialing == 0
             && self.tls.as_ref().is_none_or(|t| t.counts.handshaking == 0)
+            && self.ws.as_ref().is_none_or(|w| w.stats.counts.upgrading == 0)
     }
 
     fn report(&mut self, dial_done: bool, exited: bool) -> Update {
         if let Some(t) = &self.tls {
             self.counts.tls = t.counts;
         }
+        let mut counts = self.counts;
+        counts.ws = self.ws.as_ref().map(|w| w.stats.counts).unwrap_or_default();
         Update {
             tls_handshake: self.tls.as_mut().and_then(TlsPhase::take_latency),
             reactor: 0,
-            counts: self.counts,
+            counts,
             connect: (!self.connect.is_empty()).then(|| self.connect.take()),
             fail: (!self.fail.is_empty()).then(|| self.fail.take()),
+            ws: self.ws.as_mut().and_then(WsRun::take),
             dial_done,
             exited,
         }
@@ -524,6 +603,9 @@ impl GoonReactor {
             }
             if let (Some(l), Some(t)) = (u.tls_handshake, self.tls.as_mut()) {
                 t.put_back(&l);
+            }
+            if let (Some(l), Some(w)) = (u.ws, self.ws.as_mut()) {
+                w.put_back(&l);
             }
         } else if dial_done {
             self.dial_done_sent = true;
@@ -580,6 +662,17 @@ impl Handler for GoonReactor {
 
     fn on_timer(&mut self, cx: &mut GCx, key: Key, kind: Kind) {
         if self.stopping {
+            return;
+        }
+        if let (Some(GoonEntry::Sink(_)), Some(sink)) = (cx.table.get(key), self.sink.as_mut()) {
+            sink.on_timer(cx, key, kind);
+            return;
+        }
+        if kind == TIMER_WS && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
+            self.on_ws_timer(cx, key);
+            if !self.dial_done_sent && self.resolved() {
+                self.flush(cx);
+            }
             return;
         }
         if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established) {

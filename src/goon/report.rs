@@ -38,6 +38,9 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
         fail: &r.fail,
         errors: &r.counts.errors,
     });
+    if let (Some(w), Some(l)) = (&cfg.ws, &r.ws) {
+        text.push_str(&super::ws::report_lines(&w.path, w.ping.is_some(), &r.counts.ws, l));
+    }
     match r.dial_phase {
         Some(d) => {
             let rate = r.counts.established_total as f64 / d.as_secs_f64().max(1e-9);
@@ -78,7 +81,7 @@ fn shard_json(cfg: &GoonConfig) -> serde_json::Value {
 }
 
 fn config_json(cfg: &GoonConfig, target: SocketAddr, threads: usize) -> serde_json::Value {
-    json!({
+    let mut v = json!({
             "host": cfg.host,
             "target": target.to_string(),
             "builtin_target": cfg.builtin,
@@ -95,7 +98,11 @@ fn config_json(cfg: &GoonConfig, target: SocketAddr, threads: usize) -> serde_js
             "sndbuf": cfg.bufs.sndbuf,
             "rcvbuf": cfg.bufs.rcvbuf,
             "tls": cfg.tls.as_ref().map(|t| &t.options),
-    })
+    });
+    if let (Some(w), Some(m)) = (&cfg.ws, v.as_object_mut()) {
+        m.insert("websocket".into(), w.config_json());
+    }
+    v
 }
 
 /// `--json-stream`'s first event.
@@ -180,6 +187,9 @@ pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads:
     // `--tls` only: the key is absent otherwise.
     if let (Some(t), Some(m)) = (&r.tls, doc.as_object_mut()) {
         m.insert("tls".into(), t.to_json());
+    }
+    if let (Some(_), Some(l), Some(m)) = (&cfg.ws, &r.ws, doc.as_object_mut()) {
+        m.insert("websocket".into(), super::ws::json_value(&r.counts.ws, l));
     }
     doc
 }

@@ -40,6 +40,8 @@ pub struct ShardDoc {
     pub exit_code: u64,
     /// `tls` (a `--tls` run's figures), when present.
     pub tls: Option<TlsTotals>,
+    /// A `goon --ws` result's `websocket` object: counts and the two latencies.
+    pub ws: Option<(crate::ws::client::ClientCounts, crate::result::ws::WsLatencies)>,
 }
 
 /// `"state.established: not an integer"` → (`state.established`, `not an integer`).
@@ -182,8 +184,16 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
             key_err(path, &format!("tls.{k}"), m)
         })?),
     };
+    let ws = match get("websocket") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(crate::result::ws::from_json(v).map_err(|e| {
+            let (sub, msg) = split_key(&e);
+            key_err(path, &format!("websocket.{sub}"), msg)
+        })?),
+    };
     Ok(ShardDoc {
         tls,
+        ws,
         path: path.to_path_buf(),
         shard,
         host_name: text("host_name")?,

@@ -35,6 +35,8 @@ use crate::units::MAX_DURATION;
 use super::doc::{key_err, load, not_a_shard, ShardDoc};
 use super::table::print;
 use super::thresholds::{exit_code, judge, parse_error_limit, ErrorLimit, Verdict};
+use crate::result::ws::WsLatencies;
+use crate::ws::client::ClientCounts;
 
 #[derive(Args, Debug)]
 pub struct MergeArgs {
@@ -258,6 +260,33 @@ pub struct Merged {
     pub probe: Option<crate::result::probe::ProbeOutcome>,
     /// `--tls` shards: their TLS figures added.
     pub tls: Option<crate::result::tls::TlsTotals>,
+    /// `goon --ws` shards: their upgrade counts summed, their histograms added.
+    pub ws: Option<(ClientCounts, WsLatencies)>,
+}
+
+/// The shards' `websocket` objects merged: all or none of the shards must have one.
+fn merge_ws(docs: &[ShardDoc]) -> Result<Option<(ClientCounts, WsLatencies)>, Error> {
+    let Some(first) = docs.first() else { return Ok(None) };
+    let mut out: Option<(ClientCounts, WsLatencies)> = None;
+    for d in docs {
+        match (&d.ws, first.ws.is_some()) {
+            (Some((c, l)), true) => {
+                let (oc, ol) = out.get_or_insert_with(Default::default);
+                oc.merge(c);
+                ol.merge(l);
+            }
+            (None, false) => {}
+            (mine, _) => {
+                let (with, without) = if mine.is_some() { (d, first) } else { (first, d) };
+                return Err(key_err(
+                    &without.path,
+                    "websocket",
+                    format!("missing, but {} has one (a --ws run); merge only shards of one test", with.path.display()),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Merges checked shards.
@@ -270,6 +299,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         connect.merge(&d.connect);
         fail.merge(&d.fail);
     }
+    let ws = merge_ws(&docs)?;
     let upper = counts.max_concurrent_established;
     let probe =
         crate::result::probe::fleet::merge(&docs.iter().map(|d| (d.path.as_path(), &d.doc)).collect::<Vec<_>>())?;
@@ -299,6 +329,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         started_unix_s: started,
         ended_unix_s: ended,
         probe,
+        ws,
     })
 }
 
@@ -386,6 +417,9 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
     // Shards of a `--tls` run only: the key is absent otherwise.
     if let (Some(t), Some(o)) = (&m.tls, doc.as_object_mut()) {
         o.insert("tls".into(), t.to_json());
+    }
+    if let (Some((c, l)), Some(o)) = (&m.ws, doc.as_object_mut()) {
+        o.insert("websocket".into(), crate::result::ws::json_value(c, l));
     }
     doc
 }

@@ -50,6 +50,11 @@ pub fn print(m: &Merged, verdicts: &[Verdict], out: &mut dyn Write) {
     if let Some(tls) = &m.tls {
         t.push_str(&tls.lines());
     }
+    if let Some((c, l)) = &m.ws {
+        let cfg = &first.doc["config"]["websocket"];
+        let path = cfg["path"].as_str().unwrap_or("?");
+        t.push_str(&crate::result::ws::report_lines(path, !cfg["ping_s"].is_null(), c, l));
+    }
     let starts: Vec<f64> = m.docs.iter().map(|d| d.started_unix_s).collect();
     let spread =
         starts.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - starts.iter().cloned().fold(f64::INFINITY, f64::min);

@@ -92,10 +92,11 @@ pub fn exit_code(m: &Merged, verdicts: &[Verdict], errors_judged: bool) -> u8 {
     if verdicts.iter().any(|v| !v.ok) {
         EXIT_THRESHOLD
     } else {
-        // A failed TLS handshake is an error, as in goon's own exit status.
+        // A failed TLS handshake or WebSocket upgrade is an error, as in goon's own exit status.
         let tls_failed = m.tls.as_ref().is_some_and(|t| t.failed > 0);
+        let ws_failed = m.ws.as_ref().is_some_and(|(c, _)| c.failed() > 0);
         match m.counts.exit_code() {
-            0 if tls_failed && !errors_judged => 2,
+            0 if (tls_failed || ws_failed) && !errors_judged => 2,
             2 if errors_judged => 0,
             code => code,
         }

@@ -56,6 +56,10 @@ impl Handler for ServeReactor {
         }
     }
 
+    fn on_timer(&mut self, cx: &mut Cx<SinkConn>, key: Key, kind: Kind) {
+        self.sink.on_timer(cx, key, kind);
+    }
+
     fn on_handle_timer(&mut self, cx: &mut Cx<SinkConn>, h: Handle, kind: Kind) {
         if self.sink.owns(h) {
             self.sink.on_handle_timer(cx, kind);
@@ -142,7 +146,7 @@ pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -
     let _ = writeln!(
         out,
         "netforge serve: listening on {addr} (mode {}{}, {}, max {})",
-        format!("{:?}", cfg.mode).to_lowercase(),
+        cfg.mode.as_str(),
         match &cfg.tls {
             None => String::new(),
             Some(crate::tls::ServerCert::SelfSigned(names)) => {
@@ -242,7 +246,20 @@ fn serve_line(s: &SinkStats) -> String {
     if s.tls != Default::default() {
         line += &format!(", tls handshakes {}, tls failed {}", s.tls.handshakes, s.tls.failed);
     }
+    line += &ws_words(s);
     line
+}
+
+/// The `ws` modes' counters, once there is one: `, upgraded N, refused N, ...`.
+fn ws_words(s: &SinkStats) -> String {
+    let w = &s.ws;
+    if *w == crate::ws::sink::SinkWsStats::default() {
+        return String::new();
+    }
+    format!(
+        ", upgraded {}, refused {}, head timeouts {}, pings {}, frames {}, protocol errors {}",
+        w.upgraded, w.refused, w.timeouts, w.pings, w.frames, w.protocol_errors
+    )
 }
 
 fn serve_final(s: &SinkStats) -> String {
@@ -260,6 +277,10 @@ fn serve_final(s: &SinkStats) -> String {
     if s.tls != Default::default() {
         out +=
             &format!("\ntls: handshakes {}, failed before the handshake was done {}", s.tls.handshakes, s.tls.failed);
+    }
+    let ws = ws_words(s);
+    if !ws.is_empty() {
+        out += &format!("\nwebsocket: {}", &ws[2..]);
     }
     out
 }

@@ -174,7 +174,9 @@ fn an_unknown_keyword_reads_the_same_in_a_file_and_from_a_flag() {
         // serve --mode (no file): the same words, with the list clap used to drop.
         let flag = refused(&["serve", "--mode", "mirror"]);
         assert!(
-            flag.contains("'--mode <MODE>': unknown mode \"mirror\" (expected one of hold, echo or discard)"),
+            flag.contains(
+                "'--mode <MODE>': unknown mode \"mirror\" (expected one of hold, echo, discard, ws or ws_discard)"
+            ),
             "{flag}"
         );
     });

@@ -17,3 +17,4 @@ mod report_html;
 mod serve;
 mod tls;
 mod util;
+mod ws;

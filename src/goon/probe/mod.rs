@@ -206,6 +206,7 @@ pub fn run(
         samples,
         sample_stride,
         tls: None,
+        ws: None,
     };
     let outcome = ProbeOutcome::new(&p.idle, p.deadline, p.message.len(), &snap.groups);
     let written = finish(cfg, &report, &outcome, target, threads, stream.as_mut(), out);
