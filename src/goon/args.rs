@@ -11,6 +11,7 @@ use clap::Args;
 use crate::cli::usage;
 use crate::config::{resolve, resolve_threads as threads};
 use crate::error::Error;
+use crate::goon::traffic;
 use crate::goon::{shares, GoonConfig, Shard, StreamTo};
 use crate::net::tune::SockBufs;
 use crate::result::SHARDS_MAX;
@@ -118,6 +119,9 @@ pub struct GoonArgs {
     /// buffer sizes as they will run) as TOML and exit, before the preflight and the prompt.
     #[arg(long)]
     pub(crate) print_config: bool,
+    /// The traffic flags (`--message` and the rest, see `traffic.rs`).
+    #[command(flatten)]
+    pub(crate) traffic: traffic::TrafficArgs,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
@@ -251,6 +255,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
     let (fleet_connections, sleep, dial_timeout) = (a.connections, a.sleep.unwrap_or(10), a.dial_timeout);
     let (sndbuf, rcvbuf) = (sockbuf(a.sndbuf), sockbuf(a.rcvbuf));
     let shard = shard_of(a, env)?;
+    let traffic = a.traffic.plan()?;
     let connections = match shard {
         Some(s) if s.count > fleet_connections => {
             return Err(usage(format!(
@@ -320,6 +325,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         json_stream,
         argv: std::env::args().collect(),
         port_slices,
+        traffic,
     })
 }
 

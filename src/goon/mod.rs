@@ -11,6 +11,7 @@ pub(crate) mod args;
 pub mod preflight;
 pub mod reactor;
 pub mod report;
+pub mod traffic;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -26,7 +27,7 @@ use crate::engine::Pool;
 use crate::error::Error;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
-use crate::result::sample::{Sample, SampleBuf, State};
+use crate::result::sample::{Sample, SampleBuf, State, TrafficSample};
 use crate::stats::Latency;
 use crate::sys::Signal;
 use crate::target::{Mode, Sink};
@@ -113,6 +114,8 @@ pub struct GoonConfig {
     /// kernel's own search is used.
     #[serde(skip)]
     pub port_slices: Vec<(u16, u16)>,
+    /// Message traffic (`--message`, `--first-message` and their flags), when given.
+    pub traffic: Option<traffic::TrafficPlan>,
 }
 
 /// Everything a run measured.
@@ -137,6 +140,8 @@ pub struct GoonReport {
     pub sample_interval: Duration,
     pub samples: Vec<Sample>,
     pub sample_stride: u64,
+    /// Response latencies from the intended send times (traffic with a response mode).
+    pub response: Latency,
 }
 
 impl GoonReport {
@@ -160,6 +165,7 @@ impl GoonReport {
             sample_interval,
             samples: Vec::new(),
             sample_stride: 1,
+            response: Latency::new(),
         }
     }
 
@@ -182,6 +188,11 @@ pub fn status_line(total: u64, c: &Counts, not_initiated: u64) -> String {
         "Total: {total}, Dialing: {}, Established: {}, Closed: {}, Error: {}, NotInitiated: {not_initiated}",
         c.dialing, c.established, c.closed, c.error
     )
+}
+
+/// The status line's traffic part (bytes up and down during the interval), only with traffic.
+pub fn traffic_suffix(up: u64, down: u64) -> String {
+    format!(", Up: {up} B, Down: {down} B")
 }
 
 /// Splits `n` over `t` reactors: the first `n % t` get one more.
@@ -233,18 +244,22 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         // listeners by hash, not by the dialing reactor.
         let cap = (cfg.connections as usize).saturating_add(64 * threads);
         let g = Admission::new(cap, threads, None);
+        // With traffic the sink echoes, so every message has its response.
+        let mode = if cfg.traffic.is_some() { Mode::Echo } else { Mode::Hold };
         for (slot, l) in sinks.iter_mut().zip(listeners) {
-            *slot = Some(Sink::new(l, Mode::Hold, g.clone(), SockBufs::default()));
+            *slot = Some(Sink::new(l, mode, g.clone(), SockBufs::default()));
         }
         gate = Some(g);
         let _ = writeln!(
             out,
-            "netforge goon: no target given; stressing the built-in sink on {addr} (mode hold, in this process)"
+            "netforge goon: no target given; stressing the built-in sink on {addr} (mode {}, in this process)",
+            mode.as_str()
         );
     }
     let opts = DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, ..DialOpts::default() };
     let share = shares(cfg.connections, threads);
     let concurrency = Arc::new(Concurrency::default());
+    let traffic_plan = cfg.traffic.clone().map(Arc::new);
     let handlers: Vec<GoonReactor> = sinks
         .into_iter()
         .enumerate()
@@ -260,6 +275,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                 sources: cfg.sources.clone(),
                 source_offset: i,
                 concurrency: concurrency.clone(),
+                traffic: traffic_plan.clone(),
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })
@@ -319,6 +335,9 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         rss_dial_done_kib: None,
         hold_until: None,
         interrupted: false,
+        traffic: cfg.traffic.as_ref().map(|t| t.duration),
+        response: Latency::new(),
+        line_bytes: (0, 0),
         // `-i 0`: no periodic lines, only the final report.
         interval: Interval::new(started, cfg.interval),
         sampler: Sampler {
@@ -329,14 +348,26 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
             prev: Counts::default(),
             connect: Latency::new(),
             fail: Latency::new(),
+            response: Latency::new(),
+            traffic: cfg.traffic.is_some(),
             buf: SampleBuf::default(),
             concurrency: concurrency.clone(),
             stream: stream.take(),
         },
     };
     coordinator::run(&mut role, &rx, signals, out);
-    let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, mut sampler, .. } =
-        role;
+    let Coordinated {
+        pool,
+        reports,
+        connect,
+        fail,
+        dial_phase,
+        rss_dial_done_kib,
+        interrupted,
+        mut sampler,
+        response,
+        ..
+    } = role;
     let counts = reports.total();
     let elapsed = started.elapsed();
     sampler.close(&counts, total, elapsed, true);
@@ -360,6 +391,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         sample_interval,
         samples,
         sample_stride,
+        response,
     };
     let written = finish(cfg, &report, target, threads, stream.as_mut(), out);
     // Every reactor has reported (or the grace ran out): now they may close and end.
@@ -481,6 +513,9 @@ struct Sampler {
     prev: Counts,
     connect: Latency,
     fail: Latency,
+    /// The interval's response latencies; `traffic`: the run has traffic flags.
+    response: Latency,
+    traffic: bool,
     buf: SampleBuf,
     concurrency: Arc<Concurrency>,
     stream: Option<Stream>,
@@ -518,9 +553,11 @@ impl Sampler {
             errors,
             connect: self.connect.moments_json(),
             fail: self.fail.moments_json(),
+            traffic: self.traffic.then(|| TrafficSample::delta(&c.traffic, &self.prev.traffic, &self.response)),
         };
         self.connect.clear();
         self.fail.clear();
+        self.response.clear();
         if let Some(st) = self.stream.as_mut() {
             st.interval(&s);
         }
@@ -548,14 +585,29 @@ struct Coordinated {
     rss_dial_done_kib: Option<u64>,
     hold_until: Option<Instant>,
     interrupted: bool,
+    /// The traffic phase's length, with traffic flags.
+    traffic: Option<Duration>,
+    response: Latency,
+    /// Bytes up and down at the last status line.
+    line_bytes: (u64, u64),
     interval: Interval,
     sampler: Sampler,
 }
 
 impl Coordinated {
-    fn line(&self) -> String {
+    /// The status line; with traffic, the bytes since the last line (`advance`: this line
+    /// starts the next interval).
+    fn line(&mut self, advance: bool) -> String {
         let c = self.reports.total();
-        status_line(self.total, &c, self.total - c.dialed.min(self.total))
+        let mut line = status_line(self.total, &c, self.total - c.dialed.min(self.total));
+        if self.traffic.is_some() {
+            let (up, down) = (c.traffic.bytes_up, c.traffic.bytes_down);
+            line.push_str(&traffic_suffix(up - self.line_bytes.0.min(up), down - self.line_bytes.1.min(down)));
+            if advance {
+                self.line_bytes = (up, down);
+            }
+        }
+        line
     }
 
     fn stop(&mut self, ctl: &mut Ctl, now: Instant) {
@@ -586,20 +638,32 @@ impl Role for Coordinated {
             self.fail.merge(l);
             self.sampler.fail.merge(l);
         }
+        if let Some(l) = &u.response {
+            self.response.merge(l);
+            self.sampler.response.merge(l);
+        }
         self.dial_done[u.reactor] |= u.dial_done;
         self.reports.set(u.reactor, u.counts, u.exited);
         if self.hold_until.is_none() && self.dial_done.iter().all(|d| *d) {
             let now = Instant::now();
             self.dial_phase = Some(now - self.started);
             self.rss_dial_done_kib = crate::sys::rss_kib().map(|r| r.0);
-            self.hold_until = Some(now + self.hold);
+            // With traffic, the traffic phase comes first and the hold after it.
+            let traffic_end = now + self.traffic.unwrap_or(Duration::ZERO);
+            if self.traffic.is_some() {
+                let full = self.pool.broadcast(|_| GoonCmd::EndTraffic(traffic_end));
+                if full > 0 {
+                    log::warn!("goon: {full} reactors' queues were full; their traffic goes on until the run ends");
+                }
+            }
+            self.hold_until = Some(traffic_end + self.hold);
         }
         Flow::Continue
     }
 
     fn on_turn(&mut self, now: Instant, ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
         if self.interval.due(now) {
-            let _ = writeln!(out, "{}", self.line());
+            let _ = writeln!(out, "{}", self.line(true));
             let _ = out.flush();
         }
         if now >= self.sampler.next && !self.reports.all_done() {
@@ -625,7 +689,7 @@ impl Role for Coordinated {
     }
 
     fn on_user1(&mut self, out: &mut dyn Write) {
-        let _ = writeln!(out, "{}", self.line());
+        let _ = writeln!(out, "{}", self.line(false));
     }
 
     fn on_late(&mut self) {

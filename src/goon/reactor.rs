@@ -24,6 +24,8 @@ use crate::net::Cause;
 use crate::stats::Latency;
 use crate::target::{Sink, SinkConn, SinkHost};
 
+use super::traffic::{self, Flow, Traffic, TrafficCounts, TrafficPlan, TIMER_MSG};
+
 /// Dials started per loop turn at most.
 pub const CONNECT_BATCH: usize = 128;
 /// Bytes read (and dropped) from one connection per wake-up.
@@ -83,6 +85,8 @@ pub struct Counts {
     /// Connections that ever reached Established.
     pub established_total: u64,
     pub errors: [u64; 7],
+    /// Messages and bytes (zero without traffic flags).
+    pub traffic: TrafficCounts,
 }
 
 impl crate::engine::coordinator::Snapshot for Counts {
@@ -96,6 +100,7 @@ impl crate::engine::coordinator::Snapshot for Counts {
         for (a, b) in self.errors.iter_mut().zip(o.errors.iter()) {
             *a += b;
         }
+        self.traffic.add(&o.traffic);
     }
 }
 
@@ -106,6 +111,8 @@ pub struct Update {
     /// Connect times and times-to-error recorded since the last update.
     pub connect: Option<Latency>,
     pub fail: Option<Latency>,
+    /// Response latencies recorded since the last update (traffic with a response mode).
+    pub response: Option<Latency>,
     /// Every dial of this reactor's share has been started and resolved.
     pub dial_done: bool,
     /// Last message: the reactor is exiting.
@@ -121,6 +128,8 @@ pub enum GoonCmd {
     Stop,
     /// Close everything and end the thread.
     Exit,
+    /// The traffic phase ends at this instant: no message due at or after it is sent.
+    EndTraffic(Instant),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -135,6 +144,8 @@ pub struct Dial {
     sock: TcpStream,
     since: Instant,
     established: bool,
+    /// Its message schedule, with traffic flags (boxed: nothing per connection without them).
+    flow: Option<Box<Flow>>,
 }
 
 /// What goon's table holds: its dials, and the connections of the built-in sink.
@@ -196,6 +207,7 @@ pub struct GoonReactor {
     scratch: Box<[u8]>,
     sink: Option<Sink>,
     concurrency: Arc<Concurrency>,
+    traffic: Option<Traffic>,
 }
 
 pub struct ReactorPlan {
@@ -209,6 +221,8 @@ pub struct ReactorPlan {
     pub source_offset: usize,
     /// Shared with every reactor of the run.
     pub concurrency: Arc<Concurrency>,
+    /// Message traffic on every established connection.
+    pub traffic: Option<Arc<TrafficPlan>>,
 }
 
 impl GoonReactor {
@@ -234,6 +248,7 @@ impl GoonReactor {
             scratch: vec![0u8; READ_BUDGET].into_boxed_slice(),
             sink,
             concurrency: plan.concurrency,
+            traffic: plan.traffic.map(Traffic::new),
         }
     }
 
@@ -297,7 +312,7 @@ impl GoonReactor {
         self.counts.dialed += 1;
         let since = cx.now;
         match dial(self.target, source, &self.opts) {
-            Ok(sock) => match cx.adopt(GoonEntry::Dial(Dial { sock, since, established: false })) {
+            Ok(sock) => match cx.adopt(GoonEntry::Dial(Dial { sock, since, established: false, flow: None })) {
                 Ok(key) => {
                     self.counts.dialing += 1;
                     cx.timers.arm(key, TIMER_DIAL, since + self.dial_timeout);
@@ -373,9 +388,12 @@ impl GoonReactor {
                 }
                 DialState::Connected => self.establish(cx, key),
             }
-            if !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            if self.traffic.is_none() && !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
                 return;
             }
+        }
+        if self.traffic.is_some() {
+            return self.on_traffic(cx, key);
         }
         // Established: goon never writes; read and drop, and notice the peer closing.
         let mut budget = READ_BUDGET;
@@ -399,10 +417,31 @@ impl GoonReactor {
         self.close_established(cx, key);
     }
 
+    /// An established connection with traffic: read and match responses, send what is due,
+    /// arm its message timer.
+    fn on_traffic(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.traffic.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(flow) = d.flow.as_deref_mut() else { return };
+        match t.step(flow, &mut d.sock, &mut self.scratch, cx.now) {
+            traffic::Step::Open { arm, more } => {
+                if let Some(at) = arm {
+                    cx.timers.arm(key, TIMER_MSG, at);
+                }
+                if more {
+                    cx.defer(key);
+                }
+            }
+            traffic::Step::Closed => self.close_established(cx, key),
+        }
+    }
+
     /// Dialing → Established.
     fn establish(&mut self, cx: &mut GCx, key: Key) {
         let Some(GoonEntry::Dial(d)) = cx.table.get_mut(key) else { return };
         d.established = true;
+        if let Some(t) = self.traffic.as_mut() {
+            d.flow = Some(Box::new(t.flow(cx.now)));
+        }
         let rtt = cx.now.saturating_duration_since(d.since);
         cx.timers.cancel(key, TIMER_DIAL);
         self.counts.dialing -= 1;
@@ -422,9 +461,14 @@ impl GoonReactor {
     }
 
     fn report(&mut self, dial_done: bool, exited: bool) -> Update {
+        if let Some(t) = &self.traffic {
+            self.counts.traffic = t.counts;
+        }
+        let response = self.traffic.as_mut().filter(|t| !t.latency.is_empty()).map(|t| t.latency.take());
         Update {
             reactor: 0,
             counts: self.counts,
+            response,
             connect: (!self.connect.is_empty()).then(|| self.connect.take()),
             fail: (!self.fail.is_empty()).then(|| self.fail.take()),
             dial_done,
@@ -444,6 +488,9 @@ impl GoonReactor {
             }
             if let Some(l) = u.fail {
                 self.fail.merge(&l);
+            }
+            if let (Some(l), Some(t)) = (u.response, self.traffic.as_mut()) {
+                t.latency.merge(&l);
             }
         } else if dial_done {
             self.dial_done_sent = true;
@@ -502,6 +549,10 @@ impl Handler for GoonReactor {
         if self.stopping {
             return;
         }
+        if kind == TIMER_MSG && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
+            self.on_traffic(cx, key);
+            return;
+        }
         if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established) {
             self.fail_dial(cx, key, Cause::Timeout);
             if !self.dial_done_sent && self.counts.dialed >= self.share && self.counts.dialing == 0 {
@@ -535,6 +586,11 @@ impl Handler for GoonReactor {
             }
             GoonCmd::Stop => {}
             GoonCmd::Exit => self.exit = true,
+            GoonCmd::EndTraffic(at) => {
+                if let Some(t) = self.traffic.as_mut() {
+                    t.end_at(at);
+                }
+            }
         }
     }
 

@@ -60,6 +60,9 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
         text.push_str(&format!(" ({per:.0} B per established connection)"));
     }
     text.push('\n');
+    if let Some(plan) = &cfg.traffic {
+        text.push_str(&super::traffic::report_lines(plan, &r.counts.traffic, &r.response, cfg.connections));
+    }
     if r.interrupted {
         text.push_str("Run interrupted by signal.\n");
     }
@@ -131,7 +134,7 @@ pub(crate) fn stream_interval(cfg: &GoonConfig, host_name: &str, s: &Sample) -> 
 pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads: usize) -> serde_json::Value {
     let errors: serde_json::Map<String, serde_json::Value> =
         Cause::ALL.iter().map(|c| (c.name().to_string(), json!(r.counts.errors[c.index()]))).collect();
-    json!({
+    let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "kind": "goon",
         "netforge": env!("CARGO_PKG_VERSION"),
@@ -172,7 +175,12 @@ pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads:
         "sample_interval_s": r.sample_interval.as_secs_f64() * r.sample_stride as f64,
         "sample_stride": r.sample_stride,
         "samples": r.samples.iter().map(Sample::to_json).collect::<Vec<_>>(),
-    })
+    });
+    // Only with traffic flags: a result without them is byte for byte what it was.
+    if let (Some(plan), Some(m)) = (&cfg.traffic, doc.as_object_mut()) {
+        m.insert("traffic".into(), super::traffic::report_json(plan, &r.counts.traffic, &r.response, cfg.connections));
+    }
+    doc
 }
 
 #[cfg(test)]

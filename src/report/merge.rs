@@ -30,7 +30,7 @@ use crate::stats::Latency;
 use crate::units::parse_duration_in;
 use crate::units::MAX_DURATION;
 
-use super::doc::{key_err, load, not_a_shard, ShardDoc};
+use super::doc::{key_err, load, not_a_shard, ShardDoc, ShardTraffic};
 use super::table::print;
 use super::thresholds::{exit_code, judge, parse_error_limit, ErrorLimit, Verdict};
 
@@ -220,6 +220,7 @@ fn at_rest(index: u64, t_start_s: f64, t_end_s: f64, end_unix_s: f64, state: Sta
         errors: [0; 7],
         connect: Latency::new().moments_json(),
         fail: Latency::new().moments_json(),
+        traffic: None,
     }
 }
 
@@ -239,6 +240,45 @@ pub struct Merged {
     pub max_concurrent_upper: u64,
     pub started_unix_s: f64,
     pub ended_unix_s: f64,
+    /// The shards' traffic, merged: counts summed, response histograms added.
+    pub traffic: Option<ShardTraffic>,
+}
+
+/// The shards' traffic merged, when they have some: every shard or none, at one message rate.
+fn merge_traffic(docs: &[ShardDoc]) -> Result<Option<ShardTraffic>, Error> {
+    let Some(first) = docs.first() else { return Ok(None) };
+    let first_path = first.path.display().to_string();
+    let mut out: Option<ShardTraffic> = None;
+    for d in docs {
+        match (&first.traffic, &d.traffic) {
+            (None, None) => continue,
+            (Some(_), None) | (None, Some(_)) => {
+                let (has, lacks) = if d.traffic.is_some() { (&d.path, &first.path) } else { (&first.path, &d.path) };
+                return Err(key_err(
+                    lacks,
+                    "traffic",
+                    format!("missing, but {} has traffic; merge only shards of one test", has.display()),
+                ));
+            }
+            (Some(a), Some(b)) if a.rate != b.rate || a.measures != b.measures => {
+                return Err(key_err(
+                    &d.path,
+                    "traffic.config",
+                    format!(
+                        "differs from {first_path}'s (message rate or response mode); merge only shards of one test"
+                    ),
+                ))
+            }
+            (Some(_), Some(b)) => match out.as_mut() {
+                None => out = Some(b.clone()),
+                Some(m) => {
+                    m.counts.add(&b.counts);
+                    m.response.merge(&b.response);
+                }
+            },
+        }
+    }
+    Ok(out)
 }
 
 /// Merges checked shards.
@@ -251,6 +291,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         connect.merge(&d.connect);
         fail.merge(&d.fail);
     }
+    let traffic = merge_traffic(&docs)?;
     let upper = counts.max_concurrent_established;
     let (samples, w, stride, max_sum) =
         fleet_samples(&docs).map_err(|e| Error::Usage(format!("report merge: the samples do not merge: {e}")))?;
@@ -270,6 +311,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         max_concurrent_upper: upper,
         started_unix_s: started,
         ended_unix_s: ended,
+        traffic,
     })
 }
 
@@ -307,7 +349,7 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             })
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "kind": "goon-fleet",
         "netforge": env!("CARGO_PKG_VERSION"),
@@ -350,7 +392,12 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
             "per_shard": per_shard,
         },
         "shard_results": m.docs.iter().map(|d| d.doc.clone()).collect::<Vec<_>>(),
-    })
+    });
+    if let (Some(t), Some(o)) = (&m.traffic, doc.as_object_mut()) {
+        let v = crate::goon::traffic::traffic_json(t.config.clone(), t.rate, &t.counts, &t.response, m.counts.total);
+        o.insert("traffic".into(), v);
+    }
+    doc
 }
 
 /// `netforge report merge`: returns the exit status.

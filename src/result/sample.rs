@@ -41,6 +41,78 @@ pub struct Sample {
     /// Mergeable latency objects (`Latency::moments_json`).
     pub connect: Value,
     pub fail: Value,
+    /// goon with traffic flags: the interval's messages, bytes and response latencies.
+    pub traffic: Option<TrafficSample>,
+}
+
+/// One interval's traffic (all deltas; `response` a mergeable latency object).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficSample {
+    pub sent: u64,
+    pub responses: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub behind: u64,
+    pub response: Value,
+}
+
+impl TrafficSample {
+    /// What happened between the whole counts `prev` and `now`, with the interval's latencies.
+    pub fn delta(
+        now: &crate::goon::traffic::TrafficCounts,
+        prev: &crate::goon::traffic::TrafficCounts,
+        response: &Latency,
+    ) -> TrafficSample {
+        TrafficSample {
+            sent: now.sent.saturating_sub(prev.sent),
+            responses: now.responses.saturating_sub(prev.responses),
+            bytes_up: now.bytes_up.saturating_sub(prev.bytes_up),
+            bytes_down: now.bytes_down.saturating_sub(prev.bytes_down),
+            behind: now.behind.saturating_sub(prev.behind),
+            response: response.moments_json(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "sent": self.sent,
+            "responses": self.responses,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "behind": self.behind,
+            "response_time": self.response,
+        })
+    }
+
+    fn from_json(v: &Value) -> Result<TrafficSample, String> {
+        let int = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("traffic.{k}: missing or not a non-negative integer"))
+        };
+        let x = v.get("response_time").ok_or("traffic.response_time: missing")?;
+        let response = Latency::from_moments_json(x)
+            .map(|l| l.moments_json())
+            .map_err(|e| format!("traffic.response_time.{e}"))?;
+        Ok(TrafficSample {
+            sent: int("sent")?,
+            responses: int("responses")?,
+            bytes_up: int("bytes_up")?,
+            bytes_down: int("bytes_down")?,
+            behind: int("behind")?,
+            response,
+        })
+    }
+
+    fn add(&mut self, o: &TrafficSample) -> Result<(), String> {
+        self.sent += o.sent;
+        self.responses += o.responses;
+        self.bytes_up += o.bytes_up;
+        self.bytes_down += o.bytes_down;
+        self.behind += o.behind;
+        self.response = merge_moments(&self.response, &o.response)?;
+        Ok(())
+    }
 }
 
 /// Merges two mergeable latency objects (both already validated).
@@ -57,7 +129,7 @@ fn causes_json(errors: &[u64; 7]) -> Value {
 
 impl Sample {
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "index": self.index,
             "t_start_s": self.t_start_s,
             "t_end_s": self.t_end_s,
@@ -76,7 +148,11 @@ impl Sample {
             "errors": causes_json(&self.errors),
             "connect_time": self.connect,
             "time_to_error": self.fail,
-        })
+        });
+        if let (Some(t), Some(m)) = (&self.traffic, v.as_object_mut()) {
+            m.insert("traffic".into(), t.to_json());
+        }
+        v
     }
 
     /// Reads a sample back; the error names the key (`state.established: ...`). The latency
@@ -117,6 +193,10 @@ impl Sample {
             errors,
             connect: lat("connect_time")?,
             fail: lat("time_to_error")?,
+            traffic: match v.get("traffic") {
+                None | Some(Value::Null) => None,
+                Some(t) => Some(TrafficSample::from_json(t)?),
+            },
         })
     }
 
@@ -154,6 +234,11 @@ impl Sample {
         }
         self.connect = merge_moments(&self.connect, &o.connect)?;
         self.fail = merge_moments(&self.fail, &o.fail)?;
+        match (&mut self.traffic, &o.traffic) {
+            (Some(a), Some(b)) => a.add(b)?,
+            (None, Some(b)) => self.traffic = Some(b.clone()),
+            (_, None) => {}
+        }
         Ok(())
     }
 }
@@ -264,6 +349,7 @@ mod tests {
             errors: [index, 0, 0, 0, 0, 0, 1],
             connect: l.moments_json(),
             fail: Latency::new().moments_json(),
+            traffic: None,
         }
     }
 

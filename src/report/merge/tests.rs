@@ -49,6 +49,7 @@ fn sample(index: u64, established: u64, connect: &Latency) -> Sample {
         errors: [0; 7],
         connect: connect.moments_json(),
         fail: Latency::new().moments_json(),
+        traffic: None,
     }
 }
 
