@@ -14,4 +14,5 @@ mod proxy_reload;
 mod report;
 mod report_html;
 mod serve;
+mod traffic;
 mod util;
