@@ -659,6 +659,9 @@ impl Traffic {
 
     /// Reads what the peer sent (bounded), matches responses, then sends what is due.
     pub fn step<W: Wire>(&mut self, flow: &mut Flow, wire: &mut W, scratch: &mut [u8], now: Instant) -> Step {
+        // The loop's time was read before this turn's events were served: a response read now
+        // is timed now, never earlier than it arrived.
+        let now = Instant::now().max(now);
         let mut budget = READ_BUDGET;
         let mut more = false;
         loop {
