@@ -10,6 +10,10 @@
 //!   timed from its slot), recorded into an HdrHistogram of goon's precision (1 µs..60 s,
 //!   3 significant digits).
 //!
+//! Connections open at `GOON_LAT_DIAL_RATE` per second (default 5000: goon `--rate`, tcpkali
+//! `--connect-rate`, the reference's connection i starts its schedule i/rate after the others
+//! are up), so the slots of different connections interleave instead of all falling at once.
+//!
 //! Knobs: `GOON_LAT_N` connections (default 1000), `GOON_LAT_RATE` messages/s per connection
 //! (default 10), `GOON_LAT_SECS` seconds of traffic (default 8), `GOON_LAT_ROUNDS` interleaved
 //! rounds (default 3; each visits the tools in a rotated order), `GOON_LAT_ONLY` a comma list of
@@ -120,10 +124,11 @@ fn run_child(mut cmd: Command, limit: Duration) -> Option<(String, f64)> {
     Some((text, children_cpu_s() - cpu0))
 }
 
-fn goon(addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
+fn goon(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
     let json = std::env::temp_dir().join(format!("netforge-goon-latency-{}.json", std::process::id()));
     let mut cmd = Command::new(BIN);
-    cmd.args(["goon", &addr.ip().to_string(), &addr.port().to_string(), "-y", "-i", "0", "-s", "0"])
+    cmd.args(["goon", &addr.ip().to_string(), &addr.port().to_string(), "-y", "-i", "0"])
+        .args(["--rate", &dial_rate.to_string()])
         .args(["-c", &n.to_string(), "--message", "ping\\n", "--message-rate", &rate.to_string()])
         .args(["--duration", &format!("{secs}s"), "--expect-bytes", "5", "--hold", "500ms"])
         .arg("--json")
@@ -149,10 +154,10 @@ fn tcpkali_bin() -> Option<std::path::PathBuf> {
     p.is_file().then_some(p)
 }
 
-fn tcpkali(bin: &std::path::Path, addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
+fn tcpkali(bin: &std::path::Path, addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
     let mut cmd = Command::new(bin);
     cmd.arg(addr.to_string())
-        .args(["-c", &n.to_string(), "--connect-rate", "5000", "-m", "ping\\n", "-e"])
+        .args(["-c", &n.to_string(), "--connect-rate", &dial_rate.to_string(), "-m", "ping\\n", "-e"])
         .args(["-r", &rate.to_string(), "--latency-marker", "ping", "-T", &format!("{secs}s")])
         .args(["--latency-percentiles", "50,90,99,99.9,100"]);
     let (out, cpu) = run_child(cmd, Duration::from_secs(secs + 60))?;
@@ -164,11 +169,11 @@ fn tcpkali(bin: &std::path::Path, addr: SocketAddr, n: u64, rate: f64, secs: u64
     for (i, v) in ms.iter().take(5).enumerate() {
         us[i] = v * 1000.0;
     }
-    // "Total data sent:     1200 bytes (...)" over the test duration.
+    // "Total data sent:     456.3 KiB (467252 bytes)" over the test duration.
     let bytes = |k: &str| -> f64 {
         out.lines()
             .find(|l| l.starts_with(k))
-            .and_then(|l| l.split(':').nth(1))
+            .and_then(|l| l.rsplit('(').next())
             .and_then(|r| r.split_whitespace().next())
             .and_then(|x| x.parse().ok())
             .unwrap_or(0.0)
@@ -189,19 +194,21 @@ fn tcpkali(bin: &std::path::Path, addr: SocketAddr, n: u64, rate: f64, secs: u64
 }
 
 /// The reference: a thread per connection, blocking sockets, goon's schedule.
-fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
+fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
     let period = 1.0 / rate;
     let barrier = Arc::new(Barrier::new(n as usize + 1));
     let (tx, rx) = crossbeam_channel::bounded::<(Histogram<u64>, u64, u64, u64, u64)>(n as usize);
     let mut threads = Vec::with_capacity(n as usize);
-    for _ in 0..n {
+    for i in 0..n {
         let (barrier, tx) = (barrier.clone(), tx.clone());
+        // Connection i's schedule starts i/dial_rate after the barrier, as goon's i-th dial.
+        let offset = Duration::from_secs_f64(i as f64 / dial_rate as f64);
         let t = std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let (mut min, mut max, mut sent) = (u64::MAX, 0u64, 0u64);
             let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
             barrier.wait();
-            let start = Instant::now();
+            let start = Instant::now() + offset;
             let Ok(mut s) = conn else {
                 let _ = tx.send((h, min, max, sent, 0));
                 return;
@@ -210,7 +217,7 @@ fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
             // Every connection is up (or failed) when the barrier opens: traffic from then on.
-            let end = Instant::now() + Duration::from_secs(secs);
+            let end = start + Duration::from_secs(secs);
             let mut buf = [0u8; MESSAGE.len()];
             for k in 0u64.. {
                 let slot = start + Duration::from_secs_f64(k as f64 * period);
@@ -291,6 +298,7 @@ fn main() {
     let rate = env_f64("GOON_LAT_RATE", 10.0);
     let secs = env_u64("GOON_LAT_SECS", 8, 120);
     let rounds = env_u64("GOON_LAT_ROUNDS", 3, 20);
+    let dial_rate = env_u64("GOON_LAT_DIAL_RATE", 5000, 1_000_000);
     let kali = tcpkali_bin();
     let mut tools: Vec<&str> = vec!["goon", "tcpkali", "blocking"];
     tools.retain(|t| selected(t));
@@ -308,9 +316,9 @@ fn main() {
         for i in 0..tools.len() {
             let tool = tools[(i + round) % tools.len()];
             let f = match tool {
-                "goon" => goon(srv.addr, n, rate, secs),
-                "tcpkali" => kali.as_deref().and_then(|k| tcpkali(k, srv.addr, n, rate, secs)),
-                _ => blocking(srv.addr, n, rate, secs),
+                "goon" => goon(srv.addr, n, rate, secs, dial_rate),
+                "tcpkali" => kali.as_deref().and_then(|k| tcpkali(k, srv.addr, n, rate, secs, dial_rate)),
+                _ => blocking(srv.addr, n, rate, secs, dial_rate),
             };
             match f {
                 Some(f) => {

@@ -422,16 +422,17 @@ impl GoonReactor {
     fn on_traffic(&mut self, cx: &mut GCx, key: Key) {
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.traffic.as_mut(), cx.table.get_mut(key)) else { return };
         let Some(flow) = d.flow.as_deref_mut() else { return };
-        match t.step(flow, &mut d.sock, &mut self.scratch, cx.now) {
-            traffic::Step::Open { arm, more } => {
-                if let Some(at) = arm {
-                    cx.timers.arm(key, TIMER_MSG, at);
-                }
-                if more {
-                    cx.defer(key);
-                }
-            }
+        let step = t.step(flow, &mut d.sock, &mut self.scratch, cx.now);
+        if let traffic::Step::Open { arm: Some(at), .. } = step {
+            cx.timers.arm(key, TIMER_MSG, at);
+        }
+        match step {
+            traffic::Step::Open { more: true, .. } => cx.defer(key),
+            traffic::Step::Open { .. } => {}
             traffic::Step::Closed => self.close_established(cx, key),
+        }
+        if let Some(t) = self.traffic.as_mut() {
+            t.sync(cx.timers);
         }
     }
 
@@ -512,6 +513,9 @@ impl Handler for GoonReactor {
         if let Some(sink) = self.sink.as_mut() {
             sink.register(cx)?;
         }
+        if let Some(t) = self.traffic.as_mut() {
+            t.start(cx)?;
+        }
         self.start = Some(cx.now);
         self.dial_some(cx);
         Ok(())
@@ -540,6 +544,8 @@ impl Handler for GoonReactor {
         }
         if Some(h) == self.clock {
             self.dial_some(cx);
+        } else if let Some(t) = self.traffic.as_mut().filter(|t| t.owns(h)) {
+            t.on_clock(cx.timers);
         } else if let Some(sink) = self.sink.as_mut().filter(|s| s.owns(h)) {
             sink.on_handle(cx, ready);
         }

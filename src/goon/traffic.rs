@@ -22,7 +22,9 @@
 //!
 //! Timers: one keyed timer per connection ([`TIMER_MSG`]), armed at the connection's next slot.
 //! The engine's timer heap is O(log n) per arm and fire; at 1,000 connections × 100/s that is
-//! 10^5 heap operations a second, well under a millisecond of CPU each second.
+//! 10^5 heap operations a second, well under a millisecond of CPU each second. The poll's own
+//! timeout moves in whole milliseconds, so a per-reactor [`Clock`] (a timerfd) wakes the reactor
+//! at the heap's next deadline to the nanosecond.
 //!
 //! Every send and receive goes through [`Wire`], so a TLS session or a WebSocket (messages as
 //! frames) carries the same traffic as the plain TCP stream does.
@@ -33,10 +35,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::usage;
-use crate::engine::Kind;
+use crate::engine::{Cx, Entry, Handle, Kind, Timers};
 use crate::error::Error;
 use crate::stats::Latency;
 use crate::units::{parse_duration_in, parse_int, MAX_DURATION};
+use mio::unix::SourceFd;
+use mio::Interest;
 
 /// Largest `--message`/`--first-message` (text or file), 1 MiB.
 pub const MESSAGE_MAX: u64 = 1 << 20;
@@ -585,9 +589,20 @@ pub enum Step {
     Closed,
 }
 
+/// Wakes the reactor at the next timer deadline to the nanosecond (a timerfd registered with the
+/// poll under a handle): without it epoll's millisecond timeout, rounded up, would send each
+/// message up to 1 ms after its slot, and that lateness would be measured as latency.
+pub struct Clock {
+    handle: Handle,
+    fd: crate::sys::TimerFd,
+    /// The deadline the fd is armed for.
+    at: Option<Instant>,
+}
+
 /// A reactor's traffic: the plan, the end of the traffic phase once known, its counts and the
 /// latency recorder (swapped out at each report).
 pub struct Traffic {
+    clock: Option<Clock>,
     plan: Arc<TrafficPlan>,
     first: u64,
     period_ns: Option<f64>,
@@ -600,7 +615,56 @@ impl Traffic {
     pub fn new(plan: Arc<TrafficPlan>) -> Traffic {
         let first = u64::from(plan.first_message.is_some());
         let period_ns = plan.message.as_ref().and(plan.message_rate).map(|r| 1e9 / r);
-        Traffic { plan, first, period_ns, until: None, counts: TrafficCounts::default(), latency: Latency::new() }
+        Traffic {
+            clock: None,
+            plan,
+            first,
+            period_ns,
+            until: None,
+            counts: TrafficCounts::default(),
+            latency: Latency::new(),
+        }
+    }
+
+    /// Registers the reactor's [`Clock`]; without a timerfd (an old kernel) timers keep the
+    /// poll's millisecond steps.
+    pub fn start<E: Entry>(&mut self, cx: &mut Cx<E>) -> io::Result<()> {
+        let handle = cx.handle()?;
+        match crate::sys::TimerFd::new() {
+            Ok(fd) => {
+                cx.registry.register(&mut SourceFd(&fd.raw()), handle.token(), Interest::READABLE)?;
+                self.clock = Some(Clock { handle, fd, at: None });
+            }
+            Err(e) => log::debug!("r{} goon traffic: no timerfd ({e}); message timers in millisecond steps", cx.id),
+        }
+        Ok(())
+    }
+
+    /// Whether `h` is the clock's handle.
+    pub fn owns(&self, h: Handle) -> bool {
+        self.clock.as_ref().is_some_and(|c| c.handle == h)
+    }
+
+    /// The clock fired: read it; the timers due fire in this turn and [`Traffic::sync`] re-arms.
+    pub fn on_clock(&mut self, timers: &Timers) {
+        if let Some(c) = self.clock.as_mut() {
+            c.fd.drain();
+            c.at = None;
+        }
+        self.sync(timers);
+    }
+
+    /// Arms the clock at the reactor's next timer deadline, when that moved.
+    pub fn sync(&mut self, timers: &Timers) {
+        let Some(c) = self.clock.as_mut() else { return };
+        let next = timers.next_deadline();
+        if next == c.at {
+            return;
+        }
+        let after = next.map(|at| at.saturating_duration_since(Instant::now()));
+        if c.fd.set(after).is_ok() {
+            c.at = next;
+        }
     }
 
     /// The traffic phase ends at `at`: slots due at or after it are not sent.
