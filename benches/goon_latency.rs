@@ -18,8 +18,8 @@
 //! (default 10), `GOON_LAT_SECS` seconds of traffic (default 8), `GOON_LAT_ROUNDS` interleaved
 //! rounds (default 3; each visits the tools in a rotated order), `GOON_LAT_ONLY` a comma list of
 //! tools. The table shows, per tool, the median over rounds of p50/p90/p99/p99.9/max with the
-//! range, the rates, the CPU seconds of the tool's process (goon, tcpkali; the reference's are
-//! not separable) and goon's ratio to the reference. Run: `cargo bench --bench goon_latency`
+//! range, the rates, the CPU seconds of each tool's process (the reference's: this process's
+//! during its run) and goon's ratio to the reference. Run: `cargo bench --bench goon_latency`
 //! (about 2 minutes with the defaults). All traffic is on loopback; every wait is bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -90,9 +90,14 @@ fn serve() -> Serve {
 
 /// Children's CPU seconds (user + system) so far.
 fn children_cpu_s() -> f64 {
+    cpu_s(libc::RUSAGE_CHILDREN)
+}
+
+/// CPU seconds (user + system) of `who` (this process, or its waited-for children).
+fn cpu_s(who: libc::c_int) -> f64 {
     // SAFETY: getrusage writes one rusage struct into the zeroed value it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    unsafe { libc::getrusage(who, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
@@ -196,6 +201,7 @@ fn tcpkali(bin: &std::path::Path, addr: SocketAddr, n: u64, rate: f64, secs: u64
 /// The reference: a thread per connection, blocking sockets, goon's schedule.
 fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
     let period = 1.0 / rate;
+    let cpu0 = cpu_s(libc::RUSAGE_SELF);
     let barrier = Arc::new(Barrier::new(n as usize + 1));
     let (tx, rx) = crossbeam_channel::bounded::<(Histogram<u64>, u64, u64, u64, u64)>(n as usize);
     let mut threads = Vec::with_capacity(n as usize);
@@ -272,7 +278,8 @@ fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> O
         us: [pct(50.0), pct(90.0), pct(99.0), pct(99.9), max as f64 / 1e3],
         sent_per_s: per_s,
         answered_per_s: per_s,
-        cpu_s: None,
+        // This process did nothing else meanwhile: its CPU is the reference's.
+        cpu_s: Some(cpu_s(libc::RUSAGE_SELF) - cpu0),
     })
 }
 

@@ -393,7 +393,7 @@ impl GoonReactor {
             }
         }
         if self.traffic.is_some() {
-            return self.on_traffic(cx, key);
+            return self.on_traffic(cx, key, true);
         }
         // Established: goon never writes; read and drop, and notice the peer closing.
         let mut budget = READ_BUDGET;
@@ -419,10 +419,10 @@ impl GoonReactor {
 
     /// An established connection with traffic: read and match responses, send what is due,
     /// arm its message timer.
-    fn on_traffic(&mut self, cx: &mut GCx, key: Key) {
+    fn on_traffic(&mut self, cx: &mut GCx, key: Key, read: bool) {
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.traffic.as_mut(), cx.table.get_mut(key)) else { return };
         let Some(flow) = d.flow.as_deref_mut() else { return };
-        let step = t.step(flow, &mut d.sock, &mut self.scratch, cx.now);
+        let step = t.step(flow, &mut d.sock, &mut self.scratch, cx.now, read);
         if let traffic::Step::Open { arm: Some(at), .. } = step {
             cx.timers.arm(key, TIMER_MSG, at);
         }
@@ -556,7 +556,8 @@ impl Handler for GoonReactor {
             return;
         }
         if kind == TIMER_MSG && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
-            self.on_traffic(cx, key);
+            // A slot came due: send; the socket's bytes come with its own event.
+            self.on_traffic(cx, key, false);
             return;
         }
         if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established) {

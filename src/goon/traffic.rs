@@ -721,27 +721,37 @@ impl Traffic {
         p.as_ref().map_or(&[], |m| &m.0)
     }
 
-    /// Reads what the peer sent (bounded), matches responses, then sends what is due.
-    pub fn step<W: Wire>(&mut self, flow: &mut Flow, wire: &mut W, scratch: &mut [u8], now: Instant) -> Step {
+    /// Reads what the peer sent (bounded; `read` false for a timer, which brings no bytes),
+    /// matches responses, then sends what is due.
+    pub fn step<W: Wire>(
+        &mut self,
+        flow: &mut Flow,
+        wire: &mut W,
+        scratch: &mut [u8],
+        now: Instant,
+        read: bool,
+    ) -> Step {
         // The loop's time was read before this turn's events were served: a response read now
         // is timed now, never earlier than it arrived.
         let now = Instant::now().max(now);
         let mut budget = READ_BUDGET;
         let mut more = false;
-        loop {
-            match wire.recv(scratch) {
-                Ok(0) => return Step::Closed,
-                Ok(n) => {
-                    self.on_bytes(flow, &scratch[..n], now);
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        more = true;
-                        break;
+        if read {
+            loop {
+                match wire.recv(scratch) {
+                    Ok(0) => return Step::Closed,
+                    Ok(n) => {
+                        self.on_bytes(flow, &scratch[..n], now);
+                        budget = budget.saturating_sub(n);
+                        if budget == 0 {
+                            more = true;
+                            break;
+                        }
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Step::Closed,
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Step::Closed,
             }
         }
         match self.pump(flow, wire, now) {
@@ -979,7 +989,7 @@ mod tests {
         // All answered at once, at 1 s: slot k waited 1 s − k·100 ms.
         w.down = vec![b'x'; 44];
         let mut scratch = [0u8; 16];
-        assert_eq!(t.step(&mut f, &mut w, &mut scratch, late), Step::Open { arm, more: false });
+        assert_eq!(t.step(&mut f, &mut w, &mut scratch, late, true), Step::Open { arm, more: false });
         assert_eq!(t.counts.responses, 11);
         assert_eq!(t.latency.max(), Duration::from_secs(1), "slot 0's latency counts from t0");
         assert_eq!(t.latency.min(), Duration::ZERO, "slot 10 was due at 1 s");
@@ -1010,7 +1020,7 @@ mod tests {
         // The server answers everything at 300 ms: the late slots go out, in order.
         w.down = vec![b'y'; OUTSTANDING_MAX as usize];
         let mut scratch = [0u8; 1024];
-        let _ = t.step(&mut f, &mut w, &mut scratch, now);
+        let _ = t.step(&mut f, &mut w, &mut scratch, now, true);
         assert_eq!(t.counts.responses, OUTSTANDING_MAX);
         assert_eq!(t.counts.sent, OUTSTANDING_MAX + SEND_BATCH, "late slots are sent as soon as there is room");
     }
