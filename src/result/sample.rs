@@ -367,6 +367,25 @@ mod tests {
     }
 
     #[test]
+    fn traffic_round_trips_and_adds() {
+        let mut l = Latency::new();
+        l.record(Duration::from_millis(3));
+        let t =
+            TrafficSample { sent: 4, responses: 3, bytes_up: 8, bytes_down: 6, behind: 1, response: l.moments_json() };
+        let mut s = Sample { traffic: Some(t.clone()), ..sample(0, &[5]) };
+        let back = Sample::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        assert!(sample(0, &[]).to_json().get("traffic").is_none(), "no traffic key without traffic");
+        s.add_shard(&Sample { traffic: Some(t), ..sample(0, &[]) }).unwrap();
+        let sum = s.traffic.as_ref().unwrap();
+        assert_eq!((sum.sent, sum.responses, sum.bytes_up, sum.behind), (8, 6, 16, 2));
+        assert_eq!(Latency::from_moments_json(&sum.response).unwrap().count, 2);
+        let mut v = s.to_json();
+        v["traffic"]["bytes_up"] = json!(-3);
+        assert_eq!(Sample::from_json(&v).unwrap_err(), "traffic.bytes_up: missing or not a non-negative integer");
+    }
+
+    #[test]
     fn buffer_stays_bounded_and_exact() {
         let mut b = SampleBuf::with_cap(8);
         let n = 100u64;
