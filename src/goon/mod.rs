@@ -256,7 +256,10 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
             mode.as_str()
         );
     }
-    let opts = DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, ..DialOpts::default() };
+    // With traffic, TCP_NODELAY: Nagle would hold a message back while an earlier one is
+    // unacknowledged (exactly when messages are late), and goon would measure its own delay.
+    let opts =
+        DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, nodelay: cfg.traffic.is_some(), ..DialOpts::default() };
     let share = shares(cfg.connections, threads);
     let concurrency = Arc::new(Concurrency::default());
     let traffic_plan = cfg.traffic.clone().map(Arc::new);
