@@ -1,6 +1,6 @@
 //! What the OS says and does that std and socket2 do not cover: the open-file limit, signal
-//! delivery to one thread, `IP_BIND_ADDRESS_NO_PORT`, CPU affinity, and the /proc facts the
-//! preflight reads.
+//! delivery to one thread, `IP_BIND_ADDRESS_NO_PORT`, CPU affinity, a nanosecond timer fd, and
+//! the /proc facts the preflight reads.
 //!
 //! Every `unsafe` block here wraps one libc call on plain integers or on a zeroed, correctly
 //! sized struct; each carries a SAFETY note.
@@ -172,6 +172,53 @@ pub fn format_cpus(cpus: &[usize]) -> String {
     out.join(",")
 }
 
+/// A non-blocking CLOCK_MONOTONIC timerfd: one wake-up at a nanosecond instant, readable in
+/// epoll when it expires (epoll's own timeout moves in whole milliseconds, rounded up).
+pub(crate) struct TimerFd {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl TimerFd {
+    pub(crate) fn new() -> io::Result<TimerFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain integer arguments; a valid descriptor or -1 comes back.
+        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        Ok(TimerFd { fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) } })
+    }
+
+    pub(crate) fn raw(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// Fires once, `after` from now (at least 1 ns: zero would disarm it); `None` disarms.
+    pub(crate) fn set(&self, after: Option<std::time::Duration>) -> io::Result<()> {
+        let ts = |d: std::time::Duration| libc::timespec {
+            tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        };
+        let value = after.map_or(ts(std::time::Duration::ZERO), |d| ts(d.max(std::time::Duration::from_nanos(1))));
+        let spec = libc::itimerspec { it_interval: ts(std::time::Duration::ZERO), it_value: value };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not asked for (null).
+        let rc = unsafe { libc::timerfd_settime(self.raw(), 0, &spec, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads the expiry count, so the next expiry is a new edge (nothing to read: fine).
+    pub(crate) fn drain(&self) {
+        let mut n = 0u64;
+        // SAFETY: reads at most 8 bytes into the u64 it is given.
+        let _ = unsafe { libc::read(self.raw(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
 /// `gethostname()`, or `"unknown"`.
 pub(crate) fn host_name() -> String {
     let mut buf = [0u8; 256];
@@ -192,6 +239,22 @@ pub(crate) fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timer_fd_fires_once_at_its_instant() {
+        let t = TimerFd::new().unwrap();
+        let at = std::time::Instant::now();
+        t.set(Some(std::time::Duration::from_micros(300))).unwrap();
+        let mut pfd = libc::pollfd { fd: t.raw(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
+        assert_eq!(n, 1, "readable once expired");
+        assert!(at.elapsed() >= std::time::Duration::from_micros(300));
+        t.drain();
+        t.set(None).unwrap();
+        // SAFETY: as above; disarmed and drained, so nothing within 20 ms.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 20) }, 0);
+    }
 
     #[test]
     fn nofile_soft_reaches_hard() {

@@ -215,6 +215,11 @@ impl Sink {
 
     fn adopt<E: SinkHost>(&mut self, cx: &mut Cx<E>, sock: TcpStream, slot: Slot) {
         let _ = self.bufs.apply(&sock);
+        if self.mode != Mode::Hold && self.mode != Mode::Discard {
+            // An answer goes out at once: Nagle would hold a small one until the peer
+            // acknowledged the last (a whole message interval behind a TLS session ticket).
+            let _ = crate::net::sockopt::set_nodelay(&sock);
+        }
         let mut sock = crate::tls::Stream::plain(sock);
         if let Some(cfg) = &self.tls {
             if let Err(e) = sock.start_server(cfg.clone()) {

@@ -11,6 +11,7 @@ use clap::Args;
 use crate::cli::usage;
 use crate::config::{resolve, resolve_threads as threads};
 use crate::error::Error;
+use crate::goon::traffic;
 use crate::goon::{shares, GoonConfig, GoonTls, Shard, StreamTo};
 use crate::net::tune::SockBufs;
 use crate::result::SHARDS_MAX;
@@ -50,7 +51,8 @@ pub struct GoonArgs {
     #[arg(short = 'y', long = "assume-yes")]
     pub(crate) assume_yes: bool,
     /// Keep established connections open this long after the last dial (e.g. 30s, 2m; at most
-    /// 8760h); ends early if the peer has closed them all.
+    /// 8760h); ends early if the peer has closed them all. With --duration, the hold follows
+    /// the traffic phase (no new messages; answers still count).
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true, default_value = "0",
           value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, MAX_DURATION))]
     pub(crate) hold: Duration,
@@ -167,6 +169,9 @@ pub struct GoonArgs {
     #[arg(long = "ws-timeout", value_name = "DURATION", requires = "ws",
           value_parser = |s: &str| parse_duration_in(s, Duration::from_millis(1), Duration::from_secs(3600)))]
     pub(crate) ws_timeout: Option<Duration>,
+    /// The traffic flags (`--message` and the rest, see `traffic.rs`).
+    #[command(flatten)]
+    pub(crate) traffic: traffic::TrafficArgs,
 }
 
 /// `--rate`: connections per second, 0.001..=10000000 (a decimal number; NaN and inf refused).
@@ -300,6 +305,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
     let (fleet_connections, sleep, dial_timeout) = (a.connections, a.sleep.unwrap_or(10), a.dial_timeout);
     let (sndbuf, rcvbuf) = (sockbuf(a.sndbuf), sockbuf(a.rcvbuf));
     let shard = shard_of(a, env)?;
+    let traffic = a.traffic.plan()?;
     let connections = match shard {
         Some(s) if s.count > fleet_connections => {
             return Err(usage(format!(
@@ -362,6 +368,13 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
             crate::ws::handshake::EXTRA_HEADERS_MAX
         )));
     }
+    if traffic.is_some() && a.ws.is_some() {
+        return Err(usage(
+            "--message/--first-message: not with --ws yet (messages as WebSocket frames are not built; \
+             traffic runs over plain TCP and over --tls)"
+                .into(),
+        ));
+    }
     let ws = a.ws.as_ref().map(|path| crate::goon::ws::WsConfig {
         path: path.clone(),
         headers: a.header.clone(),
@@ -395,6 +408,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
         probe,
         tls,
         ws,
+        traffic,
     })
 }
 

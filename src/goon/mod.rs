@@ -13,6 +13,7 @@ pub mod probe;
 pub mod reactor;
 pub mod report;
 pub mod tls;
+pub mod traffic;
 pub mod ws;
 
 use std::io::Write;
@@ -29,7 +30,7 @@ use crate::engine::Pool;
 use crate::error::Error;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
-use crate::result::sample::{Sample, SampleBuf, State};
+use crate::result::sample::{Sample, SampleBuf, State, TrafficSample};
 use crate::stats::Latency;
 use crate::sys::Signal;
 use crate::target::{Mode, Sink};
@@ -122,6 +123,8 @@ pub struct GoonConfig {
     pub tls: Option<GoonTls>,
     /// `--ws` and its options: upgrade every connection to a WebSocket.
     pub ws: Option<ws::WsConfig>,
+    /// Message traffic (`--message`, `--first-message` and their flags), when given.
+    pub traffic: Option<traffic::TrafficPlan>,
 }
 
 /// `--tls`, checked and built: what the reactors and the built-in sink use. Written by
@@ -167,6 +170,8 @@ pub struct GoonReport {
     pub tls: Option<crate::result::tls::TlsTotals>,
     /// `--ws`: the upgrade times and ping round trips (the counts are in `counts.ws`).
     pub ws: Option<ws::WsLatencies>,
+    /// Response latencies from the intended send times (traffic with a response mode).
+    pub response: Latency,
 }
 
 impl GoonReport {
@@ -192,6 +197,7 @@ impl GoonReport {
             sample_stride: 1,
             tls: None,
             ws: None,
+            response: Latency::new(),
         }
     }
 
@@ -228,6 +234,11 @@ fn host_header(host: &str, target: SocketAddr) -> String {
     } else {
         format!("{bare}:{}", target.port())
     }
+}
+
+/// The status line's traffic part (bytes up and down during the interval), only with traffic.
+pub fn traffic_suffix(up: u64, down: u64) -> String {
+    format!(", Up: {up} B, Down: {down} B")
 }
 
 /// Splits `n` over `t` reactors: the first `n % t` get one more.
@@ -274,7 +285,6 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let mut target = cfg.target;
     let mut gate = None;
     if cfg.builtin {
-        let mode = if cfg.ws.is_some() { Mode::Ws } else { Mode::Hold };
         let (addr, listeners) =
             crate::net::listen::reuseport_group(cfg.target, threads, crate::net::listen::LISTEN_BACKLOG)
                 .map_err(|source| Error::bind("the built-in sink", cfg.target, source, None))?;
@@ -283,6 +293,12 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         // listeners by hash, not by the dialing reactor.
         let cap = (cfg.connections as usize).saturating_add(64 * threads);
         let g = Admission::new(cap, threads, None);
+        // With traffic the sink echoes, so every message has its response.
+        let mode = match (&cfg.ws, &cfg.traffic) {
+            (Some(_), _) => Mode::Ws,
+            (None, Some(_)) => Mode::Echo,
+            (None, None) => Mode::Hold,
+        };
         for (slot, l) in sinks.iter_mut().zip(listeners) {
             let tls = cfg.tls.as_ref().and_then(|t| t.sink.clone());
             *slot = Some(Sink::new(l, mode, g.clone(), SockBufs::default()).with_tls(tls));
@@ -294,10 +310,14 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
             if cfg.tls.is_some() { ", tls" } else { "" }
         );
     }
-    let opts = DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, ..DialOpts::default() };
+    // With traffic, TCP_NODELAY: Nagle would hold a message back while an earlier one is
+    // unacknowledged (exactly when messages are late), and goon would measure its own delay.
+    let opts =
+        DialOpts { bufs: cfg.bufs, linger_rst: cfg.linger_rst, nodelay: cfg.traffic.is_some(), ..DialOpts::default() };
     let share = shares(cfg.connections, threads);
     let ws_plan = cfg.ws.as_ref().map(|w| w.plan(&host_header(&cfg.host, target)));
     let concurrency = Arc::new(Concurrency::default());
+    let traffic_plan = cfg.traffic.clone().map(Arc::new);
     let handlers: Vec<GoonReactor> = sinks
         .into_iter()
         .enumerate()
@@ -319,6 +339,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                     timeout: cfg.dial_timeout,
                 }),
                 ws: ws_plan.clone(),
+                traffic: traffic_plan.clone(),
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })
@@ -380,6 +401,9 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         rss_dial_done_kib: None,
         hold_until: None,
         interrupted: false,
+        traffic: cfg.traffic.as_ref().map(|t| t.duration),
+        response: Latency::new(),
+        line_bytes: (0, 0),
         // `-i 0`: no periodic lines, only the final report.
         interval: Interval::new(started, cfg.interval),
         sampler: Sampler::new(cfg, started, sample_interval, concurrency.clone(), stream.take()),
@@ -396,6 +420,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         rss_dial_done_kib,
         interrupted,
         mut sampler,
+        response,
         ..
     } = role;
     let counts = reports.total();
@@ -432,6 +457,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         sample_stride,
         tls,
         ws,
+        response,
     };
     let written = finish(cfg, &report, target, threads, stream.as_mut(), out);
     // Every reactor has reported (or the grace ran out): now they may close and end.
@@ -559,6 +585,9 @@ struct Sampler {
     /// `--tls`: samples carry the interval's handshakes.
     tls: bool,
     tls_handshake: Latency,
+    /// The interval's response latencies; `traffic`: the run has traffic flags.
+    response: Latency,
+    traffic: bool,
     buf: SampleBuf,
     concurrency: Arc<Concurrency>,
     stream: Option<Stream>,
@@ -587,6 +616,8 @@ impl Sampler {
             fail: Latency::new(),
             tls: cfg.tls.is_some(),
             tls_handshake: Latency::new(),
+            response: Latency::new(),
+            traffic: cfg.traffic.is_some(),
             buf: SampleBuf::default(),
             concurrency,
             keep: cfg.json.is_some() || stream.is_some() || cfg.html.is_some(),
@@ -597,13 +628,17 @@ impl Sampler {
 
     /// Adds a reactor's latencies to the current interval (the whole-run totals are the
     /// coordinator's). Nothing when no one reads the samples.
-    pub(crate) fn merge(&mut self, connect: Option<&Latency>, fail: Option<&Latency>, tls_handshake: Option<&Latency>) {
+    pub(crate) fn merge(&mut self, connect: Option<&Latency>, fail: Option<&Latency>, more: [Option<&Latency>; 2]) {
         if !self.keep {
             return;
         }
-        for (into, l) in
-            [(&mut self.connect, connect), (&mut self.fail, fail), (&mut self.tls_handshake, tls_handshake)]
-        {
+        let [tls_handshake, response] = more;
+        for (into, l) in [
+            (&mut self.connect, connect),
+            (&mut self.fail, fail),
+            (&mut self.tls_handshake, tls_handshake),
+            (&mut self.response, response),
+        ] {
             if let Some(l) = l {
                 into.merge(l);
             }
@@ -659,10 +694,12 @@ impl Sampler {
                 failed: c.tls.failed.saturating_sub(self.prev.tls.failed),
                 handshake: self.tls_handshake.moments_json(),
             }),
+            traffic: self.traffic.then(|| TrafficSample::delta(&c.traffic, &self.prev.traffic, &self.response)),
         };
         self.connect.clear();
         self.fail.clear();
         self.tls_handshake.clear();
+        self.response.clear();
         if let Some(st) = self.stream.as_mut() {
             let ws = self.ws.as_ref().map(|l| ws::interval_json(&c.ws, &self.prev.ws, l));
             st.interval(&s, ws);
@@ -690,14 +727,29 @@ struct Coordinated {
     rss_dial_done_kib: Option<u64>,
     hold_until: Option<Instant>,
     interrupted: bool,
+    /// The traffic phase's length, with traffic flags.
+    traffic: Option<Duration>,
+    response: Latency,
+    /// Bytes up and down at the last status line.
+    line_bytes: (u64, u64),
     interval: Interval,
     sampler: Sampler,
 }
 
 impl Coordinated {
-    fn line(&self) -> String {
+    /// The status line; with traffic, the bytes since the last line (`advance`: this line
+    /// starts the next interval).
+    fn line(&mut self, advance: bool) -> String {
         let c = self.reports.total();
-        status_line(self.total, &c, self.total - c.dialed.min(self.total))
+        let mut line = status_line(self.total, &c, self.total - c.dialed.min(self.total));
+        if self.traffic.is_some() {
+            let (up, down) = (c.traffic.bytes_up, c.traffic.bytes_down);
+            line.push_str(&traffic_suffix(up - self.line_bytes.0.min(up), down - self.line_bytes.1.min(down)));
+            if advance {
+                self.line_bytes = (up, down);
+            }
+        }
+        line
     }
 
     fn stop(&mut self, ctl: &mut Ctl, now: Instant) {
@@ -732,7 +784,10 @@ impl Role for Coordinated {
         if let (Some(l), Some(w)) = (&u.ws, self.ws.as_mut()) {
             w.merge(l);
         }
-        self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), u.tls_handshake.as_ref());
+        if let Some(l) = &u.response {
+            self.response.merge(l);
+        }
+        self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), [u.tls_handshake.as_ref(), u.response.as_ref()]);
         if let (Some(l), Some(w), true) = (&u.ws, self.sampler.ws.as_mut(), self.sampler.keep) {
             w.merge(l);
         }
@@ -742,14 +797,22 @@ impl Role for Coordinated {
             let now = Instant::now();
             self.dial_phase = Some(now - self.started);
             self.rss_dial_done_kib = crate::sys::rss_kib().map(|r| r.0);
-            self.hold_until = Some(now + self.hold);
+            // With traffic, the traffic phase comes first and the hold after it.
+            let traffic_end = now + self.traffic.unwrap_or(Duration::ZERO);
+            if self.traffic.is_some() {
+                let full = self.pool.broadcast(|_| GoonCmd::EndTraffic(traffic_end));
+                if full > 0 {
+                    log::warn!("goon: {full} reactors' queues were full; their traffic goes on until the run ends");
+                }
+            }
+            self.hold_until = Some(traffic_end + self.hold);
         }
         Flow::Continue
     }
 
     fn on_turn(&mut self, now: Instant, ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
         if self.interval.due(now) {
-            let _ = writeln!(out, "{}", self.line());
+            let _ = writeln!(out, "{}", self.line(true));
             let _ = out.flush();
         }
         if now >= self.sampler.next && !self.reports.all_done() {
@@ -775,7 +838,7 @@ impl Role for Coordinated {
     }
 
     fn on_user1(&mut self, out: &mut dyn Write) {
-        let _ = writeln!(out, "{}", self.line());
+        let _ = writeln!(out, "{}", self.line(false));
     }
 
     fn on_late(&mut self) {

@@ -29,6 +29,8 @@ use crate::ws::client::{Client, ClientPlan, Step};
 
 use super::ws::{WsLatencies, WsRun, TIMER_WS};
 
+use super::traffic::{self, Flow, Traffic, TrafficCounts, TrafficPlan, TIMER_MSG};
+
 /// Dials started per loop turn at most.
 pub const CONNECT_BATCH: usize = 128;
 /// Bytes read (and dropped) from one connection per wake-up.
@@ -92,6 +94,8 @@ pub struct Counts {
     pub tls: super::tls::TlsCounts,
     /// `--ws`: the upgrades' counts (zero without it).
     pub ws: crate::ws::client::ClientCounts,
+    /// Messages and bytes (zero without traffic flags).
+    pub traffic: TrafficCounts,
 }
 
 impl crate::engine::coordinator::Snapshot for Counts {
@@ -107,6 +111,7 @@ impl crate::engine::coordinator::Snapshot for Counts {
         }
         self.tls.merge(&o.tls);
         self.ws.merge(&o.ws);
+        self.traffic.add(&o.traffic);
     }
 }
 
@@ -121,6 +126,8 @@ pub struct Update {
     pub tls_handshake: Option<Latency>,
     /// `--ws`: upgrade times and ping round trips recorded since the last update.
     pub ws: Option<WsLatencies>,
+    /// Response latencies recorded since the last update (traffic with a response mode).
+    pub response: Option<Latency>,
     /// Every dial of this reactor's share has been started and resolved.
     pub dial_done: bool,
     /// Last message: the reactor is exiting.
@@ -136,6 +143,8 @@ pub enum GoonCmd {
     Stop,
     /// Close everything and end the thread.
     Exit,
+    /// The traffic phase ends at this instant: no message due at or after it is sent.
+    EndTraffic(Instant),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +164,8 @@ pub struct Dial {
     handshake: Option<Instant>,
     /// `--ws`: the connection's WebSocket, from the TCP connect on.
     ws: Option<Client>,
+    /// Its message schedule, with traffic flags (boxed: nothing per connection without them).
+    flow: Option<Box<Flow>>,
 }
 
 /// What goon's table holds: its dials, and the connections of the built-in sink.
@@ -218,6 +229,7 @@ pub struct GoonReactor {
     concurrency: Arc<Concurrency>,
     tls: Option<TlsPhase>,
     ws: Option<WsRun>,
+    traffic: Option<Traffic>,
 }
 
 pub struct ReactorPlan {
@@ -235,6 +247,8 @@ pub struct ReactorPlan {
     pub tls: Option<TlsPlan>,
     /// `--ws`: the upgrade every connection makes.
     pub ws: Option<Arc<ClientPlan>>,
+    /// Message traffic on every established connection.
+    pub traffic: Option<Arc<TrafficPlan>>,
 }
 
 impl GoonReactor {
@@ -262,6 +276,7 @@ impl GoonReactor {
             concurrency: plan.concurrency,
             tls: plan.tls.map(TlsPhase::new),
             ws: plan.ws.map(WsRun::new),
+            traffic: plan.traffic.map(Traffic::new),
         }
     }
 
@@ -331,6 +346,7 @@ impl GoonReactor {
                 established: false,
                 handshake: None,
                 ws: None,
+                flow: None,
             })) {
                 Ok(key) => {
                     self.counts.dialing += 1;
@@ -414,7 +430,10 @@ impl GoonReactor {
                     }
                 }
             }
-            if self.tls.is_none() && self.ws.is_none() && !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR)
+            if self.tls.is_none()
+                && self.ws.is_none()
+                && self.traffic.is_none()
+                && !ready.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR)
             {
                 return;
             }
@@ -424,6 +443,9 @@ impl GoonReactor {
         }
         if self.ws.is_some() {
             return self.on_ws(cx, key);
+        }
+        if self.traffic.is_some() {
+            return self.on_traffic(cx, key, true);
         }
         // Established: goon never writes; read and drop, and notice the peer closing.
         let mut budget = READ_BUDGET;
@@ -447,10 +469,33 @@ impl GoonReactor {
         self.close_established(cx, key);
     }
 
+    /// An established connection with traffic: read and match responses, send what is due,
+    /// arm its message timer.
+    fn on_traffic(&mut self, cx: &mut GCx, key: Key, read: bool) {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.traffic.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(flow) = d.flow.as_deref_mut() else { return };
+        let step = t.step(flow, &mut d.sock, &mut self.scratch, cx.now, read);
+        if let traffic::Step::Open { arm: Some(at), .. } = step {
+            cx.timers.arm(key, TIMER_MSG, at);
+        }
+        match step {
+            traffic::Step::Open { more: true, .. } => cx.defer(key),
+            traffic::Step::Open { .. } => {}
+            traffic::Step::Closed => self.close_established(cx, key),
+        }
+        if let Some(t) = self.traffic.as_mut() {
+            t.sync(cx.timers);
+        }
+    }
+
     /// Dialing → Established.
     fn establish(&mut self, cx: &mut GCx, key: Key) {
         let Some(GoonEntry::Dial(d)) = cx.table.get_mut(key) else { return };
         d.established = true;
+        // With --tls the schedule starts once the handshake is done (`tls_ready`).
+        if let (Some(t), None) = (self.traffic.as_mut(), self.tls.as_ref()) {
+            d.flow = Some(Box::new(t.flow(cx.now)));
+        }
         let rtt = cx.now.saturating_duration_since(d.since);
         cx.timers.cancel(key, TIMER_DIAL);
         self.counts.dialing -= 1;
@@ -528,6 +573,10 @@ impl GoonReactor {
             TlsStep::Ready => {
                 d.handshake = None;
                 cx.timers.cancel(key, TIMER_TLS);
+                // Traffic over TLS: slot 0 is the handshake's end.
+                if let Some(t) = self.traffic.as_mut() {
+                    d.flow = Some(Box::new(t.flow(Instant::now())));
+                }
                 // wss: the upgrade goes out inside the session.
                 self.ws_begin(cx, key);
                 true
@@ -574,12 +623,17 @@ impl GoonReactor {
         if let Some(t) = &self.tls {
             self.counts.tls = t.counts;
         }
+        if let Some(t) = &self.traffic {
+            self.counts.traffic = t.counts;
+        }
         let mut counts = self.counts;
         counts.ws = self.ws.as_ref().map(|w| w.stats.counts).unwrap_or_default();
+        let response = self.traffic.as_mut().filter(|t| !t.latency.is_empty()).map(|t| t.latency.take());
         Update {
             tls_handshake: self.tls.as_mut().and_then(TlsPhase::take_latency),
             reactor: 0,
             counts,
+            response,
             connect: (!self.connect.is_empty()).then(|| self.connect.take()),
             fail: (!self.fail.is_empty()).then(|| self.fail.take()),
             ws: self.ws.as_mut().and_then(WsRun::take),
@@ -607,6 +661,9 @@ impl GoonReactor {
             if let (Some(l), Some(w)) = (u.ws, self.ws.as_mut()) {
                 w.put_back(&l);
             }
+            if let (Some(l), Some(t)) = (u.response, self.traffic.as_mut()) {
+                t.latency.merge(&l);
+            }
         } else if dial_done {
             self.dial_done_sent = true;
         }
@@ -626,6 +683,9 @@ impl Handler for GoonReactor {
         self.clock = Some(cx.handle()?);
         if let Some(sink) = self.sink.as_mut() {
             sink.register(cx)?;
+        }
+        if let Some(t) = self.traffic.as_mut() {
+            t.start(cx)?;
         }
         self.start = Some(cx.now);
         self.dial_some(cx);
@@ -655,6 +715,8 @@ impl Handler for GoonReactor {
         }
         if Some(h) == self.clock {
             self.dial_some(cx);
+        } else if let Some(t) = self.traffic.as_mut().filter(|t| t.owns(h)) {
+            t.on_clock(cx.timers);
         } else if let Some(sink) = self.sink.as_mut().filter(|s| s.owns(h)) {
             sink.on_handle(cx, ready);
         }
@@ -666,6 +728,11 @@ impl Handler for GoonReactor {
         }
         if let (Some(GoonEntry::Sink(_)), Some(sink)) = (cx.table.get(key), self.sink.as_mut()) {
             sink.on_timer(cx, key, kind);
+            return;
+        }
+        if kind == TIMER_MSG && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
+            // A slot came due: send; the socket's bytes come with its own event.
+            self.on_traffic(cx, key, false);
             return;
         }
         if kind == TIMER_WS && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
@@ -710,6 +777,11 @@ impl Handler for GoonReactor {
             }
             GoonCmd::Stop => {}
             GoonCmd::Exit => self.exit = true,
+            GoonCmd::EndTraffic(at) => {
+                if let Some(t) = self.traffic.as_mut() {
+                    t.end_at(at);
+                }
+            }
         }
     }
 

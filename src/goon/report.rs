@@ -66,6 +66,9 @@ pub fn print(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, out: &mut dyn
     if let Some(t) = &r.tls {
         text.push_str(&t.lines());
     }
+    if let Some(plan) = &cfg.traffic {
+        text.push_str(&super::traffic::report_lines(plan, &r.counts.traffic, &r.response, cfg.connections));
+    }
     if r.interrupted {
         text.push_str("Run interrupted by signal.\n");
     }
@@ -190,6 +193,10 @@ pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads:
     }
     if let (Some(_), Some(l), Some(m)) = (&cfg.ws, &r.ws, doc.as_object_mut()) {
         m.insert("websocket".into(), super::ws::json_value(&r.counts.ws, l));
+    }
+    // Only with traffic flags: a result without them is byte for byte what it was.
+    if let (Some(plan), Some(m)) = (&cfg.traffic, doc.as_object_mut()) {
+        m.insert("traffic".into(), super::traffic::report_json(plan, &r.counts.traffic, &r.response, cfg.connections));
     }
     doc
 }

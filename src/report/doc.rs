@@ -10,6 +10,7 @@ use crate::error::{ConfigError, Error};
 use crate::result::sample::Sample;
 use crate::result::tls::TlsTotals;
 use crate::result::totals::Totals;
+use crate::result::traffic::TrafficCounts;
 use crate::result::{FORMAT_VERSION, SHARDS_MAX};
 use crate::stats::Latency;
 
@@ -42,6 +43,18 @@ pub struct ShardDoc {
     pub tls: Option<TlsTotals>,
     /// A `goon --ws` result's `websocket` object: counts and the two latencies.
     pub ws: Option<(crate::ws::client::ClientCounts, crate::result::ws::WsLatencies)>,
+    /// goon with traffic flags: its `traffic` object, read.
+    pub traffic: Option<ShardTraffic>,
+}
+
+/// A result's `traffic` object as the merge uses it.
+#[derive(Debug, Clone)]
+pub struct ShardTraffic {
+    pub config: Value,
+    pub rate: Option<f64>,
+    pub measures: bool,
+    pub counts: TrafficCounts,
+    pub response: Latency,
 }
 
 /// `"state.established: not an integer"` → (`state.established`, `not an integer`).
@@ -155,6 +168,29 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         })
     };
     let connect = latency("connect_time")?;
+    let traffic = match get("traffic") {
+        None | Some(Value::Null) => None,
+        Some(t) => {
+            let config = t.get("config").cloned().ok_or_else(|| key_err(path, "traffic.config", "missing"))?;
+            let rate = match config.get("message_rate_per_s") {
+                None | Some(Value::Null) => None,
+                Some(r) => Some(
+                    r.as_f64()
+                        .filter(|r| *r > 0.0)
+                        .ok_or_else(|| key_err(path, "traffic.config.message_rate_per_s", "not a positive number"))?,
+                ),
+            };
+            let set = |k: &str| config.get(k).is_some_and(|v| !v.is_null());
+            let measures = set("expect_bytes") || set("marker");
+            let counts = t.get("counts").ok_or_else(|| key_err(path, "traffic.counts", "missing"))?;
+            let counts = TrafficCounts::from_json(counts).map_err(|e| {
+                let (sub, msg) = split_key(&e);
+                key_err(path, &format!("traffic.counts.{sub}"), msg)
+            })?;
+            let response = latency("traffic.response_time")?;
+            Some(ShardTraffic { config, rate, measures, counts, response })
+        }
+    };
     let fail = latency("time_to_error")?;
     let stride = int("sample_stride")?;
     if stride == 0 || !stride.is_power_of_two() {
@@ -212,6 +248,7 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         started_at: text("started_at")?,
         ended_at: text("ended_at")?,
         exit_code: int("exit_code")?,
+        traffic,
         doc,
     })
 }

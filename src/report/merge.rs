@@ -32,7 +32,7 @@ use crate::stats::Latency;
 use crate::units::parse_duration_in;
 use crate::units::MAX_DURATION;
 
-use super::doc::{key_err, load, not_a_shard, ShardDoc};
+use super::doc::{key_err, load, not_a_shard, ShardDoc, ShardTraffic};
 use super::table::print;
 use super::thresholds::{exit_code, judge, parse_error_limit, ErrorLimit, Verdict};
 use crate::result::ws::WsLatencies;
@@ -237,6 +237,7 @@ fn at_rest(index: u64, t_start_s: f64, t_end_s: f64, end_unix_s: f64, state: Sta
         connect: Latency::new().moments_json(),
         fail: Latency::new().moments_json(),
         tls: None,
+        traffic: None,
     }
 }
 
@@ -262,6 +263,8 @@ pub struct Merged {
     pub tls: Option<crate::result::tls::TlsTotals>,
     /// `goon --ws` shards: their upgrade counts summed, their histograms added.
     pub ws: Option<(ClientCounts, WsLatencies)>,
+    /// The shards' traffic, merged: counts summed, response histograms added.
+    pub traffic: Option<ShardTraffic>,
 }
 
 /// The shards' `websocket` objects merged: all or none of the shards must have one.
@@ -289,6 +292,43 @@ fn merge_ws(docs: &[ShardDoc]) -> Result<Option<(ClientCounts, WsLatencies)>, Er
     Ok(out)
 }
 
+/// The shards' traffic merged, when they have some: every shard or none, at one message rate.
+fn merge_traffic(docs: &[ShardDoc]) -> Result<Option<ShardTraffic>, Error> {
+    let Some(first) = docs.first() else { return Ok(None) };
+    let first_path = first.path.display().to_string();
+    let mut out: Option<ShardTraffic> = None;
+    for d in docs {
+        match (&first.traffic, &d.traffic) {
+            (None, None) => continue,
+            (Some(_), None) | (None, Some(_)) => {
+                let (has, lacks) = if d.traffic.is_some() { (&d.path, &first.path) } else { (&first.path, &d.path) };
+                return Err(key_err(
+                    lacks,
+                    "traffic",
+                    format!("missing, but {} has traffic; merge only shards of one test", has.display()),
+                ));
+            }
+            (Some(a), Some(b)) if a.rate != b.rate || a.measures != b.measures => {
+                return Err(key_err(
+                    &d.path,
+                    "traffic.config",
+                    format!(
+                        "differs from {first_path}'s (message rate or response mode); merge only shards of one test"
+                    ),
+                ))
+            }
+            (Some(_), Some(b)) => match out.as_mut() {
+                None => out = Some(b.clone()),
+                Some(m) => {
+                    m.counts.add(&b.counts);
+                    m.response.merge(&b.response);
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
 /// Merges checked shards.
 pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merged, Error> {
     let mut counts = Totals::default();
@@ -300,6 +340,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         fail.merge(&d.fail);
     }
     let ws = merge_ws(&docs)?;
+    let traffic = merge_traffic(&docs)?;
     let upper = counts.max_concurrent_established;
     let probe =
         crate::result::probe::fleet::merge(&docs.iter().map(|d| (d.path.as_path(), &d.doc)).collect::<Vec<_>>())?;
@@ -330,6 +371,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
         ended_unix_s: ended,
         probe,
         ws,
+        traffic,
     })
 }
 
@@ -420,6 +462,10 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
     }
     if let (Some((c, l)), Some(o)) = (&m.ws, doc.as_object_mut()) {
         o.insert("websocket".into(), crate::result::ws::json_value(c, l));
+    }
+    if let (Some(t), Some(o)) = (&m.traffic, doc.as_object_mut()) {
+        let v = crate::result::traffic::traffic_json(t.config.clone(), t.rate, &t.counts, &t.response, m.counts.total);
+        o.insert("traffic".into(), v);
     }
     doc
 }

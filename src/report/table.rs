@@ -72,6 +72,15 @@ pub fn print(m: &Merged, verdicts: &[Verdict], out: &mut dyn Write) {
         let names: Vec<String> = m.missing.iter().map(|i| format!("{i}/{}", m.shards)).collect();
         t.push_str(&format!("Missing shards (not counted): {}\n", names.join(", ")));
     }
+    if let Some(tr) = &m.traffic {
+        t.push_str(&crate::result::traffic::count_lines(
+            &tr.counts,
+            &tr.response,
+            tr.rate,
+            tr.measures,
+            m.counts.total,
+        ));
+    }
     let host_w = m.docs.iter().map(|d| d.host_name.len()).max().unwrap_or(4).clamp(4, 32);
     t.push_str(&format!(
         "{:<9} {:<host_w$} {:>9} {:>11} {:>13} {:>9} {:>9} {:>12} {:>12} {:>12} {:>4}  {}\n",

@@ -12,6 +12,7 @@ pub(crate) mod probe;
 pub(crate) mod sample;
 pub(crate) mod tls;
 pub(crate) mod totals;
+pub(crate) mod traffic;
 pub(crate) mod ws;
 
 /// The goon JSON format this netforge writes and `report merge` reads.

@@ -43,6 +43,8 @@ pub struct Sample {
     pub fail: Value,
     /// `--tls` runs only: the interval's handshakes.
     pub tls: Option<SampleTls>,
+    /// goon with traffic flags: the interval's messages, bytes and response latencies.
+    pub traffic: Option<TrafficSample>,
 }
 
 /// A sample's TLS part (key `tls`, present only in `--tls` runs): handshakes done (full and
@@ -75,6 +77,76 @@ impl SampleTls {
         self.resumed += o.resumed;
         self.failed += o.failed;
         self.handshake = merge_moments(&self.handshake, &o.handshake)?;
+        Ok(())
+    }
+}
+
+/// One interval's traffic (all deltas; `response` a mergeable latency object).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficSample {
+    pub sent: u64,
+    pub responses: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub behind: u64,
+    pub response: Value,
+}
+
+impl TrafficSample {
+    /// What happened between the whole counts `prev` and `now`, with the interval's latencies.
+    pub fn delta(
+        now: &crate::result::traffic::TrafficCounts,
+        prev: &crate::result::traffic::TrafficCounts,
+        response: &Latency,
+    ) -> TrafficSample {
+        TrafficSample {
+            sent: now.sent.saturating_sub(prev.sent),
+            responses: now.responses.saturating_sub(prev.responses),
+            bytes_up: now.bytes_up.saturating_sub(prev.bytes_up),
+            bytes_down: now.bytes_down.saturating_sub(prev.bytes_down),
+            behind: now.behind.saturating_sub(prev.behind),
+            response: response.moments_json(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "sent": self.sent,
+            "responses": self.responses,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "behind": self.behind,
+            "response_time": self.response,
+        })
+    }
+
+    fn from_json(v: &Value) -> Result<TrafficSample, String> {
+        let int = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("traffic.{k}: missing or not a non-negative integer"))
+        };
+        let x = v.get("response_time").ok_or("traffic.response_time: missing")?;
+        let response = Latency::from_moments_json(x)
+            .map(|l| l.moments_json())
+            .map_err(|e| format!("traffic.response_time.{e}"))?;
+        Ok(TrafficSample {
+            sent: int("sent")?,
+            responses: int("responses")?,
+            bytes_up: int("bytes_up")?,
+            bytes_down: int("bytes_down")?,
+            behind: int("behind")?,
+            response,
+        })
+    }
+
+    fn add(&mut self, o: &TrafficSample) -> Result<(), String> {
+        self.sent += o.sent;
+        self.responses += o.responses;
+        self.bytes_up += o.bytes_up;
+        self.bytes_down += o.bytes_down;
+        self.behind += o.behind;
+        self.response = merge_moments(&self.response, &o.response)?;
         Ok(())
     }
 }
@@ -115,6 +187,9 @@ impl Sample {
         });
         if let (Some(t), Some(m)) = (&self.tls, v.as_object_mut()) {
             m.insert("tls".into(), t.to_json());
+        }
+        if let (Some(t), Some(m)) = (&self.traffic, v.as_object_mut()) {
+            m.insert("traffic".into(), t.to_json());
         }
         v
     }
@@ -161,6 +236,10 @@ impl Sample {
                 None | Some(Value::Null) => None,
                 Some(t) => Some(SampleTls::from_json(t)?),
             },
+            traffic: match v.get("traffic") {
+                None | Some(Value::Null) => None,
+                Some(t) => Some(TrafficSample::from_json(t)?),
+            },
         })
     }
 
@@ -201,6 +280,11 @@ impl Sample {
         match (&mut self.tls, &o.tls) {
             (Some(a), Some(b)) => a.add(b)?,
             (None, Some(b)) => self.tls = Some(b.clone()),
+            (_, None) => {}
+        }
+        match (&mut self.traffic, &o.traffic) {
+            (Some(a), Some(b)) => a.add(b)?,
+            (None, Some(b)) => self.traffic = Some(b.clone()),
             (_, None) => {}
         }
         Ok(())
@@ -314,6 +398,7 @@ mod tests {
             connect: l.moments_json(),
             fail: Latency::new().moments_json(),
             tls: None,
+            traffic: None,
         }
     }
 
@@ -345,6 +430,25 @@ mod tests {
         let mut v = a.to_json();
         v["tls"]["full"] = json!(-1);
         assert_eq!(Sample::from_json(&v).unwrap_err(), "tls.full: missing or not a non-negative integer");
+    }
+
+    #[test]
+    fn traffic_round_trips_and_adds() {
+        let mut l = Latency::new();
+        l.record(Duration::from_millis(3));
+        let t =
+            TrafficSample { sent: 4, responses: 3, bytes_up: 8, bytes_down: 6, behind: 1, response: l.moments_json() };
+        let mut s = Sample { traffic: Some(t.clone()), ..sample(0, &[5]) };
+        let back = Sample::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        assert!(sample(0, &[]).to_json().get("traffic").is_none(), "no traffic key without traffic");
+        s.add_shard(&Sample { traffic: Some(t), ..sample(0, &[]) }).unwrap();
+        let sum = s.traffic.as_ref().unwrap();
+        assert_eq!((sum.sent, sum.responses, sum.bytes_up, sum.behind), (8, 6, 16, 2));
+        assert_eq!(Latency::from_moments_json(&sum.response).unwrap().count, 2);
+        let mut v = s.to_json();
+        v["traffic"]["bytes_up"] = json!(-3);
+        assert_eq!(Sample::from_json(&v).unwrap_err(), "traffic.bytes_up: missing or not a non-negative integer");
     }
 
     #[test]

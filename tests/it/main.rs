@@ -16,5 +16,6 @@ mod report;
 mod report_html;
 mod serve;
 mod tls;
+mod traffic;
 mod util;
 mod ws;

@@ -32,7 +32,7 @@ pub struct ProbeArgs {
     /// TCP), reset (RST), closed (FIN) or dropped silently (never acknowledged within
     /// --probe-deadline); prints per-group counts and a verdict. --connections are split over
     /// the groups (or see --probe-group). Without HOST PORT the built-in sink echoes.
-    #[arg(long = "probe-idle", value_name = "LIST", value_parser = parse_idle_list, conflicts_with_all = ["hold", "tls", "ws"])]
+    #[arg(long = "probe-idle", value_name = "LIST", value_parser = parse_idle_list, conflicts_with_all = ["hold", "tls", "ws", "message", "first_message"])]
     pub(crate) probe_idle: Option<IdleList>,
     /// Connections per --probe-idle group, 1..=1048576 (replaces --connections: N × groups in all).
     #[arg(long = "probe-group", value_name = "N", requires = "probe_idle", conflicts_with = "connections",

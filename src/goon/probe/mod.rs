@@ -207,6 +207,7 @@ pub fn run(
         sample_stride,
         tls: None,
         ws: None,
+        response: Latency::new(),
     };
     let outcome = ProbeOutcome::new(&p.idle, p.deadline, p.message.len(), &snap.groups);
     let written = finish(cfg, &report, &outcome, target, threads, stream.as_mut(), out);
@@ -303,7 +304,7 @@ impl Role for Coordinated {
         if let Some(l) = &u.fail {
             self.fail.merge(l);
         }
-        self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), None);
+        self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), [None, None]);
         self.dial_done[u.reactor] |= u.dial_done;
         self.done[u.reactor] = u.done;
         self.reports.set(u.reactor, u.snap, u.exited);

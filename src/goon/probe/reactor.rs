@@ -598,6 +598,8 @@ impl Handler for ProbeReactor {
             }
             GoonCmd::Stop => {}
             GoonCmd::Exit => self.exit = true,
+            // The idle probe sends no traffic (its flags are refused with --probe-idle).
+            GoonCmd::EndTraffic(_) => {}
         }
     }
 

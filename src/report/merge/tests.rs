@@ -50,6 +50,7 @@ fn sample(index: u64, established: u64, connect: &Latency) -> Sample {
         connect: connect.moments_json(),
         fail: Latency::new().moments_json(),
         tls: None,
+        traffic: None,
     }
 }
 
@@ -277,5 +278,58 @@ fn thresholds_and_exit_codes() {
     assert!(text.contains("\nthreshold violated: --min-established 101: 100 established\n"), "{text}");
     for bad in ["-1", "101%", "x%", "1.5", ""] {
         assert!(parse_error_limit(bad).is_err(), "{bad}");
+    }
+}
+
+/// A shard's `traffic` object as goon writes it, with `n` messages answered at `us` each.
+fn with_traffic(mut d: Value, n: u64, us: u64, rate: f64) -> Value {
+    let mut l = Latency::new();
+    for _ in 0..n {
+        l.record(Duration::from_micros(us));
+    }
+    let c = crate::result::traffic::TrafficCounts {
+        flows: 10,
+        scheduled: n,
+        slots: n,
+        sent: n,
+        responses: n,
+        bytes_up: n * 4,
+        bytes_down: n * 4,
+        ..Default::default()
+    };
+    let config = json!({ "message_rate_per_s": rate, "expect_bytes": 4, "marker": null });
+    d["traffic"] = crate::result::traffic::traffic_json(config, Some(rate), &c, &l, 10);
+    d
+}
+
+#[test]
+fn traffic_merges_exactly_and_only_between_shards_that_have_it() {
+    let c = Latency::new();
+    let a = with_traffic(doc(Some((0, 2)), &c, &[], 0.0), 300, 100, 10.0);
+    let b = with_traffic(doc(Some((1, 2)), &c, &[], 0.0), 100, 9000, 10.0);
+    let m = merged(vec![a.clone(), b], false).unwrap();
+    let t = m.traffic.as_ref().unwrap();
+    assert_eq!((t.counts.sent, t.counts.responses, t.counts.bytes_up, t.counts.flows), (400, 400, 1600, 20));
+    assert_eq!(t.response.count, 400);
+    assert_eq!(t.response.percentile(75.0), Duration::from_micros(100));
+    assert_eq!(t.response.max(), Duration::from_micros(9000));
+    let v = json_value(&m, &[], 0, &[]);
+    assert_eq!(v["traffic"]["counts"]["responses"], 400);
+    assert_eq!(v["traffic"]["response_time"]["count"], 400);
+    // One shard without traffic, or at another rate: refused, naming the file and the key.
+    let e = refusal_merge(vec![a.clone(), doc(Some((1, 2)), &c, &[], 0.0)]);
+    assert!(e.contains("shard-1.json: traffic: missing, but shard-0.json has traffic"), "{e}");
+    let e = refusal_merge(vec![a, with_traffic(doc(Some((1, 2)), &c, &[], 0.0), 1, 1, 20.0)]);
+    assert!(e.contains("shard-1.json: traffic.config: differs from shard-0.json's"), "{e}");
+    // A bad counts object is named by its key.
+    let mut bad = with_traffic(doc(None, &c, &[], 0.0), 5, 5, 10.0);
+    bad["traffic"]["counts"]["sent"] = json!("many");
+    assert!(refusal_parse(bad).contains("traffic.counts.sent: missing or not an integer"));
+}
+
+fn refusal_merge(docs: Vec<Value>) -> String {
+    match merged(docs, false) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("merged"),
     }
 }

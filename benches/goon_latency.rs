@@ -1,0 +1,392 @@
+//! Request/response latency at a fixed rate on many connections against an echo target
+//! (`netforge serve --mode echo`), measured three ways side by side in one run:
+//!
+//! - `goon`: `netforge goon --message 'ping\n' --message-rate R --expect-bytes 5`, latency from
+//!   each message's intended send time (its slot), read from its `--json`;
+//! - `tcpkali`: `-m 'ping\n' -e -r R --latency-marker ping` (from `../shared/peers/bin`, or
+//!   `GOON_LAT_PEERS`; a skip line when absent), latency as tcpkali prints it (0.1 ms steps);
+//! - `blocking`: the reference, in this process: one thread per connection with a blocking
+//!   socket, the same schedule (slot k at establishment + k/R, a late message sent at once and
+//!   timed from its slot), recorded into an HdrHistogram of goon's precision (1 µs..60 s,
+//!   3 significant digits).
+//!
+//! Connections open at `GOON_LAT_DIAL_RATE` per second (default 5000: goon `--rate`, tcpkali
+//! `--connect-rate`, the reference's connection i starts its schedule i/rate after the others
+//! are up), so the slots of different connections interleave instead of all falling at once.
+//!
+//! Knobs: `GOON_LAT_N` connections (default 1000), `GOON_LAT_RATE` messages/s per connection
+//! (default 10), `GOON_LAT_SECS` seconds of traffic (default 8), `GOON_LAT_ROUNDS` interleaved
+//! rounds (default 3; each visits the tools in a rotated order), `GOON_LAT_ONLY` a comma list of
+//! tools. The table shows, per tool, the median over rounds of p50/p90/p99/p99.9/max with the
+//! range, the rates, the CPU seconds of each tool's process (the reference's: this process's
+//! during its run) and goon's ratio to the reference. Run: `cargo bench --bench goon_latency`
+//! (about 2 minutes with the defaults). All traffic is on loopback; every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+const BIN: &str = env!("CARGO_BIN_EXE_netforge");
+const MESSAGE: &[u8] = b"ping\n";
+
+fn env_u64(name: &str, default: u64, max: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).filter(|v| *v > 0 && *v <= max).unwrap_or(default)
+}
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|v: &f64| *v > 0.0 && *v <= 1e5)
+        .unwrap_or(default)
+}
+
+fn selected(tool: &str) -> bool {
+    std::env::var("GOON_LAT_ONLY").map_or(true, |v| v.split(',').any(|t| t.trim() == tool))
+}
+
+/// One run's figures: p50/p90/p99/p99.9/max in µs, messages sent and answered per second, CPU s.
+#[derive(Clone, Copy, Debug, Default)]
+struct Figures {
+    us: [f64; 5],
+    sent_per_s: f64,
+    answered_per_s: f64,
+    cpu_s: Option<f64>,
+}
+
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Serve {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn netforge serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("serve's first line");
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from serve: {line}"));
+    Serve { child, addr }
+}
+
+/// Children's CPU seconds (user + system) so far.
+fn children_cpu_s() -> f64 {
+    cpu_s(libc::RUSAGE_CHILDREN)
+}
+
+/// CPU seconds (user + system) of `who` (this process, or its waited-for children).
+fn cpu_s(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes one rusage struct into the zeroed value it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Runs `cmd` to the end within `limit`; returns its stdout and the CPU seconds it used.
+fn run_child(mut cmd: Command, limit: Duration) -> Option<(String, f64)> {
+    let cpu0 = children_cpu_s();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
+    let mut out = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("goon_latency: a run passed {limit:?} and was stopped");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = reader.join().unwrap_or_default();
+    Some((text, children_cpu_s() - cpu0))
+}
+
+fn goon(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
+    let json = std::env::temp_dir().join(format!("netforge-goon-latency-{}.json", std::process::id()));
+    let mut cmd = Command::new(BIN);
+    cmd.args(["goon", &addr.ip().to_string(), &addr.port().to_string(), "-y", "-i", "0"])
+        .args(["--rate", &dial_rate.to_string()])
+        .args(["-c", &n.to_string(), "--message", "ping\\n", "--message-rate", &rate.to_string()])
+        .args(["--duration", &format!("{secs}s"), "--expect-bytes", "5", "--hold", "500ms"])
+        .arg("--json")
+        .arg(&json)
+        .env("RUST_LOG", "warn");
+    let (_, cpu) = run_child(cmd, Duration::from_secs(secs + 60))?;
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).ok()?).ok()?;
+    let _ = std::fs::remove_file(&json);
+    let t = &doc["traffic"];
+    let rt = &t["response_time"];
+    let f = |k: &str| rt[k].as_f64().unwrap_or(f64::NAN);
+    Some(Figures {
+        us: [f("p50_us"), f("p90_us"), f("p99_us"), f("p999_us"), f("max_us")],
+        sent_per_s: t["sent_per_s"].as_f64().unwrap_or(0.0),
+        answered_per_s: t["responses_per_s"].as_f64().unwrap_or(0.0),
+        cpu_s: Some(cpu),
+    })
+}
+
+fn tcpkali_bin() -> Option<std::path::PathBuf> {
+    let dir = std::env::var("GOON_LAT_PEERS").unwrap_or_else(|_| "../shared/peers/bin".into());
+    let p = std::path::Path::new(&dir).join("tcpkali");
+    p.is_file().then_some(p)
+}
+
+fn tcpkali(bin: &std::path::Path, addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
+    let mut cmd = Command::new(bin);
+    cmd.arg(addr.to_string())
+        .args(["-c", &n.to_string(), "--connect-rate", &dial_rate.to_string(), "-m", "ping\\n", "-e"])
+        .args(["-r", &rate.to_string(), "--latency-marker", "ping", "-T", &format!("{secs}s")])
+        .args(["--latency-percentiles", "50,90,99,99.9,100"]);
+    let (out, cpu) = run_child(cmd, Duration::from_secs(secs + 60))?;
+    // "Message latency at percentiles: 0.1/0.2/0.5/3.3/3.3 ms (50/90/99/99.9/100%)"
+    let line = out.lines().find(|l| l.starts_with("Message latency at percentiles:"))?;
+    let ms: Vec<f64> =
+        line.split(':').nth(1)?.split_whitespace().next()?.split('/').filter_map(|x| x.parse().ok()).collect();
+    let mut us = [0.0; 5];
+    for (i, v) in ms.iter().take(5).enumerate() {
+        us[i] = v * 1000.0;
+    }
+    // "Total data sent:     456.3 KiB (467252 bytes)" over the test duration.
+    let bytes = |k: &str| -> f64 {
+        out.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.rsplit('(').next())
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let dur = out
+        .lines()
+        .find(|l| l.starts_with("Test duration:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|x| x.parse::<f64>().ok())
+        .unwrap_or(secs as f64);
+    let per_s = |b: f64| b / MESSAGE.len() as f64 / dur;
+    Some(Figures {
+        us,
+        sent_per_s: per_s(bytes("Total data sent:")),
+        answered_per_s: per_s(bytes("Total data received:")),
+        cpu_s: Some(cpu),
+    })
+}
+
+/// The reference: a thread per connection, blocking sockets, goon's schedule.
+fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
+    let period = 1.0 / rate;
+    let cpu0 = cpu_s(libc::RUSAGE_SELF);
+    let barrier = Arc::new(Barrier::new(n as usize + 1));
+    let (tx, rx) = crossbeam_channel::bounded::<(Histogram<u64>, u64, u64, u64, u64)>(n as usize);
+    let mut threads = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let (barrier, tx) = (barrier.clone(), tx.clone());
+        // Connection i's schedule starts i/dial_rate after the barrier, as goon's i-th dial.
+        let offset = Duration::from_secs_f64(i as f64 / dial_rate as f64);
+        let t = std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let (mut min, mut max, mut sent) = (u64::MAX, 0u64, 0u64);
+            let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+            barrier.wait();
+            let start = Instant::now() + offset;
+            let Ok(mut s) = conn else {
+                let _ = tx.send((h, min, max, sent, 0));
+                return;
+            };
+            let _ = s.set_nodelay(true);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+            // Every connection is up (or failed) when the barrier opens: traffic from then on.
+            let end = start + Duration::from_secs(secs);
+            let mut buf = [0u8; MESSAGE.len()];
+            for k in 0u64.. {
+                let slot = start + Duration::from_secs_f64(k as f64 * period);
+                if slot >= end {
+                    break;
+                }
+                let now = Instant::now();
+                if slot > now {
+                    std::thread::sleep(slot - now);
+                }
+                if s.write_all(MESSAGE).is_err() || s.read_exact(&mut buf).is_err() {
+                    break;
+                }
+                sent += 1;
+                let ns = Instant::now().saturating_duration_since(slot).as_nanos() as u64;
+                h.saturating_record((ns / 1000).clamp(1, 60_000_000));
+                min = min.min(ns);
+                max = max.max(ns);
+            }
+            let _ = tx.send((h, min, max, sent, 1));
+        });
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                eprintln!("goon_latency: blocking reference: cannot start thread: {e}");
+                return None;
+            }
+        }
+    }
+    drop(tx);
+    barrier.wait();
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let (mut min, mut max, mut sent, mut ok) = (u64::MAX, 0u64, 0u64, 0u64);
+    for _ in 0..n {
+        let Ok((h, lo, hi, s, c)) = rx.recv_timeout(Duration::from_secs(secs + 30)) else { break };
+        let _ = all.add(&h);
+        min = min.min(lo);
+        max = max.max(hi);
+        sent += s;
+        ok += c;
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    if ok < n {
+        eprintln!("goon_latency: blocking reference: {} of {n} connections failed", n - ok);
+    }
+    let pct = |q: f64| (all.value_at_quantile(q / 100.0) as f64).clamp(min as f64 / 1e3, max as f64 / 1e3);
+    let conn_s = secs as f64 * ok.max(1) as f64;
+    let per_s = sent as f64 / conn_s * n as f64;
+    Some(Figures {
+        us: [pct(50.0), pct(90.0), pct(99.0), pct(99.9), max as f64 / 1e3],
+        sent_per_s: per_s,
+        answered_per_s: per_s,
+        // This process did nothing else meanwhile: its CPU is the reference's.
+        cpu_s: Some(cpu_s(libc::RUSAGE_SELF) - cpu0),
+    })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn fmt_us(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{us:.0}µs")
+    }
+}
+
+fn main() {
+    let n = env_u64("GOON_LAT_N", 1000, 9000);
+    let rate = env_f64("GOON_LAT_RATE", 10.0);
+    let secs = env_u64("GOON_LAT_SECS", 8, 120);
+    let rounds = env_u64("GOON_LAT_ROUNDS", 3, 20);
+    let dial_rate = env_u64("GOON_LAT_DIAL_RATE", 5000, 1_000_000);
+    let kali = tcpkali_bin();
+    let mut tools: Vec<&str> = vec!["goon", "tcpkali", "blocking"];
+    tools.retain(|t| selected(t));
+    if kali.is_none() && tools.contains(&"tcpkali") {
+        println!("goon_latency: tcpkali not found (../shared/peers/bin or GOON_LAT_PEERS): skipped");
+        tools.retain(|t| *t != "tcpkali");
+    }
+    println!(
+        "goon_latency: {n} connections x {rate}/s = {}/s for {secs}s against netforge serve --mode echo, {rounds} rounds",
+        rate * n as f64
+    );
+    let srv = serve();
+    let mut results: Vec<(&str, Vec<Figures>)> = tools.iter().map(|t| (*t, Vec::new())).collect();
+    for round in 0..rounds as usize {
+        for i in 0..tools.len() {
+            let tool = tools[(i + round) % tools.len()];
+            let f = match tool {
+                "goon" => goon(srv.addr, n, rate, secs, dial_rate),
+                "tcpkali" => kali.as_deref().and_then(|k| tcpkali(k, srv.addr, n, rate, secs, dial_rate)),
+                _ => blocking(srv.addr, n, rate, secs, dial_rate),
+            };
+            match f {
+                Some(f) => {
+                    println!(
+                        "  round {round} {tool:<8} p50/p90/p99/p99.9/max {} sent {:.0}/s answered {:.0}/s{}",
+                        f.us.iter().map(|u| fmt_us(*u)).collect::<Vec<_>>().join("/"),
+                        f.sent_per_s,
+                        f.answered_per_s,
+                        f.cpu_s.map_or(String::new(), |c| format!(" cpu {c:.2}s"))
+                    );
+                    if let Some((_, v)) = results.iter_mut().find(|(t, _)| *t == tool) {
+                        v.push(f);
+                    }
+                }
+                None => println!("  round {round} {tool:<8} failed"),
+            }
+        }
+    }
+    println!();
+    println!(
+        "{:<9} {:>18} {:>18} {:>18} {:>18} {:>18} {:>9} {:>9} {:>6}",
+        "tool", "p50", "p90", "p99", "p99.9", "max", "sent/s", "answ/s", "cpu s"
+    );
+    let mut medians: Vec<(&str, [f64; 5])> = Vec::new();
+    for (tool, v) in &results {
+        if v.is_empty() {
+            continue;
+        }
+        let mut cells = Vec::new();
+        let mut med = [0.0; 5];
+        for (q, m) in med.iter_mut().enumerate() {
+            let mut xs: Vec<f64> = v.iter().map(|f| f.us[q]).collect();
+            *m = median(&mut xs);
+            let (lo, hi) = (xs[0], xs[xs.len() - 1]);
+            cells.push(format!("{} ({}-{})", fmt_us(*m), fmt_us(lo), fmt_us(hi)));
+        }
+        let mut s: Vec<f64> = v.iter().map(|f| f.sent_per_s).collect();
+        let mut a: Vec<f64> = v.iter().map(|f| f.answered_per_s).collect();
+        let mut c: Vec<f64> = v.iter().filter_map(|f| f.cpu_s).collect();
+        println!(
+            "{:<9} {:>18} {:>18} {:>18} {:>18} {:>18} {:>9.0} {:>9.0} {:>6}",
+            tool,
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            median(&mut s),
+            median(&mut a),
+            if c.is_empty() { "-".into() } else { format!("{:.2}", median(&mut c)) }
+        );
+        medians.push((tool, med));
+    }
+    let get = |t: &str| medians.iter().find(|(n, _)| *n == t).map(|(_, m)| *m);
+    if let Some(reference) = get("blocking") {
+        for tool in ["goon", "tcpkali"] {
+            if let Some(m) = get(tool) {
+                let r: Vec<String> = m.iter().zip(reference.iter()).map(|(a, b)| format!("{:.3}", a / b)).collect();
+                println!("{tool}/blocking (medians) p50/p90/p99/p99.9/max: {}", r.join("/"));
+            }
+        }
+        println!("(the histograms keep 3 significant digits: a ratio within 0.999..1.001 is a match)");
+    }
+}

@@ -1,0 +1,897 @@
+//! goon's message traffic: what an established connection sends (`--first-message` once,
+//! `--message` at `--message-rate R` per connection), how a response is recognised
+//! (`--expect-bytes N` or `--marker TEXT`), and the latency of each response measured from the
+//! message's **intended** send time, so a stalled server shows as latency, not as a lower rate
+//! (no coordinated omission).
+//!
+//! Schedule: message slot `k` of a connection is due at `t_established + k/R` (slot 0 at the
+//! establishment itself), whatever the loop was doing then. The first message, when given, is
+//! sent before slot 0 and is due at `t_established` too. Messages go out in order; a message
+//! that could not go when due (a full socket buffer, a busy loop, or the outstanding bound below)
+//! goes as soon as it can, and its response's latency still counts from its slot. Responses
+//! arrive in order on a byte stream, so the j-th complete response answers the j-th message:
+//! a flow needs only counters, no queue of send times.
+//!
+//! Bound: with a response mode, at most [`OUTSTANDING_MAX`] messages per connection are sent and
+//! unanswered. A slot that comes due while the bound is reached is counted as *behind* and waits
+//! (the schedule is kept: it is sent, late, as soon as a response frees room, and its latency
+//! counts from its slot). Without a response mode the kernel's send buffer is the only bound:
+//! a peer that stops reading stops the writes (WouldBlock), and the schedule catches up once it
+//! reads again. Slots due before the traffic phase ends but never sent are *unsent*; messages
+//! sent and never answered by the end are *unanswered*.
+//!
+//! Timers: one keyed timer per connection ([`TIMER_MSG`]), armed at the connection's next slot.
+//! The engine's timer heap is O(log n) per arm and fire; at 1,000 connections × 100/s that is
+//! 10^5 heap operations a second, well under a millisecond of CPU each second. The poll's own
+//! timeout moves in whole milliseconds, so a per-reactor [`Clock`] (a timerfd) wakes the reactor
+//! at the heap's next deadline to the nanosecond.
+//!
+//! Every send and receive goes through [`Wire`], so a TLS session or a WebSocket (messages as
+//! frames) carries the same traffic as the plain TCP stream does.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cli::usage;
+use crate::engine::{Cx, Entry, Handle, Kind, Timers};
+use crate::error::Error;
+use crate::stats::Latency;
+use crate::units::{parse_duration_in, parse_int, MAX_DURATION};
+use mio::unix::SourceFd;
+use mio::Interest;
+
+/// Largest `--message`/`--first-message` (text or file), 1 MiB.
+pub const MESSAGE_MAX: u64 = 1 << 20;
+/// Longest `--marker`, in bytes after escapes.
+pub const MARKER_MAX: usize = 1024;
+/// Largest `--expect-bytes`, 1 GiB.
+pub const EXPECT_MAX: u64 = 1 << 30;
+/// `--message-rate` per connection: 0.001..=100000 messages/s.
+pub const MSG_RATE_MIN: f64 = 0.001;
+pub const MSG_RATE_MAX: f64 = 100_000.0;
+/// Messages sent and not yet answered per connection, at most (with a response mode).
+pub const OUTSTANDING_MAX: u64 = 128;
+/// Messages written to one connection per wake-up at most; more due means another turn.
+pub const SEND_BATCH: u64 = 64;
+/// Bytes read from one connection per wake-up.
+pub const READ_BUDGET: usize = 64 * 1024;
+/// The per-connection message timer (kind 0 is the dial deadline).
+pub const TIMER_MSG: Kind = Kind::new(3);
+
+pub use crate::result::traffic::{count_lines, traffic_json, TrafficCounts};
+
+/// How bytes go out and come in on an established connection: the plain TCP stream here; a
+/// TLS session or a WebSocket (one message per frame) implements the same two calls.
+pub trait Wire {
+    /// Sends (part of) `msg`; returns how many bytes of it were taken (a framed wire takes all
+    /// or fails with WouldBlock).
+    fn send(&mut self, msg: &[u8]) -> io::Result<usize>;
+    /// Receives payload bytes into `buf`; 0 means the peer closed.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Wire for mio::net::TcpStream {
+    fn send(&mut self, msg: &[u8]) -> io::Result<usize> {
+        self.write(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+}
+
+/// Plain TCP, or plaintext inside TLS (`--tls`): a byte stream either way.
+impl Wire for crate::tls::Stream {
+    fn send(&mut self, msg: &[u8]) -> io::Result<usize> {
+        self.write(msg)
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read(buf)
+    }
+}
+
+/// goon's traffic flags (flattened into `goon`'s).
+#[derive(clap::Args, Debug, Default)]
+pub struct TrafficArgs {
+    /// Traffic: send this after connect, repeatedly at --message-rate (needs --duration). TEXT
+    /// takes the escapes \n \r \t \\ \0 \xHH; @FILE sends a regular file's bytes as they
+    /// are (at most 1 MiB; a text starting with @ is written \x40...).
+    #[arg(long, value_name = "TEXT|@FILE", allow_hyphen_values = true, value_parser = parse_message)]
+    pub(crate) message: Option<Payload>,
+    /// Traffic: send this once on each connection as soon as it is established (before the
+    /// first --message); the same forms as --message.
+    #[arg(long = "first-message", value_name = "TEXT|@FILE", allow_hyphen_values = true,
+          value_parser = parse_message)]
+    pub(crate) first_message: Option<Payload>,
+    /// Traffic: --message this many times per second on each connection, 0.001..=100000
+    /// (fractions allowed). Message k of a connection is due k/R after it was established.
+    #[arg(long = "message-rate", value_name = "PER_SECOND", allow_hyphen_values = true,
+          value_parser = parse_msg_rate)]
+    pub(crate) message_rate: Option<f64>,
+    /// Traffic: how long messages are sent, counted from the end of the dial phase (every
+    /// connection dialed and resolved), 1ms..=8760h; --hold then keeps the connections open
+    /// that much longer, without sending, for the last answers.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true,
+          value_parser = |s: &str| parse_duration_in(s, Duration::from_millis(1), MAX_DURATION))]
+    pub(crate) duration: Option<Duration>,
+    /// Traffic: a response is complete after N bytes, 1..=1073741824; each response's latency
+    /// is measured from its message's intended send time.
+    #[arg(long = "expect-bytes", value_name = "N", allow_hyphen_values = true, conflicts_with = "marker",
+          value_parser = |s: &str| parse_int(s, 1, EXPECT_MAX))]
+    pub(crate) expect_bytes: Option<u64>,
+    /// Traffic: a response ends with this marker (escapes as in --message, 1..=1024 bytes);
+    /// searched as the bytes arrive, nothing is buffered.
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true, value_parser = parse_marker)]
+    pub(crate) marker: Option<Payload>,
+}
+
+impl TrafficArgs {
+    /// The flags checked against each other; `None` without any.
+    pub(crate) fn plan(&self) -> Result<Option<TrafficPlan>, Error> {
+        let a = self;
+        let sends = a.message.is_some() || a.first_message.is_some();
+        match (&a.message, a.message_rate) {
+            (Some(_), None) => {
+                return Err(usage(
+                    "--message needs --message-rate R (messages per second per connection); to send once after connect, use --first-message".into(),
+                ))
+            }
+            (None, Some(_)) => return Err(usage("--message-rate needs --message TEXT|@FILE (what to send)".into())),
+            _ => {}
+        }
+        if a.message_rate.is_some() && a.duration.is_none() {
+            return Err(usage("--message-rate needs --duration D (how long the messages go on)".into()));
+        }
+        let needs = |flag: &str, extra: &str| usage(format!("{flag} needs --message or --first-message{extra}"));
+        if !sends {
+            if a.duration.is_some() {
+                return Err(needs(
+                    "--duration",
+                    " (it is the traffic phase; without traffic, --hold keeps connections open)",
+                ));
+            }
+            if a.expect_bytes.is_some() {
+                return Err(needs("--expect-bytes", " (what the responses answer)"));
+            }
+            if a.marker.is_some() {
+                return Err(needs("--marker", " (what the responses answer)"));
+            }
+            return Ok(None);
+        }
+        let until = match (a.expect_bytes, &a.marker) {
+            (Some(n), _) => Until::Bytes(n),
+            (None, Some(m)) => Until::Marker(Marker::new(&m.0)),
+            (None, None) => Until::Nothing,
+        };
+        Ok(Some(TrafficPlan {
+            first_message: a.first_message.clone(),
+            message: a.message.clone(),
+            message_rate: a.message_rate,
+            duration: a.duration.unwrap_or(Duration::ZERO),
+            expect_bytes: a.expect_bytes,
+            marker: a.marker.clone(),
+            until,
+        }))
+    }
+}
+
+/// Decodes a message given on the command line: `\n \r \t \\ \0 \xHH`; anything else after a
+/// backslash is an error naming its byte offset.
+pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let at = i;
+        let c = *b.get(i + 1).ok_or_else(|| format!("a lone \\ at byte {at} ends the text (write \\\\ for one)"))?;
+        i += 2;
+        out.push(match c {
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'\\' => b'\\',
+            b'0' => 0,
+            b'x' => {
+                let hex = b.get(i..i + 2).and_then(|h| std::str::from_utf8(h).ok());
+                let v = hex
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("\\x at byte {at} needs two hex digits (\\x0a)"))?;
+                i += 2;
+                v
+            }
+            _ => {
+                let shown = s[at..].chars().take(2).collect::<String>();
+                return Err(format!("{shown} at byte {at} is not an escape (\\n \\r \\t \\\\ \\0 \\xHH)"));
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// A message argument: `@FILE` (its bytes as they are, a regular file of at most
+/// [`MESSAGE_MAX`]) or text with escapes. Empty messages are refused.
+pub fn parse_message(s: &str) -> Result<Payload, String> {
+    let bytes = match s.strip_prefix('@') {
+        Some(path) => read_message_file(Path::new(path))?,
+        None => unescape(s)?,
+    };
+    if bytes.is_empty() {
+        return Err("the message is empty".into());
+    }
+    if bytes.len() as u64 > MESSAGE_MAX {
+        return Err(format!("{} bytes, more than the {} KiB allowed", bytes.len(), MESSAGE_MAX >> 10));
+    }
+    Ok(Payload(bytes))
+}
+
+fn read_message_file(path: &Path) -> Result<Vec<u8>, String> {
+    use crate::conffile::{read_regular, ReadFailure};
+    read_regular(path, MESSAGE_MAX).map_err(|f| {
+        let p = path.display();
+        match f {
+            ReadFailure::Open(e) => format!("{p}: cannot open: {e}"),
+            ReadFailure::Read(e) => format!("{p}: cannot read: {e}"),
+            ReadFailure::NotRegular(what) => format!("{p}: {what}; a message file must be a regular file"),
+            ReadFailure::TooBig(n) => format!("{p}: {n} bytes, more than the {} KiB allowed", MESSAGE_MAX >> 10),
+        }
+    })
+}
+
+/// `--marker`: text with escapes, 1..=[`MARKER_MAX`] bytes.
+pub fn parse_marker(s: &str) -> Result<Payload, String> {
+    let bytes = unescape(s)?;
+    if bytes.is_empty() || bytes.len() > MARKER_MAX {
+        return Err(format!("{} bytes; a marker is 1..={MARKER_MAX} bytes", bytes.len()));
+    }
+    Ok(Payload(bytes))
+}
+
+/// `--message-rate`: messages per second per connection.
+pub fn parse_msg_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("{t:?} is not a number of messages per second in {MSG_RATE_MIN}..={MSG_RATE_MAX}"))?;
+    if !(v.is_finite() && (MSG_RATE_MIN..=MSG_RATE_MAX).contains(&v)) {
+        return Err(format!("{t} is out of range {MSG_RATE_MIN}..={MSG_RATE_MAX} messages per second"));
+    }
+    Ok(v)
+}
+
+/// Bytes from the command line (a message or a marker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload(pub Vec<u8>);
+
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&escape(&self.0))
+    }
+}
+
+/// The inverse of [`unescape`] for printing: printable ASCII as is, the rest escaped.
+pub fn escape(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for &c in b {
+        match c {
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            b'\t' => s.push_str("\\t"),
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s
+}
+
+/// A marker with its KMP failure table: the search keeps one integer per connection (how much
+/// of the marker the last bytes matched), never the response's bytes.
+#[derive(Clone, Debug)]
+pub struct Marker {
+    bytes: Box<[u8]>,
+    fail: Box<[usize]>,
+}
+
+impl Marker {
+    pub fn new(bytes: &[u8]) -> Marker {
+        let mut fail = vec![0usize; bytes.len()];
+        let mut k = 0;
+        for i in 1..bytes.len() {
+            while k > 0 && bytes[i] != bytes[k] {
+                k = fail[k - 1];
+            }
+            if bytes[i] == bytes[k] {
+                k += 1;
+            }
+            fail[i] = k;
+        }
+        Marker { bytes: bytes.into(), fail: fail.into() }
+    }
+
+    /// Advances `matched` by one byte; true when the marker is complete (then `matched` is 0:
+    /// markers do not overlap).
+    fn step(&self, matched: &mut usize, c: u8) -> bool {
+        let mut k = *matched;
+        while k > 0 && self.bytes[k] != c {
+            k = self.fail[k - 1];
+        }
+        if self.bytes[k] == c {
+            k += 1;
+        }
+        if k == self.bytes.len() {
+            *matched = 0;
+            return true;
+        }
+        *matched = k;
+        false
+    }
+}
+
+/// When a response is complete.
+#[derive(Clone, Debug)]
+pub enum Until {
+    /// No response mode: bytes down are counted, no latency.
+    Nothing,
+    /// After this many bytes.
+    Bytes(u64),
+    /// At the end of this marker.
+    Marker(Marker),
+}
+
+/// The traffic flags, resolved.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrafficPlan {
+    pub first_message: Option<Payload>,
+    pub message: Option<Payload>,
+    /// Messages per second per connection (with `message`).
+    pub message_rate: Option<f64>,
+    /// The traffic phase, from the end of the dial phase; `--hold` follows it.
+    #[serde(serialize_with = "crate::config::duration")]
+    pub duration: Duration,
+    pub expect_bytes: Option<u64>,
+    pub marker: Option<Payload>,
+    #[serde(skip)]
+    pub until: Until,
+}
+
+impl TrafficPlan {
+    pub fn measures(&self) -> bool {
+        !matches!(self.until, Until::Nothing)
+    }
+}
+
+impl TrafficPlan {
+    /// The plan as `--json` records it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "first_message_bytes": self.first_message.as_ref().map(|m| m.0.len()),
+            "message_bytes": self.message.as_ref().map(|m| m.0.len()),
+            "message_rate_per_s": self.message_rate,
+            "duration_s": self.duration.as_secs_f64(),
+            "expect_bytes": self.expect_bytes,
+            "marker": self.marker.as_ref().map(|m| escape(&m.0)),
+            "outstanding_max": OUTSTANDING_MAX,
+        })
+    }
+
+    /// One line saying what each connection sends and how responses end.
+    pub fn describe(&self, connections: u64) -> String {
+        let mut parts = Vec::new();
+        if let Some(f) = &self.first_message {
+            parts.push(format!("a first message of {} B", f.0.len()));
+        }
+        if let (Some(m), Some(r)) = (&self.message, self.message_rate) {
+            parts.push(format!("{} B messages at {r}/s for {}", m.0.len(), crate::units::go_duration(self.duration)));
+        }
+        let until = match (&self.expect_bytes, &self.marker) {
+            (Some(n), _) => format!("a response is {n} B"),
+            (None, Some(m)) => format!("a response ends with \"{}\"", escape(&m.0)),
+            (None, None) => "no responses expected".to_string(),
+        };
+        format!("Traffic: {} on each of {connections} connections; {until}", parts.join(" and "))
+    }
+}
+
+/// The final block's traffic lines (after tcpgoon's).
+pub fn report_lines(plan: &TrafficPlan, c: &TrafficCounts, response: &Latency, connections: u64) -> String {
+    let mut t = plan.describe(connections);
+    t.push('\n');
+    t.push_str(&count_lines(c, response, plan.message_rate, plan.measures(), connections));
+    t
+}
+
+/// `--json`'s `traffic` object: the plan, the counts, the rates and the response times.
+pub fn report_json(plan: &TrafficPlan, c: &TrafficCounts, response: &Latency, connections: u64) -> serde_json::Value {
+    traffic_json(plan.to_json(), plan.message_rate, c, response, connections)
+}
+
+/// One connection's place in its schedule.
+#[derive(Debug)]
+pub struct Flow {
+    start: Instant,
+    /// Messages written whole (index of the one being written; with a first message, index 0
+    /// is it and index i ≥ 1 is slot i − 1).
+    next: u64,
+    /// Bytes of message `next` written so far.
+    offset: usize,
+    /// Messages that came due so far (counted in `scheduled`).
+    due: u64,
+    /// Messages up to this index were counted as behind.
+    behind_mark: u64,
+    answered: u64,
+    /// Bytes of the current response (Bytes), or marker bytes matched (Marker).
+    got: u64,
+}
+
+/// What the reactor does after [`Traffic::step`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Still open: arm the message timer at `arm`; `more`: call again next turn (a budget ran
+    /// out with work left).
+    Open { arm: Option<Instant>, more: bool },
+    /// The peer closed or reset it.
+    Closed,
+}
+
+/// Wakes the reactor at the next timer deadline to the nanosecond (a timerfd registered with the
+/// poll under a handle): without it epoll's millisecond timeout, rounded up, would send each
+/// message up to 1 ms after its slot, and that lateness would be measured as latency.
+pub struct Clock {
+    handle: Handle,
+    fd: crate::sys::TimerFd,
+    /// The deadline the fd is armed for.
+    at: Option<Instant>,
+}
+
+/// A reactor's traffic: the plan, the end of the traffic phase once known, its counts and the
+/// latency recorder (swapped out at each report).
+pub struct Traffic {
+    clock: Option<Clock>,
+    plan: Arc<TrafficPlan>,
+    first: u64,
+    period_ns: Option<f64>,
+    until: Option<Instant>,
+    pub counts: TrafficCounts,
+    pub latency: Latency,
+}
+
+impl Traffic {
+    pub fn new(plan: Arc<TrafficPlan>) -> Traffic {
+        let first = u64::from(plan.first_message.is_some());
+        let period_ns = plan.message.as_ref().and(plan.message_rate).map(|r| 1e9 / r);
+        Traffic {
+            clock: None,
+            plan,
+            first,
+            period_ns,
+            until: None,
+            counts: TrafficCounts::default(),
+            latency: Latency::new(),
+        }
+    }
+
+    /// Registers the reactor's [`Clock`]; without a timerfd (an old kernel) timers keep the
+    /// poll's millisecond steps.
+    pub fn start<E: Entry>(&mut self, cx: &mut Cx<E>) -> io::Result<()> {
+        let handle = cx.handle()?;
+        match crate::sys::TimerFd::new() {
+            Ok(fd) => {
+                cx.registry.register(&mut SourceFd(&fd.raw()), handle.token(), Interest::READABLE)?;
+                self.clock = Some(Clock { handle, fd, at: None });
+            }
+            Err(e) => log::debug!("r{} goon traffic: no timerfd ({e}); message timers in millisecond steps", cx.id),
+        }
+        Ok(())
+    }
+
+    /// Whether `h` is the clock's handle.
+    pub fn owns(&self, h: Handle) -> bool {
+        self.clock.as_ref().is_some_and(|c| c.handle == h)
+    }
+
+    /// The clock fired: read it; the timers due fire in this turn and [`Traffic::sync`] re-arms.
+    pub fn on_clock(&mut self, timers: &Timers) {
+        if let Some(c) = self.clock.as_mut() {
+            c.fd.drain();
+            c.at = None;
+        }
+        self.sync(timers);
+    }
+
+    /// Arms the clock at the reactor's next timer deadline, when that moved.
+    pub fn sync(&mut self, timers: &Timers) {
+        let Some(c) = self.clock.as_mut() else { return };
+        let next = timers.next_deadline();
+        if next == c.at {
+            return;
+        }
+        let after = next.map(|at| at.saturating_duration_since(Instant::now()));
+        if c.fd.set(after).is_ok() {
+            c.at = next;
+        }
+    }
+
+    /// The traffic phase ends at `at`: slots due at or after it are not sent.
+    pub fn end_at(&mut self, at: Instant) {
+        self.until = Some(at);
+    }
+
+    /// A connection was established at `now`: its schedule starts.
+    pub fn flow(&mut self, now: Instant) -> Flow {
+        self.counts.flows += 1;
+        Flow { start: now, next: 0, offset: 0, due: 0, behind_mark: 0, answered: 0, got: 0 }
+    }
+
+    /// Slot `k`'s offset from the establishment, in ns (rounded, so it is the same every time).
+    fn slot_ns(&self, k: u64) -> u64 {
+        self.period_ns.map_or(0, |p| (k as f64 * p).round().min(u64::MAX as f64) as u64)
+    }
+
+    /// Slots with `slot_ns(k) <= t_ns` (consistent with `slot_ns`, whatever the rounding).
+    fn slots_by(&self, t_ns: u64) -> u64 {
+        let Some(p) = self.period_ns else { return 0 };
+        let mut k = (t_ns as f64 / p).floor().min(u64::MAX as f64 / 2.0) as u64;
+        while k > 0 && self.slot_ns(k) > t_ns {
+            k -= 1;
+        }
+        while self.slot_ns(k + 1) <= t_ns {
+            k += 1;
+        }
+        k + 1
+    }
+
+    /// Message `i`'s intended send time.
+    pub fn intended(&self, flow: &Flow, i: u64) -> Instant {
+        if i < self.first {
+            return flow.start;
+        }
+        flow.start + Duration::from_nanos(self.slot_ns(i - self.first))
+    }
+
+    /// Messages due at `now`: those whose intended time is at or before `now` and before the
+    /// end of the traffic phase (the end is exclusive).
+    fn due_at(&self, flow: &Flow, now: Instant) -> u64 {
+        let ns = |i: Instant| i.saturating_duration_since(flow.start).as_nanos().min(u64::MAX as u128) as u64;
+        let slots = match self.until {
+            Some(u) if u <= flow.start => return 0,
+            Some(u) if now >= u => self.slots_by(ns(u).saturating_sub(1)),
+            _ => self.slots_by(ns(now)),
+        };
+        self.first + slots
+    }
+
+    fn message_of(plan: &TrafficPlan, first: u64, i: u64) -> &[u8] {
+        let p = if i < first { &plan.first_message } else { &plan.message };
+        p.as_ref().map_or(&[], |m| &m.0)
+    }
+
+    /// Reads what the peer sent (bounded; `read` false for a timer, which brings no bytes),
+    /// matches responses, then sends what is due.
+    pub fn step<W: Wire>(
+        &mut self,
+        flow: &mut Flow,
+        wire: &mut W,
+        scratch: &mut [u8],
+        now: Instant,
+        read: bool,
+    ) -> Step {
+        // The loop's time was read before this turn's events were served: a response read now
+        // is timed now, never earlier than it arrived.
+        let now = Instant::now().max(now);
+        let mut budget = READ_BUDGET;
+        let mut more = false;
+        if read {
+            loop {
+                match wire.recv(scratch) {
+                    Ok(0) => return Step::Closed,
+                    Ok(n) => {
+                        self.on_bytes(flow, &scratch[..n], now);
+                        budget = budget.saturating_sub(n);
+                        if budget == 0 {
+                            more = true;
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Step::Closed,
+                }
+            }
+        }
+        match self.pump(flow, wire, now) {
+            Ok((arm, m)) => Step::Open { arm, more: more || m },
+            Err(_) => Step::Closed,
+        }
+    }
+
+    /// Counts `data` down and completes the responses in it.
+    pub fn on_bytes(&mut self, flow: &mut Flow, data: &[u8], now: Instant) {
+        self.counts.bytes_down += data.len() as u64;
+        let plan = self.plan.clone();
+        match &plan.until {
+            Until::Nothing => {}
+            Until::Bytes(n) => {
+                let n = *n;
+                let mut rest = data.len() as u64;
+                while rest > 0 {
+                    let take = (n - flow.got).min(rest);
+                    flow.got += take;
+                    rest -= take;
+                    if flow.got == n {
+                        flow.got = 0;
+                        self.complete(flow, now);
+                    }
+                }
+            }
+            Until::Marker(m) => {
+                let mut matched = flow.got as usize;
+                for &c in data {
+                    if m.step(&mut matched, c) {
+                        self.complete(flow, now);
+                    }
+                }
+                flow.got = matched as u64;
+            }
+        }
+    }
+
+    fn complete(&mut self, flow: &mut Flow, now: Instant) {
+        if flow.answered >= flow.next {
+            self.counts.unmatched += 1;
+            return;
+        }
+        let at = self.intended(flow, flow.answered);
+        self.latency.record(now.saturating_duration_since(at));
+        self.counts.responses += 1;
+        if flow.answered < self.first {
+            self.counts.first_responses += 1;
+        }
+        flow.answered += 1;
+    }
+
+    /// Sends the messages that are due (at most [`SEND_BATCH`]); returns when the message timer
+    /// should fire next and whether work is left for another turn.
+    pub fn pump<W: Wire>(
+        &mut self,
+        flow: &mut Flow,
+        wire: &mut W,
+        now: Instant,
+    ) -> io::Result<(Option<Instant>, bool)> {
+        let due = self.due_at(flow, now);
+        if due > flow.due {
+            let new_first = self.first.saturating_sub(flow.due).min(due - flow.due);
+            self.counts.scheduled += due - flow.due;
+            self.counts.slots += due - flow.due - new_first;
+            flow.due = due;
+        }
+        let measures = self.plan.measures();
+        let mut batch = 0;
+        let mut more = false;
+        let plan = self.plan.clone();
+        while flow.next < flow.due {
+            if measures && flow.next - flow.answered >= OUTSTANDING_MAX {
+                let from = flow.behind_mark.max(flow.next);
+                if flow.due > from {
+                    self.counts.behind += flow.due - from;
+                    flow.behind_mark = flow.due;
+                }
+                break;
+            }
+            if batch == SEND_BATCH {
+                more = true;
+                break;
+            }
+            let msg = Self::message_of(&plan, self.first, flow.next);
+            match wire.send(&msg[flow.offset..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.counts.bytes_up += n as u64;
+                    flow.offset += n;
+                    if flow.offset >= msg.len() {
+                        flow.offset = 0;
+                        if flow.next < self.first {
+                            self.counts.first_sent += 1;
+                        }
+                        flow.next += 1;
+                        self.counts.sent += 1;
+                        batch += 1;
+                    }
+                }
+                // The WRITABLE edge (or the next slot's timer) tries again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The next slot not yet due; none past the end of the traffic phase.
+        let arm = self.period_ns.and_then(|_| {
+            let at = self.intended(flow, flow.due);
+            self.until.is_none_or(|u| at < u).then_some(at)
+        });
+        Ok((arm, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(unescape("hi").unwrap(), b"hi");
+        assert_eq!(unescape(r"a\nb\r\t\\\0\x41\xff").unwrap(), b"a\nb\r\t\\\0A\xff");
+        assert_eq!(unescape("GET / HTTP/1.1\\r\\n\\r\\n").unwrap(), b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(unescape(r"\q").unwrap_err(), r"\q at byte 0 is not an escape (\n \r \t \\ \0 \xHH)");
+        assert_eq!(unescape(r"ab\").unwrap_err(), r"a lone \ at byte 2 ends the text (write \\ for one)");
+        assert_eq!(unescape(r"\x4").unwrap_err(), r"\x at byte 0 needs two hex digits (\x0a)");
+        assert_eq!(unescape(r"\xzz").unwrap_err(), r"\x at byte 0 needs two hex digits (\x0a)");
+        assert!(unescape("é\\é").unwrap_err().starts_with("\\é at byte 2"), "a multi-byte char is shown whole");
+        for b in [&b"hi\r\n\0\xff\\x"[..], b"", b"\t \x7f"] {
+            assert_eq!(unescape(&escape(b)).unwrap(), b, "{b:?}");
+        }
+        assert_eq!(parse_message("").unwrap_err(), "the message is empty");
+        assert_eq!(parse_marker("").unwrap_err(), "0 bytes; a marker is 1..=1024 bytes");
+        assert!(parse_message("@/nonexistent/x").unwrap_err().starts_with("/nonexistent/x: cannot open"));
+        assert!(parse_message("@/").unwrap_err().contains("a directory"));
+        assert!(parse_msg_rate("0").is_err() && parse_msg_rate("nan").is_err() && parse_msg_rate("1e6").is_err());
+        assert_eq!(parse_msg_rate("0.5").unwrap(), 0.5);
+    }
+
+    #[test]
+    fn marker_search_is_incremental() {
+        let m = Marker::new(b"abab");
+        let mut k = 0;
+        let hits: Vec<bool> = b"abaababab".iter().map(|c| m.step(&mut k, *c)).collect();
+        // "aba" then "ababab": one complete marker ending at index 6; none overlapping it.
+        assert_eq!(hits.iter().filter(|h| **h).count(), 1);
+        assert!(hits[6]);
+        let m = Marker::new(b"\r\n\r\n");
+        let mut k = 0;
+        let split = [&b"HTTP/1.1 200 OK\r\n\r"[..], b"\n", b"x\r\n\r\n"];
+        let n: usize = split.iter().map(|part| part.iter().filter(|c| m.step(&mut k, **c)).count()).sum();
+        assert_eq!(n, 2, "found across read boundaries");
+    }
+
+    struct Fake {
+        /// Bytes the wire accepts before WouldBlock.
+        room: usize,
+        up: Vec<u8>,
+        down: Vec<u8>,
+    }
+
+    impl Wire for Fake {
+        fn send(&mut self, msg: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = msg.len().min(self.room);
+            self.room -= n;
+            self.up.extend_from_slice(&msg[..n]);
+            Ok(n)
+        }
+
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.down.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.down.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.down[..n]);
+            self.down.drain(..n);
+            Ok(n)
+        }
+    }
+
+    fn plan(first: Option<&[u8]>, rate: Option<f64>, until: Until) -> Arc<TrafficPlan> {
+        Arc::new(TrafficPlan {
+            first_message: first.map(|f| Payload(f.to_vec())),
+            message: rate.map(|_| Payload(b"ping".to_vec())),
+            message_rate: rate,
+            duration: Duration::from_secs(1),
+            expect_bytes: None,
+            marker: None,
+            until,
+        })
+    }
+
+    #[test]
+    fn slots_are_at_k_over_r_from_establishment() {
+        let mut t = Traffic::new(plan(None, Some(3.0), Until::Nothing));
+        let t0 = Instant::now();
+        let f = t.flow(t0);
+        // 3/s: slots at 0, 333.333333ms, 666.666667ms, 1s, ...
+        assert_eq!(t.intended(&f, 0), t0);
+        assert_eq!(t.intended(&f, 1), t0 + Duration::from_nanos(333_333_333));
+        assert_eq!(t.intended(&f, 3), t0 + Duration::from_secs(1));
+        for k in 0..10_000u64 {
+            let at = t.slot_ns(k);
+            assert_eq!(t.slots_by(at), k + 1, "slot {k} is due at its own time");
+            if at > 0 {
+                assert_eq!(t.slots_by(at - 1), k, "and not a nanosecond before");
+            }
+        }
+        assert_eq!(t.due_at(&f, t0 + Duration::from_millis(999)), 3);
+        t.end_at(t0 + Duration::from_secs(1));
+        assert_eq!(t.due_at(&f, t0 + Duration::from_secs(5)), 3, "the end is exclusive");
+        let mut t = Traffic::new(plan(Some(b"hello"), Some(0.5), Until::Nothing));
+        let f = t.flow(t0);
+        assert_eq!(t.intended(&f, 0), t0, "the first message is due at establishment");
+        assert_eq!(t.intended(&f, 1), t0, "and slot 0 with it");
+        assert_eq!(t.intended(&f, 2), t0 + Duration::from_secs(2));
+    }
+
+    #[test]
+    fn late_messages_count_from_their_slot() {
+        let mut t = Traffic::new(plan(None, Some(10.0), Until::Bytes(4)));
+        let t0 = Instant::now();
+        let mut f = t.flow(t0);
+        let mut w = Fake { room: usize::MAX, up: Vec::new(), down: Vec::new() };
+        // The loop only gets to this connection 1 s late: 11 slots (0..=1000 ms) are due.
+        let late = t0 + Duration::from_secs(1);
+        let (arm, more) = t.pump(&mut f, &mut w, late).unwrap();
+        assert_eq!((t.counts.scheduled, t.counts.sent, more), (11, 11, false));
+        assert_eq!(arm, Some(t0 + Duration::from_millis(1100)));
+        // All answered at once, at 1 s: slot k waited 1 s − k·100 ms.
+        w.down = vec![b'x'; 44];
+        let mut scratch = [0u8; 16];
+        assert_eq!(t.step(&mut f, &mut w, &mut scratch, late, true), Step::Open { arm, more: false });
+        assert_eq!(t.counts.responses, 11);
+        assert_eq!(t.latency.max(), Duration::from_secs(1), "slot 0's latency counts from t0");
+        assert_eq!(t.latency.min(), Duration::ZERO, "slot 10 was due at 1 s");
+        assert_eq!(t.counts.unanswered(), 0);
+    }
+
+    #[test]
+    fn outstanding_bound_counts_behind_and_keeps_the_schedule() {
+        let mut t = Traffic::new(plan(None, Some(1000.0), Until::Bytes(1)));
+        let t0 = Instant::now();
+        let mut f = t.flow(t0);
+        let mut w = Fake { room: usize::MAX, up: Vec::new(), down: Vec::new() };
+        let mut now = t0;
+        // 300 ms of 1000/s with no answer: 301 due, 128 sent, 173 behind; pumps are bounded.
+        for _ in 0..1000 {
+            let (arm, more) = t.pump(&mut f, &mut w, now).unwrap();
+            if !more {
+                match arm {
+                    Some(a) if a <= t0 + Duration::from_millis(300) => now = a,
+                    _ => break,
+                }
+            }
+        }
+        assert_eq!(t.counts.scheduled, 301);
+        assert_eq!(t.counts.sent, OUTSTANDING_MAX);
+        assert_eq!(t.counts.behind, 301 - OUTSTANDING_MAX);
+        assert_eq!(w.up.len() as u64, OUTSTANDING_MAX * 4);
+        // The server answers everything at 300 ms: the late slots go out, in order.
+        w.down = vec![b'y'; OUTSTANDING_MAX as usize];
+        let mut scratch = [0u8; 1024];
+        let _ = t.step(&mut f, &mut w, &mut scratch, now, true);
+        assert_eq!(t.counts.responses, OUTSTANDING_MAX);
+        assert_eq!(t.counts.sent, OUTSTANDING_MAX + SEND_BATCH, "late slots are sent as soon as there is room");
+    }
+
+    #[test]
+    fn partial_writes_resume_and_the_end_stops_sending() {
+        let mut t = Traffic::new(plan(Some(b"hello"), Some(100.0), Until::Nothing));
+        let t0 = Instant::now();
+        let mut f = t.flow(t0);
+        let mut w = Fake { room: 7, up: Vec::new(), down: Vec::new() };
+        let _ = t.pump(&mut f, &mut w, t0).unwrap();
+        assert_eq!((t.counts.sent, t.counts.first_sent, t.counts.bytes_up), (1, 1, 7));
+        w.room = 100;
+        let _ = t.pump(&mut f, &mut w, t0).unwrap();
+        assert_eq!(w.up, b"helloping");
+        t.end_at(t0 + Duration::from_millis(50));
+        let (arm, _) = t.pump(&mut f, &mut w, t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(arm, None, "no timer past the end");
+        assert_eq!((t.counts.scheduled, t.counts.slots, t.counts.sent), (6, 5, 6), "slots at 0..=40 ms");
+        assert_eq!(t.counts.achieved(100.0), Some((100.0, 0.0)));
+    }
+}
