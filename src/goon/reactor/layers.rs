@@ -1,0 +1,121 @@
+//! The layers over a goon connection's TCP socket, each driven from the reactor's events: the
+//! TLS handshake (`--tls`), the WebSocket upgrade and hold (`--ws`; inside TLS with both) and
+//! message traffic (`--message`). The connection state machine and dialing are in the parent.
+
+use std::time::Instant;
+
+use super::*;
+
+impl GoonReactor {
+    /// An established connection with traffic: read and match responses, send what is due,
+    /// arm its message timer.
+    pub(super) fn on_traffic(&mut self, cx: &mut GCx, key: Key, read: bool) {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.traffic.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(flow) = d.flow.as_deref_mut() else { return };
+        let step = t.step(flow, &mut d.sock, &mut self.scratch, cx.now, read);
+        if let traffic::Step::Open { arm: Some(at), .. } = step {
+            cx.timers.arm(key, TIMER_MSG, at);
+        }
+        match step {
+            traffic::Step::Open { more: true, .. } => cx.defer(key),
+            traffic::Step::Open { .. } => {}
+            traffic::Step::Closed => self.close_established(cx, key),
+        }
+        if let Some(t) = self.traffic.as_mut() {
+            t.sync(cx.timers);
+        }
+    }
+
+    /// `--ws`: the transport is ready (the TCP connect, or with `--tls` the handshake): the
+    /// upgrade request goes out, with its deadline.
+    pub(super) fn ws_begin(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
+        // The clock is read here and at the answer, not the loop's time: an upgrade on loopback
+        // often completes within one loop turn.
+        let (c, step) = Client::start(&mut d.sock, &w.plan, Instant::now(), &mut w.stats);
+        d.ws = Some(c);
+        cx.timers.arm(key, TIMER_WS, cx.now + w.plan.timeout);
+        if step == Step::Close {
+            self.close_established(cx, key);
+        }
+    }
+
+    /// `--ws`: an event on an established connection.
+    pub(super) fn on_ws(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(c) = d.ws.as_mut() else { return };
+        match c.on_ready(&mut d.sock, &mut self.scratch, Instant::now(), &mut w.stats) {
+            Step::Idle => {}
+            Step::More => cx.defer(key),
+            Step::Upgraded => {
+                match w.plan.ping {
+                    Some(p) => cx.timers.arm(key, TIMER_WS, cx.now + p),
+                    None => cx.timers.cancel(key, TIMER_WS),
+                }
+                cx.defer(key);
+            }
+            Step::Close => self.close_established(cx, key),
+        }
+    }
+
+    /// `--ws`: the upgrade deadline, or the next ping.
+    pub(super) fn on_ws_timer(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
+        let Some(c) = d.ws.as_mut() else { return };
+        if c.is_open() && w.plan.ping.is_none() {
+            return;
+        }
+        match (c.on_timer(&mut d.sock, Instant::now(), &mut w.stats), w.plan.ping) {
+            (Step::Close, _) => self.close_established(cx, key),
+            (_, Some(p)) => cx.timers.arm(key, TIMER_WS, cx.now + p),
+            _ => {}
+        }
+    }
+
+    /// `--tls`: the TCP connect is done; the handshake begins, with its deadline.
+    pub(super) fn tls_begin(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return };
+        // The clock is read here and at the handshake's end, not taken from the loop's turn
+        // time (read once per turn): with a fast peer, such as the built-in sink on another
+        // reactor, a handshake can finish within the turn that began it.
+        let now = Instant::now();
+        d.handshake = Some(now);
+        let deadline = t.begin(&mut d.sock, now);
+        cx.timers.arm(key, TIMER_TLS, deadline);
+    }
+
+    /// `--tls`: drives the handshake; true once it is done (or without TLS), false while it is
+    /// pending or after it failed (the connection is then closed).
+    pub(super) fn tls_ready(&mut self, cx: &mut GCx, key: Key) -> bool {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return true };
+        let Some(since) = d.handshake else { return true };
+        match t.step(&mut d.sock, since, Instant::now()) {
+            TlsStep::Wait => false,
+            TlsStep::Ready => {
+                d.handshake = None;
+                cx.timers.cancel(key, TIMER_TLS);
+                // Traffic over TLS: slot 0 is the handshake's end.
+                if let Some(t) = self.traffic.as_mut() {
+                    d.flow = Some(Box::new(t.flow(Instant::now())));
+                }
+                // wss: the upgrade goes out inside the session.
+                self.ws_begin(cx, key);
+                true
+            }
+            TlsStep::Failed => {
+                d.handshake = None;
+                self.close_established(cx, key);
+                false
+            }
+        }
+    }
+
+    /// `--tls`: the handshake's deadline passed.
+    pub(super) fn tls_timeout(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return };
+        if d.handshake.take().is_some() {
+            t.fail(crate::tls::TlsCause::HandshakeTimeout);
+            self.close_established(cx, key);
+        }
+    }
+}
