@@ -102,7 +102,7 @@ pub struct SinkConn {
     ring: Option<Ring>,
     read_eof: bool,
     /// The `ws` modes only: the connection's WebSocket state.
-    ws: Option<crate::ws::sink::WsConn>,
+    ws: Option<Box<crate::ws::sink::WsConn>>,
     /// Its place under the connection limit, freed with the connection.
     _slot: Slot,
 }
@@ -228,7 +228,7 @@ impl Sink {
                 return;
             }
         }
-        let ws = matches!(self.mode, Mode::Ws | Mode::WsDiscard).then(crate::ws::sink::WsConn::new);
+        let ws = matches!(self.mode, Mode::Ws | Mode::WsDiscard).then(|| Box::new(crate::ws::sink::WsConn::new()));
         let conn =
             SinkConn { sock, tls_done: false, rd: Readiness::default(), ring: None, read_eof: false, ws, _slot: slot };
         match cx.adopt(E::from(conn)) {
@@ -296,7 +296,7 @@ impl Sink {
     /// A timer of connection `key`: in the `ws` modes, the request head's deadline.
     pub fn on_timer<E: SinkHost>(&mut self, cx: &mut Cx<E>, key: Key, kind: Kind) {
         let Some(c) = cx.table.get_mut(key).and_then(E::sink_conn) else { return };
-        if kind == TIMER_WS_HEAD && c.ws.as_ref().is_some_and(crate::ws::sink::WsConn::in_head) {
+        if kind == TIMER_WS_HEAD && c.ws.as_ref().is_some_and(|w| w.in_head()) {
             self.stats.ws.timeouts += 1;
             self.close(cx, key);
         }

@@ -160,12 +160,14 @@ pub enum Pace {
 pub struct Dial {
     /// Plain TCP, or TLS over it once `--tls` began its handshake: reads give plaintext.
     sock: Stream,
+    /// When the dial began; once established, when the layer above TCP began (the TLS
+    /// handshake). Either way, what the current phase's latency is measured from.
     since: Instant,
     established: bool,
-    /// `--tls`: when the handshake began (the TCP connect), while it is not done.
-    handshake: Option<Instant>,
+    /// `--tls`: the handshake is under way (begun at `since`).
+    handshaking: bool,
     /// `--ws`: the connection's WebSocket, from the TCP connect on.
-    ws: Option<Client>,
+    ws: Option<Box<Client>>,
     /// Its message schedule, with traffic flags (boxed: nothing per connection without them).
     flow: Option<Box<Flow>>,
 }
@@ -173,7 +175,9 @@ pub struct Dial {
 /// What goon's table holds: its dials, and the connections of the built-in sink.
 pub enum GoonEntry {
     Dial(Dial),
-    Sink(SinkConn),
+    /// Boxed: every slot of the table is as large as the largest variant, and goon's dials
+    /// (the many) should not pay for a sink connection's echo and WebSocket state.
+    Sink(Box<SinkConn>),
 }
 
 impl Entry for GoonEntry {
@@ -187,7 +191,7 @@ impl Entry for GoonEntry {
 
 impl From<SinkConn> for GoonEntry {
     fn from(c: SinkConn) -> GoonEntry {
-        GoonEntry::Sink(c)
+        GoonEntry::Sink(Box::new(c))
     }
 }
 
@@ -346,7 +350,7 @@ impl GoonReactor {
                 sock: Stream::plain(sock),
                 since,
                 established: false,
-                handshake: None,
+                handshaking: false,
                 ws: None,
                 flow: None,
             })) {

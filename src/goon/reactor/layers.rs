@@ -33,7 +33,7 @@ impl GoonReactor {
         // The clock is read here and at the answer, not the loop's time: an upgrade on loopback
         // often completes within one loop turn.
         let (c, step) = Client::start(&mut d.sock, &w.plan, Instant::now(), &mut w.stats);
-        d.ws = Some(c);
+        d.ws = Some(Box::new(c));
         cx.timers.arm(key, TIMER_WS, cx.now + w.plan.timeout);
         if step == Step::Close {
             self.close_established(cx, key);
@@ -79,7 +79,8 @@ impl GoonReactor {
         // time (read once per turn): with a fast peer, such as the built-in sink on another
         // reactor, a handshake can finish within the turn that began it.
         let now = Instant::now();
-        d.handshake = Some(now);
+        d.since = now;
+        d.handshaking = true;
         let deadline = t.begin(&mut d.sock, now);
         cx.timers.arm(key, TIMER_TLS, deadline);
     }
@@ -88,11 +89,14 @@ impl GoonReactor {
     /// pending or after it failed (the connection is then closed).
     pub(super) fn tls_ready(&mut self, cx: &mut GCx, key: Key) -> bool {
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return true };
-        let Some(since) = d.handshake else { return true };
+        if !d.handshaking {
+            return true;
+        }
+        let since = d.since;
         match t.step(&mut d.sock, since, Instant::now()) {
             TlsStep::Wait => false,
             TlsStep::Ready => {
-                d.handshake = None;
+                d.handshaking = false;
                 cx.timers.cancel(key, TIMER_TLS);
                 // Traffic over TLS: slot 0 is the handshake's end.
                 if let Some(t) = self.traffic.as_mut() {
@@ -103,7 +107,7 @@ impl GoonReactor {
                 true
             }
             TlsStep::Failed => {
-                d.handshake = None;
+                d.handshaking = false;
                 self.close_established(cx, key);
                 false
             }
@@ -113,7 +117,7 @@ impl GoonReactor {
     /// `--tls`: the handshake's deadline passed.
     pub(super) fn tls_timeout(&mut self, cx: &mut GCx, key: Key) {
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return };
-        if d.handshake.take().is_some() {
+        if std::mem::take(&mut d.handshaking) {
             t.fail(crate::tls::TlsCause::HandshakeTimeout);
             self.close_established(cx, key);
         }
