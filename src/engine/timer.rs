@@ -59,17 +59,20 @@ pub(crate) enum Fired {
     Slot(u32, u32),
 }
 
+/// One armed timer, 24 bytes (every armed timer of every connection has one): its deadline in
+/// nanoseconds from the heap's base instant, its arming order (wrapping; it only orders
+/// timers with the same deadline), its (owner, kind) index and the entry's generation.
 #[derive(Clone, Copy, Debug)]
 struct Node {
-    at: Instant,
-    seq: u64,
-    idx: usize,
+    at: u64,
+    seq: u32,
+    idx: u32,
     gen: u32,
 }
 
 impl Node {
     fn before(&self, o: &Node) -> bool {
-        (self.at, self.seq) < (o.at, o.seq)
+        self.at < o.at || (self.at == o.at && (self.seq.wrapping_sub(o.seq) as i32) < 0)
     }
 }
 
@@ -80,7 +83,10 @@ pub struct Timers {
     heap: Vec<Node>,
     /// Heap position of each (owner, kind), `NONE` when it is not armed.
     pos: Vec<u32>,
-    seq: u64,
+    seq: u32,
+    /// Deadlines are kept as nanoseconds from this instant (an hour before the first one
+    /// armed); one further in the past is kept as the base itself, which is as due.
+    base: Option<Instant>,
 }
 
 fn index(owner: Owner, kind: Kind) -> (usize, u32) {
@@ -111,8 +117,10 @@ impl Timers {
     /// live (the role holds the entry, or [`super::Cx::arm`] checked it).
     pub fn arm(&mut self, owner: impl Into<Owner>, kind: Kind, at: Instant) {
         let (idx, gen) = index(owner.into(), kind);
-        self.seq += 1;
-        let node = Node { at, seq: self.seq, idx, gen };
+        self.seq = self.seq.wrapping_add(1);
+        let base = *self.base.get_or_insert_with(|| at.checked_sub(Duration::from_secs(3600)).unwrap_or(at));
+        let ns = at.saturating_duration_since(base).as_nanos().min(u64::MAX as u128) as u64;
+        let node = Node { at: ns, seq: self.seq, idx: idx as u32, gen };
         match self.pos.get(idx).copied().filter(|p| *p != NONE) {
             Some(p) => {
                 self.heap[p as usize] = node;
@@ -142,7 +150,7 @@ impl Timers {
     pub fn deadline(&self, owner: impl Into<Owner>, kind: Kind) -> Option<Instant> {
         let (idx, _) = index(owner.into(), kind);
         let p = *self.pos.get(idx)?;
-        (p != NONE).then(|| self.heap[p as usize].at)
+        (p != NONE).then(|| self.instant(self.heap[p as usize].at))
     }
 
     pub fn cancel(&mut self, owner: impl Into<Owner>, kind: Kind) {
@@ -160,7 +168,16 @@ impl Timers {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.first().map(|n| n.at)
+        self.heap.first().map(|n| self.instant(n.at))
+    }
+
+    /// A kept deadline as an instant (a node exists only once something was armed, so the
+    /// base is set).
+    fn instant(&self, ns: u64) -> Instant {
+        match self.base {
+            Some(base) => base + Duration::from_nanos(ns),
+            None => Instant::now(),
+        }
     }
 
     /// Time until the next deadline, capped at `cap`.
@@ -173,10 +190,10 @@ impl Timers {
 
     /// Removes and returns one timer whose deadline is at or before `now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(Fired, Kind)> {
-        let n = *self.heap.first().filter(|n| n.at <= now)?;
+        let n = *self.heap.first().filter(|n| self.instant(n.at) <= now)?;
         self.remove_at(0);
-        let kind = Kind((n.idx % KINDS) as u8);
-        let owner = n.idx / KINDS;
+        let kind = Kind((n.idx as usize % KINDS) as u8);
+        let owner = n.idx as usize / KINDS;
         let fired = if owner < MAX_HANDLES {
             Fired::Handle(Handle::new(owner))
         } else {
@@ -186,12 +203,12 @@ impl Timers {
     }
 
     fn remove_at(&mut self, p: usize) {
-        let idx = self.heap[p].idx;
+        let idx = self.heap[p].idx as usize;
         self.pos[idx] = NONE;
         let last = self.heap.len() - 1;
         if p != last {
             self.heap.swap(p, last);
-            self.pos[self.heap[p].idx] = p as u32;
+            self.pos[self.heap[p].idx as usize] = p as u32;
         }
         self.heap.pop();
         if p < self.heap.len() {
@@ -209,8 +226,8 @@ impl Timers {
 
     fn swap(&mut self, a: usize, b: usize) {
         self.heap.swap(a, b);
-        self.pos[self.heap[a].idx] = a as u32;
-        self.pos[self.heap[b].idx] = b as u32;
+        self.pos[self.heap[a].idx as usize] = a as u32;
+        self.pos[self.heap[b].idx as usize] = b as u32;
     }
 
     fn up(&mut self, mut p: usize) {
