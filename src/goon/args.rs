@@ -368,13 +368,6 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
             crate::ws::handshake::EXTRA_HEADERS_MAX
         )));
     }
-    if traffic.is_some() && a.ws.is_some() {
-        return Err(usage(
-            "--message/--first-message: not with --ws yet (messages as WebSocket frames are not built; \
-             traffic runs over plain TCP and over --tls)"
-                .into(),
-        ));
-    }
     let ws = a.ws.as_ref().map(|path| crate::goon::ws::WsConfig {
         path: path.clone(),
         headers: a.header.clone(),
