@@ -716,6 +716,137 @@ mod tests {
         assert_eq!(st.counts.upgraded, 0, "counted once");
     }
 
+    /// A client upgraded over `s` (which takes everything while upgrading).
+    fn upgraded(s: &mut Mem, st: &mut ClientStats) -> Client {
+        let t0 = Instant::now();
+        let mut scratch = vec![0u8; 4096];
+        let (mut c, _) = Client::start(s, &plan(None), t0, st);
+        s.input = crate::http::upgrade_response(&key_of(&s.output));
+        assert_eq!(c.on_ready(s, &mut scratch, t0, st, &mut |_| {}), Step::Upgraded);
+        s.output.clear();
+        c
+    }
+
+    /// Every client frame in `bytes`: (first header byte, unmasked payload).
+    fn client_frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut b = bytes.to_vec();
+        let mut out: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut d = Decoder::new(frame::From::Client);
+        d.feed(&mut b, &mut |e| match e {
+            Event::Start { first, .. } => out.push((first, Vec::new())),
+            Event::Data(p) => out.last_mut().unwrap().1.extend_from_slice(p),
+            Event::Control { opcode, payload } => out.push((FIN | opcode, payload.to_vec())),
+        })
+        .unwrap();
+        assert!(d.idle(), "whole frames only");
+        out
+    }
+
+    /// `Mem` that takes at most `left` bytes in all, then blocks.
+    struct Budget {
+        m: Mem,
+        left: usize,
+    }
+
+    impl Read for Budget {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.m.read(b)
+        }
+    }
+
+    impl Write for Budget {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = self.m.write(&b[..b.len().min(self.left)])?;
+            if n == 0 && !b.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_message_split_over_partial_writes_resumes() {
+        let mut m = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
+        let mut st = ClientStats::default();
+        let mut c = upgraded(&mut m, &mut st);
+        let mut s = Budget { m, left: 5_000 };
+        let mut scratch = vec![0u8; 4096];
+        let t = Instant::now();
+        // 20 000 bytes: more than one stack chunk. The stream takes 5 000 bytes, then nothing.
+        let msg: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(c.send_message(&mut s, &msg).unwrap(), msg.len(), "taken whole");
+        assert_eq!(s.m.output.len(), 5_000);
+        assert_eq!(c.send_message(&mut s, b"next").unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        // A ping meanwhile queues behind the frame (control frames never split a data frame).
+        assert_eq!(c.on_timer(&mut s, t, &mut st), Step::Idle);
+        assert_eq!(st.counts.pings_sent, 1);
+        let Phase::Open(o) = &c.0 else { panic!() };
+        assert!(o.out.len() < msg.len() + 64, "the rest of one frame and a ping wait: {}", o.out.len());
+        // The stream takes 7 bytes per write and 700 per event now: the waiting bytes go on
+        // readiness events.
+        s.m.take = 7;
+        for _ in 0..10_000 {
+            if matches!(&c.0, Phase::Open(o) if o.out.is_empty()) {
+                break;
+            }
+            s.left = 700;
+            assert_eq!(c.on_ready(&mut s, &mut scratch, t, &mut st, &mut |_| {}), Step::Idle);
+        }
+        let Phase::Open(o) = &c.0 else { panic!() };
+        assert_eq!((o.out.capacity(), o.data), (0, 0), "the buffer's memory goes once it is empty");
+        s.left = usize::MAX;
+        assert_eq!(c.send_message(&mut s, b"next").unwrap(), 4);
+        let frames = client_frames(&s.m.output);
+        assert_eq!(frames.len(), 3, "message, ping, message");
+        assert_eq!(frames[0], (FIN | OP_BINARY, msg));
+        assert_eq!(frames[1].0, FIN | OP_PING);
+        assert_eq!(frames[2], (FIN | OP_BINARY, b"next".to_vec()));
+    }
+
+    #[test]
+    fn a_response_split_over_frames_and_reads_is_matched() {
+        use crate::goon::traffic::{Payload, Traffic, TrafficPlan, Until};
+        let mut s = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
+        let mut st = ClientStats::default();
+        let mut c = upgraded(&mut s, &mut st);
+        let plan = TrafficPlan {
+            first_message: Some(Payload(b"hello".to_vec())),
+            message: None,
+            message_rate: None,
+            duration: Duration::from_secs(1),
+            expect_bytes: Some(5),
+            marker: None,
+            until: Until::Bytes(5),
+        };
+        let mut t = Traffic::new(std::sync::Arc::new(plan));
+        let t0 = Instant::now();
+        let mut flow = t.flow(t0);
+        let mut wire = crate::goon::ws::WsWire { client: &mut c, sock: &mut s };
+        t.pump(&mut flow, &mut wire, t0).unwrap();
+        assert_eq!((t.counts.sent, t.counts.bytes_up), (1, 5), "payload bytes up");
+        assert_eq!(client_frames(&s.output), vec![(FIN | OP_BINARY, b"hello".to_vec())]);
+        // The echo as a fragmented message: "he" (binary, no FIN), a ping between the
+        // fragments, "llo" (continuation, FIN); the bytes arrive 3 at a time.
+        let mut echo = vec![OP_BINARY, 2, b'h', b'e', FIN | OP_PING, 1, b'p', FIN, 3, b'l', b'l', b'o'];
+        let mut scratch = vec![0u8; 3];
+        let mut pieces = 0;
+        for chunk in echo.chunks_mut(3) {
+            s.input.extend_from_slice(chunk);
+            let step = c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |b| t.on_bytes(&mut flow, b, t0));
+            assert_eq!(step, Step::Idle);
+            pieces += 1;
+            if pieces < 4 {
+                assert_eq!(t.counts.responses, 0, "not complete before its last byte");
+            }
+        }
+        assert_eq!((t.counts.responses, t.counts.bytes_down, t.counts.unmatched), (1, 5, 0));
+        assert_eq!(st.counts.pings_received, 1, "the ping between fragments was answered");
+    }
+
     #[test]
     fn failures_by_cause() {
         let t0 = Instant::now();
