@@ -151,7 +151,8 @@ pub struct GoonArgs {
     pub(crate) probe: crate::goon::probe::args::ProbeArgs,
     /// WebSocket: after each TCP connect, upgrade to a WebSocket on this request path (starts
     /// with '/', e.g. /chat?room=1) and hold it; without HOST the built-in sink answers in
-    /// its ws mode.
+    /// its ws mode (it echoes data frames). With --message/--first-message, each message is
+    /// one binary frame and the schedule starts at the upgrade.
     #[arg(long = "ws", value_name = "PATH", value_parser = |s: &str| crate::goon::ws::parse_path(s))]
     pub(crate) ws: Option<String>,
     /// With --ws: an extra request header 'Name: value', repeatable (at most 64, 4096 bytes
