@@ -151,7 +151,8 @@ pub struct GoonArgs {
     pub(crate) probe: crate::goon::probe::args::ProbeArgs,
     /// WebSocket: after each TCP connect, upgrade to a WebSocket on this request path (starts
     /// with '/', e.g. /chat?room=1) and hold it; without HOST the built-in sink answers in
-    /// its ws mode.
+    /// its ws mode (it echoes data frames). With --message/--first-message, each message is
+    /// one binary frame and the schedule starts at the upgrade.
     #[arg(long = "ws", value_name = "PATH", value_parser = |s: &str| crate::goon::ws::parse_path(s))]
     pub(crate) ws: Option<String>,
     /// With --ws: an extra request header 'Name: value', repeatable (at most 64, 4096 bytes
@@ -367,13 +368,6 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
             a.header.len(),
             crate::ws::handshake::EXTRA_HEADERS_MAX
         )));
-    }
-    if traffic.is_some() && a.ws.is_some() {
-        return Err(usage(
-            "--message/--first-message: not with --ws yet (messages as WebSocket frames are not built; \
-             traffic runs over plain TCP and over --tls)"
-                .into(),
-        ));
     }
     let ws = a.ws.as_ref().map(|path| crate::goon::ws::WsConfig {
         path: path.clone(),

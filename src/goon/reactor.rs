@@ -479,8 +479,9 @@ impl GoonReactor {
     fn establish(&mut self, cx: &mut GCx, key: Key) {
         let Some(GoonEntry::Dial(d)) = cx.table.get_mut(key) else { return };
         d.established = true;
-        // With --tls the schedule starts once the handshake is done (`tls_ready`).
-        if let (Some(t), None) = (self.traffic.as_mut(), self.tls.as_ref()) {
+        // With --tls the schedule starts once the handshake is done (`tls_ready`); with --ws,
+        // once the upgrade is (`on_ws`).
+        if let (Some(t), None, None) = (self.traffic.as_mut(), self.tls.as_ref(), self.ws.as_ref()) {
             d.flow = Some(Box::new(t.flow(cx.now)));
         }
         let rtt = cx.now.saturating_duration_since(d.since);

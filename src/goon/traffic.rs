@@ -26,8 +26,10 @@
 //! timeout moves in whole milliseconds, so a per-reactor [`Clock`] (a timerfd) wakes the reactor
 //! at the heap's next deadline to the nanosecond.
 //!
-//! Every send and receive goes through [`Wire`], so a TLS session or a WebSocket (messages as
-//! frames) carries the same traffic as the plain TCP stream does.
+//! Every send goes through [`Wire`], so a TLS session or a WebSocket (messages as frames)
+//! carries the same traffic as the plain TCP stream does. Over a byte stream [`Traffic::step`]
+//! also receives through it; over a WebSocket the client's frame decoder hands the payload of
+//! the server's data frames to [`Traffic::on_bytes`] (the WebSocket's `recv` has nothing).
 
 use std::io::{self, Read, Write};
 use std::path::Path;

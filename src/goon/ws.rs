@@ -12,10 +12,28 @@ use serde_json::json;
 
 use crate::engine::Kind;
 
-use crate::ws::client::{ClientPlan, ClientStats};
+use crate::ws::client::{Client, ClientPlan, ClientStats};
 
 pub use crate::result::ws::{interval_json, json_value, report_lines, WsLatencies};
 use crate::ws::handshake::RequestTemplate;
+
+/// Traffic over `--ws`: a message is one masked binary data frame; a response is made of the
+/// payload bytes of the server's data frames, which [`Client::on_ready`] hands over as it
+/// decodes them (so `recv` has nothing: WouldBlock).
+pub struct WsWire<'a, S> {
+    pub client: &'a mut Client,
+    pub sock: &'a mut S,
+}
+
+impl<S: std::io::Write> crate::goon::traffic::Wire for WsWire<'_, S> {
+    fn send(&mut self, msg: &[u8]) -> std::io::Result<usize> {
+        self.client.send_message(self.sock, msg)
+    }
+
+    fn recv(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
 
 /// A connection's WebSocket timer: the upgrade deadline, then the next ping.
 pub const TIMER_WS: Kind = Kind::new(2);

@@ -3,6 +3,14 @@
 //! and dropped, the server's pings answered, our own pings timed, a close frame answered and
 //! the connection ended.
 //!
+//! With goon's traffic, each message goes out as one masked binary data frame
+//! ([`Client::send_message`]) and the payload bytes of the server's data frames (text or
+//! binary; a fragmented message's frames in order) are handed to the caller as they are
+//! decoded, for response matching. What the stream did not take of a frame waits in the
+//! connection's `out` buffer (allocated only while bytes wait): the rest of one data frame at
+//! most, plus up to [`OUT_MAX`] bytes of control frames; a message is refused (`WouldBlock`)
+//! while anything waits.
+//!
 //! Generic over any `Read + Write` stream that reports `WouldBlock` (a mio `TcpStream`, or a
 //! TLS stream over one), driven by the caller's readiness events and timer. Nothing is buffered
 //! per connection while it is held: reads land in the caller's scratch buffer and go through the
@@ -12,7 +20,7 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use super::frame::{self, Decoder, Event, CONTROL_FRAME_MAX, OP_CLOSE, OP_PING, OP_PONG};
+use super::frame::{self, Decoder, Event, CONTROL_FRAME_MAX, FIN, HEADER_MAX, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG};
 use super::handshake::{check_response, new_key, Refusal, RequestTemplate, Response, RESPONSE_HEAD_MAX};
 use crate::stats::Latency;
 
@@ -156,7 +164,13 @@ struct Open {
     ping: Option<(u32, Instant)>,
     seq: u32,
     out: Vec<u8>,
+    /// How many bytes at the start of `out` are the rest of a data frame (control frames
+    /// queue behind it, [`OUT_MAX`] bytes of them at most).
+    data: usize,
 }
+
+/// Bytes masked and written per step by [`Client::send_message`] (a stack buffer).
+const SEND_CHUNK: usize = 8 * 1024;
 
 enum Phase {
     Upgrading(Box<Upgrade>),
@@ -212,16 +226,18 @@ impl Client {
     }
 
     /// A readiness event (any): writes what is pending, reads what there is.
+    /// `on_data` gets the payload bytes of the server's data frames, in order.
     pub fn on_ready<S: Read + Write>(
         &mut self,
         s: &mut S,
         scratch: &mut [u8],
         now: Instant,
         st: &mut ClientStats,
+        on_data: &mut dyn FnMut(&[u8]),
     ) -> Step {
         match &mut self.0 {
-            Phase::Upgrading(_) => self.upgrade(s, scratch, now, st),
-            Phase::Open(_) => self.hold(s, scratch, now, st, READ_BUDGET),
+            Phase::Upgrading(_) => self.upgrade(s, scratch, now, st, on_data),
+            Phase::Open(_) => self.hold(s, scratch, now, st, READ_BUDGET, on_data),
             Phase::Done => Step::Close,
         }
     }
@@ -240,7 +256,7 @@ impl Client {
                 o.seq = o.seq.wrapping_add(1);
                 let mut f = [0u8; CONTROL_FRAME_MAX];
                 let n = frame::control(&mut f, OP_PING, &o.seq.to_be_bytes(), Some(frame::mask_key()));
-                match send(s, &mut o.out, &f[..n]) {
+                match o.send(s, &f[..n]) {
                     Ok(true) => {
                         st.counts.pings_sent += 1;
                         o.ping = Some((o.seq, now));
@@ -294,7 +310,14 @@ impl Client {
         Step::Close
     }
 
-    fn upgrade<S: Read + Write>(&mut self, s: &mut S, scratch: &mut [u8], now: Instant, st: &mut ClientStats) -> Step {
+    fn upgrade<S: Read + Write>(
+        &mut self,
+        s: &mut S,
+        scratch: &mut [u8],
+        now: Instant,
+        st: &mut ClientStats,
+        on_data: &mut dyn FnMut(&[u8]),
+    ) -> Step {
         let Phase::Upgrading(u) = &mut self.0 else { return Step::Idle };
         if !u.unsent.is_empty() {
             match write_some(s, &u.unsent) {
@@ -362,9 +385,10 @@ impl Client {
                         ping: None,
                         seq: 0,
                         out: Vec::new(),
+                        data: 0,
                     });
                     if !rest.is_empty() {
-                        if let Some(step) = self.frames(s, &mut rest, now, st) {
+                        if let Some(step) = self.frames(s, &mut rest, now, st, on_data) {
                             return step;
                         }
                     }
@@ -382,9 +406,10 @@ impl Client {
         now: Instant,
         st: &mut ClientStats,
         mut budget: usize,
+        on_data: &mut dyn FnMut(&[u8]),
     ) -> Step {
         if let Phase::Open(o) = &mut self.0 {
-            if flush(s, &mut o.out).is_err() {
+            if o.flush(s).is_err() {
                 return self.end(st);
             }
         }
@@ -396,7 +421,7 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.end(st),
             };
-            if let Some(step) = self.frames(s, &mut scratch[..n], now, st) {
+            if let Some(step) = self.frames(s, &mut scratch[..n], now, st, on_data) {
                 return step;
             }
             budget = budget.saturating_sub(n);
@@ -407,7 +432,14 @@ impl Client {
     }
 
     /// Decodes `data`; `Some` when the connection must end.
-    fn frames<S: Write>(&mut self, s: &mut S, data: &mut [u8], now: Instant, st: &mut ClientStats) -> Option<Step> {
+    fn frames<S: Write>(
+        &mut self,
+        s: &mut S,
+        data: &mut [u8],
+        now: Instant,
+        st: &mut ClientStats,
+        on_data: &mut dyn FnMut(&[u8]),
+    ) -> Option<Step> {
         let Phase::Open(o) = &mut self.0 else { return Some(Step::Close) };
         let mut ping_reply: Option<([u8; frame::CONTROL_MAX], usize)> = None;
         let mut close: Option<[u8; 2]> = None;
@@ -430,6 +462,7 @@ impl Client {
                     }
                 }
             }
+            Event::Data(b) => on_data(b),
             Event::Control { opcode: OP_CLOSE, payload } if close.is_none() => {
                 c.close_frames += 1;
                 close = Some(if payload.len() >= 2 { [payload[0], payload[1]] } else { 1000u16.to_be_bytes() });
@@ -443,24 +476,103 @@ impl Client {
             st.counts.protocol_errors += 1;
             let mut f = [0u8; CONTROL_FRAME_MAX];
             let n = frame::control(&mut f, OP_CLOSE, &1002u16.to_be_bytes(), Some(frame::mask_key()));
-            let _ = send(s, &mut o.out, &f[..n]);
+            let _ = o.send(s, &f[..n]);
             return Some(self.end(st));
         }
         let mut f = [0u8; CONTROL_FRAME_MAX];
         if let Some((b, len)) = ping_reply {
             let n = frame::control(&mut f, OP_PONG, &b[..len], Some(frame::mask_key()));
-            if send(s, &mut o.out, &f[..n]).is_err() {
+            if o.send(s, &f[..n]).is_err() {
                 return Some(self.end(st));
             }
         }
         if let Some(code) = close {
             let n = frame::control(&mut f, OP_CLOSE, &code, Some(frame::mask_key()));
-            let _ = send(s, &mut o.out, &f[..n]);
+            let _ = o.send(s, &f[..n]);
             return Some(self.end(st));
         }
         None
     }
+
+    /// Sends `msg` as one masked binary data frame; returns its length (the payload bytes),
+    /// or `WouldBlock` while earlier bytes still wait (nothing of `msg` is taken then). What
+    /// the stream does not take now waits in the connection's `out` buffer and goes on its
+    /// next readiness event. `NotConnected` before the upgrade or after the end.
+    pub fn send_message<S: Write>(&mut self, s: &mut S, msg: &[u8]) -> io::Result<usize> {
+        let Phase::Open(o) = &mut self.0 else { return Err(io::ErrorKind::NotConnected.into()) };
+        o.flush(s)?;
+        if !o.out.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let key = frame::mask_key();
+        let mut buf = [0u8; SEND_CHUNK];
+        let mut len = frame::header(&mut buf, FIN | OP_BINARY, msg.len() as u64, Some(key));
+        let mut at = 0;
+        loop {
+            let take = (msg.len() - at).min(SEND_CHUNK - len);
+            mask_into(&mut buf[len..len + take], &msg[at..at + take], key, at);
+            len += take;
+            at += take;
+            let n = write_some(s, &buf[..len])?;
+            if n < len {
+                // The stream is full: the rest of the frame waits, masked, in `out`.
+                o.out.reserve_exact(len - n + msg.len() - at);
+                o.out.extend_from_slice(&buf[n..len]);
+                let from = o.out.len();
+                o.out.resize(from + msg.len() - at, 0);
+                mask_into(&mut o.out[from..], &msg[at..], key, at);
+                o.data = o.out.len();
+                return Ok(msg.len());
+            }
+            if at == msg.len() {
+                return Ok(msg.len());
+            }
+            len = 0;
+        }
+    }
 }
+
+/// `src` masked with `key` into `dst` (same length); `phase` is `src`'s offset in the payload.
+fn mask_into(dst: &mut [u8], src: &[u8], key: [u8; 4], phase: usize) {
+    for (i, (d, b)) in dst.iter_mut().zip(src).enumerate() {
+        *d = b ^ key[(phase + i) & 3];
+    }
+}
+
+impl Open {
+    /// Sends a control `frame` after what waits; false when it was dropped for want of room
+    /// (more than [`OUT_MAX`] bytes of control frames waiting).
+    fn send<S: Write>(&mut self, s: &mut S, frame: &[u8]) -> io::Result<bool> {
+        self.flush(s)?;
+        if !self.out.is_empty() {
+            if self.out.len() - self.data + frame.len() > OUT_MAX {
+                return Ok(false);
+            }
+            self.out.extend_from_slice(frame);
+            return Ok(true);
+        }
+        let n = write_some(s, frame)?;
+        if n < frame.len() {
+            self.out.extend_from_slice(&frame[n..]);
+        }
+        Ok(true)
+    }
+
+    /// Writes what waits; the buffer's memory goes once it is empty.
+    fn flush<S: Write>(&mut self, s: &mut S) -> io::Result<()> {
+        if !self.out.is_empty() {
+            let n = write_some(s, &self.out)?;
+            self.out.drain(..n);
+            self.data = self.data.saturating_sub(n);
+            if self.out.is_empty() {
+                self.out = Vec::new();
+            }
+        }
+        Ok(())
+    }
+}
+
+const _: () = assert!(SEND_CHUNK > HEADER_MAX);
 
 #[derive(Clone, Copy, Debug)]
 enum Fail {
@@ -486,35 +598,6 @@ fn write_some<S: Write>(s: &mut S, b: &[u8]) -> io::Result<usize> {
         s.flush()?;
     }
     Ok(sent)
-}
-
-/// Sends `frame` after what is pending; false when it was dropped for want of room.
-fn send<S: Write>(s: &mut S, out: &mut Vec<u8>, frame: &[u8]) -> io::Result<bool> {
-    flush(s, out)?;
-    if !out.is_empty() {
-        if out.len() + frame.len() > OUT_MAX {
-            return Ok(false);
-        }
-        out.extend_from_slice(frame);
-        return Ok(true);
-    }
-    let n = write_some(s, frame)?;
-    if n < frame.len() {
-        out.extend_from_slice(&frame[n..]);
-    }
-    Ok(true)
-}
-
-/// Writes what is pending; the buffer's memory goes once it is empty.
-fn flush<S: Write>(s: &mut S, out: &mut Vec<u8>) -> io::Result<()> {
-    if !out.is_empty() {
-        let n = write_some(s, out)?;
-        out.drain(..n);
-        if out.is_empty() {
-            *out = Vec::new();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -576,18 +659,18 @@ mod tests {
         assert_eq!((step, st.counts.upgrading), (Step::Idle, 1));
         // The stream took 7 bytes at a time: the rest goes out on later events.
         s.take = usize::MAX;
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st), Step::Idle);
+        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Idle);
         assert!(s.output.ends_with(b"\r\n\r\n"));
         let key = key_of(&s.output);
         // The 101 in two pieces, with a server ping right behind it.
         let mut resp = crate::http::upgrade_response(&key);
         resp.extend_from_slice(&[0x89, 0x02, b'h', b'i']);
         s.input = resp[..10].to_vec();
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st), Step::Idle);
+        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Idle);
         s.input.extend_from_slice(&resp[10..]);
         s.output.clear();
         let t1 = t0 + Duration::from_millis(3);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t1, &mut st), Step::Upgraded);
+        assert_eq!(c.on_ready(&mut s, &mut scratch, t1, &mut st, &mut |_| {}), Step::Upgraded);
         assert_eq!((st.counts.upgrading, st.counts.upgraded, st.counts.upgraded_total), (0, 1, 1));
         assert_eq!(st.upgrade.count, 1);
         assert_eq!(st.upgrade.max_ns, 3_000_000);
@@ -619,7 +702,7 @@ mod tests {
         pong.extend_from_slice(&payload);
         s.input.extend_from_slice(&pong);
         s.input.extend_from_slice(&pong);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t1 + Duration::from_millis(2), &mut st), Step::Idle);
+        assert_eq!(c.on_ready(&mut s, &mut scratch, t1 + Duration::from_millis(2), &mut st, &mut |_| {}), Step::Idle);
         assert_eq!((st.counts.pongs, st.ping.count, st.ping.max_ns), (1, 1, 2_000_000));
         // A ping not answered before the next one is counted.
         c.on_timer(&mut s, t1, &mut st);
@@ -627,10 +710,141 @@ mod tests {
         assert_eq!((st.counts.pings_sent, st.counts.pings_unanswered), (3, 1));
         // A close frame: answered, the connection ends.
         s.input.extend_from_slice(&[0x88, 0x02, 0x03, 0xe8]);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t1, &mut st), Step::Close);
+        assert_eq!(c.on_ready(&mut s, &mut scratch, t1, &mut st, &mut |_| {}), Step::Close);
         assert_eq!((st.counts.upgraded, st.counts.close_frames), (0, 1));
         c.gone(&mut st);
         assert_eq!(st.counts.upgraded, 0, "counted once");
+    }
+
+    /// A client upgraded over `s` (which takes everything while upgrading).
+    fn upgraded(s: &mut Mem, st: &mut ClientStats) -> Client {
+        let t0 = Instant::now();
+        let mut scratch = vec![0u8; 4096];
+        let (mut c, _) = Client::start(s, &plan(None), t0, st);
+        s.input = crate::http::upgrade_response(&key_of(&s.output));
+        assert_eq!(c.on_ready(s, &mut scratch, t0, st, &mut |_| {}), Step::Upgraded);
+        s.output.clear();
+        c
+    }
+
+    /// Every client frame in `bytes`: (first header byte, unmasked payload).
+    fn client_frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut b = bytes.to_vec();
+        let mut out: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut d = Decoder::new(frame::From::Client);
+        d.feed(&mut b, &mut |e| match e {
+            Event::Start { first, .. } => out.push((first, Vec::new())),
+            Event::Data(p) => out.last_mut().unwrap().1.extend_from_slice(p),
+            Event::Control { opcode, payload } => out.push((FIN | opcode, payload.to_vec())),
+        })
+        .unwrap();
+        assert!(d.idle(), "whole frames only");
+        out
+    }
+
+    /// `Mem` that takes at most `left` bytes in all, then blocks.
+    struct Budget {
+        m: Mem,
+        left: usize,
+    }
+
+    impl Read for Budget {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.m.read(b)
+        }
+    }
+
+    impl Write for Budget {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = self.m.write(&b[..b.len().min(self.left)])?;
+            if n == 0 && !b.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_message_split_over_partial_writes_resumes() {
+        let mut m = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
+        let mut st = ClientStats::default();
+        let mut c = upgraded(&mut m, &mut st);
+        let mut s = Budget { m, left: 5_000 };
+        let mut scratch = vec![0u8; 4096];
+        let t = Instant::now();
+        // 20 000 bytes: more than one stack chunk. The stream takes 5 000 bytes, then nothing.
+        let msg: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(c.send_message(&mut s, &msg).unwrap(), msg.len(), "taken whole");
+        assert_eq!(s.m.output.len(), 5_000);
+        assert_eq!(c.send_message(&mut s, b"next").unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        // A ping meanwhile queues behind the frame (control frames never split a data frame).
+        assert_eq!(c.on_timer(&mut s, t, &mut st), Step::Idle);
+        assert_eq!(st.counts.pings_sent, 1);
+        let Phase::Open(o) = &c.0 else { panic!() };
+        assert!(o.out.len() < msg.len() + 64, "the rest of one frame and a ping wait: {}", o.out.len());
+        // The stream takes 7 bytes per write and 700 per event now: the waiting bytes go on
+        // readiness events.
+        s.m.take = 7;
+        for _ in 0..10_000 {
+            if matches!(&c.0, Phase::Open(o) if o.out.is_empty()) {
+                break;
+            }
+            s.left = 700;
+            assert_eq!(c.on_ready(&mut s, &mut scratch, t, &mut st, &mut |_| {}), Step::Idle);
+        }
+        let Phase::Open(o) = &c.0 else { panic!() };
+        assert_eq!((o.out.capacity(), o.data), (0, 0), "the buffer's memory goes once it is empty");
+        s.left = usize::MAX;
+        assert_eq!(c.send_message(&mut s, b"next").unwrap(), 4);
+        let frames = client_frames(&s.m.output);
+        assert_eq!(frames.len(), 3, "message, ping, message");
+        assert_eq!(frames[0], (FIN | OP_BINARY, msg));
+        assert_eq!(frames[1].0, FIN | OP_PING);
+        assert_eq!(frames[2], (FIN | OP_BINARY, b"next".to_vec()));
+    }
+
+    #[test]
+    fn a_response_split_over_frames_and_reads_is_matched() {
+        use crate::goon::traffic::{Payload, Traffic, TrafficPlan, Until};
+        let mut s = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
+        let mut st = ClientStats::default();
+        let mut c = upgraded(&mut s, &mut st);
+        let plan = TrafficPlan {
+            first_message: Some(Payload(b"hello".to_vec())),
+            message: None,
+            message_rate: None,
+            duration: Duration::from_secs(1),
+            expect_bytes: Some(5),
+            marker: None,
+            until: Until::Bytes(5),
+        };
+        let mut t = Traffic::new(std::sync::Arc::new(plan));
+        let t0 = Instant::now();
+        let mut flow = t.flow(t0);
+        let mut wire = crate::goon::ws::WsWire { client: &mut c, sock: &mut s };
+        t.pump(&mut flow, &mut wire, t0).unwrap();
+        assert_eq!((t.counts.sent, t.counts.bytes_up), (1, 5), "payload bytes up");
+        assert_eq!(client_frames(&s.output), vec![(FIN | OP_BINARY, b"hello".to_vec())]);
+        // The echo as a fragmented message: "he" (binary, no FIN), a ping between the
+        // fragments, "llo" (continuation, FIN); the bytes arrive 3 at a time.
+        let mut echo = vec![OP_BINARY, 2, b'h', b'e', FIN | OP_PING, 1, b'p', FIN, 3, b'l', b'l', b'o'];
+        let mut scratch = vec![0u8; 3];
+        let mut pieces = 0;
+        for chunk in echo.chunks_mut(3) {
+            s.input.extend_from_slice(chunk);
+            let step = c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |b| t.on_bytes(&mut flow, b, t0));
+            assert_eq!(step, Step::Idle);
+            pieces += 1;
+            if pieces < 4 {
+                assert_eq!(t.counts.responses, 0, "not complete before its last byte");
+            }
+        }
+        assert_eq!((t.counts.responses, t.counts.bytes_down, t.counts.unmatched), (1, 5, 0));
+        assert_eq!(st.counts.pings_received, 1, "the ping between fragments was answered");
     }
 
     #[test]
@@ -641,17 +855,17 @@ mod tests {
         let mut s = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
         s.input = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec();
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st), Step::Close);
+        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
         let mut s = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
         assert_eq!(c.on_timer(&mut s, t0, &mut st), Step::Close);
         c.gone(&mut st);
         let mut s = Mem { input: Vec::new(), at: 0, eof: true, output: Vec::new(), take: usize::MAX };
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st), Step::Close);
+        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
         let mut s = Mem { input: b"garbage\r\n\r\n".to_vec(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st), Step::Close);
+        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
         c.gone(&mut st);
         let k = st.counts;

@@ -468,13 +468,3 @@ fn traffic_runs_inside_tls_against_serve_tls_echo() {
         assert_eq!((bytes_in, bytes_out), (sent * 5, sent * 5), "the server counts plaintext bytes");
     });
 }
-
-#[test]
-fn traffic_with_ws_is_refused_naming_the_flags() {
-    with_timeout(T, || {
-        let (code, _out, err) = run(&["goon", "--ws", "/", "--first-message", "x", "-c", "1", "-y"], T);
-        assert_eq!(code, 1, "{err}");
-        assert!(err.contains("--message/--first-message: not with --ws"), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-    });
-}

@@ -1,5 +1,6 @@
 //! WebSocket: `goon --ws` against `serve --mode ws`, the built-in sink and small test servers
-//! that refuse, stall or close; `serve --mode ws` against a blocking client.
+//! that refuse, stall or close; `serve --mode ws` against a blocking client; message traffic
+//! as frames over ws and wss.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -416,5 +417,172 @@ fn wss_upgrades_inside_tls_against_serve_and_the_builtin_sink() {
         let (code, out, v) = goon_json("ws-to-tls", &["127.0.0.1", &port, "--ws", "/", "-c", "3", "-s", "0"]);
         assert_eq!(code, 2, "{out}");
         assert_eq!(n(&v["websocket"]["upgraded"]), 0, "{out}");
+    });
+}
+
+fn traffic_counts(v: &serde_json::Value) -> &serde_json::Value {
+    &v["traffic"]["counts"]
+}
+
+/// The 101 head `serve --mode ws` at `addr` answers with (its length is the same for every
+/// key): one upgrade by a blocking client, closed after.
+fn upgrade_head_len(addr: SocketAddr) -> u64 {
+    let mut s = raw(addr);
+    let req = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    read_head(&mut s).expect("a 101 head").len() as u64
+}
+
+/// `serve`'s final counters after SIGINT: (bytes out, data frames received).
+fn serve_ws_final(p: crate::util::Proc) -> (u64, u64) {
+    p.signal(2);
+    let (_, out, _) = p.finish(Duration::from_secs(20));
+    let num = |line: &str, k: &str| -> u64 {
+        line.split(k).nth(1).and_then(|r| r.split(',').next()).and_then(|x| x.trim().parse().ok()).unwrap()
+    };
+    let acc = out.lines().find(|l| l.starts_with("accepted") && l.contains("bytes out ")).expect("final line");
+    let ws = out.lines().find(|l| l.starts_with("websocket:")).expect("websocket line");
+    (num(acc, "bytes out "), num(ws, "frames "))
+}
+
+const WS_TRAFFIC: [&str; 10] =
+    ["--message", "ping\\n", "--message-rate", "20", "--duration", "1s", "--expect-bytes", "5", "--hold", "500ms"];
+
+/// Each message is one data frame, every one is echoed and matched; bytes up and down are
+/// payload bytes; the server saw as many data frames, and sent back the 101 heads and the
+/// echoed frames (2-byte headers, unmasked) and nothing else.
+#[test]
+fn ws_traffic_against_serve_ws_answers_every_message_as_frames() {
+    with_timeout(T, || {
+        let (srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--mode", "ws"]);
+        let head = upgrade_head_len(addr);
+        let port = addr.port().to_string();
+        let mut args = vec!["127.0.0.1", &port, "--ws", "/", "-c", "5", "-s", "0"];
+        args.extend_from_slice(&WS_TRAFFIC);
+        let (code, out, v) = goon_json("ws-traffic", &args);
+        assert_eq!(code, 0, "{out}");
+        let c = traffic_counts(&v);
+        let sent = n(&c["sent"]);
+        assert!(sent >= 5 * 20, "at least a second of 20/s on 5 connections: {c}");
+        assert_eq!(n(&c["responses"]), sent, "every message answered: {c}");
+        assert_eq!((n(&c["bytes_up"]), n(&c["bytes_down"])), (sent * 5, sent * 5), "payload bytes: {c}");
+        assert_eq!((n(&c["unanswered"]), n(&c["unmatched"]), n(&c["flows"])), (0, 0, 5), "{c}");
+        assert_eq!(n(&v["traffic"]["response_time"]["count"]), sent, "one latency per response");
+        assert!(out.contains("WebSocket /: 5 upgraded, 0 failed, 5 open on closure"), "{out}");
+        let (bytes_out, frames) = serve_ws_final(srv);
+        assert_eq!(frames, sent, "one data frame per message");
+        assert_eq!(bytes_out, 6 * head + sent * (2 + 5), "101 heads (5 + the probe) and the echoed frames");
+    });
+}
+
+/// A first message and messages ended by a marker, over ws; the marker is found in the
+/// payload of the echoed frames.
+#[test]
+fn ws_traffic_with_a_marker_and_a_first_message() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--mode", "ws"]);
+        let port = addr.port().to_string();
+        let args = [
+            "127.0.0.1",
+            &port,
+            "--ws",
+            "/",
+            "-c",
+            "3",
+            "-s",
+            "0",
+            "--first-message",
+            "abc\\r\\n",
+            "--message",
+            "hello world\\r\\n",
+            "--message-rate",
+            "10",
+            "--duration",
+            "1s",
+            "--marker",
+            "\\r\\n",
+            "--hold",
+            "500ms",
+        ];
+        let (code, out, v) = goon_json("ws-marker", &args);
+        assert_eq!(code, 0, "{out}");
+        let c = traffic_counts(&v);
+        let (sent, first) = (n(&c["sent"]), n(&c["first_sent"]));
+        assert_eq!((first, n(&c["first_responses"])), (3, 3), "{c}");
+        assert!(sent > 3 * 10, "{c}");
+        assert_eq!(n(&c["responses"]), sent, "one marker per message: {c}");
+        assert_eq!(n(&c["bytes_up"]), first * 5 + (sent - first) * 13, "{c}");
+        assert_eq!((n(&c["bytes_down"]), n(&c["unmatched"])), (n(&c["bytes_up"]), 0), "{c}");
+    });
+}
+
+/// wss: traffic inside the TLS session's WebSocket, against `serve --tls --mode ws` and
+/// against the built-in sink (no host: it is in ws mode and echoes).
+#[test]
+fn ws_traffic_over_wss_and_against_the_builtin_sink() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--tls", "--mode", "ws"]);
+        let port = addr.port().to_string();
+        let mut args = vec!["127.0.0.1", &port, "--tls", "--insecure", "--ws", "/", "-c", "4", "-s", "0"];
+        args.extend_from_slice(&WS_TRAFFIC);
+        let (code, out, v) = goon_json("wss-traffic", &args);
+        assert_eq!(code, 0, "{out}");
+        let c = traffic_counts(&v);
+        let sent = n(&c["sent"]);
+        assert!(sent >= 4 * 20, "{c}");
+        assert_eq!((n(&c["responses"]), n(&c["unanswered"]), n(&c["flows"])), (sent, 0, 4), "{c}");
+        assert_eq!((n(&c["bytes_up"]), n(&c["bytes_down"])), (sent * 5, sent * 5), "{c}");
+        assert_eq!((n(&v["tls"]["handshakes"]["done"]), n(&v["websocket"]["upgraded"])), (4, 4), "{out}");
+        for extra in [&[][..], &["--tls"][..]] {
+            let mut args: Vec<&str> = extra.to_vec();
+            args.extend_from_slice(&["--ws", "/", "-c", "4", "-s", "0", "--ws-ping", "100ms"]);
+            args.extend_from_slice(&WS_TRAFFIC);
+            let (code, out, v) = goon_json("ws-traffic-builtin", &args);
+            assert_eq!(code, 0, "{extra:?}: {out}");
+            assert!(out.contains("(mode ws"), "{out}");
+            let c = traffic_counts(&v);
+            let sent = n(&c["sent"]);
+            assert!(sent >= 4 * 20, "{extra:?}: {c}");
+            assert_eq!((n(&c["responses"]), n(&c["bytes_down"])), (sent, sent * 5), "{extra:?}: {c}");
+            assert!(n(&v["websocket"]["pongs"]) > 0, "pings work alongside traffic: {out}");
+        }
+    });
+}
+
+/// `serve --mode ws_discard` drops every data frame: nothing is answered, the outstanding
+/// bound holds, and the run still ends with the messages counted unanswered.
+#[test]
+fn ws_traffic_against_ws_discard_is_unanswered_and_the_run_ends() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--mode", "ws_discard"]);
+        let port = addr.port().to_string();
+        let args = [
+            "127.0.0.1",
+            &port,
+            "--ws",
+            "/",
+            "-c",
+            "3",
+            "-s",
+            "0",
+            "--message",
+            "q",
+            "--message-rate",
+            "400",
+            "--duration",
+            "1s",
+            "--expect-bytes",
+            "1",
+        ];
+        let started = std::time::Instant::now();
+        let (code, out, v) = goon_json("ws-discard", &args);
+        assert!(started.elapsed() < Duration::from_secs(30), "no hang");
+        assert_eq!(code, 0, "{out}");
+        let c = traffic_counts(&v);
+        assert_eq!((n(&c["responses"]), n(&c["bytes_down"])), (0, 0), "{c}");
+        assert_eq!(n(&c["sent"]), 3 * 128, "the outstanding bound per connection: {c}");
+        assert_eq!(n(&c["unanswered"]), 3 * 128, "{c}");
+        assert!(n(&c["behind"]) > 0 && n(&c["behind"]) == n(&c["unsent"]), "{c}");
     });
 }

@@ -4,12 +4,18 @@
 
 use std::time::Instant;
 
+use super::super::ws::WsWire;
+
 use super::*;
 
 impl GoonReactor {
     /// An established connection with traffic: read and match responses, send what is due,
-    /// arm its message timer.
+    /// arm its message timer. With `--ws` the WebSocket reads ([`Self::on_ws`]); a timer
+    /// only sends.
     pub(super) fn on_traffic(&mut self, cx: &mut GCx, key: Key, read: bool) {
+        if self.ws.is_some() {
+            return self.ws_pump(cx, key);
+        }
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.traffic.as_mut(), cx.table.get_mut(key)) else { return };
         let Some(flow) = d.flow.as_deref_mut() else { return };
         let step = t.step(flow, &mut d.sock, &mut self.scratch, cx.now, read);
@@ -23,6 +29,30 @@ impl GoonReactor {
         }
         if let Some(t) = self.traffic.as_mut() {
             t.sync(cx.timers);
+        }
+    }
+
+    /// `--ws` with traffic: sends the messages that are due as data frames on an upgraded
+    /// connection and arms its message timer.
+    fn ws_pump(&mut self, cx: &mut GCx, key: Key) {
+        let (Some(t), Some(GoonEntry::Dial(d))) = (self.traffic.as_mut(), cx.table.get_mut(key)) else { return };
+        let Dial { sock, ws: Some(c), flow: Some(flow), .. } = d else { return };
+        if !c.is_open() {
+            return;
+        }
+        let mut wire = WsWire { client: c, sock };
+        let r = t.pump(flow, &mut wire, Instant::now().max(cx.now));
+        t.sync(cx.timers);
+        match r {
+            Ok((arm, more)) => {
+                if let Some(at) = arm {
+                    cx.timers.arm(key, TIMER_MSG, at);
+                }
+                if more {
+                    cx.defer(key);
+                }
+            }
+            Err(_) => self.close_established(cx, key),
         }
     }
 
@@ -40,11 +70,20 @@ impl GoonReactor {
         }
     }
 
-    /// `--ws`: an event on an established connection.
+    /// `--ws`: an event on an established connection. With traffic, the payload of the
+    /// server's data frames goes to response matching, the schedule starts at the upgrade
+    /// (slot 0 is its instant) and what is due is sent.
     pub(super) fn on_ws(&mut self, cx: &mut GCx, key: Key) {
         let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
-        let Some(c) = d.ws.as_mut() else { return };
-        match c.on_ready(&mut d.sock, &mut self.scratch, Instant::now(), &mut w.stats) {
+        let Dial { sock, ws: Some(c), flow, .. } = d else { return };
+        let traffic = &mut self.traffic;
+        let now = Instant::now();
+        let mut on_data = |b: &[u8]| {
+            if let (Some(t), Some(f)) = (traffic.as_mut(), flow.as_deref_mut()) {
+                t.on_bytes(f, b, now);
+            }
+        };
+        match c.on_ready(sock, &mut self.scratch, now, &mut w.stats, &mut on_data) {
             Step::Idle => {}
             Step::More => cx.defer(key),
             Step::Upgraded => {
@@ -52,9 +91,15 @@ impl GoonReactor {
                     Some(p) => cx.timers.arm(key, TIMER_WS, cx.now + p),
                     None => cx.timers.cancel(key, TIMER_WS),
                 }
+                if let Some(t) = self.traffic.as_mut() {
+                    *flow = Some(Box::new(t.flow(Instant::now())));
+                }
                 cx.defer(key);
             }
-            Step::Close => self.close_established(cx, key),
+            Step::Close => return self.close_established(cx, key),
+        }
+        if self.traffic.is_some() {
+            self.ws_pump(cx, key);
         }
     }
 
@@ -98,8 +143,8 @@ impl GoonReactor {
             TlsStep::Ready => {
                 d.handshaking = false;
                 cx.timers.cancel(key, TIMER_TLS);
-                // Traffic over TLS: slot 0 is the handshake's end.
-                if let Some(t) = self.traffic.as_mut() {
+                // Traffic over TLS: slot 0 is the handshake's end (with --ws, the upgrade's).
+                if let (Some(t), None) = (self.traffic.as_mut(), self.ws.as_ref()) {
                     d.flow = Some(Box::new(t.flow(Instant::now())));
                 }
                 // wss: the upgrade goes out inside the session.

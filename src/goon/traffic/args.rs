@@ -8,7 +8,8 @@ use super::*;
 pub struct TrafficArgs {
     /// Traffic: send this after connect, repeatedly at --message-rate (needs --duration). TEXT
     /// takes the escapes \n \r \t \\ \0 \xHH; @FILE sends a regular file's bytes as they
-    /// are (at most 1 MiB; a text starting with @ is written \x40...).
+    /// are (at most 1 MiB; a text starting with @ is written \x40...). With --ws each message
+    /// is one binary data frame, and responses are the payload of the server's data frames.
     #[arg(long, value_name = "TEXT|@FILE", allow_hyphen_values = true, value_parser = parse_message)]
     pub(crate) message: Option<Payload>,
     /// Traffic: send this once on each connection as soon as it is established (before the
