@@ -314,16 +314,19 @@ impl Traffic {
         self.sync(timers);
     }
 
-    /// Arms the clock at the reactor's next timer deadline, when that moved.
+    /// Arms the clock at the reactor's next timer deadline when that is earlier than the one
+    /// it is armed for (or it is not armed). A later next deadline leaves it as it is: it fires
+    /// first, finds nothing due and is armed again then. Each `timerfd_settime` is a system
+    /// call, and re-arming after every message cost more than a third of goon's CPU at 10,000
+    /// messages/s.
     pub fn sync(&mut self, timers: &Timers) {
         let Some(c) = self.clock.as_mut() else { return };
-        let next = timers.next_deadline();
-        if next == c.at {
+        let Some(next) = timers.next_deadline() else { return };
+        if c.at.is_some_and(|armed| armed <= next) {
             return;
         }
-        let after = next.map(|at| at.saturating_duration_since(Instant::now()));
-        if c.fd.set(after).is_ok() {
-            c.at = next;
+        if c.fd.set(Some(next.saturating_duration_since(Instant::now()))).is_ok() {
+            c.at = Some(next);
         }
     }
 
