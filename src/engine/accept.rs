@@ -88,7 +88,7 @@ impl Admission {
     }
 
     /// A slot of this admission and of its parent, or `None` when either is at its cap.
-    pub fn try_admit(self: &Arc<Self>) -> Option<Slot> {
+    pub fn try_admit(self: &Arc<Self>) -> Option<Reservation> {
         if !self.take() {
             return None;
         }
@@ -98,7 +98,7 @@ impl Admission {
                 return None;
             }
         }
-        Some(Slot { gate: self.clone(), held: false })
+        Some(Reservation { gate: Some(self.clone()) })
     }
 
     /// Reactor `id` found no slot: the next release wakes it.
@@ -138,32 +138,49 @@ impl Admission {
     }
 }
 
-/// One admitted connection's place under its [`Admission`]'s cap; dropping it frees the place
-/// (and the parent's), waking reactors that wait for one.
-pub struct Slot {
-    gate: Arc<Admission>,
-    /// Counted in the admission's `held` (and its peak).
-    held: bool,
+/// A place taken under an [`Admission`]'s cap (and its parent's) before the accept that may
+/// fill it; dropped unused (the accept found nothing), it gives the place back.
+pub struct Reservation {
+    /// `None` once [`Reservation::hold`] moved it into a [`Slot`].
+    gate: Option<Arc<Admission>>,
 }
 
-impl Slot {
-    /// The slot now holds an accepted connection: count it towards [`Admission::peak`].
-    fn hold(&mut self) {
-        if !self.held {
-            self.held = true;
-            let n = self.gate.held.fetch_add(1, SeqCst) + 1;
-            self.gate.peak.fetch_max(n, SeqCst);
+impl Reservation {
+    /// The place now holds an accepted connection: counted towards [`Admission::peak`].
+    pub fn hold(mut self) -> Slot {
+        let gate = self.gate.take().expect("a reservation is held once");
+        let n = gate.held.fetch_add(1, SeqCst) + 1;
+        gate.peak.fetch_max(n, SeqCst);
+        Slot { gate }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(g) = self.gate.take() {
+            g.release();
         }
     }
 }
 
+/// One admitted connection's place under its [`Admission`]'s cap, 8 bytes (every connection
+/// holds one); dropping it frees the place (and the parent's), waking reactors that wait.
+pub struct Slot {
+    gate: Arc<Admission>,
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.held {
-            self.gate.held.fetch_sub(1, SeqCst);
-        }
-        self.gate.give();
-        if let Some(p) = &self.gate.parent {
+        self.gate.held.fetch_sub(1, SeqCst);
+        self.gate.release();
+    }
+}
+
+impl Admission {
+    /// Gives a place back to this admission and its parent.
+    fn release(&self) {
+        self.give();
+        if let Some(p) = &self.parent {
             p.give();
         }
     }
@@ -272,7 +289,7 @@ impl Acceptor {
                 self.wake(cx);
                 return None;
             }
-            let mut slot = match self.gate.try_admit() {
+            let slot = match self.gate.try_admit() {
                 Some(s) => s,
                 None => {
                     // At the limit: ask to be woken, then look once more (a release may have
@@ -294,8 +311,7 @@ impl Acceptor {
             match accepted {
                 Ok((sock, peer)) => {
                     *taken += 1;
-                    slot.hold();
-                    return Some((sock, peer, slot));
+                    return Some((sock, peer, slot.hold()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.ready = false;
