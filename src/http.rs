@@ -17,8 +17,10 @@ use tungstenite::handshake::derive_accept_key;
 pub const HEAD_LIMIT: usize = 8 * 1024;
 /// Default deadline for a whole request head, counted from the accept.
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
-/// Most headers a head may have; more is [`HeadError::TooManyHeaders`].
-pub const MAX_HEADERS: usize = 32;
+/// Most headers a head may have; more is [`HeadError::TooManyHeaders`]. goon's upgrade
+/// request (its own five headers and up to 64 `--header`) fits; the head's byte limit bounds
+/// it anyway.
+pub const MAX_HEADERS: usize = 100;
 
 /// A complete request head; every field borrows the bytes it was parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -231,6 +231,14 @@ impl Admin {
             return; // not due yet (the timer is re-armed with each phase's deadline)
         }
         if let Phase::Head(_) = c.phase {
+            // Bytes the client sent and we did not read would turn our close into a reset, which
+            // can destroy the 408 before the client reads it: drain them first (bounded).
+            let mut sink = [0u8; 512];
+            for _ in 0..16 {
+                if !matches!(c.sock.read(&mut sink), Ok(n) if n > 0) {
+                    break;
+                }
+            }
             // One non-blocking attempt: the socket's buffer is empty, so it fits.
             let _ = c.sock.write(&response(408, "request timeout\n"));
         }

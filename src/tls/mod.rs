@@ -262,9 +262,14 @@ pub fn server_config_and_chain(cert: &ServerCert) -> Result<(Arc<ServerConfig>, 
         .with_no_client_auth()
         .with_single_cert(chain.clone(), key)
         .map_err(|e| match cert {
-            ServerCert::Files { cert, key } => {
-                format!("--cert {} / --key {}: {e}", cert.display(), key.display())
-            }
+            ServerCert::Files { cert, key } => match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "--cert {} / --key {}: the private key does not belong to the certificate",
+                    cert.display(),
+                    key.display()
+                ),
+                e => format!("--cert {} / --key {}: {e}", cert.display(), key.display()),
+            },
             ServerCert::SelfSigned(_) => format!("--tls: {e}"),
         })?;
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("--tls: session tickets: {e}"))?;

@@ -214,7 +214,9 @@ fn read_some<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> io::Result
                     Some(key) => (http::upgrade_response(key), Some(data[h.consumed..].to_vec())),
                     None => (refusal(400, "not a WebSocket upgrade request\n"), None),
                 },
-                Parse::Error(HeadError::TooLarge) => (refusal(431, "request head too large\n"), None),
+                Parse::Error(HeadError::TooLarge | HeadError::TooManyHeaders) => {
+                    (refusal(431, "request head too large\n"), None)
+                }
                 Parse::Error(_) => (refusal(400, "malformed request head\n"), None),
             };
             let ring = ring_for(io.ring, io.rings)?;

@@ -586,3 +586,20 @@ fn ws_traffic_against_ws_discard_is_unanswered_and_the_run_ends() {
         assert!(n(&c["behind"]) > 0 && n(&c["behind"]) == n(&c["unsent"]), "{c}");
     });
 }
+
+/// goon's most extra headers (64, beside its own five) pass `serve --mode ws`'s head parser.
+#[test]
+fn the_most_extra_headers_goon_sends_are_accepted_by_serve_ws() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--mode", "ws"]);
+        let port = addr.port().to_string();
+        let headers: Vec<String> = (0..64).map(|i| format!("X-H{i}: v")).collect();
+        let mut args: Vec<&str> = vec!["127.0.0.1", &port, "--ws", "/", "-c", "1"];
+        for h in &headers {
+            args.extend_from_slice(&["--header", h]);
+        }
+        let (code, out, v) = goon_json("many-headers", &args);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(n(&v["websocket"]["upgraded"]), 1, "{out}");
+    });
+}

@@ -31,7 +31,8 @@ pub struct ProbeArgs {
     /// then send a probe on each and classify it: alive (answered or acknowledged by the peer's
     /// TCP), reset (RST), closed (FIN) or dropped silently (never acknowledged within
     /// --probe-deadline); prints per-group counts and a verdict. --connections are split over
-    /// the groups (or see --probe-group). Without HOST PORT the built-in sink echoes.
+    /// the groups (or see --probe-group). Without HOST PORT the built-in sink echoes. Not with
+    /// --hold, --tls, --ws, --message or --first-message.
     #[arg(long = "probe-idle", value_name = "LIST", value_parser = parse_idle_list, conflicts_with_all = ["hold", "tls", "ws", "message", "first_message"])]
     pub(crate) probe_idle: Option<IdleList>,
     /// Connections per --probe-idle group, 1..=1048576 (replaces --connections: N × groups in all).
