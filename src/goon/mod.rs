@@ -8,6 +8,7 @@
 //! waits (interruptibly) after everything is set up, so dialing starts at that instant.
 
 pub(crate) mod args;
+pub mod pace;
 pub mod preflight;
 pub mod probe;
 pub mod reactor;

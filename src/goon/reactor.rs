@@ -33,16 +33,13 @@ use super::traffic::{self, Flow, Traffic, TrafficCounts, TrafficPlan, TIMER_MSG}
 
 mod layers;
 
-/// Dials started per loop turn at most.
-pub const CONNECT_BATCH: usize = 128;
+pub use super::pace::{Pace, CONNECT_BATCH};
+use super::pace::{Pacer, TIMER_PACE};
+
 /// Bytes read (and dropped) from one connection per wake-up.
 pub const READ_BUDGET: usize = 64 * 1024;
-/// Pause after a dial failed for want of ports or descriptors.
-pub const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 /// A dial's connect deadline.
 const TIMER_DIAL: Kind = Kind::new(0);
-/// The pacing clock's next due dial (or the end of a back-off).
-const TIMER_PACE: Kind = Kind::new(0);
 
 /// Established connections across every reactor right now, and the most there ever were at
 /// once. Updated at each transition, so the peak is exact, not a sample of the coordinator's
@@ -149,14 +146,6 @@ pub enum GoonCmd {
     EndTraffic(Instant),
 }
 
-#[derive(Clone, Copy, Debug)]
-pub enum Pace {
-    /// As fast as the loop allows.
-    Burst,
-    /// Dial k is due at `t0 + offset + k·period`.
-    Every { offset: Duration, period: Duration },
-}
-
 pub struct Dial {
     /// Plain TCP, or TLS over it once `--tls` began its handshake: reads give plaintext.
     sock: Stream,
@@ -213,8 +202,7 @@ type GCx<'a> = Cx<'a, GoonEntry>;
 pub struct GoonReactor {
     target: SocketAddr,
     share: u64,
-    pace: Pace,
-    start: Option<Instant>,
+    pacer: Pacer,
     dial_timeout: Duration,
     opts: DialOpts,
     sources: Vec<IpAddr>,
@@ -222,9 +210,6 @@ pub struct GoonReactor {
     counts: Counts,
     connect: Latency,
     fail: Latency,
-    backoff_until: Option<Instant>,
-    /// The pacing clock (allocated at start).
-    clock: Option<Handle>,
     tx: Sender<Update>,
     dial_done_sent: bool,
     /// Counts frozen at `Stop`; events after it are no longer counted.
@@ -262,8 +247,7 @@ impl GoonReactor {
         GoonReactor {
             target: plan.target,
             share: plan.share,
-            pace: plan.pace,
-            start: None,
+            pacer: Pacer::new(plan.pace),
             dial_timeout: plan.dial_timeout,
             opts: plan.opts,
             next_source: plan.source_offset,
@@ -271,8 +255,6 @@ impl GoonReactor {
             counts: Counts::default(),
             connect: Latency::new(),
             fail: Latency::new(),
-            backoff_until: None,
-            clock: None,
             tx,
             dial_done_sent: false,
             stopping: false,
@@ -286,52 +268,21 @@ impl GoonReactor {
         }
     }
 
-    fn due(&self, k: u64) -> Option<Instant> {
-        match self.pace {
-            Pace::Burst => None,
-            Pace::Every { offset, period } => Some(self.start? + offset + period.mul_f64(k as f64)),
-        }
-    }
-
     /// Starts the dials that are due, at most `CONNECT_BATCH`.
     fn dial_some(&mut self, cx: &mut GCx) {
         if self.stopping {
             return;
         }
-        self.start.get_or_insert(cx.now);
-        if let Some(until) = self.backoff_until {
-            if cx.now < until {
-                self.arm_pace(cx, until);
-                return;
-            }
-            self.backoff_until = None;
-        }
         for _ in 0..CONNECT_BATCH {
-            if self.counts.dialed >= self.share {
+            if !self.pacer.ready(cx, self.counts.dialed, self.share) {
                 return;
-            }
-            if let Some(due) = self.due(self.counts.dialed) {
-                if due > cx.now {
-                    self.arm_pace(cx, due);
-                    return;
-                }
             }
             if !self.dial_one(cx) {
-                let until = cx.now + EXHAUSTION_BACKOFF;
-                self.backoff_until = Some(until);
-                self.arm_pace(cx, until);
+                self.pacer.back_off(cx);
                 return;
             }
         }
-        if let (true, Some(p)) = (self.counts.dialed < self.share, self.clock) {
-            cx.defer_handle(p);
-        }
-    }
-
-    fn arm_pace(&mut self, cx: &mut GCx, at: Instant) {
-        if let Some(p) = self.clock {
-            cx.timers.arm_earlier(p, TIMER_PACE, at);
-        }
+        self.pacer.batch_done(cx, self.counts.dialed < self.share);
     }
 
     /// Starts one dial; false when the failure means "back off" (no ports, no fds).
@@ -575,14 +526,14 @@ impl Handler for GoonReactor {
         let share = self.share as usize;
         let sink = self.sink.as_ref().map_or(0, Sink::cap);
         cx.table.set_capacity(share.max(1) + sink, share);
-        self.clock = Some(cx.handle()?);
+        let clock = cx.handle()?;
+        self.pacer.start(cx.now, clock);
         if let Some(sink) = self.sink.as_mut() {
             sink.register(cx)?;
         }
         if let Some(t) = self.traffic.as_mut() {
             t.start(cx)?;
         }
-        self.start = Some(cx.now);
         self.dial_some(cx);
         Ok(())
     }
@@ -608,7 +559,7 @@ impl Handler for GoonReactor {
         if self.stopping {
             return;
         }
-        if Some(h) == self.clock {
+        if self.pacer.owns(h) {
             self.dial_some(cx);
         } else if let Some(t) = self.traffic.as_mut().filter(|t| t.owns(h)) {
             t.on_clock(cx.timers);
@@ -651,7 +602,7 @@ impl Handler for GoonReactor {
         if self.stopping {
             return;
         }
-        if Some(h) == self.clock {
+        if self.pacer.owns(h) {
             if kind == TIMER_PACE {
                 self.dial_some(cx);
             }

@@ -28,7 +28,8 @@ use mio::net::TcpStream;
 
 use crate::engine::coordinator::Snapshot;
 use crate::engine::{Cx, Entry, Handle, Handler, Key, Kind, Ready, Refused};
-use crate::goon::reactor::{Concurrency, Counts, GoonCmd, Pace, CONNECT_BATCH, EXHAUSTION_BACKOFF, READ_BUDGET};
+use crate::goon::pace::{Pace, Pacer, CONNECT_BATCH, TIMER_PACE};
+use crate::goon::reactor::{Concurrency, Counts, GoonCmd, READ_BUDGET};
 use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::tcp_info::{outq, tcp_info};
 use crate::net::Cause;
@@ -39,8 +40,6 @@ use crate::target::{Sink, SinkConn, SinkHost};
 const TIMER_DIAL: Kind = Kind::new(0);
 const TIMER_IDLE: Kind = Kind::new(1);
 const TIMER_CHECK: Kind = Kind::new(2);
-/// The pacing clock's handle timer.
-const TIMER_PACE: Kind = Kind::new(0);
 /// First acknowledgement check after the probe, and the longest gap between two.
 pub const CHECK_FIRST: Duration = Duration::from_millis(5);
 pub const CHECK_MAX: Duration = Duration::from_millis(250);
@@ -150,14 +149,12 @@ pub struct ProbeReactor {
     order: Vec<u8>,
     share: u64,
     next_source: usize,
-    start: Option<Instant>,
+    pacer: Pacer,
     snap: Snap,
     /// Connections idle or probing now.
     open_unclassified: u64,
     connect: Latency,
     fail: Latency,
-    backoff_until: Option<Instant>,
-    clock: Option<Handle>,
     tx: Sender<ProbeUpdate>,
     done_sent: bool,
     stopping: bool,
@@ -178,13 +175,11 @@ impl ProbeReactor {
             share: order.len() as u64,
             order,
             next_source: plan.source_offset,
-            start: None,
+            pacer: Pacer::new(plan.pace),
             snap: Snap { counts: Counts::default(), groups },
             open_unclassified: 0,
             connect: Latency::new(),
             fail: Latency::new(),
-            backoff_until: None,
-            clock: None,
             tx,
             done_sent: false,
             stopping: false,
@@ -203,53 +198,22 @@ impl ProbeReactor {
         self.dial_done() && self.open_unclassified == 0
     }
 
-    fn due(&self, k: u64) -> Option<Instant> {
-        match self.plan.pace {
-            Pace::Burst => None,
-            Pace::Every { offset, period } => Some(self.start? + offset + period.mul_f64(k as f64)),
-        }
-    }
-
-    fn arm_pace(&mut self, cx: &mut PCx, at: Instant) {
-        if let Some(p) = self.clock {
-            cx.timers.arm_earlier(p, TIMER_PACE, at);
-        }
-    }
-
     fn dial_some(&mut self, cx: &mut PCx) {
         if self.stopping {
             return;
         }
-        if let Some(until) = self.backoff_until {
-            if cx.now < until {
-                self.arm_pace(cx, until);
-                return;
-            }
-            self.backoff_until = None;
-        }
         for _ in 0..CONNECT_BATCH {
-            if self.snap.counts.dialed >= self.share {
+            if !self.pacer.ready(cx, self.snap.counts.dialed, self.share) {
                 return;
-            }
-            if let Some(due) = self.due(self.snap.counts.dialed) {
-                if due > cx.now {
-                    self.arm_pace(cx, due);
-                    return;
-                }
             }
             if !self.dial_one(cx) {
-                let until = cx.now + EXHAUSTION_BACKOFF;
-                self.backoff_until = Some(until);
-                self.arm_pace(cx, until);
+                self.pacer.back_off(cx);
                 return;
             }
         }
-        if let (true, Some(p)) = (self.snap.counts.dialed < self.share, self.clock) {
-            cx.defer_handle(p);
-        }
+        self.pacer.batch_done(cx, self.snap.counts.dialed < self.share);
     }
 
-    /// One dial; false when its failure means "back off" (no ports, no descriptors).
     fn dial_one(&mut self, cx: &mut PCx) -> bool {
         let group = usize::from(self.order[self.snap.counts.dialed as usize]);
         let source = (!self.plan.sources.is_empty()).then(|| {
@@ -518,11 +482,11 @@ impl Handler for ProbeReactor {
         let share = self.share as usize;
         let sink = self.sink.as_ref().map_or(0, Sink::cap);
         cx.table.set_capacity(share.max(1) + sink, share);
-        self.clock = Some(cx.handle()?);
+        let clock = cx.handle()?;
+        self.pacer.start(cx.now, clock);
         if let Some(sink) = self.sink.as_mut() {
             sink.register(cx)?;
         }
-        self.start = Some(cx.now);
         self.dial_some(cx);
         Ok(())
     }
@@ -548,7 +512,7 @@ impl Handler for ProbeReactor {
         if self.stopping {
             return;
         }
-        if Some(h) == self.clock {
+        if self.pacer.owns(h) {
             self.dial_some(cx);
         } else if let Some(sink) = self.sink.as_mut().filter(|s| s.owns(h)) {
             sink.on_handle(cx, ready);
@@ -578,7 +542,7 @@ impl Handler for ProbeReactor {
         if self.stopping {
             return;
         }
-        if Some(h) == self.clock {
+        if self.pacer.owns(h) {
             if kind == TIMER_PACE {
                 self.dial_some(cx);
             }
