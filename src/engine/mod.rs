@@ -2,7 +2,7 @@
 //!
 //! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`], [`Handle`]),
 //! `table` (the generation-tagged connection table and its tokens), `timer` (timers keyed by
-//! owner and kind), `readiness` (userspace readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
+//! owner and kind), `stamp` (8-byte instants for per-connection state), `readiness` (userspace readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
 //! and [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]), `pool` (the bounded per-reactor
 //! [`pool::BufPool`] of rings and pipes every role borrows buffers from) and `affinity` (reactor
 //! placement on CPUs).
@@ -45,6 +45,7 @@ pub(crate) mod buf;
 pub(crate) mod coordinator;
 pub(crate) mod pool;
 pub mod readiness;
+pub(crate) mod stamp;
 pub mod table;
 pub mod timer;
 
@@ -57,6 +58,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Registry, Token, Waker};
 
 pub use readiness::{Readiness, Ready};
+pub(crate) use stamp::Stamp;
 pub use table::{Entry, Key, Refused, Table};
 pub use timer::{Kind, Owner, Timers};
 

@@ -70,7 +70,7 @@ use super::lb::{Balance, Candidate, Picker};
 use super::session::{Bufs, Pipe};
 use super::stats::ProxyStats;
 use crate::engine::accept::{Acceptor, Admission, Slot};
-use crate::engine::{Cx, Entry, Handle, Key, Kind};
+use crate::engine::{Cx, Entry, Handle, Key, Kind, Stamp};
 use crate::net::connect::DialOpts;
 
 /// A session's client socket.
@@ -214,14 +214,14 @@ pub struct Session {
     /// Flat backend index, or `REMOVED` after a reload dropped it.
     backend: usize,
     /// Connect under way: its deadline.
-    connecting: Option<Instant>,
-    attempt_started: Instant,
+    connecting: Option<Stamp>,
+    attempt_started: Stamp,
     attempts: u32,
     /// Group-local indices already tried (allocated on the first retry).
     tried: Vec<bool>,
-    started: Instant,
-    last_client: Instant,
-    last_server: Instant,
+    started: Stamp,
+    last_client: Stamp,
+    last_server: Stamp,
     /// The client's address, from accept (for the access log line at close).
     peer: SocketAddr,
     /// Bytes forwarded client -> server and server -> client (access log).

@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use super::backends::{dial_outcome, Dialed};
 use super::{session, PCx, ProxyEntry, ProxyReactor, Session, REMOVED, SERVER, T_CONNECT, T_FIN, T_IDLE};
 use crate::engine::accept::Slot;
-use crate::engine::{Handle, Key, Kind, Readiness, Ready, Refused};
+use crate::engine::{Handle, Key, Kind, Readiness, Ready, Refused, Stamp};
 use crate::net::Cause;
 use crate::proxy::config::{ProxyConfig, SpliceMode};
 use crate::proxy::session::{reset_on_close, CloseReason, Moved, Pipe, Pump};
@@ -83,13 +83,13 @@ impl ProxyReactor {
             pipe: Pipe::new(client, all, server, all),
             listener: li,
             backend: b,
-            connecting: Some(now + self.cfg.timeouts.connect),
-            attempt_started: now,
+            connecting: Some((now + self.cfg.timeouts.connect).into()),
+            attempt_started: now.into(),
             attempts,
             tried,
-            started: now,
-            last_client: now,
-            last_server: now,
+            started: now.into(),
+            last_client: now.into(),
+            last_server: now.into(),
             peer,
             c2s_bytes: 0,
             s2c_bytes: 0,
@@ -116,13 +116,14 @@ impl ProxyReactor {
         }
         self.listeners[li].active += 1;
         self.backends[b].active += 1;
-        let idle = self.idle_deadline(now, now, now).0;
+        let at = Stamp::from(now);
+        let idle = self.idle_deadline(at, at, at).0;
         cx.timers.arm(key, T_IDLE, idle);
         if first > 0 {
             self.send_first(cx, key, first);
         }
         if let Some(at) = session(cx.table, key).and_then(|s| s.connecting) {
-            cx.timers.arm(key, T_CONNECT, at);
+            cx.timers.arm(key, T_CONNECT, at.instant());
         }
     }
 
@@ -166,7 +167,7 @@ impl ProxyReactor {
         let Some(s) = session(cx.table, key) else { return };
         let Some(_) = s.connecting.take() else { return };
         cx.timers.cancel(key, T_CONNECT);
-        let us = now.saturating_duration_since(s.attempt_started).as_micros() as u64;
+        let us = now.saturating_duration_since(s.attempt_started.instant()).as_micros() as u64;
         let b = s.backend;
         self.stats.record_connect_us(us);
         if let Some(be) = self.backends.get_mut(b) {
@@ -175,7 +176,8 @@ impl ProxyReactor {
         }
     }
 
-    fn idle_deadline(&self, started: Instant, last_client: Instant, last_server: Instant) -> (Instant, CloseReason) {
+    fn idle_deadline(&self, started: Stamp, last_client: Stamp, last_server: Stamp) -> (Instant, CloseReason) {
+        let (started, last_client, last_server) = (started.instant(), last_client.instant(), last_server.instant());
         let t = &self.cfg.timeouts;
         let mut d = (last_client + t.client_idle, CloseReason::ClientIdle);
         let s = last_server + t.server_idle;
@@ -224,7 +226,7 @@ impl ProxyReactor {
                 cx.id,
                 s.peer,
                 reason.name(),
-                cx.now.saturating_duration_since(s.started).as_secs_f64(),
+                cx.now.saturating_duration_since(s.started.instant()).as_secs_f64(),
                 s.c2s_bytes,
                 s.s2c_bytes
             );
@@ -311,9 +313,9 @@ impl ProxyReactor {
                 }
                 let Some(s) = session(cx.table, key) else { return };
                 s.backend = nb;
-                s.attempt_started = cx.now;
+                s.attempt_started = cx.now.into();
                 let deadline = cx.now + self.cfg.timeouts.connect;
-                s.connecting = Some(deadline);
+                s.connecting = Some(deadline.into());
                 cx.timers.arm(key, T_CONNECT, deadline);
                 self.backends[nb].active += 1;
             }
@@ -325,10 +327,10 @@ impl ProxyReactor {
         let mut moved = Moved::default();
         let r = s.pipe.pump(cx.now, &mut moved, &mut self.bufs);
         if moved.client_active {
-            s.last_client = cx.now;
+            s.last_client = cx.now.into();
         }
         if moved.server_active {
-            s.last_server = cx.now;
+            s.last_server = cx.now.into();
         }
         s.c2s_bytes += moved.client_to_server;
         s.s2c_bytes += moved.server_to_client;
@@ -353,7 +355,7 @@ impl ProxyReactor {
     pub(super) fn session_timer(&mut self, cx: &mut PCx, key: Key, kind: Kind) {
         let Some(s) = session(cx.table, key) else { return };
         if kind == T_CONNECT {
-            match s.connecting {
+            match s.connecting.map(Stamp::instant) {
                 Some(at) if cx.now >= at => self.retry(cx, key, Cause::Timeout),
                 Some(at) => cx.timers.arm(key, T_CONNECT, at),
                 None => {}
@@ -385,8 +387,8 @@ impl ProxyReactor {
 }
 
 fn fin_deadline(s: &Session, cfg: &ProxyConfig) -> Option<Instant> {
-    let a = s.pipe.c2s.eof_at.map(|t| t + cfg.timeouts.client_fin);
-    let b = s.pipe.s2c.eof_at.map(|t| t + cfg.timeouts.server_fin);
+    let a = s.pipe.c2s.eof_at.map(|t| t.instant() + cfg.timeouts.client_fin);
+    let b = s.pipe.s2c.eof_at.map(|t| t.instant() + cfg.timeouts.server_fin);
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (x, y) => x.or(y),

@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 
 use super::{AutoPath, Bufs, CloseReason, READ_BUDGET};
 use crate::engine::buf::Ring;
-use crate::engine::{Readiness, Ready};
+use crate::engine::{Readiness, Ready, Stamp};
 use crate::net::splice::KernelPipe;
 use crate::proxy::config::SpliceMode;
 
@@ -24,7 +24,7 @@ pub struct Flow {
     /// `shutdown(Write)` was sent to `dst` (EOF forwarded after the parked bytes drained).
     pub shut: bool,
     /// When `eof` was seen.
-    pub eof_at: Option<Instant>,
+    pub eof_at: Option<Stamp>,
     /// Bytes parked on the copy path; `None` when there are none (the ring is back in the pool).
     pub ring: Option<Ring>,
     /// The pipe of the splice path; `None` when it holds nothing (back in the pool).
@@ -213,7 +213,7 @@ impl Direction<'_> {
         match read {
             Ok(0) => {
                 self.flow.eof = true;
-                self.flow.eof_at = Some(now);
+                self.flow.eof_at = Some(now.into());
                 step.progressed = true;
                 step.src_active = true;
             }
