@@ -393,6 +393,9 @@ fn stall_model(c: &Setup, delay: Duration, stall: Duration) -> Figures {
     }
 }
 
+/// A figure over the rounds: its median, lowest and highest.
+type Spread = (f64, f64, f64);
+
 struct Setup {
     n: u64,
     rate: f64,
@@ -443,7 +446,7 @@ fn run_target(
         "tool", "p50", "p90", "p99", "p99.9", "max", "sent/s", "answ/s", "cpu s"
     );
     // Per tool: the median of each percentile and its range over the rounds.
-    let mut summary: Vec<(&str, [(f64, f64, f64); 5])> = Vec::new();
+    let mut summary: Vec<(&str, [Spread; 5])> = Vec::new();
     for (tool, v) in &results {
         if v.is_empty() {
             continue;
