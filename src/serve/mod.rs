@@ -156,7 +156,7 @@ pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -
                 format!(", tls with a self-signed certificate for {}", names.join(", "))
             }
             Some(crate::tls::ServerCert::Files { cert, .. }) => format!(", tls with {}", cert.display()),
-        } + &if cfg.alpn.is_empty() { String::new() } else { format!(", alpn {}", cfg.alpn.join(",")) },
+        } + &if cfg.alpn.is_empty() { String::new() } else { format!(" and alpn {}", cfg.alpn.join(",")) },
         crate::stats::counted(threads as u64, "reactor", "reactors"),
         crate::stats::counted(gate.cap() as u64, "connection", "connections")
     );
