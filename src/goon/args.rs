@@ -126,8 +126,10 @@ pub struct GoonArgs {
     /// (a DNS name or an IP address; an IP address sends no SNI).
     #[arg(long, value_name = "NAME", requires = "tls", value_parser = crate::tls::parse_sni)]
     pub(crate) sni: Option<String>,
-    /// ALPN protocols to offer, comma-separated, in order (e.g. h2,http/1.1): names of
-    /// 1..=255 bytes, at most 32.
+    /// ALPN protocols to offer, comma-separated, in order (e.g. h2,http/1.1): distinct names
+    /// of 1..=255 bytes, at most 32, not `none`. The report counts handshakes per negotiated
+    /// protocol, and `none` where the server chose none. The built-in sink accepts exactly
+    /// these, so it negotiates the first.
     #[arg(long, value_name = "LIST", requires = "tls",
           value_parser = |s: &str| crate::tls::parse_alpn(s).map(|_| s.to_string()))]
     pub(crate) alpn: Option<String>,
@@ -425,9 +427,12 @@ fn goon_tls(a: &GoonArgs, host: &str, builtin: bool) -> Result<Option<GoonTls>, 
     };
     let name = crate::tls::server_name(options.sni.as_deref(), host).map_err(|e| usage(format!("--tls: {e}")))?;
     let (client, sink) = if builtin {
-        let (server, cert) =
-            crate::tls::server_config_and_chain(&crate::tls::ServerCert::self_signed_for([127, 0, 0, 1].into()))
-                .map_err(usage)?;
+        // The sink accepts exactly what goon offers, so the first offered protocol is negotiated.
+        let (server, cert) = crate::tls::server_config_and_chain(
+            &crate::tls::ServerCert::self_signed_for([127, 0, 0, 1].into()),
+            &options.alpn,
+        )
+        .map_err(usage)?;
         let trust = (!options.insecure && options.ca.is_none()).then_some(&cert[0]);
         (options.config_trusting(trust).map_err(usage)?, Some(server))
     } else {
@@ -588,8 +593,11 @@ mod tests {
     fn tls_flags() {
         let c = goon_config_with(&parsed(&["--tls", "-c", "2"]), &|_| None).unwrap();
         let t = c.tls.expect("--tls");
-        assert!(t.sink.is_some(), "the built-in sink serves TLS");
+        assert!(t.sink.as_ref().is_some_and(|s| s.alpn_protocols.is_empty()), "the built-in sink serves TLS");
         assert_eq!(t.options, crate::tls::ClientOptions::default());
+        let c = goon_config_with(&parsed(&["--tls", "-c", "2", "--alpn", "h2,http/1.1"]), &|_| None).unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!(t.sink.unwrap().alpn_protocols, t.client.alpn_protocols, "the sink accepts what goon offers");
         let c = goon_config_with(
             &parsed(&[
                 "127.0.0.1",

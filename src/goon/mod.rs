@@ -427,7 +427,9 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         ..
     } = role;
     let counts = reports.total();
-    let tls = cfg.tls.as_ref().map(|_| crate::result::tls::TlsTotals {
+    let tls = cfg.tls.as_ref().map(|t| crate::result::tls::TlsTotals {
+        alpn: (!t.options.alpn.is_empty())
+            .then(|| crate::result::tls::AlpnTally::from_slots(&t.options.alpn, &counts.tls.alpn)),
         full: counts.tls.full,
         resumed: counts.tls.resumed,
         failed: counts.tls.failed,

@@ -61,6 +61,8 @@ pub(crate) struct Sampler {
     /// `--tls`: samples carry the interval's handshakes.
     pub(crate) tls: bool,
     pub(crate) tls_handshake: Latency,
+    /// `--alpn`: the protocols offered (empty without it): samples count handshakes by them.
+    pub(crate) alpn: Vec<String>,
     /// The interval's response latencies; `traffic`: the run has traffic flags.
     pub(crate) response: Latency,
     pub(crate) traffic: bool,
@@ -92,6 +94,7 @@ impl Sampler {
             fail: Latency::new(),
             tls: cfg.tls.is_some(),
             tls_handshake: Latency::new(),
+            alpn: cfg.tls.as_ref().map(|t| t.options.alpn.clone()).unwrap_or_default(),
             response: Latency::new(),
             traffic: cfg.traffic.is_some(),
             buf: SampleBuf::default(),
@@ -169,6 +172,11 @@ impl Sampler {
                 resumed: c.tls.resumed.saturating_sub(self.prev.tls.resumed),
                 failed: c.tls.failed.saturating_sub(self.prev.tls.failed),
                 handshake: self.tls_handshake.moments_json(),
+                alpn: (!self.alpn.is_empty()).then(|| {
+                    let delta: Vec<u64> =
+                        c.tls.alpn.iter().zip(self.prev.tls.alpn.iter()).map(|(a, b)| a.saturating_sub(*b)).collect();
+                    crate::result::tls::AlpnTally::from_slots(&self.alpn, &delta)
+                }),
             }),
             traffic: self.traffic.then(|| TrafficSample::delta(&c.traffic, &self.prev.traffic, &self.response)),
         };

@@ -58,7 +58,7 @@ pub struct ShardTraffic {
 }
 
 /// `"state.established: not an integer"` → (`state.established`, `not an integer`).
-fn split_key(e: &str) -> (&str, &str) {
+pub(crate) fn split_key(e: &str) -> (&str, &str) {
     e.split_once(": ").unwrap_or(("", e))
 }
 

@@ -103,6 +103,19 @@ pub fn check_fleet(mut docs: Vec<ShardDoc>, allow_missing: bool) -> Result<(Vec<
                 ),
             ));
         }
+        let alpn = |d: &ShardDoc| d.tls.as_ref().and_then(|t| t.alpn.as_ref()).map(|a| a.names().join(","));
+        if alpn(d) != alpn(&docs[0]) {
+            let with = |a: Option<String>| a.map_or("a run without --alpn".to_string(), |a| format!("--alpn {a}"));
+            return Err(key_err(
+                &d.path,
+                "tls.alpn",
+                format!(
+                    "{} but {first_path} had {}; merge only shards of one test",
+                    with(alpn(d)),
+                    with(alpn(&docs[0]))
+                ),
+            ));
+        }
         if d.connections != connections {
             return Err(key_err(
                 &d.path,
@@ -352,7 +365,14 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
     let mut tls: Option<crate::result::tls::TlsTotals> = None;
     for d in &docs {
         if let Some(t) = &d.tls {
-            tls.get_or_insert_with(Default::default).add(t, d.started_unix_s - started);
+            let acc = tls.get_or_insert_with(|| crate::result::tls::TlsTotals {
+                alpn: t.alpn.as_ref().map(|a| a.zeroed()),
+                ..Default::default()
+            });
+            acc.add(t, d.started_unix_s - started).map_err(|e| {
+                let (k, m) = crate::report::doc::split_key(&e);
+                key_err(&d.path, &format!("tls.{k}"), m)
+            })?;
         }
     }
     Ok(Merged {

@@ -11,6 +11,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::net::Cause;
+use crate::result::tls::AlpnTally;
 use crate::stats::Latency;
 
 /// Most samples `--json` keeps.
@@ -48,18 +49,29 @@ pub struct Sample {
 }
 
 /// A sample's TLS part (key `tls`, present only in `--tls` runs): handshakes done (full and
-/// resumed), failed, and their latency object, during the interval.
+/// resumed), failed, and their latency object, during the interval; with `--alpn`, the
+/// interval's handshakes per negotiated protocol.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SampleTls {
     pub full: u64,
     pub resumed: u64,
     pub failed: u64,
     pub handshake: Value,
+    pub alpn: Option<AlpnTally>,
 }
 
 impl SampleTls {
     fn to_json(&self) -> Value {
-        json!({ "full": self.full, "resumed": self.resumed, "failed": self.failed, "handshake_time": self.handshake })
+        let mut v = json!({
+            "full": self.full,
+            "resumed": self.resumed,
+            "failed": self.failed,
+            "handshake_time": self.handshake,
+        });
+        if let (Some(a), Some(m)) = (&self.alpn, v.as_object_mut()) {
+            m.insert("alpn".into(), a.to_json());
+        }
+        v
     }
 
     fn from_json(v: &Value) -> Result<SampleTls, String> {
@@ -69,7 +81,11 @@ impl SampleTls {
         let h = v.get("handshake_time").ok_or_else(|| "tls.handshake_time: missing".to_string())?;
         let handshake =
             Latency::from_moments_json(h).map(|l| l.moments_json()).map_err(|e| format!("tls.handshake_time.{e}"))?;
-        Ok(SampleTls { full: int("full")?, resumed: int("resumed")?, failed: int("failed")?, handshake })
+        let alpn = match v.get("alpn") {
+            None | Some(Value::Null) => None,
+            Some(a) => Some(AlpnTally::from_json(a).map_err(|e| format!("tls.{e}"))?),
+        };
+        Ok(SampleTls { full: int("full")?, resumed: int("resumed")?, failed: int("failed")?, handshake, alpn })
     }
 
     fn add(&mut self, o: &SampleTls) -> Result<(), String> {
@@ -77,6 +93,11 @@ impl SampleTls {
         self.resumed += o.resumed;
         self.failed += o.failed;
         self.handshake = merge_moments(&self.handshake, &o.handshake)?;
+        match (&mut self.alpn, &o.alpn) {
+            (Some(a), Some(b)) => a.add(b).map_err(|e| format!("tls.{e}"))?,
+            (None, None) => {}
+            _ => return Err("tls.alpn: present in some samples only; merge only runs with the same --alpn".into()),
+        }
         Ok(())
     }
 }
@@ -419,10 +440,11 @@ mod tests {
     fn tls_part_round_trips_and_merges() {
         let mut l = Latency::new();
         l.record(Duration::from_micros(700));
-        let tls = SampleTls { full: 2, resumed: 1, failed: 1, handshake: l.moments_json() };
+        let tls = SampleTls { full: 2, resumed: 1, failed: 1, handshake: l.moments_json(), alpn: None };
         let mut a = Sample { tls: Some(tls.clone()), ..sample(0, &[1]) };
         assert_eq!(Sample::from_json(&a.to_json()).unwrap(), a);
         assert!(sample(0, &[1]).to_json().get("tls").is_none(), "absent without --tls");
+        assert!(a.to_json()["tls"].get("alpn").is_none(), "absent without --alpn");
         a.add_shard(&Sample { tls: Some(tls), ..sample(0, &[1]) }).unwrap();
         let t = a.tls.as_ref().unwrap();
         assert_eq!((t.full, t.resumed, t.failed), (4, 2, 2));
@@ -430,6 +452,29 @@ mod tests {
         let mut v = a.to_json();
         v["tls"]["full"] = json!(-1);
         assert_eq!(Sample::from_json(&v).unwrap_err(), "tls.full: missing or not a non-negative integer");
+    }
+
+    #[test]
+    fn tls_alpn_part_round_trips_and_adds_by_protocol() {
+        let offered = ["h2".to_string(), "http/1.1".to_string()];
+        let part = |slots: &[u64]| SampleTls {
+            full: slots.iter().sum(),
+            resumed: 0,
+            failed: 0,
+            handshake: Latency::new().moments_json(),
+            alpn: Some(AlpnTally::from_slots(&offered, slots)),
+        };
+        let mut a = Sample { tls: Some(part(&[1, 5, 0])), ..sample(0, &[1]) };
+        let v = a.to_json();
+        assert_eq!(v["tls"]["alpn"], json!({ "h2": 5, "http/1.1": 0, "none": 1 }));
+        assert_eq!(Sample::from_json(&v).unwrap(), a);
+        a.absorb_later(&Sample { tls: Some(part(&[0, 2, 3])), ..sample(1, &[1]) }).unwrap();
+        assert_eq!(a.to_json()["tls"]["alpn"], json!({ "h2": 7, "http/1.1": 3, "none": 1 }));
+        let plain = Sample { tls: Some(SampleTls { alpn: None, ..part(&[0]) }), ..sample(1, &[1]) };
+        assert!(a.clone().add_shard(&plain).unwrap_err().starts_with("tls.alpn: present in some samples only"));
+        let mut v = a.to_json();
+        v["tls"]["alpn"]["h2"] = json!("x");
+        assert_eq!(Sample::from_json(&v).unwrap_err(), "tls.alpn.h2: not a non-negative integer");
     }
 
     #[test]

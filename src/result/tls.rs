@@ -1,14 +1,101 @@
 //! The TLS figures of a goon result (`--tls`; docs/json-format.md §4 `tls`): handshakes done
 //! (full and resumed apart), failed and unfinished, failures by cause, the handshake-latency
-//! HdrHistogram and the span the handshakes took, as the final block prints them and the JSON
-//! carries them. `report merge` reads them back ([`TlsTotals::from_json`]) and adds them
+//! HdrHistogram, the span the handshakes took and, with `--alpn`, handshakes per negotiated
+//! protocol ([`AlpnTally`]), as the final block prints them and the JSON carries them. `report merge` reads them back ([`TlsTotals::from_json`]) and adds them
 //! exactly: counts summed, histograms added, the fleet's span from the earliest start.
 
 use serde_json::{json, Map, Value};
 
 use crate::result::block::latency_json;
 use crate::stats::{counted, Latency};
-use crate::tls::{TlsCause, CAUSES};
+use crate::tls::{TlsCause, ALPN_MAX, ALPN_NAME_MAX, ALPN_NONE, CAUSES};
+
+/// Handshakes done per negotiated ALPN protocol (`--alpn`): one count per protocol offered
+/// and `none` for those where the server chose none. Bounded by what was offered (at most
+/// [`ALPN_MAX`] names): the server's bytes are never a key, since rustls refuses a protocol
+/// goon did not offer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlpnTally {
+    /// (protocol, handshakes): in the order offered, or read back from JSON in key order.
+    pub protocols: Vec<(String, u64)>,
+    pub none: u64,
+}
+
+impl AlpnTally {
+    /// From a reactor's slots (see `goon::tls::alpn_slot`): slot 0 is `none`, slot `i + 1`
+    /// the `i`-th protocol offered.
+    pub fn from_slots(offered: &[String], slots: &[u64]) -> AlpnTally {
+        let at = |i: usize| slots.get(i).copied().unwrap_or(0);
+        AlpnTally { protocols: offered.iter().enumerate().map(|(i, p)| (p.clone(), at(i + 1))).collect(), none: at(0) }
+    }
+
+    /// The final block's line: every protocol offered, then `none`.
+    pub fn line(&self) -> String {
+        let mut parts: Vec<String> = self.protocols.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+        parts.push(format!("{ALPN_NONE}: {}", self.none));
+        format!("TLS ALPN negotiated: {}\n", parts.join(", "))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut m: Map<String, Value> = self.protocols.iter().map(|(p, n)| (p.clone(), json!(n))).collect();
+        m.insert(ALPN_NONE.into(), json!(self.none));
+        Value::Object(m)
+    }
+
+    /// Reads `alpn` back; errors name the key (`alpn.h2: ...`). At most [`ALPN_MAX`]
+    /// protocols of 1..=255 bytes besides `none`, which must be there.
+    pub fn from_json(v: &Value) -> Result<AlpnTally, String> {
+        let m = v.as_object().ok_or_else(|| "alpn: not an object of protocol: handshakes".to_string())?;
+        if m.len() > ALPN_MAX + 1 {
+            return Err(format!("alpn: {} keys, at most {ALPN_MAX} protocols and {ALPN_NONE:?}", m.len()));
+        }
+        let count = |k: &str, x: &Value| x.as_u64().ok_or_else(|| format!("alpn.{k}: not a non-negative integer"));
+        let mut t = AlpnTally::default();
+        let mut none = None;
+        for (k, x) in m {
+            if k == ALPN_NONE {
+                none = Some(count(k, x)?);
+            } else if k.is_empty() || k.len() > ALPN_NAME_MAX {
+                return Err(format!("alpn.{k}: a protocol name must be 1..={ALPN_NAME_MAX} bytes"));
+            } else {
+                t.protocols.push((k.clone(), count(k, x)?));
+            }
+        }
+        t.none = none.ok_or_else(|| format!("alpn.{ALPN_NONE}: missing"))?;
+        Ok(t)
+    }
+
+    /// The same protocols, every count 0 (where a merge starts).
+    pub fn zeroed(&self) -> AlpnTally {
+        AlpnTally { protocols: self.protocols.iter().map(|(p, _)| (p.clone(), 0)).collect(), none: 0 }
+    }
+
+    /// The protocols' names, sorted (what two runs must share to add up).
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.protocols.iter().map(|(p, _)| p.as_str()).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Adds another shard's (or interval's) counts, protocol by protocol. Both must have
+    /// offered the same protocols (order aside): different offers are different tests.
+    pub fn add(&mut self, o: &AlpnTally) -> Result<(), String> {
+        if self.names() != o.names() {
+            return Err(format!(
+                "alpn: protocols {} differ from {}; merge only runs with the same --alpn",
+                o.names().join(","),
+                self.names().join(",")
+            ));
+        }
+        for (p, n) in &o.protocols {
+            if let Some(slot) = self.protocols.iter_mut().find(|(q, _)| q == p) {
+                slot.1 += n;
+            }
+        }
+        self.none += o.none;
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct TlsTotals {
@@ -22,6 +109,8 @@ pub struct TlsTotals {
     pub handshake: Latency,
     /// Seconds from the start of dialing to the last handshake done (None: none was done).
     pub span_s: Option<f64>,
+    /// `--alpn` runs only: handshakes per negotiated protocol.
+    pub alpn: Option<AlpnTally>,
 }
 
 impl Default for TlsTotals {
@@ -34,6 +123,7 @@ impl Default for TlsTotals {
             failures: [0; CAUSES],
             handshake: Latency::new(),
             span_s: None,
+            alpn: None,
         }
     }
 }
@@ -81,13 +171,16 @@ impl TlsTotals {
                 .collect();
             t.push_str(&format!("TLS failures by cause: {}\n", causes.join(", ")));
         }
+        if let Some(a) = &self.alpn {
+            t.push_str(&a.line());
+        }
         t
     }
 
     pub fn to_json(&self) -> Value {
         let failures: Map<String, Value> =
             TlsCause::ALL.iter().map(|c| (c.name().to_string(), json!(self.failures[c.index()]))).collect();
-        json!({
+        let mut v = json!({
             "handshakes": {
                 "done": self.done(),
                 "full": self.full,
@@ -99,7 +192,12 @@ impl TlsTotals {
             "handshake_span_s": self.span_s,
             "failures": failures,
             "handshake_time": latency_json(&self.handshake),
-        })
+        });
+        // `--alpn` runs only: the key is absent otherwise.
+        if let (Some(a), Some(m)) = (&self.alpn, v.as_object_mut()) {
+            m.insert("alpn".into(), a.to_json());
+        }
+        v
     }
 
     /// Reads `tls` back; the error names the key below it (`handshakes.full: ...`).
@@ -131,7 +229,13 @@ impl TlsTotals {
         };
         let h = v.get("handshake_time").ok_or_else(|| "handshake_time: missing".to_string())?;
         let handshake = Latency::from_moments_json(h).map_err(|e| format!("handshake_time.{e}"))?;
+        // Absent in documents of runs without --alpn, and of netforge before it counted them.
+        let alpn = match v.get("alpn") {
+            None | Some(Value::Null) => None,
+            Some(a) => Some(AlpnTally::from_json(a)?),
+        };
         Ok(TlsTotals {
+            alpn,
             full: int("handshakes.full")?,
             resumed: int("handshakes.resumed")?,
             failed: int("handshakes.failed")?,
@@ -143,8 +247,14 @@ impl TlsTotals {
     }
 
     /// Adds another shard's figures; `offset_s` is how much later than the fleet's first start
-    /// that shard started (its span then ends that much later on the fleet's clock).
-    pub fn add(&mut self, o: &TlsTotals, offset_s: f64) {
+    /// that shard started (its span then ends that much later on the fleet's clock). Shards
+    /// with `alpn` and without, or with different protocols, do not add up.
+    pub fn add(&mut self, o: &TlsTotals, offset_s: f64) -> Result<(), String> {
+        match (&mut self.alpn, &o.alpn) {
+            (Some(a), Some(b)) => a.add(b)?,
+            (None, None) => {}
+            _ => return Err("alpn: present in some shards only; merge only runs with the same --alpn".into()),
+        }
         self.full += o.full;
         self.resumed += o.resumed;
         self.failed += o.failed;
@@ -157,6 +267,7 @@ impl TlsTotals {
             let end = s + offset_s.max(0.0);
             self.span_s = Some(self.span_s.map_or(end, |m| m.max(end)));
         }
+        Ok(())
     }
 }
 
@@ -181,8 +292,8 @@ mod tests {
         assert_eq!(back.to_json(), a.to_json());
         let b = totals(5, &[5000], 1.0);
         let mut m = TlsTotals::default();
-        m.add(&a, 0.0);
-        m.add(&b, 3.0);
+        m.add(&a, 0.0).unwrap();
+        m.add(&b, 3.0).unwrap();
         assert_eq!((m.full, m.resumed, m.failed), (15, 2, 4));
         assert_eq!(m.failures[TlsCause::CertUnknownIssuer.index()], 4);
         assert_eq!(m.handshake.count, 4);
@@ -198,6 +309,64 @@ mod tests {
         let mut v = a.to_json();
         v["handshakes"]["full"] = json!("x");
         assert_eq!(TlsTotals::from_json(&v).unwrap_err(), "handshakes.full: not a non-negative integer");
+    }
+
+    #[test]
+    fn alpn_counts_print_round_trip_and_add_by_protocol() {
+        let offered = ["http/1.1".to_string(), "h2".to_string()];
+        let a = AlpnTally::from_slots(&offered, &[2, 0, 7]);
+        assert_eq!(a.line(), "TLS ALPN negotiated: http/1.1: 0, h2: 7, none: 2\n");
+        assert_eq!(a.to_json(), json!({ "h2": 7, "http/1.1": 0, "none": 2 }));
+        let back = AlpnTally::from_json(&a.to_json()).unwrap();
+        assert_eq!(back.to_json(), a.to_json());
+        // Read back in key order, added by name: the same protocols in another order add up.
+        let mut m = a.zeroed();
+        m.add(&a).unwrap();
+        m.add(&back).unwrap();
+        assert_eq!(m.to_json(), json!({ "h2": 14, "http/1.1": 0, "none": 4 }));
+        let other = AlpnTally::from_slots(&["h2".to_string()], &[0, 1]);
+        assert_eq!(
+            m.add(&other).unwrap_err(),
+            "alpn: protocols h2 differ from h2,http/1.1; merge only runs with the same --alpn"
+        );
+        // The totals carry it only with --alpn; old documents without the key still read.
+        let mut t = totals(7, &[100], 1.0);
+        let plain = t.to_json();
+        assert!(plain.get("alpn").is_none());
+        assert!(TlsTotals::from_json(&plain).unwrap().alpn.is_none());
+        t.alpn = Some(a.clone());
+        let v = t.to_json();
+        assert_eq!(v["alpn"]["h2"], 7);
+        assert!(t.lines().ends_with("TLS ALPN negotiated: http/1.1: 0, h2: 7, none: 2\n"), "{}", t.lines());
+        let mut sum = TlsTotals { alpn: Some(a.zeroed()), ..TlsTotals::default() };
+        sum.add(&TlsTotals::from_json(&v).unwrap(), 0.0).unwrap();
+        sum.add(&t, 0.0).unwrap();
+        assert_eq!(sum.alpn.as_ref().unwrap().to_json(), json!({ "h2": 14, "http/1.1": 0, "none": 4 }));
+        assert!(sum.add(&totals(1, &[], 1.0), 0.0).unwrap_err().starts_with("alpn: present in some shards only"));
+    }
+
+    #[test]
+    fn alpn_json_is_bounded_and_checked() {
+        let cases = [
+            (json!([1]), "alpn: not an object of protocol: handshakes"),
+            (json!({ "h2": 1 }), "alpn.none: missing"),
+            (json!({ "h2": -1, "none": 0 }), "alpn.h2: not a non-negative integer"),
+            (json!({ "": 1, "none": 0 }), "alpn.: a protocol name must be 1..=255 bytes"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(AlpnTally::from_json(&v).unwrap_err(), want, "{v}");
+        }
+        let mut m: Map<String, Value> = (0..ALPN_MAX).map(|i| (format!("p{i}"), json!(1))).collect();
+        m.insert("none".into(), json!(0));
+        assert_eq!(AlpnTally::from_json(&Value::Object(m.clone())).unwrap().protocols.len(), ALPN_MAX);
+        m.insert("one-too-many".into(), json!(1));
+        assert_eq!(
+            AlpnTally::from_json(&Value::Object(m)).unwrap_err(),
+            "alpn: 34 keys, at most 32 protocols and \"none\""
+        );
+        let mut v = totals(1, &[], 1.0).to_json();
+        v["alpn"] = json!({ "h2": 1 });
+        assert_eq!(TlsTotals::from_json(&v).unwrap_err(), "alpn.none: missing");
     }
 
     #[test]

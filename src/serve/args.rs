@@ -59,6 +59,14 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1) for --tls; needs --cert.
     #[arg(long, value_name = "FILE", requires = "tls", requires = "cert")]
     pub(crate) key: Option<std::path::PathBuf>,
+    /// ALPN protocols --tls accepts, comma-separated, in the server's order of preference
+    /// (e.g. h2,http/1.1): distinct names of 1..=255 bytes, at most 32, not `none`. A client
+    /// that offers ALPN but none of these is refused with the no_application_protocol alert;
+    /// one that offers no ALPN is served without a protocol. Without it any client is served
+    /// and no protocol is negotiated.
+    #[arg(long, value_name = "LIST", requires = "tls",
+          value_parser = |s: &str| crate::tls::parse_alpn(s).map(|_| s.to_string()))]
+    pub(crate) alpn: Option<String>,
     /// Print the resolved configuration (flags and defaults, threads and buffer sizes as they
     /// will run) as TOML and exit.
     #[arg(long)]
@@ -75,8 +83,13 @@ pub(crate) fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
         (true, Some(cert), Some(key)) => Some(ServerCert::Files { cert: cert.clone(), key: key.clone() }),
         (true, _, _) => Some(ServerCert::self_signed_for(listen.ip())),
     };
-    let tls_config = tls.as_ref().map(crate::tls::server_config).transpose().map_err(usage)?;
+    let alpn = match &a.alpn {
+        Some(list) => crate::tls::parse_alpn(list).map_err(|e| usage(format!("--alpn: {e}")))?,
+        None => Vec::new(),
+    };
+    let tls_config = tls.as_ref().map(|c| crate::tls::server_config(c, &alpn)).transpose().map_err(usage)?;
     Ok(ServeConfig {
+        alpn,
         tls,
         tls_config,
         listen,

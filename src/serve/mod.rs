@@ -109,6 +109,9 @@ pub struct ServeConfig {
     pub reuse_port: bool,
     #[serde(rename = "socket_buffers", serialize_with = "crate::config::sockbufs")]
     pub(crate) bufs: SockBufs,
+    /// `--alpn`: the protocols `--tls` accepts, in preference order (empty: any client, no
+    /// protocol negotiated).
+    pub alpn: Vec<String>,
     /// `--tls`: where the certificate comes from.
     pub tls: Option<crate::tls::ServerCert>,
     /// Built from `tls` when the flags were checked.
@@ -153,7 +156,7 @@ pub fn run(cfg: &ServeConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -
                 format!(", tls with a self-signed certificate for {}", names.join(", "))
             }
             Some(crate::tls::ServerCert::Files { cert, .. }) => format!(", tls with {}", cert.display()),
-        },
+        } + &if cfg.alpn.is_empty() { String::new() } else { format!(" and alpn {}", cfg.alpn.join(",")) },
         crate::stats::counted(threads as u64, "reactor", "reactors"),
         crate::stats::counted(gate.cap() as u64, "connection", "connections")
     );

@@ -154,6 +154,9 @@ mod tests {
             (Error::InvalidCertificate(CertificateError::Expired), "cert_expired"),
             (Error::AlertReceived(AlertDescription::HandshakeFailure), "alert_handshake_failure"),
             (Error::AlertReceived(AlertDescription::UnknownCA), "alert_unknown_ca"),
+            // A server that accepts none of the protocols offered (`serve --alpn`).
+            (Error::AlertReceived(AlertDescription::NoApplicationProtocol), "alert_no_application_protocol"),
+            (Error::NoApplicationProtocol, "no_application_protocol"),
             (Error::AlertReceived(AlertDescription::BadRecordMac), "alert_other"),
             (Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType), "not_tls"),
             (Error::General("x".into()), "other"),

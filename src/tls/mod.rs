@@ -36,6 +36,9 @@ pub const MAX_PEM_BYTES: u64 = 1 << 20;
 /// Longest `--alpn` protocol name (RFC 7301: 1..=255 bytes) and most names.
 pub const ALPN_NAME_MAX: usize = 255;
 pub const ALPN_MAX: usize = 32;
+/// The report's key for handshakes where no protocol was negotiated; no `--alpn` name may
+/// take it.
+pub const ALPN_NONE: &str = "none";
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -54,7 +57,8 @@ pub struct ClientOptions {
     pub ca: Option<PathBuf>,
 }
 
-/// `--alpn h2,http/1.1`: comma-separated names of 1..=255 bytes, at most [`ALPN_MAX`].
+/// `--alpn h2,http/1.1` (goon's offer and serve's accepted list alike): comma-separated,
+/// distinct names of 1..=255 bytes, at most [`ALPN_MAX`], none of them [`ALPN_NONE`].
 pub fn parse_alpn(s: &str) -> Result<Vec<String>, String> {
     let names: Vec<String> = s.split(',').map(|p| p.trim().to_string()).collect();
     if let Some(bad) = names.iter().find(|n| n.is_empty() || n.len() > ALPN_NAME_MAX) {
@@ -62,6 +66,14 @@ pub fn parse_alpn(s: &str) -> Result<Vec<String>, String> {
     }
     if names.len() > ALPN_MAX {
         return Err(format!("{s:?}: {} protocols, at most {ALPN_MAX}", names.len()));
+    }
+    if let Some((i, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        return Err(format!("{s:?}: protocol {n:?} is listed twice (again at position {})", i + 1));
+    }
+    if names.iter().any(|n| n == ALPN_NONE) {
+        return Err(format!(
+            "{s:?}: {ALPN_NONE:?} is reserved: the report counts handshakes that negotiated no protocol under it"
+        ));
     }
     Ok(names)
 }
@@ -229,13 +241,20 @@ impl ServerCert {
     }
 }
 
-/// The server configuration: its certificate (made or read), stateless tickets.
-pub fn server_config(cert: &ServerCert) -> Result<Arc<ServerConfig>, String> {
-    server_config_and_chain(cert).map(|(c, _)| c)
+/// The server configuration: its certificate (made or read), stateless tickets, and the ALPN
+/// protocols it accepts, in its order of preference. With `alpn` empty any client is served
+/// and no protocol is negotiated; otherwise a client that offers ALPN but none of `alpn` is
+/// refused with the `no_application_protocol` alert (a client that offers no ALPN at all is
+/// served without a protocol, as RFC 7301 has it).
+pub fn server_config(cert: &ServerCert, alpn: &[String]) -> Result<Arc<ServerConfig>, String> {
+    server_config_and_chain(cert, alpn).map(|(c, _)| c)
 }
 
 /// [`server_config`] and the certificate chain it presents.
-pub fn server_config_and_chain(cert: &ServerCert) -> Result<(Arc<ServerConfig>, Vec<CertificateDer<'static>>), String> {
+pub fn server_config_and_chain(
+    cert: &ServerCert,
+    alpn: &[String],
+) -> Result<(Arc<ServerConfig>, Vec<CertificateDer<'static>>), String> {
     let (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) = match cert {
         ServerCert::SelfSigned(names) => {
             let made = rcgen::generate_simple_self_signed(names.clone())
@@ -273,6 +292,7 @@ pub fn server_config_and_chain(cert: &ServerCert) -> Result<(Arc<ServerConfig>, 
             ServerCert::SelfSigned(_) => format!("--tls: {e}"),
         })?;
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("--tls: session tickets: {e}"))?;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok((Arc::new(cfg), chain))
 }
 
@@ -304,8 +324,13 @@ mod tests {
             assert!(parse_alpn(bad).unwrap_err().contains("must be 1..=255 bytes"), "{bad:?}");
         }
         assert!(parse_alpn(&"x".repeat(256)).is_err());
-        let many = vec!["p"; 33].join(",");
-        assert!(parse_alpn(&many).unwrap_err().contains("at most 32"));
+        let many: Vec<String> = (0..33).map(|i| format!("p{i}")).collect();
+        assert!(parse_alpn(&many.join(",")).unwrap_err().contains("at most 32"));
+        assert_eq!(parse_alpn(&many[..32].join(",")).unwrap().len(), 32);
+        let e = parse_alpn("h2,http/1.1,h2").unwrap_err();
+        assert!(e.contains("protocol \"h2\" is listed twice (again at position 3)"), "{e}");
+        assert!(parse_alpn("h2,none").unwrap_err().contains("\"none\" is reserved"));
+        assert_eq!(parse_alpn("None").unwrap(), ["None"], "ALPN names are case-sensitive bytes");
     }
 
     #[test]
@@ -326,24 +351,26 @@ mod tests {
         std::fs::write(&junk, "hello\n").unwrap();
         let missing = dir.join("missing.pem");
         let files = |c: &Path, k: &Path| ServerCert::Files { cert: c.to_path_buf(), key: k.to_path_buf() };
-        let e = server_config(&files(&missing, &junk)).unwrap_err();
+        let e = server_config(&files(&missing, &junk), &[]).unwrap_err();
         assert!(e.starts_with(&format!("--cert {}: cannot open", missing.display())), "{e}");
-        let e = server_config(&files(&junk, &junk)).unwrap_err();
+        let e = server_config(&files(&junk, &junk), &[]).unwrap_err();
         assert!(e.starts_with(&format!("--cert {}: no PEM certificate", junk.display())), "{e}");
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let cert = dir.join("cert.pem");
         std::fs::write(&cert, made.cert.pem()).unwrap();
-        let e = server_config(&files(&cert, &junk)).unwrap_err();
+        let e = server_config(&files(&cert, &junk), &[]).unwrap_err();
         assert!(e.starts_with(&format!("--key {}: no PEM private key", junk.display())), "{e}");
         let key = dir.join("key.pem");
         std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
-        assert!(server_config(&files(&cert, &key)).is_ok());
+        assert!(server_config(&files(&cert, &key), &[]).is_ok());
         let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let other_key = dir.join("other.pem");
         std::fs::write(&other_key, other.key_pair.serialize_pem()).unwrap();
-        let e = server_config(&files(&cert, &other_key)).unwrap_err();
+        let e = server_config(&files(&cert, &other_key), &[]).unwrap_err();
         assert!(e.starts_with("--cert "), "{e}");
-        assert!(server_config(&ServerCert::self_signed_for([127, 0, 0, 1].into())).is_ok());
+        let alpn = ["h2".to_string(), "http/1.1".to_string()];
+        let c = server_config(&ServerCert::self_signed_for([127, 0, 0, 1].into()), &alpn).unwrap();
+        assert_eq!(c.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

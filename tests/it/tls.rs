@@ -375,3 +375,205 @@ fn serve_tls_echo_speaks_plaintext_inside_tls() {
         assert_eq!(tls.read_to_end(&mut rest).unwrap(), 0);
     });
 }
+
+/// goon `--alpn h2,http/1.1 --insecure -c N --json FILE` against `addr`: (exit code, stdout, JSON).
+fn goon_alpn(port: &str, n: &str, tag: &str) -> (i32, String, Value) {
+    let j = temp_json(tag);
+    let args =
+        ["goon", "127.0.0.1", port, "--tls", "--insecure", "--alpn", "h2,http/1.1", "-c", n, "-s", "0", "-y", "--json"];
+    let (code, out, err) = run(&[&args[..], &[j.to_str().unwrap()]].concat(), T);
+    assert!(err.is_empty() || code != 1, "{err}");
+    (code, out, json(&j))
+}
+
+#[test]
+fn alpn_negotiates_the_servers_choice_among_goons_offer() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--tls", "--alpn", "h2"]);
+        let (code, out, doc) = goon_alpn(&addr.port().to_string(), "12", "alpn-h2.json");
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(handshakes(&out), (12, 12, 0, 0, 0), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines.iter().position(|l| l.starts_with("TLS handshakes: ")).unwrap();
+        assert!(lines[at..].contains(&"TLS ALPN negotiated: h2: 12, http/1.1: 0, none: 0"), "{out}");
+        assert_eq!(doc["tls"]["alpn"], serde_json::json!({ "h2": 12, "http/1.1": 0, "none": 0 }));
+        assert_eq!(doc["config"]["tls"]["alpn"], serde_json::json!(["h2", "http/1.1"]));
+        // The server's preference decides among what the client offers.
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--tls", "--alpn", "http/1.1,h2"]);
+        let (code, out, doc) = goon_alpn(&addr.port().to_string(), "3", "alpn-h1.json");
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(doc["tls"]["alpn"], serde_json::json!({ "h2": 0, "http/1.1": 3, "none": 0 }));
+    });
+}
+
+#[test]
+fn alpn_a_server_accepting_none_of_the_offer_fails_every_handshake() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--tls", "--alpn", "foo"]);
+        let (code, out, doc) = goon_alpn(&addr.port().to_string(), "7", "alpn-foo.json");
+        assert_eq!(code, 2, "a refused handshake is an error:\n{out}");
+        assert_eq!(handshakes(&out), (0, 0, 0, 7, 0), "{out}");
+        assert!(out.contains("TLS failures by cause: alert_no_application_protocol 7"), "{out}");
+        assert_eq!(failures(&doc), [("alert_no_application_protocol".to_string(), 7)]);
+        assert_eq!(doc["tls"]["alpn"], serde_json::json!({ "h2": 0, "http/1.1": 0, "none": 0 }));
+        assert!(out.contains("TLS ALPN negotiated: h2: 0, http/1.1: 0, none: 0"), "{out}");
+    });
+}
+
+#[test]
+fn alpn_a_server_without_alpn_negotiates_none() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--tls"]);
+        let port = addr.port().to_string();
+        let (code, out, doc) = goon_alpn(&port, "5", "alpn-none.json");
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(doc["tls"]["alpn"], serde_json::json!({ "h2": 0, "http/1.1": 0, "none": 5 }));
+        assert!(out.contains("TLS ALPN negotiated: h2: 0, http/1.1: 0, none: 5"), "{out}");
+        // Without --alpn goon prints no ALPN line and writes no alpn key.
+        let j = temp_json("alpn-off.json");
+        let (code, out, _) = run(
+            &[
+                "goon",
+                "127.0.0.1",
+                &port,
+                "--tls",
+                "--insecure",
+                "-c",
+                "2",
+                "-s",
+                "0",
+                "-y",
+                "--json",
+                j.to_str().unwrap(),
+            ],
+            T,
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(!out.contains("ALPN"), "{out}");
+        assert!(json(&j)["tls"].get("alpn").is_none());
+    });
+}
+
+#[test]
+fn alpn_a_client_offering_no_alpn_is_served_by_a_server_with_alpn() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--tls", "--alpn", "h2"]);
+        let (code, out, _) =
+            run(&["goon", "127.0.0.1", &addr.port().to_string(), "--tls", "--insecure", "-c", "3", "-s", "0", "-y"], T);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(handshakes(&out), (3, 3, 0, 0, 0), "{out}");
+    });
+}
+
+#[test]
+fn alpn_the_built_in_sink_accepts_what_goon_offers() {
+    with_timeout(T, || {
+        let j = temp_json("alpn-builtin.json");
+        let st = temp_json("alpn-builtin.ndjson");
+        let args = ["goon", "--tls", "--alpn", "h2,http/1.1", "-c", "10", "-s", "0", "-i", "0"];
+        let files = ["--json", j.to_str().unwrap(), "--json-stream", st.to_str().unwrap()];
+        let (code, out, err) = run(&[&args[..], &files[..]].concat(), T);
+        assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+        assert!(out.contains("TLS ALPN negotiated: h2: 10, http/1.1: 0, none: 0"), "{out}");
+        assert_eq!(json(&j)["tls"]["alpn"], serde_json::json!({ "h2": 10, "http/1.1": 0, "none": 0 }));
+        // The interval events count the interval's handshakes by protocol; they add up to the run's.
+        let (mut h2, mut other) = (0, 0);
+        for line in std::fs::read_to_string(&st).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["event"] == "interval" {
+                let a = &v["sample"]["tls"]["alpn"];
+                h2 += a["h2"].as_u64().unwrap();
+                other += a["http/1.1"].as_u64().unwrap() + a["none"].as_u64().unwrap();
+            }
+        }
+        assert_eq!((h2, other), (10, 0));
+    });
+}
+
+#[test]
+fn report_merge_sums_the_alpn_counts_and_refuses_a_different_offer() {
+    with_timeout(T, || {
+        let shard = |i: usize, alpn: &str, tag: &str| {
+            let f = temp_json(tag);
+            let s = format!("{i}/2");
+            let (code, out, _) = run(
+                &[
+                    "goon",
+                    "--tls",
+                    "--alpn",
+                    alpn,
+                    "-c",
+                    "10",
+                    "-s",
+                    "0",
+                    "-i",
+                    "0",
+                    "--shard",
+                    &s,
+                    "--json",
+                    f.to_str().unwrap(),
+                ],
+                T,
+            );
+            assert_eq!(code, 0, "{out}");
+            f
+        };
+        let (a, b) = (shard(0, "h2,http/1.1", "alpn-shard0.json"), shard(1, "h2,http/1.1", "alpn-shard1.json"));
+        let merged = temp_json("alpn-merged.json");
+        let (code, out, err) =
+            run(&["report", "merge", a.to_str().unwrap(), b.to_str().unwrap(), "--json", merged.to_str().unwrap()], T);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let h2 = |d: &Value| d["tls"]["alpn"]["h2"].as_u64().unwrap();
+        assert_eq!((h2(&json(&a)), h2(&json(&b))), (5, 5));
+        assert_eq!(json(&merged)["tls"]["alpn"], serde_json::json!({ "h2": 10, "http/1.1": 0, "none": 0 }));
+        assert!(out.contains("TLS ALPN negotiated: h2: 10, http/1.1: 0, none: 0"), "{out}");
+        // The merged samples add up too.
+        let samples = json(&merged)["samples"].as_array().unwrap().clone();
+        let sum: u64 = samples.iter().map(|s| s["tls"]["alpn"]["h2"].as_u64().unwrap()).sum();
+        assert_eq!(sum, 10);
+        // A document without the key (a run without --alpn) reads, but does not merge with one that has it.
+        let without = |f: &PathBuf, tag: &str| {
+            let mut old = json(f);
+            old["tls"].as_object_mut().unwrap().remove("alpn");
+            for s in old["samples"].as_array_mut().unwrap() {
+                s["tls"].as_object_mut().unwrap().remove("alpn");
+            }
+            write_temp(tag, &old.to_string())
+        };
+        let (old_a, old_b) = (without(&a, "alpn-old-shard0.json"), without(&b, "alpn-old-shard1.json"));
+        let (code, out, err) = run(&["report", "merge", old_a.to_str().unwrap(), old_b.to_str().unwrap()], T);
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("TLS handshakes: 10 done") && !out.contains("ALPN"), "{out}");
+        let (code, _, err) = run(&["report", "merge", a.to_str().unwrap(), old_b.to_str().unwrap()], T);
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("tls.alpn: a run without --alpn but"), "{err}");
+        let c = shard(1, "http/1.1", "alpn-shard1-other.json");
+        let (code, _, err) = run(&["report", "merge", a.to_str().unwrap(), c.to_str().unwrap()], T);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("tls.alpn: --alpn http/1.1 but"), "{err}");
+    });
+}
+
+#[test]
+fn a_bad_serve_alpn_is_a_one_line_error_naming_the_flag() {
+    with_timeout(T, || {
+        for (bad, want) in [
+            ("h2,", "protocol name \"\" must be 1..=255 bytes"),
+            ("h2,h2", "listed twice"),
+            ("none", "\"none\" is reserved"),
+        ] {
+            let (code, out, err) = run(&["serve", "--listen", "127.0.0.1:0", "--tls", "--alpn", bad], T);
+            assert_eq!(code, 1, "{bad}: {out}{err}");
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+            assert!(err.contains("--alpn") && err.contains(want), "{bad}: {err}");
+        }
+        let (code, _, err) = run(&["serve", "--listen", "127.0.0.1:0", "--alpn", "h2"], T);
+        assert_eq!(code, 1);
+        assert!(err.contains("--tls") && err.lines().count() == 1, "--alpn needs --tls: {err}");
+        let (code, out, _) =
+            run(&["serve", "--listen", "127.0.0.1:0", "--tls", "--alpn", "h2, http/1.1", "--print-config"], T);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("alpn = [\"h2\", \"http/1.1\"]"), "{out}");
+    });
+}
