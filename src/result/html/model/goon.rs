@@ -147,7 +147,7 @@ fn cause_series(samples: &[Sample], totals: &[u64; 7]) -> Vec<Series> {
 pub(super) fn fmt_s(s: f64) -> String {
     match std::time::Duration::try_from_secs_f64(s.max(0.0)) {
         Ok(d) => go_duration(d),
-        Err(_) => format!("{s} s"),
+        Err(_) => format!("{s:e} s"),
     }
 }
 
