@@ -341,6 +341,13 @@ fn shard_files_sum_their_parts() {
     let mut b = traffic_doc(Some((1, 2)), 1001.0, &traffic_counts(2), &lb, [&e, &e, &e]);
     a["tls"] = ta.to_json();
     b["tls"] = tb.to_json();
+    let (mut ca, mut cb) = (ClientCounts { upgraded_total: 20, ..Default::default() }, ClientCounts::default());
+    ca.failed_status.add(403, 1);
+    cb.failed_status.add(403, 2);
+    cb.failed_status.add(502, 1);
+    let (wa, wb) = (WsLatencies { upgrade: random_latency(20, 55), ..Default::default() }, WsLatencies::default());
+    a["websocket"] = json_value(&ca, &wa);
+    b["websocket"] = json_value(&cb, &wb);
     let page = build(&[input("b.json", b.clone()), input("a.json", a.clone())]).unwrap();
     let mut tls = TlsTotals::default();
     tls.add(&ta, 0.0);
@@ -367,6 +374,21 @@ fn shard_files_sum_their_parts() {
         ["fleet", "shard 0 (gen-1)", "shard 1 (gen-1)"]
     );
     assert_eq!(curves[0].points, lat_of(&l).curve());
+    let rows = pairs(table(&page, "WebSocket"));
+    assert_eq!(
+        rows[1..6],
+        owned(&[
+            ("upgraded", "20".into()),
+            ("open on closure", "0".into()),
+            ("upgrading on closure", "0".into()),
+            ("upgrades failed", "4".into()),
+            ("failed: HTTP 403", "3".into()),
+        ])
+    );
+    assert_eq!(rows[6], ("failed: HTTP 502".to_string(), "1".to_string()));
+    let up = &chart(&page, "ws-upgrade-percentiles").series;
+    assert_eq!(up.len(), 2, "the fleet and shard 0; shard 1 upgraded nothing");
+    assert_eq!(up[0].points, up[1].points);
     // Probes: groups summed, the verdict drawn again (3 of 8 lost: not every connection).
     let (pa, _) = probe_doc(Some((0, 2)), &[group(4, 4, 0, 0), group(4, 4, 0, 0)]);
     let (pb, _) = probe_doc(Some((1, 2)), &[group(4, 4, 0, 0), group(4, 1, 3, 0)]);
