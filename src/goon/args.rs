@@ -97,8 +97,9 @@ pub struct GoonArgs {
     #[arg(long)]
     pub(crate) linger_rst: bool,
     /// Write the result as a self-contained HTML report (connections over time, the
-    /// connect-time percentile curve, errors by cause); `report html` draws the same from
-    /// the JSON.
+    /// connect-time percentile curve, errors by cause, and the TLS, WebSocket, traffic or
+    /// idle-probe figures and curves of a run that has them); `report html` draws the same
+    /// from the JSON.
     #[arg(long, value_name = "FILE")]
     pub(crate) html: Option<PathBuf>,
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].

@@ -274,3 +274,159 @@ fn report_html_names_the_bad_file() {
         let _ = std::fs::remove_dir_all(&d);
     });
 }
+
+/// goon --tls with traffic against the built-in target, with --html: the page has the TLS and
+/// traffic tables with the run's own figures, their percentile curves and per-interval charts,
+/// every one drawn with data, and no console message.
+#[test]
+fn goon_tls_traffic_html_renders_its_parts() {
+    let Some(bin) = chromium() else { return };
+    with_timeout(T, move || {
+        let d = dir("parts");
+        let (json, html) = (d.join("run.json"), d.join("run.html"));
+        let (code, out, err) = run(
+            &[
+                "goon",
+                "--tls",
+                "-c",
+                "20",
+                "--sleep",
+                "0",
+                "--message",
+                "ping\\n",
+                "--message-rate",
+                "20",
+                "--duration",
+                "1500ms",
+                "--expect-bytes",
+                "5",
+                "-i",
+                "500ms",
+                "-y",
+                "--json",
+                json.to_str().unwrap(),
+                "--html",
+                html.to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let done = doc["tls"]["handshakes"]["done"].as_u64().unwrap();
+        let answered = doc["traffic"]["counts"]["responses"].as_u64().unwrap();
+        assert_eq!(done, 20, "{out}");
+        assert!(answered > 0, "{out}");
+        let r = render(&bin, &html, None);
+        r.assert_clean();
+        for t in ["<h2>TLS handshakes</h2>", "<h2>Traffic</h2>"] {
+            assert!(r.dom.contains(t), "no table {t}");
+        }
+        assert!(r.dom.contains(&format!("<td>handshakes done</td><td>{done}</td>")), "{}", r.dom);
+        assert!(r.dom.contains(&format!("<td>messages answered</td><td>{answered}</td>")), "{}", r.dom);
+        for id in [
+            "chart-tls-handshakes",
+            "chart-tls-interval-latency",
+            "chart-tls-percentiles",
+            "chart-traffic-messages",
+            "chart-traffic-bytes",
+            "chart-traffic-interval-latency",
+            "chart-traffic-percentiles",
+        ] {
+            assert!(r.dom.contains(&format!("id=\"{id}\"")), "no {id}");
+        }
+        // Every figure on the page was drawn, each of its lines with points.
+        let figures =
+            r.dom.matches("<figure class=\"chart\"").count() + r.dom.matches("<figure class=\"bars\"").count();
+        assert_eq!(r.attr_num("render-status", "charts"), figures as u64, "{}", r.dom);
+        let svgs = r.dom.matches("<svg ").count();
+        assert_eq!(svgs, figures, "a figure without its chart");
+        let lines = r.line_points();
+        // Connections 4, rates 3, connect time per interval 3, its curve 1; TLS 3 + 3 + 1;
+        // traffic messages 3, bytes 2, per interval 3, curve 1 (no errors: exit status 0).
+        assert_eq!(lines.len(), 27, "{lines:?}");
+        assert!(lines.iter().all(|n| *n > 0), "{lines:?}");
+        let _ = std::fs::remove_dir_all(&d);
+    });
+}
+
+/// `report html` of shard files sums the TLS, traffic and idle-probe parts as `report merge`
+/// does: the page of the shard files and the page of their merged file show the same tables.
+#[test]
+fn fleet_parts_from_shard_files_match_the_merged_file() {
+    with_timeout(T, || {
+        let d = dir("fleet-parts");
+        let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+        let tables = |html: &str| -> Vec<String> {
+            let page = std::fs::read_to_string(html).unwrap();
+            page.split("<section class=\"table\">")
+                .skip(1)
+                .map(|s| s[..s.find("</section>").unwrap()].to_string())
+                .filter(|s| !s.starts_with("\n<h2>Shards</h2>"))
+                .collect()
+        };
+        let mut runs = vec![];
+        for i in 0..2 {
+            let shard = format!("{i}/2");
+            let tls = [
+                "goon",
+                "--tls",
+                "-c",
+                "20",
+                "--sleep",
+                "0",
+                "--shard",
+                &shard,
+                "--message",
+                "ping\\n",
+                "--message-rate",
+                "20",
+                "--duration",
+                "500ms",
+                "--expect-bytes",
+                "5",
+                "-i",
+                "250ms",
+                "-y",
+                "--json",
+            ];
+            runs.push((tls.iter().map(|s| s.to_string()).collect::<Vec<_>>(), p(&format!("t{i}.json"))));
+            let probe =
+                ["goon", "--probe-idle", "50ms,100ms", "--probe-group", "2", "--shard", &shard, "-i", "0", "--json"];
+            runs.push((probe.iter().map(|s| s.to_string()).collect(), p(&format!("p{i}.json"))));
+        }
+        for (args, json) in &runs {
+            let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+            a.push(json);
+            let (code, out, err) = run(&a, Duration::from_secs(60));
+            assert_eq!(code, 0, "{args:?}: {out}{err}");
+        }
+        for (kind, want) in [("t", vec!["TLS handshakes", "Traffic"]), ("p", vec!["Idle probe groups"])] {
+            let (s0, s1, merged) =
+                (p(&format!("{kind}0.json")), p(&format!("{kind}1.json")), p(&format!("{kind}m.json")));
+            let (code, out, err) = run(&["report", "merge", &s0, &s1, "--json", &merged], Duration::from_secs(30));
+            assert_eq!(code, 0, "{out}{err}");
+            let (a, b) = (p(&format!("{kind}-shards.html")), p(&format!("{kind}-merged.html")));
+            for (inputs, html) in [(vec![s0.as_str(), s1.as_str()], &a), (vec![merged.as_str()], &b)] {
+                let mut args = vec!["report", "html"];
+                args.extend(inputs);
+                args.extend(["-o", html.as_str()]);
+                let (code, out, err) = run(&args, Duration::from_secs(30));
+                assert_eq!(code, 0, "{out}{err}");
+            }
+            let (ta, tb) = (tables(&a), tables(&b));
+            let titles: Vec<&str> =
+                ta.iter().map(|t| t.split("<h2>").nth(1).and_then(|t| t.split([' ', '<']).next()).unwrap()).collect();
+            assert_eq!(ta.len(), want.len(), "{ta:?}");
+            for (t, w) in ta.iter().zip(&want) {
+                assert!(t.starts_with(&format!("\n<h2>{w}")), "{titles:?}");
+            }
+            assert_eq!(ta, tb, "the shard files' sum differs from report merge's");
+            if kind == "p" {
+                let page = std::fs::read_to_string(&a).unwrap();
+                assert!(page.contains("id=\"verdict\">Idle-timeout verdict: no idle timeout up to 0.1 s<"), "{page}");
+                assert!(ta[0].contains("<td>50ms</td><td>alive</td><td>4</td>"), "both shards' groups: {}", ta[0]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    });
+}

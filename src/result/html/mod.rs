@@ -4,7 +4,8 @@
 //! Content-Security-Policy forbids them, and runs only its own script, by nonce).
 //!
 //! Inputs, told apart by their keys (docs/json-format.md describes them):
-//! - one `goon --json` result (format 2 with per-interval samples, or format 1 without);
+//! - one `goon --json` result (format 2 with per-interval samples, or format 1 without), with
+//!   its TLS, WebSocket, traffic and idle-probe parts when the run had them;
 //! - several of them, the shards of one fleet, shown as a fleet (their sum over time) and per
 //!   shard;
 //! - one `report merge --json` result (`kind: "goon-fleet"`), which carries its shards;

@@ -9,6 +9,7 @@ use serde_json::Value;
 mod bp;
 mod goon;
 mod read;
+mod sections;
 
 use bp::bp_page;
 use goon::{fleet_page, goon_page};
@@ -105,8 +106,11 @@ pub(crate) struct Page {
     pub title: String,
     /// `goon`, `goon fleet` or `bp client`.
     pub kind: &'static str,
-    /// bp client's verdict line.
+    /// bp client's verdict line, or an idle probe's.
     pub verdict: Option<String>,
+    /// Whether the verdict is good news (shown green); `None`: bp client's rule, a verdict
+    /// that says YES.
+    pub verdict_good: Option<bool>,
     pub summary: Vec<(String, String)>,
     pub notes: Vec<String>,
     pub charts: Vec<Chart>,

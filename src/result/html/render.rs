@@ -70,7 +70,7 @@ pub(crate) fn page(p: &Page, title: Option<&str>) -> String {
         kind = esc(p.kind),
     );
     if let Some(v) = &p.verdict {
-        let cls = if v.contains(" YES") { "yes" } else { "no" };
+        let cls = if p.verdict_good.unwrap_or_else(|| v.contains(" YES")) { "yes" } else { "no" };
         let _ = writeln!(h, "<section class=\"verdict {cls}\" id=\"verdict\">{}</section>", esc(v));
     }
     h.push_str("<section class=\"summary\">\n<h2>Summary</h2>\n<table class=\"kv\">\n");

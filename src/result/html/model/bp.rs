@@ -162,6 +162,7 @@ pub(super) fn bp_page(file: &str, doc: &Value) -> Result<Page, InputError> {
         title: "bp client run".to_string(),
         kind: "bp client",
         verdict: Some(text(&doc["verdict"])),
+        verdict_good: None,
         summary,
         notes,
         charts,

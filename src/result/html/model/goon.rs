@@ -1,8 +1,14 @@
-//! The goon pages: one run, the shard files of a fleet, or a merged fleet.
+//! The goon pages: one run, the shard files of a fleet, or a merged fleet. The optional
+//! parts of a result (TLS, WebSocket, traffic: `parts.rs`; the idle probe: `probe.rs`) add
+//! their tables and charts after the connect-and-hold ones.
+
+mod parts;
+mod probe;
 
 use serde_json::Value;
 
 use super::read::{fleet_samples, percentile_ticks, round4, text, Lat, Run, Sample};
+use super::sections::Sections;
 use super::{err, Bars, Chart, InputError, Page, Series, Table, Unit, SHARD_LINES_MAX};
 use crate::net::Cause;
 use crate::result::totals::Totals;
@@ -64,10 +70,12 @@ fn rate_series(samples: &[Sample]) -> Vec<Series> {
     ]
 }
 
-/// p50, p99 and max of the connects completed in each interval (flat over the interval), from
-/// the interval's own histogram and exact max; intervals without a connect are left out.
-fn latency_series(samples: &[Sample]) -> Vec<Series> {
-    let with: Vec<&Sample> = samples.iter().filter(|s| s.connect.count > 0 && s.connect.hist.is_some()).collect();
+/// p50, p99 and max of the latencies `of` each interval (the connects completed in it, its
+/// handshakes, ...), flat over the interval, from the interval's own histogram and exact max;
+/// intervals without one are left out.
+fn latency_series(samples: &[Sample], of: &dyn Fn(&Sample) -> Option<&Lat>) -> Vec<Series> {
+    let with: Vec<(&Sample, &Lat)> =
+        samples.iter().filter_map(|s| of(s).map(|l| (s, l))).filter(|(_, l)| l.count > 0 && l.hist.is_some()).collect();
     if with.is_empty() {
         return Vec::new();
     }
@@ -75,7 +83,7 @@ fn latency_series(samples: &[Sample]) -> Vec<Series> {
         name: name.to_string(),
         points: with
             .iter()
-            .filter_map(|s| f(&s.connect).map(|ns| (s, ns as f64 / 1e6)))
+            .filter_map(|(s, l)| f(l).map(|ns| (s, ns as f64 / 1e6)))
             .flat_map(|(s, ms)| [(round4(s.t_start), ms), (round4(s.t_end), ms)])
             .collect(),
     };
@@ -86,6 +94,46 @@ fn latency_series(samples: &[Sample]) -> Vec<Series> {
     ]
 }
 
+/// The percentile curve of `total` (called `name`, or `fleet` on a fleet page) and, on a fleet
+/// page, those of the first [`SHARD_LINES_MAX`] shards; curves without a histogram are left
+/// out.
+fn curves(name: &str, total: &Lat, shards: Option<Vec<(String, Lat)>>) -> Vec<Series> {
+    let mut out = Vec::new();
+    let fleet_curve = total.curve();
+    if !fleet_curve.is_empty() {
+        out.push(Series { name: if shards.is_some() { "fleet".into() } else { name.into() }, points: fleet_curve });
+    }
+    for (label, l) in shards.into_iter().flatten().take(SHARD_LINES_MAX) {
+        let pts = l.curve();
+        if !pts.is_empty() {
+            out.push(Series { name: label, points: pts });
+        }
+    }
+    out
+}
+
+/// A percentile chart (x: the percentile's nines, y: ms on a log scale) of `curves`; `None`
+/// when there is none.
+fn percentile_chart(id: &str, title: &str, y_label: &str, curves: Vec<Series>) -> Option<Chart> {
+    if curves.is_empty() {
+        return None;
+    }
+    let top = curves.iter().filter_map(|s| s.points.last()).map(|p| p.0).fold(0.0, f64::max);
+    Some(Chart {
+        id: id.to_string(),
+        title: title.to_string(),
+        x_label: "percentile".to_string(),
+        x_unit: Unit::Count,
+        x_ticks: percentile_ticks(top),
+        y_label: y_label.to_string(),
+        y_unit: Unit::Ms,
+        y_log: true,
+        series: curves,
+        bands: Vec::new(),
+        band_label: String::new(),
+    })
+}
+
 fn cause_series(samples: &[Sample], totals: &[u64; 7]) -> Vec<Series> {
     Cause::ALL
         .iter()
@@ -94,8 +142,13 @@ fn cause_series(samples: &[Sample], totals: &[u64; 7]) -> Vec<Series> {
         .collect()
 }
 
+/// Seconds as goon prints a duration; a value no duration holds (NaN, past ~584 years) as a
+/// plain number, not a panic.
 pub(super) fn fmt_s(s: f64) -> String {
-    go_duration(std::time::Duration::from_secs_f64(s.max(0.0)))
+    match std::time::Duration::try_from_secs_f64(s.max(0.0)) {
+        Ok(d) => go_duration(d),
+        Err(_) => format!("{s:e} s"),
+    }
 }
 
 fn shell_word(w: &str) -> String {
@@ -132,6 +185,11 @@ pub(super) fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, 
                 t.connect.merge(&r.connect);
                 t.fail.merge(&r.fail);
             }
+            let start = runs.iter().filter_map(|r| r.started_unix).fold(f64::INFINITY, f64::min);
+            let offset = |r: &Run| r.started_unix.filter(|_| start.is_finite()).map_or(0.0, |s| s - start);
+            let parts: Vec<(&str, &Sections, f64)> =
+                runs.iter().map(|r| (r.file.as_str(), &r.sections, offset(r))).collect();
+            t.sections = Sections::sum(&parts)?;
             t.samples = fleet_samples(&runs)?;
             let upper: u64 = runs.iter().map(|r| r.counts.max_concurrent_established).sum();
             t.counts.max_concurrent_established = t.samples.iter().map(|s| s.established).max().unwrap_or(0).min(upper);
@@ -191,6 +249,7 @@ pub(super) fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, 
         ));
     }
     let mut charts = Vec::new();
+    let scope = if sharded { "fleet total" } else { "this run" };
     if total.samples.is_empty() {
         notes.push(format!(
             "{}: no per-interval samples (JSON format {}), so no time series; the totals and the percentile curve \
@@ -198,7 +257,6 @@ pub(super) fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, 
             total.file, total.format
         ));
     } else {
-        let scope = if sharded { "fleet total" } else { "this run" };
         charts.push(time_chart(
             "connections",
             &format!("Connections by state over time ({scope})"),
@@ -239,7 +297,7 @@ pub(super) fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, 
             Unit::PerSecond,
             rate_series(&total.samples),
         ));
-        let lat = latency_series(&total.samples);
+        let lat = latency_series(&total.samples, &|s| Some(&s.connect));
         if !lat.is_empty() {
             let mut c = time_chart(
                 "interval-latency",
@@ -261,49 +319,39 @@ pub(super) fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, 
             ));
         }
     }
-    let mut curves = Vec::new();
-    let fleet_curve = total.connect.curve();
-    if !fleet_curve.is_empty() {
-        curves.push(Series { name: if sharded { "fleet".into() } else { "connect time".into() }, points: fleet_curve });
-    }
-    if sharded {
-        for r in runs.iter().take(SHARD_LINES_MAX) {
-            let pts = r.connect.curve();
-            if !pts.is_empty() {
-                curves.push(Series { name: r.label(), points: pts });
-            }
-        }
-    }
-    if !curves.is_empty() {
-        let top = curves.iter().filter_map(|s| s.points.last()).map(|p| p.0).fold(0.0, f64::max);
-        charts.push(Chart {
-            id: "percentiles".to_string(),
-            title: "Connect-time percentiles (from the HdrHistogram)".to_string(),
-            x_label: "percentile".to_string(),
-            x_unit: Unit::Count,
-            x_ticks: percentile_ticks(top),
-            y_label: "connect time".to_string(),
-            y_unit: Unit::Ms,
-            y_log: true,
-            series: curves,
-            bands: Vec::new(),
-            band_label: String::new(),
-        });
+    let shard_curves = |of: &dyn Fn(&Run) -> Option<Lat>| {
+        sharded.then(|| runs.iter().take(SHARD_LINES_MAX).filter_map(|r| of(r).map(|l| (r.label(), l))).collect())
+    };
+    let connect_curves = curves("connect time", &total.connect, shard_curves(&|r| Some(r.connect.clone())));
+    if let Some(c) = percentile_chart(
+        "percentiles",
+        "Connect-time percentiles (from the HdrHistogram)",
+        "connect time",
+        connect_curves,
+    ) {
+        charts.push(c);
     } else if total.connect.count > 0 {
         notes.push("No connect-time histogram in the input, so no percentile curve.".to_string());
     }
+    let mut parts = parts::parts(&total, scope, &shard_curves);
+    if let Some(p) = &total.sections.probe {
+        parts.tables.insert(0, probe::groups_table(p));
+    }
+    charts.append(&mut parts.charts);
+    notes.append(&mut parts.notes);
     let items: Vec<(String, u64)> = Cause::ALL
         .iter()
         .zip(total.counts.errors)
         .filter(|(_, n)| *n > 0)
         .map(|(c, n)| (c.name().to_string(), n))
         .collect();
-    let bars = if items.is_empty() {
+    let mut bars = if items.is_empty() {
         notes.push("No connection errors.".to_string());
         Vec::new()
     } else {
         vec![Bars { id: "causes".to_string(), title: "Errors by cause".to_string(), items }]
     };
+    bars.append(&mut parts.bars);
     let pct = |l: &Lat, q: f64| l.percentile_ns(q).map_or("-".to_string(), |ns| fmt_s(ns as f64 / 1e9));
     let head = [
         "shard",
@@ -340,11 +388,12 @@ pub(super) fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, 
             ]
         })
         .collect();
-    let tables = vec![Table {
+    let mut tables = parts.tables;
+    tables.push(Table {
         title: if sharded { "Shards".to_string() } else { "Run".to_string() },
         head: head.iter().map(|h| h.to_string()).collect(),
         rows,
-    }];
+    });
     let mut commands = Vec::new();
     if let Some(f) = &fleet {
         if !f.argv.is_empty() {
@@ -362,7 +411,8 @@ pub(super) fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, 
     Ok(Page {
         title,
         kind: if sharded { "goon fleet" } else { "goon" },
-        verdict: None,
+        verdict: total.sections.probe.as_ref().map(probe::verdict_line),
+        verdict_good: total.sections.probe.as_ref().map(|p| p.verdict.kind == "none"),
         summary,
         notes,
         charts,

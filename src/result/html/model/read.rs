@@ -4,6 +4,7 @@
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
+use super::sections::{add_part, IvTls, IvTraffic, Sections};
 use super::{err, InputError, FLEET_BUCKETS_MAX, PERCENTILE_NINES_MAX, PERCENTILE_STEPS_PER_NINE};
 use crate::net::Cause;
 use crate::result::totals::Totals;
@@ -196,6 +197,10 @@ pub(super) struct Sample {
     pub(super) errors: [u64; 7],
     /// Connects completed during the interval.
     pub(super) connect: Lat,
+    /// `--tls` runs: the interval's handshakes.
+    pub(super) tls: Option<IvTls>,
+    /// Runs with traffic: the interval's messages, bytes and response times.
+    pub(super) traffic: Option<IvTraffic>,
 }
 
 impl Default for Sample {
@@ -213,6 +218,8 @@ impl Default for Sample {
             established_new: 0,
             errors: [0; 7],
             connect: Lat::empty(),
+            tls: None,
+            traffic: None,
         }
     }
 }
@@ -233,6 +240,8 @@ impl Sample {
             established_new: int(&v["established_new"]),
             errors: cause_counts(&v["errors"]),
             connect: Lat::parse(file, &format!("samples[{i}].connect_time"), &v["connect_time"])?,
+            tls: IvTls::parse(file, &format!("samples[{i}]"), v)?,
+            traffic: IvTraffic::parse(file, &format!("samples[{i}]"), v)?,
         })
     }
 
@@ -264,6 +273,8 @@ pub(super) struct Run {
     pub(super) exit_code: u64,
     pub(super) interval_s: f64,
     pub(super) samples: Vec<Sample>,
+    /// The optional parts (TLS, WebSocket, traffic, idle probe).
+    pub(super) sections: Sections,
 }
 
 impl Run {
@@ -298,6 +309,7 @@ impl Run {
                 Some(a) => a.iter().enumerate().map(|(i, s)| Sample::parse(file, i, s)).collect::<Result<_, _>>()?,
                 None => Vec::new(),
             },
+            sections: Sections::parse(file, v)?,
         })
     }
 
@@ -357,6 +369,8 @@ pub(super) fn fleet_samples(runs: &[Run]) -> Result<Vec<Sample>, InputError> {
                     *a += e;
                 }
                 bucket.connect.merge(&s.connect);
+                add_part(&mut bucket.tls, &s.tls, IvTls::add);
+                add_part(&mut bucket.traffic, &s.traffic, IvTraffic::add);
                 latest = Some(s);
                 next.next();
             }

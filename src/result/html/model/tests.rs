@@ -336,3 +336,5 @@ fn connect_time_per_interval_from_the_interval_histograms() {
     let e = build(&[input("bad.json", bad)]).unwrap_err();
     assert!(e.to_string().starts_with("bad.json: samples[1].connect_time.histogram_v2_deflate_base64: "), "{e}");
 }
+
+mod parts;
