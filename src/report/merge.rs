@@ -365,10 +365,7 @@ pub fn merge(docs: Vec<ShardDoc>, shards: u64, missing: Vec<u64>) -> Result<Merg
     let mut tls: Option<crate::result::tls::TlsTotals> = None;
     for d in &docs {
         if let Some(t) = &d.tls {
-            let acc = tls.get_or_insert_with(|| crate::result::tls::TlsTotals {
-                alpn: t.alpn.as_ref().map(|a| a.zeroed()),
-                ..Default::default()
-            });
+            let acc = tls.get_or_insert_with(|| crate::result::tls::TlsTotals::zeroed_like(t));
             acc.add(t, d.started_unix_s - started).map_err(|e| {
                 let (k, m) = crate::report::doc::split_key(&e);
                 key_err(&d.path, &format!("tls.{k}"), m)

@@ -246,6 +246,11 @@ impl TlsTotals {
         })
     }
 
+    /// Nothing counted yet, with the ALPN protocols of `o` (what a fleet's sum starts from).
+    pub fn zeroed_like(o: &TlsTotals) -> TlsTotals {
+        TlsTotals { alpn: o.alpn.as_ref().map(AlpnTally::zeroed), ..Default::default() }
+    }
+
     /// Adds another shard's figures; `offset_s` is how much later than the fleet's first start
     /// that shard started (its span then ends that much later on the fleet's clock). Shards
     /// with `alpn` and without, or with different protocols, do not add up.

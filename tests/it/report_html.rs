@@ -370,6 +370,8 @@ fn fleet_parts_from_shard_files_match_the_merged_file() {
             let tls = [
                 "goon",
                 "--tls",
+                "--alpn",
+                "h2,http/1.1",
                 "-c",
                 "20",
                 "--sleep",
@@ -421,6 +423,10 @@ fn fleet_parts_from_shard_files_match_the_merged_file() {
                 assert!(t.starts_with(&format!("\n<h2>{w}")), "{titles:?}");
             }
             assert_eq!(ta, tb, "the shard files' sum differs from report merge's");
+            if kind == "t" {
+                // The two shards' 10 handshakes each negotiated the built-in sink's first choice.
+                assert!(ta[0].contains("<tr><td>ALPN negotiated: h2</td><td>20</td></tr>"), "{}", ta[0]);
+            }
             if kind == "p" {
                 let page = std::fs::read_to_string(&a).unwrap();
                 assert!(page.contains("id=\"verdict\">Idle-timeout verdict: no idle timeout up to 0.1 s<"), "{page}");

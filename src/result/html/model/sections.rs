@@ -225,7 +225,8 @@ impl Sections {
                 return Err(differs("probe", s.probe.is_some()));
             }
             if let Some(t) = &s.tls {
-                out.tls.get_or_insert_with(TlsTotals::default).add(t, offset_s);
+                let acc = out.tls.get_or_insert_with(|| TlsTotals::zeroed_like(t));
+                acc.add(t, offset_s).map_err(|e| err(file, format!("tls.{e}")))?;
             }
             if let Some(w) = &s.ws {
                 match out.ws.as_mut() {

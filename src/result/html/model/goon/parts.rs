@@ -89,6 +89,12 @@ fn tls(total: &Run, scope: &str, shard_curves: ShardCurves, out: &mut Parts) {
     if let Some(s) = t.span_s {
         row(&mut rows, "handshake span", fmt_s(s));
     }
+    if let Some(a) = &t.alpn {
+        for (p, n) in &a.protocols {
+            rows.push((format!("ALPN negotiated: {p}"), n.to_string()));
+        }
+        row(&mut rows, "ALPN negotiated: none", a.none);
+    }
     lat_rows(&mut rows, "handshake time", "handshake", "handshakes", &hs);
     let mut causes: Vec<(String, u64)> =
         TlsCause::ALL.iter().map(|c| (c.name().to_string(), t.failures[c.index()])).filter(|(_, n)| *n > 0).collect();
