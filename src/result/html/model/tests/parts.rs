@@ -350,8 +350,8 @@ fn shard_files_sum_their_parts() {
     b["websocket"] = json_value(&cb, &wb);
     let page = build(&[input("b.json", b.clone()), input("a.json", a.clone())]).unwrap();
     let mut tls = TlsTotals::default();
-    tls.add(&ta, 0.0);
-    tls.add(&tb, 1.0);
+    tls.add(&ta, 0.0).unwrap();
+    tls.add(&tb, 1.0).unwrap();
     let rows = pairs(table(&page, "TLS handshakes"));
     assert_eq!(rows[0], ("handshakes done".to_string(), "100".to_string()));
     assert_eq!(rows[5].1, "66.7/s", "100 handshakes over the fleet's 1.5 s span");
