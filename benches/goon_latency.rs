@@ -20,7 +20,7 @@
 //! tools. The table shows, per tool, the median over rounds of p50/p90/p99/p99.9/max with the
 //! range, the rates, the CPU seconds of each tool's process (the reference's: this process's
 //! during its run) and goon's ratio to the reference. Run: `cargo bench --bench goon_latency`
-//! (about 4 minutes with the defaults). All traffic is on loopback; every wait is bounded.
+//! (about 3 minutes with the defaults). All traffic is on loopback; every wait is bounded.
 //!
 //! Two targets, each its own table (`GOON_LAT_TARGET=echo,stall`, default both):
 //!
