@@ -1,5 +1,6 @@
-//! Request/response latency at a fixed rate on many connections against an echo target
-//! (`netforge serve --mode echo`), measured three ways side by side in one run:
+//! Request/response latency at a fixed rate on many connections, against two targets (see
+//! below: `netforge serve --mode echo` and a stalling server), measured three ways side by side
+//! in one run:
 //!
 //! - `goon`: `netforge goon --message 'ping\n' --message-rate R --expect-bytes 5`, latency from
 //!   each message's intended send time (its slot), read from its `--json`;

@@ -454,7 +454,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         interrupted,
         rss_start_kib,
         rss_dial_done_kib,
-        rss_peak_kib: crate::sys::rss_kib().map_or(0, |r| r.1),
+        rss_peak_kib: report::peak_kib(rss_start_kib, rss_dial_done_kib),
         started_wall,
         ended_wall: SystemTime::now(),
         sample_interval,

@@ -20,6 +20,13 @@ use crate::units::go_duration;
 /// per-connection figure would mislead (10 connections: 177 KB "each").
 pub const PER_CONNECTION_MIN: u64 = 1000;
 
+/// The run's peak RSS: VmHWM now, or an earlier reading when that was higher (the kernel
+/// updates the high-water mark lazily, so an RSS read while dialing can exceed a later VmHWM).
+pub fn peak_kib(start_kib: u64, dial_done_kib: Option<u64>) -> u64 {
+    let hwm = crate::sys::rss_kib().map_or(0, |r| r.1);
+    hwm.max(start_kib).max(dial_done_kib.unwrap_or(0))
+}
+
 /// `(RSS when all were dialed - RSS at start) / established`, where that means something.
 pub fn per_connection_bytes(r: &GoonReport) -> Option<f64> {
     let at = r.rss_dial_done_kib?;
@@ -205,6 +212,15 @@ pub fn json_value(cfg: &GoonConfig, r: &GoonReport, target: SocketAddr, threads:
 mod tests {
     use super::*;
     use crate::goon::reactor::Counts;
+
+    #[test]
+    fn the_peak_is_never_below_an_earlier_reading() {
+        let (now, hwm) = crate::sys::rss_kib().unwrap();
+        assert!(peak_kib(0, None) >= hwm.max(now));
+        // A reading above the high-water mark the kernel reports (it updates it lazily).
+        assert_eq!(peak_kib(0, Some(hwm + 5000)), hwm + 5000);
+        assert_eq!(peak_kib(hwm + 7000, Some(hwm + 5000)), hwm + 7000);
+    }
 
     fn report(established: u64, start_kib: u64, dialed_kib: Option<u64>) -> GoonReport {
         GoonReport {

@@ -436,3 +436,29 @@ fn fleet_parts_from_shard_files_match_the_merged_file() {
         let _ = std::fs::remove_dir_all(&d);
     });
 }
+
+#[test]
+fn a_bad_alpn_count_in_an_interval_is_refused_naming_the_file_and_key() {
+    with_timeout(T, || {
+        let d = dir("bad-sample-alpn");
+        let json = d.join("run.json");
+        let j = json.to_str().unwrap();
+        let args = ["goon", "--tls", "--alpn", "h2", "-c", "5", "--sleep", "0", "-i", "200ms", "-y", "--json", j];
+        let (code, out, err) = run(&args, Duration::from_secs(60));
+        assert_eq!(code, 0, "{out}{err}");
+        let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let samples = doc["samples"].as_array_mut().unwrap();
+        let (i, s) =
+            samples.iter_mut().enumerate().find(|(_, s)| s["tls"]["alpn"].is_object()).expect("a sample with tls");
+        s["tls"]["alpn"]["h2"] = json!("x");
+        let bad = d.join("bad.json");
+        std::fs::write(&bad, serde_json::to_string(&doc).unwrap()).unwrap();
+        let b = bad.to_str().unwrap();
+        let page = d.join("bad.html");
+        let (code, out, err) = run(&["report", "html", b, "-o", page.to_str().unwrap()], Duration::from_secs(30));
+        assert_eq!(code, 1, "{out}{err}");
+        let want = format!("samples[{i}].tls.alpn.h2: not a non-negative integer");
+        assert!(err.contains(&want) && err.contains("bad.json") && err.trim().lines().count() == 1, "{err}");
+        let _ = std::fs::remove_dir_all(&d);
+    });
+}

@@ -199,7 +199,7 @@ pub fn run(
         interrupted,
         rss_start_kib,
         rss_dial_done_kib,
-        rss_peak_kib: crate::sys::rss_kib().map_or(0, |r| r.1),
+        rss_peak_kib: report::peak_kib(rss_start_kib, rss_dial_done_kib),
         started_wall,
         ended_wall: SystemTime::now(),
         sample_interval,

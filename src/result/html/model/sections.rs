@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::read::{text, Lat};
 use super::{err, InputError};
 use crate::result::probe::verdict::{verdict, Group, Verdict, MAX_GROUPS};
-use crate::result::tls::TlsTotals;
+use crate::result::tls::{AlpnTally, TlsTotals};
 use crate::result::traffic::TrafficCounts;
 use crate::result::ws::{self, WsLatencies};
 use crate::stats::Latency;
@@ -333,6 +333,10 @@ impl IvTls {
     pub(super) fn parse(file: &str, at: &str, v: &Value) -> Result<Option<IvTls>, InputError> {
         let Some(t) = part(v, "tls") else { return Ok(None) };
         let at = format!("{at}.tls");
+        // Not drawn, but read as strictly as `report merge` reads it.
+        if let Some(a) = t.get("alpn").filter(|a| !a.is_null()) {
+            AlpnTally::from_json(a).map_err(|e| err(file, format!("{at}.{e}")))?;
+        }
         Ok(Some(IvTls {
             full: req_int(file, &at, t, "full")?,
             resumed: req_int(file, &at, t, "resumed")?,
