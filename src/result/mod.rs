@@ -15,6 +15,23 @@ pub(crate) mod totals;
 pub(crate) mod traffic;
 pub(crate) mod ws;
 
+/// Checks before a run that the file a result goes to at its end (`--json FILE`, `--html FILE`)
+/// can be written, so that a bad path is a one-line error now rather than after the whole
+/// test. The file is opened for writing without truncating it, and removed again when this
+/// check created it.
+pub(crate) fn check_output(flag: &str, path: &std::path::Path) -> Result<(), crate::error::Error> {
+    let existed = path.exists();
+    match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(())
+        }
+        Err(e) => Err(crate::error::Error::Usage(format!("{flag} {}: cannot write: {e}", path.display()))),
+    }
+}
+
 /// The goon JSON format this netforge writes and `report merge` reads.
 pub const FORMAT_VERSION: u64 = 2;
 

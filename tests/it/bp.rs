@@ -658,3 +658,19 @@ fn unbounded_relay_gives_no_and_names_the_absorbing_hop() {
         drop(relay);
     });
 }
+
+#[test]
+fn an_output_file_that_cannot_be_written_stops_the_client_before_its_run() {
+    with_timeout(T, || {
+        let (srv, addr) = bp_server(&[]);
+        let server = addr.to_string();
+        for flag in ["--json", "--html"] {
+            // A 60 s run that would only fail at its end without the check at the start.
+            let args = ["bp", "client", "--server", &server, "--duration", "60s", flag, "/nonexistent-dir/r.out"];
+            let (code, _, err) = run(&args, Duration::from_secs(20));
+            assert_eq!(code, 1, "{flag}: {err}");
+            assert!(err.contains(&format!("{flag} /nonexistent-dir/r.out: cannot write")), "{flag}: {err}");
+        }
+        drop(srv);
+    });
+}

@@ -585,3 +585,29 @@ fn each_reactor_dials_from_its_own_port_slice() {
         assert!(ports.iter().any(|p| p % 2 == 1), "only even ports: {ports:?}");
     });
 }
+
+#[test]
+fn an_output_file_that_cannot_be_written_stops_goon_before_its_run() {
+    with_timeout(Duration::from_secs(60), || {
+        for (flag, extra) in [("--json", &[][..]), ("--html", &[][..]), ("--json", &["--probe-idle", "30s"][..])] {
+            // A 60 s hold (or a 30 s probe) that would only fail at its end without the check.
+            let mut args = vec!["goon", "-c", "2", "--hold", "60s", "-y", flag, "/nonexistent-dir/r.out"];
+            if !extra.is_empty() {
+                args = vec!["goon", "-c", "2", "-y", flag, "/nonexistent-dir/r.out"];
+                args.extend(extra);
+            }
+            let (code, _, err) = run(&args, Duration::from_secs(20));
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains(&format!("{flag} /nonexistent-dir/r.out: cannot write")), "{args:?}: {err}");
+        }
+        // A writable path is left as it was: the check creates nothing that stays.
+        let dir = std::env::temp_dir().join(format!("netforge-out-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("r.json");
+        let (code, out, err) =
+            run(&["goon", "-c", "2", "-y", "--json", json.to_str().unwrap()], Duration::from_secs(30));
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(std::fs::read_to_string(&json).unwrap().contains("\"format_version\""));
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

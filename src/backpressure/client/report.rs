@@ -56,6 +56,11 @@ pub fn run(
     signals: &Receiver<Signal>,
     out: &mut dyn Write,
 ) -> Result<(), crate::error::Error> {
+    for (flag, path) in [("--json", &outputs.json), ("--html", &outputs.html)] {
+        if let Some(p) = path {
+            crate::result::check_output(flag, p)?;
+        }
+    }
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(REPORT_QUEUE);
     let start = Instant::now();
     let reactor = ClientReactor {
