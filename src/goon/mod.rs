@@ -38,6 +38,7 @@ use crate::sys::Signal;
 use crate::target::{Mode, Sink};
 use crate::units::MAX_DURATION;
 use reactor::{Concurrency, Counts, GoonCmd, GoonReactor, Pace, ReactorPlan, Update};
+use report::RunFigures;
 pub(crate) use sample::{Sampler, Stream};
 
 /// Where reactors report.
@@ -396,19 +397,13 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
 
     let mut role = Coordinated {
         pool,
-        total,
+        run: RunFigures::new(total, started, started_wall, sample_interval, rss_start_kib),
         hold: cfg.hold,
-        started,
         reports: Reports::new(threads),
         dial_done: vec![false; threads],
-        connect: Latency::new(),
-        fail: Latency::new(),
         tls_handshake: Latency::new(),
         ws: cfg.ws.as_ref().map(|_| ws::WsLatencies::default()),
-        dial_phase: None,
-        rss_dial_done_kib: None,
         hold_until: None,
-        interrupted: false,
         traffic: cfg.traffic.as_ref().map(|t| t.duration),
         response: Latency::new(),
         line_bytes: (0, 0),
@@ -417,20 +412,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         sampler: Sampler::new(cfg, started, sample_interval, concurrency.clone(), stream.take()),
     };
     coordinator::run(&mut role, &rx, signals, out);
-    let Coordinated {
-        pool,
-        reports,
-        connect,
-        fail,
-        tls_handshake,
-        ws,
-        dial_phase,
-        rss_dial_done_kib,
-        interrupted,
-        mut sampler,
-        response,
-        ..
-    } = role;
+    let Coordinated { pool, run, reports, tls_handshake, ws, sampler, response, .. } = role;
     let counts = reports.total();
     let tls = cfg.tls.as_ref().map(|t| crate::result::tls::TlsTotals {
         alpn: (!t.options.alpn.is_empty())
@@ -443,32 +425,11 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         handshake: tls_handshake,
         span_s: counts.tls.last_done.map(|t| t.saturating_duration_since(started).as_secs_f64()),
     });
-    let elapsed = started.elapsed();
-    sampler.close(&counts, total, elapsed, true);
-    let Sampler { buf, stream: st, .. } = sampler;
+    let (mut report, st) = run.into_report(counts, concurrency.peak(), sampler);
     stream = st;
-    let (samples, sample_stride) = buf.finish();
-    let report = GoonReport {
-        not_initiated: total - counts.dialed.min(total),
-        counts,
-        max_established: concurrency.peak(),
-        connect,
-        fail,
-        dial_phase,
-        elapsed,
-        interrupted,
-        rss_start_kib,
-        rss_dial_done_kib,
-        rss_peak_kib: report::peak_kib(rss_start_kib, rss_dial_done_kib),
-        started_wall,
-        ended_wall: SystemTime::now(),
-        sample_interval,
-        samples,
-        sample_stride,
-        tls,
-        ws,
-        response,
-    };
+    report.tls = tls;
+    report.ws = ws;
+    report.response = response;
     let written = finish(cfg, &report, target, threads, stream.as_mut(), out);
     // Every reactor has reported (or the grace ran out): now they may close and end.
     pool.broadcast(|_| GoonCmd::Exit);
@@ -540,19 +501,13 @@ fn wait_until(at: SystemTime, signals: &Receiver<Signal>, out: &mut dyn Write) -
 /// The coordinator's side of `goon`: interval lines, the end of the dial phase, the hold.
 struct Coordinated {
     pool: Pool<GoonCmd>,
-    total: u64,
+    run: RunFigures,
     hold: Duration,
-    started: Instant,
     reports: Reports<Counts>,
     dial_done: Vec<bool>,
-    connect: Latency,
-    fail: Latency,
     tls_handshake: Latency,
     ws: Option<ws::WsLatencies>,
-    dial_phase: Option<Duration>,
-    rss_dial_done_kib: Option<u64>,
     hold_until: Option<Instant>,
-    interrupted: bool,
     /// The traffic phase's length, with traffic flags.
     traffic: Option<Duration>,
     response: Latency,
@@ -567,7 +522,7 @@ impl Coordinated {
     /// starts the next interval).
     fn line(&mut self, advance: bool) -> String {
         let c = self.reports.total();
-        let mut line = status_line(self.total, &c, self.total - c.dialed.min(self.total));
+        let mut line = self.run.status_line(&c);
         if self.traffic.is_some() {
             let (up, down) = (c.traffic.bytes_up, c.traffic.bytes_down);
             line.push_str(&traffic_suffix(up - self.line_bytes.0.min(up), down - self.line_bytes.1.min(down)));
@@ -598,12 +553,7 @@ impl Role for Coordinated {
     }
 
     fn on_report(&mut self, u: Update, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
-        if let Some(l) = &u.connect {
-            self.connect.merge(l);
-        }
-        if let Some(l) = &u.fail {
-            self.fail.merge(l);
-        }
+        self.run.merge(u.connect.as_ref(), u.fail.as_ref());
         if let Some(l) = &u.tls_handshake {
             self.tls_handshake.merge(l);
         }
@@ -621,8 +571,7 @@ impl Role for Coordinated {
         self.reports.set(u.reactor, u.counts, u.exited);
         if self.hold_until.is_none() && self.dial_done.iter().all(|d| *d) {
             let now = Instant::now();
-            self.dial_phase = Some(now - self.started);
-            self.rss_dial_done_kib = crate::sys::rss_kib().map(|r| r.0);
+            self.run.dialed(now);
             // With traffic, the traffic phase comes first and the hold after it.
             let traffic_end = now + self.traffic.unwrap_or(Duration::ZERO);
             if self.traffic.is_some() {
@@ -643,7 +592,7 @@ impl Role for Coordinated {
         }
         if now >= self.sampler.next && !self.reports.all_done() {
             let c = self.reports.total();
-            self.sampler.close(&c, self.total, now - self.started, false);
+            self.sampler.close(&c, self.run.total, now - self.run.started, false);
         }
         if self.reports.all_done() {
             return Flow::Exit;
@@ -659,7 +608,7 @@ impl Role for Coordinated {
     }
 
     fn on_stop(&mut self, ctl: &mut Ctl) {
-        self.interrupted = true;
+        self.run.interrupted = true;
         self.stop(ctl, Instant::now());
     }
 

@@ -4,10 +4,12 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
-use super::{status_line, GoonConfig, GoonReport};
+use super::reactor::Counts;
+use super::{status_line, GoonConfig, GoonReport, Sampler, Stream};
 use crate::net::Cause;
 use crate::result::block::{final_block, latency_json, target_label, FinalBlock};
 use crate::result::sample::Sample;
@@ -19,6 +21,103 @@ use crate::units::go_duration;
 /// (thread stacks, connection tables, histograms touched for the first time), not the connections', so a
 /// per-connection figure would mislead (10 connections: 177 KB "each").
 pub const PER_CONNECTION_MIN: u64 = 1000;
+
+/// What both goon coordinators (held connections and the idle probe) keep the same way, and
+/// hand to the report every run ends with.
+pub(crate) struct RunFigures {
+    pub total: u64,
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    pub sample_interval: Duration,
+    pub rss_start_kib: u64,
+    pub connect: Latency,
+    pub fail: Latency,
+    /// From start until every dial was started and resolved.
+    pub dial_phase: Option<Duration>,
+    pub rss_dial_done_kib: Option<u64>,
+    pub interrupted: bool,
+}
+
+impl RunFigures {
+    pub(crate) fn new(
+        total: u64,
+        started: Instant,
+        started_wall: SystemTime,
+        sample_interval: Duration,
+        rss_start_kib: u64,
+    ) -> Self {
+        RunFigures {
+            total,
+            started,
+            started_wall,
+            sample_interval,
+            rss_start_kib,
+            connect: Latency::new(),
+            fail: Latency::new(),
+            dial_phase: None,
+            rss_dial_done_kib: None,
+            interrupted: false,
+        }
+    }
+
+    /// A reactor's connect and failure latencies since its last update.
+    pub(crate) fn merge(&mut self, connect: Option<&Latency>, fail: Option<&Latency>) {
+        if let Some(l) = connect {
+            self.connect.merge(l);
+        }
+        if let Some(l) = fail {
+            self.fail.merge(l);
+        }
+    }
+
+    /// Every dial was resolved at `now`: the dial phase's length, and the RSS then.
+    pub(crate) fn dialed(&mut self, now: Instant) {
+        self.dial_phase = Some(now.saturating_duration_since(self.started));
+        self.rss_dial_done_kib = crate::sys::rss_kib().map(|r| r.0);
+    }
+
+    /// tcpgoon's status line for `c`.
+    pub(crate) fn status_line(&self, c: &Counts) -> String {
+        status_line(self.total, c, self.total - c.dialed.min(self.total))
+    }
+
+    /// Closes the sampler with the final counts and assembles the report; the mode's own parts
+    /// (TLS, WebSocket, traffic response times) start empty for the caller to set. The event
+    /// stream comes back for the end event.
+    pub(crate) fn into_report(
+        self,
+        counts: Counts,
+        max_established: u64,
+        mut sampler: Sampler,
+    ) -> (GoonReport, Option<Stream>) {
+        let elapsed = self.started.elapsed();
+        sampler.close(&counts, self.total, elapsed, true);
+        let Sampler { buf, stream, .. } = sampler;
+        let (samples, sample_stride) = buf.finish();
+        let report = GoonReport {
+            not_initiated: self.total - counts.dialed.min(self.total),
+            counts,
+            max_established,
+            connect: self.connect,
+            fail: self.fail,
+            dial_phase: self.dial_phase,
+            elapsed,
+            interrupted: self.interrupted,
+            rss_start_kib: self.rss_start_kib,
+            rss_dial_done_kib: self.rss_dial_done_kib,
+            rss_peak_kib: peak_kib(self.rss_start_kib, self.rss_dial_done_kib),
+            started_wall: self.started_wall,
+            ended_wall: SystemTime::now(),
+            sample_interval: self.sample_interval,
+            samples,
+            sample_stride,
+            tls: None,
+            ws: None,
+            response: Latency::new(),
+        };
+        (report, stream)
+    }
+}
 
 /// The run's peak RSS: VmHWM now, or an earlier reading when that was higher (the kernel
 /// updates the high-water mark lazily, so an RSS read while dialing can exceed a later VmHWM).

@@ -25,6 +25,7 @@ use crossbeam_channel::Receiver;
 use serde_json::json;
 
 use super::reactor::{Concurrency, Counts, GoonCmd};
+use super::report::RunFigures;
 use super::{pace_for, report, shares, status_line, GoonConfig, GoonReport, Sampler, Stream};
 use super::{SAMPLE_DEFAULT, STOP_GRACE, TICK, UPDATE_QUEUE_PER_REACTOR};
 use crate::engine::accept::Admission;
@@ -34,7 +35,6 @@ use crate::error::Error;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
 pub use crate::result::probe::ProbeOutcome;
-use crate::stats::Latency;
 use crate::sys::Signal;
 use crate::target::{Mode, Sink};
 use args::ProbeConfig;
@@ -163,52 +163,20 @@ pub fn run(
     let mut role = Coordinated {
         pool,
         cfg: p.clone(),
-        total,
-        started,
+        run: RunFigures::new(total, started, started_wall, sample_interval, rss_start_kib),
         deadline: started + span + SLACK,
         reports: Reports::new(threads),
         dial_done: vec![false; threads],
         done: vec![false; threads],
-        connect: Latency::new(),
-        fail: Latency::new(),
-        dial_phase: None,
-        rss_dial_done_kib: None,
         announced: vec![false; p.idle.len()],
-        interrupted: false,
         interval: Interval::new(started, cfg.interval),
         sampler: Sampler::new(cfg, started, sample_interval, concurrency.clone(), stream.take()),
     };
     coordinator::run(&mut role, &rx, signals, out);
-    let Coordinated { pool, reports, connect, fail, dial_phase, rss_dial_done_kib, interrupted, mut sampler, .. } =
-        role;
+    let Coordinated { pool, run, reports, sampler, .. } = role;
     let snap = reports.total();
-    let counts = snap.counts;
-    let elapsed = started.elapsed();
-    sampler.close(&counts, total, elapsed, true);
-    let Sampler { buf, stream: st, .. } = sampler;
+    let (report, st) = run.into_report(snap.counts, concurrency.peak(), sampler);
     stream = st;
-    let (samples, sample_stride) = buf.finish();
-    let report = GoonReport {
-        not_initiated: total - counts.dialed.min(total),
-        counts,
-        max_established: concurrency.peak(),
-        connect,
-        fail,
-        dial_phase,
-        elapsed,
-        interrupted,
-        rss_start_kib,
-        rss_dial_done_kib,
-        rss_peak_kib: report::peak_kib(rss_start_kib, rss_dial_done_kib),
-        started_wall,
-        ended_wall: SystemTime::now(),
-        sample_interval,
-        samples,
-        sample_stride,
-        tls: None,
-        ws: None,
-        response: Latency::new(),
-    };
     let outcome = ProbeOutcome::new(&p.idle, p.deadline, p.message.len(), &snap.groups);
     let written = finish(cfg, &report, &outcome, target, threads, stream.as_mut(), out);
     pool.broadcast(|_| GoonCmd::Exit);
@@ -254,20 +222,14 @@ fn finish(
 struct Coordinated {
     pool: Pool<GoonCmd>,
     cfg: ProbeConfig,
-    total: u64,
-    started: Instant,
+    run: RunFigures,
     /// Past this the run is stopped whatever its state.
     deadline: Instant,
     reports: Reports<Snap>,
     dial_done: Vec<bool>,
     done: Vec<bool>,
-    connect: Latency,
-    fail: Latency,
-    dial_phase: Option<Duration>,
-    rss_dial_done_kib: Option<u64>,
     /// Groups whose result line was printed.
     announced: Vec<bool>,
-    interrupted: bool,
     interval: Interval,
     sampler: Sampler,
 }
@@ -275,7 +237,7 @@ struct Coordinated {
 impl Coordinated {
     fn line(&self) -> String {
         let c = self.reports.total().counts;
-        status_line(self.total, &c, self.total - c.dialed.min(self.total))
+        self.run.status_line(&c)
     }
 
     fn stop(&mut self, ctl: &mut Ctl, now: Instant) {
@@ -298,20 +260,14 @@ impl Role for Coordinated {
     }
 
     fn on_report(&mut self, u: ProbeUpdate, ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
-        if let Some(l) = &u.connect {
-            self.connect.merge(l);
-        }
-        if let Some(l) = &u.fail {
-            self.fail.merge(l);
-        }
+        self.run.merge(u.connect.as_ref(), u.fail.as_ref());
         self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), [None, None]);
         self.dial_done[u.reactor] |= u.dial_done;
         self.done[u.reactor] = u.done;
         self.reports.set(u.reactor, u.snap, u.exited);
         let snap = self.reports.total();
-        if self.dial_phase.is_none() && self.dial_done.iter().all(|d| *d) {
-            self.dial_phase = Some(self.started.elapsed());
-            self.rss_dial_done_kib = crate::sys::rss_kib().map(|r| r.0);
+        if self.run.dial_phase.is_none() && self.dial_done.iter().all(|d| *d) {
+            self.run.dialed(Instant::now());
             let _ = writeln!(
                 out,
                 "netforge goon: probe: every dial resolved, {} established, {} failed; holding idle",
@@ -337,7 +293,7 @@ impl Role for Coordinated {
         }
         if now >= self.sampler.next && !self.reports.all_done() {
             let c = self.reports.total().counts;
-            self.sampler.close(&c, self.total, now - self.started, false);
+            self.sampler.close(&c, self.run.total, now - self.run.started, false);
         }
         if self.reports.all_done() {
             return Flow::Exit;
@@ -350,7 +306,7 @@ impl Role for Coordinated {
                     "goon: the probe ran {} past its expected end; stopping with what was classified",
                     crate::units::go_duration(SLACK)
                 );
-                self.interrupted = true;
+                self.run.interrupted = true;
                 self.stop(ctl, now);
             }
         }
@@ -358,7 +314,7 @@ impl Role for Coordinated {
     }
 
     fn on_stop(&mut self, ctl: &mut Ctl) {
-        self.interrupted = true;
+        self.run.interrupted = true;
         self.stop(ctl, Instant::now());
     }
 
