@@ -110,7 +110,8 @@ pub struct ServeConfig {
     #[serde(rename = "socket_buffers", serialize_with = "crate::config::sockbufs")]
     pub(crate) bufs: SockBufs,
     /// `--alpn`: the protocols `--tls` accepts, in preference order (empty: any client, no
-    /// protocol negotiated).
+    /// protocol negotiated; not printed then, since without `--tls` there is none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alpn: Vec<String>,
     /// `--tls`: where the certificate comes from.
     pub tls: Option<crate::tls::ServerCert>,

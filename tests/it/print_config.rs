@@ -93,5 +93,9 @@ fn goon_and_serve_print_their_resolved_config() {
             assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
         }
         assert!(!out.contains("listening on"), "{out}");
+        // Without --tls there are no protocols to accept: no alpn key at all.
+        assert!(!out.contains("alpn"), "{out}");
+        let out = printed(&["serve", "--listen", "127.0.0.1:0", "--tls", "--alpn", "h2,http/1.1", "--print-config"]);
+        assert!(out.lines().any(|l| l == "alpn = [\"h2\", \"http/1.1\"]"), "{out}");
     });
 }
