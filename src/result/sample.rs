@@ -85,7 +85,11 @@ impl SampleTls {
             None | Some(Value::Null) => None,
             Some(a) => Some(AlpnTally::from_json(a).map_err(|e| format!("tls.{e}"))?),
         };
-        Ok(SampleTls { full: int("full")?, resumed: int("resumed")?, failed: int("failed")?, handshake, alpn })
+        let (full, resumed) = (int("full")?, int("resumed")?);
+        if let Some(a) = &alpn {
+            a.check_done(full.saturating_add(resumed)).map_err(|e| format!("tls.{e}"))?;
+        }
+        Ok(SampleTls { full, resumed, failed: int("failed")?, handshake, alpn })
     }
 
     fn add(&mut self, o: &SampleTls) -> Result<(), String> {
@@ -475,6 +479,8 @@ mod tests {
         let mut v = a.to_json();
         v["tls"]["alpn"]["h2"] = json!("x");
         assert_eq!(Sample::from_json(&v).unwrap_err(), "tls.alpn.h2: not a non-negative integer");
+        v["tls"]["alpn"]["h2"] = json!(50);
+        assert!(Sample::from_json(&v).unwrap_err().starts_with("tls.alpn: the counts add up to"), "{v}");
     }
 
     #[test]

@@ -65,6 +65,17 @@ impl AlpnTally {
         Ok(t)
     }
 
+    /// Every handshake counted under one protocol or `none` exactly once: the tally must add up
+    /// to the handshakes done (a document that says otherwise was edited or is broken).
+    pub fn check_done(&self, done: u64) -> Result<(), String> {
+        let sum = self.protocols.iter().fold(self.none, |a, (_, n)| a.saturating_add(*n));
+        if sum == done {
+            Ok(())
+        } else {
+            Err(format!("alpn: the counts add up to {sum}, but {done} handshakes were done"))
+        }
+    }
+
     /// The same protocols, every count 0 (where a merge starts).
     pub fn zeroed(&self) -> AlpnTally {
         AlpnTally { protocols: self.protocols.iter().map(|(p, _)| (p.clone(), 0)).collect(), none: 0 }
@@ -234,10 +245,14 @@ impl TlsTotals {
             None | Some(Value::Null) => None,
             Some(a) => Some(AlpnTally::from_json(a)?),
         };
+        let (full, resumed) = (int("handshakes.full")?, int("handshakes.resumed")?);
+        if let Some(a) = &alpn {
+            a.check_done(full.saturating_add(resumed))?;
+        }
         Ok(TlsTotals {
             alpn,
-            full: int("handshakes.full")?,
-            resumed: int("handshakes.resumed")?,
+            full,
+            resumed,
             failed: int("handshakes.failed")?,
             unfinished: int("handshakes.unfinished")?,
             failures,
@@ -335,7 +350,8 @@ mod tests {
             "alpn: protocols h2 differ from h2,http/1.1; merge only runs with the same --alpn"
         );
         // The totals carry it only with --alpn; old documents without the key still read.
-        let mut t = totals(7, &[100], 1.0);
+        // 8 full + 1 resumed: the 9 handshakes the tally counts.
+        let mut t = totals(8, &[100], 1.0);
         let plain = t.to_json();
         assert!(plain.get("alpn").is_none());
         assert!(TlsTotals::from_json(&plain).unwrap().alpn.is_none());
@@ -372,6 +388,11 @@ mod tests {
         let mut v = totals(1, &[], 1.0).to_json();
         v["alpn"] = json!({ "h2": 1 });
         assert_eq!(TlsTotals::from_json(&v).unwrap_err(), "alpn.none: missing");
+        // 1 full + 1 resumed: the tally must count both, no more and no fewer.
+        v["alpn"] = json!({ "h2": 1, "none": 1 });
+        assert!(TlsTotals::from_json(&v).is_ok());
+        v["alpn"] = json!({ "h2": 99, "none": 1 });
+        assert_eq!(TlsTotals::from_json(&v).unwrap_err(), "alpn: the counts add up to 100, but 2 handshakes were done");
     }
 
     #[test]
