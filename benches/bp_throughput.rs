@@ -12,11 +12,16 @@
 //! Without `iperf3` on the PATH part (a) prints a skip line for the comparison (install:
 //! `apt-get install -y iperf3`). Medians of the rounds are printed as a table.
 //!
-//! Run: `cargo bench --bench bp_throughput` (env `BP_BENCH_RUNS`, default 3 rounds;
-//! `BP_BENCH_SECS`, default 5 s per TCP measurement; WebSocket runs last 3 s).
-//! `NETFORGE_BIN_BASE=/path/to/another/netforge` runs that binary's `bp client` too, in the same
-//! rounds against the same servers, as a `netforge-base` row (to compare a build before and
-//! after a change).
+//! Run: `cargo bench --bench bp_throughput`. Knobs (environment; a bad value is a one-line
+//! error and exit status 2 before anything runs):
+//! - `BP_BENCH_RUNS`: rounds, 1..=50, default 3;
+//! - `BP_BENCH_SECS`: seconds per TCP measurement, 1..=600, default 5 (WebSocket runs last 3 s);
+//! - `NETFORGE_BIN_BASE=/path/to/another/netforge`: that binary's `bp client` runs too, in the
+//!   same rounds against the same servers, as a `netforge-base` row (to compare a build before
+//!   and after a change); a path that is not a file is an error.
+
+#[path = "knobs.rs"]
+mod knobs;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -170,9 +175,10 @@ fn gbits(bps: f64) -> String {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else to parse.
-    let runs: usize = std::env::var("BP_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
-    let secs: u64 = std::env::var("BP_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
+    // `cargo bench` passes --bench; the knobs are environment variables.
+    let runs: usize = knobs::num("BP_BENCH_RUNS", 1..=50, 3);
+    let secs: u64 = knobs::num("BP_BENCH_SECS", 1..=600, 5);
+    let base = knobs::bin_base();
     let json = std::env::temp_dir().join(format!("netforge-bp-bench-{}.json", std::process::id()));
     let (_tcp_srv, tcp_addr) = bp_server("tcp");
     let (_ws_srv, ws_addr) = bp_server("websocket");
@@ -182,13 +188,6 @@ fn main() {
             "skipped: iperf3 comparison (iperf3 not installed or its server did not start; apt-get install -y iperf3)"
         );
     }
-    let base = std::env::var("NETFORGE_BIN_BASE").ok().filter(|p| {
-        let ok = std::path::Path::new(p).is_file();
-        if !ok {
-            println!("bp_throughput: NETFORGE_BIN_BASE={p:?} is not a file: no netforge-base row");
-        }
-        ok
-    });
     let t0 = Instant::now();
     let (mut ours, mut theirs, mut ws1k, mut ws64k) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut b_tcp, mut b_ws1k, mut b_ws64k) = (Vec::new(), Vec::new(), Vec::new());

@@ -15,10 +15,13 @@
 //! `--connect-rate`, the reference's connection i starts its schedule i/rate after the others
 //! are up), so the slots of different connections interleave instead of all falling at once.
 //!
-//! Knobs: `GOON_LAT_N` connections (default 1000), `GOON_LAT_RATE` messages/s per connection
-//! (default 10), `GOON_LAT_SECS` seconds of traffic (default 8), `GOON_LAT_ROUNDS` interleaved
-//! rounds (default 3; each visits the tools in a rotated order), `GOON_LAT_ONLY` a comma list of
-//! tools. The table shows, per tool, the median over rounds of p50/p90/p99/p99.9/max with the
+//! Knobs (environment; a bad value is a one-line error and exit status 2 before anything runs):
+//! `GOON_LAT_N` connections (1..=9000, default 1000), `GOON_LAT_RATE` messages/s per connection
+//! (0.01..=100000, default 10), `GOON_LAT_SECS` seconds of traffic (1..=120, default 8),
+//! `GOON_LAT_ROUNDS` interleaved rounds (1..=20, default 3; each visits the tools in a rotated
+//! order), `GOON_LAT_DIAL_RATE` (1..=1000000, default 5000), `GOON_LAT_ONLY` a comma list of
+//! tools (`goon`, `tcpkali`, `blocking`; default all), `GOON_LAT_TARGET` (below),
+//! `GOON_LAT_DELAY_MS` and `GOON_LAT_STALL_MS` (1..=900 each, below). The table shows, per tool, the median over rounds of p50/p90/p99/p99.9/max with the
 //! range, the rates, the CPU seconds of each tool's process (the reference's: this process's
 //! during its run) and goon's ratio to the reference. Run: `cargo bench --bench goon_latency`
 //! (about 3 minutes with the defaults). All traffic is on loopback; every wait is bounded.
@@ -49,24 +52,14 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+#[path = "knobs.rs"]
+mod knobs;
+
 const BIN: &str = env!("CARGO_BIN_EXE_netforge");
 const MESSAGE: &[u8] = b"ping\n";
 
-fn env_u64(name: &str, default: u64, max: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).filter(|v| *v > 0 && *v <= max).unwrap_or(default)
-}
-
-fn env_f64(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|v: &f64| *v > 0.0 && *v <= 1e5)
-        .unwrap_or(default)
-}
-
-fn selected(tool: &str) -> bool {
-    std::env::var("GOON_LAT_ONLY").map_or(true, |v| v.split(',').any(|t| t.trim() == tool))
-}
+const TOOLS: [&str; 3] = ["goon", "tcpkali", "blocking"];
+const TARGETS: [&str; 2] = ["echo", "stall"];
 
 /// One run's figures: p50/p90/p99/p99.9/max in µs, messages sent and answered per second, CPU s.
 #[derive(Clone, Copy, Debug, Default)]
@@ -513,23 +506,20 @@ fn run_target(
 
 fn main() {
     let setup = Setup {
-        n: env_u64("GOON_LAT_N", 1000, 9000),
-        rate: env_f64("GOON_LAT_RATE", 10.0),
-        secs: env_u64("GOON_LAT_SECS", 8, 120),
-        rounds: env_u64("GOON_LAT_ROUNDS", 3, 20),
-        dial_rate: env_u64("GOON_LAT_DIAL_RATE", 5000, 1_000_000),
+        n: knobs::num("GOON_LAT_N", 1..=9000, 1000),
+        rate: knobs::num("GOON_LAT_RATE", 0.01..=100_000.0, 10.0),
+        secs: knobs::num("GOON_LAT_SECS", 1..=120, 8),
+        rounds: knobs::num("GOON_LAT_ROUNDS", 1..=20, 3),
+        dial_rate: knobs::num("GOON_LAT_DIAL_RATE", 1..=1_000_000, 5000),
     };
-    let delay = Duration::from_millis(env_u64("GOON_LAT_DELAY_MS", 5, 900));
-    let stall = Duration::from_millis(env_u64("GOON_LAT_STALL_MS", 150, 900));
-    let targets: Vec<String> = std::env::var("GOON_LAT_TARGET")
-        .unwrap_or_else(|_| "echo,stall".into())
-        .split(',')
-        .map(|t| t.trim().to_string())
-        .filter(|t| t == "echo" || t == "stall")
-        .collect();
+    let delay = Duration::from_millis(knobs::num("GOON_LAT_DELAY_MS", 1..=900, 5));
+    let stall = Duration::from_millis(knobs::num("GOON_LAT_STALL_MS", 1..=900, 150));
+    let targets: Vec<String> =
+        knobs::words("GOON_LAT_TARGET", &TARGETS).unwrap_or_else(|| TARGETS.map(String::from).to_vec());
+    let only = knobs::words("GOON_LAT_ONLY", &TOOLS);
     let kali = tcpkali_bin();
-    let mut tools: Vec<&str> = vec!["goon", "tcpkali", "blocking"];
-    tools.retain(|t| selected(t));
+    let mut tools: Vec<&str> = TOOLS.to_vec();
+    tools.retain(|t| only.as_ref().is_none_or(|o| o.iter().any(|x| x == t)));
     if kali.is_none() && tools.contains(&"tcpkali") {
         println!("goon_latency: tcpkali not found (../shared/peers/bin or GOON_LAT_PEERS): skipped");
         tools.retain(|t| *t != "tcpkali");

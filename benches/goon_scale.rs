@@ -41,11 +41,26 @@
 //! order; the table shows medians and the range. Run: `cargo bench --bench goon_scale` (about
 //! 7 minutes here with every row; a run that never gets all N stops after 15 s). Every loop is
 //! bounded in count and time; all traffic is on loopback.
+//!
+//! Knobs (environment; a bad value is a one-line error and exit status 2 before anything runs):
+//! - `GOON_BENCH_N`: comma list of N, each 1..=19500, default `1000,5000,19000`;
+//! - `GOON_BENCH_ROUNDS`: 1..=50, default 3;
+//! - `GOON_BENCH_ONLY`: comma list of the tool and scenario names above, default all;
+//! - `GOON_BENCH_CROWD`: 0..=60000, default 20000 (more than the ephemeral port range would not
+//!   sit in TIME_WAIT at once);
+//! - `GOON_BENCH_KALI_FAST`: 1..=1000000, default 20000;
+//! - `GOON_BENCH_KALI_RATE`: 0..=1000000, default 0 (= search);
+//! - `GOON_BENCH_NETNS`: `on` (default) or `off`;
+//! - `GOON_BENCH_PEERS`: a directory, default `../shared/peers/bin`;
+//! - `NETFORGE_BIN_BASE`: a netforge binary; a path that is not a file is an error.
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "knobs.rs"]
+mod knobs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_netforge");
 /// Longest wait for one run to reach N on the server.
@@ -56,23 +71,16 @@ const POLL: Duration = Duration::from_millis(1);
 const KALI_RATES: [u32; 7] = [100_000, 50_000, 20_000, 10_000, 5_000, 2_000, 1_000];
 const SEARCH_N: u64 = 1_000;
 
-/// Whether `GOON_BENCH_ONLY` (unset = everything) selects `name`, given the `kind` of names it
-/// is one of: a list that names none of that kind selects all of that kind.
-fn selected(name: &str, kind: &[&str]) -> bool {
-    let Ok(v) = std::env::var("GOON_BENCH_ONLY") else { return true };
-    let names: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-    !names.iter().any(|n| kind.contains(n)) || names.contains(&name)
-}
 const TOOLS: [&str; 4] = ["goon", "base", "tcpkali", "tcpgoon"];
 const SCENARIOS: [&str; 5] = ["default", "one", "two", "crowded", "search"];
+/// Largest N per run: 19,000 is what the hard limit of 20,000 descriptors per process allows.
+const N_MAX: u64 = 19_500;
 
-fn env_list(name: &str, default: &str) -> Vec<u64> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .filter(|n| *n > 0 && *n <= 19_500)
-        .collect()
+/// Whether the `GOON_BENCH_ONLY` list (`None`: unset = everything) selects `name`, given the
+/// `kind` of names it is one of: a list that names none of that kind selects all of that kind.
+fn selected(only: &Option<Vec<String>>, name: &str, kind: &[&str]) -> bool {
+    let Some(names) = only else { return true };
+    !names.iter().any(|n| kind.contains(&n.as_str())) || names.iter().any(|n| n == name)
 }
 
 /// `netforge serve` in its own network namespace (or the host's).
@@ -356,8 +364,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Whether this process can give each run its own network namespace.
-fn netns_usable() -> bool {
-    if std::env::var("GOON_BENCH_NETNS").is_ok_and(|v| v == "off") {
+fn netns_usable(wanted: bool) -> bool {
+    if !wanted {
         return false;
     }
     // SAFETY: geteuid has no preconditions.
@@ -374,34 +382,36 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let ns_all: Vec<u64> = knobs::nums("GOON_BENCH_N", 1..=N_MAX, &[1000, 5000, 19_000]);
+    let rounds: usize = knobs::num("GOON_BENCH_ROUNDS", 1..=50, 3);
+    let crowd_n: usize = knobs::num("GOON_BENCH_CROWD", 0..=60_000, 20_000);
+    let kali_fast: u32 = knobs::num("GOON_BENCH_KALI_FAST", 1..=1_000_000, 20_000);
+    let kali_rate_env: u32 = knobs::num("GOON_BENCH_KALI_RATE", 0..=1_000_000, 0);
+    let only = knobs::words("GOON_BENCH_ONLY", &[&TOOLS[..], &SCENARIOS[..]].concat());
+    let netns_wanted = knobs::on("GOON_BENCH_NETNS");
+    let base = knobs::bin_base();
+    let peers = std::env::var("GOON_BENCH_PEERS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/peers/bin").to_string());
     let _ = netforge::sys::raise_nofile();
-    let ns = netns_usable();
+    let ns = netns_usable(netns_wanted);
     let ns_line = if ns {
         "each run in a fresh network namespace"
     } else {
         "all runs in the host's network namespace (not root, no unshare/nsenter, or GOON_BENCH_NETNS=off): \
          the server's counts include other traffic"
     };
-    let ns_all: Vec<u64> = env_list("GOON_BENCH_N", "1000,5000,19000");
-    let rounds: usize = std::env::var("GOON_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
-    let crowd_n: usize = std::env::var("GOON_BENCH_CROWD").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
-    let peers = std::env::var("GOON_BENCH_PEERS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/peers/bin").to_string());
 
     let mut tools =
         vec![Tool { name: "netforge goon".into(), key: "goon", prog: BIN.into(), rate: 0, default_only: false }];
-    match std::env::var("NETFORGE_BIN_BASE") {
-        Ok(p) if std::path::Path::new(&p).is_file() => tools.push(Tool {
+    if let Some(p) = base {
+        tools.push(Tool {
             name: format!("netforge goon (base {p})"),
             key: "base",
             prog: p,
             rate: 0,
             default_only: false,
-        }),
-        Ok(p) => println!("goon_scale: NETFORGE_BIN_BASE={p:?} is not a file: no base row"),
-        Err(_) => {}
+        });
     }
-    let kali_fast: u32 = std::env::var("GOON_BENCH_KALI_FAST").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
     for peer in ["tcpkali", "tcpgoon"] {
         let p = format!("{peers}/{peer}");
         if std::path::Path::new(&p).is_file() {
@@ -423,7 +433,7 @@ fn main() {
             println!("goon_scale: skipped {peer}: {p} not found (GOON_BENCH_PEERS names its directory)");
         }
     }
-    tools.retain(|t| selected(t.key, &TOOLS));
+    tools.retain(|t| selected(&only, t.key, &TOOLS));
     let t_start = Instant::now();
     println!(
         "goon_scale: N = {ns_all:?}, {rounds} interleaved rounds, medians (min-max); {ns_line}; time = launch until the \
@@ -431,9 +441,9 @@ fn main() {
     );
 
     // tcpkali's fastest rate without overshoot.
-    let mut kali_rate: u32 = std::env::var("GOON_BENCH_KALI_RATE").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut kali_rate = kali_rate_env;
     if let Some(kali) = tools.iter().find(|t| t.key == "tcpkali").cloned() {
-        if kali_rate == 0 && selected("search", &SCENARIOS) {
+        if kali_rate == 0 && selected(&only, "search", &SCENARIOS) {
             for rate in KALI_RATES {
                 let srv = start_server(ns);
                 let probe = Tool { rate, default_only: false, ..kali.clone() };
@@ -471,12 +481,12 @@ fn main() {
     let mut cases: Vec<(&str, u64)> = Vec::new();
     for &n in &ns_all {
         for sc in ["default", "one", "two"] {
-            if selected(sc, &SCENARIOS) {
+            if selected(&only, sc, &SCENARIOS) {
                 cases.push((sc, n));
             }
         }
     }
-    if selected("crowded", &SCENARIOS) && largest > 0 {
+    if selected(&only, "crowded", &SCENARIOS) && largest > 0 {
         cases.push(("crowded", largest));
     }
     // samples[case][tool]

@@ -17,6 +17,11 @@
 //! `GOON_TLS_BENCH_ROUNDS` (default 5) interleaved rounds, the order of the tools alternating;
 //! medians and the range (min..max). Run: `cargo bench --bench goon_tls` (well under a
 //! minute here). Every wait is bounded; all traffic is on loopback.
+//!
+//! Knobs (environment; a bad value is a one-line error and exit status 2 before anything runs):
+//! `GOON_TLS_BENCH_N` 1..=19000 (default 1000), `GOON_TLS_BENCH_ROUNDS` 1..=50 (default 5),
+//! `GOON_TLS_BENCH_THREADS` 1..=64 (default 1), `GOON_BENCH_PEERS` a directory (default
+//! `../shared/peers/bin`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -28,9 +33,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_netforge");
 const RUN_DEADLINE: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_millis(300);
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
-}
+#[path = "knobs.rs"]
+mod knobs;
 
 struct Serve {
     child: Child,
@@ -178,9 +182,9 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let n = env_u64("GOON_TLS_BENCH_N", 1000).clamp(1, 19_000);
-    let rounds = env_u64("GOON_TLS_BENCH_ROUNDS", 5).clamp(1, 50);
-    let threads = env_u64("GOON_TLS_BENCH_THREADS", 1).clamp(1, 64);
+    let n: u64 = knobs::num("GOON_TLS_BENCH_N", 1..=19_000, 1000);
+    let rounds: u64 = knobs::num("GOON_TLS_BENCH_ROUNDS", 1..=50, 5);
+    let threads: u64 = knobs::num("GOON_TLS_BENCH_THREADS", 1..=64, 1);
     let peers = std::env::var("GOON_BENCH_PEERS")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/peers/bin").to_string());
     let kali = format!("{peers}/tcpkali");

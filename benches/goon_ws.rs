@@ -24,6 +24,11 @@
 //! table shows medians, the range and the ratios. tcpkali runs at `--connect-rate 20000`
 //! (`GOON_WS_KALI_RATE`), goon with `-s 0`. A run that does not reach N within 20 s is reported
 //! as such, with what it held by then. Run: `cargo bench --bench goon_ws` (about a minute here). All traffic is on loopback.
+//!
+//! Knobs (environment; a bad value is a one-line error and exit status 2 before anything runs):
+//! `GOON_WS_N` 1..=19500 (default 19000), `GOON_WS_ROUNDS` 1..=50 (default 3), `GOON_WS_THREADS`
+//! 1..=64 (default 2), `GOON_WS_KALI_RATE` 1..=1000000 (default 20000), `GOON_WS_NETNS` `on`
+//! (default) or `off`, `GOON_WS_PEERS` a directory (default `../shared/peers/bin`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -36,9 +41,8 @@ const RUN_DEADLINE: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_millis(500);
 const POLL: Duration = Duration::from_millis(2);
 
-fn env_num(name: &str, default: u64, max: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).filter(|n| (1..=max).contains(n)).unwrap_or(default)
-}
+#[path = "knobs.rs"]
+mod knobs;
 
 /// `netforge serve --mode ws`, its latest `upgraded` and `active` counts read from its lines.
 struct Server {
@@ -212,8 +216,8 @@ fn args(tool: &Tool, port: u16, n: u64, threads: u64, source: &str, kali_rate: u
 }
 
 /// Whether this process can give each run its own network namespace.
-fn netns_usable() -> bool {
-    if std::env::var("GOON_WS_NETNS").is_ok_and(|v| v == "off") {
+fn netns_usable(wanted: bool) -> bool {
+    if !wanted {
         return false;
     }
     // SAFETY: geteuid has no preconditions.
@@ -248,11 +252,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let n: u64 = knobs::num("GOON_WS_N", 1..=19_500, 19_000);
+    let rounds: u64 = knobs::num("GOON_WS_ROUNDS", 1..=50, 3);
+    let threads: u64 = knobs::num("GOON_WS_THREADS", 1..=64, 2);
+    let kali_rate: u64 = knobs::num("GOON_WS_KALI_RATE", 1..=1_000_000, 20_000);
+    let netns_wanted = knobs::on("GOON_WS_NETNS");
     let _ = netforge::sys::raise_nofile();
-    let n = env_num("GOON_WS_N", 19_000, 19_500);
-    let rounds = env_num("GOON_WS_ROUNDS", 3, 50);
-    let threads = env_num("GOON_WS_THREADS", 2, 64);
-    let kali_rate = env_num("GOON_WS_KALI_RATE", 20_000, 1_000_000);
     let peers = std::env::var("GOON_WS_PEERS")
         .unwrap_or_else(|_| format!("{}/../shared/peers/bin", env!("CARGO_MANIFEST_DIR")));
     let mut tools = vec![Tool { name: "netforge goon", prog: BIN.to_string() }];
@@ -266,7 +271,7 @@ fn main() {
         "goon_ws: {n} held WebSocket connections per run, {rounds} rounds, {threads} threads per tool, \
          server netforge serve --mode ws ({threads} threads)"
     );
-    let netns = netns_usable();
+    let netns = netns_usable(netns_wanted);
     println!(
         "{}",
         if netns {

@@ -45,6 +45,17 @@
 //! Needs `haproxy` and `iperf3` on PATH (nginx is optional: a skip line without it). Run:
 //! `cargo bench --bench proxy_vs_haproxy` (about 6 minutes here for one table). Every loop is
 //! bounded in count and time; all traffic is on loopback.
+//!
+//! Knobs (environment; a bad value is a one-line error and exit status 2 before anything runs):
+//! - `PROXY_BENCH_SECS`: seconds per measurement, 1..=30, default 2;
+//! - `PROXY_BENCH_ROUNDS`: 1..=50, default 3;
+//! - `PROXY_BENCH_ONLY`: comma list of `throughput`, `tput1`, `tput8`, `tput64`, `rr`, `rr1`,
+//!   `rr1000`, `rr4000`, `newconn`, `idle`; default all;
+//! - `PROXY_BENCH_PIN`: `off` (default), `on` or `both`;
+//! - `PROXY_BENCH_CC`: comma list of `system` and algorithms in the kernel's
+//!   `tcp_available_congestion_control`; default `system`;
+//! - `PROXY_BENCH_NETNS`: `on` (default) or `off` (run in the host's namespace, `system` only);
+//! - `NETFORGE_BIN_BASE`: a netforge binary; a path that is not a file is an error.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -53,6 +64,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "knobs.rs"]
+mod knobs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_netforge");
 const MSG: usize = 64;
@@ -71,6 +85,7 @@ const NOFILE_WANT: u64 = 65_536;
 const INNER_ENV: &str = "NF_PROXY_BENCH_INNER_CC";
 const CC_PATH: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
 const CC_ALLOWED_PATH: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
+const CC_AVAILABLE_PATH: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
 
 struct Killed(Child);
 
@@ -113,20 +128,51 @@ fn have(tool: &str, arg: &str) -> bool {
     Command::new(tool).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
-fn secs_env() -> u64 {
-    std::env::var("PROXY_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2).clamp(1, 30)
+/// The names `PROXY_BENCH_ONLY` takes: each part, and the groups of parts.
+const PARTS: [&str; 10] =
+    ["throughput", "tput1", "tput8", "tput64", "rr", "rr1", "rr1000", "rr4000", "newconn", "idle"];
+
+/// The bench's knobs, all read (and checked) first thing in `main`.
+struct Knobs {
+    /// `PROXY_BENCH_SECS`: seconds per measurement.
+    secs: u64,
+    /// `PROXY_BENCH_ROUNDS`.
+    rounds: usize,
+    /// `PROXY_BENCH_ONLY`: `None` = every part.
+    only: Option<Vec<String>>,
+    /// `PROXY_BENCH_PIN`: `off`, `on` or `both`.
+    pin: &'static str,
+    /// `PROXY_BENCH_CC`: `system` or algorithms the kernel has.
+    ccs: Vec<String>,
+    /// `PROXY_BENCH_NETNS` is not `off`.
+    netns: bool,
+    /// `NETFORGE_BIN_BASE`.
+    base: Option<String>,
 }
 
-/// Whether `PROXY_BENCH_ONLY` (a comma list; unset = everything) selects `part` (or its group).
-fn selected(part: &str) -> bool {
-    let group = match part {
-        "tput1" | "tput8" | "tput64" => "throughput",
-        "rr1" | "rr1000" | "rr4000" => "rr",
-        p => p,
-    };
-    match std::env::var("PROXY_BENCH_ONLY") {
-        Ok(v) if !v.trim().is_empty() => v.split(',').any(|p| p.trim() == part || p.trim() == group),
-        _ => true,
+impl Knobs {
+    fn read() -> Knobs {
+        let available = std::fs::read_to_string(CC_AVAILABLE_PATH).unwrap_or_default();
+        let cc_names: Vec<&str> = std::iter::once("system").chain(available.split_whitespace()).collect();
+        Knobs {
+            secs: knobs::num("PROXY_BENCH_SECS", 1..=30, 2),
+            rounds: knobs::num("PROXY_BENCH_ROUNDS", 1..=50, 3),
+            only: knobs::words("PROXY_BENCH_ONLY", &PARTS),
+            pin: knobs::word("PROXY_BENCH_PIN", &["off", "on", "both"], "off"),
+            ccs: knobs::words("PROXY_BENCH_CC", &cc_names).unwrap_or_else(|| vec!["system".into()]),
+            netns: knobs::on("PROXY_BENCH_NETNS"),
+            base: knobs::bin_base(),
+        }
+    }
+
+    /// Whether `PROXY_BENCH_ONLY` selects `part` (or its group).
+    fn selected(&self, part: &str) -> bool {
+        let group = match part {
+            "tput1" | "tput8" | "tput64" => "throughput",
+            "rr1" | "rr1000" | "rr4000" => "rr",
+            p => p,
+        };
+        self.only.as_ref().is_none_or(|o| o.iter().any(|p| p == part || p == group))
     }
 }
 
@@ -662,8 +708,8 @@ fn print_table(title: &str, cols: &[String], rows: &[Row]) {
     }
 }
 
-fn run_table(cc: &str, pin: Pin, rounds: usize) {
-    let secs = secs_env();
+fn run_table(cc: &str, pin: Pin, knobs: &Knobs) {
+    let (secs, rounds) = (knobs.secs, knobs.rounds);
     let iperf_port = free_port();
     let iperf_addr: SocketAddr = ([127, 0, 0, 1], iperf_port).into();
     let _iperf = Killed(
@@ -687,12 +733,8 @@ fn run_table(cc: &str, pin: Pin, rounds: usize) {
         println!("proxy_vs_haproxy: skipped nginx: no nginx or no {NGINX_STREAM_MODULE} (apt-get install nginx libnginx-mod-stream)");
     }
     cols.push(netforge_proxy("netforge-tuned", BIN, iperf_addr, true, pin));
-    if let Ok(base) = std::env::var("NETFORGE_BIN_BASE") {
-        if std::path::Path::new(&base).is_file() {
-            cols.push(netforge_proxy("netforge-base", &base, iperf_addr, false, pin));
-        } else {
-            println!("proxy_vs_haproxy: NETFORGE_BIN_BASE={base:?} is not a file: no netforge-base column");
-        }
+    if let Some(base) = &knobs.base {
+        cols.push(netforge_proxy("netforge-base", base, iperf_addr, false, pin));
     }
     let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
     let placement = match pin {
@@ -715,7 +757,7 @@ fn run_table(cc: &str, pin: Pin, rounds: usize) {
         rows.len() - 1
     };
     // Idle memory first, on fresh processes.
-    if selected("idle") {
+    if knobs.selected("idle") {
         // Allocators keep what a process once used, so every count is measured against the
         // RSS before the first idle connection, not after the last count's close.
         let before: Vec<u64> = cols.iter().map(|c| c.pid().map_or(0, rss_kib)).collect();
@@ -732,7 +774,7 @@ fn run_table(cc: &str, pin: Pin, rounds: usize) {
     let k = cols.len();
     for r in 0..rounds {
         for (si, streams) in [1u32, 8, 64].into_iter().enumerate() {
-            if !selected(&format!("tput{streams}")) {
+            if !knobs.selected(&format!("tput{streams}")) {
                 continue;
             }
             let it = row(&mut rows, &format!("iperf3 {streams} stream(s): Gbit/s"), true, true, 2);
@@ -758,7 +800,7 @@ fn run_table(cc: &str, pin: Pin, rounds: usize) {
             }
         }
         for (si, conns) in [1usize, 1000, 4000].into_iter().enumerate() {
-            if !selected(&format!("rr{conns}")) {
+            if !knobs.selected(&format!("rr{conns}")) {
                 continue;
             }
             let io = row(&mut rows, &format!("64 B rr, {conns} conn(s): ops/s"), true, true, 0);
@@ -793,7 +835,7 @@ fn run_table(cc: &str, pin: Pin, rounds: usize) {
                 }
             }
         }
-        if selected("newconn") {
+        if knobs.selected("newconn") {
             let i = row(&mut rows, "new connections/s (connect, 64 B round trip, close)", true, true, 0);
             for j in 0..k {
                 let c = &cols[(j + r + 2) % k];
@@ -811,7 +853,7 @@ fn run_table(cc: &str, pin: Pin, rounds: usize) {
 }
 
 /// The part that runs with one congestion control in effect (inside the namespace, or here).
-fn inner(cc: &str) {
+fn inner(cc: &str, knobs: &Knobs) {
     let _cc_guard = if cc == "system" {
         None
     } else {
@@ -837,28 +879,23 @@ fn inner(cc: &str) {
             IDLE_COUNTS[1]
         );
     }
-    let rounds = std::env::var("PROXY_BENCH_ROUNDS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(3).max(1);
     let allowed = netforge::sys::allowed_cpus().unwrap_or_default();
     let cpus: Pin = if allowed.len() >= 2 { Some([allowed[0], allowed[1]]) } else { None };
-    let pins: Vec<Pin> = match std::env::var("PROXY_BENCH_PIN").as_deref() {
-        Ok("on") => vec![cpus],
-        Ok("both") => vec![None, cpus],
-        Ok("off") | Err(_) => vec![None],
-        Ok(v) => {
-            println!("proxy_vs_haproxy: PROXY_BENCH_PIN={v:?}: expected off, on or both");
-            return;
-        }
+    let pins: Vec<Pin> = match knobs.pin {
+        "on" => vec![cpus],
+        "both" => vec![None, cpus],
+        _ => vec![None],
     };
     for pin in pins {
-        if pin.is_none() && cpus.is_none() && std::env::var("PROXY_BENCH_PIN").is_ok_and(|v| v != "off") {
+        if pin.is_none() && cpus.is_none() && knobs.pin != "off" {
             println!("proxy_vs_haproxy: no pinned table: this process may use {} CPU(s)", allowed.len());
         }
-        run_table(&cc_label, pin, rounds);
+        run_table(&cc_label, pin, knobs);
     }
 }
 
-fn netns_usable() -> bool {
-    if std::env::var("PROXY_BENCH_NETNS").is_ok_and(|v| v == "off") {
+fn netns_usable(wanted: bool) -> bool {
+    if !wanted {
         return false;
     }
     // SAFETY: geteuid has no preconditions.
@@ -877,8 +914,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let knobs = Knobs::read();
     if let Ok(cc) = std::env::var(INNER_ENV) {
-        inner(&cc);
+        inner(&cc, &knobs);
         remove_temp_files();
         return;
     }
@@ -892,23 +930,12 @@ fn main() {
     }
     println!("proxy_vs_haproxy: skipped the seed tcp-proxy: not available on this machine");
     let t0 = Instant::now();
-    let ccs: Vec<String> = std::env::var("PROXY_BENCH_CC")
-        .unwrap_or_else(|_| "system".into())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let available = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap_or_default();
-    let ns = netns_usable();
-    for cc in &ccs {
-        if cc != "system" && !available.split_whitespace().any(|a| a == cc) {
-            println!("proxy_vs_haproxy: skipped congestion control {cc}: the kernel has only {}", available.trim());
-            continue;
-        }
+    let ns = netns_usable(knobs.netns);
+    for cc in &knobs.ccs {
         if !ns {
             if cc == "system" {
                 println!("proxy_vs_haproxy: running in this network namespace (not root or no unshare)");
-                inner(cc);
+                inner(cc, &knobs);
             } else {
                 println!("proxy_vs_haproxy: skipped congestion control {cc}: needs root and unshare (a namespace of its own)");
             }
