@@ -215,8 +215,14 @@ impl TlsTotals {
     pub fn from_json(v: &Value) -> Result<TlsTotals, String> {
         let int = |path: &str| -> Result<u64, String> {
             let mut x = v;
+            let mut at = String::new();
             for k in path.split('.') {
+                // (`at` is empty at the top: a `tls` that is no object reads as every key missing.)
+                if !at.is_empty() && !x.is_object() {
+                    return Err(format!("{at}: not an object"));
+                }
                 x = x.get(k).ok_or_else(|| format!("{path}: missing"))?;
+                at = if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
             }
             x.as_u64().ok_or_else(|| format!("{path}: not a non-negative integer"))
         };
@@ -386,6 +392,9 @@ mod tests {
             "alpn: 34 keys, at most 32 protocols and \"none\""
         );
         let mut v = totals(1, &[], 1.0).to_json();
+        let mut bad = v.clone();
+        bad["handshakes"] = json!("x");
+        assert_eq!(TlsTotals::from_json(&bad).unwrap_err(), "handshakes: not an object");
         v["alpn"] = json!({ "h2": 1 });
         assert_eq!(TlsTotals::from_json(&v).unwrap_err(), "alpn.none: missing");
         // 1 full + 1 resumed: the tally must count both, no more and no fewer.
