@@ -418,10 +418,7 @@ fn goon_tls(a: &GoonArgs, host: &str, builtin: bool) -> Result<Option<GoonTls>, 
     }
     let options = crate::tls::ClientOptions {
         sni: a.sni.clone(),
-        alpn: match &a.alpn {
-            Some(list) => crate::tls::parse_alpn(list).map_err(|e| usage(format!("--alpn: {e}")))?,
-            None => Vec::new(),
-        },
+        alpn: crate::tls::alpn_flag(a.alpn.as_deref())?,
         insecure: a.insecure,
         resume: a.tls_resume,
         ca: a.ca.clone(),

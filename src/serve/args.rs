@@ -83,10 +83,7 @@ pub(crate) fn serve_config(a: &ServeArgs) -> Result<ServeConfig, Error> {
         (true, Some(cert), Some(key)) => Some(ServerCert::Files { cert: cert.clone(), key: key.clone() }),
         (true, _, _) => Some(ServerCert::self_signed_for(listen.ip())),
     };
-    let alpn = match &a.alpn {
-        Some(list) => crate::tls::parse_alpn(list).map_err(|e| usage(format!("--alpn: {e}")))?,
-        None => Vec::new(),
-    };
+    let alpn = crate::tls::alpn_flag(a.alpn.as_deref())?;
     let tls_config = tls.as_ref().map(|c| crate::tls::server_config(c, &alpn)).transpose().map_err(usage)?;
     Ok(ServeConfig {
         alpn,

@@ -57,6 +57,12 @@ pub struct ClientOptions {
     pub ca: Option<PathBuf>,
 }
 
+/// The `--alpn` flag of goon and serve, resolved: the names (none without the flag). clap has
+/// already checked the value with [`parse_alpn`]; a failure here still names the flag.
+pub fn alpn_flag(list: Option<&str>) -> Result<Vec<String>, crate::error::Error> {
+    list.map_or(Ok(Vec::new()), |l| parse_alpn(l).map_err(|e| crate::cli::usage(format!("--alpn: {e}"))))
+}
+
 /// `--alpn h2,http/1.1` (goon's offer and serve's accepted list alike): comma-separated,
 /// distinct names of 1..=255 bytes, at most [`ALPN_MAX`], none of them [`ALPN_NONE`].
 pub fn parse_alpn(s: &str) -> Result<Vec<String>, String> {
