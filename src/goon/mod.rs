@@ -438,7 +438,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     Ok(report)
 }
 
-/// Prints the final report and writes `--json` and the stream's `end` event.
+/// Prints the final report and writes the outputs that read it.
 fn finish(
     cfg: &GoonConfig,
     report: &GoonReport,
@@ -448,7 +448,27 @@ fn finish(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     report::print(cfg, report, target, out);
-    let doc = report::json_value(cfg, report, target, threads);
+    write_outputs(cfg, report, target, threads, stream, &|_| {})
+}
+
+/// Writes `--json`, `--html` and the stream's `end` event from the run's document, to which
+/// `extra` adds a mode's own part (the idle probe's verdict). When none of them is asked for
+/// the document is not built: encoding its histograms costs time and memory.
+pub(crate) fn write_outputs(
+    cfg: &GoonConfig,
+    report: &GoonReport,
+    target: SocketAddr,
+    threads: usize,
+    stream: Option<&mut Stream>,
+    extra: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>),
+) -> Result<(), Error> {
+    if stream.is_none() && cfg.json.is_none() && cfg.html.is_none() {
+        return Ok(());
+    }
+    let mut doc = report::json_value(cfg, report, target, threads);
+    if let Some(o) = doc.as_object_mut() {
+        extra(o);
+    }
     if let Some(st) = stream {
         st.event(&serde_json::json!({ "event": "end", "result": doc }));
     }

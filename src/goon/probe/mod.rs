@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
-use serde_json::json;
 
 use super::reactor::{Concurrency, Counts, GoonCmd};
 use super::report::RunFigures;
@@ -199,23 +198,9 @@ fn finish(
     report::print(cfg, r, target, out);
     let _ = out.write_all(outcome.text().as_bytes());
     let _ = out.flush();
-    let mut doc = report::json_value(cfg, r, target, threads);
-    if let Some(o) = doc.as_object_mut() {
+    crate::goon::write_outputs(cfg, r, target, threads, stream, &|o| {
         o.insert("probe".into(), outcome.to_json());
-    }
-    if let Some(st) = stream {
-        st.event(&json!({ "event": "end", "result": doc }));
-    }
-    if let Some(path) = &cfg.json {
-        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
-        text.push('\n');
-        std::fs::write(path, text)
-            .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
-    }
-    if let Some(path) = &cfg.html {
-        crate::result::html::write_for_run(path, "this run", doc)?;
-    }
-    Ok(())
+    })
 }
 
 /// The coordinator's side of the probe.
