@@ -402,7 +402,8 @@ impl GoonReactor {
             return self.on_ws(cx, key);
         }
         if self.traffic.is_some() {
-            return self.on_traffic(cx, key, true);
+            let edge = ready.contains(Ready::READABLE) && !ready.intersects(Ready::HUP | Ready::ERROR);
+            return self.on_traffic(cx, key, if edge { traffic::Recv::Edge } else { traffic::Recv::Drain });
         }
         // Established: goon never writes; read and drop, and notice the peer closing.
         let mut budget = READ_BUDGET;
@@ -578,7 +579,7 @@ impl Handler for GoonReactor {
         }
         if kind == TIMER_MSG && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
             // A slot came due: send; the socket's bytes come with its own event.
-            self.on_traffic(cx, key, false);
+            self.on_traffic(cx, key, traffic::Recv::No);
             return;
         }
         if kind == TIMER_WS && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {

@@ -77,6 +77,12 @@ pub trait Wire {
     fn send(&mut self, msg: &[u8]) -> io::Result<usize>;
     /// Receives payload bytes into `buf`; 0 means the peer closed.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Whether a `recv` that filled less than its buffer emptied the socket, so that under
+    /// edge-triggered polling the next bytes bring a new edge and reading again to WouldBlock
+    /// is a wasted system call. True for plain TCP; not for a layer that buffers (TLS).
+    fn short_read_drains(&self) -> bool {
+        false
+    }
 }
 
 impl Wire for mio::net::TcpStream {
@@ -86,6 +92,10 @@ impl Wire for mio::net::TcpStream {
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read(buf)
+    }
+
+    fn short_read_drains(&self) -> bool {
+        true
     }
 }
 
@@ -97,6 +107,10 @@ impl Wire for crate::tls::Stream {
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.read(buf)
+    }
+
+    fn short_read_drains(&self) -> bool {
+        !self.is_tls()
     }
 }
 
@@ -249,6 +263,18 @@ pub enum Step {
     Closed,
 }
 
+/// How [`Traffic::step`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recv {
+    /// Not at all: a timer fired.
+    No,
+    /// A readable edge without a hang-up: a short read ends it where the wire allows.
+    Edge,
+    /// Until WouldBlock: a hang-up (the read must reach the 0 or the error), or work deferred
+    /// from an earlier turn (no new edge will come for it).
+    Drain,
+}
+
 /// Wakes the reactor at the next timer deadline to the nanosecond (a timerfd registered with the
 /// poll under a handle): without it epoll's millisecond timeout, rounded up, would send each
 /// message up to 1 ms after its slot, and that lateness would be measured as latency.
@@ -305,10 +331,12 @@ impl Traffic {
         self.clock.as_ref().is_some_and(|c| c.handle == h)
     }
 
-    /// The clock fired: read it; the timers due fire in this turn and [`Traffic::sync`] re-arms.
+    /// The clock fired; the timers due fire in this turn and [`Traffic::sync`] re-arms. Its
+    /// expiry count is not read: each expiry wakes the fd's waiters, and epoll reports every
+    /// such wake-up as a new edge, read or not (a read would be one more system call per
+    /// wake-up; `timerfd_settime` resets the count).
     pub fn on_clock(&mut self, timers: &Timers) {
         if let Some(c) = self.clock.as_mut() {
-            c.fd.drain();
             c.at = None;
         }
         self.sync(timers);
@@ -384,25 +412,32 @@ impl Traffic {
         p.as_ref().map_or(&[], |m| &m.0)
     }
 
-    /// Reads what the peer sent (bounded; `read` false for a timer, which brings no bytes),
-    /// matches responses, then sends what is due.
+    /// Reads what the peer sent (bounded), matches responses, then sends what is due. `read`
+    /// says how: not at all for a timer, which brings no bytes; for a readable edge without a
+    /// hang-up, until a short read where the wire allows it ([`Wire::short_read_drains`]), else
+    /// until WouldBlock.
     pub fn step<W: Wire>(
         &mut self,
         flow: &mut Flow,
         wire: &mut W,
         scratch: &mut [u8],
         now: Instant,
-        read: bool,
+        read: Recv,
     ) -> Step {
         // The loop's time was read before this turn's events were served: a response read now
         // is timed now, never earlier than it arrived.
         let now = Instant::now().max(now);
         let mut budget = READ_BUDGET;
         let mut more = false;
-        if read {
+        if read != Recv::No {
+            let short_stops = read == Recv::Edge && wire.short_read_drains();
             loop {
                 match wire.recv(scratch) {
                     Ok(0) => return Step::Closed,
+                    Ok(n) if short_stops && n < scratch.len() => {
+                        self.on_bytes(flow, &scratch[..n], now);
+                        break;
+                    }
                     Ok(n) => {
                         self.on_bytes(flow, &scratch[..n], now);
                         budget = budget.saturating_sub(n);
@@ -652,11 +687,63 @@ mod tests {
         // All answered at once, at 1 s: slot k waited 1 s − k·100 ms.
         w.down = vec![b'x'; 44];
         let mut scratch = [0u8; 16];
-        assert_eq!(t.step(&mut f, &mut w, &mut scratch, late, true), Step::Open { arm, more: false });
+        assert_eq!(t.step(&mut f, &mut w, &mut scratch, late, Recv::Drain), Step::Open { arm, more: false });
         assert_eq!(t.counts.responses, 11);
         assert_eq!(t.latency.max(), Duration::from_secs(1), "slot 0's latency counts from t0");
         assert_eq!(t.latency.min(), Duration::ZERO, "slot 10 was due at 1 s");
         assert_eq!(t.counts.unanswered(), 0);
+    }
+
+    /// A [`Fake`] that counts its reads and drains on a short read, as plain TCP does.
+    struct Counting {
+        inner: Fake,
+        recvs: usize,
+    }
+
+    impl Wire for Counting {
+        fn send(&mut self, msg: &[u8]) -> io::Result<usize> {
+            self.inner.send(msg)
+        }
+
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.recvs += 1;
+            self.inner.recv(buf)
+        }
+
+        fn short_read_drains(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_edge_ends_at_a_short_read_and_a_hang_up_or_deferred_turn_reads_to_would_block() {
+        let mut t = Traffic::new(plan(None, Some(10.0), Until::Bytes(5)));
+        let t0 = Instant::now();
+        let mut f = t.flow(t0);
+        let mut w = Counting { inner: Fake { room: usize::MAX, up: Vec::new(), down: Vec::new() }, recvs: 0 };
+        let _ = t.pump(&mut f, &mut w, t0).unwrap();
+        let mut scratch = [0u8; 16];
+        w.inner.down = b"ping\n".to_vec();
+        let _ = t.step(&mut f, &mut w, &mut scratch, t0, Recv::Edge);
+        assert_eq!((w.recvs, t.counts.responses), (1, 1), "a short read ends the edge's reading");
+        // A full buffer is no proof of an empty socket: read on.
+        w.inner.down = vec![b'x'; 20];
+        w.recvs = 0;
+        let _ = t.step(&mut f, &mut w, &mut scratch, t0, Recv::Edge);
+        assert_eq!(w.recvs, 2, "16 bytes, then the short 4");
+        w.inner.down = b"a".to_vec();
+        w.recvs = 0;
+        let _ = t.step(&mut f, &mut w, &mut scratch, t0, Recv::Drain);
+        assert_eq!(w.recvs, 2, "drain reads until WouldBlock");
+        w.recvs = 0;
+        let _ = t.step(&mut f, &mut w, &mut scratch, t0, Recv::No);
+        assert_eq!(w.recvs, 0, "a timer reads nothing");
+        // The real wires: plain TCP drains on a short read; the trait's default does not.
+        assert!(!w.inner.short_read_drains());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = mio::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(s.short_read_drains());
+        assert!(crate::tls::Stream::plain(s).short_read_drains());
     }
 
     #[test]
@@ -683,7 +770,7 @@ mod tests {
         // The server answers everything at 300 ms: the late slots go out, in order.
         w.down = vec![b'y'; OUTSTANDING_MAX as usize];
         let mut scratch = [0u8; 1024];
-        let _ = t.step(&mut f, &mut w, &mut scratch, now, true);
+        let _ = t.step(&mut f, &mut w, &mut scratch, now, Recv::Drain);
         assert_eq!(t.counts.responses, OUTSTANDING_MAX);
         assert_eq!(t.counts.sent, OUTSTANDING_MAX + SEND_BATCH, "late slots are sent as soon as there is room");
     }

@@ -11,8 +11,8 @@ use super::*;
 impl GoonReactor {
     /// An established connection with traffic: read and match responses, send what is due,
     /// arm its message timer. With `--ws` the WebSocket reads ([`Self::on_ws`]); a timer
-    /// only sends.
-    pub(super) fn on_traffic(&mut self, cx: &mut GCx, key: Key, read: bool) {
+    /// only sends (`Recv::No`).
+    pub(super) fn on_traffic(&mut self, cx: &mut GCx, key: Key, read: traffic::Recv) {
         if self.ws.is_some() {
             return self.ws_pump(cx, key);
         }
