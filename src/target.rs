@@ -360,6 +360,9 @@ fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome
             Ok(n) => {
                 stats.bytes_in += n as u64;
                 budget = budget.saturating_sub(n);
+                if short_read_drained(c, n, scratch.len()) {
+                    return Outcome::Idle;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 c.rd.event.remove(Ready::READABLE | Ready::HUP);
@@ -370,6 +373,18 @@ fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome
         }
     }
     Outcome::More
+}
+
+/// A read of `n` bytes that asked for `asked` emptied a plain TCP socket when it came back
+/// short: the next bytes bring a new edge, so READABLE is cleared now instead of by one more
+/// read that would only say WouldBlock (one system call per message saved). Not with a
+/// hang-up pending (reading on reaches the FIN's 0) nor under TLS (rustls buffers records).
+fn short_read_drained(c: &mut SinkConn, n: usize, asked: usize) -> bool {
+    if n < asked && !c.sock.is_tls() && !c.rd.event.intersects(Ready::HUP | Ready::ERROR) {
+        c.rd.event.remove(Ready::READABLE);
+        return true;
+    }
+    false
 }
 
 /// Echoes what `c` has to give: parked bytes out first (that frees ring room and keeps the
@@ -408,10 +423,15 @@ fn echo(c: &mut SinkConn, scratch: &mut [u8], rings: &mut BufPool<Ring>, stats: 
             return Outcome::More;
         }
         if !c.read_eof && c.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
+            // How much the read asks for, to tell a short read.
+            let mut asked = scratch.len();
             let read = match c.ring.as_mut() {
                 // Full: no read until the peer takes some (backpressure).
                 Some(ring) if ring.is_full() => None,
-                Some(ring) => Some(ring.read_from(&mut c.sock)),
+                Some(ring) => {
+                    asked = ring.spare_mut().len();
+                    Some(ring.read_from(&mut c.sock))
+                }
                 // No ring could park what the peer does not take: leave the bytes in the kernel.
                 None if !rings.can_take() => None,
                 None => Some(echo_through(c, scratch, rings, stats)),
@@ -426,6 +446,7 @@ fn echo(c: &mut SinkConn, scratch: &mut [u8], rings: &mut BufPool<Ring>, stats: 
                     stats.bytes_in += n as u64;
                     budget = budget.saturating_sub(n);
                     progressed = true;
+                    short_read_drained(c, n, asked);
                 }
                 Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.rd.event.remove(Ready::READABLE | Ready::HUP)

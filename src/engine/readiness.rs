@@ -2,7 +2,9 @@
 //!
 //! Sockets are registered once for `READABLE | WRITABLE`. Each edge is OR-ed into `event`; a
 //! role acts on the bits of `event` its buffers allow (no reading into a full ring, no writing
-//! from an empty one). `event` bits are cleared only when a syscall says `WouldBlock`.
+//! from an empty one). `event` bits are cleared only when a syscall says `WouldBlock`, or, for
+//! READABLE on plain TCP without a pending hang-up, when a read came back shorter than it
+//! asked: that read emptied the socket, and the next bytes bring a new edge.
 //! Nothing is reregistered and no edge is lost: work left when a per-wake-up budget ran out
 //! stays in `event`, and the entry is queued on the reactor's pending list ([`super::Cx::defer`]).
 

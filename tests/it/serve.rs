@@ -36,6 +36,29 @@ fn echo_is_byte_exact_and_honours_half_close() {
     });
 }
 
+/// Small messages each read short, so the echo stops reading at each without a WouldBlock: the
+/// next message, and the FIN right behind the last one, must still be seen.
+#[test]
+fn echo_answers_each_small_message_and_the_fin_behind_the_last() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0"]);
+        let mut s = client(addr);
+        s.set_nodelay(true).unwrap();
+        let mut buf = [0u8; 5];
+        for i in 0..200u32 {
+            let msg = format!("{:04}\n", i % 10_000);
+            s.write_all(msg.as_bytes()).unwrap();
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, msg.as_bytes(), "round trip {i}");
+        }
+        s.write_all(b"bye").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"bye", "the last bytes come back, then the server's FIN");
+    });
+}
+
 #[test]
 fn sigterm_prints_totals() {
     with_timeout(T, || {
