@@ -11,7 +11,8 @@ use netforge::cli::{Cli, Cmd};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let usage = netforge::cli::usage_line(&netforge::cli::subcommand_path(&argv));
+    // The usage line of an error, built only for one: it walks the whole command tree.
+    let usage = || netforge::cli::usage_line(&netforge::cli::subcommand_path(&argv));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help, --version, and a bare `netforge` (which shows the help) print as clap wrote them.
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
         }
         // Anything else is one line: the reason (naming the flag) and the usage line of --help.
         Err(e) => {
-            eprintln!("netforge: {}", netforge::cli::one_line_clap_error(&e.render().to_string(), &usage));
+            eprintln!("netforge: {}", netforge::cli::one_line_clap_error(&e.render().to_string(), &usage()));
             return ExitCode::from(1);
         }
     };
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
                 _ => false,
             };
             if flag {
-                eprintln!("netforge: {e}; {usage} (see --help)");
+                eprintln!("netforge: {e}; {} (see --help)", usage());
             } else {
                 eprintln!("netforge: {e}");
             }
