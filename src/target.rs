@@ -365,7 +365,7 @@ fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                c.rd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT);
                 return Outcome::Idle;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -378,9 +378,10 @@ fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome
 /// A read of `n` bytes that asked for `asked` emptied a plain TCP socket when it came back
 /// short: the next bytes bring a new edge, so READABLE is cleared now instead of by one more
 /// read that would only say WouldBlock (one system call per message saved). Not with a
-/// hang-up pending (reading on reaches the FIN's 0) nor under TLS (rustls buffers records).
+/// hang-up pending (reading on reaches the FIN's 0), with urgent data queued (the read stopped
+/// at its mark), nor under TLS (rustls buffers records).
 fn short_read_drained(c: &mut SinkConn, n: usize, asked: usize) -> bool {
-    if n < asked && !c.sock.is_tls() && !c.rd.event.intersects(Ready::HUP | Ready::ERROR) {
+    if n < asked && !c.sock.is_tls() && !c.rd.event.intersects(Ready::HUP | Ready::ERROR | Ready::URGENT) {
         c.rd.event.remove(Ready::READABLE);
         return true;
     }
@@ -449,7 +450,7 @@ fn echo(c: &mut SinkConn, scratch: &mut [u8], rings: &mut BufPool<Ring>, stats: 
                     short_read_drained(c, n, asked);
                 }
                 Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.rd.event.remove(Ready::READABLE | Ready::HUP)
+                    c.rd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT)
                 }
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Some(Err(_)) => return Outcome::Close,

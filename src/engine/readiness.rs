@@ -3,8 +3,12 @@
 //! Sockets are registered once for `READABLE | WRITABLE`. Each edge is OR-ed into `event`; a
 //! role acts on the bits of `event` its buffers allow (no reading into a full ring, no writing
 //! from an empty one). `event` bits are cleared only when a syscall says `WouldBlock`, or, for
-//! READABLE on plain TCP without a pending hang-up, when a read came back shorter than it
-//! asked: that read emptied the socket, and the next bytes bring a new edge.
+//! READABLE on plain TCP, when a read came back shorter than it asked: that read emptied the
+//! socket, and the next bytes bring a new edge. Not while URGENT is set (a read stops at the
+//! urgent mark with bytes behind it, and no new edge comes for them). The sink and goon also
+//! keep reading to WouldBlock under a hang-up; the proxy clears READABLE and keeps HUP, which
+//! makes its next pump read the FIN's 0. Sockets are registered for EPOLLPRI too, so urgent
+//! data always shows as URGENT.
 //! Nothing is reregistered and no edge is lost: work left when a per-wake-up budget ran out
 //! stays in `event`, and the entry is queued on the reactor's pending list ([`super::Cx::defer`]).
 
@@ -21,7 +25,12 @@ impl Ready {
     pub const HUP: Ready = Ready(4);
     /// EPOLLERR: a pending socket error (read it with `take_error`).
     pub const ERROR: Ready = Ready(8);
-    /// Every bit: for a caller that must ask the socket itself rather than trust an event.
+    /// EPOLLPRI: TCP urgent data is queued. A read stops at the urgent mark with bytes still
+    /// behind it, so a short read proves nothing while this is set (it is also a reason to
+    /// read).
+    pub const URGENT: Ready = Ready(16);
+    /// Every edge: for a caller that must ask the socket itself rather than trust an event.
+    /// Not URGENT, which says something about the data, not about an edge: only EPOLLPRI sets it.
     pub const ALL: Ready = Ready(15);
 
     pub fn from_event(ev: &mio::event::Event) -> Ready {
@@ -35,6 +44,9 @@ impl Ready {
         if ev.is_read_closed() || ev.is_write_closed() {
             // A hang-up is also a reason to read: the read returns 0 or the error.
             r |= Ready::HUP | Ready::READABLE;
+        }
+        if ev.is_priority() {
+            r |= Ready::URGENT | Ready::READABLE;
         }
         if ev.is_error() {
             r |= Ready::ERROR | Ready::READABLE | Ready::WRITABLE;
@@ -81,14 +93,15 @@ impl BitAnd for Ready {
 
 impl std::fmt::Debug for Ready {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names = [(1, "R"), (2, "W"), (4, "HUP"), (8, "ERR")];
+        let names = [(1, "R"), (2, "W"), (4, "HUP"), (8, "ERR"), (16, "URG")];
         let parts: Vec<&str> = names.iter().filter(|(b, _)| self.0 & b != 0).map(|(_, n)| *n).collect();
         write!(f, "Ready({})", parts.join("|"))
     }
 }
 
 /// Edge state of one socket: what the kernel has signalled and no syscall has yet refuted.
-/// A connection acts on `event` and clears bits on `WouldBlock`.
+/// A connection acts on `event` and clears bits on `WouldBlock` (READABLE also on a short read,
+/// as the module says).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
     pub event: Ready,

@@ -101,7 +101,8 @@ pub struct Table<T> {
     closing: Vec<T>,
 }
 
-const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE);
+// PRIORITY: urgent data must show in the event (see `Ready::URGENT`).
+const INTEREST: Interest = Interest::READABLE.add(Interest::WRITABLE).add(Interest::PRIORITY);
 
 impl<T: Entry> Table<T> {
     pub fn new(capacity: usize) -> Table<T> {

@@ -268,10 +268,12 @@ pub enum Step {
 pub enum Recv {
     /// Not at all: a timer fired.
     No,
-    /// A readable edge without a hang-up: a short read ends it where the wire allows.
+    /// A readable edge without a hang-up or urgent data: a short read ends it where the wire
+    /// allows.
     Edge,
-    /// Until WouldBlock: a hang-up (the read must reach the 0 or the error), or work deferred
-    /// from an earlier turn (no new edge will come for it).
+    /// Until WouldBlock: a hang-up (the read must reach the 0 or the error), urgent data (a
+    /// read stops at its mark), or work deferred from an earlier turn (no new edge will come
+    /// for it).
     Drain,
 }
 

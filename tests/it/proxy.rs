@@ -207,6 +207,28 @@ fn hundred_half_close_exchanges(splice: &'static str) {
     });
 }
 
+/// Urgent data stops a read at its mark with bytes behind it, and a splice there says EAGAIN:
+/// the bytes after the mark must still be forwarded, on the copy path (which drops a read edge
+/// on a short read) and on the splice path.
+fn forwards_the_bytes_behind_urgent_data(splice: &'static str) {
+    with_timeout(T, move || {
+        let (_s, b) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0", "--threads", "1"]);
+        let px = proxy(&conf(&[b], &format!("threads = 1\nsplice = \"{splice}\""), NO_HEALTH));
+        let got = crate::util::urgent_round_trip(px.addr, b"abc", b"d", b"efg", 6);
+        assert_eq!(got, b"abcefg", "splice {splice}: the bytes behind the urgent mark come back");
+    });
+}
+
+#[test]
+fn the_copy_path_forwards_the_bytes_behind_urgent_data() {
+    forwards_the_bytes_behind_urgent_data("off");
+}
+
+#[test]
+fn the_splice_path_forwards_the_bytes_behind_urgent_data() {
+    forwards_the_bytes_behind_urgent_data("on");
+}
+
 #[test]
 fn hundred_half_close_exchanges_are_byte_exact_splice_off() {
     hundred_half_close_exchanges("off");

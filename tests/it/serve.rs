@@ -59,6 +59,17 @@ fn echo_answers_each_small_message_and_the_fin_behind_the_last() {
     });
 }
 
+/// Urgent data stops a read at its mark with bytes behind it: the echo must read on past it
+/// (the urgent byte itself is out of band and not echoed).
+#[test]
+fn echo_reads_past_urgent_data() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--mode", "echo", "--interval", "0"]);
+        let got = crate::util::urgent_round_trip(addr, b"abc", b"d", b"efg", 6);
+        assert_eq!(got, b"abcefg", "the bytes behind the urgent mark come back too");
+    });
+}
+
 #[test]
 fn sigterm_prints_totals() {
     with_timeout(T, || {

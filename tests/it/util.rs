@@ -335,3 +335,28 @@ pub fn short_session(addr: SocketAddr, fill: u8) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Sends `before`, then `urgent` as TCP urgent (out-of-band) data, then `after`, corked into one
+/// segment, and returns what comes back until `expect_len` bytes arrived (or the 10 s read
+/// timeout of `raw`). A reader stops at the urgent mark with bytes behind it: this catches one
+/// that then waits for an edge that never comes.
+pub fn urgent_round_trip(addr: SocketAddr, before: &[u8], urgent: &[u8], after: &[u8], expect_len: usize) -> Vec<u8> {
+    use std::io::Read;
+    let s = raw(addr);
+    let sock = socket2::SockRef::from(&s);
+    sock.set_cork(true).unwrap();
+    assert_eq!(sock.send(before).unwrap(), before.len());
+    assert_eq!(sock.send_out_of_band(urgent).unwrap(), urgent.len());
+    assert_eq!(sock.send(after).unwrap(), after.len());
+    sock.set_cork(false).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut s = s;
+    while got.len() < expect_len {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}

@@ -201,7 +201,10 @@ impl Direction<'_> {
         if bufs.splice == SpliceMode::Auto && f.auto.settle(f.piped) {
             bufs.switches_to_copy += 1;
         }
-        let spliced = if f.splices(bufs.splice) { self.splice(bufs, *budget) } else { None };
+        // At an urgent mark splice says EAGAIN with bytes still queued (only recv steps over
+        // the out-of-band byte): with urgent data signalled and nothing in the pipe, copy.
+        let urgent = self.srd.event.contains(Ready::URGENT) && f.piped == 0;
+        let spliced = if f.splices(bufs.splice) && !urgent { self.splice(bufs, *budget) } else { None };
         let read = match spliced {
             Some(r) => r,
             None => self.copy(bufs, &mut step)?,
@@ -222,7 +225,9 @@ impl Direction<'_> {
                 step.progressed = true;
                 step.src_active = true;
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => self.srd.event.remove(Ready::READABLE | Ready::HUP),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.srd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT)
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => step.progressed = true,
             Err(_) => return Err(self.src_reset),
         }
@@ -348,12 +353,13 @@ impl Direction<'_> {
                 if n == bufs.scratch.len() {
                     f.full(bufs);
                 }
-                if n < bufs.scratch.len() {
+                if n < bufs.scratch.len() && !self.srd.event.contains(Ready::URGENT) {
                     // A short read took everything the socket had queued: the next
                     // read would be EAGAIN, so drop the edge now and save that syscall.
                     // Bytes arriving later raise a new edge (EPOLLET fires on every
                     // arrival). HUP stays: a FIN queued behind these bytes was
-                    // signalled before this read, and the next pump reads the 0.
+                    // signalled before this read, and the next pump reads the 0. Not
+                    // with urgent data queued: the read stopped at its mark.
                     self.srd.event.remove(Ready::READABLE);
                 }
                 let sent = if self.drd.event.contains(Ready::WRITABLE) {
