@@ -324,6 +324,7 @@ fn ws_step(
 ) -> Outcome {
     use crate::ws::sink::{step, Io, Next};
     let Some(ws) = c.ws.as_mut() else { return Outcome::Close };
+    let short_read_drains = !c.sock.is_tls();
     let mut io = Io {
         sock: &mut c.sock,
         rd: &mut c.rd,
@@ -335,6 +336,7 @@ fn ws_step(
         bytes_out: &mut stats.bytes_out,
         stats: &mut stats.ws,
         echo: mode == Mode::Ws,
+        short_read_drains,
     };
     match step(ws, &mut io) {
         Next::Idle => Outcome::Idle,

@@ -99,6 +99,9 @@ pub struct Io<'a, S> {
     pub stats: &'a mut SinkWsStats,
     /// Echo data frames (else drop them).
     pub echo: bool,
+    /// `sock` is plain TCP, where a read that comes back short emptied the socket (see
+    /// [`crate::engine::Ready::URGENT`] for the exception); false under TLS, which buffers.
+    pub short_read_drains: bool,
 }
 
 /// Copies `b` into the ring's free space (across its wrap); false if it did not all fit.
@@ -147,16 +150,27 @@ pub fn step<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> Next {
         }
         if io.rd.event.intersects(Ready::READABLE | Ready::HUP | Ready::ERROR) {
             match read_some(ws, io) {
-                Ok(0) => {
+                Ok((0, _)) => {
                     // The peer's FIN: what is left to send goes first.
                     *ws = WsConn::Closing;
                     progressed = true;
                 }
-                Ok(n) => {
+                Ok((n, asked)) => {
                     budget = budget.saturating_sub(n);
                     progressed = true;
+                    // A short read emptied a plain socket: the next bytes bring a new edge,
+                    // so no read just to hear WouldBlock. Not with a hang-up, an error or
+                    // urgent data pending.
+                    if io.short_read_drains
+                        && n < asked
+                        && !io.rd.event.intersects(Ready::HUP | Ready::ERROR | Ready::URGENT)
+                    {
+                        io.rd.event.remove(Ready::READABLE);
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.rd.event.remove(Ready::READABLE | Ready::HUP),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    io.rd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // No ring to write through: leave the bytes in the kernel until one is free.
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {}
@@ -180,9 +194,10 @@ fn ring_for<'r>(ring: &'r mut Option<Ring>, rings: &mut BufPool<Ring>) -> io::Re
     ring.as_mut().ok_or_else(|| io::ErrorKind::OutOfMemory.into())
 }
 
-/// One read and what it leads to; `Ok(0)` is the peer's FIN, `WouldBlock` also when the ring
-/// has no room for what a read could produce (backpressure).
-fn read_some<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> io::Result<usize> {
+/// One read and what it leads to: the bytes read and how many it asked for; `Ok((0, _))` is
+/// the peer's FIN, `WouldBlock` also when the ring has no room for what a read could produce
+/// (backpressure).
+fn read_some<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> io::Result<(usize, usize)> {
     let free = io.ring_bytes - io.ring.as_ref().map_or(0, Ring::len);
     if free <= OUTPUT_SLACK {
         // Wait for the socket to take some: the WRITABLE edge runs the step again.
@@ -195,7 +210,7 @@ fn read_some<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> io::Result
             let room = room.min(http::HEAD_LIMIT.saturating_sub(kept.len()).max(1));
             let n = io.sock.read(&mut io.scratch[..room])?;
             if n == 0 {
-                return Ok(0);
+                return Ok((0, room));
             }
             *io.bytes_in += n as u64;
             let from_scratch = kept.is_empty();
@@ -208,7 +223,7 @@ fn read_some<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> io::Result
                     if from_scratch {
                         *ws = WsConn::Head(io.scratch[..n].to_vec());
                     }
-                    return Ok(n);
+                    return Ok((n, room));
                 }
                 Parse::Complete(h) => match h.websocket_key {
                     Some(key) => (http::upgrade_response(key), Some(data[h.consumed..].to_vec())),
@@ -234,19 +249,19 @@ fn read_some<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> io::Result
                     *ws = WsConn::Closing;
                 }
             }
-            Ok(n)
+            Ok((n, room))
         }
         WsConn::Open(_) => {
             let n = io.sock.read(&mut io.scratch[..room])?;
             if n == 0 {
-                return Ok(0);
+                return Ok((0, room));
             }
             *io.bytes_in += n as u64;
             // The scratch buffer is borrowed from io for the decode: move it out for the call.
             let scratch = std::mem::take(&mut io.scratch);
             frames(ws, io, &mut scratch[..n]);
             io.scratch = scratch;
-            Ok(n)
+            Ok((n, room))
         }
         WsConn::Closing => Err(io::ErrorKind::WouldBlock.into()),
     }
@@ -351,6 +366,7 @@ mod tests {
             bytes_out: &mut bo,
             stats: &mut stats,
             echo,
+            short_read_drains: false,
         };
         let next = step(&mut ws, &mut io);
         let open = matches!(ws, WsConn::Open(_));
@@ -417,6 +433,7 @@ mod tests {
             bytes_out: &mut bo,
             stats: &mut stats,
             echo: true,
+            short_read_drains: false,
         };
         assert_eq!(step(&mut ws, &mut io), Next::Idle);
         assert!(ws.in_head());

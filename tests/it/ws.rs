@@ -271,6 +271,26 @@ fn read_n(s: &mut TcpStream, len: usize) -> Vec<u8> {
     b
 }
 
+/// Each small frame is a short read, after which the sink waits for the next edge: the next
+/// frame, and a frame with the FIN right behind it, must all be answered.
+#[test]
+fn serve_ws_answers_small_frames_one_by_one_and_up_to_the_fin() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--mode", "ws", "--interval", "0"]);
+        let mut s = ws_upgrade(addr, "/");
+        s.set_nodelay(true).unwrap();
+        for i in 0..100u8 {
+            s.write_all(&client_frame(0x82, &[i; 3])).unwrap();
+            assert_eq!(read_n(&mut s, 5), [0x82, 3, i, i, i], "frame {i}");
+        }
+        s.write_all(&client_frame(0x81, b"last")).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(read_n(&mut s, 6), b"\x81\x04last");
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "closed after the FIN");
+    });
+}
+
 #[test]
 fn serve_ws_echoes_answers_pings_and_closes() {
     with_timeout(T, || {
