@@ -291,6 +291,28 @@ fn serve_ws_answers_small_frames_one_by_one_and_up_to_the_fin() {
     });
 }
 
+/// A frame whose bytes are split around an urgent byte: the sink's read stops at the urgent
+/// mark with the rest queued behind it and no new edge to come, so it must read on. (Nagle on:
+/// with TCP_NODELAY the urgent send goes out in a segment of its own, and the rest brings its
+/// own edge.)
+#[test]
+fn serve_ws_reads_past_urgent_data() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--mode", "ws", "--interval", "0"]);
+        let mut s = ws_upgrade(addr, "/");
+        s.write_all(&client_frame(0x82, &[1; 3])).unwrap();
+        assert_eq!(read_n(&mut s, 5), [0x82, 3, 1, 1, 1]);
+        let f = client_frame(0x81, b"split");
+        let sock = socket2::SockRef::from(&s);
+        sock.set_cork(true).unwrap();
+        sock.send(&f[..4]).unwrap();
+        sock.send_out_of_band(b"!").unwrap();
+        sock.send(&f[4..]).unwrap();
+        sock.set_cork(false).unwrap();
+        assert_eq!(read_n(&mut s, 7), b"\x81\x05split", "the bytes behind the urgent mark");
+    });
+}
+
 #[test]
 fn serve_ws_echoes_answers_pings_and_closes() {
     with_timeout(T, || {
