@@ -362,7 +362,8 @@ fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome
             Ok(n) => {
                 stats.bytes_in += n as u64;
                 budget = budget.saturating_sub(n);
-                if short_read_drained(c, n, scratch.len()) {
+                // A short read emptied a plain socket: wait for the next edge.
+                if c.rd.short_read(n, scratch.len(), !c.sock.is_tls()) {
                     return Outcome::Idle;
                 }
             }
@@ -375,19 +376,6 @@ fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome
         }
     }
     Outcome::More
-}
-
-/// A read of `n` bytes that asked for `asked` emptied a plain TCP socket when it came back
-/// short: the next bytes bring a new edge, so READABLE is cleared now instead of by one more
-/// read that would only say WouldBlock (one system call per message saved). Not with a
-/// hang-up pending (reading on reaches the FIN's 0), with urgent data queued (the read stopped
-/// at its mark), nor under TLS (rustls buffers records).
-fn short_read_drained(c: &mut SinkConn, n: usize, asked: usize) -> bool {
-    if n < asked && !c.sock.is_tls() && !c.rd.event.intersects(Ready::HUP | Ready::ERROR | Ready::URGENT) {
-        c.rd.event.remove(Ready::READABLE);
-        return true;
-    }
-    false
 }
 
 /// Echoes what `c` has to give: parked bytes out first (that frees ring room and keeps the
@@ -449,7 +437,7 @@ fn echo(c: &mut SinkConn, scratch: &mut [u8], rings: &mut BufPool<Ring>, stats: 
                     stats.bytes_in += n as u64;
                     budget = budget.saturating_sub(n);
                     progressed = true;
-                    short_read_drained(c, n, asked);
+                    c.rd.short_read(n, asked, !c.sock.is_tls());
                 }
                 Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.rd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT)

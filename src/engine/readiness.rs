@@ -1,6 +1,6 @@
 //! Userspace readiness, as mio's edge-triggered epoll requires.
 //!
-//! Sockets are registered once for `READABLE | WRITABLE`. Each edge is OR-ed into `event`; a
+//! Sockets are registered once for `READABLE | WRITABLE | PRIORITY`. Each edge is OR-ed into `event`; a
 //! role acts on the bits of `event` its buffers allow (no reading into a full ring, no writing
 //! from an empty one). `event` bits are cleared only when a syscall says `WouldBlock`, or, for
 //! READABLE on plain TCP, when a read came back shorter than it asked: that read emptied the
@@ -54,6 +54,13 @@ impl Ready {
         r
     }
 
+    /// Whether a read that came back short may end this readable edge on a socket where a short
+    /// read empties it ([`Readiness::short_read`]): not with a hang-up or an error pending (the
+    /// read must reach the 0 or the error), nor urgent data (the read stopped at its mark).
+    pub fn short_read_ends_edge(self) -> bool {
+        !self.intersects(Ready::HUP | Ready::ERROR | Ready::URGENT)
+    }
+
     pub fn contains(self, other: Ready) -> bool {
         self.0 & other.0 == other.0
     }
@@ -105,6 +112,20 @@ impl std::fmt::Debug for Ready {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
     pub event: Ready,
+}
+
+impl Readiness {
+    /// A read of `n` bytes that asked for `asked`: on a socket where a short read empties it
+    /// (`plain`: plain TCP; not TLS, which buffers records) and when
+    /// [`Ready::short_read_ends_edge`], a short read clears READABLE, so no further read is made
+    /// just to hear WouldBlock. True when it did.
+    pub fn short_read(&mut self, n: usize, asked: usize, plain: bool) -> bool {
+        if plain && n < asked && self.event.short_read_ends_edge() {
+            self.event.remove(Ready::READABLE);
+            return true;
+        }
+        false
+    }
 }
 
 #[cfg(test)]

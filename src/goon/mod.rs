@@ -274,11 +274,7 @@ fn pace_for(cfg: &GoonConfig, reactor: usize, threads: usize, share: u64) -> Pac
 
 /// Runs the stress test; `out` receives the interval lines and the report.
 pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<GoonReport, Error> {
-    for (flag, path) in [("--json", &cfg.json), ("--html", &cfg.html)] {
-        if let Some(p) = path {
-            crate::result::check_output(flag, p)?;
-        }
-    }
+    crate::result::check_outputs(cfg.json.as_deref(), cfg.html.as_deref())?;
     if let Some(p) = &cfg.probe {
         return probe::run(cfg, p, signals, out).map(|(report, _)| report);
     }

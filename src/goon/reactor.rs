@@ -402,7 +402,7 @@ impl GoonReactor {
             return self.on_ws(cx, key);
         }
         if self.traffic.is_some() {
-            let edge = ready.contains(Ready::READABLE) && !ready.intersects(Ready::HUP | Ready::ERROR | Ready::URGENT);
+            let edge = ready.contains(Ready::READABLE) && ready.short_read_ends_edge();
             return self.on_traffic(cx, key, if edge { traffic::Recv::Edge } else { traffic::Recv::Drain });
         }
         // Established: goon never writes; read and drop, and notice the peer closing.

@@ -15,11 +15,24 @@ pub(crate) mod totals;
 pub(crate) mod traffic;
 pub(crate) mod ws;
 
-/// Checks before a run that the file a result goes to at its end (`--json FILE`, `--html FILE`)
-/// can be written, so that a bad path is a one-line error now rather than after the whole
-/// test. The file is opened for writing without truncating it, and removed again when this
-/// check created it.
-pub(crate) fn check_output(flag: &str, path: &std::path::Path) -> Result<(), crate::error::Error> {
+/// Checks before a run that the files its results go to at its end (`--json FILE`, `--html
+/// FILE`) can be written: [`check_output`] for each one given.
+pub(crate) fn check_outputs(
+    json: Option<&std::path::Path>,
+    html: Option<&std::path::Path>,
+) -> Result<(), crate::error::Error> {
+    for (flag, path) in [("--json", json), ("--html", html)] {
+        if let Some(p) = path {
+            check_output(flag, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks before a run that the file a result goes to at its end can be written, so that a bad
+/// path is a one-line error now rather than after the whole test. The file is opened for
+/// writing without truncating it, and removed again when this check created it.
+fn check_output(flag: &str, path: &std::path::Path) -> Result<(), crate::error::Error> {
     let existed = path.exists();
     match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
         Ok(_) => {

@@ -158,15 +158,8 @@ pub fn step<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> Next {
                 Ok((n, asked)) => {
                     budget = budget.saturating_sub(n);
                     progressed = true;
-                    // A short read emptied a plain socket: the next bytes bring a new edge,
-                    // so no read just to hear WouldBlock. Not with a hang-up, an error or
-                    // urgent data pending.
-                    if io.short_read_drains
-                        && n < asked
-                        && !io.rd.event.intersects(Ready::HUP | Ready::ERROR | Ready::URGENT)
-                    {
-                        io.rd.event.remove(Ready::READABLE);
-                    }
+                    // A short read emptied a plain socket: wait for the next edge.
+                    io.rd.short_read(n, asked, io.short_read_drains);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     io.rd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT)

@@ -56,11 +56,7 @@ pub fn run(
     signals: &Receiver<Signal>,
     out: &mut dyn Write,
 ) -> Result<(), crate::error::Error> {
-    for (flag, path) in [("--json", &outputs.json), ("--html", &outputs.html)] {
-        if let Some(p) = path {
-            crate::result::check_output(flag, p)?;
-        }
-    }
+    crate::result::check_outputs(outputs.json.as_deref(), outputs.html.as_deref())?;
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(REPORT_QUEUE);
     let start = Instant::now();
     let reactor = ClientReactor {
