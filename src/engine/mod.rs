@@ -58,7 +58,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Registry, Token, Waker};
 
 pub use readiness::{Readiness, Ready};
-pub(crate) use stamp::Stamp;
+pub(crate) use stamp::{Stamp, StateStamp};
 pub use table::{Entry, Key, Refused, Table};
 pub use timer::{Kind, Owner, Timers};
 

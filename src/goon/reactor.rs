@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use mio::event::Source;
 
-use crate::engine::{Cx, Entry, Handle, Handler, Key, Kind, Ready, Refused};
+use crate::engine::{Cx, Entry, Handle, Handler, Key, Kind, Ready, Refused, StateStamp};
 use crate::net::connect::{check, completed_before, dial, DialOpts, DialState};
 use crate::net::Cause;
 use crate::stats::Latency;
@@ -149,16 +149,36 @@ pub enum GoonCmd {
 pub struct Dial {
     /// Plain TCP, or TLS over it once `--tls` began its handshake: reads give plaintext.
     sock: Stream,
-    /// When the dial began; once established, when the layer above TCP began (the TLS
-    /// handshake). Either way, what the current phase's latency is measured from.
-    since: Instant,
-    established: bool,
-    /// `--tls`: the handshake is under way (begun at `since`).
-    handshaking: bool,
+    /// The stage ([`DIALING`], [`HELD`], [`HANDSHAKING`]) and when it began: the dial, or
+    /// once established, the layer above TCP (the TLS handshake). Either way, what the
+    /// current stage's latency is measured from. One word: a table slot is as large as its
+    /// largest entry, and every held connection pays for it (40 bytes here).
+    stage: StateStamp,
     /// `--ws`: the connection's WebSocket, from the TCP connect on.
     ws: Option<Box<Client>>,
     /// Its message schedule, with traffic flags (boxed: nothing per connection without them).
     flow: Option<Box<Flow>>,
+}
+
+/// A [`Dial`]'s stages.
+const DIALING: u8 = 0;
+/// Established (TCP), with no handshake under way.
+const HELD: u8 = 1;
+/// `--tls`: established, and the handshake is under way.
+const HANDSHAKING: u8 = 2;
+
+impl Dial {
+    fn established(&self) -> bool {
+        self.stage.state() != DIALING
+    }
+
+    fn handshaking(&self) -> bool {
+        self.stage.state() == HANDSHAKING
+    }
+
+    fn since(&self) -> Instant {
+        self.stage.instant()
+    }
 }
 
 /// What goon's table holds: its dials, and the connections of the built-in sink.
@@ -299,9 +319,7 @@ impl GoonReactor {
         match dial(self.target, source, &self.opts) {
             Ok(sock) => match cx.adopt(GoonEntry::Dial(Dial {
                 sock: Stream::plain(sock),
-                since,
-                established: false,
-                handshaking: false,
+                stage: StateStamp::new(DIALING, since),
                 ws: None,
                 flow: None,
             })) {
@@ -344,7 +362,7 @@ impl GoonReactor {
     fn fail_dial(&mut self, cx: &mut GCx, key: Key, cause: Cause) {
         let debug = log::log_enabled!(log::Level::Debug);
         if let Some(GoonEntry::Dial(d)) = cx.close(key) {
-            let since = d.since;
+            let since = d.since();
             let from = debug.then(|| d.sock.local_addr().map_or_else(|e| format!("? ({e})"), |a| a.to_string()));
             self.counts.dialing -= 1;
             self.record_error(cx, cause, since);
@@ -362,7 +380,7 @@ impl GoonReactor {
 
     fn on_conn(&mut self, cx: &mut GCx, key: Key, ready: Ready) {
         let Some(GoonEntry::Dial(d)) = cx.table.get_mut(key) else { return };
-        if !d.established {
+        if !d.established() {
             match check(&d.sock) {
                 DialState::Pending => return,
                 DialState::Failed(e) if completed_before(&d.sock, &e) => {
@@ -430,13 +448,13 @@ impl GoonReactor {
     /// Dialing → Established.
     fn establish(&mut self, cx: &mut GCx, key: Key) {
         let Some(GoonEntry::Dial(d)) = cx.table.get_mut(key) else { return };
-        d.established = true;
+        d.stage = d.stage.with_state(HELD);
         // With --tls the schedule starts once the handshake is done (`tls_ready`); with --ws,
         // once the upgrade is (`on_ws`).
         if let (Some(t), None, None) = (self.traffic.as_mut(), self.tls.as_ref(), self.ws.as_ref()) {
             d.flow = Some(Box::new(t.flow(cx.now)));
         }
-        let rtt = cx.now.saturating_duration_since(d.since);
+        let rtt = cx.now.saturating_duration_since(d.since());
         cx.timers.cancel(key, TIMER_DIAL);
         self.counts.dialing -= 1;
         self.counts.established += 1;
@@ -577,19 +595,19 @@ impl Handler for GoonReactor {
             sink.on_timer(cx, key, kind);
             return;
         }
-        if kind == TIMER_MSG && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
+        if kind == TIMER_MSG && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established()) {
             // A slot came due: send; the socket's bytes come with its own event.
             self.on_traffic(cx, key, traffic::Recv::No);
             return;
         }
-        if kind == TIMER_WS && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established) {
+        if kind == TIMER_WS && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if d.established()) {
             self.on_ws_timer(cx, key);
             if !self.dial_done_sent && self.resolved() {
                 self.flush(cx);
             }
             return;
         }
-        if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established) {
+        if kind == TIMER_DIAL && matches!(cx.table.get(key), Some(GoonEntry::Dial(d)) if !d.established()) {
             self.fail_dial(cx, key, Cause::Timeout);
             if !self.dial_done_sent && self.resolved() {
                 self.flush(cx);

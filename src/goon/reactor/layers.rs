@@ -124,8 +124,7 @@ impl GoonReactor {
         // time (read once per turn): with a fast peer, such as the built-in sink on another
         // reactor, a handshake can finish within the turn that began it.
         let now = Instant::now();
-        d.since = now;
-        d.handshaking = true;
+        d.stage = StateStamp::new(HANDSHAKING, now);
         let deadline = t.begin(&mut d.sock, now);
         cx.timers.arm(key, TIMER_TLS, deadline);
     }
@@ -134,14 +133,14 @@ impl GoonReactor {
     /// pending or after it failed (the connection is then closed).
     pub(super) fn tls_ready(&mut self, cx: &mut GCx, key: Key) -> bool {
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return true };
-        if !d.handshaking {
+        if !d.handshaking() {
             return true;
         }
-        let since = d.since;
+        let since = d.since();
         match t.step(&mut d.sock, since, Instant::now()) {
             TlsStep::Wait => false,
             TlsStep::Ready => {
-                d.handshaking = false;
+                d.stage = d.stage.with_state(HELD);
                 cx.timers.cancel(key, TIMER_TLS);
                 // Traffic over TLS: slot 0 is the handshake's end (with --ws, the upgrade's).
                 if let (Some(t), None) = (self.traffic.as_mut(), self.ws.as_ref()) {
@@ -152,7 +151,7 @@ impl GoonReactor {
                 true
             }
             TlsStep::Failed => {
-                d.handshaking = false;
+                d.stage = d.stage.with_state(HELD);
                 self.close_established(cx, key);
                 false
             }
@@ -162,7 +161,8 @@ impl GoonReactor {
     /// `--tls`: the handshake's deadline passed.
     pub(super) fn tls_timeout(&mut self, cx: &mut GCx, key: Key) {
         let (Some(t), Some(GoonEntry::Dial(d))) = (self.tls.as_mut(), cx.table.get_mut(key)) else { return };
-        if std::mem::take(&mut d.handshaking) {
+        if d.handshaking() {
+            d.stage = d.stage.with_state(HELD);
             t.fail(crate::tls::TlsCause::HandshakeTimeout);
             self.close_established(cx, key);
         }
