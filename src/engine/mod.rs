@@ -2,7 +2,8 @@
 //!
 //! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`], [`Handle`]),
 //! `table` (the generation-tagged connection table and its tokens), `timer` (timers keyed by
-//! owner and kind), `stamp` (8-byte instants for per-connection state), `readiness` (userspace readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
+//! owner and kind), `clock` (the timerfd that fires them to the nanosecond, on request), `stamp`
+//! (8-byte instants for per-connection state), `readiness` (userspace readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
 //! and [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]), `pool` (the bounded per-reactor
 //! [`pool::BufPool`] of rings and pipes every role borrows buffers from) and `affinity` (reactor
 //! placement on CPUs).
@@ -25,7 +26,7 @@
 //! ```
 //!
 //! One loop turn: poll (timeout = 0 if tokens are pending, else the next timer deadline capped
-//! at the tick) → dispatch events → serve the pending list (work left over when a per-wake-up
+//! at the tick; with [`Cx::precise_timers`], a timerfd armed for that deadline wakes it) → dispatch events → serve the pending list (work left over when a per-wake-up
 //! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → drop the entries
 //! closed during the turn → exit when the role says it is finished. Roles plug in through
 //! [`Handler`] on the reactors and through [`coordinator::Role`] on the calling thread (reports,
@@ -42,6 +43,7 @@
 pub(crate) mod accept;
 pub mod affinity;
 pub(crate) mod buf;
+pub(crate) mod clock;
 pub(crate) mod coordinator;
 pub(crate) mod pool;
 pub mod readiness;
@@ -115,6 +117,7 @@ pub struct Cx<'a, E = ()> {
     pub now: Instant,
     pending: &'a mut Vec<Token>,
     handles: &'a mut usize,
+    clock: &'a mut Option<clock::Clock>,
 }
 
 impl<E: Entry> Cx<'_, E> {
@@ -135,6 +138,17 @@ impl<E: Entry> Cx<'_, E> {
         }
         *self.handles += 1;
         Ok(Handle::new(*self.handles - 1))
+    }
+
+    /// Timers of this reactor fire to the nanosecond from now on, not in the poll's whole
+    /// milliseconds: a timerfd (one more handle) wakes the poll at the next deadline. For a
+    /// role that measures how late it acts. Asking again changes nothing.
+    pub fn precise_timers(&mut self) -> io::Result<()> {
+        if self.clock.is_none() {
+            let h = self.handle()?;
+            *self.clock = Some(clock::Clock::new(self.registry, h)?);
+        }
+        Ok(())
     }
 
     /// Stores `val` in the table and registers its sockets; see [`Table::adopt`].
@@ -315,7 +329,10 @@ fn dispatch<H: Handler>(handler: &mut H, cx: &mut Cx<H::Entry>, token: Token, re
             handler.on_ready(cx, key, sock, ready);
         }
     } else if let Some(h) = Handle::of(token, *cx.handles) {
-        handler.on_handle(cx, h, ready);
+        match cx.clock.as_mut() {
+            Some(c) if c.handle() == h => c.fired(),
+            _ => handler.on_handle(cx, h, ready),
+        }
     }
 }
 
@@ -340,6 +357,7 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
     let mut table: Table<H::Entry> = Table::new(0);
     let mut timers = Timers::new();
     let mut handles = 0;
+    let mut clock = None;
     let mut pending: Vec<Token> = Vec::new();
     let mut batch: Vec<Token> = Vec::new();
     let mut now = Instant::now();
@@ -354,6 +372,7 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
                 now,
                 pending: &mut pending,
                 handles: &mut handles,
+                clock: &mut clock,
             }
         };
     }
@@ -366,6 +385,9 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
         }
     }
     loop {
+        if let Some(c) = clock.as_mut() {
+            c.sync(&timers);
+        }
         let timeout = if pending.is_empty() {
             timers.timeout(now, next_tick.saturating_duration_since(now))
         } else {
@@ -424,6 +446,8 @@ mod tests {
     /// A handler that counts ticks and timer firings and finishes on command.
     struct Probe {
         clock: Option<Handle>,
+        /// Asks for [`Cx::precise_timers`] first.
+        precise: bool,
         done: bool,
         fired: u32,
         out: Sender<&'static str>,
@@ -433,10 +457,18 @@ mod tests {
         type Cmd = &'static str;
         type Entry = ();
         fn on_start(&mut self, cx: &mut Cx) -> io::Result<()> {
+            if self.precise {
+                cx.precise_timers()?;
+                cx.precise_timers()?;
+            }
             let h = cx.handle()?;
             self.clock = Some(h);
             cx.arm(h, Kind::new(1), cx.now + Duration::from_millis(5));
             Ok(())
+        }
+        fn on_handle(&mut self, _: &mut Cx, _: Handle, _: Ready) {
+            // The engine's clock is its own: its wake-ups never reach the role.
+            let _ = self.out.send("handle");
         }
         fn on_handle_timer(&mut self, _: &mut Cx, h: Handle, kind: Kind) {
             assert_eq!((Some(h), kind), (self.clock, Kind::new(1)));
@@ -459,15 +491,16 @@ mod tests {
 
     #[test]
     fn timers_fire_and_commands_wake_the_reactor() {
-        let (tx, rx) = crossbeam_channel::bounded(8);
-        let pool =
-            Pool::spawn("t", vec![Probe { clock: None, done: false, fired: 0, out: tx }], Duration::from_secs(3600))
-                .unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("timer"));
-        // The tick is an hour away: only the waker can end this poll.
-        assert_eq!(pool.broadcast(|_| "stop"), 0);
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("exit"));
-        pool.join();
+        for precise in [false, true] {
+            let (tx, rx) = crossbeam_channel::bounded(8);
+            let probe = Probe { clock: None, precise, done: false, fired: 0, out: tx };
+            let pool = Pool::spawn("t", vec![probe], Duration::from_secs(3600)).unwrap();
+            assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("timer"), "precise {precise}");
+            // The tick is an hour away: only the waker can end this poll.
+            assert_eq!(pool.broadcast(|_| "stop"), 0);
+            assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("exit"), "precise {precise}");
+            pool.join();
+        }
     }
 
     /// An entry owning one socket.

@@ -551,7 +551,7 @@ impl Handler for GoonReactor {
             sink.register(cx)?;
         }
         if let Some(t) = self.traffic.as_mut() {
-            t.start(cx)?;
+            t.start(cx);
         }
         self.dial_some(cx);
         Ok(())
@@ -580,8 +580,6 @@ impl Handler for GoonReactor {
         }
         if self.pacer.owns(h) {
             self.dial_some(cx);
-        } else if let Some(t) = self.traffic.as_mut().filter(|t| t.owns(h)) {
-            t.on_clock(cx.timers);
         } else if let Some(sink) = self.sink.as_mut().filter(|s| s.owns(h)) {
             sink.on_handle(cx, ready);
         }

@@ -23,8 +23,8 @@
 //! Timers: one keyed timer per connection ([`TIMER_MSG`]), armed at the connection's next slot.
 //! The engine's timer heap is O(log n) per arm and fire; at 1,000 connections × 100/s that is
 //! 10^5 heap operations a second, well under a millisecond of CPU each second. The poll's own
-//! timeout moves in whole milliseconds, so a per-reactor [`Clock`] (a timerfd) wakes the reactor
-//! at the heap's next deadline to the nanosecond.
+//! timeout moves in whole milliseconds, so the reactor asks the engine for its precise clock (a
+//! timerfd) that wakes it at the heap's next deadline to the nanosecond.
 //!
 //! Every send goes through [`Wire`], so a TLS session or a WebSocket (messages as frames)
 //! carries the same traffic as the plain TCP stream does. Over a byte stream [`Traffic::step`]
@@ -37,12 +37,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cli::usage;
-use crate::engine::{Cx, Entry, Handle, Kind, Timers};
+use crate::engine::{Cx, Entry, Kind};
 use crate::error::Error;
 use crate::stats::Latency;
 use crate::units::{parse_duration_in, parse_int, MAX_DURATION};
-use mio::unix::SourceFd;
-use mio::Interest;
 
 /// Largest `--message`/`--first-message` (text or file), 1 MiB.
 pub const MESSAGE_MAX: u64 = 1 << 20;
@@ -277,20 +275,9 @@ pub enum Recv {
     Drain,
 }
 
-/// Wakes the reactor at the next timer deadline to the nanosecond (a timerfd registered with the
-/// poll under a handle): without it epoll's millisecond timeout, rounded up, would send each
-/// message up to 1 ms after its slot, and that lateness would be measured as latency.
-pub struct Clock {
-    handle: Handle,
-    fd: crate::sys::TimerFd,
-    /// The deadline the fd is armed for.
-    at: Option<Instant>,
-}
-
 /// A reactor's traffic: the plan, the end of the traffic phase once known, its counts and the
 /// latency recorder (swapped out at each report).
 pub struct Traffic {
-    clock: Option<Clock>,
     plan: Arc<TrafficPlan>,
     first: u64,
     period_ns: Option<f64>,
@@ -303,60 +290,15 @@ impl Traffic {
     pub fn new(plan: Arc<TrafficPlan>) -> Traffic {
         let first = u64::from(plan.first_message.is_some());
         let period_ns = plan.message.as_ref().and(plan.message_rate).map(|r| 1e9 / r);
-        Traffic {
-            clock: None,
-            plan,
-            first,
-            period_ns,
-            until: None,
-            counts: TrafficCounts::default(),
-            latency: Latency::new(),
-        }
+        Traffic { plan, first, period_ns, until: None, counts: TrafficCounts::default(), latency: Latency::new() }
     }
 
-    /// Registers the reactor's [`Clock`]; without a timerfd (an old kernel) timers keep the
-    /// poll's millisecond steps.
-    pub fn start<E: Entry>(&mut self, cx: &mut Cx<E>) -> io::Result<()> {
-        let handle = cx.handle()?;
-        match crate::sys::TimerFd::new() {
-            Ok(fd) => {
-                cx.registry.register(&mut SourceFd(&fd.raw()), handle.token(), Interest::READABLE)?;
-                self.clock = Some(Clock { handle, fd, at: None });
-            }
-            Err(e) => log::debug!("r{} goon traffic: no timerfd ({e}); message timers in millisecond steps", cx.id),
-        }
-        Ok(())
-    }
-
-    /// Whether `h` is the clock's handle.
-    pub fn owns(&self, h: Handle) -> bool {
-        self.clock.as_ref().is_some_and(|c| c.handle == h)
-    }
-
-    /// The clock fired; the timers due fire in this turn and [`Traffic::sync`] re-arms. Its
-    /// expiry count is not read: each expiry wakes the fd's waiters, and epoll reports every
-    /// such wake-up as a new edge, read or not (a read would be one more system call per
-    /// wake-up; `timerfd_settime` resets the count).
-    pub fn on_clock(&mut self, timers: &Timers) {
-        if let Some(c) = self.clock.as_mut() {
-            c.at = None;
-        }
-        self.sync(timers);
-    }
-
-    /// Arms the clock at the reactor's next timer deadline when that is earlier than the one
-    /// it is armed for (or it is not armed). A later next deadline leaves it as it is: it fires
-    /// first, finds nothing due and is armed again then. Each `timerfd_settime` is a system
-    /// call, and re-arming after every message cost more than a third of goon's CPU at 10,000
-    /// messages/s.
-    pub fn sync(&mut self, timers: &Timers) {
-        let Some(c) = self.clock.as_mut() else { return };
-        let Some(next) = timers.next_deadline() else { return };
-        if c.at.is_some_and(|armed| armed <= next) {
-            return;
-        }
-        if c.fd.set(Some(next.saturating_duration_since(Instant::now()))).is_ok() {
-            c.at = Some(next);
+    /// Asks the engine for timers to the nanosecond (see [`crate::engine::Cx::precise_timers`]):
+    /// a message sent up to a millisecond after its slot would be measured as that much latency.
+    /// Without a timerfd (an old kernel) timers keep the poll's millisecond steps.
+    pub fn start<E: Entry>(&mut self, cx: &mut Cx<E>) {
+        if let Err(e) = cx.precise_timers() {
+            log::debug!("r{} goon traffic: no timerfd ({e}); message timers in millisecond steps", cx.id);
         }
     }
 

@@ -27,9 +27,6 @@ impl GoonReactor {
             traffic::Step::Open { .. } => {}
             traffic::Step::Closed => self.close_established(cx, key),
         }
-        if let Some(t) = self.traffic.as_mut() {
-            t.sync(cx.timers);
-        }
     }
 
     /// `--ws` with traffic: sends the messages that are due as data frames on an upgraded
@@ -42,7 +39,6 @@ impl GoonReactor {
         }
         let mut wire = WsWire { client: c, sock };
         let r = t.pump(flow, &mut wire, Instant::now().max(cx.now));
-        t.sync(cx.timers);
         match r {
             Ok((arm, more)) => {
                 if let Some(at) = arm {
