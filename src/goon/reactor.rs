@@ -25,7 +25,7 @@ use crate::target::{Sink, SinkConn, SinkHost};
 use crate::tls::Stream;
 
 use super::tls::{Step as TlsStep, TlsPhase, TlsPlan, TIMER_TLS};
-use crate::ws::client::{Client, ClientPlan, Step};
+use crate::ws::client::{Client, ClientPlan, Edge, Step};
 
 use super::ws::{WsLatencies, WsRun, TIMER_WS};
 
@@ -416,11 +416,11 @@ impl GoonReactor {
         if !self.tls_ready(cx, key) {
             return;
         }
+        let edge = ready.contains(Ready::READABLE) && ready.short_read_ends_edge();
         if self.ws.is_some() {
-            return self.on_ws(cx, key);
+            return self.on_ws(cx, key, edge);
         }
         if self.traffic.is_some() {
-            let edge = ready.contains(Ready::READABLE) && ready.short_read_ends_edge();
             return self.on_traffic(cx, key, if edge { traffic::Recv::Edge } else { traffic::Recv::Drain });
         }
         // Established: goon never writes; read and drop, and notice the peer closing.

@@ -182,6 +182,17 @@ enum Phase {
 /// One connection; see the module comment.
 pub struct Client(Phase);
 
+/// How [`Client::on_ready`] may end its reads of an open connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edge {
+    /// A short read ends them: a readable edge of plain TCP without a hang-up or urgent data
+    /// ([`crate::engine::Ready::short_read_ends_edge`]), where a read that fills less than the
+    /// buffer has emptied the socket and the next bytes bring a new edge.
+    ShortReadEnds,
+    /// Until `WouldBlock` (TLS, which buffers records; a hang-up; work deferred from a turn).
+    Drain,
+}
+
 /// What the caller does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -230,6 +241,7 @@ impl Client {
     pub fn on_ready<S: Read + Write>(
         &mut self,
         s: &mut S,
+        edge: Edge,
         scratch: &mut [u8],
         now: Instant,
         st: &mut ClientStats,
@@ -237,7 +249,7 @@ impl Client {
     ) -> Step {
         match &mut self.0 {
             Phase::Upgrading(_) => self.upgrade(s, scratch, now, st, on_data),
-            Phase::Open(_) => self.hold(s, scratch, now, st, READ_BUDGET, on_data),
+            Phase::Open(_) => self.hold(s, edge, scratch, now, st, READ_BUDGET, on_data),
             Phase::Done => Step::Close,
         }
     }
@@ -399,9 +411,11 @@ impl Client {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn hold<S: Read + Write>(
         &mut self,
         s: &mut S,
+        edge: Edge,
         scratch: &mut [u8],
         now: Instant,
         st: &mut ClientStats,
@@ -421,8 +435,12 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.end(st),
             };
+            let short = n < scratch.len();
             if let Some(step) = self.frames(s, &mut scratch[..n], now, st, on_data) {
                 return step;
+            }
+            if short && edge == Edge::ShortReadEnds {
+                return Step::Idle;
             }
             budget = budget.saturating_sub(n);
             if budget == 0 {
@@ -659,18 +677,18 @@ mod tests {
         assert_eq!((step, st.counts.upgrading), (Step::Idle, 1));
         // The stream took 7 bytes at a time: the rest goes out on later events.
         s.take = usize::MAX;
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Idle);
+        assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t0, &mut st, &mut |_| {}), Step::Idle);
         assert!(s.output.ends_with(b"\r\n\r\n"));
         let key = key_of(&s.output);
         // The 101 in two pieces, with a server ping right behind it.
         let mut resp = crate::http::upgrade_response(&key);
         resp.extend_from_slice(&[0x89, 0x02, b'h', b'i']);
         s.input = resp[..10].to_vec();
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Idle);
+        assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t0, &mut st, &mut |_| {}), Step::Idle);
         s.input.extend_from_slice(&resp[10..]);
         s.output.clear();
         let t1 = t0 + Duration::from_millis(3);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t1, &mut st, &mut |_| {}), Step::Upgraded);
+        assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t1, &mut st, &mut |_| {}), Step::Upgraded);
         assert_eq!((st.counts.upgrading, st.counts.upgraded, st.counts.upgraded_total), (0, 1, 1));
         assert_eq!(st.upgrade.count, 1);
         assert_eq!(st.upgrade.max_ns, 3_000_000);
@@ -702,7 +720,10 @@ mod tests {
         pong.extend_from_slice(&payload);
         s.input.extend_from_slice(&pong);
         s.input.extend_from_slice(&pong);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t1 + Duration::from_millis(2), &mut st, &mut |_| {}), Step::Idle);
+        assert_eq!(
+            c.on_ready(&mut s, Edge::Drain, &mut scratch, t1 + Duration::from_millis(2), &mut st, &mut |_| {}),
+            Step::Idle
+        );
         assert_eq!((st.counts.pongs, st.ping.count, st.ping.max_ns), (1, 1, 2_000_000));
         // A ping not answered before the next one is counted.
         c.on_timer(&mut s, t1, &mut st);
@@ -710,7 +731,7 @@ mod tests {
         assert_eq!((st.counts.pings_sent, st.counts.pings_unanswered), (3, 1));
         // A close frame: answered, the connection ends.
         s.input.extend_from_slice(&[0x88, 0x02, 0x03, 0xe8]);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t1, &mut st, &mut |_| {}), Step::Close);
+        assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t1, &mut st, &mut |_| {}), Step::Close);
         assert_eq!((st.counts.upgraded, st.counts.close_frames), (0, 1));
         c.gone(&mut st);
         assert_eq!(st.counts.upgraded, 0, "counted once");
@@ -722,7 +743,7 @@ mod tests {
         let mut scratch = vec![0u8; 4096];
         let (mut c, _) = Client::start(s, &plan(None), t0, st);
         s.input = crate::http::upgrade_response(&key_of(&s.output));
-        assert_eq!(c.on_ready(s, &mut scratch, t0, st, &mut |_| {}), Step::Upgraded);
+        assert_eq!(c.on_ready(s, Edge::Drain, &mut scratch, t0, st, &mut |_| {}), Step::Upgraded);
         s.output.clear();
         c
     }
@@ -768,6 +789,58 @@ mod tests {
         }
     }
 
+    /// Counts the reads made of `m`.
+    struct Counted {
+        m: Mem,
+        reads: usize,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            self.m.read(b)
+        }
+    }
+
+    impl Write for Counted {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.m.write(b)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_short_read_ends_a_plain_edge_and_a_drain_reads_to_would_block() {
+        let mut m = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
+        let mut st = ClientStats::default();
+        let mut c = upgraded(&mut m, &mut st);
+        let mut s = Counted { m, reads: 0 };
+        let mut scratch = vec![0u8; 4096];
+        let t = Instant::now();
+        let two_frames = [&[FIN | OP_BINARY, 3][..], b"abc", &[FIN | OP_BINARY, 2], b"de"].concat();
+        for (edge, reads) in [(Edge::ShortReadEnds, 1), (Edge::Drain, 2)] {
+            s.m.input.extend_from_slice(&two_frames);
+            s.reads = 0;
+            let mut got = Vec::new();
+            assert_eq!(
+                c.on_ready(&mut s, edge, &mut scratch, t, &mut st, &mut |b| got.extend_from_slice(b)),
+                Step::Idle
+            );
+            assert_eq!((got.as_slice(), s.reads), (&b"abcde"[..], reads), "{edge:?}");
+        }
+        // A read that fills the buffer is not short: the next one is made.
+        s.m.input.extend_from_slice(&[&[FIN | OP_BINARY, 126, 0x10, 0x00][..], &[7u8; 4096]].concat());
+        s.reads = 0;
+        let mut got = 0;
+        assert_eq!(
+            c.on_ready(&mut s, Edge::ShortReadEnds, &mut scratch, t, &mut st, &mut |b| got += b.len()),
+            Step::Idle
+        );
+        assert_eq!((got, s.reads), (4096, 2));
+    }
+
     #[test]
     fn a_message_split_over_partial_writes_resumes() {
         let mut m = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
@@ -794,7 +867,7 @@ mod tests {
                 break;
             }
             s.left = 700;
-            assert_eq!(c.on_ready(&mut s, &mut scratch, t, &mut st, &mut |_| {}), Step::Idle);
+            assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t, &mut st, &mut |_| {}), Step::Idle);
         }
         let Phase::Open(o) = &c.0 else { panic!() };
         assert_eq!((o.out.capacity(), o.data), (0, 0), "the buffer's memory goes once it is empty");
@@ -836,7 +909,8 @@ mod tests {
         let mut pieces = 0;
         for chunk in echo.chunks_mut(3) {
             s.input.extend_from_slice(chunk);
-            let step = c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |b| t.on_bytes(&mut flow, b, t0));
+            let step =
+                c.on_ready(&mut s, Edge::Drain, &mut scratch, t0, &mut st, &mut |b| t.on_bytes(&mut flow, b, t0));
             assert_eq!(step, Step::Idle);
             pieces += 1;
             if pieces < 4 {
@@ -855,17 +929,17 @@ mod tests {
         let mut s = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
         s.input = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec();
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
+        assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
         let mut s = Mem { input: Vec::new(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
         assert_eq!(c.on_timer(&mut s, t0, &mut st), Step::Close);
         c.gone(&mut st);
         let mut s = Mem { input: Vec::new(), at: 0, eof: true, output: Vec::new(), take: usize::MAX };
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
+        assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
         let mut s = Mem { input: b"garbage\r\n\r\n".to_vec(), at: 0, eof: false, output: Vec::new(), take: usize::MAX };
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
-        assert_eq!(c.on_ready(&mut s, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
+        assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t0, &mut st, &mut |_| {}), Step::Close);
         let (mut c, _) = Client::start(&mut s, &plan(None), t0, &mut st);
         c.gone(&mut st);
         let k = st.counts;

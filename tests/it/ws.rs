@@ -645,3 +645,51 @@ fn the_most_extra_headers_goon_sends_are_accepted_by_serve_ws() {
         assert_eq!(n(&v["websocket"]["upgraded"]), 1, "{out}");
     });
 }
+
+/// goon's side of urgent data: a server answers each message with a frame split around an
+/// urgent byte, corked into one segment. goon's read stops at the urgent mark with the rest
+/// of the frame queued behind it and no new edge to come, so it must read on.
+#[test]
+fn ws_traffic_reads_past_urgent_data_from_the_server() {
+    with_timeout(T, || {
+        let (addr, _heads, _stop) = test_server(1, true, |_, s, head| {
+            let key = key_of(head.unwrap_or(""));
+            let resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                tungstenite::handshake::derive_accept_key(key.as_bytes())
+            );
+            if s.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            // Each client frame here is 2 header bytes, a 4-byte mask and a payload under 126.
+            let mut hdr = [0u8; 2];
+            while s.read_exact(&mut hdr).is_ok() {
+                let mut rest = vec![0u8; 4 + (hdr[1] & 0x7f) as usize];
+                if s.read_exact(&mut rest).is_err() {
+                    return;
+                }
+                let (mask, payload) = rest.split_at(4);
+                let payload: Vec<u8> = payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+                let frame = [&[0x82, payload.len() as u8][..], &payload].concat();
+                let sock = socket2::SockRef::from(&*s);
+                let ok = sock.set_cork(true).is_ok()
+                    && sock.send(&frame[..3]).is_ok()
+                    && sock.send_out_of_band(b"!").is_ok()
+                    && sock.send(&frame[3..]).is_ok()
+                    && sock.set_cork(false).is_ok();
+                if !ok {
+                    return;
+                }
+            }
+        });
+        let port = addr.port().to_string();
+        let mut args = vec!["127.0.0.1", &port, "--ws", "/", "-c", "1", "-s", "0"];
+        args.extend_from_slice(&WS_TRAFFIC);
+        let (code, out, v) = goon_json("ws-urgent", &args);
+        assert_eq!(code, 0, "{out}");
+        let c = traffic_counts(&v);
+        let sent = n(&c["sent"]);
+        assert!(sent >= 20, "a second of 20/s: {c}");
+        assert_eq!((n(&c["responses"]), n(&c["unanswered"])), (sent, 0), "every message answered: {c}");
+    });
+}

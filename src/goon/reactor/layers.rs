@@ -69,9 +69,11 @@ impl GoonReactor {
     /// `--ws`: an event on an established connection. With traffic, the payload of the
     /// server's data frames goes to response matching, the schedule starts at the upgrade
     /// (slot 0 is its instant) and what is due is sent.
-    pub(super) fn on_ws(&mut self, cx: &mut GCx, key: Key) {
+    /// `edge`: a readable edge on which a short read may end the reads (plain TCP only).
+    pub(super) fn on_ws(&mut self, cx: &mut GCx, key: Key, edge: bool) {
         let (Some(w), Some(GoonEntry::Dial(d))) = (self.ws.as_mut(), cx.table.get_mut(key)) else { return };
         let Dial { sock, ws: Some(c), flow, .. } = d else { return };
+        let edge = if edge && !sock.is_tls() { Edge::ShortReadEnds } else { Edge::Drain };
         let traffic = &mut self.traffic;
         let now = Instant::now();
         let mut on_data = |b: &[u8]| {
@@ -79,7 +81,7 @@ impl GoonReactor {
                 t.on_bytes(f, b, now);
             }
         };
-        match c.on_ready(sock, &mut self.scratch, now, &mut w.stats, &mut on_data) {
+        match c.on_ready(sock, edge, &mut self.scratch, now, &mut w.stats, &mut on_data) {
             Step::Idle => {}
             Step::More => cx.defer(key),
             Step::Upgraded => {
