@@ -341,7 +341,13 @@ impl Direction<'_> {
                 f.full(bufs);
                 return Ok(Fill::Held);
             }
-            return Ok(Fill::Done(ring.read_from(self.src)));
+            // A short read into the ring ends the edge, as below.
+            let asked = ring.spare_mut().len();
+            let r = ring.read_from(self.src);
+            if let Ok(n @ 1..) = r {
+                self.srd.short_read(n, asked, true);
+            }
+            return Ok(Fill::Done(r));
         }
         if !bufs.rings.can_take() {
             // Cannot happen while the pool bound is 2 × sessions; never read what
@@ -353,15 +359,11 @@ impl Direction<'_> {
                 if n == bufs.scratch.len() {
                     f.full(bufs);
                 }
-                if n < bufs.scratch.len() && !self.srd.event.contains(Ready::URGENT) {
-                    // A short read took everything the socket had queued: the next
-                    // read would be EAGAIN, so drop the edge now and save that syscall.
-                    // Bytes arriving later raise a new edge (EPOLLET fires on every
-                    // arrival). HUP stays: a FIN queued behind these bytes was
-                    // signalled before this read, and the next pump reads the 0. Not
-                    // with urgent data queued: the read stopped at its mark.
-                    self.srd.event.remove(Ready::READABLE);
-                }
+                // A short read took everything the socket had queued: the next read would
+                // be EAGAIN, so the edge ends here (`Readiness::short_read`; the proxy's
+                // sockets are plain TCP, whatever they carry). With a hang-up or an error
+                // the loop still reads on, to the 0 or the error.
+                self.srd.short_read(n, bufs.scratch.len(), true);
                 let sent = if self.drd.event.contains(Ready::WRITABLE) {
                     match write_through(self.dst, self.drd, &bufs.scratch[..n]) {
                         Ok(w) => w,
