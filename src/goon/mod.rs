@@ -32,7 +32,7 @@ use crate::engine::Pool;
 use crate::error::Error;
 use crate::net::connect::DialOpts;
 use crate::net::tune::SockBufs;
-use crate::result::sample::{Sample, SampleBuf, State, TrafficSample};
+use crate::result::sample::{Sample, SampleBuf, SampleWs, State, TrafficSample};
 use crate::stats::Latency;
 use crate::sys::Signal;
 use crate::target::{Mode, Sink};

@@ -72,7 +72,7 @@ pub(crate) struct Sampler {
     /// Something reads the samples (`--json`, `--json-stream`, `--html`). Without a reader no
     /// interval latency is merged or encoded: a plain run carries none of their memory.
     pub(crate) keep: bool,
-    /// `--ws`: the interval's upgrade times and ping round trips (for `--json-stream`).
+    /// `--ws`: the interval's upgrade times and ping round trips.
     pub(crate) ws: Option<ws::WsLatencies>,
 }
 
@@ -100,7 +100,7 @@ impl Sampler {
             buf: SampleBuf::default(),
             concurrency,
             keep: cfg.json.is_some() || stream.is_some() || cfg.html.is_some(),
-            ws: cfg.ws.as_ref().filter(|_| stream.is_some()).map(|_| ws::WsLatencies::default()),
+            ws: cfg.ws.as_ref().map(|_| ws::WsLatencies::default()),
             stream,
         }
     }
@@ -179,14 +179,14 @@ impl Sampler {
                 }),
             }),
             traffic: self.traffic.then(|| TrafficSample::delta(&c.traffic, &self.prev.traffic, &self.response)),
+            ws: self.ws.as_ref().map(|l| SampleWs::delta(&c.ws, &self.prev.ws, l)),
         };
         self.connect.clear();
         self.fail.clear();
         self.tls_handshake.clear();
         self.response.clear();
         if let Some(st) = self.stream.as_mut() {
-            let ws = self.ws.as_ref().map(|l| ws::interval_json(&c.ws, &self.prev.ws, l));
-            st.interval(&s, ws);
+            st.interval(&s, s.ws.as_ref().map(SampleWs::to_json));
         }
         if let Some(l) = self.ws.as_mut() {
             *l = ws::WsLatencies::default();

@@ -14,7 +14,7 @@ use crate::engine::Kind;
 
 use crate::ws::client::{Client, ClientPlan, ClientStats};
 
-pub use crate::result::ws::{interval_json, json_value, report_lines, WsLatencies};
+pub use crate::result::ws::{json_value, report_lines, WsLatencies};
 use crate::ws::handshake::RequestTemplate;
 
 /// Traffic over `--ws`: a message is one masked binary data frame; a response is made of the

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use crate::net::Cause;
 use crate::result::block::latency_json;
-use crate::result::sample::{Sample, State, SAMPLES_CAP};
+use crate::result::sample::{Sample, SampleWs, State, SAMPLES_CAP};
 use crate::result::totals::Totals;
 use crate::result::FORMAT_VERSION;
 use crate::stats::Latency;
@@ -224,7 +224,11 @@ pub fn fleet_samples(docs: &[ShardDoc]) -> Result<(Vec<Sample>, f64, u64, u64), 
             } else {
                 // A gap (the coordinator was late): the state holds, nothing happened.
                 let s = sample;
-                fleet.add_shard(&at_rest(s.index, s.t_start_s, s.t_end_s, s.end_unix_s, s.state))?;
+                let rest = Sample {
+                    ws: s.ws.as_ref().map(SampleWs::at_rest),
+                    ..at_rest(s.index, s.t_start_s, s.t_end_s, s.end_unix_s, s.state)
+                };
+                fleet.add_shard(&rest)?;
             }
         }
         max_sum = max_sum.max(fleet.state.established);
@@ -251,6 +255,7 @@ fn at_rest(index: u64, t_start_s: f64, t_end_s: f64, end_unix_s: f64, state: Sta
         fail: Latency::new().moments_json(),
         tls: None,
         traffic: None,
+        ws: None,
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Sample {
     pub tls: Option<SampleTls>,
     /// goon with traffic flags: the interval's messages, bytes and response latencies.
     pub traffic: Option<TrafficSample>,
+    /// `--ws` runs only: the interval's upgrades and pings.
+    pub ws: Option<SampleWs>,
 }
 
 /// A sample's TLS part (key `tls`, present only in `--tls` runs): handshakes done (full and
@@ -176,6 +178,95 @@ impl TrafficSample {
     }
 }
 
+/// A sample's WebSocket part (key `websocket`, present only in `--ws` runs): connections
+/// upgrading and open at the interval's end, upgrades done and failed, pings sent and pongs
+/// during it, and the interval's upgrade-time and ping round-trip latency objects. The same
+/// keys as the `--json-stream` interval event's own `websocket` object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleWs {
+    pub upgrading: u64,
+    pub open: u64,
+    pub upgraded: u64,
+    pub failed: u64,
+    pub pings_sent: u64,
+    pub pongs: u64,
+    pub upgrade: Value,
+    pub ping: Value,
+}
+
+impl SampleWs {
+    /// What happened between the whole counts `prev` and `now`, with the interval's latencies.
+    pub fn delta(
+        now: &crate::ws::client::ClientCounts,
+        prev: &crate::ws::client::ClientCounts,
+        l: &crate::result::ws::WsLatencies,
+    ) -> SampleWs {
+        SampleWs {
+            upgrading: now.upgrading,
+            open: now.upgraded,
+            upgraded: now.upgraded_total.saturating_sub(prev.upgraded_total),
+            failed: now.failed().saturating_sub(prev.failed()),
+            pings_sent: now.pings_sent.saturating_sub(prev.pings_sent),
+            pongs: now.pongs.saturating_sub(prev.pongs),
+            upgrade: l.upgrade.moments_json(),
+            ping: l.ping.moments_json(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "upgrading": self.upgrading,
+            "open": self.open,
+            "upgraded_new": self.upgraded,
+            "failed_new": self.failed,
+            "pings_sent_new": self.pings_sent,
+            "pongs_new": self.pongs,
+            "upgrade_time": self.upgrade,
+            "ping_rtt": self.ping,
+        })
+    }
+
+    fn from_json(v: &Value) -> Result<SampleWs, String> {
+        let int = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("websocket.{k}: missing or not a non-negative integer"))
+        };
+        let lat = |k: &str| -> Result<Value, String> {
+            let x = v.get(k).ok_or_else(|| format!("websocket.{k}: missing"))?;
+            Latency::from_moments_json(x).map(|l| l.moments_json()).map_err(|e| format!("websocket.{k}.{e}"))
+        };
+        Ok(SampleWs {
+            upgrading: int("upgrading")?,
+            open: int("open")?,
+            upgraded: int("upgraded_new")?,
+            failed: int("failed_new")?,
+            pings_sent: int("pings_sent_new")?,
+            pongs: int("pongs_new")?,
+            upgrade: lat("upgrade_time")?,
+            ping: lat("ping_rtt")?,
+        })
+    }
+
+    /// The same state at the end, and nothing that happened (an interval a shard did not
+    /// report: its connections held).
+    pub fn at_rest(&self) -> SampleWs {
+        let none = Latency::new().moments_json();
+        SampleWs { upgraded: 0, failed: 0, pings_sent: 0, pongs: 0, upgrade: none.clone(), ping: none, ..*self }
+    }
+
+    /// Adds `o`'s deltas and latencies; the state at the end is the caller's to set.
+    fn add(&mut self, o: &SampleWs) -> Result<(), String> {
+        self.upgraded += o.upgraded;
+        self.failed += o.failed;
+        self.pings_sent += o.pings_sent;
+        self.pongs += o.pongs;
+        self.upgrade = merge_moments(&self.upgrade, &o.upgrade)?;
+        self.ping = merge_moments(&self.ping, &o.ping)?;
+        Ok(())
+    }
+}
+
 /// Merges two mergeable latency objects (both already validated).
 fn merge_moments(a: &Value, b: &Value) -> Result<Value, String> {
     let mut l = Latency::from_moments_json(a)?;
@@ -215,6 +306,9 @@ impl Sample {
         }
         if let (Some(t), Some(m)) = (&self.traffic, v.as_object_mut()) {
             m.insert("traffic".into(), t.to_json());
+        }
+        if let (Some(w), Some(m)) = (&self.ws, v.as_object_mut()) {
+            m.insert("websocket".into(), w.to_json());
         }
         v
     }
@@ -265,6 +359,10 @@ impl Sample {
                 None | Some(Value::Null) => None,
                 Some(t) => Some(TrafficSample::from_json(t)?),
             },
+            ws: match v.get("websocket") {
+                None | Some(Value::Null) => None,
+                Some(w) => Some(SampleWs::from_json(w)?),
+            },
         })
     }
 
@@ -275,6 +373,9 @@ impl Sample {
         self.end_unix_s = later.end_unix_s;
         self.state = later.state;
         self.established_peak = self.established_peak.max(later.established_peak);
+        if let (Some(a), Some(b)) = (&mut self.ws, &later.ws) {
+            (a.upgrading, a.open) = (b.upgrading, b.open);
+        }
         self.add_deltas(later)
     }
 
@@ -290,6 +391,9 @@ impl Sample {
             not_initiated: a.not_initiated + b.not_initiated,
         };
         self.established_peak += other.established_peak;
+        if let (Some(a), Some(b)) = (&mut self.ws, &other.ws) {
+            (a.upgrading, a.open) = (a.upgrading + b.upgrading, a.open + b.open);
+        }
         self.add_deltas(other)
     }
 
@@ -310,6 +414,11 @@ impl Sample {
         match (&mut self.traffic, &o.traffic) {
             (Some(a), Some(b)) => a.add(b)?,
             (None, Some(b)) => self.traffic = Some(b.clone()),
+            (_, None) => {}
+        }
+        match (&mut self.ws, &o.ws) {
+            (Some(a), Some(b)) => a.add(b)?,
+            (None, Some(b)) => self.ws = Some(b.clone()),
             (_, None) => {}
         }
         Ok(())
@@ -424,6 +533,7 @@ mod tests {
             fail: Latency::new().moments_json(),
             tls: None,
             traffic: None,
+            ws: None,
         }
     }
 
@@ -481,6 +591,43 @@ mod tests {
         assert_eq!(Sample::from_json(&v).unwrap_err(), "tls.alpn.h2: not a non-negative integer");
         v["tls"]["alpn"]["h2"] = json!(50);
         assert!(Sample::from_json(&v).unwrap_err().starts_with("tls.alpn: the counts add up to"), "{v}");
+    }
+
+    #[test]
+    fn websocket_part_round_trips_follows_time_and_adds_shards() {
+        let lat = |ms: u64| {
+            let mut l = Latency::new();
+            l.record(Duration::from_millis(ms));
+            l.moments_json()
+        };
+        let w = |upgrading, open, upgraded| SampleWs {
+            upgrading,
+            open,
+            upgraded,
+            failed: 1,
+            pings_sent: 5,
+            pongs: 4,
+            upgrade: lat(2),
+            ping: lat(1),
+        };
+        let mut s = Sample { ws: Some(w(3, 10, 10)), ..sample(0, &[5]) };
+        assert_eq!(Sample::from_json(&s.to_json()).unwrap(), s);
+        assert!(sample(0, &[]).to_json().get("websocket").is_none(), "no websocket key without --ws");
+        // The next interval of the same run: its state, the deltas added.
+        s.absorb_later(&Sample { ws: Some(w(0, 12, 2)), ..sample(1, &[]) }).unwrap();
+        let got = s.ws.clone().unwrap();
+        assert_eq!((got.upgrading, got.open, got.upgraded, got.failed, got.pongs), (0, 12, 12, 2, 8));
+        assert_eq!(Latency::from_moments_json(&got.ping).unwrap().count, 2);
+        // Another shard's sample of the same moment: the states summed too.
+        s.add_shard(&Sample { ws: Some(w(1, 7, 7)), ..sample(1, &[]) }).unwrap();
+        let sum = s.ws.clone().unwrap();
+        assert_eq!((sum.upgrading, sum.open, sum.upgraded), (1, 19, 19));
+        // A held interval: the state stays, nothing happened.
+        let rest = sum.at_rest();
+        assert_eq!((rest.open, rest.upgraded, Latency::from_moments_json(&rest.upgrade).unwrap().count), (19, 0, 0));
+        let mut v = s.to_json();
+        v["websocket"]["open"] = json!("x");
+        assert_eq!(Sample::from_json(&v).unwrap_err(), "websocket.open: missing or not a non-negative integer");
     }
 
     #[test]

@@ -99,21 +99,6 @@ pub fn json_value(c: &ClientCounts, l: &WsLatencies) -> serde_json::Value {
     })
 }
 
-/// One `--json-stream` interval's `websocket` object: the state at its end, what happened in
-/// it (against the counts at the previous interval's end) and its latencies.
-pub fn interval_json(c: &ClientCounts, prev: &ClientCounts, l: &WsLatencies) -> serde_json::Value {
-    json!({
-        "upgrading": c.upgrading,
-        "open": c.upgraded,
-        "upgraded_new": c.upgraded_total.saturating_sub(prev.upgraded_total),
-        "failed_new": c.failed().saturating_sub(prev.failed()),
-        "pings_sent_new": c.pings_sent.saturating_sub(prev.pings_sent),
-        "pongs_new": c.pongs.saturating_sub(prev.pongs),
-        "upgrade_time": l.upgrade.moments_json(),
-        "ping_rtt": l.ping.moments_json(),
-    })
-}
-
 /// Reads [`json_value`]'s object back (for `report merge`); `int` and the key names are
 /// relative to it. Errors name the key.
 pub fn from_json(v: &serde_json::Value) -> Result<(ClientCounts, WsLatencies), String> {

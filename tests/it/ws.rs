@@ -378,6 +378,10 @@ fn report_merge_adds_the_shards_websocket_figures_exactly() {
         assert_eq!(ns(&w["ping_rtt"]), parts, "exact moments add up");
         let max = docs.iter().map(|d| n(&d["websocket"]["upgrade_time"]["max_ns"])).max().unwrap();
         assert_eq!(n(&w["upgrade_time"]["max_ns"]), max);
+        // The fleet's samples add up to the same figures.
+        let merged_samples = m["samples"].as_array().expect("fleet samples");
+        let ssum = |k: &str| merged_samples.iter().map(|s| n(&s["websocket"][k])).sum::<u64>();
+        assert_eq!((ssum("upgraded_new"), ssum("pongs_new")), (101, n(&w["pongs"])));
 
         // A shard without --ws cannot be merged with one that had it.
         let plain = temp_json("plain");
@@ -417,6 +421,16 @@ fn json_stream_intervals_carry_the_websocket_figures() {
         let end = events.iter().find(|e| e["event"] == "end").expect("end event");
         assert_eq!(sum(&|w| n(&w["pongs_new"])), n(&end["result"]["websocket"]["pongs"]));
         assert_eq!(sum(&|w| n(&w["ping_rtt"]["count"])), n(&end["result"]["websocket"]["ping_rtt"]["count"]));
+        for e in &intervals {
+            assert_eq!(e["sample"]["websocket"], e["websocket"], "the sample carries the same part");
+        }
+        // --json's samples (the end event's result) carry it too, with the same sums.
+        let samples = end["result"]["samples"].as_array().expect("samples");
+        let ssum = |k: &str| samples.iter().map(|s| n(&s["websocket"][k])).sum::<u64>();
+        assert_eq!(ssum("upgraded_new"), 50);
+        assert_eq!(ssum("pongs_new"), n(&end["result"]["websocket"]["pongs"]));
+        let last = samples.last().unwrap();
+        assert_eq!(n(&last["websocket"]["open"]), n(&end["result"]["websocket"]["open_on_closure"]));
     });
 }
 

@@ -51,6 +51,7 @@ fn sample(index: u64, established: u64, connect: &Latency) -> Sample {
         fail: Latency::new().moments_json(),
         tls: None,
         traffic: None,
+        ws: None,
     }
 }
 

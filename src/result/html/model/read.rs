@@ -4,7 +4,7 @@
 use hdrhistogram::Histogram;
 use serde_json::Value;
 
-use super::sections::{add_part, IvTls, IvTraffic, Sections};
+use super::sections::{add_part, IvTls, IvTraffic, IvWs, Sections};
 use super::{err, InputError, FLEET_BUCKETS_MAX, PERCENTILE_NINES_MAX, PERCENTILE_STEPS_PER_NINE};
 use crate::net::Cause;
 use crate::result::totals::Totals;
@@ -201,6 +201,8 @@ pub(super) struct Sample {
     pub(super) tls: Option<IvTls>,
     /// Runs with traffic: the interval's messages, bytes and response times.
     pub(super) traffic: Option<IvTraffic>,
+    /// `--ws` runs: the interval's upgrades and pings.
+    pub(super) ws: Option<IvWs>,
 }
 
 impl Default for Sample {
@@ -220,6 +222,7 @@ impl Default for Sample {
             connect: Lat::empty(),
             tls: None,
             traffic: None,
+            ws: None,
         }
     }
 }
@@ -242,6 +245,7 @@ impl Sample {
             connect: Lat::parse(file, &format!("samples[{i}].connect_time"), &v["connect_time"])?,
             tls: IvTls::parse(file, &format!("samples[{i}]"), v)?,
             traffic: IvTraffic::parse(file, &format!("samples[{i}]"), v)?,
+            ws: IvWs::parse(file, &format!("samples[{i}]"), v)?,
         })
     }
 
@@ -371,6 +375,7 @@ pub(super) fn fleet_samples(runs: &[Run]) -> Result<Vec<Sample>, InputError> {
                 bucket.connect.merge(&s.connect);
                 add_part(&mut bucket.tls, &s.tls, IvTls::add);
                 add_part(&mut bucket.traffic, &s.traffic, IvTraffic::add);
+                add_part(&mut bucket.ws, &s.ws, IvWs::add);
                 latest = Some(s);
                 next.next();
             }

@@ -315,6 +315,17 @@ pub(super) struct IvTraffic {
     pub(super) response: Lat,
 }
 
+/// One interval's WebSocket upgrades and pings (a sample's `websocket`; the state at its end
+/// is not drawn: the established count shows the held connections).
+#[derive(Clone, Debug)]
+pub(super) struct IvWs {
+    pub(super) upgraded: u64,
+    pub(super) failed: u64,
+    pub(super) pongs: u64,
+    pub(super) upgrade: Lat,
+    pub(super) ping: Lat,
+}
+
 /// A strict integer below `at` (`samples[3].tls`), named in the error.
 fn req_int(file: &str, at: &str, v: &Value, k: &str) -> Result<u64, InputError> {
     v.get(k)
@@ -350,6 +361,32 @@ impl IvTls {
         self.resumed += o.resumed;
         self.failed += o.failed;
         self.handshake.merge(&o.handshake);
+    }
+}
+
+impl IvWs {
+    pub(super) fn parse(file: &str, at: &str, v: &Value) -> Result<Option<IvWs>, InputError> {
+        let Some(w) = part(v, "websocket") else { return Ok(None) };
+        let at = format!("{at}.websocket");
+        // Read as strictly as `report merge` reads it, drawn or not.
+        for k in ["upgrading", "open", "pings_sent_new"] {
+            req_int(file, &at, w, k)?;
+        }
+        Ok(Some(IvWs {
+            upgraded: req_int(file, &at, w, "upgraded_new")?,
+            failed: req_int(file, &at, w, "failed_new")?,
+            pongs: req_int(file, &at, w, "pongs_new")?,
+            upgrade: req_lat(file, &at, w, "upgrade_time")?,
+            ping: req_lat(file, &at, w, "ping_rtt")?,
+        }))
+    }
+
+    pub(super) fn add(&mut self, o: &IvWs) {
+        self.upgraded += o.upgraded;
+        self.failed += o.failed;
+        self.pongs += o.pongs;
+        self.upgrade.merge(&o.upgrade);
+        self.ping.merge(&o.ping);
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::{curves, fmt_s, latency_series, percentile_chart, steps, time_chart};
 use crate::result::html::model::read::{Lat, Run, Sample};
-use crate::result::html::model::sections::{lat_of, IvTls, IvTraffic};
+use crate::result::html::model::sections::{lat_of, IvTls, IvTraffic, IvWs};
 use crate::result::html::model::{Bars, Chart, Series, Table, Unit};
 use crate::stats::counted;
 use crate::tls::TlsCause;
@@ -27,7 +27,7 @@ pub(super) type ShardCurves<'a> = &'a dyn Fn(&dyn Fn(&Run) -> Option<Lat>) -> Op
 pub(super) fn parts(total: &Run, scope: &str, shard_curves: ShardCurves) -> Parts {
     let mut out = Parts::default();
     tls(total, scope, shard_curves, &mut out);
-    ws(total, shard_curves, &mut out);
+    ws(total, scope, shard_curves, &mut out);
     traffic(total, scope, shard_curves, &mut out);
     out
 }
@@ -141,7 +141,7 @@ fn tls(total: &Run, scope: &str, shard_curves: ShardCurves, out: &mut Parts) {
     ));
 }
 
-fn ws(total: &Run, shard_curves: ShardCurves, out: &mut Parts) {
+fn ws(total: &Run, scope: &str, shard_curves: ShardCurves, out: &mut Parts) {
     let Some(w) = &total.sections.ws else { return };
     let c = &w.counts;
     let (upgrade, ping) = (lat_of(&w.lat.upgrade), lat_of(&w.lat.ping));
@@ -200,10 +200,37 @@ fn ws(total: &Run, shard_curves: ShardCurves, out: &mut Parts) {
         "ping RTT",
         curves("ping RTT", &ping, shards),
     ));
-    if !total.samples.is_empty() {
+    let samples = &total.samples;
+    if samples.iter().any(|s| s.ws.is_some()) {
+        let of = |f: fn(&IvWs) -> u64| move |s: &Sample| s.ws.as_ref().map_or(0, f);
+        let mut series =
+            vec![rate("upgraded/s", samples, &of(|w| w.upgraded)), rate("failed/s", samples, &of(|w| w.failed))];
+        if w.ping_s.is_some() || c.pings_sent > 0 {
+            series.push(rate("pongs/s", samples, &of(|w| w.pongs)));
+        }
+        out.charts.push(time_chart(
+            "ws-upgrades",
+            &format!("WebSocket upgrades per second ({scope})"),
+            "per second",
+            Unit::PerSecond,
+            series,
+        ));
+        out.charts.extend(interval_latency(
+            "ws-upgrade-interval-latency",
+            &format!("WebSocket upgrade time per interval ({scope})"),
+            "upgrade time",
+            latency_series(samples, &|s| s.ws.as_ref().map(|w| &w.upgrade)),
+        ));
+        out.charts.extend(interval_latency(
+            "ws-ping-interval-latency",
+            &format!("Ping round-trip time per interval ({scope})"),
+            "ping RTT",
+            latency_series(samples, &|s| s.ws.as_ref().map(|w| &w.ping)),
+        ));
+    } else if !samples.is_empty() {
         out.notes.push(
-            "The WebSocket figures are the whole run's: --json's samples carry none per interval (--json-stream's \
-             interval events do)."
+            "The WebSocket figures are the whole run's: this file's samples carry none per interval (an older \
+             netforge wrote it)."
                 .to_string(),
         );
     }

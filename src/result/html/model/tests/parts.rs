@@ -135,7 +135,7 @@ fn websocket_part_has_failures_by_status_and_both_curves() {
     doc["websocket"] = json_value(&c, &l);
     doc["config"]["websocket"] =
         json!({ "path": "/chat?room=1", "ping_s": 0.2, "headers": [], "upgrade_timeout_ms": 10000.0 });
-    let page = build(&[input("ws.json", doc)]).unwrap();
+    let page = build(&[input("ws.json", doc.clone())]).unwrap();
     assert_eq!(
         pairs(table(&page, "WebSocket")),
         owned(&[
@@ -164,7 +164,37 @@ fn websocket_part_has_failures_by_status_and_both_curves() {
     let ping = chart(&page, "ws-ping-percentiles");
     assert_eq!(ping.series[0].name, "ping RTT");
     assert_eq!(ping.series[0].points.last().unwrap().1, ms(l.ping.max()));
-    assert!(page.notes.iter().any(|n| n.contains("--json-stream")), "{:?}", page.notes);
+    assert!(page.notes.iter().any(|n| n.contains("carry none per interval")), "{:?}", page.notes);
+    assert!(page.charts.iter().all(|c| c.id != "ws-upgrades"), "no interval chart without interval parts");
+    // With each sample's `websocket` part: rates and per-interval latencies, and no note.
+    let (a, b) = (random_latency(40, 33), random_latency(7, 34));
+    let (pa, pb) = (random_latency(100, 35), random_latency(190, 36));
+    let none = Latency::new();
+    for (i, (up, failed, pongs, ul, pl)) in
+        [(40, 3, 100, &a, &pa), (7, 1, 190, &b, &pb), (0, 0, 0, &none, &none)].into_iter().enumerate()
+    {
+        doc["samples"][i]["websocket"] = json!({
+            "upgrading": 1, "open": 45, "upgraded_new": up, "failed_new": failed, "pings_sent_new": pongs,
+            "pongs_new": pongs, "upgrade_time": ul.moments_json(), "ping_rtt": pl.moments_json(),
+        });
+    }
+    let page = build(&[input("ws.json", doc.clone())]).unwrap();
+    assert!(page.notes.iter().all(|n| !n.contains("per interval")), "{:?}", page.notes);
+    let rates = chart(&page, "ws-upgrades");
+    assert_eq!(rates.series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["upgraded/s", "failed/s", "pongs/s"]);
+    assert_eq!(rates.series[0].points, vec![(0.0, 40.0), (1.0, 40.0), (1.0, 7.0), (2.0, 7.0), (2.0, 0.0), (2.5, 0.0)]);
+    assert_eq!(rates.series[1].points[2], (1.0, 1.0));
+    let up = chart(&page, "ws-upgrade-interval-latency");
+    assert!(up.y_log);
+    assert_eq!(
+        up.series[2].points,
+        vec![(0.0, ms(a.max())), (1.0, ms(a.max())), (1.0, ms(b.max())), (2.0, ms(b.max()))]
+    );
+    assert_eq!(chart(&page, "ws-ping-interval-latency").series[2].points[2], (1.0, ms(pb.max())));
+    // A part that lacks a key is refused, naming it.
+    doc["samples"][1]["websocket"].as_object_mut().unwrap().remove("pongs_new");
+    let e = build(&[input("ws.json", doc.clone())]).unwrap_err().to_string();
+    assert_eq!(e, "ws.json: samples[1].websocket.pongs_new: missing or not a non-negative integer");
     // The path is the file's text: it reaches the page escaped.
     let mut doc = shard_doc(None, "gen-1", 1000.0, &IVS, &random_latency(50, 3));
     doc["websocket"] = json_value(&c, &l);
