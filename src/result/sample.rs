@@ -76,10 +76,12 @@ impl SampleTls {
         v
     }
 
-    fn from_json(v: &Value) -> Result<SampleTls, String> {
+    pub fn from_json(v: &Value) -> Result<SampleTls, String> {
         let int = |k: &str| {
             v.get(k).and_then(Value::as_u64).ok_or_else(|| format!("tls.{k}: missing or not a non-negative integer"))
         };
+        // In the keys' order, so the first one wrong is the one named.
+        let (full, resumed, failed) = (int("full")?, int("resumed")?, int("failed")?);
         let h = v.get("handshake_time").ok_or_else(|| "tls.handshake_time: missing".to_string())?;
         let handshake =
             Latency::from_moments_json(h).map(|l| l.moments_json()).map_err(|e| format!("tls.handshake_time.{e}"))?;
@@ -87,11 +89,10 @@ impl SampleTls {
             None | Some(Value::Null) => None,
             Some(a) => Some(AlpnTally::from_json(a).map_err(|e| format!("tls.{e}"))?),
         };
-        let (full, resumed) = (int("full")?, int("resumed")?);
         if let Some(a) = &alpn {
             a.check_done(full.saturating_add(resumed)).map_err(|e| format!("tls.{e}"))?;
         }
-        Ok(SampleTls { full, resumed, failed: int("failed")?, handshake, alpn })
+        Ok(SampleTls { full, resumed, failed, handshake, alpn })
     }
 
     fn add(&mut self, o: &SampleTls) -> Result<(), String> {
@@ -147,7 +148,7 @@ impl TrafficSample {
         })
     }
 
-    fn from_json(v: &Value) -> Result<TrafficSample, String> {
+    pub fn from_json(v: &Value) -> Result<TrafficSample, String> {
         let int = |k: &str| {
             v.get(k)
                 .and_then(Value::as_u64)
@@ -226,7 +227,7 @@ impl SampleWs {
         })
     }
 
-    fn from_json(v: &Value) -> Result<SampleWs, String> {
+    pub fn from_json(v: &Value) -> Result<SampleWs, String> {
         let int = |k: &str| {
             v.get(k)
                 .and_then(Value::as_u64)

@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::read::{text, Lat};
 use super::{err, InputError};
 use crate::result::probe::verdict::{verdict, Group, Verdict, MAX_GROUPS};
-use crate::result::tls::{AlpnTally, TlsTotals};
+use crate::result::sample::{SampleTls, SampleWs, TrafficSample};
+use crate::result::tls::TlsTotals;
 use crate::result::traffic::TrafficCounts;
 use crate::result::ws::{self, WsLatencies};
 use crate::stats::Latency;
@@ -326,34 +327,29 @@ pub(super) struct IvWs {
     pub(super) ping: Lat,
 }
 
-/// A strict integer below `at` (`samples[3].tls`), named in the error.
-fn req_int(file: &str, at: &str, v: &Value, k: &str) -> Result<u64, InputError> {
-    v.get(k)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| err(file, format!("{at}.{k}: missing or not a non-negative integer")))
+/// A sample's part `k`, read by `result::sample`'s reader for it (as strictly as `report
+/// merge` reads it); its errors are placed under `at` (`samples[3]`).
+fn sample_part<T>(
+    file: &str,
+    at: &str,
+    v: &Value,
+    k: &str,
+    read: fn(&Value) -> Result<T, String>,
+) -> Result<Option<T>, InputError> {
+    let Some(x) = part(v, k) else { return Ok(None) };
+    read(x).map(Some).map_err(|e| under(file, at, &e))
 }
 
-fn req_lat(file: &str, at: &str, v: &Value, k: &str) -> Result<Lat, InputError> {
-    let x = v.get(k).ok_or_else(|| err(file, format!("{at}.{k}: missing")))?;
-    let l = Latency::from_moments_json(x).map_err(|e| err(file, format!("{at}.{k}.{e}")))?;
-    Ok(lat_of(&l))
+/// A latency object `result::sample` already validated, as the page's type.
+fn lat_value(v: &Value) -> Lat {
+    Latency::from_moments_json(v).map_or_else(|_| Lat::empty(), |l| lat_of(&l))
 }
 
 impl IvTls {
     /// `at` is the key of the sample (`samples[3]`).
     pub(super) fn parse(file: &str, at: &str, v: &Value) -> Result<Option<IvTls>, InputError> {
-        let Some(t) = part(v, "tls") else { return Ok(None) };
-        let at = format!("{at}.tls");
-        // Not drawn, but read as strictly as `report merge` reads it.
-        if let Some(a) = t.get("alpn").filter(|a| !a.is_null()) {
-            AlpnTally::from_json(a).map_err(|e| err(file, format!("{at}.{e}")))?;
-        }
-        Ok(Some(IvTls {
-            full: req_int(file, &at, t, "full")?,
-            resumed: req_int(file, &at, t, "resumed")?,
-            failed: req_int(file, &at, t, "failed")?,
-            handshake: req_lat(file, &at, t, "handshake_time")?,
-        }))
+        let t = sample_part(file, at, v, "tls", SampleTls::from_json)?;
+        Ok(t.map(|t| IvTls { full: t.full, resumed: t.resumed, failed: t.failed, handshake: lat_value(&t.handshake) }))
     }
 
     pub(super) fn add(&mut self, o: &IvTls) {
@@ -366,18 +362,13 @@ impl IvTls {
 
 impl IvWs {
     pub(super) fn parse(file: &str, at: &str, v: &Value) -> Result<Option<IvWs>, InputError> {
-        let Some(w) = part(v, "websocket") else { return Ok(None) };
-        let at = format!("{at}.websocket");
-        // Read as strictly as `report merge` reads it, drawn or not.
-        for k in ["upgrading", "open", "pings_sent_new"] {
-            req_int(file, &at, w, k)?;
-        }
-        Ok(Some(IvWs {
-            upgraded: req_int(file, &at, w, "upgraded_new")?,
-            failed: req_int(file, &at, w, "failed_new")?,
-            pongs: req_int(file, &at, w, "pongs_new")?,
-            upgrade: req_lat(file, &at, w, "upgrade_time")?,
-            ping: req_lat(file, &at, w, "ping_rtt")?,
+        let w = sample_part(file, at, v, "websocket", SampleWs::from_json)?;
+        Ok(w.map(|w| IvWs {
+            upgraded: w.upgraded,
+            failed: w.failed,
+            pongs: w.pongs,
+            upgrade: lat_value(&w.upgrade),
+            ping: lat_value(&w.ping),
         }))
     }
 
@@ -392,15 +383,14 @@ impl IvWs {
 
 impl IvTraffic {
     pub(super) fn parse(file: &str, at: &str, v: &Value) -> Result<Option<IvTraffic>, InputError> {
-        let Some(t) = part(v, "traffic") else { return Ok(None) };
-        let at = format!("{at}.traffic");
-        Ok(Some(IvTraffic {
-            sent: req_int(file, &at, t, "sent")?,
-            responses: req_int(file, &at, t, "responses")?,
-            bytes_up: req_int(file, &at, t, "bytes_up")?,
-            bytes_down: req_int(file, &at, t, "bytes_down")?,
-            behind: req_int(file, &at, t, "behind")?,
-            response: req_lat(file, &at, t, "response_time")?,
+        let t = sample_part(file, at, v, "traffic", TrafficSample::from_json)?;
+        Ok(t.map(|t| IvTraffic {
+            sent: t.sent,
+            responses: t.responses,
+            bytes_up: t.bytes_up,
+            bytes_down: t.bytes_down,
+            behind: t.behind,
+            response: lat_value(&t.response),
         }))
     }
 
