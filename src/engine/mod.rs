@@ -3,8 +3,9 @@
 //! One thing a file: this file (the reactor loop, [`Cx`], [`Handler`], [`Pool`], [`Handle`]),
 //! `table` (the generation-tagged connection table and its tokens), `timer` (timers keyed by
 //! owner and kind), `clock` (the timerfd that fires them to the nanosecond, on request), `stamp`
-//! (8-byte instants for per-connection state), `readiness` (userspace readiness), `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`]
-//! and [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]), `pool` (the bounded per-reactor
+//! (8-byte instants for per-connection state), `readiness` (userspace readiness),
+//! `coordinator` (the calling thread's loop), `accept` (the shared [`accept::Acceptor`] and
+//! [`accept::Admission`]), `buf` (the fixed [`buf::Ring`]), `pool` (the bounded per-reactor
 //! [`pool::BufPool`] of rings and pipes every role borrows buffers from) and `affinity` (reactor
 //! placement on CPUs).
 //!
@@ -26,9 +27,10 @@
 //! ```
 //!
 //! One loop turn: poll (timeout = 0 if tokens are pending, else the next timer deadline capped
-//! at the tick; with [`Cx::precise_timers`], a timerfd armed for that deadline wakes it) → dispatch events → serve the pending list (work left over when a per-wake-up
-//! budget ran out) → fire expired timers (bounded batch) → tick (stats flush) → drop the entries
-//! closed during the turn → exit when the role says it is finished. Roles plug in through
+//! at the tick; with [`Cx::precise_timers`], a timerfd armed for that deadline wakes it) →
+//! dispatch events → serve the pending list (work left over when a per-wake-up budget ran out)
+//! → fire expired timers (bounded batch) → tick (stats flush) → drop the entries closed during
+//! the turn → exit when the role says it is finished. Roles plug in through
 //! [`Handler`] on the reactors and through [`coordinator::Role`] on the calling thread (reports,
 //! signals, interval lines, grace deadline).
 //!
