@@ -368,7 +368,7 @@ fn drain(c: &mut SinkConn, scratch: &mut [u8], stats: &mut SinkStats) -> Outcome
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.rd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT);
+                c.rd.read_drained();
                 return Outcome::Idle;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -439,9 +439,7 @@ fn echo(c: &mut SinkConn, scratch: &mut [u8], rings: &mut BufPool<Ring>, stats: 
                     progressed = true;
                     c.rd.short_read(n, asked, !c.sock.is_tls());
                 }
-                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    c.rd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT)
-                }
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => c.rd.read_drained(),
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Some(Err(_)) => return Outcome::Close,
             }

@@ -1,14 +1,14 @@
 //! Userspace readiness, as mio's edge-triggered epoll requires.
 //!
-//! Sockets are registered once for `READABLE | WRITABLE | PRIORITY`. Each edge is OR-ed into `event`; a
-//! role acts on the bits of `event` its buffers allow (no reading into a full ring, no writing
-//! from an empty one). `event` bits are cleared only when a syscall says `WouldBlock`, or, for
-//! READABLE on plain TCP, when a read came back shorter than it asked: that read emptied the
-//! socket, and the next bytes bring a new edge. Not while URGENT is set (a read stops at the
-//! urgent mark with bytes behind it, and no new edge comes for them). The sink and goon also
-//! keep reading to WouldBlock under a hang-up; the proxy clears READABLE and keeps HUP, which
-//! makes its next pump read the FIN's 0. Sockets are registered for EPOLLPRI too, so urgent
-//! data always shows as URGENT.
+//! Sockets are registered once for `READABLE | WRITABLE | PRIORITY` (EPOLLPRI, so that urgent
+//! data always shows as URGENT). Each edge is OR-ed into `event`; a role acts on the bits of
+//! `event` its buffers allow (no reading into a full ring, no writing from an empty one). `event`
+//! bits are cleared only when a syscall says `WouldBlock` ([`Readiness::read_drained`] for a
+//! read), or, for READABLE on plain TCP, when a read came back shorter than it asked
+//! ([`Readiness::short_read`]): that read emptied the socket, and the next bytes bring a new
+//! edge. Not under a hang-up or an error (the read goes on to the 0 or the error), nor while
+//! URGENT is set (a read stops at the urgent mark with bytes behind it, and no new edge comes
+//! for them).
 //! Nothing is reregistered and no edge is lost: work left when a per-wake-up budget ran out
 //! stays in `event`, and the entry is queued on the reactor's pending list ([`super::Cx::defer`]).
 
@@ -115,6 +115,12 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// A read said `WouldBlock`: nothing is left to read, no hang-up and no urgent data are
+    /// pending until the next edge.
+    pub fn read_drained(&mut self) {
+        self.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT);
+    }
+
     /// A read of `n` bytes that asked for `asked`: on a socket where a short read empties it
     /// (`plain`: plain TCP; not TLS, which buffers records) and when
     /// [`Ready::short_read_ends_edge`], a short read clears READABLE, so no further read is made

@@ -161,9 +161,7 @@ pub fn step<S: Read + Write>(ws: &mut WsConn, io: &mut Io<'_, S>) -> Next {
                     // A short read emptied a plain socket: wait for the next edge.
                     io.rd.short_read(n, asked, io.short_read_drains);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    io.rd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT)
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.rd.read_drained(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // No ring to write through: leave the bytes in the kernel until one is free.
                 Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {}

@@ -41,7 +41,7 @@ impl ClientReactor {
                     match ws.recv() {
                         Recv::Message(_) => {}
                         Recv::NotNow => {
-                            c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                            c.rd.read_drained();
                             more_frames = false;
                             break;
                         }

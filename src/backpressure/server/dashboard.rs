@@ -21,7 +21,7 @@ pub(super) fn dashboard(c: &mut Conn) -> Step {
             match ws.recv() {
                 Recv::Message(_) => {}
                 Recv::NotNow => {
-                    c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                    c.rd.read_drained();
                     more = false;
                     break;
                 }

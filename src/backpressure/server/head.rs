@@ -42,7 +42,7 @@ pub(super) fn read_head(
                 done => break done,
             },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                c.rd.read_drained();
                 return Step::Idle;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

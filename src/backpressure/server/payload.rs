@@ -52,7 +52,7 @@ pub(super) fn read_tcp(c: &mut Conn, at: &mut At, cfg: &ServerConfig, scratch: &
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.rd.event.remove(Ready::READABLE | Ready::HUP);
+                c.rd.read_drained();
                 return Step::Idle;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -100,7 +100,7 @@ pub(super) fn read_ws(c: &mut Conn, at: &mut At, cfg: &ServerConfig, stats: &mut
         // An earlier deadline already armed fires first and re-arms at `next_read`.
         at.timers.arm_earlier(at.key, TIMER_READ, c.next_read);
     } else {
-        c.rd.event.remove(Ready::READABLE | Ready::HUP);
+        c.rd.read_drained();
     }
     Step::Idle
 }

@@ -225,9 +225,7 @@ impl Direction<'_> {
                 step.progressed = true;
                 step.src_active = true;
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                self.srd.event.remove(Ready::READABLE | Ready::HUP | Ready::URGENT)
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => self.srd.read_drained(),
             Err(e) if e.kind() == ErrorKind::Interrupted => step.progressed = true,
             Err(_) => return Err(self.src_reset),
         }
