@@ -7,7 +7,9 @@
 //! deadline it arms for is then the first one still pending, never one this turn is about to
 //! fire (arming for that would wake the next poll at once for nothing). It is re-armed only
 //! for a deadline earlier than the one it is armed for; a later one leaves it, and the
-//! wake-up it gives finds nothing due and arms again. Each arm is one `timerfd_settime`. The
+//! wake-up it gives finds nothing due and arms again. A deadline already past when the loop
+//! is about to poll (the turn's handlers ran into it) arms nothing: that poll does not sleep,
+//! and the timer fires in the turn it returns to. Each arm is one `timerfd_settime`. The
 //! expiry count is never read: epoll reports every expiry as a new edge, read or not, and an
 //! arm clears it.
 
@@ -47,9 +49,8 @@ impl Clock {
     /// Arms the fd at the heap's next deadline when it is not armed, armed for a later one, or
     /// armed for an instant already past (its timer fired in a turn another event began; the
     /// new arm also withdraws that expiry's pending wake-up).
-    pub(crate) fn sync(&mut self, timers: &Timers) {
+    pub(crate) fn sync(&mut self, timers: &Timers, now: Instant) {
         let Some(next) = timers.next_deadline() else { return };
-        let now = Instant::now();
         if self.at.is_some_and(|armed| armed <= next && armed > now) {
             return;
         }
@@ -73,24 +74,24 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let mut c = Clock::new(poll.registry(), Handle::new(0)).unwrap();
         let mut timers = Timers::new();
-        c.sync(&timers);
+        c.sync(&timers, Instant::now());
         assert_eq!(c.at, None, "nothing to arm for");
         let (owner, now) = (Owner::Handle(Handle::new(1)), Instant::now());
         let (t0, t1, t2) = (now + Duration::from_secs(5), now + Duration::from_secs(10), now + Duration::from_secs(20));
         timers.arm(owner, Kind::new(0), t1);
-        c.sync(&timers);
+        c.sync(&timers, Instant::now());
         assert_eq!(c.at, Some(t1));
         timers.arm(owner, Kind::new(1), t2);
-        c.sync(&timers);
+        c.sync(&timers, Instant::now());
         assert_eq!(c.at, Some(t1), "a later deadline leaves it");
         timers.arm(owner, Kind::new(2), t0);
-        c.sync(&timers);
+        c.sync(&timers, Instant::now());
         assert_eq!(c.at, Some(t0), "an earlier one moves it");
         c.at = Some(now - Duration::from_millis(1));
-        c.sync(&timers);
+        c.sync(&timers, Instant::now());
         assert_eq!(c.at, Some(t0), "armed for a past instant: armed again");
         c.fired();
-        c.sync(&timers);
+        c.sync(&timers, Instant::now());
         assert_eq!(c.at, Some(t0), "after its expiry it is armed again");
     }
 }

@@ -387,14 +387,17 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
         }
     }
     loop {
-        if let Some(c) = clock.as_mut() {
-            c.sync(&timers);
-        }
+        // The turn's handlers took time: decide the sleep from the clock as it is now. A
+        // deadline already past is served by a poll that does not sleep, not by the clock.
+        now = Instant::now();
         let timeout = if pending.is_empty() {
             timers.timeout(now, next_tick.saturating_duration_since(now))
         } else {
             Duration::ZERO
         };
+        if let Some(c) = clock.as_mut().filter(|_| !timeout.is_zero()) {
+            c.sync(&timers, now);
+        }
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 log::error!("reactor {id}: poll failed: {e}");
@@ -424,6 +427,9 @@ fn run<H: Handler>(id: usize, mut poll: Poll, rx: Receiver<H::Cmd>, mut handler:
                 dispatch(&mut handler, &mut cx, token, Ready::EMPTY);
             }
         }
+        // Deadlines that came due while the events were served fire in this turn too.
+        now = Instant::now();
+        cx.now = now;
         fire_timers(&mut handler, &mut cx, now);
         if now >= next_tick {
             handler.on_tick(&mut cx);
