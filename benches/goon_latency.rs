@@ -21,7 +21,9 @@
 //! `GOON_LAT_ROUNDS` interleaved rounds (1..=20, default 3; each visits the tools in a rotated
 //! order), `GOON_LAT_DIAL_RATE` (1..=1000000, default 5000), `GOON_LAT_ONLY` a comma list of
 //! tools (`goon`, `tcpkali`, `blocking`; default all), `GOON_LAT_TARGET` (below),
-//! `GOON_LAT_DELAY_MS` and `GOON_LAT_STALL_MS` (1..=900 each, below). The table shows, per tool, the median over rounds of p50/p90/p99/p99.9/max with the
+//! `GOON_LAT_DELAY_MS` and `GOON_LAT_STALL_MS` (1..=900 each, below), `GOON_LAT_TOGETHER`
+//! (`on`/`off`, default `off`, below), `GOON_LAT_GOON_ARGS` (more goon arguments, split at
+//! spaces, for experiments such as `--threads 4`). The table shows, per tool, the median over rounds of p50/p90/p99/p99.9/max with the
 //! range, the rates, the CPU seconds of each tool's process (the reference's: this process's
 //! during its run) and goon's ratio to the reference. Run: `cargo bench --bench goon_latency`
 //! (about 3 minutes with the defaults). All traffic is on loopback; every wait is bounded.
@@ -40,6 +42,13 @@
 //!   server, so the comparison with the reference is about the measurement, not the machine.
 //!   A `model` row gives what a client with no overhead would see, simulated from the server's
 //!   rule, and each tool's ratio to it.
+//!
+//! `GOON_LAT_TOGETHER=on` runs goon and the reference **at once** instead (tcpkali is left out),
+//! each with half the connections against the same target, so the load is the same and both
+//! meet the same moment of the machine: on a shared VM the reference moves between rounds by
+//! as much as the tools differ, and only side by side does the ratio stand still. Its table
+//! gives, per percentile, goon ÷ reference in each round, their median and range, and whether
+//! every round put goon on the same side.
 //!
 //! The verdict per percentile: goon's median matches when it lies within 0.1% of the
 //! reference's median (the histogram's 3 significant digits), or within the reference's own
@@ -153,6 +162,7 @@ fn goon(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Optio
         .args(["--rate", &dial_rate.to_string()])
         .args(["-c", &n.to_string(), "--message", "ping\\n", "--message-rate", &rate.to_string()])
         .args(["--duration", &format!("{secs}s"), "--expect-bytes", "5", "--hold", "500ms"])
+        .args(knobs::raw("GOON_LAT_GOON_ARGS").unwrap_or_default().split_whitespace())
         .arg("--json")
         .arg(&json)
         .env("RUST_LOG", "warn");
@@ -518,6 +528,55 @@ fn run_target(
     println!("{target}: the reference's own spread (max/min over rounds): {}", spread.join(" / "));
 }
 
+/// `GOON_LAT_TOGETHER`: goon and the reference at once, half the connections each; per round
+/// goon ÷ reference at each percentile.
+fn run_together(target: &str, addr: SocketAddr, c: &Setup) {
+    let (n_goon, n_ref) = (c.n / 2, c.n - c.n / 2);
+    println!();
+    println!("target {target} ({addr}), together: goon {n_goon} and the reference {n_ref} connections at once");
+    let mut ratios: Vec<[f64; 5]> = Vec::new();
+    for round in 0..c.rounds as usize {
+        let (rate, secs, dial) = (c.rate, c.secs, c.dial_rate);
+        let g = std::thread::spawn(move || goon(addr, n_goon, rate, secs, dial));
+        let b = blocking(addr, n_ref, rate, secs, dial);
+        let g = g.join().ok().flatten();
+        let (Some(g), Some(b)) = (g, b) else {
+            println!("  round {round} failed (goon or the reference gave no figures; see above)");
+            continue;
+        };
+        let show = |f: &Figures| f.us.iter().map(|u| fmt_us(*u)).collect::<Vec<_>>().join("/");
+        println!("  round {round} goon     p50/p90/p99/p99.9/max {} sent {:.0}/s", show(&g), g.sent_per_s);
+        println!("  round {round} blocking p50/p90/p99/p99.9/max {} sent {:.0}/s", show(&b), b.sent_per_s);
+        let r: [f64; 5] = std::array::from_fn(|q| g.us[q] / b.us[q]);
+        println!("  round {round} goon/blocking {}", r.map(|x| format!("{x:.3}")).join(" / "));
+        ratios.push(r);
+    }
+    if ratios.is_empty() {
+        return;
+    }
+    let cells: Vec<String> = (0..5)
+        .map(|q| {
+            let mut xs: Vec<f64> = ratios.iter().map(|r| r[q]).collect();
+            let mid = median(&mut xs);
+            let (lo, hi) = (xs[0], xs[xs.len() - 1]);
+            let verdict = if (mid - 1.0).abs() <= 0.001 {
+                "match"
+            } else if hi < 1.0 {
+                "lower in every round"
+            } else if lo > 1.0 {
+                "higher in every round"
+            } else {
+                "either side"
+            };
+            format!("{mid:.3} ({lo:.3}-{hi:.3}, {verdict})")
+        })
+        .collect();
+    println!(
+        "{target}, together: goon/blocking per round, median (range) p50/p90/p99/p99.9/max: {}",
+        cells.join(" / ")
+    );
+}
+
 fn main() {
     let setup = Setup {
         n: knobs::num("GOON_LAT_N", 1..=9000, 1000),
@@ -547,8 +606,13 @@ fn main() {
         setup.rounds,
         targets.join(",")
     );
+    let together = knobs::word("GOON_LAT_TOGETHER", &["on", "off"], "off") == "on";
     for target in &targets {
-        if target == "echo" {
+        if together {
+            let srv = (target == "echo").then(serve);
+            let addr = srv.as_ref().map_or_else(|| stall_server(delay, stall), |s| s.addr);
+            run_together(target, addr, &setup);
+        } else if target == "echo" {
             let srv = serve();
             run_target("echo", srv.addr, &tools, kali.as_deref(), &setup, None);
         } else {
