@@ -43,7 +43,8 @@ pub enum Cmd {
     #[command(subcommand)]
     Bp(BpCmd),
     // ---- end of backpressure lab ----------------------------------------------------------
-    /// Work on goon's JSON results: `report merge` a fleet's shards into one exact result.
+    /// Work on JSON results: `report merge` a fleet's goon shards into one exact result, `report
+    /// html` a goon, fleet or bp client result into one self-contained page.
     #[command(subcommand)]
     Report(crate::report::ReportCmd),
 }

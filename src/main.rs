@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         }
     };
     let debug = matches!(&cli.cmd, Cmd::Goon(a) if a.debug);
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(if debug { "debug" } else { "info" }))
+    // The TLS and WebSocket libraries log each handshake's steps and faults; netforge counts
+    // those faults by cause itself, so by default only their errors show (RUST_LOG overrides).
+    let filter = if debug { "debug,rustls=error,tungstenite=error" } else { "info,rustls=error,tungstenite=error" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_timestamp_millis()
         .init();
     std::panic::set_hook(Box::new(|info| {

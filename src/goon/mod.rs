@@ -179,8 +179,9 @@ pub struct GoonReport {
 }
 
 impl GoonReport {
-    /// A run that dialed nothing (interrupted before it started).
-    pub fn nothing_dialed(total: u64, sample_interval: Duration) -> GoonReport {
+    /// A run that dialed nothing (interrupted before it started), whose RSS at start was
+    /// `rss_start_kib`: its peak is the process's high-water mark so far.
+    pub fn nothing_dialed(total: u64, sample_interval: Duration, rss_start_kib: u64) -> GoonReport {
         let now = SystemTime::now();
         GoonReport {
             counts: Counts::default(),
@@ -191,9 +192,9 @@ impl GoonReport {
             dial_phase: None,
             elapsed: Duration::ZERO,
             interrupted: true,
-            rss_start_kib: 0,
+            rss_start_kib,
             rss_dial_done_kib: None,
-            rss_peak_kib: 0,
+            rss_peak_kib: report::peak_kib(rss_start_kib, None),
             started_wall: now,
             ended_wall: now,
             sample_interval,
@@ -371,7 +372,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         args::check_start_at(at, SystemTime::now()).map_err(|e| Error::Usage(format!("--start-at: {e}")))?;
         if !wait_until(at, signals, out) {
             let _ = writeln!(out, "netforge goon: interrupted while waiting for --start-at; nothing was dialed");
-            let report = GoonReport { rss_start_kib, ..GoonReport::nothing_dialed(total, sample_interval) };
+            let report = GoonReport::nothing_dialed(total, sample_interval, rss_start_kib);
             finish(cfg, &report, target, threads, stream.as_mut(), out)?;
             return Ok(report);
         }
@@ -659,7 +660,7 @@ mod tests {
     #[test]
     fn exit_codes_follow_tcpgoon() {
         let mut r =
-            GoonReport { not_initiated: 0, interrupted: false, ..GoonReport::nothing_dialed(0, SAMPLE_DEFAULT) };
+            GoonReport { not_initiated: 0, interrupted: false, ..GoonReport::nothing_dialed(0, SAMPLE_DEFAULT, 0) };
         r.counts.closed = 3;
         assert_eq!(r.exit_code(), 0, "closed counts as success");
         r.counts.error = 1;

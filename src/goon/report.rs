@@ -330,7 +330,7 @@ mod tests {
             rss_start_kib: start_kib,
             rss_dial_done_kib: dialed_kib,
             rss_peak_kib: dialed_kib.unwrap_or(start_kib),
-            ..GoonReport::nothing_dialed(0, std::time::Duration::from_secs(1))
+            ..GoonReport::nothing_dialed(0, std::time::Duration::from_secs(1), 0)
         }
     }
 

@@ -116,6 +116,13 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         return Err(Error::Config(ConfigError::file(path, "not a goon --json result (not a JSON object)")));
     }
     match get("format_version") {
+        // A bp client's result has no version and no kind: name it for what it is.
+        None if doc["verdict"].is_string() && doc["series"].is_array() => {
+            return Err(Error::Config(ConfigError::file(
+                path,
+                "a bp client result: only goon results can be merged (report html shows it alone)",
+            )))
+        }
         None => {
             return Err(key_err(
                 path,

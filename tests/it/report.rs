@@ -311,6 +311,11 @@ fn a_signal_ends_the_start_at_wait_with_nothing_dialed() {
         let v = read(&json);
         assert_eq!((v["interrupted"].as_bool(), v["counts"]["not_initiated"].as_u64()), (Some(true), Some(10)));
         assert_eq!(v["samples"].as_array().map(Vec::len), Some(0));
+        // The peak is the high-water mark so far: never below the start, never zero.
+        let mem = &v["memory"];
+        let (start, peak) = (mem["rss_start_kib"].as_u64().unwrap_or(0), mem["rss_peak_kib"].as_u64().unwrap_or(0));
+        assert!(start > 0 && peak >= start, "{mem}");
+        assert!(!out.contains(" 0 KiB peak"), "{out}");
         let _ = std::fs::remove_dir_all(&d);
     });
 }

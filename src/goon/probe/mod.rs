@@ -130,7 +130,7 @@ pub fn run(
         super::args::check_start_at(at, SystemTime::now()).map_err(|e| Error::Usage(format!("--start-at: {e}")))?;
         if !super::wait_until(at, signals, out) {
             let _ = writeln!(out, "netforge goon: interrupted while waiting for --start-at; nothing was dialed");
-            let report = GoonReport { rss_start_kib, ..GoonReport::nothing_dialed(total, sample_interval) };
+            let report = GoonReport::nothing_dialed(total, sample_interval, rss_start_kib);
             let outcome = ProbeOutcome::new(&p.idle, p.deadline, p.message.len(), &[]);
             finish(cfg, &report, &outcome, target, threads, stream.as_mut(), out)?;
             return Ok((report, outcome));

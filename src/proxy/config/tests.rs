@@ -339,6 +339,21 @@ fn system_resolver_reads_localhost() {
 }
 
 #[test]
+fn a_listener_cap_above_the_machine_default_is_capped_not_refused() {
+    // Unset, the global cap is this machine's (from its open-file limit); a file written on a
+    // machine with a higher limit still loads here. Set, the global cap is the file's word.
+    let listener = "[[listener]]\naddress = \"127.0.0.1:4000\"\n";
+    let backend = "[[backend]]\naddress = \"127.0.0.1:8001\"\n";
+    let cfg = parse(&format!("{listener}max_connections = 16777216\n{backend}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.listeners[0].max_connections, default_max_connections());
+    let e = parse(&format!("max_connections = 100\n{listener}max_connections = 16777216\n{backend}")).unwrap_err();
+    assert!(
+        e.to_string().contains("listener[0].max_connections: 16777216 is above the global max_connections 100"),
+        "{e}"
+    );
+}
+
+#[test]
 fn example_file_loads_with_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/lb.toml");
     let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));

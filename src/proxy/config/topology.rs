@@ -112,12 +112,20 @@ pub(super) fn validate_backends(
     Ok(groups)
 }
 
+/// The global `max_connections`, and whether the file set it (unset, it is this machine's
+/// default from its open-file limit).
+#[derive(Clone, Copy)]
+pub(super) struct GlobalCap {
+    pub(super) value: usize,
+    pub(super) set: bool,
+}
+
 /// `[[listener]]` entries; `groups` are the validated backend groups.
 pub(super) fn validate_listeners(
     cx: &Cx<'_>,
     entries: Vec<ListenerFile>,
     groups: &[GroupConfig],
-    max_connections: usize,
+    cap: GlobalCap,
     congestion: Option<Congestion>,
     admin: Option<SocketAddr>,
     resolve: Resolver<'_>,
@@ -157,16 +165,27 @@ pub(super) fn validate_listeners(
             return Err(cx.err(key("group"), msg));
         };
 
+        let GlobalCap { value: max_connections, set: global_set } = cap;
         let max = l.max_connections.unwrap_or(max_connections);
         if max == 0 {
             return Err(cx.err(key("max_connections"), "must be >= 1 (omit it to use the global cap)"));
         }
-        if max > max_connections {
+        let max = if max <= max_connections {
+            max
+        } else if global_set {
             let msg = format!(
                 "{max} is above the global max_connections {max_connections}, which would cap it anyway (lower it, or raise the global one)"
             );
             return Err(cx.err(key("max_connections"), msg));
-        }
+        } else {
+            // The global cap is this machine's default, from its open-file limit: the same file
+            // must load on a machine with a lower limit.
+            let msg = format!(
+                "{max} is above the global cap {max_connections} this machine's open-file limit gives (max_connections unset): capped at {max_connections}"
+            );
+            log::warn!("{}", cx.err(key("max_connections"), msg));
+            max_connections
+        };
 
         let congestion = congestion_key(cx, &key("congestion"), l.congestion, congestion)?;
         listeners.push(ListenerConfig { name, address, group: g, max_connections: max, congestion });

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::defaults::*;
 use super::file::*;
-use super::topology::{validate_backends, validate_listeners};
+use super::topology::{validate_backends, validate_listeners, GlobalCap};
 use super::types::*;
 use crate::conffile::{self, ConfigError};
 use crate::config::{self, ByteSize, Dur, Resolver};
@@ -143,7 +143,8 @@ pub(super) fn validate(file: FileConfig, cx: &Cx<'_>, resolve: Resolver<'_>) -> 
     let congestion = congestion_key(cx, "congestion", file.congestion, DEFAULT_CONGESTION)?;
 
     let groups = validate_backends(cx, file.backend, file.groups, balance, congestion, resolve)?;
-    let listeners = validate_listeners(cx, file.listener, &groups, max_connections, congestion, admin, resolve)?;
+    let cap = GlobalCap { value: max_connections, set: file.max_connections.is_some() };
+    let listeners = validate_listeners(cx, file.listener, &groups, cap, congestion, admin, resolve)?;
 
     Ok(ProxyConfig {
         source: Some(cx.origin()),

@@ -174,6 +174,8 @@ fn refuses_what_is_not_one_fleet_naming_the_file() {
     let mut v = a();
     v.as_object_mut().unwrap().remove("format_version");
     assert!(err(v).starts_with("x.json: format_version: missing: a result of an older netforge"));
+    let bp = json!({ "verdict": "YES: ...", "series": [] });
+    assert_eq!(err(bp), "x.json: a bp client result: only goon results can be merged (report html shows it alone)");
     let mut v = a();
     v["kind"] = json!("goon-fleet");
     assert!(err(v).starts_with("x.json: kind: \"goon-fleet\": only goon results"));

@@ -155,12 +155,12 @@ enum Kind {
     Bp,
 }
 
-/// Whether the first input is of `kind`, one that is shown alone: an error when other files
-/// come with it (`first_msg`) or when it comes after another file (`later_msg`).
+/// Whether the first input is of `kind`, one that is shown alone: an error naming it when other
+/// files come with it (`first_msg`), or naming it where it comes after another file (`later_msg`).
 fn alone(inputs: &[Input], kinds: &[Kind], kind: Kind, first_msg: &str, later_msg: &str) -> Result<bool, InputError> {
     if kinds[0] == kind {
         return match inputs.get(1) {
-            Some(second) => Err(err(&second.label, first_msg)),
+            Some(second) => Err(err(&inputs[0].label, format!("{first_msg} ({} came with it)", second.label))),
             None => Ok(true),
         };
     }

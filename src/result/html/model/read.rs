@@ -299,7 +299,7 @@ impl Run {
             started_at: text(&v["started_at"]),
             target: text(&v["config"]["target"]),
             connections: int(&v["config"]["connections"]),
-            counts: counts(v),
+            counts: if format >= 2 { strict_counts(file, v)? } else { counts(v) },
             connect: Lat::parse(file, "connect_time", &v["connect_time"])?,
             fail: Lat::parse(file, "time_to_error", &v["time_to_error"])?,
             dial_phase_s: v["dial_phase_s"].as_f64(),
@@ -406,6 +406,14 @@ pub(super) fn fleet_samples(runs: &[Run]) -> Result<Vec<Sample>, InputError> {
 }
 
 /// The counts of a result, read leniently (a key missing or malformed reads 0).
+/// A format-2 result's counts, as `report merge` reads them: each one there and a
+/// non-negative integer, or the file and the key are named.
+fn strict_counts(file: &str, v: &Value) -> Result<Totals, InputError> {
+    let at = |k: &str| k.split('.').fold(v, |x, part| &x[part]);
+    Totals::read(|k| at(k).as_u64().ok_or_else(|| err(file, format!("{k}: missing or not a non-negative integer"))))
+}
+
+/// A format-1 result's counts: what is there, a missing one as 0.
 fn counts(v: &Value) -> Totals {
     let at = |k: &str| k.split('.').fold(v, |x, part| &x[part]);
     let Ok(t) = Totals::read(|k| Ok::<u64, std::convert::Infallible>(int(at(k))));

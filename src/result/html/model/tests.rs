@@ -257,8 +257,9 @@ fn refusals_name_the_file() {
     let goon = shard_doc(None, "h", 0.0, &[(0.0, 1.0, 1, 0, 0, 1, 1)], &Latency::new());
     let e = build(&[input("a.json", goon.clone()), input("b.json", bp.clone())]).unwrap_err();
     assert_eq!(e.to_string(), "b.json: a bp client result cannot be shown with goon results");
+    // The bp result first: it is the file named, and the one that came with it is said.
     let e = build(&[input("b.json", bp), input("a.json", goon.clone())]).unwrap_err();
-    assert_eq!(e.file, "a.json");
+    assert_eq!(e.to_string(), "b.json: a bp client result is shown alone: give one file (a.json came with it)");
     let e = build(&[input("x.json", json!([1, 2]))]).unwrap_err();
     assert_eq!(e.to_string(), "x.json: not a JSON object");
     let e = build(&[input("x.json", json!({"kind": "tsung"}))]).unwrap_err();
@@ -266,6 +267,13 @@ fn refusals_name_the_file() {
     let mut newer = goon.clone();
     newer["format_version"] = json!(3);
     assert!(build(&[input("n.json", newer)]).unwrap_err().to_string().contains("format_version 3 is newer"));
+    // A format-2 result's counts as report merge reads them.
+    let mut bad = goon.clone();
+    bad["counts"]["total"] = json!(-1);
+    let e = build(&[input("c.json", bad)]).unwrap_err();
+    assert_eq!(e.to_string(), "c.json: counts.total: missing or not a non-negative integer");
+    let e = build(&[input("d.json", json!({"format_version": 2, "kind": "goon"}))]).unwrap_err();
+    assert!(e.to_string().starts_with("d.json: errors."), "{e}");
     let mut bad = goon;
     bad["connect_time"] = json!({ "count": 3, "histogram_v2_deflate_base64": "!!!!" });
     let e = build(&[input("h.json", bad)]).unwrap_err();
