@@ -52,7 +52,8 @@ pub struct GoonArgs {
     pub(crate) assume_yes: bool,
     /// Keep established connections open this long after the last dial (e.g. 30s, 2m; at most
     /// 8760h); ends early if the peer has closed them all. With --duration, the hold follows
-    /// the traffic phase (no new messages; answers still count).
+    /// the traffic phase (no new messages; answers still count); with a response mode and no
+    /// --hold, the end waits up to 1s for the answers still out.
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true, default_value = "0",
           value_parser = |s: &str| parse_duration_in(s, Duration::ZERO, MAX_DURATION))]
     pub(crate) hold: Duration,

@@ -49,6 +49,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait of the coordinator loop when no status line is due (`-i 0`).
 const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// With a response mode and no `--hold`, how long the end of the traffic phase waits for the
+/// answers still out (it ends as soon as every reactor has none).
+pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// The sample interval when `--interval 0` silences the status lines.
 pub const SAMPLE_DEFAULT: Duration = Duration::from_secs(1);
 /// Longest single sleep of the `--start-at` wait (the wall clock is read again after each).
@@ -402,6 +405,8 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         ws: cfg.ws.as_ref().map(|_| ws::WsLatencies::default()),
         hold_until: None,
         traffic: cfg.traffic.as_ref().map(|t| t.duration),
+        answers: (cfg.hold.is_zero() && cfg.traffic.as_ref().is_some_and(|t| t.measures()))
+            .then(|| Answers { reported: vec![None; threads], traffic_end: None }),
         response: Latency::new(),
         line_bytes: (0, 0),
         // `-i 0`: no periodic lines, only the final report.
@@ -527,11 +532,29 @@ struct Coordinated {
     hold_until: Option<Instant>,
     /// The traffic phase's length, with traffic flags.
     traffic: Option<Duration>,
+    /// The wait for the last answers, with a response mode and no `--hold`.
+    answers: Option<Answers>,
     response: Latency,
     /// Bytes up and down at the last status line.
     line_bytes: (u64, u64),
     interval: Interval,
     sampler: Sampler,
+}
+
+/// The wait for the answers still out when the traffic phase ends ([`ANSWER_GRACE`]).
+struct Answers {
+    /// When each reactor's latest counts arrived.
+    reported: Vec<Option<Instant>>,
+    traffic_end: Option<Instant>,
+}
+
+impl Answers {
+    /// Every reactor has reported since the traffic phase ended, and none has a message
+    /// unanswered: nothing more will come.
+    fn all_in(&self, c: &Counts, now: Instant) -> bool {
+        let Some(end) = self.traffic_end.filter(|e| now >= *e) else { return false };
+        self.reported.iter().all(|r| r.is_some_and(|at| at > end)) && c.traffic.unanswered() == 0
+    }
 }
 
 impl Coordinated {
@@ -585,6 +608,9 @@ impl Role for Coordinated {
             w.merge(l);
         }
         self.dial_done[u.reactor] |= u.dial_done;
+        if let Some(a) = self.answers.as_mut() {
+            a.reported[u.reactor] = Some(Instant::now());
+        }
         self.reports.set(u.reactor, u.counts, u.exited);
         if self.hold_until.is_none() && self.dial_done.iter().all(|d| *d) {
             let now = Instant::now();
@@ -598,6 +624,10 @@ impl Role for Coordinated {
                 }
             }
             self.hold_until = Some(traffic_end + self.hold);
+            if let Some(a) = self.answers.as_mut() {
+                a.traffic_end = Some(traffic_end);
+                self.hold_until = Some(traffic_end + ANSWER_GRACE);
+            }
         }
         Flow::Continue
     }
@@ -615,9 +645,11 @@ impl Role for Coordinated {
             return Flow::Exit;
         }
         if let Some(until) = self.hold_until.filter(|_| !ctl.stopping()) {
-            // Nothing left to hold (the peer closed everything): the hold ends early.
+            // Nothing left to hold (the peer closed everything), or no answer left to wait for
+            // without --hold: the hold ends early.
             let c = self.reports.total();
-            if now >= until || (c.established == 0 && c.dialing == 0) {
+            let answered = self.answers.as_ref().is_some_and(|a| a.all_in(&c, now));
+            if now >= until || (c.established == 0 && c.dialing == 0) || answered {
                 self.stop(ctl, now);
             }
         }

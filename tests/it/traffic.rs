@@ -261,6 +261,39 @@ fn a_stalled_server_shows_as_latency_not_as_a_lower_rate() {
     });
 }
 
+/// Without --hold, the end of the traffic phase waits (up to a second) for the answers still
+/// out: a server that answers 300 ms after the phase ended loses none of them. Ended at the
+/// phase's end instead, every message here would count as unanswered.
+#[test]
+fn answers_still_out_when_the_traffic_phase_ends_are_waited_for() {
+    with_timeout(T, || {
+        // Traffic runs ~400 ms from the accept; the answers come at 700 ms.
+        let addr = stalling_echo(Duration::from_millis(700));
+        let port = addr.port().to_string();
+        let args = [
+            "127.0.0.1",
+            &port,
+            "-c",
+            "1",
+            "--message",
+            "x",
+            "--message-rate",
+            "50",
+            "--duration",
+            "400ms",
+            "--expect-bytes",
+            "1",
+            "-i",
+            "0",
+        ];
+        let (code, out, doc) = goon_json(&args, "grace");
+        assert_eq!(code, 0, "{out}");
+        let c = counts(&doc);
+        assert!(n(c, "sent") >= 10, "{c}");
+        assert_eq!((n(c, "responses"), n(c, "unanswered")), (n(c, "sent"), 0), "every answer waited for: {c}");
+    });
+}
+
 #[test]
 fn a_server_that_never_answers_is_counted_and_the_run_ends() {
     with_timeout(T, || {
