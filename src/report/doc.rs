@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{ConfigError, Error};
-use crate::result::sample::Sample;
+use crate::result::sample::{Sample, SAMPLES_CAP};
 use crate::result::tls::TlsTotals;
 use crate::result::totals::Totals;
 use crate::result::traffic::TrafficCounts;
 use crate::result::{FORMAT_VERSION, SHARDS_MAX};
 use crate::stats::Latency;
+use crate::units::MAX_DURATION;
 
 /// Largest result file read (a 4096-sample result is a few MiB).
 pub const MAX_RESULT_BYTES: u64 = 256 << 20;
@@ -98,6 +99,9 @@ pub fn load(path: &Path) -> Result<ShardDoc, Error> {
     let doc = read_json(path)?;
     parse(path, doc)
 }
+
+/// The latest wall-clock instant a result may carry, in Unix seconds (the year 5138).
+const UNIX_S_MAX: f64 = 1e11;
 
 pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
     let get = |k: &str| -> Option<&Value> {
@@ -204,11 +208,25 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         return Err(key_err(path, "sample_stride", format!("{stride}: not a power of two")));
     }
     let interval = float("sample_interval_s")?;
-    if !(interval.is_finite() && interval > 0.0) {
-        return Err(key_err(path, "sample_interval_s", format!("{interval}: not a positive number of seconds")));
+    if !(interval.is_finite() && interval > 0.0 && interval <= MAX_DURATION.as_secs_f64()) {
+        let msg = format!("{interval}: not a number of seconds above 0 and at most {}", MAX_DURATION.as_secs());
+        return Err(key_err(path, "sample_interval_s", msg));
     }
+    // A wall-clock instant as Unix seconds, from 1970 to the year 5138.
+    let instant = |k: &str| {
+        let v = float(k)?;
+        if (0.0..=UNIX_S_MAX).contains(&v) {
+            Ok(v)
+        } else {
+            Err(key_err(path, k, format!("{v}: not Unix seconds in 0..={UNIX_S_MAX}")))
+        }
+    };
+    let (started_unix_s, ended_unix_s) = (instant("started_unix_s")?, instant("ended_unix_s")?);
     let raw =
         get("samples").and_then(Value::as_array).ok_or_else(|| key_err(path, "samples", "missing or not an array"))?;
+    if raw.len() > SAMPLES_CAP {
+        return Err(key_err(path, "samples", format!("{} samples: goon keeps at most {SAMPLES_CAP}", raw.len())));
+    }
     let mut samples = Vec::with_capacity(raw.len());
     for (i, s) in raw.iter().enumerate() {
         let s = Sample::from_json(s).map_err(|e| {
@@ -250,8 +268,8 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         base_interval_s: interval / stride as f64,
         stride,
         samples,
-        started_unix_s: float("started_unix_s")?,
-        ended_unix_s: float("ended_unix_s")?,
+        started_unix_s,
+        ended_unix_s,
         started_at: text("started_at")?,
         ended_at: text("ended_at")?,
         exit_code: int("exit_code")?,

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::sections::{add_part, IvTls, IvTraffic, IvWs, Sections};
 use super::{err, InputError, FLEET_BUCKETS_MAX, PERCENTILE_NINES_MAX, PERCENTILE_STEPS_PER_NINE};
 use crate::net::Cause;
+use crate::result::sample::SAMPLES_CAP;
 use crate::result::totals::Totals;
 use crate::stats::Latency;
 use crate::units::go_duration;
@@ -44,6 +45,71 @@ pub(super) fn text(v: &Value) -> String {
     }
 }
 
+/// A histogram as its recorded buckets only, in value order: (lowest and highest equivalent
+/// value in µs, count). An interval's histogram fills a few hundred of the 27,000 buckets a
+/// decoded one allocates (220 KB), so a page of thousands of samples keeps kilobytes each.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Sparse {
+    buckets: Vec<(u64, u64, u64)>,
+    total: u64,
+}
+
+impl Sparse {
+    pub(super) fn of(h: &Histogram<u64>) -> Sparse {
+        let buckets = h
+            .iter_recorded()
+            .map(|v| (h.lowest_equivalent(v.value_iterated_to()), v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        Sparse { buckets, total: h.len() }
+    }
+
+    /// `Histogram::value_at_quantile`, to the same bucket: the highest equivalent value of the
+    /// bucket where the count reaches `q` of the total (the lowest for `q` = 0).
+    pub(super) fn value_at_quantile(&self, q: f64) -> u64 {
+        let q = q.min(1.0);
+        let at = ((q * self.total as f64).ceil() as u64).max(1);
+        let mut sum = 0u64;
+        for &(low, high, n) in &self.buckets {
+            sum = sum.saturating_add(n);
+            if sum >= at {
+                return if q == 0.0 { low } else { high };
+            }
+        }
+        0
+    }
+
+    /// Adds `o`'s counts, bucket by bucket.
+    pub(super) fn add(&mut self, o: &Sparse) {
+        let (a, b) = (&self.buckets, &o.buckets);
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.1 == y.1 => {
+                    out.push((x.0, x.1, x.2.saturating_add(y.2)));
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x.1 < y.1 => {
+                    out.push(*x);
+                    i += 1;
+                }
+                (Some(x), None) => {
+                    out.push(*x);
+                    i += 1;
+                }
+                (_, Some(y)) => {
+                    out.push(*y);
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        self.buckets = out;
+        self.total = self.total.saturating_add(o.total);
+    }
+}
+
 /// Connect time or time to error: moments in ns (exact where the file has them) and the
 /// histogram in µs.
 #[derive(Clone, Debug)]
@@ -53,7 +119,7 @@ pub(super) struct Lat {
     pub(super) max_ns: u64,
     pub(super) sum_ns: u128,
     pub(super) sum_sq_ns2: u128,
-    pub(super) hist: Option<Histogram<u64>>,
+    pub(super) hist: Option<Sparse>,
 }
 
 impl Lat {
@@ -67,9 +133,9 @@ impl Lat {
             return Ok(Lat::empty());
         }
         let hist = match v["histogram_v2_deflate_base64"].as_str() {
-            Some(b64) if !b64.is_empty() => Some(
-                Latency::decode_hist(b64).map_err(|e| err(file, format!("{key}.histogram_v2_deflate_base64: {e}")))?,
-            ),
+            Some(b64) if !b64.is_empty() => Some(Sparse::of(
+                &Latency::decode_hist(b64).map_err(|e| err(file, format!("{key}.histogram_v2_deflate_base64: {e}")))?,
+            )),
             _ => None,
         };
         // Format 2 has the exact moments; format 1 only the derived µs values.
@@ -99,7 +165,10 @@ impl Lat {
         self.sum_ns += o.sum_ns;
         self.sum_sq_ns2 += o.sum_sq_ns2;
         self.hist = match (self.hist.take(), &o.hist) {
-            (Some(mut h), Some(oh)) => h.add(oh).ok().map(|_| h),
+            (Some(mut h), Some(oh)) => {
+                h.add(oh);
+                Some(h)
+            }
             (None, Some(oh)) if self.count == o.count => Some(oh.clone()),
             // One side has no histogram: no curve for the sum.
             _ => None,
@@ -287,7 +356,13 @@ impl Run {
         if format > 2 {
             return Err(err(file, format!("format_version {format} is newer than this netforge reads (2)")));
         }
-        let shard = v["shard"].as_object().map(|s| (int(&s["index"]), int(&s["count"])));
+        let shard = match &v["shard"] {
+            s @ Value::Object(_) => match (s["index"].as_u64(), s["count"].as_u64()) {
+                (Some(i), Some(k)) if i < k => Some((i, k)),
+                _ => return Err(err(file, format!("shard: {s}: not {{\"index\": I, \"count\": K}} with I < K"))),
+            },
+            _ => None,
+        };
         let argv = v["argv"].as_array().map(|a| a.iter().map(text).collect()).unwrap_or_default();
         Ok(Run {
             file: file.to_string(),
@@ -310,6 +385,9 @@ impl Run {
             exit_code: int(&v["exit_code"]),
             interval_s: v["sample_interval_s"].as_f64().filter(|w| *w > 0.0).unwrap_or(1.0),
             samples: match v["samples"].as_array() {
+                Some(a) if a.len() > SAMPLES_CAP => {
+                    return Err(err(file, format!("samples: {} samples: goon keeps at most {SAMPLES_CAP}", a.len())))
+                }
                 Some(a) => a.iter().enumerate().map(|(i, s)| Sample::parse(file, i, s)).collect::<Result<_, _>>()?,
                 None => Vec::new(),
             },

@@ -29,7 +29,7 @@ pub(super) fn lat_of(l: &Latency) -> Lat {
         max_ns: l.max_ns,
         sum_ns: l.sum_ns,
         sum_sq_ns2: l.sum_sq_ns,
-        hist: l.hist.clone(),
+        hist: l.hist.as_ref().map(super::read::Sparse::of),
     }
 }
 

@@ -161,7 +161,7 @@ fn shards_add_up_to_the_fleet() {
     let fleet_curve = &chart(&page, "percentiles").series[0];
     assert_eq!(fleet_curve.name, "fleet");
     let mut one = Lat::parse("x", "c", &lat_json(&all)).unwrap();
-    one.hist = all.hist.clone();
+    one.hist = all.hist.as_ref().map(super::read::Sparse::of);
     assert_eq!(fleet_curve.points, one.curve(), "merged shards' curve = one run's with all the samples");
     assert_eq!(chart(&page, "percentiles").series.len(), 3, "fleet and each shard");
     let t = &page.tables[0];
@@ -346,3 +346,30 @@ fn connect_time_per_interval_from_the_interval_histograms() {
 }
 
 mod parts;
+
+/// The page's sparse histogram answers every quantile as the decoded histogram does, alone and
+/// after adding another.
+#[test]
+fn sparse_histograms_give_hdrhistograms_quantiles() {
+    use super::read::Sparse;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut a = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut b = a.clone();
+    for _ in 0..5000 {
+        a.record(rng.u64(1..2_000)).unwrap();
+        b.record(rng.u64(1..60_000_000)).unwrap();
+    }
+    let (sa, sb) = (Sparse::of(&a), Sparse::of(&b));
+    let mut sum = sa.clone();
+    sum.add(&sb);
+    let mut ab = a.clone();
+    ab.add(&b).unwrap();
+    for i in 0..=1000 {
+        let q = i as f64 / 1000.0;
+        assert_eq!(sa.value_at_quantile(q), a.value_at_quantile(q), "q {q}");
+        assert_eq!(sum.value_at_quantile(q), ab.value_at_quantile(q), "sum at q {q}");
+    }
+    for q in [0.999, 0.9999, 0.99999, 1.0, 1.5] {
+        assert_eq!(sum.value_at_quantile(q), ab.value_at_quantile(q), "sum at q {q}");
+    }
+}
