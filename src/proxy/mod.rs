@@ -425,11 +425,12 @@ fn remap_up(old: &ProxyConfig, new: &ProxyConfig, up: &[bool]) -> Vec<bool> {
             .collect()
     };
     let checked = old.health.enabled && new.health.enabled;
-    let o = flat(old);
+    // Looked up, not scanned: a reload of many backends stays linear.
+    let o: std::collections::HashMap<_, usize> = flat(old).into_iter().enumerate().map(|(i, k)| (k, i)).collect();
     flat(new)
         .iter()
         .map(|k| {
-            let kept = if checked { o.iter().position(|x| x == k) } else { None };
+            let kept = if checked { o.get(k).copied() } else { None };
             kept.and_then(|i| up.get(i).copied()).unwrap_or(true)
         })
         .collect()

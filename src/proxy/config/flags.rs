@@ -37,12 +37,16 @@ pub(super) fn from_flags_with(
         return Err("no backend given (list them after the flags, e.g. 127.0.0.1:8001 127.0.0.1:8002)".into());
     }
     let mut list: Vec<BackendFile> = Vec::with_capacity(backends.len());
+    let mut seen: std::collections::HashMap<std::net::SocketAddr, usize> = std::collections::HashMap::new();
     for (i, text) in backends.iter().enumerate() {
         let addr = parse_address(text, resolve).map_err(|e| format!("backend {}: {e}", i + 1))?;
         if addr.port() == 0 {
             return Err(format!("backend {}: {text:?} has port 0, which cannot be connected to", i + 1));
         }
-        if let Some(j) = list.iter().position(|b| b.address == HostPort::from(addr)) {
+        if super::topology::reaches(addr, address) {
+            return Err(format!("backend {}: {text:?} is --laddr {address} itself: a forwarding loop", i + 1));
+        }
+        if let Some(j) = seen.insert(addr, i) {
             return Err(format!("backend {}: {text:?} duplicates backend {} (list each backend once)", i + 1, j + 1));
         }
         list.push(BackendFile {
@@ -115,6 +119,14 @@ mod tests {
             ("127.0.0.1:4000", "p2c", secs(3), &["127.0.0.1:8001", "nosuch.invalid:1"], "backend 2"),
             ("127.0.0.1:4000", "p2c", secs(3), &["127.0.0.1:0"], "port 0"),
             ("127.0.0.1:4000", "p2c", secs(3), &["127.0.0.1:8001", "localhost:8001"], "duplicates backend 1"),
+            (
+                "127.0.0.1:4000",
+                "p2c",
+                secs(3),
+                &["127.0.0.1:8001", "localhost:4000"],
+                "backend 2: \"localhost:4000\" is --laddr",
+            ),
+            ("0.0.0.0:4000", "p2c", secs(3), &["127.0.0.1:4000"], "a forwarding loop"),
         ];
         for (laddr, lb, timeout, backends, want) in bad {
             let err = from_flags_with(laddr, lb, *timeout, &b(backends), &mut fake_resolve).unwrap_err();

@@ -378,3 +378,40 @@ fn example_file_loads_with_defaults() {
     assert_eq!((b.weight, b.backup, b.state), (DEFAULT_WEIGHT, false, DEFAULT_STATE));
     assert_round_trip(&cfg);
 }
+
+#[test]
+fn a_listener_whose_traffic_comes_back_to_it_is_refused() {
+    let l = |addr: &str, group: &str| format!("[[listener]]\naddress = {addr:?}\ngroup = {group:?}\n");
+    let b = |addr: &str, group: &str| format!("[[backend]]\naddress = {addr:?}\ngroup = {group:?}\n");
+    let own = format!("{}{}{}", l("127.0.0.1:4101", "a"), b("127.0.0.1:8001", "a"), b("127.0.0.1:4101", "a"));
+    let e = parse(&own).unwrap_err().to_string();
+    assert!(
+        e.contains("listener[0].address: listener0 (127.0.0.1:4101) forwards to backend \"127.0.0.1:4101\""),
+        "{e}"
+    );
+    assert!(e.ends_with("which is this listener again: a forwarding loop"), "{e}");
+    // A wildcard listener is reached on loopback too.
+    let wild = format!("{}{}", l("0.0.0.0:4101", "a"), b("127.0.0.1:4101", "a"));
+    assert!(parse(&wild).unwrap_err().to_string().contains("forwarding loop"));
+    // Two listeners forwarding to each other.
+    let two = format!(
+        "{}{}{}{}",
+        l("127.0.0.1:4101", "a"),
+        l("127.0.0.1:4102", "b"),
+        b("127.0.0.1:4102", "a"),
+        b("127.0.0.1:4101", "b")
+    );
+    let e = parse(&two).unwrap_err().to_string();
+    assert!(e.contains("which is listener listener1 (127.0.0.1:4102) forwards to backend \"127.0.0.1:4101\""), "{e}");
+    // A chain that ends at a real backend is fine: listener0 -> listener1 -> 8001.
+    let chain = format!(
+        "{}{}{}{}",
+        l("127.0.0.1:4101", "a"),
+        l("127.0.0.1:4102", "b"),
+        b("127.0.0.1:4102", "a"),
+        b("127.0.0.1:8001", "b")
+    );
+    parse(&chain).unwrap_or_else(|e| panic!("{e}"));
+    // Port 0 listeners reach nothing.
+    parse(&format!("{}{}", l("127.0.0.1:0", "a"), b("127.0.0.1:8001", "a"))).unwrap();
+}

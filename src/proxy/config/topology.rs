@@ -2,7 +2,7 @@
 //! backends gathered into groups in order of first appearance, hostnames resolved once, every
 //! duplicate and dangling reference refused with the key path of the entry at fault.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use super::defaults::*;
@@ -39,17 +39,22 @@ pub(super) fn validate_backends(
     let mut groups: Vec<GroupConfig> = Vec::new();
     // Per group, the `backend[i]` index of each of its backends, for messages.
     let mut origin: Vec<Vec<usize>> = Vec::new();
+    // The duplicate checks look up, not scan: a file of many backends loads in linear time.
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    let mut seen: Vec<(HashMap<SocketAddr, usize>, HashMap<String, usize>)> = Vec::new();
     for (i, b) in backends.into_iter().enumerate() {
         let key = |k: &str| format!("backend[{i}].{k}");
         let group = b.group.unwrap_or_else(|| DEFAULT_GROUP.to_string());
         if group.trim().is_empty() {
             return Err(cx.err(key("group"), "empty group name (omit the key for \"default\")"));
         }
-        let g = match groups.iter().position(|g| g.name == group) {
-            Some(g) => g,
+        let g = match group_of.get(&group) {
+            Some(&g) => g,
             None => {
                 groups.push(GroupConfig { name: group.clone(), balance, backends: Vec::new(), congestion });
                 origin.push(Vec::new());
+                seen.push(Default::default());
+                group_of.insert(group.clone(), groups.len() - 1);
                 groups.len() - 1
             }
         };
@@ -59,10 +64,9 @@ pub(super) fn validate_backends(
         if address.port() == 0 {
             return Err(cx.err(key("address"), format!("{text:?} has port 0, which cannot be connected to")));
         }
-        if let Some(j) = groups[g].backends.iter().position(|x| x.address == address) {
+        if let Some(j) = seen[g].0.get(&address) {
             let msg = format!(
-                "duplicates backend[{}] in group {group:?} ({address}); remove one, or put them in different groups",
-                origin[g][j]
+                "duplicates backend[{j}] in group {group:?} ({address}); remove one, or put them in different groups"
             );
             return Err(cx.err(key("address"), msg));
         }
@@ -71,9 +75,8 @@ pub(super) fn validate_backends(
         if name.trim().is_empty() {
             return Err(cx.err(key("name"), "empty name (omit the key to use the address)"));
         }
-        if let Some(j) = groups[g].backends.iter().position(|x| x.name == name) {
-            let msg =
-                format!("name {name:?} duplicates backend[{}] in group {group:?} (names must differ)", origin[g][j]);
+        if let Some(j) = seen[g].1.get(&name) {
+            let msg = format!("name {name:?} duplicates backend[{j}] in group {group:?} (names must differ)");
             return Err(cx.err(key("name"), msg));
         }
 
@@ -84,6 +87,8 @@ pub(super) fn validate_backends(
         }
 
         let state = b.state.unwrap_or(DEFAULT_STATE);
+        seen[g].0.insert(address, i);
+        seen[g].1.insert(name.clone(), i);
         groups[g].backends.push(BackendConfig { name, address, weight, backup: b.backup.unwrap_or(false), state });
         origin[g].push(i);
     }
@@ -190,5 +195,72 @@ pub(super) fn validate_listeners(
         let congestion = congestion_key(cx, &key("congestion"), l.congestion, congestion)?;
         listeners.push(ListenerConfig { name, address, group: g, max_connections: max, congestion });
     }
+    if let Some((i, path)) = forward_loop(&listeners, groups) {
+        return Err(cx.err(format!("listener[{i}].address"), path));
+    }
     Ok(listeners)
+}
+
+/// Whether a connect to `to` reaches a listener bound at `at`: the same address, or a
+/// wildcard listener's port on loopback or on the wildcard address.
+pub(super) fn reaches(to: SocketAddr, at: SocketAddr) -> bool {
+    at.port() != 0
+        && to.port() == at.port()
+        && (to.ip() == at.ip() || (at.ip().is_unspecified() && (to.ip().is_loopback() || to.ip().is_unspecified())))
+}
+
+/// The first listener whose traffic comes back to it through the proxy's own listeners (a
+/// backend that is a listener's address), with the path as words: one client would then open
+/// sessions until `max_connections` is full.
+fn forward_loop(listeners: &[ListenerConfig], groups: &[GroupConfig]) -> Option<(usize, String)> {
+    // next[i]: the listeners a backend of listener i's group reaches, with that backend.
+    let next: Vec<Vec<(usize, &BackendConfig)>> = listeners
+        .iter()
+        .map(|l| {
+            let backends = &groups[l.group].backends;
+            let hops = backends.iter().flat_map(|b| {
+                listeners
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, m)| reaches(b.address, m.address))
+                    .map(move |(j, _)| (j, b))
+            });
+            hops.collect()
+        })
+        .collect();
+    for start in 0..listeners.len() {
+        // Depth-first from `start`, each listener visited once; the path as (listener, backend).
+        let mut seen = vec![false; listeners.len()];
+        let mut stack: Vec<(usize, Vec<(usize, &BackendConfig)>)> = vec![(start, Vec::new())];
+        while let Some((at, path)) = stack.pop() {
+            for &(to, b) in &next[at] {
+                let mut p = path.clone();
+                p.push((at, b));
+                if to == start {
+                    let hops: Vec<String> = p
+                        .iter()
+                        .map(|(l, b)| {
+                            let l = &listeners[*l];
+                            format!(
+                                "{} ({}) forwards to backend {:?} of group {:?}",
+                                l.name, l.address, b.name, groups[l.group].name
+                            )
+                        })
+                        .collect();
+                    return Some((
+                        start,
+                        format!(
+                            "{}, which is this listener again: a forwarding loop",
+                            hops.join(", which is listener ")
+                        ),
+                    ));
+                }
+                if !seen[to] {
+                    seen[to] = true;
+                    stack.push((to, p));
+                }
+            }
+        }
+    }
+    None
 }

@@ -157,12 +157,17 @@ impl ProxyReactor {
         let mut fails = vec![0u64; backends.len()];
         let mut passive = vec![0u64; backends.len()];
         let mut sessions = vec![0u64; backends.len()];
+        // The old backends by (group, address, name): looked up, not scanned, so a reload of
+        // many backends stays linear.
+        let old: std::collections::HashMap<(&str, std::net::SocketAddr, &str), usize> = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, ob)| ((self.cfg.groups[ob.group].name.as_str(), ob.addr, ob.name.as_str()), i))
+            .collect();
         for (ni, nb) in backends.iter_mut().enumerate() {
-            let gname = &cfg.groups[nb.group].name;
-            let found = self
-                .backends
-                .iter()
-                .position(|ob| self.cfg.groups[ob.group].name == *gname && ob.addr == nb.addr && ob.name == nb.name);
+            let gname = cfg.groups[nb.group].name.as_str();
+            let found = old.get(&(gname, nb.addr, nb.name.as_str())).copied();
             nb.up = true;
             if let Some(oi) = found {
                 let ob = &self.backends[oi];
