@@ -233,7 +233,11 @@ impl Sink {
             SinkConn { sock, tls_done: false, rd: Readiness::default(), ring: None, read_eof: false, ws, _slot: slot };
         match cx.adopt(E::from(conn)) {
             Ok(key) if matches!(self.mode, Mode::Ws | Mode::WsDiscard) => {
+                // Over TLS the head's deadline covers the handshake before it.
                 cx.timers.arm(key, TIMER_WS_HEAD, cx.now + crate::http::HEAD_DEADLINE);
+            }
+            Ok(key) if self.tls.is_some() => {
+                cx.timers.arm(key, TIMER_TLS_HANDSHAKE, cx.now + TLS_HANDSHAKE_DEADLINE);
             }
             Ok(_) => {}
             Err((_, Refused::Register(e))) => {
@@ -299,6 +303,11 @@ impl Sink {
         if kind == TIMER_WS_HEAD && c.ws.as_ref().is_some_and(|w| w.in_head()) {
             self.stats.ws.timeouts += 1;
             self.close(cx, key);
+        } else if kind == TIMER_TLS_HANDSHAKE && !c.tls_done {
+            // A client that connects and never finishes its handshake holds a slot and its
+            // buffered records no longer (counted failed, as every handshake that did not end).
+            log::debug!("r{} tls: no handshake within {TLS_HANDSHAKE_DEADLINE:?} of the accept", cx.id);
+            self.close(cx, key);
         }
     }
 
@@ -313,6 +322,10 @@ impl Sink {
 
 /// The `ws` modes' deadline for a complete request head (a connection's timer kind).
 const TIMER_WS_HEAD: Kind = Kind::new(0);
+/// The other modes' deadline, over TLS, for a complete handshake.
+const TIMER_TLS_HANDSHAKE: Kind = Kind::new(1);
+/// How long after its accept a TLS connection may take to complete its handshake.
+pub const TLS_HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One step of a `ws`-mode connection (`crate::ws::sink`).
 fn ws_step(

@@ -376,6 +376,32 @@ fn serve_tls_echo_speaks_plaintext_inside_tls() {
     });
 }
 
+/// A client that connects to `serve --tls` and never completes its handshake (silent, or half a
+/// record) is closed by the server after the handshake deadline, not held: it reads EOF (or a
+/// reset) well within the wait, where without the deadline the read would time out.
+#[test]
+fn serve_tls_closes_a_client_that_never_finishes_its_handshake() {
+    with_timeout(T, || {
+        use std::io::{Read, Write};
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "--interval", "0", "--mode", "hold", "--tls"]);
+        let silent = std::net::TcpStream::connect(addr).unwrap();
+        let mut half = std::net::TcpStream::connect(addr).unwrap();
+        // A handshake record header that promises 16 KiB, and 100 bytes of it.
+        half.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00]).unwrap();
+        half.write_all(&[0u8; 100]).unwrap();
+        for mut s in [silent, half] {
+            // Past the 10 s deadline with room to spare; a read that times out means held.
+            s.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!("the server should close a handshake that never ends, got {other:?}"),
+            }
+        }
+    });
+}
+
 /// goon `--alpn h2,http/1.1 --insecure -c N --json FILE` against `addr`: (exit code, stdout, JSON).
 fn goon_alpn(port: &str, n: &str, tag: &str) -> (i32, String, Value) {
     let j = temp_json(tag);
