@@ -13,7 +13,7 @@ use crate::result::totals::Totals;
 use crate::result::traffic::TrafficCounts;
 use crate::result::{FORMAT_VERSION, SHARDS_MAX};
 use crate::stats::Latency;
-use crate::units::MAX_DURATION;
+use crate::units::{CONNS_MAX, MAX_DURATION};
 
 /// Largest result file read (a 4096-sample result is a few MiB).
 pub const MAX_RESULT_BYTES: u64 = 256 << 20;
@@ -171,6 +171,29 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
         }
     };
     let counts = Totals::read(int)?;
+    // One goon run dials at most CONNS_MAX connections, each counted once in each of these: a
+    // count past that is not goon's, and the fleet's sums (at most SHARDS_MAX shards) cannot
+    // overflow.
+    if counts.total > CONNS_MAX {
+        return Err(key_err(
+            path,
+            "counts.total",
+            format!("{}: more than goon's {CONNS_MAX} connections", counts.total),
+        ));
+    }
+    let each = [
+        ("counts.dialing", counts.dialing),
+        ("counts.established", counts.established),
+        ("counts.closed", counts.closed),
+        ("counts.error", counts.error),
+        ("counts.not_initiated", counts.not_initiated),
+        ("counts.total_established", counts.total_established),
+        ("counts.max_concurrent_established", counts.max_concurrent_established),
+        ("errors (their sum)", counts.errors.iter().sum()),
+    ];
+    if let Some((k, n)) = each.iter().find(|(_, n)| *n > counts.total) {
+        return Err(key_err(path, k, format!("{n}: more than counts.total {}", counts.total)));
+    }
     let latency = |k: &str| {
         let v = get(k).ok_or_else(|| key_err(path, k, "missing"))?;
         Latency::from_moments_json(v).map_err(|e| {

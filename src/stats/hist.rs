@@ -236,6 +236,24 @@ impl Latency {
         if h.len() != count {
             return Err(format!("histogram_v2_deflate_base64: holds {} samples, count says {count}", h.len()));
         }
+        // The exact moments must be those of the recorded values: the extremes in the
+        // histogram's extreme buckets, the sum between count × min and count × max.
+        let us = |ns: u64| (ns / 1000).clamp(HIST_LOWEST_US, HIST_MAX_US);
+        if !h.equivalent(us(l.max_ns), h.max()) {
+            return Err(format!("max_ns: {} is not the histogram's largest value (about {} us)", l.max_ns, h.max()));
+        }
+        if !h.equivalent(us(l.min_ns), h.min()) {
+            return Err(format!("min_ns: {} is not the histogram's smallest value (about {} us)", l.min_ns, h.min()));
+        }
+        let (n, lo, hi) = (u128::from(count), u128::from(l.min_ns), u128::from(l.max_ns));
+        if l.sum_ns < n * lo || l.sum_ns > n * hi {
+            return Err(format!("sum_ns: {} is outside count x min_ns..=count x max_ns", l.sum_ns));
+        }
+        if (n * lo).checked_mul(lo).is_some_and(|x| l.sum_sq_ns < x)
+            || (n * hi).checked_mul(hi).is_some_and(|x| l.sum_sq_ns > x)
+        {
+            return Err(format!("sum_sq_ns2: {} is outside count x min_ns^2..=count x max_ns^2", l.sum_sq_ns));
+        }
         l.hist_mut().add(&h).map_err(|e| format!("histogram_v2_deflate_base64: {e:?}"))?;
         Ok(l)
     }

@@ -174,6 +174,18 @@ fn refuses_what_is_not_one_fleet_naming_the_file() {
     let mut v = a();
     v.as_object_mut().unwrap().remove("format_version");
     assert!(err(v).starts_with("x.json: format_version: missing: a result of an older netforge"));
+    let mut v = a();
+    v["counts"]["total"] = json!(u64::MAX);
+    assert!(err(v).starts_with("x.json: counts.total: 18446744073709551615: more than goon's"));
+    let mut v = a();
+    v["counts"]["error"] = json!(v["counts"]["total"].as_u64().unwrap() + 1);
+    assert!(err(v).contains("counts.error: "), "a count above the total");
+    let mut v = a();
+    v["connect_time"]["max_ns"] = json!(u64::MAX);
+    assert!(err(v).starts_with("x.json: connect_time.max_ns: 18446744073709551615 is not the histogram's largest"));
+    let mut v = a();
+    v["connect_time"]["sum_ns"] = json!(u128::MAX.to_string());
+    assert!(err(v).starts_with("x.json: connect_time.sum_ns: "), "a sum past count x max");
     let bp = json!({ "verdict": "YES: ...", "series": [] });
     assert_eq!(err(bp), "x.json: a bp client result: only goon results can be merged (report html shows it alone)");
     let mut v = a();
@@ -202,6 +214,9 @@ fn fleet_samples_align_by_wall_clock() {
     let s1 = [sample(0, 5, &e), sample(1, 5, &e)];
     let mut d0 = doc(Some((0, 2)), &e, &s0, 1000.0);
     let mut d1 = doc(Some((1, 2)), &e, &s1, 1001.0);
+    // A peak of 30 needs 30 connections (the reader refuses a count above counts.total).
+    d0["counts"]["total"] = json!(30);
+    d1["counts"]["total"] = json!(5);
     d0["counts"]["max_concurrent_established"] = json!(30);
     d1["counts"]["max_concurrent_established"] = json!(5);
     let m = merged(vec![d0.clone(), d1.clone()], false).unwrap();
@@ -225,6 +240,7 @@ fn fleet_samples_align_by_wall_clock() {
 fn far_apart_samples_stay_bounded() {
     let e = Latency::new();
     let mut d = doc(None, &e, &[sample(0, 1, &e), sample(u64::MAX / 2, 2, &e)], 1000.0);
+    d["counts"]["total"] = json!(2);
     d["counts"]["max_concurrent_established"] = json!(2);
     let m = merged(vec![d], false).unwrap();
     assert!(m.samples.len() <= SAMPLES_CAP, "{}", m.samples.len());
