@@ -278,7 +278,12 @@ fn pace_for(cfg: &GoonConfig, reactor: usize, threads: usize, share: u64) -> Pac
 
 /// Runs the stress test; `out` receives the interval lines and the report.
 pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) -> Result<GoonReport, Error> {
-    crate::result::check_outputs(cfg.json.as_deref(), cfg.html.as_deref())?;
+    let stream_file = match &cfg.json_stream {
+        Some(StreamTo::File(p)) => Some(p.as_path()),
+        _ => None,
+    };
+    let outputs = [("--json", cfg.json.as_deref()), ("--html", cfg.html.as_deref()), ("--json-stream", stream_file)];
+    crate::result::check_outputs(&outputs, &[])?;
     if let Some(p) = &cfg.probe {
         return probe::run(cfg, p, signals, out).map(|(report, _)| report);
     }

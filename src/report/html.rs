@@ -23,6 +23,8 @@ pub struct HtmlArgs {
 
 /// `report html`: returns the exit status (0; errors are `Err`).
 pub fn run(args: &HtmlArgs, out: &mut dyn std::io::Write) -> Result<u8, Error> {
+    let inputs: Vec<&std::path::Path> = args.files.iter().map(PathBuf::as_path).collect();
+    crate::result::check_outputs(&[("-o", Some(&args.output))], &inputs)?;
     let mut docs = Vec::with_capacity(args.files.len());
     for path in &args.files {
         docs.push(model::Input { label: path.display().to_string(), doc: read_json(path)? });

@@ -494,6 +494,8 @@ pub fn json_value(m: &Merged, verdicts: &[Verdict], exit: u8, argv: &[String]) -
 
 /// `netforge report merge`: returns the exit status.
 pub fn run(a: &MergeArgs, out: &mut dyn Write) -> Result<u8, Error> {
+    let inputs: Vec<&std::path::Path> = a.files.iter().map(PathBuf::as_path).collect();
+    crate::result::check_outputs(&[("--json", a.json.as_deref())], &inputs)?;
     let mut docs = Vec::with_capacity(a.files.len());
     for f in &a.files {
         docs.push(load(f)?);

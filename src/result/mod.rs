@@ -15,18 +15,45 @@ pub(crate) mod totals;
 pub(crate) mod traffic;
 pub(crate) mod ws;
 
-/// Checks before a run that the files its results go to at its end (`--json FILE`, `--html
-/// FILE`) can be written: [`check_output`] for each one given.
+/// Checks before a run (or a command) that the files its results go to at its end can be
+/// written ([`check_output`]), and that they are distinct from each other and from the files
+/// it reads: one file given twice would keep only what was written last.
 pub(crate) fn check_outputs(
-    json: Option<&std::path::Path>,
-    html: Option<&std::path::Path>,
+    outputs: &[(&str, Option<&std::path::Path>)],
+    inputs: &[&std::path::Path],
 ) -> Result<(), crate::error::Error> {
-    for (flag, path) in [("--json", json), ("--html", html)] {
-        if let Some(p) = path {
-            check_output(flag, p)?;
+    let given: Vec<(&str, &std::path::Path)> = outputs.iter().filter_map(|(f, p)| p.map(|p| (*f, p))).collect();
+    for (i, (flag, p)) in given.iter().enumerate() {
+        if let Some((other, _)) = given[..i].iter().find(|(_, q)| same_file(p, q)) {
+            let msg = format!("{flag} {}: the same file as {other}; give each output a file of its own", p.display());
+            return Err(crate::error::Error::Usage(msg));
+        }
+        if inputs.iter().any(|q| same_file(p, q)) {
+            let msg = format!("{flag} {}: also a file this command reads; writing it would replace it", p.display());
+            return Err(crate::error::Error::Usage(msg));
         }
     }
+    for (flag, p) in given {
+        check_output(flag, p)?;
+    }
     Ok(())
+}
+
+/// Whether two paths name one file: the same inode where both exist, else the same absolute
+/// path (the parent directory resolved).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        (Err(_), Err(_)) => {
+            let abs = |p: &std::path::Path| {
+                let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+                Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+            };
+            abs(a).is_some_and(|x| Some(x) == abs(b))
+        }
+        _ => false,
+    }
 }
 
 /// Checks before a run that the file a result goes to at its end can be written, so that a bad

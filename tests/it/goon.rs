@@ -586,6 +586,37 @@ fn each_reactor_dials_from_its_own_port_slice() {
     });
 }
 
+/// One file given to two outputs, or an output that is one of the inputs, is refused before
+/// anything runs: each would keep only what was written last, or replace what is read.
+#[test]
+fn an_output_given_twice_or_over_an_input_is_refused() {
+    with_timeout(Duration::from_secs(60), || {
+        let dir = std::env::temp_dir().join(format!("netforge-same-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let x = dir.join("x.json");
+        let xs = x.to_str().unwrap();
+        let rel = format!("{}/./x.json", dir.display());
+        for (args, want) in [
+            (vec!["goon", "-c", "2", "--hold", "60s", "-y", "--json", xs, "--html", xs], "--html"),
+            (vec!["goon", "-c", "2", "--hold", "60s", "-y", "--json", xs, "--json-stream", &rel], "--json-stream"),
+        ] {
+            let (code, _, err) = run(&args, Duration::from_secs(20));
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains(&format!("{want} ")) && err.contains("the same file as --json"), "{args:?}: {err}");
+        }
+        let (code, out, err) = run(&["goon", "-c", "2", "-y", "-i", "0", "--json", xs], Duration::from_secs(30));
+        assert_eq!(code, 0, "{out}{err}");
+        let before = std::fs::read_to_string(&x).unwrap();
+        for args in [vec!["report", "html", "-o", xs, xs], vec!["report", "merge", "--json", xs, xs]] {
+            let (code, _, err) = run(&args, Duration::from_secs(20));
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains("also a file this command reads"), "{args:?}: {err}");
+        }
+        assert_eq!(std::fs::read_to_string(&x).unwrap(), before, "the input is untouched");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
 #[test]
 fn an_output_file_that_cannot_be_written_stops_goon_before_its_run() {
     with_timeout(Duration::from_secs(60), || {

@@ -56,7 +56,7 @@ pub fn run(
     signals: &Receiver<Signal>,
     out: &mut dyn Write,
 ) -> Result<(), crate::error::Error> {
-    crate::result::check_outputs(outputs.json.as_deref(), outputs.html.as_deref())?;
+    crate::result::check_outputs(&[("--json", outputs.json.as_deref()), ("--html", outputs.html.as_deref())], &[])?;
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(REPORT_QUEUE);
     let start = Instant::now();
     let reactor = ClientReactor {
