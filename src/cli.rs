@@ -107,6 +107,24 @@ pub fn usage_line(path: &[String]) -> String {
     format!("usage: {}", text.strip_prefix("Usage: ").unwrap_or(text))
 }
 
+/// The reason of an error about a value that holds a line break (`--header $'a\r\nb'`), with
+/// the value and the reason escaped: clap's rendering would split it over lines, and the one
+/// line kept would lose the reason. `None` for every other error.
+pub fn value_with_line_breaks(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(value)) = e.get(ContextKind::InvalidValue) else { return None };
+    if !value.contains(['\n', '\r']) {
+        return None;
+    }
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(a)) => a.clone(),
+        _ => "an argument".into(),
+    };
+    let why = std::error::Error::source(e).map_or_else(|| "not a valid value".into(), |s| s.to_string());
+    let why = why.replace('\n', "\\n").replace('\r', "\\r");
+    Some(format!("invalid value {value:?} for {arg}: {why}"))
+}
+
 /// clap's rendered error (`error: ...`, a hint, `Usage: ...`, `For more information ...`) as
 /// one line: the reason, naming the flag, then `usage`.
 pub fn one_line_clap_error(rendered: &str, usage: &str) -> String {
@@ -127,6 +145,17 @@ pub fn one_line_clap_error(rendered: &str, usage: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value with a line break keeps its reason on the one line.
+    #[test]
+    fn a_value_with_a_line_break_keeps_its_reason() {
+        use clap::Parser;
+        let e = Cli::try_parse_from(["netforge", "goon", "--message", "a\nb\\q"]).unwrap_err();
+        let line = value_with_line_breaks(&e).unwrap();
+        assert_eq!(line, "invalid value \"a\\nb\\\\q\" for --message <TEXT|@FILE>: \\q at byte 3 is not an escape (\\n \\r \\t \\\\ \\0 \\xHH)");
+        let e = Cli::try_parse_from(["netforge", "goon", "--message", "b\\q"]).unwrap_err();
+        assert_eq!(value_with_line_breaks(&e), None, "clap's own line stands");
+    }
 
     /// Every option of `bp server` and `bp client` says what it does and its default; the
     /// proxy's quick-start flags show the defaults the code applies.

@@ -22,7 +22,11 @@ fn main() -> ExitCode {
         }
         // Anything else is one line: the reason (naming the flag) and the usage line of --help.
         Err(e) => {
-            eprintln!("netforge: {}", netforge::cli::one_line_clap_error(&e.render().to_string(), &usage()));
+            let line = match netforge::cli::value_with_line_breaks(&e) {
+                Some(reason) => format!("{reason}; {} (see --help)", usage()),
+                None => netforge::cli::one_line_clap_error(&e.render().to_string(), &usage()),
+            };
+            eprintln!("netforge: {line}");
             return ExitCode::from(1);
         }
     };

@@ -158,8 +158,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_ns.round() as u64))
 }
 
-/// Parses a byte size: `65536`, `64KiB`, `64k`, `4MiB`, `4MB`, `1GiB` (K/M/G are powers of 1024;
-/// `KB`/`MB`/`GB` are powers of 1000, as on a disk label).
+/// Parses a byte size: `65536`, `64KiB`, `64k`, `4MiB`, `4MB`, `1GiB`, `1TiB` (K/M/G/T are
+/// powers of 1024; `KB`/`MB`/`GB`/`TB` are powers of 1000, as on a disk label).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let text = s.trim();
     let num_len = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -172,10 +172,14 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "k" | "K" | "KiB" | "kiB" => 1 << 10,
         "M" | "MiB" => 1 << 20,
         "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("unknown unit {other:?} in size {text:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!("unknown unit {other:?} in size {text:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"))
+        }
     };
     value.checked_mul(mult).ok_or_else(|| format!("size {text:?} is too large"))
 }

@@ -355,6 +355,7 @@ pub(crate) fn goon_config_with(a: &GoonArgs, env: &dyn Fn(&str) -> Option<String
     if let Some(bad) = sources.iter().find(|s| s.is_ipv4() != target.is_ipv4()) {
         return Err(usage(format!("--source-ip {bad} is not of the target's address family ({})", target.ip())));
     }
+    crate::net::connect::check_local_sources(&sources).map_err(usage)?;
     let threads = threads(a.threads);
     // One slice of the ephemeral range per reactor that will run (goon::run starts at most one
     // reactor per connection).

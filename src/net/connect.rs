@@ -158,7 +158,11 @@ pub fn completed_before(stream: &mio::net::TcpStream, err: &io::Error) -> bool {
 pub fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, String> {
     let mut out = Vec::new();
     for spec in specs {
-        for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        // An empty item (`--source-ip ""`, `a,,b`, a trailing comma) is a typo, not "none".
+        if spec.split(',').any(|s| s.trim().is_empty()) {
+            return Err(format!("--source-ip {spec:?}: an empty address in the list"));
+        }
+        for part in spec.split(',').map(str::trim) {
             expand_source(part, &mut out)?;
             if out.len() > MAX_SOURCE_IPS {
                 return Err(format!("--source-ip: more than {MAX_SOURCE_IPS} addresses"));
@@ -170,9 +174,28 @@ pub fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, String> {
 
 pub const MAX_SOURCE_IPS: usize = 4096;
 
+/// Checks that each source address is one this machine can send from (a bind to it, port
+/// left to the connect): otherwise every dial would fail alike, as a port shortage.
+pub fn check_local_sources(ips: &[IpAddr]) -> Result<(), String> {
+    for ip in ips {
+        let sock = Socket::new(Domain::for_address(SocketAddr::new(*ip, 0)), Type::STREAM, None)
+            .map_err(|e| format!("--source-ip {ip}: cannot make a socket to check it: {e}"))?;
+        let _ = super::tcp_info::set_bind_address_no_port(sock.as_fd(), true);
+        if let Err(e) = sock.bind(&SocketAddr::new(*ip, 0).into()) {
+            let why = if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+                "not an address of this machine".to_string()
+            } else {
+                e.to_string()
+            };
+            return Err(format!("--source-ip {ip}: cannot send from it: {why}"));
+        }
+    }
+    Ok(())
+}
+
 fn expand_source(spec: &str, out: &mut Vec<IpAddr>) -> Result<(), String> {
     let bad = |why: &str| format!("--source-ip {spec:?}: {why}");
-    if let Some((lo, hi)) = spec.split_once('-') {
+    if let Some((lo, hi)) = spec.split_once('-').filter(|_| !spec.contains('/')) {
         let lo: IpAddr = lo.trim().parse().map_err(|_| bad("bad start address"))?;
         let hi: IpAddr = hi.trim().parse().map_err(|_| bad("bad end address"))?;
         match (lo, hi) {
@@ -248,9 +271,21 @@ mod tests {
             .collect();
         assert_eq!(ips, want);
         assert_eq!(parse_sources(&["127.0.0.5/32".into()]).unwrap().len(), 1);
-        for bad in ["nope", "127.0.0.9-127.0.0.1", "127.0.0.1-::1", "10.0.0.0/8", "127.0.0.1/40"] {
+        for bad in ["nope", "127.0.0.9-127.0.0.1", "127.0.0.1-::1", "10.0.0.0/8", "127.0.0.1/40", "", ",", "127.0.0.1,"]
+        {
             assert!(parse_sources(&[bad.into()]).is_err(), "{bad}");
         }
+        assert_eq!(parse_sources(&["".into()]).unwrap_err(), "--source-ip \"\": an empty address in the list");
+        check_local_sources(&["127.0.0.1".parse().unwrap(), "127.0.0.9".parse().unwrap()]).unwrap();
+        // 192.0.2.1 (TEST-NET-1) is no address of this machine, unless the kernel binds any.
+        let nonlocal = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind").is_ok_and(|v| v.trim() != "0");
+        if !nonlocal {
+            let e = check_local_sources(&["192.0.2.1".parse().unwrap()]).unwrap_err();
+            assert_eq!(e, "--source-ip 192.0.2.1: cannot send from it: not an address of this machine");
+        }
+        // A prefix with a minus sign is a bad prefix, not a bad range.
+        let e = parse_sources(&["127.0.0.1/-1".into()]).unwrap_err();
+        assert!(!e.contains("start address"), "{e}");
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn report_lines(path: &str, pinging: bool, c: &ClientCounts, l: &WsLatencies
     }
     if c.close_frames + c.pings_received + c.protocol_errors > 0 {
         t += &format!(
-            "From the server: {} pings (answered), {} close frames, {} protocol errors\n",
+            "From the server: {} pings (the last of each read answered), {} close frames, {} protocol errors\n",
             c.pings_received, c.close_frames, c.protocol_errors
         );
     }

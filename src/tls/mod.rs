@@ -293,6 +293,10 @@ pub fn server_config_and_chain(
                     cert.display(),
                     key.display()
                 ),
+                // rustls words a certificate it cannot parse as a peer's.
+                rustls::Error::InvalidCertificate(c) => {
+                    format!("--cert {}: the certificate does not parse ({c:?})", cert.display())
+                }
                 e => format!("--cert {} / --key {}: {e}", cert.display(), key.display()),
             },
             ServerCert::SelfSigned(_) => format!("--tls: {e}"),

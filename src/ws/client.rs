@@ -97,7 +97,9 @@ pub struct ClientCounts {
     pub pings_unanswered: u64,
     /// Pings not sent because the peer had not taken [`OUT_MAX`] bytes yet.
     pub pings_unsent: u64,
-    /// The server's pings (each answered).
+    /// The server's pings. The last of each read is answered, as RFC 6455 allows (a pong
+    /// for only the most recent ping), while the server takes what goon sends; a server that
+    /// stops reading gets no more than [`OUT_MAX`] bytes of them queued.
     pub pings_received: u64,
     /// Close frames the server sent (each answered, then the connection closed).
     pub close_frames: u64,

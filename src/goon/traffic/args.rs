@@ -131,6 +131,7 @@ pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
 /// [`MESSAGE_MAX`]) or text with escapes. Empty messages are refused.
 pub fn parse_message(s: &str) -> Result<Payload, String> {
     let bytes = match s.strip_prefix('@') {
+        Some("") => return Err("@ needs a file name after it (@FILE), or write \\x40 for the byte @".into()),
         Some(path) => read_message_file(Path::new(path))?,
         None => unescape(s)?,
     };

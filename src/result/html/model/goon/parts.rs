@@ -178,7 +178,7 @@ fn ws(total: &Run, scope: &str, shard_curves: ShardCurves, out: &mut Parts) {
     }
     lat_rows(&mut rows, "ping RTT", "pong", "pongs", &ping);
     if c.close_frames + c.pings_received + c.protocol_errors > 0 {
-        row(&mut rows, "pings from the server (answered)", c.pings_received);
+        row(&mut rows, "pings from the server (the last of each read answered)", c.pings_received);
         row(&mut rows, "close frames from the server", c.close_frames);
         row(&mut rows, "protocol errors", c.protocol_errors);
     }
