@@ -183,6 +183,9 @@ fn kind_of(file: &str, doc: &Value) -> Result<Kind, InputError> {
     if doc["verdict"].is_string() && doc["series"].is_array() {
         return Ok(Kind::Bp);
     }
+    if doc["verdict"].is_string() {
+        return Err(err(file, "series: missing or not an array (a bp client result has a verdict and its series)"));
+    }
     Err(err(file, "not a goon, report merge or bp client JSON result (no \"kind\", \"role\" or \"verdict\")"))
 }
 

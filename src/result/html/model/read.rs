@@ -132,6 +132,12 @@ impl Lat {
         if count == 0 {
             return Ok(Lat::empty());
         }
+        // Format 2 (exact moments as decimal strings): the strict reader report merge uses,
+        // so a count that disagrees with its histogram, or moments it cannot hold, are refused.
+        if v["sum_ns"].is_string() {
+            let l = Latency::from_moments_json(v).map_err(|e| err(file, format!("{key}.{e}")))?;
+            return Ok(super::sections::lat_of(&l));
+        }
         let hist = match v["histogram_v2_deflate_base64"].as_str() {
             Some(b64) if !b64.is_empty() => Some(Sparse::of(
                 &Latency::decode_hist(b64).map_err(|e| err(file, format!("{key}.histogram_v2_deflate_base64: {e}")))?,
