@@ -56,6 +56,9 @@ pub enum FrameError {
     Mask,
     /// A 64-bit length with its top bit set.
     Length,
+    /// A continuation frame with no message to continue, or a new data message inside an
+    /// unfinished one.
+    Fragment,
 }
 
 impl std::fmt::Display for FrameError {
@@ -66,6 +69,7 @@ impl std::fmt::Display for FrameError {
             FrameError::BadControl => f.write_str("control frame fragmented or over 125 bytes"),
             FrameError::Mask => f.write_str("wrong masking for this direction"),
             FrameError::Length => f.write_str("64-bit length with the top bit set"),
+            FrameError::Fragment => f.write_str("continuation without a message, or a message inside another"),
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Decoder {
     cur: Option<Current>,
     /// A control payload split over reads; allocated for that frame only.
     ctrl: Vec<u8>,
+    /// A fragmented data message is open: its first frame came without FIN.
+    in_message: bool,
 }
 
 fn header_len(b1: u8) -> usize {
@@ -102,7 +108,7 @@ fn header_len(b1: u8) -> usize {
 
 impl Decoder {
     pub fn new(from: From) -> Decoder {
-        Decoder { from, hdr: [0; HEADER_MAX], hdr_len: 0, cur: None, ctrl: Vec::new() }
+        Decoder { from, hdr: [0; HEADER_MAX], hdr_len: 0, cur: None, ctrl: Vec::new(), in_message: false }
     }
 
     /// Whether the decoder is between frames (nothing half-read).
@@ -135,6 +141,7 @@ impl Decoder {
                 self.hdr_len = 0;
                 let c = self.cur.unwrap_or_default();
                 if c.first & 0x08 == 0 {
+                    self.in_message = c.first & FIN == 0;
                     on(Event::Start { first: c.first, len: c.remaining });
                 }
                 continue;
@@ -177,6 +184,9 @@ impl Decoder {
         }
         let opcode = b0 & 0x0f;
         match opcode {
+            // RFC 6455 5.4: continuations only inside a message, a new message only outside.
+            OP_CONT if !self.in_message => return Err(FrameError::Fragment),
+            OP_TEXT | OP_BINARY if self.in_message => return Err(FrameError::Fragment),
             OP_CONT | OP_TEXT | OP_BINARY => {}
             OP_CLOSE | OP_PING | OP_PONG => {
                 if b0 & FIN == 0 || (b1 & 0x7f) as usize > CONTROL_MAX {
@@ -340,6 +350,12 @@ mod tests {
         let mut big = vec![0x82, 127];
         big.extend((1u64 << 63).to_be_bytes());
         assert_eq!(decode(From::Server, &big, 100), Err(FrameError::Length));
+        // RFC 6455 5.4: a continuation with no message open, and a new message inside one.
+        assert_eq!(decode(From::Server, &[0x80, 0x00], 100), Err(FrameError::Fragment));
+        assert_eq!(decode(From::Server, &[0x01, 0x01, b'a', 0x81, 0x00], 100), Err(FrameError::Fragment));
+        // A ping between the fragments is fine, and after the final fragment a new message is.
+        let ok = [0x01, 0x01, b'a', 0x89, 0x00, 0x80, 0x01, b'b', 0x82, 0x00];
+        assert_eq!(decode(From::Server, &ok, 1).unwrap().len(), 4);
     }
 
     #[test]

@@ -287,8 +287,17 @@ fn frames<S>(ws: &mut WsConn, io: &mut Io<'_, S>, data: &mut [u8]) {
             fits &= push(ring, &ctl[..n]);
         }
         Event::Control { opcode: OP_CLOSE, payload } if !closing => {
-            let code = if payload.len() >= 2 { &payload[..2] } else { &[0x03, 0xe8][..] };
-            let n = frame::control(&mut ctl, OP_CLOSE, code, None);
+            // RFC 6455 5.5.1 and 7.4: an empty close is answered 1000; a code is echoed when it
+            // is one a peer may send, else (a 1-byte body, a reserved code) 1002.
+            let code = match payload {
+                [] => 1000,
+                [a, b, ..] if sendable_close_code(u16::from_be_bytes([*a, *b])) => u16::from_be_bytes([*a, *b]),
+                _ => {
+                    st.protocol_errors += 1;
+                    1002
+                }
+            };
+            let n = frame::control(&mut ctl, OP_CLOSE, &code.to_be_bytes(), None);
             fits &= push(ring, &ctl[..n]);
             closing = true;
         }
@@ -303,6 +312,12 @@ fn frames<S>(ws: &mut WsConn, io: &mut Io<'_, S>, data: &mut [u8]) {
     if closing {
         *ws = WsConn::Closing;
     }
+}
+
+/// A close code a peer may send (RFC 6455 7.4.1, 7.4.2 and the IANA registry): 1000-1003,
+/// 1007-1014, or 3000-4999 (registered and private); never 1004-1006, 1015 or below 1000.
+fn sendable_close_code(c: u16) -> bool {
+    matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 #[cfg(test)]
@@ -401,6 +416,25 @@ mod tests {
         // Unmasked client frame: a protocol error, closed with 1002.
         let mut input = REQ.to_vec();
         input.extend_from_slice(&[0x81, 0x01, b'x']);
+        let (next, out, st, _) = run(&input, true);
+        assert_eq!((next, st.protocol_errors), (Next::Close, 1));
+        assert!(out.ends_with(&[0x88, 0x02, 0x03, 0xea]));
+        // A close with a 1-byte body, or with a code no peer may send (0, 1005), is answered
+        // 1002; a valid code (4000) is echoed.
+        for (body, answer) in
+            [(&[0x03][..], 1002u16), (&[0, 0][..], 1002), (&[0x03, 0xed][..], 1002), (&[0x0f, 0xa0][..], 4000)]
+        {
+            let mut input = REQ.to_vec();
+            input.extend_from_slice(&[0x88, 0x80 | body.len() as u8, 0, 0, 0, 0]);
+            input.extend_from_slice(body);
+            let (next, out, _, _) = run(&input, true);
+            assert_eq!(next, Next::Close, "{body:?}");
+            let a = answer.to_be_bytes();
+            assert!(out.ends_with(&[0x88, 0x02, a[0], a[1]]), "{body:?} answered {:?}", &out[out.len() - 4..]);
+        }
+        // A continuation frame with no message to continue: 1002, nothing echoed.
+        let mut input = REQ.to_vec();
+        input.extend_from_slice(&[0x80, 0x81, 0, 0, 0, 0, b'x']);
         let (next, out, st, _) = run(&input, true);
         assert_eq!((next, st.protocol_errors), (Next::Close, 1));
         assert!(out.ends_with(&[0x88, 0x02, 0x03, 0xea]));
