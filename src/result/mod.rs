@@ -24,6 +24,11 @@ pub(crate) fn check_outputs(
 ) -> Result<(), crate::error::Error> {
     let given: Vec<(&str, &std::path::Path)> = outputs.iter().filter_map(|(f, p)| p.map(|p| (*f, p))).collect();
     for (i, (flag, p)) in given.iter().enumerate() {
+        // Only --json-stream writes to standard output; elsewhere "-" would be a file named -.
+        if p.as_os_str() == "-" {
+            let msg = format!("{flag} -: this output takes a file name (--json-stream - writes to standard output)");
+            return Err(crate::error::Error::Usage(msg));
+        }
         if let Some((other, _)) = given[..i].iter().find(|(_, q)| same_file(p, q)) {
             let msg = format!("{flag} {}: the same file as {other}; give each output a file of its own", p.display());
             return Err(crate::error::Error::Usage(msg));

@@ -604,6 +604,8 @@ fn an_output_given_twice_or_over_an_input_is_refused() {
             assert_eq!(code, 1, "{args:?}: {err}");
             assert!(err.contains(&format!("{want} ")) && err.contains("the same file as --json"), "{args:?}: {err}");
         }
+        let (code, _, err) = run(&["goon", "-c", "2", "-y", "--json", "-"], Duration::from_secs(20));
+        assert!(code == 1 && err.contains("--json -: this output takes a file name"), "{err}");
         let (code, out, err) = run(&["goon", "-c", "2", "-y", "-i", "0", "--json", xs], Duration::from_secs(30));
         assert_eq!(code, 0, "{out}{err}");
         let before = std::fs::read_to_string(&x).unwrap();
