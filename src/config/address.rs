@@ -78,11 +78,12 @@ impl HostPort {
 
     /// The address, resolving a host name through `resolve`.
     pub fn resolve(&self, resolve: Resolver<'_>) -> Result<SocketAddr, String> {
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, self.port));
-        }
-        resolve(&self.host, self.port)
-            .map_err(|e| format!("cannot resolve {:?}: {e} (check the name, or use an IP address)", self.host))
+        let a = match self.host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, self.port),
+            Err(_) => resolve(&self.host, self.port)
+                .map_err(|e| format!("cannot resolve {:?}: {e} (check the name, or use an IP address)", self.host))?,
+        };
+        unicast(a)
     }
 
     /// The value for an HTTP `Host` header (brackets around IPv6 literals).
@@ -128,7 +129,31 @@ pub fn parse_address(text: &str, resolve: Resolver<'_>) -> Result<SocketAddr, St
 /// `ip:port` or `[v6]:port`, no name: what a server binds.
 pub fn parse_ip_port(text: &str) -> Result<SocketAddr, String> {
     let t = text.trim();
-    t.parse().map_err(|_| format!("{t:?} is not IP:PORT (e.g. 127.0.0.1:8080, [::]:8080); host names are not resolved"))
+    let a: SocketAddr = t
+        .parse()
+        .map_err(|_| format!("{t:?} is not IP:PORT (e.g. 127.0.0.1:8080, [::]:8080); host names are not resolved"))?;
+    unicast(a).map_err(|e| format!("{t:?}: {e}"))
+}
+
+/// TCP needs a unicast address: a multicast or the broadcast one is refused.
+fn unicast(a: SocketAddr) -> Result<SocketAddr, String> {
+    let broadcast = matches!(a.ip(), IpAddr::V4(v4) if v4.is_broadcast());
+    if a.ip().is_multicast() || broadcast {
+        return Err(format!("{} is a multicast or broadcast address; TCP needs a unicast one", a.ip()));
+    }
+    Ok(a)
+}
+
+/// `host` without the brackets around an IPv6 literal; unbalanced or stray brackets are refused.
+fn unbracket(host: &str) -> Result<&str, String> {
+    let inner = match host.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']').ok_or_else(|| format!("{host:?}: a '[' without its ']'"))?,
+        None => host,
+    };
+    if inner.contains(['[', ']']) {
+        return Err(format!("{host:?}: brackets go only around a whole IPv6 address ([::1])"));
+    }
+    Ok(inner)
 }
 
 /// Resolves `host` (not an IP literal) and `port` to one address.
@@ -137,12 +162,16 @@ pub type Resolver<'r> = &'r mut dyn FnMut(&str, u16) -> Result<SocketAddr, Strin
 /// The first address the system resolver returns for `host` (brackets allowed around an IPv6
 /// literal; an IP literal needs no lookup), in its RFC 6724 order. Blocking: load time only.
 fn lookup(host: &str, port: u16) -> io::Result<SocketAddr> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let mut addrs = (bare, port).to_socket_addrs()?;
-    addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"))
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let bare = unbracket(host).map_err(invalid)?;
+    let a = match bare.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => {
+            let mut addrs = (bare, port).to_socket_addrs()?;
+            addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"))?
+        }
+    };
+    unicast(a).map_err(invalid)
 }
 
 /// [`lookup`] as a [`Resolver`].
@@ -153,7 +182,7 @@ pub fn system_resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 /// Resolves a target host given on the command line (goon's HOST, bp client's server) once,
 /// before any reactor runs.
 pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = unbracket(host).map_err(Error::Usage)?;
     if bare.is_empty() {
         return Err(Error::Usage("empty host".into()));
     }
@@ -241,5 +270,26 @@ mod tests {
         assert_eq!(resolve("::1", 80).unwrap(), "[::1]:80".parse().unwrap());
         assert_eq!(resolve("[::1]", 80).unwrap(), "[::1]:80".parse().unwrap());
         assert!(resolve("", 80).is_err());
+    }
+}
+
+#[cfg(test)]
+mod unicast_tests {
+    use super::*;
+
+    /// TCP addresses are unicast, and brackets balance: every parser refuses the rest.
+    #[test]
+    fn multicast_broadcast_and_stray_brackets_are_refused() {
+        for bad in ["224.0.0.1:80", "239.1.1.1:0", "255.255.255.255:80", "[ff02::1]:80"] {
+            assert!(parse_ip_port(bad).unwrap_err().contains("TCP needs a unicast one"), "{bad}");
+            let e = parse_address(bad, &mut |_, _| Err("no lookup".into())).unwrap_err();
+            assert!(e.contains("TCP needs a unicast one"), "{bad}: {e}");
+        }
+        assert!(parse_ip_port("127.0.0.1:80").is_ok() && parse_ip_port("[::1]:0").is_ok());
+        assert!(resolve("[::1", 80).unwrap_err().to_string().contains("a '[' without its ']'"));
+        assert!(resolve("::1]", 80).unwrap_err().to_string().contains("brackets go only around"));
+        assert!(resolve("224.0.0.1", 80).unwrap_err().to_string().contains("unicast"));
+        assert_eq!(resolve("[::1]", 80).unwrap(), "[::1]:80".parse().unwrap());
+        assert_eq!(resolve("127.0.0.1", 80).unwrap(), "127.0.0.1:80".parse().unwrap());
     }
 }
