@@ -162,16 +162,12 @@ pub type Resolver<'r> = &'r mut dyn FnMut(&str, u16) -> Result<SocketAddr, Strin
 /// The first address the system resolver returns for `host` (brackets allowed around an IPv6
 /// literal; an IP literal needs no lookup), in its RFC 6724 order. Blocking: load time only.
 fn lookup(host: &str, port: u16) -> io::Result<SocketAddr> {
-    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
-    let bare = unbracket(host).map_err(invalid)?;
-    let a = match bare.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) => {
-            let mut addrs = (bare, port).to_socket_addrs()?;
-            addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"))?
-        }
-    };
-    unicast(a).map_err(invalid)
+    let bare = unbracket(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addrs = (bare, port).to_socket_addrs()?;
+    addrs.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no addresses"))
 }
 
 /// [`lookup`] as a [`Resolver`].
@@ -186,7 +182,10 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
     if bare.is_empty() {
         return Err(Error::Usage("empty host".into()));
     }
-    lookup(bare, port).map_err(|source| Error::Resolve { host: bare.into(), source })
+    // A config's addresses are checked once, in HostPort::resolve; a command line's here.
+    lookup(bare, port)
+        .and_then(|a| unicast(a).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)))
+        .map_err(|source| Error::Resolve { host: bare.into(), source })
 }
 
 #[cfg(test)]

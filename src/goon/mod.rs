@@ -628,11 +628,15 @@ impl Role for Coordinated {
                     log::warn!("goon: {full} reactors' queues were full; their traffic goes on until the run ends");
                 }
             }
-            self.hold_until = Some(traffic_end + self.hold);
-            if let Some(a) = self.answers.as_mut() {
-                a.traffic_end = Some(traffic_end);
-                self.hold_until = Some(traffic_end + ANSWER_GRACE);
-            }
+            // Without --hold, a response mode waits for its last answers instead.
+            let hold = match self.answers.as_mut() {
+                Some(a) => {
+                    a.traffic_end = Some(traffic_end);
+                    ANSWER_GRACE
+                }
+                None => self.hold,
+            };
+            self.hold_until = Some(traffic_end + hold);
         }
         Flow::Continue
     }
