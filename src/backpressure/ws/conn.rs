@@ -298,7 +298,14 @@ mod tests {
     type Conn = WsConn<Metered<TcpStream>>;
 
     fn ws_pair(server_limits: WsLimits, client_limits: WsLimits) -> (Conn, Conn) {
-        let (mut c, mut s) = loopback();
+        ws_pair_on(loopback(), server_limits, client_limits)
+    }
+
+    fn ws_pair_on(
+        (mut c, mut s): (TcpStream, TcpStream),
+        server_limits: WsLimits,
+        client_limits: WsLimits,
+    ) -> (Conn, Conn) {
         let mut hs = ClientHandshake::new("127.0.0.1", "/ws");
         assert_eq!(hs.advance(&mut c), HandshakeStep::NotNow, "request sent, response pending");
         let server_leftover = server_handshake(&mut s);
@@ -427,7 +434,12 @@ mod tests {
     #[test]
     fn a_full_socket_fills_the_bounded_write_buffer() {
         let payload = 16 * 1024;
-        let (mut client, _server) = ws_pair(limits(1 << 20), WsLimits::for_payload(payload, 1024));
+        // Fixed kernel buffers on both sides: with autotuning the receiver's window may grow
+        // after the fill, and the flush below could then find room.
+        let (c, s) = loopback();
+        socket2::SockRef::from(&c).set_send_buffer_size(64 << 10).unwrap();
+        socket2::SockRef::from(&s).set_recv_buffer_size(64 << 10).unwrap();
+        let (mut client, _server) = ws_pair_on((c, s), limits(1 << 20), WsLimits::for_payload(payload, 1024));
         // The server never reads: the socket fills, one frame waits in user space, the next is
         // refused. The loop is bounded by the kernel's buffers (a few MiB) and the deadline.
         let (mut sent, mut queued) = (0u64, 0u64);
