@@ -230,9 +230,35 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
         });
         // toml's message may span several lines (it adds a caret snippet in Display); the
         // `message()` accessor is the bare one-line reason.
-        let msg = e.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
-        ConfigError { path: path.to_path_buf(), at, key, msg }
+        let msg = e.message().lines().next().unwrap_or("invalid TOML").trim();
+        ConfigError { path: path.to_path_buf(), at, key, msg: integer_words(msg) }
     })
+}
+
+/// serde and toml word an integer outside its key's type in Rust's terms (`invalid value:
+/// integer `-5`, expected usize`, `number too large to fit in target type`); say it in the
+/// file's terms instead. The key's own range, when narrower, is named by its validation once
+/// the value fits the type.
+fn integer_words(msg: &str) -> String {
+    if msg.starts_with("number too large to fit in target type") {
+        return format!("integer too large: TOML integers are {}..={}", i64::MIN, i64::MAX);
+    }
+    let parsed = msg
+        .strip_prefix("invalid value: integer `")
+        .and_then(|rest| rest.split_once("`, expected "))
+        .and_then(|(n, ty)| Some((n.parse::<i128>().ok()?, ty)));
+    let max: i128 = match parsed.map(|(_, ty)| ty) {
+        Some("u8") => u8::MAX.into(),
+        Some("u16") => u16::MAX.into(),
+        Some("u32") => u32::MAX.into(),
+        Some("u64" | "usize") => u64::MAX.into(),
+        _ => return msg.to_string(),
+    };
+    match parsed {
+        Some((n, _)) if n < 0 => format!("{n} is negative: this key takes a whole number from 0"),
+        Some((n, _)) => format!("{n} is too large: this key takes at most {max}"),
+        None => msg.to_string(),
+    }
 }
 
 /// Where each key of a TOML document is written: its dotted path (`listener[0].address`) with
@@ -565,10 +591,13 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("top = 1\nbogus = 2\n", "x.toml:2:1: bogus: unknown field `bogus`"),
             ("top = \"x\"\n", "x.toml:1:7: top: invalid type: string \"x\""),
-            ("top = -1\n", "x.toml:1:7: top: invalid value: integer `-1`"),
+            ("top = -1\n", "x.toml:1:7: top: -1 is negative: this key takes a whole number from 0"),
             ("top = 1e308\n", "x.toml:1:7: top: invalid type: floating point"),
             ("top = nan\n", "x.toml:1:7: top: invalid type: floating point"),
-            ("[section]\ntimeout = 4294967296\n", "x.toml:2:11: section.timeout: invalid value: integer `4294967296`"),
+            (
+                "[section]\ntimeout = 4294967296\n",
+                "x.toml:2:11: section.timeout: 4294967296 is too large: this key takes at most 4294967295",
+            ),
             ("[section]\nother = 1\n", "x.toml:2:1: section.other: unknown field `other`"),
             (
                 "[[item]]\naddress = \"a\"\n[[item]]\naddress = \"b\"\nweight = true\n",
@@ -602,7 +631,8 @@ mod tests {
         let line = parse::<Nested>(Path::new("x.toml"), text).unwrap_err().to_string();
         assert!(line.starts_with("x.toml:5:10: item[1].weight: "), "{line}");
         let line = parse::<Nested>(Path::new("x.toml"), "[section]\ntimeout = 99999999999999999999\n").unwrap_err();
-        assert!(line.to_string().starts_with("x.toml:2:11: section.timeout: "), "{line}");
+        let want = "x.toml:2:11: section.timeout: integer too large: TOML integers are -9223372036854775808..=9223372036854775807";
+        assert_eq!(line.to_string(), want);
         // Syntax errors have no key to name, only the place.
         let line = parse::<Nested>(Path::new("x.toml"), "top = \n").unwrap_err().to_string();
         assert!(line.starts_with("x.toml:1:"), "{line}");

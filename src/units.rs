@@ -129,33 +129,58 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut total_ns: f64 = 0.0;
+    // Exact decimal arithmetic: a float would round `0.4ns` to a silent 0 and lose digits of
+    // long values; a part finer than the nanosecond is refused instead.
+    let max_ns = MAX_DURATION.as_nanos();
+    let too_long = || format!("duration {text:?} is above the maximum 8760h (365 days)");
+    let mut total_ns: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
             return Err(format!("bad duration {text:?} (expected e.g. 3s, 250ms, 1m30s)"));
         }
-        let value: f64 = rest[..num_len].parse().map_err(|_| format!("bad number in duration {text:?}"))?;
+        let (whole, frac) = rest[..num_len].split_once('.').unwrap_or((&rest[..num_len], ""));
+        if frac.contains('.') || (whole.is_empty() && frac.is_empty()) {
+            return Err(format!("bad number in duration {text:?}"));
+        }
         rest = &rest[num_len..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let unit_ns = match &rest[..unit_len] {
-            "h" => 3_600e9,
-            "m" => 60e9,
-            "s" => 1e9,
-            "ms" => 1e6,
-            "us" | "µs" => 1e3,
-            "ns" => 1.0,
+        let unit_ns: u128 = match &rest[..unit_len] {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
             "" => return Err(format!("duration {text:?} needs a unit (h, m, s, ms, us, ns)")),
             other => return Err(format!("unknown unit {other:?} in duration {text:?} (use h, m, s, ms, us, ns)")),
         };
         rest = &rest[unit_len..];
-        total_ns += value * unit_ns;
+        // More than 20 whole digits is past the maximum in any unit; u128 holds the rest.
+        let whole = whole.trim_start_matches('0');
+        if whole.len() > 20 {
+            return Err(too_long());
+        }
+        let whole_ns = whole.parse::<u128>().unwrap_or(0) * unit_ns;
+        let frac = frac.trim_end_matches('0');
+        let frac_ns = if frac.is_empty() {
+            0
+        } else {
+            // A unit has at most 13 digits of nanoseconds: a longer fraction cannot be whole.
+            let scale = 10u128.checked_pow(frac.len() as u32).filter(|_| frac.len() <= 24);
+            let digits = frac.parse::<u128>().ok();
+            match (scale, digits) {
+                (Some(scale), Some(d)) if (d * unit_ns) % scale == 0 => d * unit_ns / scale,
+                _ => return Err(format!("duration {text:?} has a part finer than 1ns, its resolution")),
+            }
+        };
+        total_ns += whole_ns + frac_ns;
+        if total_ns > max_ns {
+            return Err(too_long());
+        }
     }
-    if !total_ns.is_finite() || total_ns > MAX_DURATION.as_nanos() as f64 {
-        return Err(format!("duration {text:?} is above the maximum 8760h (365 days)"));
-    }
-    Ok(Duration::from_nanos(total_ns.round() as u64))
+    Ok(Duration::from_nanos(total_ns as u64))
 }
 
 /// Parses a byte size: `65536`, `64KiB`, `64k`, `4MiB`, `4MB`, `1GiB`, `1TiB` (K/M/G/T are
@@ -242,13 +267,28 @@ mod tests {
             ("10µs", Duration::from_micros(10)),
             ("1h", Duration::from_secs(3600)),
             ("0", Duration::ZERO),
+            ("0.5us", Duration::from_nanos(500)),
+            (".5s", Duration::from_millis(500)),
+            ("2.s", Duration::from_secs(2)),
+            ("1.000000001s", Duration::from_nanos(1_000_000_001)),
+            ("0.000000000000000000000000000h", Duration::ZERO),
+            ("1.50000000000000000000000000000s", Duration::from_millis(1500)),
+            ("8759h59m59.999999999s", MAX_DURATION - Duration::from_nanos(1)),
+            ("00000000000000000000000000001ns", Duration::from_nanos(1)),
         ];
         for (text, want) in cases {
             assert_eq!(parse_duration(text).unwrap(), want, "{text}");
         }
         assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
-        for bad in ["", "3", "s", "3x", "1.2.3s", "-1s", "8761h", "999999999h", "1e308s", "NaN", "inf", "nans"] {
+        for bad in
+            ["", "3", "s", "3x", "1.2.3s", "-1s", "8761h", "999999999h", "1e308s", "NaN", "inf", "nans", ".s", "1..s"]
+        {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+        // Finer than the nanosecond is refused, not rounded (0.4ns would otherwise be 0: off).
+        for fine in ["0.5ns", "0.4ns", "1.0000000001s", "1.5us1.0001ns", "0.0000000000000000000000001h"] {
+            let e = parse_duration(fine).unwrap_err();
+            assert!(e.ends_with("has a part finer than 1ns, its resolution"), "{fine}: {e}");
         }
     }
 

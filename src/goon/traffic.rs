@@ -63,9 +63,10 @@ pub const TIMER_MSG: Kind = Kind::new(3);
 pub use crate::result::traffic::{count_lines, traffic_json, TrafficCounts};
 
 mod args;
+pub(crate) use args::parse_message;
 pub use args::{escape, Payload, TrafficArgs};
 #[cfg(test)]
-use args::{parse_marker, parse_message, parse_msg_rate, unescape};
+use args::{parse_marker, parse_msg_rate, unescape};
 
 /// How bytes go out and come in on an established connection: the plain TCP stream here; a
 /// TLS session or a WebSocket (one message per frame) implements the same two calls.
@@ -524,6 +525,11 @@ mod tests {
         assert_eq!(unescape(r"\x4").unwrap_err(), r"\x at byte 0 needs two hex digits (\x0a)");
         assert_eq!(unescape(r"\xzz").unwrap_err(), r"\x at byte 0 needs two hex digits (\x0a)");
         assert!(unescape("é\\é").unwrap_err().starts_with("\\é at byte 2"), "a multi-byte char is shown whole");
+        // What --print-config writes reads back, a leading @ too (it would be @FILE as it is).
+        for m in [&b"@x"[..], b"x@", b"\x00\n\\"] {
+            assert_eq!(parse_message(&escape(m)).unwrap().0, m, "{m:?}");
+            assert_eq!(unescape(&escape(m)).unwrap(), m, "{m:?}");
+        }
         for b in [&b"hi\r\n\0\xff\\x"[..], b"", b"\t \x7f"] {
             assert_eq!(unescape(&escape(b)).unwrap(), b, "{b:?}");
         }

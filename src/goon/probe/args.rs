@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::goon::traffic::escape;
 use crate::result::probe::verdict::MAX_GROUPS;
 use crate::units::{go_duration, parse_duration_in, parse_int};
 
@@ -45,9 +46,10 @@ pub struct ProbeArgs {
     #[arg(long = "probe-deadline", value_name = "DURATION", requires = "probe_idle",
           value_parser = |s: &str| parse_duration_in(s, PROBE_DEADLINE_MIN, PROBE_DEADLINE_MAX))]
     pub(crate) probe_deadline: Option<Duration>,
-    /// The probe's bytes, 1..=4096, with escapes \n \r \t \0 \\ and \xHH [default: "\n", one
-    /// line feed].
-    #[arg(long = "probe-message", value_name = "TEXT", requires = "probe_idle", value_parser = parse_message)]
+    /// The probe's bytes, 1..=4096: TEXT with the escapes \n \r \t \\ \0 \xHH, or @FILE (a regular
+    /// file's bytes as they are; a text starting with @ is written \x40...), as --message takes
+    /// them [default: "\n", one line feed].
+    #[arg(long = "probe-message", value_name = "TEXT|@FILE", requires = "probe_idle", value_parser = parse_message)]
     pub(crate) probe_message: Option<Message>,
 }
 
@@ -105,53 +107,14 @@ pub(crate) fn parse_idle_list(s: &str) -> Result<IdleList, String> {
     Ok(IdleList(out))
 }
 
-/// `--probe-message`: the text with its escapes resolved.
+/// `--probe-message`: text with escapes or `@FILE`, read as `--message` reads it (one decoder,
+/// one set of words), then held to [`PROBE_MESSAGE_MAX`].
 pub(crate) fn parse_message(s: &str) -> Result<Message, String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut it = s.bytes().enumerate();
-    while let Some((i, b)) = it.next() {
-        if b != b'\\' {
-            out.push(b);
-            continue;
-        }
-        let bad = || format!("bad escape at byte {i}: use \\n \\r \\t \\0 \\\\ or \\xHH");
-        match it.next().map(|(_, c)| c) {
-            Some(b'n') => out.push(b'\n'),
-            Some(b'r') => out.push(b'\r'),
-            Some(b't') => out.push(b'\t'),
-            Some(b'0') => out.push(0),
-            Some(b'\\') => out.push(b'\\'),
-            Some(b'x') => {
-                let hex: Vec<u8> = it.by_ref().take(2).map(|(_, c)| c).collect();
-                let v = std::str::from_utf8(&hex)
-                    .ok()
-                    .filter(|h| h.len() == 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(v.ok_or_else(bad)?);
-            }
-            _ => return Err(bad()),
-        }
+    let bytes = crate::goon::traffic::parse_message(s)?.0;
+    if bytes.len() > PROBE_MESSAGE_MAX {
+        return Err(format!("{} bytes; a probe is 1..={PROBE_MESSAGE_MAX} bytes", bytes.len()));
     }
-    if out.is_empty() || out.len() > PROBE_MESSAGE_MAX {
-        return Err(format!("{} bytes; give 1..={PROBE_MESSAGE_MAX}", out.len()));
-    }
-    Ok(Message(out))
-}
-
-/// The message as `--probe-message` would take it back.
-pub fn escape(m: &[u8]) -> String {
-    let mut s = String::new();
-    for &b in m {
-        match b {
-            b'\n' => s.push_str("\\n"),
-            b'\r' => s.push_str("\\r"),
-            b'\t' => s.push_str("\\t"),
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(b as char),
-            _ => s.push_str(&format!("\\x{b:02x}")),
-        }
-    }
-    s
+    Ok(Message(bytes))
 }
 
 /// The probe of this process: `connections` (its share, when sharded) split over the groups,
@@ -211,9 +174,23 @@ mod tests {
         for bad in ["", "\\q", "\\x4", "\\xzz", "a\\"] {
             assert!(parse_message(bad).is_err(), "{bad}");
         }
-        assert!(parse_message(&"a".repeat(4097)).unwrap_err().contains("4097 bytes"));
+        assert_eq!(parse_message(&"a".repeat(4097)).unwrap_err(), "4097 bytes; a probe is 1..=4096 bytes");
+        // The words are --message's: the same decoder.
+        assert_eq!(parse_message("\\q").unwrap_err(), "\\q at byte 0 is not an escape (\\n \\r \\t \\\\ \\0 \\xHH)");
         assert_eq!(escape(b"a\n\x01\\"), "a\\n\\x01\\\\");
-        assert_eq!(parse_message(&escape(b"a\n\x01\\ \r")).unwrap().0, b"a\n\x01\\ \r");
+        for m in [&b"a\n\x01\\ \r"[..], b"@not a file", b"x@"] {
+            assert_eq!(parse_message(&escape(m)).unwrap().0, m, "{m:?}");
+        }
+        // @FILE: a regular file's bytes, bounded.
+        let dir = std::env::temp_dir().join(format!("netforge-probe-msg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (small, big) = (dir.join("small"), dir.join("big"));
+        std::fs::write(&small, b"HEAD / HTTP/1.0\r\n\r\n").unwrap();
+        std::fs::write(&big, vec![b'x'; 5000]).unwrap();
+        assert_eq!(parse_message(&format!("@{}", small.display())).unwrap().0, b"HEAD / HTTP/1.0\r\n\r\n");
+        assert_eq!(parse_message(&format!("@{}", big.display())).unwrap_err(), "5000 bytes; a probe is 1..=4096 bytes");
+        assert!(parse_message("@/nonexistent/netforge").unwrap_err().contains("cannot open"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

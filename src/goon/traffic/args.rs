@@ -191,8 +191,10 @@ impl serde::Serialize for Payload {
 /// The inverse of [`unescape`] for printing: printable ASCII as is, the rest escaped.
 pub fn escape(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len());
-    for &c in b {
+    for (i, &c) in b.iter().enumerate() {
         match c {
+            // A leading @ would read back as @FILE.
+            b'@' if i == 0 => s.push_str("\\x40"),
             b'\n' => s.push_str("\\n"),
             b'\r' => s.push_str("\\r"),
             b'\t' => s.push_str("\\t"),

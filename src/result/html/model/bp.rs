@@ -17,22 +17,44 @@ struct BpPoint {
     zero: bool,
 }
 
-fn bp_points(v: &Value) -> Vec<BpPoint> {
-    v["series"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| BpPoint {
-                    t: num(&p["t"]),
-                    bytes_written: num(&p["bytes_written"]),
-                    outq: num(&p["outq"]),
-                    notsent: p["notsent"].as_f64(),
-                    snd_wnd: p["snd_wnd"].as_f64(),
-                    zero: p["state"].as_str() == Some("zero-window") || p["snd_wnd"].as_f64() == Some(0.0),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The points of `v["series"]`, each checked: an object whose `t`, `bytes_written` and `outq`
+/// are non-negative numbers, `t` never going back, `notsent` and `snd_wnd` numbers or absent.
+/// `at` names the series in errors (`series`, `connections[2].series`).
+fn bp_points(file: &str, at: &str, v: &Value) -> Result<Vec<BpPoint>, InputError> {
+    let Some(a) = v["series"].as_array() else { return Err(err(file, format!("{at}: missing or not an array"))) };
+    let mut pts: Vec<BpPoint> = Vec::with_capacity(a.len());
+    for (i, p) in a.iter().enumerate() {
+        if !p.is_object() {
+            return Err(err(file, format!("{at}[{i}]: not an object")));
+        }
+        let need = |key: &str| {
+            p[key]
+                .as_f64()
+                .filter(|x| *x >= 0.0)
+                .ok_or_else(|| err(file, format!("{at}[{i}].{key}: {}: not a non-negative number", p[key])))
+        };
+        let may = |key: &str| match &p[key] {
+            Value::Null => Ok(None),
+            x => x
+                .as_f64()
+                .filter(|x| *x >= 0.0)
+                .map(Some)
+                .ok_or_else(|| err(file, format!("{at}[{i}].{key}: {x}: not a non-negative number"))),
+        };
+        let point = BpPoint {
+            t: need("t")?,
+            bytes_written: need("bytes_written")?,
+            outq: need("outq")?,
+            notsent: may("notsent")?,
+            snd_wnd: may("snd_wnd")?,
+            zero: p["state"].as_str() == Some("zero-window") || p["snd_wnd"].as_f64() == Some(0.0),
+        };
+        if let Some(prev) = pts.last().filter(|prev| prev.t > point.t) {
+            return Err(err(file, format!("{at}[{i}].t: {} comes before the previous sample's {}", point.t, prev.t)));
+        }
+        pts.push(point);
+    }
+    Ok(pts)
 }
 
 /// Runs of zero-window points as x ranges: from a zero point to the next point (the window
@@ -72,7 +94,7 @@ fn window_chart(id: &str, title: &str, pts: &[BpPoint]) -> Chart {
 }
 
 pub(super) fn bp_page(file: &str, doc: &Value) -> Result<Page, InputError> {
-    let pts = bp_points(doc);
+    let pts = bp_points(file, "series", doc)?;
     if pts.is_empty() {
         return Err(err(file, "series: no samples to draw"));
     }
@@ -95,7 +117,7 @@ pub(super) fn bp_page(file: &str, doc: &Value) -> Result<Page, InputError> {
     let conns = doc["connections"].as_array().cloned().unwrap_or_default();
     if conns.len() > 1 {
         for (i, c) in conns.iter().enumerate().take(BP_CONNECTION_CHARTS_MAX) {
-            let cp = bp_points(c);
+            let cp = bp_points(file, &format!("connections[{i}].series"), c)?;
             if !cp.is_empty() {
                 charts.push(window_chart(&format!("conn-{i}"), &format!("Connection {i}: window and send queue"), &cp));
             }

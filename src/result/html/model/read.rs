@@ -358,10 +358,26 @@ pub(super) struct Run {
 
 impl Run {
     pub(super) fn parse(file: &str, v: &Value) -> Result<Run, InputError> {
-        let format = if v["format_version"].is_null() { 1 } else { int(&v["format_version"]) };
-        if format > 2 {
-            return Err(err(file, format!("format_version {format} is newer than this netforge reads (2)")));
-        }
+        // Format 1 had neither key; every later result names its kind and its format.
+        let format = match (&v["format_version"], v["kind"].is_null()) {
+            (Value::Null, true) => 1,
+            (Value::Null, false) => {
+                return Err(err(
+                    file,
+                    "format_version: missing, while \"kind\" is given (a result of format 2 or later has both)",
+                ))
+            }
+            (f, kind_missing) => match f.as_u64() {
+                Some(n @ 1..=2) if kind_missing && n >= 2 => {
+                    return Err(err(file, format!("kind: missing (format_version {n} results name their kind)")))
+                }
+                Some(n @ 1..=2) => n,
+                Some(n) if n > 2 => {
+                    return Err(err(file, format!("format_version {n} is newer than this netforge reads (2)")))
+                }
+                _ => return Err(err(file, format!("format_version: {f} is not 1 or 2"))),
+            },
+        };
         let shard = match &v["shard"] {
             s @ Value::Object(_) => match (s["index"].as_u64(), s["count"].as_u64()) {
                 (Some(i), Some(k)) if i < k => Some((i, k)),

@@ -260,6 +260,24 @@ fn refusals_name_the_file() {
     // The bp result first: it is the file named, and the one that came with it is said.
     let e = build(&[input("b.json", bp), input("a.json", goon.clone())]).unwrap_err();
     assert_eq!(e.to_string(), "b.json: a bp client result is shown alone: give one file (a.json came with it)");
+    // Each bp sample is checked, not read as zeros.
+    let two = || bp_doc(&[("flowing", 1), ("flowing", 2)]);
+    let cases: [(&str, Value, &str); 5] = [
+        ("series/1", json!(5), "series[1]: not an object"),
+        ("series/0/t", json!("a"), "series[0].t: \"a\": not a non-negative number"),
+        ("series/1/outq", json!(-1), "series[1].outq: -1: not a non-negative number"),
+        ("series/0/snd_wnd", json!("x"), "series[0].snd_wnd: \"x\": not a non-negative number"),
+        ("series/1/t", json!(0.01), "series[1].t: 0.01 comes before the previous sample's 0.1"),
+    ];
+    for (path, value, want) in cases {
+        let mut doc = two();
+        *doc.pointer_mut(&format!("/{path}")).unwrap() = value;
+        let e = build(&[input("bp.json", doc)]).unwrap_err();
+        assert_eq!(e.to_string(), format!("bp.json: {want}"), "{path}");
+    }
+    let mut doc = two();
+    doc["series"][0]["snd_wnd"] = Value::Null;
+    assert!(build(&[input("bp.json", doc)]).is_ok(), "a window TCP_INFO did not give is absent, not wrong");
     let e = build(&[input("x.json", json!([1, 2]))]).unwrap_err();
     assert_eq!(e.to_string(), "x.json: not a JSON object");
     let e = build(&[input("x.json", json!({"kind": "tsung"}))]).unwrap_err();
@@ -267,6 +285,24 @@ fn refusals_name_the_file() {
     let mut newer = goon.clone();
     newer["format_version"] = json!(3);
     assert!(build(&[input("n.json", newer)]).unwrap_err().to_string().contains("format_version 3 is newer"));
+    // Format 1 has neither kind nor format_version; a file with one of them has both.
+    let mut no_version = goon.clone();
+    no_version.as_object_mut().unwrap().remove("format_version");
+    let e = build(&[input("v.json", no_version)]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "v.json: format_version: missing, while \"kind\" is given (a result of format 2 or later has both)"
+    );
+    let mut no_kind = goon.clone();
+    no_kind.as_object_mut().unwrap().remove("kind");
+    let e = build(&[input("k.json", no_kind)]).unwrap_err();
+    assert_eq!(e.to_string(), "k.json: kind: missing (format_version 2 results name their kind)");
+    for f in [json!("2"), json!(0), json!(2.5), json!(-1)] {
+        let mut bad = goon.clone();
+        bad["format_version"] = f.clone();
+        let e = build(&[input("f.json", bad)]).unwrap_err();
+        assert_eq!(e.to_string(), format!("f.json: format_version: {f} is not 1 or 2"));
+    }
     // A format-2 result's counts as report merge reads them.
     let mut bad = goon.clone();
     bad["counts"]["total"] = json!(-1);
