@@ -451,6 +451,13 @@ mod tests {
         let e = Latency::decode_hist(&base64_encode(&forged)).unwrap_err();
         assert_eq!(e, "histogram does not decode: says 4294967295 payload bytes, holds 0");
         assert!(Latency::decode_hist("AAAA").unwrap_err().contains("wrong cookie"));
+        // A bomb (256 MiB of zeros in 1.7 MB) stops at the cap.
+        let bomb = super::super::inflate::tests_bomb(256 << 20);
+        let mut wrapped = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
+        wrapped.extend_from_slice(&(bomb.len() as u32).to_be_bytes());
+        wrapped.extend_from_slice(&bomb);
+        let e = Latency::decode_hist(&base64_encode(&wrapped)).unwrap_err();
+        assert_eq!(e, "histogram does not inflate: inflates past the size limit");
     }
 
     #[test]

@@ -262,9 +262,52 @@ pub fn zlib(data: &[u8], cap: usize) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
+/// A zlib bomb, for tests: one fixed-code block of a literal 0 and then length-258,
+/// distance-1 matches, 13 bits each, so that it inflates to about `out` bytes of zeros (about
+/// 1,000 to 1) — deflate's largest ratio. The checksum is that of the whole output.
+#[cfg(test)]
+pub(crate) fn tests_bomb(out: usize) -> Vec<u8> {
+    let mut z = vec![0x78, 0x01];
+    let (mut acc, mut n) = (0u64, 0u32);
+    let mut put = |z: &mut Vec<u8>, v: u32, bits: u32| {
+        acc |= u64::from(v) << n;
+        n += bits;
+        while n >= 8 {
+            z.push(acc as u8);
+            acc >>= 8;
+            n -= 8;
+        }
+    };
+    // Huffman codes go most significant bit first.
+    let code = |c: u32, len: u32| c.reverse_bits() >> (32 - len);
+    put(&mut z, 1, 1); // BFINAL
+    put(&mut z, 1, 2); // BTYPE 01: the fixed code
+    put(&mut z, code(0x30, 8), 8); // literal 0
+    for _ in 0..out.saturating_sub(1) / 258 {
+        put(&mut z, code(0xc5, 8), 8); // length code 285: 258 bytes
+        put(&mut z, 0, 5); // distance code 0: 1 back
+    }
+    put(&mut z, 0, 7); // end of block (256)
+    put(&mut z, 0, 7); // flush
+    let zeros = 1 + out.saturating_sub(1) / 258 * 258;
+    // Adler-32 of n zeros: a stays 1, b adds it n times.
+    z.extend_from_slice(&(((zeros % 65521) as u32) << 16 | 1).to_be_bytes());
+    z
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bomb stops at the cap: the output never grows past it, however far the stream goes.
+    #[test]
+    fn a_bomb_stops_at_the_cap() {
+        let small = tests_bomb(100_000);
+        assert_eq!(zlib(&small, 1 << 20).unwrap(), vec![0; 1 + 99_999 / 258 * 258], "the bomb is a real stream");
+        let bomb = tests_bomb(1 << 30);
+        assert!(bomb.len() < 7 << 20, "{} bytes for 1 GiB", bomb.len());
+        assert_eq!(zlib(&bomb, 4 << 20).unwrap_err(), "inflates past the size limit");
+    }
 
     #[test]
     fn stored_fixed_and_refusals() {
