@@ -3,7 +3,7 @@
 //! and the confirmation prompt, then signals are routed to one thread (before any other thread
 //! starts, so all inherit the mask), then the role runs.
 
-use std::io::Write;
+use std::io::{self, Write};
 
 use crate::cli::{BpCmd, Cli, Cmd};
 use crate::error::Error;
@@ -55,16 +55,15 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             }
             let signals = crate::sys::route_signals()?;
             // `--json-stream -` owns standard output; the text goes to standard error.
-            let report = if cfg.json_stream == Some(crate::goon::StreamTo::Stdout) {
-                crate::goon::run(&cfg, &signals, &mut std::io::stderr().lock())?
+            let goon = |out: &mut dyn Write| crate::goon::run(&cfg, &signals, out).map(|r| r.exit_code());
+            if cfg.json_stream == Some(crate::goon::StreamTo::Stdout) {
+                reporting(Watched::new(std::io::stderr().lock(), "standard error"), goon)
             } else {
-                crate::goon::run(&cfg, &signals, &mut std::io::stdout().lock())?
-            };
-            Ok(report.exit_code())
+                reporting(Watched::stdout(), goon)
+            }
         }
         Cmd::Report(crate::report::ReportCmd::Merge(args)) => {
-            let stdout = std::io::stdout();
-            crate::report::merge::run(&args, &mut stdout.lock())
+            reporting(Watched::stdout(), |out| crate::report::merge::run(&args, out))
         }
         Cmd::Serve(args) => {
             let cfg = crate::serve::args::serve_config(&args)?;
@@ -81,9 +80,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 );
             }
             let signals = crate::sys::route_signals()?;
-            let stdout = std::io::stdout();
-            crate::serve::run(&cfg, &signals, &mut stdout.lock())?;
-            Ok(0)
+            reporting(Watched::stdout(), |out| crate::serve::run(&cfg, &signals, out).map(|()| 0))
         }
         Cmd::Proxy(args) => {
             let cfg = crate::proxy::args::proxy_config(&args)?;
@@ -101,9 +98,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 );
             }
             let signals = crate::sys::route_signals()?;
-            let stdout = std::io::stdout();
-            crate::proxy::run(cfg, threads, &signals, &mut stdout.lock())?;
-            Ok(0)
+            reporting(Watched::stdout(), |out| crate::proxy::run(cfg, threads, &signals, out).map(|()| 0))
         }
         // ---- backpressure lab (bp) --------------------------------------------------------
         Cmd::Bp(BpCmd::Server(args)) => {
@@ -114,9 +109,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             let threads = crate::config::resolve_threads(args.threads);
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
-            let stdout = std::io::stdout();
-            crate::backpressure::server::run(&cfg, cfg.listen_key.as_str(), threads, &signals, &mut stdout.lock())?;
-            Ok(0)
+            reporting(Watched::stdout(), |out| {
+                crate::backpressure::server::run(&cfg, cfg.listen_key.as_str(), threads, &signals, out).map(|()| 0)
+            })
         }
         Cmd::Bp(BpCmd::Client(args)) => {
             let cfg = crate::backpressure::args::bp_client_config(&args)?;
@@ -127,22 +122,95 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 .map_err(|e| Error::Preflight(format!("{}: {e}", cfg.server_key.as_str())))?;
             crate::sys::raise_nofile()?;
             let signals = crate::sys::route_signals()?;
-            let stdout = std::io::stdout();
             // A completed run exits 0 whatever the verdict: the verdict is the measurement.
             let outputs = crate::backpressure::client::Outputs { json: args.json.clone(), html: args.html.clone() };
-            crate::backpressure::client::run(&cfg, target, outputs, &signals, &mut stdout.lock())?;
-            Ok(0)
+            reporting(Watched::stdout(), |out| {
+                crate::backpressure::client::run(&cfg, target, outputs, &signals, out).map(|_| 0)
+            })
         } // ---- end of backpressure lab ----------------------------------------------------
         Cmd::Report(crate::report::ReportCmd::Html(args)) => {
-            let stdout = std::io::stdout();
-            crate::report::html::run(&args, &mut stdout.lock())
+            reporting(Watched::stdout(), |out| crate::report::html::run(&args, out))
         }
     }
 }
 
 /// `--print-config` of every role: the resolved config as TOML on stdout, then exit 0.
 fn print_config(toml: &str) -> Result<u8, Error> {
-    let stdout = std::io::stdout();
-    stdout.lock().write_all(toml.as_bytes())?;
-    Ok(0)
+    reporting(Watched::stdout(), |out| {
+        let _ = out.write_all(toml.as_bytes());
+        Ok(0)
+    })
+}
+
+/// Runs a role that writes its lines and its report to `out`, then checks that they could be
+/// written. The roles go on when a line cannot be written (a load test is not stopped by its
+/// terminal), but a run whose report was lost must not exit as if it had been written: it says
+/// so on standard error and exits 1 where it would have exited 0. A closed pipe (`| head`) is
+/// the reader's choice and ends quietly, with the role's status.
+fn reporting<W: Write>(
+    mut out: Watched<W>,
+    role: impl FnOnce(&mut dyn Write) -> Result<u8, Error>,
+) -> Result<u8, Error> {
+    let result = role(&mut out);
+    let _ = out.flush();
+    match out.failed {
+        Some((io::ErrorKind::BrokenPipe, _)) => result,
+        Some((_, why)) => {
+            let _ = writeln!(io::stderr(), "netforge: {}: {why}: what was written there is incomplete", out.name);
+            result.map(|code| code.max(1))
+        }
+        None => result,
+    }
+}
+
+/// A writer that remembers its first failure and writes nothing after it, so that what was
+/// written is a prefix of what was meant, never a text with holes.
+struct Watched<W> {
+    inner: W,
+    name: &'static str,
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+impl<W: Write> Watched<W> {
+    fn new(inner: W, name: &'static str) -> Watched<W> {
+        Watched { inner, name, failed: None }
+    }
+
+    fn check<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
+        match r {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted && self.failed.is_none() => {
+                self.failed = Some((e.kind(), e.to_string()));
+                Err(e)
+            }
+            r => r,
+        }
+    }
+
+    fn refused(&self) -> Option<io::Error> {
+        self.failed.as_ref().map(|(kind, why)| io::Error::new(*kind, why.clone()))
+    }
+}
+
+impl Watched<io::StdoutLock<'static>> {
+    fn stdout() -> Self {
+        Watched::new(io::stdout().lock(), "standard output")
+    }
+}
+
+impl<W: Write> Write for Watched<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(e) = self.refused() {
+            return Err(e);
+        }
+        let r = self.inner.write(buf);
+        self.check(r)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = self.refused() {
+            return Err(e);
+        }
+        let r = self.inner.flush();
+        self.check(r)
+    }
 }

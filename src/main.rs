@@ -1,5 +1,6 @@
 //! `netforge`: parse the command line, run the role, map the outcome to an exit status.
-//! 0 success; 1 usage, config or preflight error, or an unfinished goon run; 2 goon connections
+//! 0 success; 1 usage, config or preflight error, an unfinished goon run, or a report that
+//! standard output would not take (`app::reporting`); 2 goon connections
 //! failed (tcpgoon's convention, which CI scripts read); 3 `report merge`: a threshold was
 //! violated; 101 a thread panicked.
 

@@ -644,3 +644,39 @@ fn an_output_file_that_cannot_be_written_stops_goon_before_its_run() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A report that cannot be written is not a silent success: with standard output on a full
+/// device the run says so on standard error and exits 1; `--print-config` too. A pipe its
+/// reader closed (`| head -1`) ends quietly, with the run's own status.
+#[test]
+fn an_unwritable_standard_output_is_said_and_fails_the_run() {
+    with_timeout(T, || {
+        if !std::path::Path::new("/dev/full").exists() {
+            crate::util::cannot_run("an_unwritable_standard_output_is_said_and_fails_the_run", "no /dev/full");
+            return;
+        }
+        let want =
+            "netforge: standard output: No space left on device (os error 28): what was written there is incomplete";
+        for args in [&["goon", "-c", "5", "-y", "--interval", "0"][..], &["goon", "--print-config"]] {
+            let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+            let mut cmd = netforge();
+            cmd.args(args).stdout(full).stderr(std::process::Stdio::piped());
+            let out = cmd.spawn().unwrap().wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(err.lines().last(), Some(want), "{args:?}: {err}");
+        }
+        // A closed pipe: the reader takes one line and goes; goon runs to its end (a 1 s hold
+        // with 10 status lines a second) and exits 0 without a word about standard output.
+        let mut cmd = netforge();
+        cmd.args(["goon", "-c", "5", "-y", "--interval", "100ms", "--hold", "1s"]);
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut first = [0u8; 1];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(!err.contains("standard output"), "{err}");
+    });
+}
