@@ -30,6 +30,9 @@ pub enum Error {
         holder: Option<String>,
         share: Option<&'static str>,
     },
+    /// A result file (or stream) could not be written, after the run itself ran: no usage
+    /// line, the flag and the file are in the text.
+    Output(String),
     Io(io::Error),
 }
 
@@ -38,7 +41,7 @@ impl fmt::Display for Error {
         match self {
             Error::Config(e) => write!(f, "{e}"),
             Error::Usage(m) => write!(f, "{m}"),
-            Error::Preflight(m) => write!(f, "{m}"),
+            Error::Preflight(m) | Error::Output(m) => write!(f, "{m}"),
             Error::Resolve { host, source } => write!(f, "cannot resolve host {host:?}: {source}"),
             Error::Bind { key, addr, source, holder, share } if source.kind() == io::ErrorKind::AddrInUse => {
                 write!(f, "{key}: {addr} is already in use")?;
@@ -71,7 +74,7 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::Resolve { source, .. } | Error::Bind { source, .. } => Some(source),
             Error::Io(e) => Some(e),
-            Error::Usage(_) | Error::Preflight(_) => None,
+            Error::Usage(_) | Error::Preflight(_) | Error::Output(_) => None,
         }
     }
 }

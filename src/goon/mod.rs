@@ -476,19 +476,25 @@ pub(crate) fn write_outputs(
     if let Some(o) = doc.as_object_mut() {
         extra(o);
     }
+    // Every output is tried, whichever failed before it; the first failure is the error.
+    let mut first: Option<Error> = None;
     if let Some(st) = stream {
         st.event(&serde_json::json!({ "event": "end", "result": doc }));
+        first = st.failure();
     }
     if let Some(path) = &cfg.json {
         let mut text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
         text.push('\n');
-        std::fs::write(path, text)
-            .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
+        if let Err(e) = std::fs::write(path, text) {
+            first.get_or_insert(Error::Output(format!("--json {}: cannot write: {e}", path.display())));
+        }
     }
     if let Some(path) = &cfg.html {
-        crate::result::html::write_for_run(path, "this run", doc)?;
+        if let Err(e) = crate::result::html::write_for_run(path, "this run", doc) {
+            first.get_or_insert(e);
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 /// Waits until the wall clock reaches `at`, in steps of at most [`START_WAIT_STEP`] (so a clock

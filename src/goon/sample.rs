@@ -4,11 +4,12 @@
 use super::*;
 
 /// `--json-stream`'s writer: one line per event, flushed; after a write error it warns once
-/// and stops (the run goes on).
+/// and stops (the run goes on, and ends with [`Stream::failure`] as its error).
 pub(crate) struct Stream {
     pub(crate) w: Box<dyn Write + Send>,
     pub(crate) what: String,
-    pub(crate) failed: bool,
+    /// The first write error's kind and text.
+    pub(crate) failed: Option<(std::io::ErrorKind, String)>,
     pub(crate) cfg: GoonConfig,
     pub(crate) host_name: String,
 }
@@ -23,7 +24,7 @@ impl Stream {
                 (Box::new(std::io::BufWriter::new(f)), p.display().to_string())
             }
         };
-        Ok(Stream { w, what, failed: false, cfg: cfg.clone(), host_name: crate::sys::host_name() })
+        Ok(Stream { w, what, failed: None, cfg: cfg.clone(), host_name: crate::sys::host_name() })
     }
 
     pub(crate) fn interval(&mut self, s: &Sample, ws: Option<serde_json::Value>) {
@@ -35,14 +36,26 @@ impl Stream {
     }
 
     pub(crate) fn event(&mut self, v: &serde_json::Value) {
-        if self.failed {
+        if self.failed.is_some() {
             return;
         }
         let mut line = serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
         line.push('\n');
         if let Err(e) = self.w.write_all(line.as_bytes()).and_then(|_| self.w.flush()) {
             log::warn!("goon: --json-stream {}: cannot write ({e}); no more events are written", self.what);
-            self.failed = true;
+            self.failed = Some((e.kind(), e.to_string()));
+        }
+    }
+
+    /// The stream's write error, for the end of the run: the events after it are missing.
+    /// A reader that closed its pipe (`--json-stream - | head`) chose to stop; that is none.
+    pub(crate) fn failure(&self) -> Option<Error> {
+        match &self.failed {
+            Some((kind, why)) if *kind != std::io::ErrorKind::BrokenPipe => Some(Error::Output(format!(
+                "--json-stream {}: cannot write: {why}; the events after it are missing",
+                self.what
+            ))),
+            _ => None,
         }
     }
 }

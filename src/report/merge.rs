@@ -511,7 +511,7 @@ pub fn run(a: &MergeArgs, out: &mut dyn Write) -> Result<u8, Error> {
             serde_json::to_string_pretty(&json_value(&m, &verdicts, exit, &argv)).unwrap_or_else(|_| "{}".into());
         text.push('\n');
         std::fs::write(path, text)
-            .map_err(|e| Error::Usage(format!("--json {}: cannot write: {e}", path.display())))?;
+            .map_err(|e| Error::Output(format!("--json {}: cannot write: {e}", path.display())))?;
     }
     Ok(exit)
 }

@@ -666,6 +666,18 @@ fn an_unwritable_standard_output_is_said_and_fails_the_run() {
             assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
             assert_eq!(err.lines().last(), Some(want), "{args:?}: {err}");
         }
+        // A stream that fails mid-run: the run goes on, --json is still written, and the
+        // end names the stream.
+        let dir = std::env::temp_dir().join(format!("netforge-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("r.json");
+        let args = ["goon", "-c", "5", "-y", "-i", "0", "--json-stream", "/dev/full", "--json", json.to_str().unwrap()];
+        let (code, _, err) = run(&args, T);
+        assert_eq!(code, 1, "{err}");
+        let want = "netforge: --json-stream /dev/full: cannot write: No space left on device (os error 28); the events after it are missing";
+        assert_eq!(err.lines().last(), Some(want), "{err}");
+        assert!(std::fs::read_to_string(&json).unwrap().contains("\"format_version\""));
+        let _ = std::fs::remove_dir_all(&dir);
         // A closed pipe: the reader takes one line and goes; goon runs to its end (a 1 s hold
         // with 10 status lines a second) and exits 0 without a word about standard output.
         let mut cmd = netforge();

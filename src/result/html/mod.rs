@@ -47,7 +47,7 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, Error> {
 }
 
 pub(crate) fn write_page(path: &Path, flag: &str, html: &str) -> Result<(), Error> {
-    std::fs::write(path, html).map_err(|e| Error::Usage(format!("{flag} {}: cannot write: {e}", path.display())))
+    std::fs::write(path, html).map_err(|e| Error::Output(format!("{flag} {}: cannot write: {e}", path.display())))
 }
 
 /// `--html FILE` of goon and bp client: the page for the JSON document the run just produced.
