@@ -1,5 +1,7 @@
-//! Reading goon results for the page: leniently (format 1 and 2, a merged fleet; a key
-//! missing reads as 0 or empty), since the page shows what a file has rather than judging it.
+//! Reading goon results for the page (format 1 and 2, a merged fleet). What the page computes
+//! from is read strictly, as `report merge` reads it: the kind and format version, format 2's
+//! counts and latencies, each interval sample. A format-1 file (neither kind nor version) is
+//! read as it is, a missing count as 0; labels (host name, command line) show as present.
 
 use hdrhistogram::Histogram;
 use serde_json::Value;
@@ -411,7 +413,9 @@ impl Run {
                     return Err(err(file, format!("samples: {} samples: goon keeps at most {SAMPLES_CAP}", a.len())))
                 }
                 Some(a) => a.iter().enumerate().map(|(i, s)| Sample::parse(file, i, s)).collect::<Result<_, _>>()?,
-                None => Vec::new(),
+                // Format 1 had none; a result with no interval samples has an empty array.
+                None if v["samples"].is_null() => Vec::new(),
+                None => return Err(err(file, format!("samples: {}: not an array", v["samples"]))),
             },
             sections: Sections::parse(file, v)?,
         })
@@ -505,7 +509,6 @@ pub(super) fn fleet_samples(runs: &[Run]) -> Result<Vec<Sample>, InputError> {
     Ok(out)
 }
 
-/// The counts of a result, read leniently (a key missing or malformed reads 0).
 /// A format-2 result's counts, as `report merge` reads them: each one there and a
 /// non-negative integer, or the file and the key are named.
 fn strict_counts(file: &str, v: &Value) -> Result<Totals, InputError> {

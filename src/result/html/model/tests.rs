@@ -297,6 +297,9 @@ fn refusals_name_the_file() {
     no_kind.as_object_mut().unwrap().remove("kind");
     let e = build(&[input("k.json", no_kind)]).unwrap_err();
     assert_eq!(e.to_string(), "k.json: kind: missing (format_version 2 results name their kind)");
+    let mut bad = goon.clone();
+    bad["samples"] = json!({});
+    assert_eq!(build(&[input("s.json", bad)]).unwrap_err().to_string(), "s.json: samples: {}: not an array");
     for f in [json!("2"), json!(0), json!(2.5), json!(-1)] {
         let mut bad = goon.clone();
         bad["format_version"] = f.clone();
