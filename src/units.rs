@@ -45,8 +45,13 @@ pub fn duration_in(v: Duration, min: Duration, max: Duration) -> Result<Duration
     }
 }
 
+/// The shortest `-i` above 0: a line (and a sample) every millisecond is already more than a
+/// terminal or a file wants, and shorter ones only cost the run.
+pub const INTERVAL_MIN: Duration = Duration::from_millis(1);
+
 /// `-i` in every role: the time between status lines, as whole seconds (`1`, tcpgoon's form)
-/// or a duration (`500ms`, `1m`), at most [`MAX_DURATION`]; `0` means no periodic lines.
+/// or a duration (`500ms`, `1m`), [`INTERVAL_MIN`] to [`MAX_DURATION`]; `0` means no periodic
+/// lines.
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     parse_interval_in(s, MAX_DURATION)
 }
@@ -55,7 +60,7 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 /// range, in both forms.
 pub fn parse_interval_in(s: &str, max: Duration) -> Result<Duration, String> {
     let t = s.trim();
-    let expected = || format!("whole seconds 0..={} or a duration 0s..={}", max.as_secs(), go_duration(max));
+    let expected = || format!("whole seconds 0..={} or a duration, 0 or 1ms..={}", max.as_secs(), go_duration(max));
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         return match t.parse::<u64>() {
             Ok(n) if n <= max.as_secs() => Ok(Duration::from_secs(n)),
@@ -63,7 +68,7 @@ pub fn parse_interval_in(s: &str, max: Duration) -> Result<Duration, String> {
         };
     }
     let d = parse_duration(t).map_err(|e| format!("{e}; range: {}", expected()))?;
-    if d > max {
+    if d > max || (!d.is_zero() && d < INTERVAL_MIN) {
         return Err(format!("{} is out of range: {}", go_duration(d), expected()));
     }
     Ok(d)
@@ -318,16 +323,28 @@ mod tests {
         assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_interval("31536000"), Ok(MAX_DURATION));
-        for bad in ["-1", "31536001", "18446744073709551615", "9223372036854775807", "1e-300", "NaN", "999999999h"] {
+        assert_eq!(parse_interval("1ms"), Ok(INTERVAL_MIN));
+        assert_eq!(parse_interval("0s"), Ok(Duration::ZERO));
+        for bad in [
+            "-1",
+            "31536001",
+            "18446744073709551615",
+            "9223372036854775807",
+            "1e-300",
+            "NaN",
+            "999999999h",
+            "1ns",
+            "999us",
+        ] {
             let e = parse_interval(bad).unwrap_err();
-            assert!(e.ends_with("whole seconds 0..=31536000 or a duration 0s..=8760h0m0s"), "{bad}: {e}");
+            assert!(e.ends_with("whole seconds 0..=31536000 or a duration, 0 or 1ms..=8760h0m0s"), "{bad}: {e}");
         }
         let hour = Duration::from_secs(3600);
         assert_eq!(parse_interval_in("3600", hour), Ok(hour));
         assert_eq!(parse_interval_in("1h", hour), Ok(hour));
         for bad in ["3601", "61m", "-1", "8760h"] {
             let e = parse_interval_in(bad, hour).unwrap_err();
-            assert!(e.ends_with("whole seconds 0..=3600 or a duration 0s..=1h0m0s"), "{bad}: {e}");
+            assert!(e.ends_with("whole seconds 0..=3600 or a duration, 0 or 1ms..=1h0m0s"), "{bad}: {e}");
         }
     }
 

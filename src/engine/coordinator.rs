@@ -75,9 +75,7 @@ impl Interval {
     pub(crate) fn due(&mut self, now: Instant) -> bool {
         match self.next.as_mut() {
             Some(at) if now >= *at => {
-                while *at <= now {
-                    *at += self.every;
-                }
+                *at = after(*at, self.every, now);
                 true
             }
             _ => false,
@@ -88,6 +86,17 @@ impl Interval {
     pub(crate) fn next(&self) -> Option<Instant> {
         self.next
     }
+}
+
+/// The first instant of the grid `at + k × every` (k ≥ 1) that lies after `now`, in one step:
+/// a loop adding `every` until it passes `now` runs once per period missed, which for a short
+/// period and a long stall never ends. `every` is above zero.
+pub(crate) fn after(at: Instant, every: Duration, now: Instant) -> Instant {
+    let every_ns = every.as_nanos().max(1);
+    let behind = now.saturating_duration_since(at).as_nanos();
+    let steps = behind / every_ns + 1;
+    // At most (behind + every) from `at`: within the range of an Instant that `now` already is.
+    at + Duration::from_nanos(u64::try_from(steps * every_ns).unwrap_or(u64::MAX))
 }
 
 /// What a hook tells the loop.
@@ -336,5 +345,15 @@ mod tests {
         let mut off = Interval::new(t0, Duration::ZERO);
         assert!(!off.due(t0 + Duration::from_secs(3600)));
         assert_eq!(off.next(), None);
+        // Exactly on a boundary moves past it; a nanosecond period a day behind is one step.
+        assert!(i.due(t0 + Duration::from_secs(4)));
+        assert_eq!(i.next(), Some(t0 + Duration::from_secs(5)));
+        let mut ns = Interval::new(t0, Duration::from_nanos(1));
+        let day = t0 + Duration::from_secs(86_400);
+        assert!(ns.due(day));
+        assert_eq!(ns.next(), Some(day + Duration::from_nanos(1)));
+        let odd = Duration::from_nanos(7);
+        assert_eq!(after(t0, odd, t0 + Duration::from_nanos(20)), t0 + Duration::from_nanos(21));
+        assert_eq!(after(t0, odd, t0), t0 + odd);
     }
 }

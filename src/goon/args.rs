@@ -38,7 +38,7 @@ pub struct GoonArgs {
     #[arg(short = 't', long = "dial-timeout", value_name = "MS", allow_hyphen_values = true, default_value_t = 5000,
           value_parser = |s: &str| parse_int(s, 1, MAX_DURATION_MS))]
     pub(crate) dial_timeout: u64,
-    /// Time between stats updates: whole seconds or a duration (500ms), at most 365 days;
+    /// Time between stats updates: whole seconds or a duration (500ms), 1ms to 365 days;
     /// 0 = no status lines, only the final report (the same in goon, serve and bp client).
     #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
           value_parser = units::parse_interval)]

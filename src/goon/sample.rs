@@ -151,8 +151,9 @@ impl Sampler {
         self.prev = *c;
         self.last_end = elapsed;
         self.next_index = index + 1;
-        while self.next <= Instant::now() {
-            self.next += self.every;
+        let now = Instant::now();
+        if self.next <= now {
+            self.next = crate::engine::coordinator::after(self.next, self.every, now);
         }
     }
 

@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// Reactor threads, 0..=1024, 0 = one per core [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = parse_threads)]
     pub(crate) threads: Option<usize>,
-    /// Time between stats lines: whole seconds or a duration (500ms), at most 365 days;
+    /// Time between stats lines: whole seconds or a duration (500ms), 1ms to 365 days;
     /// 0 = no status lines, only the final report (the same in goon, serve and bp client).
     #[arg(short = 'i', long, value_name = "SECONDS", allow_hyphen_values = true, default_value = "1",
           value_parser = units::parse_interval)]

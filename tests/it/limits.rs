@@ -42,7 +42,7 @@ const RATES: &[&str] = &["0", "-1", "1e-300", "0.001", "10000000", "1e308", "NaN
 const THREADS: &str = "0..=1024";
 const SOCKBUF: &str = "1024..=268435456, or 0";
 const MSS: &str = "536..=32767";
-const INTERVAL: &str = "whole seconds 0..=31536000 or a duration 0s..=8760h0m0s";
+const INTERVAL: &str = "whole seconds 0..=31536000 or a duration, 0 or 1ms..=8760h0m0s";
 /// `--mss`: [`COUNTS`] and both ends of its range and just past them; a value in range must
 /// start (the kernel refuses TCP_MAXSEG above 32767).
 const MSS_VALUES: &[&str] =

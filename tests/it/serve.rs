@@ -241,3 +241,33 @@ fn echo_rings_are_borrowed_only_while_bytes_wait() {
         assert!(out.contains("exhausted 0"), "{out}");
     });
 }
+
+/// The shortest `-i` (1 ms) keeps up and stops on SIGTERM; a shorter one is refused (a
+/// nanosecond one spun the coordinator, which then never saw the signal).
+#[test]
+fn the_shortest_interval_runs_and_stops_and_a_shorter_one_is_refused() {
+    with_timeout(T, || {
+        // serve prints a line when its counts changed: one per connection here.
+        let (srv, addr) = serve(&["--listen", "127.0.0.1:0", "-i", "1ms", "--threads", "1"]);
+        for i in 1..=3 {
+            let _c = client(addr);
+            srv.wait_line(Duration::from_secs(10), |l| l.contains(&format!(" accepted {i},")));
+        }
+        srv.signal(15);
+        let (status, _, err) = srv.finish(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "{err}");
+        // goon prints one every interval: a 300 ms hold gives a few hundred, and it ends.
+        let (code, out, err) = crate::util::run(&["goon", "-c", "3", "-y", "-i", "1ms", "--hold", "300ms"], T);
+        assert_eq!(code, 0, "{err}");
+        let lines = out.lines().filter(|l| l.starts_with("Total: 3,")).count();
+        assert!(lines > 10, "{lines} status lines:\n{out}");
+        for (role, bad) in [("serve", "1ns"), ("serve", "999us"), ("goon", "50ns")] {
+            let (code, _, err) = crate::util::run(&[role, "-i", bad], Duration::from_secs(10));
+            assert_eq!(code, 1, "{role} -i {bad}: {err}");
+            assert!(
+                err.contains("is out of range: whole seconds 0..=31536000 or a duration, 0 or 1ms..=8760h0m0s"),
+                "{err}"
+            );
+        }
+    });
+}
