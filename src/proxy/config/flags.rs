@@ -46,7 +46,7 @@ pub(super) fn from_flags_with(
         if super::topology::reaches(addr, address) {
             return Err(format!("backend {}: {text:?} is --laddr {address} itself: a forwarding loop", i + 1));
         }
-        if let Some(j) = seen.insert(addr, i) {
+        if let Some(j) = seen.insert(super::topology::as_dialed(addr), i) {
             return Err(format!("backend {}: {text:?} duplicates backend {} (list each backend once)", i + 1, j + 1));
         }
         list.push(BackendFile {

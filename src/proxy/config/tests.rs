@@ -393,6 +393,23 @@ fn a_listener_whose_traffic_comes_back_to_it_is_refused() {
     // A wildcard listener is reached on loopback too.
     let wild = format!("{}{}", l("0.0.0.0:4101", "a"), b("127.0.0.1:4101", "a"));
     assert!(parse(&wild).unwrap_err().to_string().contains("forwarding loop"));
+    // A backend at the unspecified address is dialed on loopback; a mapped one is IPv4.
+    for (listen, backend) in [
+        ("127.0.0.1:4101", "0.0.0.0:4101"),
+        ("[::1]:4101", "[::]:4101"),
+        ("127.0.0.1:4101", "[::ffff:127.0.0.1]:4101"),
+        ("[::ffff:127.0.0.1]:4101", "127.0.0.1:4101"),
+    ] {
+        let e = parse(&format!("{}{}", l(listen, "a"), b(backend, "a"))).unwrap_err().to_string();
+        assert!(e.ends_with("a forwarding loop"), "{listen} <- {backend}: {e}");
+    }
+    parse(&format!("{}{}", l("127.0.0.2:4101", "a"), b("0.0.0.0:4101", "a"))).unwrap();
+    // The same backend written another way is a duplicate.
+    for other in ["0.0.0.0:8001", "[::ffff:127.0.0.1]:8001"] {
+        let text = format!("{}{}{}", l("127.0.0.1:4101", "a"), b("127.0.0.1:8001", "a"), b(other, "a"));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("backend[1].address: duplicates backend[0]"), "{other}: {e}");
+    }
     // Two listeners forwarding to each other.
     let two = format!(
         "{}{}{}{}",

@@ -64,7 +64,7 @@ pub(super) fn validate_backends(
         if address.port() == 0 {
             return Err(cx.err(key("address"), format!("{text:?} has port 0, which cannot be connected to")));
         }
-        if let Some(j) = seen[g].0.get(&address) {
+        if let Some(j) = seen[g].0.get(&as_dialed(address)) {
             let msg = format!(
                 "duplicates backend[{j}] in group {group:?} ({address}); remove one, or put them in different groups"
             );
@@ -87,7 +87,7 @@ pub(super) fn validate_backends(
         }
 
         let state = b.state.unwrap_or(DEFAULT_STATE);
-        seen[g].0.insert(address, i);
+        seen[g].0.insert(as_dialed(address), i);
         seen[g].1.insert(name.clone(), i);
         groups[g].backends.push(BackendConfig { name, address, weight, backup: b.backup.unwrap_or(false), state });
         origin[g].push(i);
@@ -153,7 +153,7 @@ pub(super) fn validate_listeners(
         let address = l.address.resolve(resolve).map_err(|e| cx.err(key("address"), e))?;
         // Port 0 asks the kernel for a free port: two of them never collide.
         if address.port() != 0 {
-            if let Some(j) = listeners.iter().position(|x| x.address == address) {
+            if let Some(j) = listeners.iter().position(|x| canonical(x.address) == canonical(address)) {
                 let msg = format!("{address} duplicates listener[{j}] (each listener needs its own address)");
                 return Err(cx.err(key("address"), msg));
             }
@@ -202,11 +202,39 @@ pub(super) fn validate_listeners(
 }
 
 /// Whether a connect to `to` reaches a listener bound at `at`: the same address, or a
-/// wildcard listener's port on loopback or on the wildcard address.
+/// wildcard listener's port on loopback or on the wildcard address. Both are taken as the
+/// kernel takes them ([`as_dialed`]).
 pub(super) fn reaches(to: SocketAddr, at: SocketAddr) -> bool {
+    let (to, at) = (as_dialed(to), canonical(at));
     at.port() != 0
         && to.port() == at.port()
         && (to.ip() == at.ip() || (at.ip().is_unspecified() && (to.ip().is_loopback() || to.ip().is_unspecified())))
+}
+
+/// An IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:80`) as the IPv4 one it is.
+pub(super) fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
+/// Where a connect to `a` goes: [`canonical`], and the unspecified address as the kernel
+/// dials it, loopback of its family (`0.0.0.0:80` is `127.0.0.1:80`, `[::]:80` is `[::1]:80`).
+pub(super) fn as_dialed(a: SocketAddr) -> SocketAddr {
+    let a = canonical(a);
+    match a.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), a.port())
+        }
+        _ => a,
+    }
 }
 
 /// The first listener whose traffic comes back to it through the proxy's own listeners (a
