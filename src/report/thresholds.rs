@@ -52,18 +52,23 @@ pub struct Verdict {
 pub fn judge(m: &Merged, a: &MergeArgs) -> Vec<Verdict> {
     let mut out = Vec::new();
     if let Some(limit) = a.max_errors {
-        let e = m.counts.error;
+        // Every failure goon's own status counts as one: connections in Error, and the failed
+        // TLS handshakes and WebSocket upgrades (those connections end as Closed).
+        let (tls, ws) = failed_handshakes(m);
+        let e = m.counts.error.saturating_add(tls).saturating_add(ws);
         let pct = if m.counts.total == 0 { 0.0 } else { e as f64 * 100.0 / m.counts.total as f64 };
         let ok = match limit {
             ErrorLimit::Count(n) => e <= n,
             ErrorLimit::Percent(p) => pct <= p,
         };
-        out.push(Verdict {
-            flag: "--max-errors",
-            limit: limit.to_string(),
-            value: format!("{} ({pct:.3}% of {})", counted(e, "error", "errors"), m.counts.total),
-            ok,
-        });
+        let mut value = format!("{} ({pct:.3}% of {})", counted(e, "error", "errors"), m.counts.total);
+        if tls > 0 || ws > 0 {
+            value.push_str(&format!(
+                ": {} in Error, {tls} failed TLS handshakes, {ws} failed WebSocket upgrades",
+                m.counts.error
+            ));
+        }
+        out.push(Verdict { flag: "--max-errors", limit: limit.to_string(), value, ok });
     }
     if let Some(max) = a.max_p99 {
         let (ok, value) = if m.connect.is_empty() {
@@ -86,17 +91,22 @@ pub fn judge(m: &Merged, a: &MergeArgs) -> Vec<Verdict> {
     out
 }
 
+/// Failed TLS handshakes and failed WebSocket upgrades of the merged fleet.
+fn failed_handshakes(m: &Merged) -> (u64, u64) {
+    (m.tls.as_ref().map_or(0, |t| t.failed), m.ws.as_ref().map_or(0, |(c, _)| c.failed()))
+}
+
 /// goon's exit status over the merged counts, then the thresholds: 3 when one is violated;
 /// with `--max-errors` given, errors within it do not give 2.
 pub fn exit_code(m: &Merged, verdicts: &[Verdict], errors_judged: bool) -> u8 {
     if verdicts.iter().any(|v| !v.ok) {
         EXIT_THRESHOLD
     } else {
-        // A failed TLS handshake or WebSocket upgrade is an error, as in goon's own exit status.
-        let tls_failed = m.tls.as_ref().is_some_and(|t| t.failed > 0);
-        let ws_failed = m.ws.as_ref().is_some_and(|(c, _)| c.failed() > 0);
+        // A failed TLS handshake or WebSocket upgrade is an error, as in goon's own exit status;
+        // `--max-errors` counts them with the rest, so within it none gives 2.
+        let (tls, ws) = failed_handshakes(m);
         match m.counts.exit_code() {
-            0 if (tls_failed || ws_failed) && !errors_judged => 2,
+            0 if tls + ws > 0 && !errors_judged => 2,
             2 if errors_judged => 0,
             code => code,
         }

@@ -603,3 +603,43 @@ fn a_bad_serve_alpn_is_a_one_line_error_naming_the_flag() {
         assert!(out.contains("alpn = [\"h2\", \"http/1.1\"]"), "{out}");
     });
 }
+
+/// A fleet whose TLS handshakes all failed is a failed fleet however the merge is asked:
+/// `--max-errors` counts the failed handshakes with the errors (they end as Closed), and
+/// the page over the shard files shows the status `report merge` gives.
+#[test]
+fn failed_handshakes_count_against_max_errors_and_in_the_fleet_page() {
+    with_timeout(T, || {
+        let (_srv, addr) = serve(&["--listen", "127.0.0.1:0", "-i", "0"]);
+        let port = addr.port().to_string();
+        let files: Vec<PathBuf> = (0..2).map(|i| temp_json(&format!("tls-fail-shard{i}.json"))).collect();
+        for (i, f) in files.iter().enumerate() {
+            let shard = format!("{i}/2");
+            let args =
+                ["goon", "127.0.0.1", &port, "--tls", "--insecure", "-c", "6", "-s", "0", "-t", "500", "-y", "-i", "0"];
+            let (code, out, err) = run(&[&args[..], &["--shard", &shard, "--json", f.to_str().unwrap()]].concat(), T);
+            assert_eq!(code, 2, "a plain server fails every handshake: {out}{err}");
+        }
+        let (a, b) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
+        let (code, out, _) = run(&["report", "merge", a, b], T);
+        assert_eq!(code, 2, "{out}");
+        let (code, out, _) = run(&["report", "merge", a, b, "--max-errors", "0"], T);
+        assert_eq!(code, 3, "{out}");
+        assert!(
+            out.contains(
+                "threshold violated: --max-errors 0: 6 errors (100.000% of 6): 0 in Error, 6 failed TLS handshakes"
+            ),
+            "{out}"
+        );
+        let (code, out, _) = run(&["report", "merge", a, b, "--max-errors", "100%"], T);
+        assert_eq!(code, 0, "a budget that allows them all passes: {out}");
+        let page = temp_json("tls-fail.html");
+        let (code, _, err) = run(&["report", "html", "-o", page.to_str().unwrap(), a, b], T);
+        assert_eq!(code, 0, "{err}");
+        let html = std::fs::read_to_string(&page).unwrap();
+        assert!(html.contains("<tr><th>exit status</th><td>2</td></tr>"), "the page shows merge's status");
+        for f in files.iter().chain([&page]) {
+            let _ = std::fs::remove_file(f);
+        }
+    });
+}

@@ -193,8 +193,24 @@ pub(super) fn goon_page(mut runs: Vec<Run>, fleet: Option<Run>) -> Result<Page, 
             t.samples = fleet_samples(&runs)?;
             let upper: u64 = runs.iter().map(|r| r.counts.max_concurrent_established).sum();
             t.counts.max_concurrent_established = t.samples.iter().map(|s| s.established).max().unwrap_or(0).min(upper);
-            t.exit_code = u64::from(t.counts.exit_code());
-            t.elapsed_s = t.samples.last().map_or(0.0, |s| s.t_end);
+            // goon's status over the fleet, as report merge gives it: 1 (a dial left) before 2
+            // (an error, a failed handshake or upgrade), from each shard's own.
+            t.exit_code = if runs.iter().any(|r| r.exit_code == 1) {
+                1
+            } else {
+                runs.iter().map(|r| r.exit_code).max().unwrap_or(0)
+            };
+            // First start to last end, as report merge counts it; without start times, the
+            // summed samples' end.
+            let end = runs
+                .iter()
+                .filter_map(|r| r.ended_unix.or(r.started_unix.map(|s| s + r.elapsed_s)))
+                .fold(f64::NEG_INFINITY, f64::max);
+            t.elapsed_s = if start.is_finite() && end.is_finite() {
+                (end - start).max(0.0)
+            } else {
+                t.samples.last().map_or(0.0, |s| s.t_end)
+            };
             t.dial_phase_s = None;
             t
         }
