@@ -116,6 +116,26 @@ pub fn check_fleet(mut docs: Vec<ShardDoc>, allow_missing: bool) -> Result<(Vec<
                 ),
             ));
         }
+        // The same test: one start time, one WebSocket setting (the traffic settings are
+        // compared where the traffic is merged).
+        for key in ["start_at", "config.websocket"] {
+            let at = |d: &ShardDoc| key.split('.').fold(&d.doc, |v, k| &v[k]).clone();
+            // A shard with --ws beside one without is named by the websocket merge.
+            if key == "config.websocket" && (at(d).is_null() || at(&docs[0]).is_null()) {
+                continue;
+            }
+            if let Some(k) = first_difference(&at(&docs[0]), &at(d), key) {
+                return Err(key_err(
+                    &d.path,
+                    &k,
+                    format!(
+                        "{} differs from {first_path}'s {}; merge only shards of one test",
+                        k.split('.').skip(key.split('.').count()).fold(&at(d), |v, p| &v[p]),
+                        k.split('.').skip(key.split('.').count()).fold(&at(&docs[0]), |v, p| &v[p])
+                    ),
+                ));
+            }
+        }
         if d.connections != connections {
             return Err(key_err(
                 &d.path,
@@ -326,14 +346,19 @@ fn merge_traffic(docs: &[ShardDoc]) -> Result<Option<ShardTraffic>, Error> {
                     format!("missing, but {} has traffic; merge only shards of one test", has.display()),
                 ));
             }
-            (Some(a), Some(b)) if a.rate != b.rate || a.measures != b.measures => {
+            (Some(a), Some(b)) if a.rate != b.rate || a.measures != b.measures || a.config != b.config => {
+                let k = first_difference(&a.config, &b.config, "traffic.config")
+                    .unwrap_or_else(|| "traffic.config".to_string());
+                let of = |c: &Value| k.split('.').skip(2).fold(c, |v, p| &v[p]).clone();
                 return Err(key_err(
                     &d.path,
-                    "traffic.config",
+                    &k,
                     format!(
-                        "differs from {first_path}'s (message rate or response mode); merge only shards of one test"
+                        "{} differs from {first_path}'s {}; merge only shards of one test",
+                        of(&b.config),
+                        of(&a.config)
                     ),
-                ))
+                ));
             }
             (Some(_), Some(b)) => match out.as_mut() {
                 None => out = Some(b.clone()),
@@ -345,6 +370,27 @@ fn merge_traffic(docs: &[ShardDoc]) -> Result<Option<ShardTraffic>, Error> {
         }
     }
     Ok(out)
+}
+
+/// The first key path under `at` where `a` and `b` differ (objects compared key by key, in
+/// sorted order; anything else as a whole), or `None` when they are equal.
+fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                first_difference(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &format!("{at}.{k}"),
+                )
+            })
+        }
+        _ if a == b => None,
+        _ => Some(at.to_string()),
+    }
 }
 
 /// Merges checked shards.

@@ -376,3 +376,40 @@ fn a_fifo_is_refused_not_waited_on() {
         assert_eq!(err.trim(), format!("netforge: {}: not a regular file", fifo.display()));
     });
 }
+
+/// Shards of different tests are refused naming the key where they differ: the traffic
+/// settings (not only the rate), the WebSocket settings and the start time.
+#[test]
+fn shards_of_different_tests_are_refused_naming_the_key() {
+    with_timeout(T, || {
+        let d = dir("different");
+        let run_shard = |i: u64, extra: &[&str], name: &str| {
+            let f = d.join(name);
+            let shard = format!("{i}/2");
+            let base = ["goon", "-c", "4", "-s", "0", "-y", "-i", "0", "--shard", &shard, "--json", s(&f)];
+            let (code, out, err) = run(&[&base[..], extra].concat(), T);
+            assert_eq!(code, 0, "{extra:?}: {out}{err}");
+            f
+        };
+        let traffic = |bytes: &'static str| {
+            ["--message", "hello\\n", "--message-rate", "10", "--duration", "300ms", "--expect-bytes", bytes]
+        };
+        let (t0, t1) = (run_shard(0, &traffic("6"), "t0.json"), run_shard(1, &traffic("3"), "t1.json"));
+        let (code, _, err) = merge(&[s(&t0), s(&t1)]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("t1.json: traffic.config.expect_bytes: 3 differs from"), "{err}");
+        let (w0, w1) = (run_shard(0, &["--ws", "/x"], "w0.json"), run_shard(1, &["--ws", "/y"], "w1.json"));
+        let (code, _, err) = merge(&[s(&w0), s(&w1)]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("w1.json: config.websocket.path: \"/y\" differs from"), "{err}");
+        // Another start time: the same shard file with its start_at moved.
+        let (p0, p1) = (run_shard(0, &[], "p0.json"), run_shard(1, &[], "p1.json"));
+        let mut moved = read(&p1);
+        moved["start_at"] = serde_json::json!("2030-01-01T00:00:00.000000Z");
+        std::fs::write(&p1, moved.to_string()).unwrap();
+        let (code, _, err) = merge(&[s(&p0), s(&p1)]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("p1.json: start_at: \"2030-01-01T00:00:00.000000Z\" differs from"), "{err}");
+        let _ = std::fs::remove_dir_all(&d);
+    });
+}

@@ -339,7 +339,10 @@ fn traffic_merges_exactly_and_only_between_shards_that_have_it() {
     let e = refusal_merge(vec![a.clone(), doc(Some((1, 2)), &c, &[], 0.0)]);
     assert!(e.contains("shard-1.json: traffic: missing, but shard-0.json has traffic"), "{e}");
     let e = refusal_merge(vec![a, with_traffic(doc(Some((1, 2)), &c, &[], 0.0), 1, 1, 20.0)]);
-    assert!(e.contains("shard-1.json: traffic.config: differs from shard-0.json's"), "{e}");
+    assert!(
+        e.contains("shard-1.json: traffic.config.message_rate_per_s: 20.0 differs from shard-0.json's 10.0"),
+        "{e}"
+    );
     // A bad counts object is named by its key.
     let mut bad = with_traffic(doc(None, &c, &[], 0.0), 5, 5, 10.0);
     bad["traffic"]["counts"]["sent"] = json!("many");
