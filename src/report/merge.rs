@@ -51,7 +51,8 @@ pub struct MergeArgs {
     #[arg(long)]
     pub(crate) allow_missing: bool,
     /// Threshold: at most N errors fleet-wide, or at most P% of the fleet's connections
-    /// (e.g. 100 or 0.5%). When given, errors within it do not make the exit status 2.
+    /// (e.g. 100 or 0.5%); errors are connections in Error, failed TLS handshakes and failed
+    /// WebSocket upgrades. When given, errors within it do not make the exit status 2.
     #[arg(long, value_name = "N|P%", value_parser = parse_error_limit)]
     pub(crate) max_errors: Option<ErrorLimit>,
     /// Threshold: the fleet's p99 connect time at most DURATION (e.g. 5ms, 250us), 1ns..=8760h.
