@@ -60,7 +60,8 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 /// range, in both forms.
 pub fn parse_interval_in(s: &str, max: Duration) -> Result<Duration, String> {
     let t = s.trim();
-    let expected = || format!("whole seconds 0..={} or a duration, 0 or 1ms..={}", max.as_secs(), go_duration(max));
+    let (min, secs) = (go_duration(INTERVAL_MIN), max.as_secs());
+    let expected = || format!("whole seconds 0..={secs} or a duration, 0 or {min}..={}", go_duration(max));
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         return match t.parse::<u64>() {
             Ok(n) if n <= max.as_secs() => Ok(Duration::from_secs(n)),

@@ -120,21 +120,14 @@ pub fn check_fleet(mut docs: Vec<ShardDoc>, allow_missing: bool) -> Result<(Vec<
         // The same test: one start time, one WebSocket setting (the traffic settings are
         // compared where the traffic is merged).
         for key in ["start_at", "config.websocket"] {
-            let at = |d: &ShardDoc| key.split('.').fold(&d.doc, |v, k| &v[k]).clone();
+            let (mine, theirs) = (value_at(&d.doc, key), value_at(&docs[0].doc, key));
             // A shard with --ws beside one without is named by the websocket merge.
-            if key == "config.websocket" && (at(d).is_null() || at(&docs[0]).is_null()) {
+            if key == "config.websocket" && (mine.is_null() || theirs.is_null()) {
                 continue;
             }
-            if let Some(k) = first_difference(&at(&docs[0]), &at(d), key) {
-                return Err(key_err(
-                    &d.path,
-                    &k,
-                    format!(
-                        "{} differs from {first_path}'s {}; merge only shards of one test",
-                        k.split('.').skip(key.split('.').count()).fold(&at(d), |v, p| &v[p]),
-                        k.split('.').skip(key.split('.').count()).fold(&at(&docs[0]), |v, p| &v[p])
-                    ),
-                ));
+            if let Some((k, mine, theirs)) = first_difference(theirs, mine, key) {
+                let msg = format!("{mine} differs from {first_path}'s {theirs}; merge only shards of one test");
+                return Err(key_err(&d.path, &k, msg));
             }
         }
         if d.connections != connections {
@@ -348,18 +341,12 @@ fn merge_traffic(docs: &[ShardDoc]) -> Result<Option<ShardTraffic>, Error> {
                 ));
             }
             (Some(a), Some(b)) if a.rate != b.rate || a.measures != b.measures || a.config != b.config => {
-                let k = first_difference(&a.config, &b.config, "traffic.config")
-                    .unwrap_or_else(|| "traffic.config".to_string());
-                let of = |c: &Value| k.split('.').skip(2).fold(c, |v, p| &v[p]).clone();
-                return Err(key_err(
-                    &d.path,
-                    &k,
-                    format!(
-                        "{} differs from {first_path}'s {}; merge only shards of one test",
-                        of(&b.config),
-                        of(&a.config)
-                    ),
-                ));
+                // The rate and the response mode are read from the config: a difference in
+                // them is one in it.
+                let (k, mine, theirs) = first_difference(&a.config, &b.config, "traffic.config")
+                    .unwrap_or_else(|| ("traffic.config".to_string(), &b.config, &a.config));
+                let msg = format!("{mine} differs from {first_path}'s {theirs}; merge only shards of one test");
+                return Err(key_err(&d.path, &k, msg));
             }
             (Some(_), Some(b)) => match out.as_mut() {
                 None => out = Some(b.clone()),
@@ -373,24 +360,27 @@ fn merge_traffic(docs: &[ShardDoc]) -> Result<Option<ShardTraffic>, Error> {
     Ok(out)
 }
 
+/// The value at a dotted key path (`config.websocket`); null where it is absent.
+fn value_at<'a>(doc: &'a Value, key: &str) -> &'a Value {
+    key.split('.').fold(doc, |v, k| &v[k])
+}
+
 /// The first key path under `at` where `a` and `b` differ (objects compared key by key, in
-/// sorted order; anything else as a whole), or `None` when they are equal.
-fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
+/// sorted order; anything else as a whole) with `b`'s and `a`'s values there, or `None` when
+/// they are equal.
+fn first_difference<'a>(a: &'a Value, b: &'a Value, at: &str) -> Option<(String, &'a Value, &'a Value)> {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
             keys.sort();
             keys.dedup();
             keys.into_iter().find_map(|k| {
-                first_difference(
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                    &format!("{at}.{k}"),
-                )
+                let (xa, yb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                first_difference(xa, yb, &format!("{at}.{k}"))
             })
         }
         _ if a == b => None,
-        _ => Some(at.to_string()),
+        _ => Some((at.to_string(), b, a)),
     }
 }
 

@@ -208,7 +208,7 @@ pub(super) fn reaches(to: SocketAddr, at: SocketAddr) -> bool {
     let (to, at) = (as_dialed(to), canonical(at));
     at.port() != 0
         && to.port() == at.port()
-        && (to.ip() == at.ip() || (at.ip().is_unspecified() && (to.ip().is_loopback() || to.ip().is_unspecified())))
+        && (to.ip() == at.ip() || (at.ip().is_unspecified() && to.ip().is_loopback()))
 }
 
 /// An IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:80`) as the IPv4 one it is.

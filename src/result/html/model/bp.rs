@@ -33,14 +33,7 @@ fn bp_points(file: &str, at: &str, v: &Value) -> Result<Vec<BpPoint>, InputError
                 .filter(|x| *x >= 0.0)
                 .ok_or_else(|| err(file, format!("{at}[{i}].{key}: {}: not a non-negative number", p[key])))
         };
-        let may = |key: &str| match &p[key] {
-            Value::Null => Ok(None),
-            x => x
-                .as_f64()
-                .filter(|x| *x >= 0.0)
-                .map(Some)
-                .ok_or_else(|| err(file, format!("{at}[{i}].{key}: {x}: not a non-negative number"))),
-        };
+        let may = |key: &str| if p[key].is_null() { Ok(None) } else { need(key).map(Some) };
         let point = BpPoint {
             t: need("t")?,
             bytes_written: need("bytes_written")?,
