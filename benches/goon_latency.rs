@@ -7,13 +7,14 @@
 //! - `tcpkali`: `-m 'ping\n' -e -r R --latency-marker ping` (from `../shared/peers/bin`, or
 //!   `GOON_LAT_PEERS`; a skip line when absent), latency as tcpkali prints it (0.1 ms steps);
 //! - `blocking`: the reference, in this process: one thread per connection with a blocking
-//!   socket, the same schedule (slot k at establishment + k/R, a late message sent at once and
-//!   timed from its slot), recorded into an HdrHistogram of goon's precision (1 µs..60 s,
-//!   3 significant digits).
+//!   socket, the same schedule (connection i's slots at i/N of the period 1/R apart from the
+//!   others', as goon spreads them; a late message sent at once and timed from its slot),
+//!   recorded into an HdrHistogram of goon's precision (1 µs..60 s, 3 significant digits).
 //!
 //! Connections open at `GOON_LAT_DIAL_RATE` per second (default 5000: goon `--rate`, tcpkali
-//! `--connect-rate`, the reference's connection i starts its schedule i/rate after the others
-//! are up), so the slots of different connections interleave instead of all falling at once.
+//! `--connect-rate`; the reference connects all, then starts connection i's schedule at i/N of
+//! the period). goon and the reference spread the connections' slots evenly over the period;
+//! tcpkali's follow its connects.
 //!
 //! Knobs (environment; a bad value is a one-line error and exit status 2 before anything runs):
 //! `GOON_LAT_N` connections (1..=9000, default 1000), `GOON_LAT_RATE` messages/s per connection
@@ -226,7 +227,7 @@ fn tcpkali(bin: &std::path::Path, addr: SocketAddr, n: u64, rate: f64, secs: u64
 }
 
 /// The reference: a thread per connection, blocking sockets, goon's schedule.
-fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
+fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
     let period = 1.0 / rate;
     let cpu0 = cpu_s(libc::RUSAGE_SELF);
     let barrier = Arc::new(Barrier::new(n as usize + 1));
@@ -234,8 +235,9 @@ fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> O
     let mut threads = Vec::with_capacity(n as usize);
     for i in 0..n {
         let (barrier, tx) = (barrier.clone(), tx.clone());
-        // Connection i's schedule starts i/dial_rate after the barrier, as goon's i-th dial.
-        let offset = Duration::from_secs_f64(i as f64 / dial_rate as f64);
+        // Connection i's schedule starts at i/n of the period after the barrier: goon's phase
+        // for its i-th connection.
+        let offset = Duration::from_secs_f64(period * i as f64 / n as f64);
         let t = std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let (mut min, mut max, mut sent) = (u64::MAX, 0u64, 0u64);
@@ -431,7 +433,7 @@ fn run_target(
             let f = match tool {
                 "goon" => goon(addr, c.n, c.rate, c.secs, c.dial_rate),
                 "tcpkali" => kali.and_then(|k| tcpkali(k, addr, c.n, c.rate, c.secs, c.dial_rate)),
-                _ => blocking(addr, c.n, c.rate, c.secs, c.dial_rate),
+                _ => blocking(addr, c.n, c.rate, c.secs),
             };
             match f {
                 Some(f) => {
@@ -538,7 +540,7 @@ fn run_together(target: &str, addr: SocketAddr, c: &Setup) {
     for round in 0..c.rounds as usize {
         let (rate, secs, dial) = (c.rate, c.secs, c.dial_rate);
         let g = std::thread::spawn(move || goon(addr, n_goon, rate, secs, dial));
-        let b = blocking(addr, n_ref, rate, secs, dial);
+        let b = blocking(addr, n_ref, rate, secs);
         let g = g.join().ok().flatten();
         let (Some(g), Some(b)) = (g, b) else {
             println!("  round {round} failed (goon or the reference gave no figures; see above)");

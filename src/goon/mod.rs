@@ -40,6 +40,7 @@ use crate::units::MAX_DURATION;
 use reactor::{Concurrency, Counts, GoonCmd, GoonReactor, Pace, ReactorPlan, Update};
 use report::RunFigures;
 pub(crate) use sample::{Sampler, Stream};
+use traffic::Phases;
 
 /// Where reactors report.
 const UPDATE_QUEUE_PER_REACTOR: usize = 64;
@@ -332,6 +333,8 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
     let ws_plan = cfg.ws.as_ref().map(|w| w.plan(&host_header(&cfg.host, target)));
     let concurrency = Arc::new(Concurrency::default());
     let traffic_plan = cfg.traffic.clone().map(Arc::new);
+    // Any instant common to the run: the phases only need one origin.
+    let base = Instant::now();
     let handlers: Vec<GoonReactor> = sinks
         .into_iter()
         .enumerate()
@@ -354,6 +357,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                 }),
                 ws: ws_plan.clone(),
                 traffic: traffic_plan.clone(),
+                phases: Phases { base, reactor: i as u64, reactors: threads as u64, connections: cfg.connections },
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })

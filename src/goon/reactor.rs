@@ -29,7 +29,7 @@ use crate::ws::client::{Client, ClientPlan, Edge, Step};
 
 use super::ws::{WsLatencies, WsRun, TIMER_WS};
 
-use super::traffic::{self, Flow, Traffic, TrafficCounts, TrafficPlan, TIMER_MSG};
+use super::traffic::{self, Flow, Phases, Traffic, TrafficCounts, TrafficPlan, TIMER_MSG};
 
 mod layers;
 
@@ -260,6 +260,8 @@ pub struct ReactorPlan {
     pub ws: Option<Arc<ClientPlan>>,
     /// Message traffic on every established connection.
     pub traffic: Option<Arc<TrafficPlan>>,
+    /// Where this reactor's connections put their message slots within a period.
+    pub phases: Phases,
 }
 
 impl GoonReactor {
@@ -284,7 +286,7 @@ impl GoonReactor {
             concurrency: plan.concurrency,
             tls: plan.tls.map(TlsPhase::new),
             ws: plan.ws.map(WsRun::new),
-            traffic: plan.traffic.map(Traffic::new),
+            traffic: plan.traffic.map(|t| Traffic::new(t).with_phases(plan.phases)),
         }
     }
 

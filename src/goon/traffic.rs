@@ -4,9 +4,15 @@
 //! message's **intended** send time, so a stalled server shows as latency, not as a lower rate
 //! (no coordinated omission).
 //!
-//! Schedule: message slot `k` of a connection is due at `t_established + k/R` (slot 0 at the
-//! establishment itself), whatever the loop was doing then. The first message, when given, is
-//! sent before slot 0 and is due at `t_established` too. Messages go out in order; a message
+//! Schedule: slot 0 of a connection is due at its establishment, and slot `k ≥ 1` at
+//! `g + k/R`, where `g` is the last instant at or before the establishment on the connection's
+//! *phase*: the run's connections are spread evenly over one period `1/R` (the i-th of N at
+//! i/N of it, see [`Phases`]), so N connections × R/s is a steady N·R messages a second, not N
+//! at once every `1/R`. The phase comes from the connection's place in the order, not from the
+//! moment it was established: a turn the loop was late for during the ramp (a dial batch, a
+//! descheduled thread) does not bunch connections' messages together for the rest of the run.
+//! Slots are due at their times whatever the loop was doing then. The first message, when
+//! given, is sent before slot 0 and is due at the establishment too. Messages go out in order; a message
 //! that could not go when due (a full socket buffer, a busy loop, or the outstanding bound below)
 //! goes as soon as it can, and its response's latency still counts from its slot. Responses
 //! arrive in order on a byte stream, so the j-th complete response answers the j-th message:
@@ -234,10 +240,27 @@ pub fn report_json(plan: &TrafficPlan, c: &TrafficCounts, response: &Latency, co
     traffic_json(plan.to_json(), plan.message_rate, c, response, connections)
 }
 
+/// Where a reactor's connections put their slots within a period: the j-th flow of reactor
+/// `reactor` (of `reactors`) is the run's connection `i = j·reactors + reactor` (the way
+/// [`super::shares`] deals them out), and its phase is `(i mod connections) / connections` of
+/// the period after `base`, an instant common to the run.
+#[derive(Clone, Copy, Debug)]
+pub struct Phases {
+    pub base: Instant,
+    pub reactor: u64,
+    pub reactors: u64,
+    pub connections: u64,
+}
+
 /// One connection's place in its schedule.
 #[derive(Debug)]
 pub struct Flow {
+    /// The grid point of the connection's phase at or before its establishment: slot k ≥ 1 is
+    /// due `k/R` after it.
     start: Instant,
+    /// From `start` to the establishment, where slot 0 (and the first message) is due, in ns
+    /// (less than one period).
+    lead: u64,
     /// Messages written whole (index of the one being written; with a first message, index 0
     /// is it and index i ≥ 1 is slot i − 1).
     next: u64,
@@ -283,6 +306,8 @@ pub struct Traffic {
     first: u64,
     period_ns: Option<f64>,
     until: Option<Instant>,
+    /// Without it (unit tests, single flows) every flow's phase is its establishment.
+    phases: Option<Phases>,
     pub counts: TrafficCounts,
     pub latency: Latency,
 }
@@ -291,7 +316,21 @@ impl Traffic {
     pub fn new(plan: Arc<TrafficPlan>) -> Traffic {
         let first = u64::from(plan.first_message.is_some());
         let period_ns = plan.message.as_ref().and(plan.message_rate).map(|r| 1e9 / r);
-        Traffic { plan, first, period_ns, until: None, counts: TrafficCounts::default(), latency: Latency::new() }
+        Traffic {
+            plan,
+            first,
+            period_ns,
+            until: None,
+            phases: None,
+            counts: TrafficCounts::default(),
+            latency: Latency::new(),
+        }
+    }
+
+    /// Spreads this reactor's flows over the period as `phases` says.
+    pub fn with_phases(mut self, phases: Phases) -> Traffic {
+        self.phases = Some(phases);
+        self
     }
 
     /// Asks the engine for timers to the nanosecond (see [`crate::engine::Cx::precise_timers`]):
@@ -310,11 +349,31 @@ impl Traffic {
 
     /// A connection was established at `now`: its schedule starts.
     pub fn flow(&mut self, now: Instant) -> Flow {
+        let lead = self.lead(self.counts.flows, now);
         self.counts.flows += 1;
-        Flow { start: now, next: 0, offset: 0, due: 0, behind_mark: 0, answered: 0, got: 0 }
+        let start = now.checked_sub(Duration::from_nanos(lead)).unwrap_or(now);
+        let lead = if start == now { 0 } else { lead };
+        Flow { start, lead, next: 0, offset: 0, due: 0, behind_mark: 0, answered: 0, got: 0 }
     }
 
-    /// Slot `k`'s offset from the establishment, in ns (rounded, so it is the same every time).
+    /// How far past the last grid point of flow `j`'s phase `now` is, in ns: in `0..period`.
+    fn lead(&self, j: u64, now: Instant) -> u64 {
+        let (Some(p), Some(ph)) = (self.period_ns, self.phases) else { return 0 };
+        let n = ph.connections.max(1);
+        let i = j.wrapping_mul(ph.reactors).wrapping_add(ph.reactor) % n;
+        let phase = p * (i as f64 / n as f64);
+        let since = now.saturating_duration_since(ph.base).as_nanos() as f64;
+        let lead = (since - phase).rem_euclid(p);
+        // `rem_euclid` can round up to `p` itself; a grid point is then at `now`.
+        if lead >= p {
+            0
+        } else {
+            lead as u64
+        }
+    }
+
+    /// Slot `k`'s offset from the flow's grid point, in ns (rounded, so it is the same every
+    /// time).
     fn slot_ns(&self, k: u64) -> u64 {
         self.period_ns.map_or(0, |p| (k as f64 * p).round().min(u64::MAX as f64) as u64)
     }
@@ -334,18 +393,19 @@ impl Traffic {
 
     /// Message `i`'s intended send time.
     pub fn intended(&self, flow: &Flow, i: u64) -> Instant {
-        if i < self.first {
-            return flow.start;
+        if i <= self.first {
+            return flow.start + Duration::from_nanos(flow.lead);
         }
         flow.start + Duration::from_nanos(self.slot_ns(i - self.first))
     }
 
     /// Messages due at `now`: those whose intended time is at or before `now` and before the
-    /// end of the traffic phase (the end is exclusive).
+    /// end of the traffic phase (the end is exclusive). Slot 0 stands at the grid point before
+    /// the establishment in the count (both are due by the time the flow exists).
     fn due_at(&self, flow: &Flow, now: Instant) -> u64 {
         let ns = |i: Instant| i.saturating_duration_since(flow.start).as_nanos().min(u64::MAX as u128) as u64;
         let slots = match self.until {
-            Some(u) if u <= flow.start => return 0,
+            Some(u) if u <= flow.start + Duration::from_nanos(flow.lead) => return 0,
             Some(u) if now >= u => self.slots_by(ns(u).saturating_sub(1)),
             _ => self.slots_by(ns(now)),
         };
@@ -621,6 +681,47 @@ mod tests {
         assert_eq!(t.intended(&f, 0), t0, "the first message is due at establishment");
         assert_eq!(t.intended(&f, 1), t0, "and slot 0 with it");
         assert_eq!(t.intended(&f, 2), t0 + Duration::from_secs(2));
+    }
+
+    #[test]
+    fn connections_established_together_are_spread_over_the_period() {
+        // 10/s: period 100 ms; 4 connections over 2 reactors, all established at one instant.
+        let base = Instant::now();
+        let at = base + Duration::from_millis(1_007);
+        let mut slot1 = Vec::new();
+        for reactor in 0..2 {
+            let phases = Phases { base, reactor, reactors: 2, connections: 4 };
+            let mut t = Traffic::new(plan(None, Some(10.0), Until::Nothing)).with_phases(phases);
+            for _ in 0..2 {
+                let f = t.flow(at);
+                assert_eq!(t.intended(&f, 0), at, "slot 0 is due at the establishment");
+                let s1 = t.intended(&f, 1);
+                assert!(s1 > at && s1 <= at + Duration::from_millis(100), "slot 1 within one period");
+                assert_eq!(t.intended(&f, 2), s1 + Duration::from_millis(100));
+                assert_eq!(t.due_at(&f, at), 1, "only slot 0 is due at once");
+                assert_eq!(t.due_at(&f, s1 - Duration::from_nanos(1)), 1);
+                assert_eq!(t.due_at(&f, s1), 2);
+                slot1.push(s1.duration_since(base).as_millis() % 100);
+            }
+        }
+        // Connection i = j·2 + reactor at i/4 of the period: 0, 50 (reactor 0), 25, 75 (reactor 1).
+        assert_eq!(slot1, [0, 50, 25, 75]);
+        // A phase that falls exactly on the establishment puts slot 1 a whole period later.
+        let phases = Phases { base, reactor: 0, reactors: 1, connections: 1 };
+        let mut t = Traffic::new(plan(Some(b"hi"), Some(10.0), Until::Nothing)).with_phases(phases);
+        let on = base + Duration::from_millis(300);
+        let f = t.flow(on);
+        assert_eq!((t.intended(&f, 0), t.intended(&f, 1)), (on, on), "first message and slot 0");
+        assert_eq!(t.intended(&f, 2), on + Duration::from_millis(100));
+        // The end of the traffic phase is exclusive, counted from the establishment for slot 0.
+        let mut t = Traffic::new(plan(None, Some(10.0), Until::Nothing)).with_phases(phases);
+        let f = t.flow(at);
+        t.end_at(at);
+        assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 0, "ended at the establishment");
+        t.end_at(at + Duration::from_millis(93));
+        assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 1, "slot 1 at 1.1 s is past the end");
+        t.end_at(at + Duration::from_millis(94));
+        assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 2, "slot 1 is at 1.1 s, before the end");
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub struct TrafficArgs {
           value_parser = parse_message)]
     pub(crate) first_message: Option<Payload>,
     /// Traffic: --message this many times per second on each connection, 0.001..=100000
-    /// (fractions allowed). Message k of a connection is due k/R after it was established.
+    /// (fractions allowed). The first is due when the connection is established, the next ones
+    /// 1/R apart on the connection's phase: the run's connections are spread evenly over 1/R.
     #[arg(long = "message-rate", value_name = "PER_SECOND", allow_hyphen_values = true,
           value_parser = parse_msg_rate)]
     pub(crate) message_rate: Option<f64>,
