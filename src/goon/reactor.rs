@@ -241,6 +241,8 @@ pub struct GoonReactor {
     tls: Option<TlsPhase>,
     ws: Option<WsRun>,
     traffic: Option<Traffic>,
+    /// Where this reactor's connections put their message slots and pings within a period.
+    phases: Phases,
 }
 
 pub struct ReactorPlan {
@@ -260,7 +262,7 @@ pub struct ReactorPlan {
     pub ws: Option<Arc<ClientPlan>>,
     /// Message traffic on every established connection.
     pub traffic: Option<Arc<TrafficPlan>>,
-    /// Where this reactor's connections put their message slots within a period.
+    /// Where this reactor's connections put their message slots and pings within a period.
     pub phases: Phases,
 }
 
@@ -287,6 +289,7 @@ impl GoonReactor {
             tls: plan.tls.map(TlsPhase::new),
             ws: plan.ws.map(WsRun::new),
             traffic: plan.traffic.map(|t| Traffic::new(t).with_phases(plan.phases)),
+            phases: plan.phases,
         }
     }
 

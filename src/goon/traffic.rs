@@ -240,16 +240,45 @@ pub fn report_json(plan: &TrafficPlan, c: &TrafficCounts, response: &Latency, co
     traffic_json(plan.to_json(), plan.message_rate, c, response, connections)
 }
 
-/// Where a reactor's connections put their slots within a period: the j-th flow of reactor
-/// `reactor` (of `reactors`) is the run's connection `i = j·reactors + reactor` (the way
-/// [`super::shares`] deals them out), and its phase is `(i mod connections) / connections` of
-/// the period after `base`, an instant common to the run.
+/// Where a reactor's connections put their periodic work (message slots, WebSocket pings)
+/// within a period: the j-th connection of reactor `reactor` (of `reactors`) is the run's
+/// connection `i = j·reactors + reactor` (the way [`super::shares`] deals them out), and its
+/// phase is `(i mod connections) / connections` of the period after `base`, an instant common
+/// to the run.
 #[derive(Clone, Copy, Debug)]
 pub struct Phases {
     pub base: Instant,
     pub reactor: u64,
     pub reactors: u64,
     pub connections: u64,
+}
+
+impl Phases {
+    /// How far past the last instant of connection `j`'s phase `now` is, in ns: in
+    /// `0..period_ns`.
+    pub fn lead(&self, j: u64, now: Instant, period_ns: f64) -> u64 {
+        let n = self.connections.max(1);
+        let i = j.wrapping_mul(self.reactors).wrapping_add(self.reactor) % n;
+        let phase = period_ns * i as f64 / n as f64;
+        let since = now.saturating_duration_since(self.base).as_nanos() as f64;
+        let lead = (since - phase).rem_euclid(period_ns);
+        // `rem_euclid` can round up to the period itself; an instant of the phase is then `now`.
+        if lead >= period_ns {
+            0
+        } else {
+            lead as u64
+        }
+    }
+
+    /// The last instant of connection `j`'s phase at or before `now` (`now` itself when that
+    /// would lie before the clock's origin).
+    pub fn grid(&self, j: u64, now: Instant, period: Duration) -> Instant {
+        let ns = period.as_nanos() as f64;
+        if ns < 1.0 {
+            return now;
+        }
+        now.checked_sub(Duration::from_nanos(self.lead(j, now, ns))).unwrap_or(now)
+    }
 }
 
 /// One connection's place in its schedule.
@@ -349,27 +378,14 @@ impl Traffic {
 
     /// A connection was established at `now`: its schedule starts.
     pub fn flow(&mut self, now: Instant) -> Flow {
-        let lead = self.lead(self.counts.flows, now);
+        let lead = match (self.period_ns, self.phases) {
+            (Some(p), Some(ph)) => ph.lead(self.counts.flows, now, p),
+            _ => 0,
+        };
         self.counts.flows += 1;
         let start = now.checked_sub(Duration::from_nanos(lead)).unwrap_or(now);
         let lead = if start == now { 0 } else { lead };
         Flow { start, lead, next: 0, offset: 0, due: 0, behind_mark: 0, answered: 0, got: 0 }
-    }
-
-    /// How far past the last grid point of flow `j`'s phase `now` is, in ns: in `0..period`.
-    fn lead(&self, j: u64, now: Instant) -> u64 {
-        let (Some(p), Some(ph)) = (self.period_ns, self.phases) else { return 0 };
-        let n = ph.connections.max(1);
-        let i = j.wrapping_mul(ph.reactors).wrapping_add(ph.reactor) % n;
-        let phase = p * (i as f64 / n as f64);
-        let since = now.saturating_duration_since(ph.base).as_nanos() as f64;
-        let lead = (since - phase).rem_euclid(p);
-        // `rem_euclid` can round up to `p` itself; a grid point is then at `now`.
-        if lead >= p {
-            0
-        } else {
-            lead as u64
-        }
     }
 
     /// Slot `k`'s offset from the flow's grid point, in ns (rounded, so it is the same every
@@ -722,6 +738,23 @@ mod tests {
         assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 1, "slot 1 at 1.1 s is past the end");
         t.end_at(at + Duration::from_millis(94));
         assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 2, "slot 1 is at 1.1 s, before the end");
+    }
+
+    #[test]
+    fn a_phase_grid_is_the_last_instant_of_the_phase_at_or_before_now() {
+        let base = Instant::now();
+        let phases = Phases { base, reactor: 1, reactors: 3, connections: 7 };
+        let p = Duration::from_millis(700);
+        for (j, now_ms) in [(0u64, 0u64), (0, 99), (0, 100), (1, 5_000), (2, 701), (5, 123_456)] {
+            let now = base + Duration::from_millis(now_ms);
+            let g = phases.grid(j, now, p);
+            assert!(g <= now && now - g < p, "j {j} at {now_ms} ms: within one period before now");
+            // Connection i = 3j + 1 of 7 sits at i/7 of 700 ms: 100 ms per step.
+            let i = (3 * j + 1) % 7;
+            let back = (now_ms as i64 - (i as i64) * 100).rem_euclid(700);
+            assert_eq!(now - g, Duration::from_millis(back as u64), "j {j} at {now_ms} ms");
+        }
+        assert_eq!(phases.grid(3, base, Duration::ZERO), base, "no period: now itself");
     }
 
     #[test]

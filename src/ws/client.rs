@@ -164,6 +164,8 @@ struct Upgrade {
 struct Open {
     dec: Decoder,
     ping: Option<(u32, Instant)>,
+    /// The instant the caller's pings keep the period from ([`Client::set_ping_grid`]).
+    ping_grid: Option<Instant>,
     seq: u32,
     out: Vec<u8>,
     /// How many bytes at the start of `out` are the rest of a data frame (control frames
@@ -236,6 +238,21 @@ impl Client {
 
     pub fn is_open(&self) -> bool {
         matches!(self.0, Phase::Open(_))
+    }
+
+    /// Once open: the caller pings at `at + k × period` (k ≥ 1), and keeps `at` here.
+    pub fn set_ping_grid(&mut self, at: Instant) {
+        if let Phase::Open(o) = &mut self.0 {
+            o.ping_grid = Some(at);
+        }
+    }
+
+    /// What [`Client::set_ping_grid`] kept, once open.
+    pub fn ping_grid(&self) -> Option<Instant> {
+        match &self.0 {
+            Phase::Open(o) => o.ping_grid,
+            _ => None,
+        }
     }
 
     /// A readiness event (any): writes what is pending, reads what there is.
@@ -397,6 +414,7 @@ impl Client {
                     self.0 = Phase::Open(Open {
                         dec: Decoder::new(frame::From::Server),
                         ping: None,
+                        ping_grid: None,
                         seq: 0,
                         out: Vec::new(),
                         data: 0,

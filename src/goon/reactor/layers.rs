@@ -2,9 +2,10 @@
 //! TLS handshake (`--tls`), the WebSocket upgrade and hold (`--ws`; inside TLS with both) and
 //! message traffic (`--message`). The connection state machine and dialing are in the parent.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::super::ws::WsWire;
+use crate::engine::coordinator::after;
 
 use super::*;
 
@@ -86,7 +87,15 @@ impl GoonReactor {
             Step::More => cx.defer(key),
             Step::Upgraded => {
                 match w.plan.ping {
-                    Some(p) => cx.timers.arm(key, TIMER_WS, cx.now + p),
+                    // Pings keep the connection's phase, as message slots do, so connections
+                    // upgraded in one turn do not ping together for the rest of the run; the
+                    // first is its phase's first instant at least one interval after the
+                    // upgrade (--ws-ping is at most a day: no overflow).
+                    Some(p) => {
+                        let grid = self.phases.grid(w.stats.counts.upgraded_total - 1, now, p);
+                        c.set_ping_grid(grid);
+                        cx.timers.arm(key, TIMER_WS, after(grid, p, now + p - Duration::from_nanos(1)));
+                    }
                     None => cx.timers.cancel(key, TIMER_WS),
                 }
                 if let Some(t) = self.traffic.as_mut() {
@@ -108,9 +117,12 @@ impl GoonReactor {
         if c.is_open() && w.plan.ping.is_none() {
             return;
         }
-        match (c.on_timer(&mut d.sock, Instant::now(), &mut w.stats), w.plan.ping) {
+        let now = Instant::now();
+        match (c.on_timer(&mut d.sock, now, &mut w.stats), w.plan.ping) {
             (Step::Close, _) => self.close_established(cx, key),
-            (_, Some(p)) => cx.timers.arm(key, TIMER_WS, cx.now + p),
+            // The next ping on the connection's grid after now: one step, however late this
+            // one fired (missed pings are not sent in a burst).
+            (_, Some(p)) => cx.timers.arm(key, TIMER_WS, c.ping_grid().map_or(now + p, |g| after(g, p, now))),
             _ => {}
         }
     }
