@@ -7,8 +7,8 @@
 //! - `tcpkali`: `-m 'ping\n' -e -r R --latency-marker ping` (from `../shared/peers/bin`, or
 //!   `GOON_LAT_PEERS`; a skip line when absent), latency as tcpkali prints it (0.1 ms steps);
 //! - `blocking`: the reference, in this process: one thread per connection with a blocking
-//!   socket, the same schedule (connection i's slots at i/N of the period 1/R apart from the
-//!   others', as goon spreads them; a late message sent at once and timed from its slot),
+//!   socket, the same schedule (connection i's slots at i/N of the period 1/R: N evenly spaced
+//!   phases, as goon's; a late message sent at once and timed from its slot),
 //!   recorded into an HdrHistogram of goon's precision (1 µs..60 s, 3 significant digits).
 //!
 //! Connections open at `GOON_LAT_DIAL_RATE` per second (default 5000: goon `--rate`, tcpkali

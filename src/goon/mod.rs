@@ -357,7 +357,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                 }),
                 ws: ws_plan.clone(),
                 traffic: traffic_plan.clone(),
-                phases: Phases { base, reactor: i as u64, reactors: threads as u64, connections: cfg.connections },
+                phases: Phases { base, reactor: i as u64, reactors: threads as u64, share: share[i] },
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })

@@ -29,7 +29,7 @@ use crate::ws::client::{Client, ClientPlan, Edge, Step};
 
 use super::ws::{WsLatencies, WsRun, TIMER_WS};
 
-use super::traffic::{self, Flow, Phases, Traffic, TrafficCounts, TrafficPlan, TIMER_MSG};
+use super::traffic::{self, Flow, Order, Phases, Traffic, TrafficCounts, TrafficPlan, TIMER_MSG};
 
 mod layers;
 
@@ -241,8 +241,10 @@ pub struct GoonReactor {
     tls: Option<TlsPhase>,
     ws: Option<WsRun>,
     traffic: Option<Traffic>,
-    /// Where this reactor's connections put their message slots and pings within a period.
+    /// Where this reactor's connections put their message slots and pings within a period,
+    /// and the order in which upgraded connections take their ping phases.
     phases: Phases,
+    ping_order: Order,
 }
 
 pub struct ReactorPlan {
@@ -290,6 +292,7 @@ impl GoonReactor {
             ws: plan.ws.map(WsRun::new),
             traffic: plan.traffic.map(|t| Traffic::new(t).with_phases(plan.phases)),
             phases: plan.phases,
+            ping_order: Order::new(plan.phases.share),
         }
     }
 

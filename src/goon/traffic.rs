@@ -6,9 +6,9 @@
 //!
 //! Schedule: slot 0 of a connection is due at its establishment, and slot `k ≥ 1` at
 //! `g + k/R`, where `g` is the last instant at or before the establishment on the connection's
-//! *phase*: the run's connections are spread evenly over one period `1/R` (the i-th of N at
-//! i/N of it, see [`Phases`]), so N connections × R/s is a steady N·R messages a second, not N
-//! at once every `1/R`. The phase comes from the connection's place in the order, not from the
+//! *phase*: the run's N connections take N evenly spaced phases of one period `1/R`, handed out
+//! in an order that spreads any first few ([`Phases`], [`Order`]), so N connections × R/s is a
+//! steady N·R messages a second, not N at once every `1/R`. The phase comes from the connection's place in the order, not from the
 //! moment it was established: a turn the loop was late for during the ramp (a dial batch, a
 //! descheduled thread) does not bunch connections' messages together for the rest of the run.
 //! Slots are due at their times whatever the loop was doing then. The first message, when
@@ -241,25 +241,60 @@ pub fn report_json(plan: &TrafficPlan, c: &TrafficCounts, response: &Latency, co
 }
 
 /// Where a reactor's connections put their periodic work (message slots, WebSocket pings)
-/// within a period: the j-th connection of reactor `reactor` (of `reactors`) is the run's
-/// connection `i = j·reactors + reactor` (the way [`super::shares`] deals them out), and its
-/// phase is `(i mod connections) / connections` of the period after `base`, an instant common
-/// to the run.
+/// within a period: a connection takes a place `v` in `0..share` from an [`Order`], and its
+/// phase is `(v + reactor/reactors) / share` of the period after `base`, an instant common to
+/// the run. With the run's N connections dealt out evenly ([`super::shares`]) the N phases
+/// are N equal steps of the period, reactors interleaved.
 #[derive(Clone, Copy, Debug)]
 pub struct Phases {
     pub base: Instant,
     pub reactor: u64,
     pub reactors: u64,
-    pub connections: u64,
+    /// This reactor's share of the connections.
+    pub share: u64,
+}
+
+/// The order in which a reactor hands out the places `0..share`: bit-reversed over the next
+/// power of two, skipping values past the share (0, 4, 2, 1, 3 for a share of 5), so the
+/// first k connections up (a ramp still dialing, a run where some fail) are already spread
+/// over the whole period, within 2× of even, and all of them are exactly even. Past the share
+/// it starts again.
+#[derive(Clone, Debug)]
+pub struct Order {
+    share: u64,
+    bits: u32,
+    cursor: u64,
+}
+
+impl Order {
+    pub fn new(share: u64) -> Order {
+        let share = share.max(1);
+        Order { share, bits: u64::BITS - (share - 1).leading_zeros(), cursor: 0 }
+    }
+
+    /// The next place.
+    pub fn next(&mut self) -> u64 {
+        if self.bits == 0 {
+            return 0;
+        }
+        let mask = u64::MAX >> (u64::BITS - self.bits);
+        loop {
+            let v = self.cursor.reverse_bits() >> (u64::BITS - self.bits);
+            self.cursor = (self.cursor + 1) & mask;
+            // At most half the values of a power of two lie past the share: two tries on average.
+            if v < self.share {
+                return v;
+            }
+        }
+    }
 }
 
 impl Phases {
-    /// How far past the last instant of connection `j`'s phase `now` is, in ns: in
-    /// `0..period_ns`.
-    pub fn lead(&self, j: u64, now: Instant, period_ns: f64) -> u64 {
-        let n = self.connections.max(1);
-        let i = j.wrapping_mul(self.reactors).wrapping_add(self.reactor) % n;
-        let phase = period_ns * i as f64 / n as f64;
+    /// How far past the last instant of place `v`'s phase `now` is, in ns: in `0..period_ns`.
+    pub fn lead(&self, v: u64, now: Instant, period_ns: f64) -> u64 {
+        let share = self.share.max(1) as f64;
+        let within = self.reactor as f64 / self.reactors.max(1) as f64;
+        let phase = period_ns * (v as f64 + within) / share;
         let since = now.saturating_duration_since(self.base).as_nanos() as f64;
         let lead = (since - phase).rem_euclid(period_ns);
         // `rem_euclid` can round up to the period itself; an instant of the phase is then `now`.
@@ -270,14 +305,14 @@ impl Phases {
         }
     }
 
-    /// The last instant of connection `j`'s phase at or before `now` (`now` itself when that
+    /// The last instant of place `v`'s phase at or before `now` (`now` itself when that
     /// would lie before the clock's origin).
-    pub fn grid(&self, j: u64, now: Instant, period: Duration) -> Instant {
+    pub fn grid(&self, v: u64, now: Instant, period: Duration) -> Instant {
         let ns = period.as_nanos() as f64;
         if ns < 1.0 {
             return now;
         }
-        now.checked_sub(Duration::from_nanos(self.lead(j, now, ns))).unwrap_or(now)
+        now.checked_sub(Duration::from_nanos(self.lead(v, now, ns))).unwrap_or(now)
     }
 }
 
@@ -336,7 +371,7 @@ pub struct Traffic {
     period_ns: Option<f64>,
     until: Option<Instant>,
     /// Without it (unit tests, single flows) every flow's phase is its establishment.
-    phases: Option<Phases>,
+    phases: Option<(Phases, Order)>,
     pub counts: TrafficCounts,
     pub latency: Latency,
 }
@@ -358,7 +393,7 @@ impl Traffic {
 
     /// Spreads this reactor's flows over the period as `phases` says.
     pub fn with_phases(mut self, phases: Phases) -> Traffic {
-        self.phases = Some(phases);
+        self.phases = Some((phases, Order::new(phases.share)));
         self
     }
 
@@ -378,8 +413,8 @@ impl Traffic {
 
     /// A connection was established at `now`: its schedule starts.
     pub fn flow(&mut self, now: Instant) -> Flow {
-        let lead = match (self.period_ns, self.phases) {
-            (Some(p), Some(ph)) => ph.lead(self.counts.flows, now, p),
+        let lead = match (self.period_ns, self.phases.as_mut()) {
+            (Some(p), Some((ph, order))) => ph.lead(order.next(), now, p),
             _ => 0,
         };
         self.counts.flows += 1;
@@ -706,7 +741,7 @@ mod tests {
         let at = base + Duration::from_millis(1_007);
         let mut slot1 = Vec::new();
         for reactor in 0..2 {
-            let phases = Phases { base, reactor, reactors: 2, connections: 4 };
+            let phases = Phases { base, reactor, reactors: 2, share: 2 };
             let mut t = Traffic::new(plan(None, Some(10.0), Until::Nothing)).with_phases(phases);
             for _ in 0..2 {
                 let f = t.flow(at);
@@ -720,10 +755,11 @@ mod tests {
                 slot1.push(s1.duration_since(base).as_millis() % 100);
             }
         }
-        // Connection i = j·2 + reactor at i/4 of the period: 0, 50 (reactor 0), 25, 75 (reactor 1).
+        // Places 0 and 1 of each reactor's 2, reactor 1 half a step later: 0, 50 (reactor 0),
+        // 25, 75 (reactor 1).
         assert_eq!(slot1, [0, 50, 25, 75]);
         // A phase that falls exactly on the establishment puts slot 1 a whole period later.
-        let phases = Phases { base, reactor: 0, reactors: 1, connections: 1 };
+        let phases = Phases { base, reactor: 0, reactors: 1, share: 1 };
         let mut t = Traffic::new(plan(Some(b"hi"), Some(10.0), Until::Nothing)).with_phases(phases);
         let on = base + Duration::from_millis(300);
         let f = t.flow(on);
@@ -743,18 +779,43 @@ mod tests {
     #[test]
     fn a_phase_grid_is_the_last_instant_of_the_phase_at_or_before_now() {
         let base = Instant::now();
-        let phases = Phases { base, reactor: 1, reactors: 3, connections: 7 };
+        // Reactor 1 of 2 with 7 places: place v at (v + 1/2)/7 of 700 ms, 100v + 50 ms.
+        let phases = Phases { base, reactor: 1, reactors: 2, share: 7 };
         let p = Duration::from_millis(700);
-        for (j, now_ms) in [(0u64, 0u64), (0, 99), (0, 100), (1, 5_000), (2, 701), (5, 123_456)] {
+        for (v, now_ms) in [(0u64, 0u64), (0, 49), (0, 50), (1, 5_000), (2, 701), (6, 123_456)] {
             let now = base + Duration::from_millis(now_ms);
-            let g = phases.grid(j, now, p);
-            assert!(g <= now && now - g < p, "j {j} at {now_ms} ms: within one period before now");
-            // Connection i = 3j + 1 of 7 sits at i/7 of 700 ms: 100 ms per step.
-            let i = (3 * j + 1) % 7;
-            let back = (now_ms as i64 - (i as i64) * 100).rem_euclid(700);
-            assert_eq!(now - g, Duration::from_millis(back as u64), "j {j} at {now_ms} ms");
+            let g = phases.grid(v, now, p);
+            assert!(g <= now && now - g < p, "v {v} at {now_ms} ms: within one period before now");
+            let back = (now_ms as i64 - (v as i64) * 100 - 50).rem_euclid(700);
+            assert_eq!(now - g, Duration::from_millis(back as u64), "v {v} at {now_ms} ms");
         }
         assert_eq!(phases.grid(3, base, Duration::ZERO), base, "no period: now itself");
+    }
+
+    #[test]
+    fn the_order_spreads_every_prefix_and_hands_out_each_place_once() {
+        let take = |share: u64, n: usize| {
+            let mut o = Order::new(share);
+            (0..n).map(|_| o.next()).collect::<Vec<_>>()
+        };
+        assert_eq!(take(5, 7), [0, 4, 2, 1, 3, 0, 4], "bit-reversed below 5, then again");
+        assert_eq!(take(1, 3), [0, 0, 0]);
+        assert_eq!(take(0, 2), [0, 0], "a share of 0 is one place");
+        assert_eq!(take(8, 8), [0, 4, 2, 6, 1, 5, 3, 7]);
+        for share in [2u64, 3, 7, 100, 1000, 1023, 1024, 1025] {
+            let all = take(share, share as usize);
+            let mut sorted = all.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..share).collect::<Vec<_>>(), "share {share}: each place once");
+            // Any first k places: no gap (circular) wider than twice the even one, share / k.
+            for k in [2usize, 3, 5, 10, 33, (share / 2) as usize] {
+                let k = k.min(share as usize);
+                let mut p = all[..k].to_vec();
+                p.sort_unstable();
+                let widest = p.windows(2).map(|w| w[1] - w[0]).chain([p[0] + share - p[k - 1]]).max().unwrap();
+                assert!(widest * k as u64 <= 2 * share, "share {share}, first {k}: gap {widest}");
+            }
+        }
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl GoonReactor {
                     // first is its phase's first instant at least one interval after the
                     // upgrade (--ws-ping is at most a day: no overflow).
                     Some(p) => {
-                        let grid = self.phases.grid(w.stats.counts.upgraded_total - 1, now, p);
+                        let grid = self.phases.grid(self.ping_order.next(), now, p);
                         c.set_ping_grid(grid);
                         cx.timers.arm(key, TIMER_WS, after(grid, p, now + p - Duration::from_nanos(1)));
                     }
