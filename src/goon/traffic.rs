@@ -66,7 +66,7 @@ pub const READ_BUDGET: usize = 64 * 1024;
 /// The per-connection message timer (kind 0 is the dial deadline).
 pub const TIMER_MSG: Kind = Kind::new(3);
 
-pub use crate::result::traffic::{count_lines, traffic_json, TrafficCounts};
+pub use crate::result::traffic::{count_lines, traffic_json, PlanSummary, TrafficCounts};
 
 mod args;
 pub(crate) use args::parse_message;
@@ -211,19 +211,15 @@ impl TrafficPlan {
 
     /// One line saying what each connection sends and how responses end.
     pub fn describe(&self, connections: u64) -> String {
-        let mut parts = Vec::new();
-        if let Some(f) = &self.first_message {
-            parts.push(format!("a first message of {} B", f.0.len()));
+        let message = self.message.as_ref().zip(self.message_rate).map(|(m, r)| (m.0.len() as u64, r));
+        PlanSummary {
+            first_bytes: self.first_message.as_ref().map(|f| f.0.len() as u64),
+            message,
+            duration: self.duration,
+            expect_bytes: self.expect_bytes,
+            marker: self.marker.as_ref().map(|m| escape(&m.0)),
         }
-        if let (Some(m), Some(r)) = (&self.message, self.message_rate) {
-            parts.push(format!("{} B messages at {r}/s for {}", m.0.len(), crate::units::go_duration(self.duration)));
-        }
-        let until = match (&self.expect_bytes, &self.marker) {
-            (Some(n), _) => format!("a response is {n} B"),
-            (None, Some(m)) => format!("a response ends with \"{}\"", escape(&m.0)),
-            (None, None) => "no responses expected".to_string(),
-        };
-        format!("Traffic: {} on each of {connections} connections; {until}", parts.join(" and "))
+        .line(connections)
     }
 }
 

@@ -52,6 +52,8 @@ pub struct ShardDoc {
 #[derive(Debug, Clone)]
 pub struct ShardTraffic {
     pub config: Value,
+    /// What `config` says, for the `Traffic:` line.
+    pub plan: crate::result::traffic::PlanSummary,
     pub rate: Option<f64>,
     pub measures: bool,
     pub counts: TrafficCounts,
@@ -214,6 +216,8 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
                         .ok_or_else(|| key_err(path, "traffic.config.message_rate_per_s", "not a positive number"))?,
                 ),
             };
+            let plan = crate::result::traffic::PlanSummary::from_json(&config)
+                .map_err(|(k, msg)| key_err(path, &format!("traffic.config.{k}"), msg))?;
             let set = |k: &str| config.get(k).is_some_and(|v| !v.is_null());
             let measures = set("expect_bytes") || set("marker");
             let counts = t.get("counts").ok_or_else(|| key_err(path, "traffic.counts", "missing"))?;
@@ -222,7 +226,7 @@ pub(crate) fn parse(path: &Path, doc: Value) -> Result<ShardDoc, Error> {
                 key_err(path, &format!("traffic.counts.{sub}"), msg)
             })?;
             let response = latency("traffic.response_time")?;
-            Some(ShardTraffic { config, rate, measures, counts, response })
+            Some(ShardTraffic { config, plan, rate, measures, counts, response })
         }
     };
     let fail = latency("time_to_error")?;

@@ -73,6 +73,8 @@ pub fn print(m: &Merged, verdicts: &[Verdict], out: &mut dyn Write) {
         t.push_str(&format!("Missing shards (not counted): {}\n", names.join(", ")));
     }
     if let Some(tr) = &m.traffic {
+        t.push_str(&tr.plan.line(m.counts.total));
+        t.push('\n');
         t.push_str(&crate::result::traffic::count_lines(
             &tr.counts,
             &tr.response,

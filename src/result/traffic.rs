@@ -106,6 +106,76 @@ impl TrafficCounts {
     }
 }
 
+/// What the `Traffic:` line says: a run's plan, or a fleet's read back from its
+/// `traffic.config` (which every shard of one test shares).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanSummary {
+    pub first_bytes: Option<u64>,
+    /// The repeated message's size and rate per connection.
+    pub message: Option<(u64, f64)>,
+    pub duration: std::time::Duration,
+    pub expect_bytes: Option<u64>,
+    /// As `--marker` takes it (escaped).
+    pub marker: Option<String>,
+}
+
+impl PlanSummary {
+    /// One line saying what each connection sends and how responses end.
+    pub fn line(&self, connections: u64) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.first_bytes {
+            parts.push(format!("a first message of {n} B"));
+        }
+        if let Some((n, r)) = self.message {
+            parts.push(format!("{n} B messages at {r}/s for {}", crate::units::go_duration(self.duration)));
+        }
+        let until = match (&self.expect_bytes, &self.marker) {
+            (Some(n), _) => format!("a response is {n} B"),
+            (None, Some(m)) => format!("a response ends with \"{m}\""),
+            (None, None) => "no responses expected".to_string(),
+        };
+        format!("Traffic: {} on each of {connections} connections; {until}", parts.join(" and "))
+    }
+
+    /// From a result's `traffic.config` (docs/json-format.md): on error the key under it that
+    /// is wrong, and how.
+    pub fn from_json(c: &serde_json::Value) -> Result<PlanSummary, (&'static str, &'static str)> {
+        let get = |k: &'static str| c.get(k).filter(|v| !v.is_null());
+        let count = |k: &'static str| match get(k) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or((k, "not a whole number")),
+        };
+        let message = match (count("message_bytes")?, get("message_rate_per_s")) {
+            (Some(n), Some(r)) => {
+                let r = r.as_f64().filter(|r| *r > 0.0).ok_or(("message_rate_per_s", "not a positive number"))?;
+                Some((n, r))
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(("message_rate_per_s", "missing, but message_bytes is set")),
+            (None, Some(_)) => return Err(("message_bytes", "missing, but message_rate_per_s is set")),
+        };
+        let secs = get("duration_s").ok_or(("duration_s", "missing"))?;
+        let duration = secs
+            .as_f64()
+            .filter(|s| *s >= 0.0)
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+            .ok_or(("duration_s", "not a non-negative number of seconds"))?;
+        // The file keeps whole nanoseconds as seconds in a double: round back to them.
+        let duration = std::time::Duration::from_nanos((duration.as_secs_f64() * 1e9).round() as u64);
+        let marker = match get("marker") {
+            None => None,
+            Some(m) => Some(m.as_str().ok_or(("marker", "not a string"))?.to_string()),
+        };
+        Ok(PlanSummary {
+            first_bytes: count("first_message_bytes")?,
+            message,
+            duration,
+            expect_bytes: count("expect_bytes")?,
+            marker,
+        })
+    }
+}
+
 /// The counts, rates, bytes and response times (`goon`'s block and `report merge`'s).
 pub fn count_lines(
     c: &TrafficCounts,
@@ -163,4 +233,43 @@ pub fn traffic_json(
         "responses_per_s": achieved.map(|a| a.1),
         "response_time": crate::result::block::latency_json(response),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_plan_reads_back_from_its_config_and_refuses_what_is_not_one() {
+        let c = json!({"first_message_bytes": 3, "message_bytes": 5, "message_rate_per_s": 2.5,
+            "duration_s": 0.3, "expect_bytes": null, "marker": "ok\\n", "outstanding_max": 128});
+        let p = PlanSummary::from_json(&c).unwrap();
+        assert_eq!(p.duration, Duration::from_millis(300), "seconds in a double round back to whole ns");
+        assert_eq!(
+            p.line(7),
+            "Traffic: a first message of 3 B and 5 B messages at 2.5/s for 300ms on each of 7 connections; \
+             a response ends with \"ok\\n\""
+        );
+        let bad = |k: &str, v: serde_json::Value| {
+            let mut c = c.clone();
+            c[k] = v;
+            PlanSummary::from_json(&c).unwrap_err()
+        };
+        assert_eq!(bad("message_bytes", json!(-1)), ("message_bytes", "not a whole number"));
+        assert_eq!(bad("message_rate_per_s", json!(0)), ("message_rate_per_s", "not a positive number"));
+        assert_eq!(bad("message_rate_per_s", json!(null)).0, "message_rate_per_s");
+        assert_eq!(bad("duration_s", json!("1s")).0, "duration_s");
+        assert_eq!(bad("duration_s", json!(-1.0)).0, "duration_s");
+        assert_eq!(bad("marker", json!(5)), ("marker", "not a string"));
+        assert_eq!(bad("first_message_bytes", json!(1.5)).0, "first_message_bytes");
+        let only_first = json!({"first_message_bytes": 2, "duration_s": 0, "expect_bytes": 2});
+        assert_eq!(
+            PlanSummary::from_json(&only_first).unwrap().line(1),
+            "Traffic: a first message of 2 B on each of 1 connections; a response is 2 B"
+        );
+    }
 }

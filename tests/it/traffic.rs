@@ -427,7 +427,8 @@ fn report_merge_adds_traffic_exactly() {
         both.add(hist(b)).unwrap();
         assert!(hist(f) == both, "the fleet's histogram is the sum of the shards'");
         assert_eq!(fleet["traffic"]["requested_per_s"], 20.0 * 6.0);
-        assert!(out.contains("Messages: "), "{out}");
+        let plan = "Traffic: 4 B messages at 20/s for 500ms on each of 6 connections; a response is 4 B\nMessages: ";
+        assert!(out.contains(plan), "the fleet's plan line, over all its connections: {out}");
     });
 }
 
