@@ -166,7 +166,7 @@ pub struct GoonArgs {
     pub(crate) header: Vec<String>,
     /// With --ws: send a ping on every upgraded connection this often (e.g. 1s, 250ms;
     /// 1ms..=24h) and record the ping -> pong round trip. The connections' pings are spread
-    /// evenly over the interval; the first comes one to two intervals after the upgrade.
+    /// evenly over the interval; the first comes within one interval of the upgrade.
     #[arg(long = "ws-ping", value_name = "INTERVAL", requires = "ws",
           value_parser = |s: &str| parse_duration_in(s, Duration::from_millis(1), Duration::from_secs(86_400)))]
     pub(crate) ws_ping: Option<Duration>,

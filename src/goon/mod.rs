@@ -357,7 +357,13 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
                 }),
                 ws: ws_plan.clone(),
                 traffic: traffic_plan.clone(),
-                phases: Phases { base, reactor: i as u64, reactors: threads as u64, share: share[i] },
+                phases: Phases {
+                    base,
+                    reactor: i as u64,
+                    reactors: threads as u64,
+                    share: share[i],
+                    connections: cfg.connections,
+                },
             };
             GoonReactor::new(plan, tx.clone(), sink)
         })

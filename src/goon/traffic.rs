@@ -238,7 +238,7 @@ pub fn report_json(plan: &TrafficPlan, c: &TrafficCounts, response: &Latency, co
 
 /// Where a reactor's connections put their periodic work (message slots, WebSocket pings)
 /// within a period: a connection takes a place `v` in `0..share` from an [`Order`], and its
-/// phase is `(v + reactor/reactors) / share` of the period after `base`, an instant common to
+/// phase is `((v·reactors + reactor) mod N) / N` of the period after `base`, an instant common to
 /// the run. With the run's N connections dealt out evenly ([`super::shares`]) the N phases
 /// are N equal steps of the period, reactors interleaved.
 #[derive(Clone, Copy, Debug)]
@@ -248,6 +248,8 @@ pub struct Phases {
     pub reactors: u64,
     /// This reactor's share of the connections.
     pub share: u64,
+    /// The run's (or shard's) connections, N.
+    pub connections: u64,
 }
 
 /// The order in which a reactor hands out the places `0..share`: bit-reversed over the next
@@ -288,9 +290,11 @@ impl Order {
 impl Phases {
     /// How far past the last instant of place `v`'s phase `now` is, in ns: in `0..period_ns`.
     pub fn lead(&self, v: u64, now: Instant, period_ns: f64) -> u64 {
-        let share = self.share.max(1) as f64;
-        let within = self.reactor as f64 / self.reactors.max(1) as f64;
-        let phase = period_ns * (v as f64 + within) / share;
+        // Place v of reactor r is the run's connection v·T + r: with the shares dealt out as
+        // `shares` does, these are exactly 0..N, N equal steps even when N is not a multiple of T.
+        let i = v.wrapping_mul(self.reactors.max(1)).wrapping_add(self.reactor);
+        let n = self.connections.max(self.share).max(1);
+        let phase = period_ns * (i % n) as f64 / n as f64;
         let since = now.saturating_duration_since(self.base).as_nanos() as f64;
         let lead = (since - phase).rem_euclid(period_ns);
         // `rem_euclid` can round up to the period itself; an instant of the phase is then `now`.
@@ -737,7 +741,7 @@ mod tests {
         let at = base + Duration::from_millis(1_007);
         let mut slot1 = Vec::new();
         for reactor in 0..2 {
-            let phases = Phases { base, reactor, reactors: 2, share: 2 };
+            let phases = Phases { base, reactor, reactors: 2, share: 2, connections: 4 };
             let mut t = Traffic::new(plan(None, Some(10.0), Until::Nothing)).with_phases(phases);
             for _ in 0..2 {
                 let f = t.flow(at);
@@ -755,7 +759,7 @@ mod tests {
         // 25, 75 (reactor 1).
         assert_eq!(slot1, [0, 50, 25, 75]);
         // A phase that falls exactly on the establishment puts slot 1 a whole period later.
-        let phases = Phases { base, reactor: 0, reactors: 1, share: 1 };
+        let phases = Phases { base, reactor: 0, reactors: 1, share: 1, connections: 1 };
         let mut t = Traffic::new(plan(Some(b"hi"), Some(10.0), Until::Nothing)).with_phases(phases);
         let on = base + Duration::from_millis(300);
         let f = t.flow(on);
@@ -776,7 +780,7 @@ mod tests {
     fn a_phase_grid_is_the_last_instant_of_the_phase_at_or_before_now() {
         let base = Instant::now();
         // Reactor 1 of 2 with 7 places: place v at (v + 1/2)/7 of 700 ms, 100v + 50 ms.
-        let phases = Phases { base, reactor: 1, reactors: 2, share: 7 };
+        let phases = Phases { base, reactor: 1, reactors: 2, share: 7, connections: 14 };
         let p = Duration::from_millis(700);
         for (v, now_ms) in [(0u64, 0u64), (0, 49), (0, 50), (1, 5_000), (2, 701), (6, 123_456)] {
             let now = base + Duration::from_millis(now_ms);

@@ -2,7 +2,7 @@
 //! TLS handshake (`--tls`), the WebSocket upgrade and hold (`--ws`; inside TLS with both) and
 //! message traffic (`--message`). The connection state machine and dialing are in the parent.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::super::ws::WsWire;
 use crate::engine::coordinator::after;
@@ -89,12 +89,11 @@ impl GoonReactor {
                 match w.plan.ping {
                     // Pings keep the connection's phase, as message slots do, so connections
                     // upgraded in one turn do not ping together for the rest of the run; the
-                    // first is its phase's first instant at least one interval after the
-                    // upgrade (--ws-ping is at most a day: no overflow).
+                    // first is its phase's first instant after the upgrade (within one interval).
                     Some(p) => {
                         let grid = self.phases.grid(self.ping_order.next(), now, p);
                         c.set_ping_grid(grid);
-                        cx.timers.arm(key, TIMER_WS, after(grid, p, now + p - Duration::from_nanos(1)));
+                        cx.timers.arm(key, TIMER_WS, after(grid, p, now));
                     }
                     None => cx.timers.cancel(key, TIMER_WS),
                 }
