@@ -8,12 +8,13 @@
 //! `g + k/R`, where `g` is the last instant at or before the establishment on the connection's
 //! *phase*: the run's N connections take N evenly spaced phases of one period `1/R`, handed out
 //! in an order that spreads any first few ([`Phases`], [`Order`]), so N connections × R/s is a
-//! steady N·R messages a second, not N at once every `1/R`. The phase comes from the connection's place in the order, not from the
-//! moment it was established: a turn the loop was late for during the ramp (a dial batch, a
-//! descheduled thread) does not bunch connections' messages together for the rest of the run.
-//! Slots are due at their times whatever the loop was doing then. The first message, when
-//! given, is sent before slot 0 and is due at the establishment too. Messages go out in order; a message
-//! that could not go when due (a full socket buffer, a busy loop, or the outstanding bound below)
+//! steady N·R messages a second, not N at once every `1/R`. The phase comes from the
+//! connection's place in the order, not from the moment it was established: a turn the loop
+//! was late for during the ramp (a dial batch, a descheduled thread) does not bunch
+//! connections' messages together for the rest of the run. Slots are due at their times
+//! whatever the loop was doing then. The first message, when given, is sent before slot 0 and
+//! is due at the establishment too. Messages go out in order; a message that could not go when
+//! due (a full socket buffer, a busy loop, or the outstanding bound below)
 //! goes as soon as it can, and its response's latency still counts from its slot. Responses
 //! arrive in order on a byte stream, so the j-th complete response answers the j-th message:
 //! a flow needs only counters, no queue of send times.
@@ -308,11 +309,15 @@ impl Phases {
     /// The last instant of place `v`'s phase at or before `now` (`now` itself when that
     /// would lie before the clock's origin).
     pub fn grid(&self, v: u64, now: Instant, period: Duration) -> Instant {
-        let ns = period.as_nanos() as f64;
-        if ns < 1.0 {
+        self.grid_ns(v, now, period.as_nanos() as f64)
+    }
+
+    /// [`Phases::grid`] for a period in (fractional) nanoseconds.
+    fn grid_ns(&self, v: u64, now: Instant, period_ns: f64) -> Instant {
+        if period_ns < 1.0 {
             return now;
         }
-        now.checked_sub(Duration::from_nanos(self.lead(v, now, ns))).unwrap_or(now)
+        now.checked_sub(Duration::from_nanos(self.lead(v, now, period_ns))).unwrap_or(now)
     }
 }
 
@@ -413,13 +418,12 @@ impl Traffic {
 
     /// A connection was established at `now`: its schedule starts.
     pub fn flow(&mut self, now: Instant) -> Flow {
-        let lead = match (self.period_ns, self.phases.as_mut()) {
-            (Some(p), Some((ph, order))) => ph.lead(order.next(), now, p),
-            _ => 0,
+        let start = match (self.period_ns, self.phases.as_mut()) {
+            (Some(p), Some((ph, order))) => ph.grid_ns(order.next(), now, p),
+            _ => now,
         };
         self.counts.flows += 1;
-        let start = now.checked_sub(Duration::from_nanos(lead)).unwrap_or(now);
-        let lead = if start == now { 0 } else { lead };
+        let lead = now.duration_since(start).as_nanos() as u64;
         Flow { start, lead, next: 0, offset: 0, due: 0, behind_mark: 0, answered: 0, got: 0 }
     }
 
