@@ -316,7 +316,8 @@ fn with_traffic(mut d: Value, n: u64, us: u64, rate: f64) -> Value {
         bytes_down: n * 4,
         ..Default::default()
     };
-    let config = json!({ "message_rate_per_s": rate, "expect_bytes": 4, "marker": null });
+    let config =
+        json!({ "message_bytes": 4, "message_rate_per_s": rate, "duration_s": 1.0, "expect_bytes": 4, "marker": null });
     d["traffic"] = crate::result::traffic::traffic_json(config, Some(rate), &c, &l, 10);
     d
 }
