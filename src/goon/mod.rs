@@ -295,7 +295,7 @@ pub fn run(cfg: &GoonConfig, signals: &Receiver<Signal>, out: &mut dyn Write) ->
         Some(to) => Some(Stream::open(to, cfg)?),
     };
     let rss_start_kib = crate::sys::rss_kib().map_or(0, |r| r.0);
-    let (tx, rx) = crossbeam_channel::bounded::<Update>(threads * UPDATE_QUEUE_PER_REACTOR);
+    let (tx, rx) = crossbeam_channel::bounded::<Box<Update>>(threads * UPDATE_QUEUE_PER_REACTOR);
     let mut sinks: Vec<Option<Sink>> = (0..threads).map(|_| None).collect();
     let mut target = cfg.target;
     let mut gate = None;
@@ -601,7 +601,10 @@ impl Coordinated {
 }
 
 impl Role for Coordinated {
-    type Report = Update;
+    /// Boxed: an `Update` carries several recorders (about 2 KB), and the bounded channel's
+    /// slots are written when it is made, so unboxed its 64 slots per reactor would be ~250 KiB
+    /// of resident memory before the first connection.
+    type Report = Box<Update>;
 
     const MAX_WAIT: Duration = Duration::from_millis(500);
 
@@ -613,7 +616,7 @@ impl Role for Coordinated {
         Some(wake)
     }
 
-    fn on_report(&mut self, u: Update, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
+    fn on_report(&mut self, u: Box<Update>, _ctl: &mut Ctl, _out: &mut dyn Write) -> Flow {
         self.run.merge(u.connect.as_ref(), u.fail.as_ref());
         if let Some(l) = &u.tls_handshake {
             self.tls_handshake.merge(l);

@@ -230,7 +230,7 @@ pub struct GoonReactor {
     counts: Counts,
     connect: Latency,
     fail: Latency,
-    tx: Sender<Update>,
+    tx: Sender<Box<Update>>,
     dial_done_sent: bool,
     /// Counts frozen at `Stop`; events after it are no longer counted.
     stopping: bool,
@@ -269,7 +269,7 @@ pub struct ReactorPlan {
 }
 
 impl GoonReactor {
-    pub fn new(plan: ReactorPlan, tx: Sender<Update>, sink: Option<Sink>) -> GoonReactor {
+    pub fn new(plan: ReactorPlan, tx: Sender<Box<Update>>, sink: Option<Sink>) -> GoonReactor {
         GoonReactor {
             target: plan.target,
             share: plan.share,
@@ -492,7 +492,7 @@ impl GoonReactor {
             && self.ws.as_ref().is_none_or(|w| w.stats.counts.upgrading == 0)
     }
 
-    fn report(&mut self, dial_done: bool, exited: bool) -> Update {
+    fn report(&mut self, dial_done: bool, exited: bool) -> Box<Update> {
         if let Some(t) = &self.tls {
             self.counts.tls = t.counts;
         }
@@ -502,7 +502,7 @@ impl GoonReactor {
         let mut counts = self.counts;
         counts.ws = self.ws.as_ref().map(|w| w.stats.counts).unwrap_or_default();
         let response = self.traffic.as_mut().filter(|t| !t.latency.is_empty()).map(|t| t.latency.take());
-        Update {
+        Box::new(Update {
             tls_handshake: self.tls.as_mut().and_then(TlsPhase::take_latency),
             reactor: 0,
             counts,
@@ -512,7 +512,7 @@ impl GoonReactor {
             ws: self.ws.as_mut().and_then(WsRun::take),
             dial_done,
             exited,
-        }
+        })
     }
 
     fn flush(&mut self, cx: &GCx) {

@@ -46,7 +46,22 @@ impl Latency {
         Latency { hist: None, count: 0, min_ns: u64::MAX, max_ns: 0, sum_ns: 0, sum_sq_ns: 0 }
     }
 
+    /// A histogram that grows with the largest value recorded: hdrhistogram writes every count
+    /// it allocates, so one sized for 60 s from the start is ~136 KiB resident per recorder,
+    /// where connect times of a few ms need ~40 KiB. The buckets depend only on the lowest
+    /// value and the precision, so percentiles and merges are the same as with the fixed bound;
+    /// samples are clamped to [`HIST_MAX_US`] before they are recorded, so it never grows past
+    /// the fixed form's size.
     fn empty_hist() -> Histogram<u64> {
+        let mut h = Histogram::new_with_bounds(HIST_LOWEST_US, 2 * HIST_LOWEST_US, HIST_SIGFIG)
+            .expect("constant histogram bounds are valid");
+        h.auto(true);
+        h
+    }
+
+    /// The fixed-bound form ([`HIST_LOWEST_US`]..[`HIST_MAX_US`]) that the encoding's header
+    /// states, whatever the recorder grew to.
+    fn full_hist() -> Histogram<u64> {
         Histogram::new_with_bounds(HIST_LOWEST_US, HIST_MAX_US, HIST_SIGFIG)
             .expect("constant histogram bounds are valid")
     }
@@ -58,7 +73,13 @@ impl Latency {
 
     pub(crate) fn record(&mut self, d: Duration) {
         let ns = d.as_nanos().min(u64::MAX as u128) as u64;
-        self.hist_mut().saturating_record((ns / 1000).clamp(1, HIST_MAX_US));
+        let us = (ns / 1000).clamp(1, HIST_MAX_US);
+        let h = self.hist_mut();
+        // `record` grows the histogram to the value (`saturating_record` would pin it to the
+        // current top instead); it can only fail if growing does, and then the top bucket holds it.
+        if h.record(us).is_err() {
+            h.saturating_record(us);
+        }
         self.count += 1;
         self.min_ns = self.min_ns.min(ns);
         self.max_ns = self.max_ns.max(ns);
@@ -169,15 +190,13 @@ impl Latency {
     /// so results from several machines can be merged later.
     pub(crate) fn encode(&self) -> String {
         let mut buf = Vec::new();
-        let empty;
-        let h = match &self.hist {
-            Some(h) => h,
-            None => {
-                empty = Latency::empty_hist();
-                &empty
-            }
-        };
-        match V2DeflateSerializer::new().serialize(h, &mut buf) {
+        // The same bounds in every encoding (the decoder checks them): copy into the fixed form.
+        let mut h = Latency::full_hist();
+        if let Some(own) = &self.hist {
+            // Within the fixed bounds (samples are clamped): `add` cannot fail.
+            let _ = h.add(own);
+        }
+        match V2DeflateSerializer::new().serialize(&h, &mut buf) {
             Ok(_) => base64_encode(&buf),
             Err(_) => String::new(),
         }
@@ -418,7 +437,10 @@ mod tests {
                 a.record(Duration::from_nanos(10f64.powf(2.0 + rng.f64() * 9.0) as u64));
             }
             let h = Latency::decode_hist(&a.encode()).unwrap();
-            assert!(Some(&h) == a.hist.as_ref(), "{n} samples");
+            // The recorder grew only to its largest value; the decoded form has the fixed
+            // bounds. hdrhistogram's `==` walks the left side's counts (with equal totals and
+            // maxima, the longer side's extra counts are zero), so the shorter goes left.
+            assert!(a.hist.as_ref() == Some(&h), "{n} samples");
         }
         assert!(Latency::decode_hist(&Latency::new().encode()).unwrap().is_empty());
         // Another precision is named, not decoded.

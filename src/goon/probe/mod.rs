@@ -70,7 +70,7 @@ pub fn run(
         Some(to) => Some(Stream::open(to, cfg)?),
     };
     let rss_start_kib = crate::sys::rss_kib().map_or(0, |r| r.0);
-    let (tx, rx) = crossbeam_channel::bounded::<ProbeUpdate>(threads * UPDATE_QUEUE_PER_REACTOR);
+    let (tx, rx) = crossbeam_channel::bounded::<Box<ProbeUpdate>>(threads * UPDATE_QUEUE_PER_REACTOR);
     let mut sinks: Vec<Option<Sink>> = (0..threads).map(|_| None).collect();
     let mut target = cfg.target;
     let mut gate = None;
@@ -232,7 +232,9 @@ impl Coordinated {
 }
 
 impl Role for Coordinated {
-    type Report = ProbeUpdate;
+    /// Boxed for the same reason as goon's `Update`: the channel's slots are written when it
+    /// is made.
+    type Report = Box<ProbeUpdate>;
 
     const MAX_WAIT: Duration = Duration::from_millis(500);
 
@@ -244,7 +246,7 @@ impl Role for Coordinated {
         Some(wake)
     }
 
-    fn on_report(&mut self, u: ProbeUpdate, ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
+    fn on_report(&mut self, u: Box<ProbeUpdate>, ctl: &mut Ctl, out: &mut dyn Write) -> Flow {
         self.run.merge(u.connect.as_ref(), u.fail.as_ref());
         self.sampler.merge(u.connect.as_ref(), u.fail.as_ref(), [None, None]);
         self.dial_done[u.reactor] |= u.dial_done;

@@ -155,7 +155,7 @@ pub struct ProbeReactor {
     open_unclassified: u64,
     connect: Latency,
     fail: Latency,
-    tx: Sender<ProbeUpdate>,
+    tx: Sender<Box<ProbeUpdate>>,
     done_sent: bool,
     stopping: bool,
     exit: bool,
@@ -164,7 +164,7 @@ pub struct ProbeReactor {
 }
 
 impl ProbeReactor {
-    pub fn new(plan: ProbePlan, tx: Sender<ProbeUpdate>, sink: Option<Sink>) -> ProbeReactor {
+    pub fn new(plan: ProbePlan, tx: Sender<Box<ProbeUpdate>>, sink: Option<Sink>) -> ProbeReactor {
         let mut by_length: Vec<usize> = (0..plan.idle.len()).collect();
         by_length.sort_by(|a, b| plan.idle[*b].cmp(&plan.idle[*a]));
         // At most MAX_GROUPS (32) groups: an index fits a byte.
@@ -423,8 +423,8 @@ impl ProbeReactor {
         cx.timers.arm(key, TIMER_CHECK, at);
     }
 
-    fn report(&mut self, exited: bool) -> ProbeUpdate {
-        ProbeUpdate {
+    fn report(&mut self, exited: bool) -> Box<ProbeUpdate> {
+        Box::new(ProbeUpdate {
             reactor: 0,
             snap: self.snap.clone(),
             connect: (!self.connect.is_empty()).then(|| self.connect.take()),
@@ -432,7 +432,7 @@ impl ProbeReactor {
             dial_done: self.dial_done(),
             done: self.done(),
             exited,
-        }
+        })
     }
 
     fn flush(&mut self, cx: &PCx) {
