@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 let _ = writeln!(err, "Execution aborted by the user.");
                 return Ok(1);
             }
+            reserve_fds(sockets.saturating_add(crate::sys::FD_RESERVE), &fd);
             let signals = crate::sys::route_signals()?;
             // `--json-stream -` owns standard output; the text goes to standard error.
             let goon = |out: &mut dyn Write| crate::goon::run(&cfg, &signals, out).map(|r| r.exit_code());
@@ -79,6 +80,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                     fd.hard
                 );
             }
+            let want = (cfg.max_conns as u64).saturating_add(crate::sys::FD_RESERVE);
+            reserve_fds(want.min(crate::sys::FD_TABLE_CEILING), &fd);
             let signals = crate::sys::route_signals()?;
             reporting(Watched::stdout(), |out| crate::serve::run(&cfg, &signals, out).map(|()| 0))
         }
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                     fd.soft
                 );
             }
+            reserve_fds(need.min(crate::sys::FD_TABLE_CEILING), &fd);
             let signals = crate::sys::route_signals()?;
             reporting(Watched::stdout(), |out| crate::proxy::run(cfg, threads, &signals, out).map(|()| 0))
         }
@@ -107,7 +111,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 return print_config(&crate::config::to_toml(&cfg.to_file()));
             }
             let threads = crate::config::resolve_threads(args.threads);
-            crate::sys::raise_nofile()?;
+            let fd = crate::sys::raise_nofile()?;
+            let want = (cfg.max_connections as u64).saturating_add(crate::sys::FD_RESERVE);
+            reserve_fds(want.min(crate::sys::FD_TABLE_CEILING), &fd);
             let signals = crate::sys::route_signals()?;
             reporting(Watched::stdout(), |out| {
                 crate::backpressure::server::run(&cfg, cfg.listen_key.as_str(), threads, &signals, out).map(|()| 0)
@@ -131,6 +137,15 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Cmd::Report(crate::report::ReportCmd::Html(args)) => {
             reporting(Watched::stdout(), |out| crate::report::html::run(&args, out))
         }
+    }
+}
+
+/// Grows the descriptor table for `want` descriptors while this is the only thread (see
+/// [`crate::sys::reserve_fd_table`]); a failure only means the table grows as it goes.
+fn reserve_fds(want: u64, fd: &crate::sys::FdLimit) {
+    match crate::sys::reserve_fd_table(want, fd) {
+        Ok(size) => log::debug!("descriptor table: {size} slots for {want} wanted (open-file limit {})", fd.soft),
+        Err(e) => log::debug!("descriptor table not grown ahead ({e}): it grows as descriptors open"),
     }
 }
 

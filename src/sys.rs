@@ -45,6 +45,46 @@ pub(crate) fn open_file_limit() -> u64 {
     raise_nofile().map_or(u64::MAX, |l| l.soft)
 }
 
+/// Descriptor slots reserved up front at most ([`reserve_fd_table`]) for a role whose count is
+/// only a ceiling (a server's connection limit): 131,072 slots are 1 MiB of kernel memory.
+pub(crate) const FD_TABLE_CEILING: u64 = 1 << 17;
+
+/// Grows the process's descriptor table to hold at least `want` descriptors (bounded by the
+/// soft open-file limit) and returns the table's size after it (`FDSize` in /proc).
+///
+/// Linux grows the table by doubling as descriptors are opened, and in a process with more
+/// than one thread each doubling waits for an RCU grace period (`synchronize_rcu` in
+/// `expand_fdtable`) in the thread that opened the descriptor: 6-15 ms each on a 2-core VM,
+/// at 256, 512, 1,024 ... open descriptors, during which that reactor serves nothing. Grown
+/// once here, before any other thread starts, the table never doubles under load. Best effort:
+/// an error leaves the table to grow as before.
+pub(crate) fn reserve_fd_table(want: u64, limit: &FdLimit) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let top = want.min(limit.soft);
+    if top > 64 {
+        let target = libc::c_int::try_from(top - 1).unwrap_or(libc::c_int::MAX);
+        let null = std::fs::File::open("/dev/null")?;
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor this function owns; the copy it returns is
+        // closed at once and never used.
+        let copy = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, target) };
+        if copy < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `copy` is the descriptor fcntl just returned; nothing else holds it.
+        unsafe { libc::close(copy) };
+    }
+    fd_table_size()
+}
+
+/// `FDSize` of /proc/self/status: the slots the descriptor table has now.
+pub(crate) fn fd_table_size() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/status")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no FDSize line in /proc/self/status"))
+}
+
 /// Signals netforge handles. They are blocked in every thread and taken by one `sigwait` thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Signal {
@@ -232,6 +272,7 @@ pub(crate) fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn timer_fd_gives_an_edge_per_expiry_without_being_read() {
@@ -261,6 +302,29 @@ mod tests {
         // SAFETY: one valid pollfd.
         assert_eq!(unsafe { libc::poll(&mut pfd, 1, 20) }, 0);
         t.set(None).unwrap();
+    }
+
+    #[test]
+    fn a_reserved_descriptor_table_holds_its_descriptors_without_growing() {
+        let lim = raise_nofile().unwrap();
+        let want = 12_000.min(lim.soft);
+        // Another thread shares the table, as a role's reactors do.
+        let (stop, parked) = crossbeam_channel::bounded::<()>(0);
+        let other = std::thread::spawn(move || parked.recv());
+        let size = reserve_fd_table(want, &lim).unwrap();
+        assert!(size >= want, "table of {size} slots for {want}");
+        assert_eq!(fd_table_size().unwrap(), size);
+        // The slot used to grow the table is closed again: the next descriptor is a low one.
+        let probe = std::fs::File::open("/dev/null").unwrap();
+        assert!((probe.as_raw_fd() as u64) < want - 1, "fd {} kept the top slot", probe.as_raw_fd());
+        let held: Vec<_> = (0..1000.min(want / 2)).map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        assert_eq!(fd_table_size().unwrap(), size, "{} more descriptors grew the table", held.len());
+        drop(stop);
+        let _ = other.join();
+        // Nothing to grow: a want of at most 64 (the table's first size) or under the limit.
+        assert!(reserve_fd_table(10, &lim).unwrap() >= size);
+        let tiny = FdLimit { before: 50, soft: 50, hard: 50 };
+        assert!(reserve_fd_table(u64::MAX, &tiny).unwrap() >= size);
     }
 
     #[test]

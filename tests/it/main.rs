@@ -4,6 +4,7 @@ mod bp;
 mod bp_peers;
 mod config_errors;
 mod deploy;
+mod fdtable;
 mod goon;
 mod limits;
 mod listen;
