@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(fd_table_size().unwrap(), size, "{} more descriptors grew the table", held.len());
         drop(stop);
         let _ = other.join();
-        // Nothing to grow: a want of at most 64 (the table's first size) or under the limit.
+        // Nothing to grow: a want of at most 64 slots, or a limit below the table it has.
         assert!(reserve_fd_table(10, &lim).unwrap() >= size);
         let tiny = FdLimit { before: 50, soft: 50, hard: 50 };
         assert!(reserve_fd_table(u64::MAX, &tiny).unwrap() >= size);
