@@ -54,8 +54,8 @@ pub fn report_lines(path: &str, pinging: bool, c: &ClientCounts, l: &WsLatencies
     }
     if pinging || c.pings_sent > 0 {
         t += &format!(
-            "Pings: {} sent, {} answered, {} unanswered, {} not sent (peer not reading)\n",
-            c.pings_sent, c.pongs, c.pings_unanswered, c.pings_unsent
+            "Pings: {} sent, {} answered, {} unanswered, {} in flight at the end, {} not sent (peer not reading)\n",
+            c.pings_sent, c.pongs, c.pings_unanswered, c.pings_outstanding, c.pings_unsent
         );
     }
     if !l.ping.is_empty() {
@@ -90,6 +90,7 @@ pub fn json_value(c: &ClientCounts, l: &WsLatencies) -> serde_json::Value {
         "pings_sent": c.pings_sent,
         "pongs": c.pongs,
         "pings_unanswered": c.pings_unanswered,
+        "pings_in_flight_on_closure": c.pings_outstanding,
         "pings_unsent": c.pings_unsent,
         "server_pings": c.pings_received,
         "close_frames": c.close_frames,
@@ -113,6 +114,11 @@ pub fn from_json(v: &serde_json::Value) -> Result<(ClientCounts, WsLatencies), S
         pings_sent: int("pings_sent")?,
         pongs: int("pongs")?,
         pings_unanswered: int("pings_unanswered")?,
+        // Absent from results written before it was counted: none known then.
+        pings_outstanding: match v.get("pings_in_flight_on_closure") {
+            None => 0,
+            Some(_) => int("pings_in_flight_on_closure")?,
+        },
         pings_unsent: int("pings_unsent")?,
         pings_received: int("server_pings")?,
         close_frames: int("close_frames")?,
@@ -152,6 +158,7 @@ mod tests {
             failed_timeout: 1,
             pings_sent: 9,
             pongs: 8,
+            pings_outstanding: 1,
             ..Default::default()
         };
         c.failed_status.add(403, 2);
@@ -173,7 +180,13 @@ mod tests {
         let text = report_lines("/", true, &c, &l);
         assert!(text.starts_with("WebSocket /: 7 upgraded, 4 failed, 5 open on closure\n"), "{text}");
         assert!(text.contains("Upgrade failures: status 403 2, status 404 1, timeout 1\n"), "{text}");
-        assert!(text.contains("Pings: 9 sent, 8 answered, 0 unanswered, 0 not sent"), "{text}");
+        assert!(text.contains("Pings: 9 sent, 8 answered, 0 unanswered, 1 in flight at the end, 0 not sent"), "{text}");
+        // A result written before the in-flight count existed reads as none in flight.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("pings_in_flight_on_closure");
+        assert_eq!(from_json(&old).unwrap().0.pings_outstanding, 0);
+        old["pings_in_flight_on_closure"] = json!("one");
+        assert_eq!(from_json(&old).unwrap_err(), "pings_in_flight_on_closure: missing or not an integer");
         assert!(text.contains("Ping RTT stats for 1 pong min/avg/max/dev"), "{text}");
     }
 }

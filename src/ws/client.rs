@@ -93,8 +93,12 @@ pub struct ClientCounts {
     pub failed_bad_response: u64,
     pub pings_sent: u64,
     pub pongs: u64,
-    /// Our pings still unanswered when the next was due.
+    /// Our pings whose pong had not come when the next was due, or when their connection
+    /// ended before the run did.
     pub pings_unanswered: u64,
+    /// Our pings sent and not yet answered (a gauge: one at most per open connection). At the
+    /// run's end, `pings_sent` = `pongs` + `pings_unanswered` + this.
+    pub pings_outstanding: u64,
     /// Pings not sent because the peer had not taken [`OUT_MAX`] bytes yet.
     pub pings_unsent: u64,
     /// The server's pings. The last of each read is answered, as RFC 6455 allows (a pong
@@ -123,6 +127,7 @@ impl ClientCounts {
         self.pings_sent += o.pings_sent;
         self.pongs += o.pongs;
         self.pings_unanswered += o.pings_unanswered;
+        self.pings_outstanding += o.pings_outstanding;
         self.pings_unsent += o.pings_unsent;
         self.pings_received += o.pings_received;
         self.close_frames += o.close_frames;
@@ -283,6 +288,7 @@ impl Client {
             Phase::Open(o) => {
                 if o.ping.take().is_some() {
                     st.counts.pings_unanswered += 1;
+                    st.counts.pings_outstanding -= 1;
                 }
                 o.seq = o.seq.wrapping_add(1);
                 let mut f = [0u8; CONTROL_FRAME_MAX];
@@ -290,6 +296,7 @@ impl Client {
                 match o.send(s, &f[..n]) {
                     Ok(true) => {
                         st.counts.pings_sent += 1;
+                        st.counts.pings_outstanding += 1;
                         o.ping = Some((o.seq, now));
                         Step::Idle
                     }
@@ -334,8 +341,12 @@ impl Client {
 
     /// An open connection ends.
     fn end(&mut self, st: &mut ClientStats) -> Step {
-        if matches!(self.0, Phase::Open(_)) {
+        if let Phase::Open(o) = &self.0 {
             st.counts.upgraded -= 1;
+            if o.ping.is_some() {
+                st.counts.pings_unanswered += 1;
+                st.counts.pings_outstanding -= 1;
+            }
         }
         self.0 = Phase::Done;
         Step::Close
@@ -509,6 +520,7 @@ impl Client {
         });
         if answered {
             o.ping = None;
+            st.counts.pings_outstanding -= 1;
         }
         if r.is_err() {
             st.counts.protocol_errors += 1;
@@ -749,12 +761,16 @@ mod tests {
         c.on_timer(&mut s, t1, &mut st);
         c.on_timer(&mut s, t1, &mut st);
         assert_eq!((st.counts.pings_sent, st.counts.pings_unanswered), (3, 1));
-        // A close frame: answered, the connection ends.
+        // The third is in flight: every ping sent is answered, unanswered or outstanding.
+        assert_eq!(st.counts.pings_outstanding, 1);
+        // A close frame: answered, the connection ends, and the ping in flight with it.
         s.input.extend_from_slice(&[0x88, 0x02, 0x03, 0xe8]);
         assert_eq!(c.on_ready(&mut s, Edge::Drain, &mut scratch, t1, &mut st, &mut |_| {}), Step::Close);
         assert_eq!((st.counts.upgraded, st.counts.close_frames), (0, 1));
+        assert_eq!((st.counts.pings_unanswered, st.counts.pings_outstanding), (2, 0));
         c.gone(&mut st);
         assert_eq!(st.counts.upgraded, 0, "counted once");
+        assert_eq!((st.counts.pings_unanswered, st.counts.pings_outstanding), (2, 0), "counted once");
     }
 
     /// A client upgraded over `s` (which takes everything while upgrading).

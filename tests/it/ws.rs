@@ -78,6 +78,16 @@ fn test_server(
     (addr, rx, stop_tx)
 }
 
+/// Answers the upgrade request `head` with a valid 101.
+fn accept_upgrade(s: &mut TcpStream, head: Option<&str>) -> std::io::Result<()> {
+    let key = key_of(head.unwrap_or(""));
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        tungstenite::handshake::derive_accept_key(key.as_bytes())
+    );
+    s.write_all(resp.as_bytes())
+}
+
 fn key_of(head: &str) -> String {
     head.lines()
         .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
@@ -124,9 +134,41 @@ fn ws_ping_records_round_trips() {
         let (sent, pongs) = (n(&w["pings_sent"]), n(&w["pongs"]));
         // 1 s of hold at 100 ms per connection: several rounds each.
         assert!(sent >= 20 * 3, "{out}");
-        assert!(pongs + n(&w["pings_unanswered"]) + 20 >= sent, "{out}");
+        // Every ping sent is answered, unanswered, or in flight when the run ended (at most
+        // one per connection).
+        let in_flight = n(&w["pings_in_flight_on_closure"]);
+        assert_eq!(pongs + n(&w["pings_unanswered"]) + in_flight, sent, "{out}");
+        assert!(in_flight <= 20, "{out}");
         assert_eq!(n(&w["ping_rtt"]["count"]), pongs);
         assert!(out.contains(&format!("Ping RTT stats for {pongs} pongs min/avg/max/dev = ")), "{out}");
+    });
+}
+
+#[test]
+fn pings_a_server_never_answers_are_unanswered_or_in_flight_at_the_end() {
+    with_timeout(T, || {
+        // Upgrades, then reads nothing and answers nothing: no pong ever comes.
+        let (addr, _, _stop) = test_server(4, true, |_, s, head| {
+            let _ = accept_upgrade(s, head);
+        });
+        let port = addr.port().to_string();
+        let (code, out, v) = goon_json(
+            "silent-pings",
+            &["127.0.0.1", &port, "-c", "4", "-s", "0", "--ws", "/", "--ws-ping", "50ms", "--hold", "500ms"],
+        );
+        assert_eq!(code, 0, "{out}");
+        let w = &v["websocket"];
+        let (sent, unanswered, in_flight) =
+            (n(&w["pings_sent"]), n(&w["pings_unanswered"]), n(&w["pings_in_flight_on_closure"]));
+        assert_eq!(n(&w["pongs"]), 0, "{out}");
+        assert!(sent >= 4 * 3, "several pings each: {out}");
+        // Each connection's last ping is still in flight when the hold ends; the rest were
+        // superseded unanswered.
+        assert_eq!((in_flight, unanswered + in_flight), (4, sent), "{out}");
+        assert!(
+            out.contains(&format!("Pings: {sent} sent, 0 answered, {unanswered} unanswered, 4 in flight at the end, ")),
+            "{out}"
+        );
     });
 }
 
@@ -186,12 +228,7 @@ fn a_plain_server_that_closes_or_babbles_is_closed_or_bad_response() {
 fn headers_and_path_reach_the_server() {
     with_timeout(T, || {
         let (addr, heads, _stop) = test_server(2, true, |_, s, head| {
-            let key = key_of(head.unwrap_or(""));
-            let resp = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                tungstenite::handshake::derive_accept_key(key.as_bytes())
-            );
-            let _ = s.write_all(resp.as_bytes());
+            let _ = accept_upgrade(s, head);
         });
         let port = addr.port().to_string();
         let (code, out, v) = goon_json(
@@ -667,12 +704,7 @@ fn the_most_extra_headers_goon_sends_are_accepted_by_serve_ws() {
 fn ws_traffic_reads_past_urgent_data_from_the_server() {
     with_timeout(T, || {
         let (addr, _heads, _stop) = test_server(1, true, |_, s, head| {
-            let key = key_of(head.unwrap_or(""));
-            let resp = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-                tungstenite::handshake::derive_accept_key(key.as_bytes())
-            );
-            if s.write_all(resp.as_bytes()).is_err() {
+            if accept_upgrade(s, head).is_err() {
                 return;
             }
             // Each client frame here is 2 header bytes, a 4-byte mask and a payload under 126.

@@ -174,6 +174,7 @@ fn ws(total: &Run, scope: &str, shard_curves: ShardCurves, out: &mut Parts) {
         row(&mut rows, "pings sent", c.pings_sent);
         row(&mut rows, "pings answered", c.pongs);
         row(&mut rows, "pings unanswered", c.pings_unanswered);
+        row(&mut rows, "pings in flight at the end", c.pings_outstanding);
         row(&mut rows, "pings not sent (peer not reading)", c.pings_unsent);
     }
     lat_rows(&mut rows, "ping RTT", "pong", "pongs", &ping);
