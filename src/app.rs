@@ -126,7 +126,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             }
             let target = crate::config::resolve(&cfg.server.host, cfg.server.port)
                 .map_err(|e| Error::Preflight(format!("{}: {e}", cfg.server_key.as_str())))?;
-            crate::sys::raise_nofile()?;
+            let fd = crate::sys::raise_nofile()?;
+            reserve_fds((cfg.connections as u64).saturating_add(crate::sys::FD_RESERVE), &fd);
             let signals = crate::sys::route_signals()?;
             // A completed run exits 0 whatever the verdict: the verdict is the measurement.
             let outputs = crate::backpressure::client::Outputs { json: args.json.clone(), html: args.html.clone() };

@@ -1,7 +1,9 @@
 //! Every role that holds many descriptors grows its descriptor table to its connection count
 //! before its threads start (see `sys::reserve_fd_table`): `FDSize` in /proc/PID/status covers
 //! the count while the role has opened almost nothing yet. Without it the table doubles as
-//! descriptors open, each doubling a stall of the opening thread in a threaded process.
+//! descriptors open, each doubling a stall of the opening thread in a threaded process. (The
+//! bp client grows it too, but opens all its connections at once at start, so no moment shows
+//! its table ahead of its descriptors.)
 
 use std::process::Command;
 use std::time::Duration;
@@ -58,5 +60,15 @@ fn goon_grows_its_table_to_its_connections_before_dialing() {
         let line = p.wait_line(Duration::from_secs(20), |l| l.starts_with("Total: "));
         assert!(line.starts_with("Total: 4000,"), "first status line: {line}");
         covers("goon -c 4000", &p, 4000);
+    });
+}
+
+#[test]
+fn bp_server_grows_its_table_to_max_connections_at_start() {
+    with_timeout(T, || {
+        let mut cmd = netforge();
+        cmd.args(["bp", "server", "--listen", "127.0.0.1:0", "--max-connections", "3000"]);
+        let (p, _) = spawn_listening(cmd);
+        covers("bp server --max-connections 3000", &p, 3000);
     });
 }
