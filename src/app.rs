@@ -1,7 +1,8 @@
 //! Runs a parsed command line: the order of start-up steps matters and lives here. Values are
 //! checked and names resolved first (blocking is fine: no reactor runs yet), then the preflight
-//! and the confirmation prompt, then signals are routed to one thread (before any other thread
-//! starts, so all inherit the mask), then the role runs.
+//! and the confirmation prompt, then the descriptor table is grown to the role's connection
+//! count (while this is the only thread: see `sys::reserve_fd_table`), then signals are routed
+//! to one thread (before any other thread starts, so all inherit the mask), then the role runs.
 
 use std::io::{self, Write};
 
