@@ -299,7 +299,7 @@ impl Tool {
     /// Handshakes the server sees from an exact run of N in `scenario`: tcpkali opens one of
     /// its own first, unless it is given source addresses (`--source-ip`).
     fn exact(&self, scenario: &str, n: u64) -> u64 {
-        if self.key == "tcpkali" && matches!(scenario, "default" | "crowded") {
+        if self.key == "tcpkali" && sources(scenario).is_some_and(|s| s.is_empty()) {
             n + 1
         } else {
             n
@@ -327,12 +327,7 @@ impl Tool {
             }
             _ => return None,
         };
-        let sources: &[&str] = match scenario {
-            "default" | "crowded" => &[],
-            "one" => &["127.0.0.1"],
-            "two" => &["127.0.0.2", "127.0.0.3"],
-            _ => return None,
-        };
+        let sources = sources(scenario)?;
         match self.key {
             "tcpgoon" if !sources.is_empty() => return None,
             "goon" | "base" if !sources.is_empty() => {
@@ -349,6 +344,17 @@ impl Tool {
             _ => {}
         }
         Some(a)
+    }
+}
+
+/// The source addresses a scenario gives the tools (none: the kernel's choice), or None for a
+/// scenario of another name.
+fn sources(scenario: &str) -> Option<&'static [&'static str]> {
+    match scenario {
+        "default" | "crowded" => Some(&[]),
+        "one" => Some(&["127.0.0.1"]),
+        "two" => Some(&["127.0.0.2", "127.0.0.3"]),
+        _ => None,
     }
 }
 
