@@ -73,7 +73,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 return print_config(&crate::config::to_toml(&cfg));
             }
             let fd = crate::sys::raise_nofile()?;
-            if (cfg.max_conns as u64).saturating_add(crate::sys::FD_RESERVE) > fd.soft {
+            let want = (cfg.max_conns as u64).saturating_add(crate::sys::FD_RESERVE);
+            if want > fd.soft {
                 log::warn!(
                     "serve: --max-conns {} exceeds the open-file limit {} (hard {}); accepts will pause at the limit",
                     cfg.max_conns,
@@ -81,7 +82,6 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                     fd.hard
                 );
             }
-            let want = (cfg.max_conns as u64).saturating_add(crate::sys::FD_RESERVE);
             reserve_fds(want.min(crate::sys::FD_TABLE_CEILING), &fd);
             let signals = crate::sys::route_signals()?;
             reporting(Watched::stdout(), |out| crate::serve::run(&cfg, &signals, out).map(|()| 0))
@@ -146,7 +146,12 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
 /// [`crate::sys::reserve_fd_table`]); a failure only means the table grows as it goes.
 fn reserve_fds(want: u64, fd: &crate::sys::FdLimit) {
     match crate::sys::reserve_fd_table(want, fd) {
-        Ok(size) => log::debug!("descriptor table: {size} slots for {want} wanted (open-file limit {})", fd.soft),
+        // The table's size is read only for the debug line.
+        Ok(()) if log::log_enabled!(log::Level::Debug) => {
+            let size = crate::sys::fd_table_size().map_or_else(|e| format!("? ({e})"), |n| n.to_string());
+            log::debug!("descriptor table: {size} slots for {want} wanted (open-file limit {})", fd.soft);
+        }
+        Ok(()) => {}
         Err(e) => log::debug!("descriptor table not grown ahead ({e}): it grows as descriptors open"),
     }
 }

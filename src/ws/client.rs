@@ -116,6 +116,12 @@ impl ClientCounts {
         self.failed_status.total() + self.failed_timeout + self.failed_closed + self.failed_bad_response
     }
 
+    /// A ping in flight will get no pong counted: the next came due, or its connection ended.
+    fn ping_unanswered(&mut self) {
+        self.pings_unanswered += 1;
+        self.pings_outstanding -= 1;
+    }
+
     pub fn merge(&mut self, o: &ClientCounts) {
         self.upgrading += o.upgrading;
         self.upgraded += o.upgraded;
@@ -287,8 +293,7 @@ impl Client {
             }
             Phase::Open(o) => {
                 if o.ping.take().is_some() {
-                    st.counts.pings_unanswered += 1;
-                    st.counts.pings_outstanding -= 1;
+                    st.counts.ping_unanswered();
                 }
                 o.seq = o.seq.wrapping_add(1);
                 let mut f = [0u8; CONTROL_FRAME_MAX];
@@ -344,8 +349,7 @@ impl Client {
         if let Phase::Open(o) = &self.0 {
             st.counts.upgraded -= 1;
             if o.ping.is_some() {
-                st.counts.pings_unanswered += 1;
-                st.counts.pings_outstanding -= 1;
+                st.counts.ping_unanswered();
             }
         }
         self.0 = Phase::Done;
