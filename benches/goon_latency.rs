@@ -7,14 +7,17 @@
 //! - `tcpkali`: `-m 'ping\n' -e -r R --latency-marker ping` (from `../shared/peers/bin`, or
 //!   `GOON_LAT_PEERS`; a skip line when absent), latency as tcpkali prints it (0.1 ms steps);
 //! - `blocking`: the reference, in this process: one thread per connection with a blocking
-//!   socket, the same schedule (connection i's slots at i/N of the period 1/R: N evenly spaced
-//!   phases, as goon's; a late message sent at once and timed from its slot),
-//!   recorded into an HdrHistogram of goon's precision (1 µs..60 s, 3 significant digits).
+//!   socket, goon's schedule (slot 0 at the connection's establishment, slot k ≥ 1 on
+//!   connection i's phase, i/N of the period 1/R, at least a period after slot 0: N evenly
+//!   spaced phases, as goon's; a late message sent at once and timed from its slot), recorded
+//!   into an HdrHistogram of goon's precision (1 µs..60 s, 3 significant digits).
 //!
 //! Connections open at `GOON_LAT_DIAL_RATE` per second (default 5000: goon `--rate`, tcpkali
-//! `--connect-rate`; the reference connects all, then starts connection i's schedule at i/N of
-//! the period). goon and the reference spread the connections' slots evenly over the period;
-//! tcpkali's follow its connects.
+//! `--connect-rate`, the reference's connection i at i/rate), and each tool's traffic phase
+//! ends `GOON_LAT_SECS` after its dialing. goon and the reference spread the connections'
+//! slots evenly over the period; tcpkali's follow its connects. The first messages, sent as
+//! connections are established, wait for the target to accept them: goon and the reference
+//! see that alike.
 //!
 //! Knobs (environment; a bad value is a one-line error and exit status 2 before anything runs):
 //! `GOON_LAT_N` connections (1..=9000, default 1000), `GOON_LAT_RATE` messages/s per connection
@@ -132,7 +135,8 @@ fn cpu_s(who: libc::c_int) -> f64 {
 /// Runs `cmd` to the end within `limit`; returns its stdout and the CPU seconds it used.
 fn run_child(mut cmd: Command, limit: Duration) -> Option<(String, f64)> {
     let cpu0 = children_cpu_s();
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
+    // stderr is not read: as an unread pipe it would block a chatty child once 64 KiB filled.
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
     let mut out = child.stdout.take()?;
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -226,43 +230,60 @@ fn tcpkali(bin: &std::path::Path, addr: SocketAddr, n: u64, rate: f64, secs: u64
     })
 }
 
-/// The reference: a thread per connection, blocking sockets, goon's schedule.
-fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
-    let period = 1.0 / rate;
+/// Sleeps until `at` (at once when it has passed).
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+/// The reference: a thread per connection, blocking sockets, goon's schedule: connection i
+/// dialed at i/`dial_rate` after a common start, its slot 0 at its establishment, its slot
+/// k ≥ 1 on phase i/N of the period (`g + (k + skip)/R`, `g` the phase's last instant at or
+/// before the establishment, `skip` 1 unless it fell exactly on it), the traffic phase
+/// ending `secs` after the last dial was due, as goon's ends `--duration` after its dialing.
+fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64, dial_rate: u64) -> Option<Figures> {
+    let period = Duration::from_secs_f64(1.0 / rate);
     let cpu0 = cpu_s(libc::RUSAGE_SELF);
     let barrier = Arc::new(Barrier::new(n as usize + 1));
-    let (tx, rx) = crossbeam_channel::bounded::<(Histogram<u64>, u64, u64, u64, u64)>(n as usize);
+    let start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    // Per connection: its histogram, min, max, messages answered, seconds it carried traffic
+    // and whether it connected.
+    let (tx, rx) = crossbeam_channel::bounded::<(Histogram<u64>, u64, u64, u64, f64, u64)>(n as usize);
     let mut threads = Vec::with_capacity(n as usize);
+    let dials = Duration::from_secs_f64(n as f64 / dial_rate as f64);
     for i in 0..n {
-        let (barrier, tx) = (barrier.clone(), tx.clone());
-        // Connection i's schedule starts at i/n of the period after the barrier: goon's phase
-        // for its i-th connection.
-        let offset = Duration::from_secs_f64(period * i as f64 / n as f64);
+        let (barrier, tx, start) = (barrier.clone(), tx.clone(), start.clone());
+        let dial_at = Duration::from_secs_f64(i as f64 / dial_rate as f64);
+        let phase = period.mul_f64(i as f64 / n as f64);
         let t = std::thread::Builder::new().stack_size(64 << 10).spawn(move || {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             let (mut min, mut max, mut sent) = (u64::MAX, 0u64, 0u64);
-            let conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+            // Every thread is up when the barrier opens: dials keep their times from then on.
             barrier.wait();
-            let start = Instant::now() + offset;
-            let Ok(mut s) = conn else {
-                let _ = tx.send((h, min, max, sent, 0));
+            let Some(&t0) = start.get() else { return };
+            let end = t0 + dials + Duration::from_secs(secs);
+            sleep_until(t0 + dial_at);
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+                let _ = tx.send((h, min, max, sent, 0.0, 0));
                 return;
             };
+            let est = Instant::now();
             let _ = s.set_nodelay(true);
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-            // Every connection is up (or failed) when the barrier opens: traffic from then on.
-            let end = start + Duration::from_secs(secs);
+            let lead_ns = ((est - t0).as_nanos() as i128 - phase.as_nanos() as i128)
+                .rem_euclid(period.as_nanos().max(1) as i128) as u64;
+            let grid = est - Duration::from_nanos(lead_ns);
+            let skip = u32::from(lead_ns > 0);
             let mut buf = [0u8; MESSAGE.len()];
-            for k in 0u64.. {
-                let slot = start + Duration::from_secs_f64(k as f64 * period);
+            for k in 0u32.. {
+                let slot = if k == 0 { est } else { grid + period * (k + skip) };
                 if slot >= end {
                     break;
                 }
-                let now = Instant::now();
-                if slot > now {
-                    std::thread::sleep(slot - now);
-                }
+                sleep_until(slot);
                 if s.write_all(MESSAGE).is_err() || s.read_exact(&mut buf).is_err() {
                     break;
                 }
@@ -272,7 +293,7 @@ fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
                 min = min.min(ns);
                 max = max.max(ns);
             }
-            let _ = tx.send((h, min, max, sent, 1));
+            let _ = tx.send((h, min, max, sent, end.saturating_duration_since(est).as_secs_f64(), 1));
         });
         match t {
             Ok(t) => threads.push(t),
@@ -283,15 +304,18 @@ fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
         }
     }
     drop(tx);
+    // A common start a little ahead, so that no thread is still waking when its dial is due.
+    let _ = start.set(Instant::now() + Duration::from_millis(20));
     barrier.wait();
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-    let (mut min, mut max, mut sent, mut ok) = (u64::MAX, 0u64, 0u64, 0u64);
+    let (mut min, mut max, mut sent, mut ok, mut conn_s) = (u64::MAX, 0u64, 0u64, 0u64, 0.0f64);
     for _ in 0..n {
-        let Ok((h, lo, hi, s, c)) = rx.recv_timeout(Duration::from_secs(secs + 30)) else { break };
+        let Ok((h, lo, hi, s, span, c)) = rx.recv_timeout(dials + Duration::from_secs(secs + 30)) else { break };
         let _ = all.add(&h);
         min = min.min(lo);
         max = max.max(hi);
         sent += s;
+        conn_s += span;
         ok += c;
     }
     for t in threads {
@@ -301,8 +325,7 @@ fn blocking(addr: SocketAddr, n: u64, rate: f64, secs: u64) -> Option<Figures> {
         eprintln!("goon_latency: blocking reference: {} of {n} connections failed", n - ok);
     }
     let pct = |q: f64| (all.value_at_quantile(q / 100.0) as f64).clamp(min as f64 / 1e3, max as f64 / 1e3);
-    let conn_s = secs as f64 * ok.max(1) as f64;
-    let per_s = sent as f64 / conn_s * n as f64;
+    let per_s = sent as f64 / conn_s.max(1e-9) * n as f64;
     Some(Figures {
         us: [pct(50.0), pct(90.0), pct(99.0), pct(99.9), max as f64 / 1e3],
         sent_per_s: per_s,
@@ -331,7 +354,14 @@ fn fmt_us(us: f64) -> String {
 
 /// The `stall` target (see the module docs); it serves until the bench process ends.
 fn stall_server(delay: Duration, stall: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the stall target");
+    // A deep accept queue: `TcpListener::bind` listens with 128, and 1,000 connections
+    // arriving at 5,000/s (twice that side by side) while this loop starts a thread for each
+    // overflowed it (ListenOverflows), so some handshakes' last ACK was dropped and their first
+    // message waited for a retransmission (200 ms and more) before the server read it.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("the stall target");
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind the stall target");
+    sock.listen(4096).expect("listen on the stall target");
+    let listener: TcpListener = sock.into();
     let addr = listener.local_addr().expect("the stall target's address");
     let epoch = Instant::now();
     std::thread::spawn(move || {
@@ -433,7 +463,7 @@ fn run_target(
             let f = match tool {
                 "goon" => goon(addr, c.n, c.rate, c.secs, c.dial_rate),
                 "tcpkali" => kali.and_then(|k| tcpkali(k, addr, c.n, c.rate, c.secs, c.dial_rate)),
-                _ => blocking(addr, c.n, c.rate, c.secs),
+                _ => blocking(addr, c.n, c.rate, c.secs, c.dial_rate),
             };
             match f {
                 Some(f) => {
@@ -540,7 +570,7 @@ fn run_together(target: &str, addr: SocketAddr, c: &Setup) {
     for round in 0..c.rounds as usize {
         let (rate, secs, dial) = (c.rate, c.secs, c.dial_rate);
         let g = std::thread::spawn(move || goon(addr, n_goon, rate, secs, dial));
-        let b = blocking(addr, n_ref, rate, secs);
+        let b = blocking(addr, n_ref, rate, secs, dial);
         let g = g.join().ok().flatten();
         let (Some(g), Some(b)) = (g, b) else {
             println!("  round {round} failed (goon or the reference gave no figures; see above)");

@@ -5,9 +5,11 @@
 //! (no coordinated omission).
 //!
 //! Schedule: slot 0 of a connection is due at its establishment, and slot `k ≥ 1` at
-//! `g + k/R`, where `g` is the last instant at or before the establishment on the connection's
-//! *phase*: the run's N connections take N evenly spaced phases of one period `1/R`, handed out
-//! in an order that spreads any first few ([`Phases`], [`Order`]), so N connections × R/s is a
+//! `g + (k + s)/R`, where `g` is the last instant at or before the establishment on the
+//! connection's *phase* and `s` is 1 when the establishment fell past `g` (0 when on it), so
+//! slot 1 is at least a period after slot 0 ([`Flow::skip`]). The run's N connections take
+//! N evenly spaced phases of one period `1/R`, handed out in an order that spreads any first
+//! few ([`Phases`], [`Order`]), so N connections × R/s is a
 //! steady N·R messages a second, not N at once every `1/R`. The phase comes from the
 //! connection's place in the order, not from the moment it was established: a turn the loop
 //! was late for during the ramp (a dial batch, a descheduled thread) does not bunch
@@ -325,7 +327,8 @@ impl Phases {
 #[derive(Debug)]
 pub struct Flow {
     /// The grid point of the connection's phase at or before its establishment: slot k ≥ 1 is
-    /// due `k/R` after it.
+    /// due `(k + skip)/R` after it, `skip` 1 when the establishment fell past it (see
+    /// [`Flow::skip`]).
     start: Instant,
     /// From `start` to the establishment, where slot 0 (and the first message) is due, in ns
     /// (less than one period).
@@ -342,6 +345,17 @@ pub struct Flow {
     answered: u64,
     /// Bytes of the current response (Bytes), or marker bytes matched (Marker).
     got: u64,
+}
+
+impl Flow {
+    /// Grid points skipped before slot 1: one when the establishment fell past the grid point
+    /// `start`, so slot 1 is the first point at least a whole period after slot 0 and a
+    /// connection's messages are never scheduled closer than `1/R` (slot 1 on the very next
+    /// point would follow slot 0 by anything from a nanosecond to a period, and a server that
+    /// reads one request at a time would queue it behind slot 0's).
+    fn skip(&self) -> u64 {
+        u64::from(self.lead > 0)
+    }
 }
 
 /// What the reactor does after [`Traffic::step`].
@@ -451,7 +465,16 @@ impl Traffic {
         if i <= self.first {
             return flow.start + Duration::from_nanos(flow.lead);
         }
-        flow.start + Duration::from_nanos(self.slot_ns(i - self.first))
+        flow.start + Duration::from_nanos(self.slot_ns(i - self.first + flow.skip()))
+    }
+
+    /// Slots of `flow` due by `t_ns` after its grid point: slot 0 (at the establishment, due
+    /// from the start) and each slot k ≥ 1 at `(k + skip)` periods.
+    fn slots_due(&self, flow: &Flow, t_ns: u64) -> u64 {
+        match self.slots_by(t_ns) {
+            0 => 0,
+            s => 1 + (s - 1).saturating_sub(flow.skip()),
+        }
     }
 
     /// Messages due at `now`: those whose intended time is at or before `now` and before the
@@ -461,8 +484,8 @@ impl Traffic {
         let ns = |i: Instant| i.saturating_duration_since(flow.start).as_nanos().min(u64::MAX as u128) as u64;
         let slots = match self.until {
             Some(u) if u <= flow.start + Duration::from_nanos(flow.lead) => return 0,
-            Some(u) if now >= u => self.slots_by(ns(u).saturating_sub(1)),
-            _ => self.slots_by(ns(now)),
+            Some(u) if now >= u => self.slots_due(flow, ns(u).saturating_sub(1)),
+            _ => self.slots_due(flow, ns(now)),
         };
         self.first + slots
     }
@@ -751,7 +774,12 @@ mod tests {
                 let f = t.flow(at);
                 assert_eq!(t.intended(&f, 0), at, "slot 0 is due at the establishment");
                 let s1 = t.intended(&f, 1);
-                assert!(s1 > at && s1 <= at + Duration::from_millis(100), "slot 1 within one period");
+                // Slot 1 is the first point of the phase at least a period after slot 0: a
+                // connection's messages are never scheduled closer than 1/R.
+                assert!(
+                    s1 >= at + Duration::from_millis(100) && s1 < at + Duration::from_millis(200),
+                    "slot 1 between one and two periods after slot 0"
+                );
                 assert_eq!(t.intended(&f, 2), s1 + Duration::from_millis(100));
                 assert_eq!(t.due_at(&f, at), 1, "only slot 0 is due at once");
                 assert_eq!(t.due_at(&f, s1 - Duration::from_nanos(1)), 1);
@@ -770,14 +798,20 @@ mod tests {
         assert_eq!((t.intended(&f, 0), t.intended(&f, 1)), (on, on), "first message and slot 0");
         assert_eq!(t.intended(&f, 2), on + Duration::from_millis(100));
         // The end of the traffic phase is exclusive, counted from the establishment for slot 0.
+        // Established at 1.007 s on the phase of 0 ms: slot 1 skips 1.1 s (7 ms short of a
+        // period after slot 0) and lies at 1.2 s.
         let mut t = Traffic::new(plan(None, Some(10.0), Until::Nothing)).with_phases(phases);
         let f = t.flow(at);
+        assert_eq!(t.intended(&f, 1), base + Duration::from_millis(1_200));
+        assert_eq!(t.intended(&f, 2), base + Duration::from_millis(1_300));
         t.end_at(at);
         assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 0, "ended at the establishment");
-        t.end_at(at + Duration::from_millis(93));
-        assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 1, "slot 1 at 1.1 s is past the end");
-        t.end_at(at + Duration::from_millis(94));
-        assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 2, "slot 1 is at 1.1 s, before the end");
+        t.end_at(at + Duration::from_millis(193));
+        assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 1, "slot 1 at 1.2 s is past the end");
+        t.end_at(at + Duration::from_millis(194));
+        assert_eq!(t.due_at(&f, at + Duration::from_secs(1)), 2, "slot 1 is at 1.2 s, before the end");
+        assert_eq!(t.due_at(&f, base + Duration::from_millis(1_199)), 1, "not yet at 1.199 s");
+        assert_eq!(t.due_at(&f, base + Duration::from_millis(1_200)), 2);
     }
 
     #[test]
