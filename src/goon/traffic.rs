@@ -9,8 +9,8 @@
 //! connection's *phase* and `s` is 1 when the establishment fell past `g` (0 when on it), so
 //! slot 1 is at least a period after slot 0 ([`Flow::skip`]). The run's N connections take
 //! N evenly spaced phases of one period `1/R`, handed out in an order that spreads any first
-//! few ([`Phases`], [`Order`]), so N connections × R/s is a
-//! steady N·R messages a second, not N at once every `1/R`. The phase comes from the
+//! few ([`Phases`], [`Order`]), so N connections × R/s is a steady N·R messages a second, not
+//! N at once every `1/R`. The phase comes from the
 //! connection's place in the order, not from the moment it was established: a turn the loop
 //! was late for during the ramp (a dial batch, a descheduled thread) does not bunch
 //! connections' messages together for the rest of the run. Slots are due at their times
@@ -348,11 +348,10 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// Grid points skipped before slot 1: one when the establishment fell past the grid point
-    /// `start`, so slot 1 is the first point at least a whole period after slot 0 and a
-    /// connection's messages are never scheduled closer than `1/R` (slot 1 on the very next
-    /// point would follow slot 0 by anything from a nanosecond to a period, and a server that
-    /// reads one request at a time would queue it behind slot 0's).
+    /// Grid points skipped before slot 1: one when the establishment fell past `start`, so
+    /// slot 1 is the first point at least a whole period after slot 0 (on the very next point
+    /// it could follow slot 0 by a nanosecond, and a server that reads one request at a time
+    /// would queue it behind slot 0's).
     fn skip(&self) -> u64 {
         u64::from(self.lead > 0)
     }
